@@ -1,2 +1,37 @@
+// kvrag: local LLM runtime for RAG. `kvrag --help` lists the subcommands.
 #include <cstdio>
-int main() { std::puts("kvrag 0.1.0"); return 0; }
+#include <exception>
+#include <map>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"kvrag: a local LLM runtime for RAG whose KV cache cannot leak or overflow"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", "kvrag 0.1.0");
+    std::map<CLI::App*, kvrag::cli::Runner> runners;
+    auto add = [&](const char* name, const char* desc, kvrag::cli::Runner (*reg)(CLI::App&)) {
+        CLI::App* sub = app.add_subcommand(name, desc);
+        runners[sub] = reg(*sub);
+    };
+    add("generate", "generate text from a prompt", kvrag::cli::add_generate);
+    add("tokenize", "print the token ids of a text", kvrag::cli::add_tokenize);
+    add("info", "describe a GGUF model file", kvrag::cli::add_info);
+    add("demo", "write a small synthetic model and generate from it (no download needed)", kvrag::cli::add_demo);
+    add("make-model", "write a synthetic GGUF model with random weights", kvrag::cli::add_make_model);
+    add("bench", "measure prefill and decode speed", kvrag::cli::add_bench);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        for (auto& [sub, run] : runners) {
+            if (sub->parsed()) return run();
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "kvrag: internal error: %s\n", e.what());
+        return 2;
+    }
+    return 0;
+}

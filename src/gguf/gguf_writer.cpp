@@ -196,9 +196,7 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
     return out;
 }
 
-Result<void> GgufWriter::write(const std::string& path) const {
-    const std::vector<uint8_t> bytes = to_bytes();
-    // Write to a temporary name and rename, so a reader never sees a half-written model.
+Result<void> write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
     const std::string tmp = path + ".tmp";
     FILE* f = std::fopen(tmp.c_str(), "wb");
     if (!f) return Error{Errc::gguf_write, path + ": cannot create: " + std::strerror(errno)};
@@ -212,5 +210,7 @@ Result<void> GgufWriter::write(const std::string& path) const {
     }
     return {};
 }
+
+Result<void> GgufWriter::write(const std::string& path) const { return write_file_atomic(path, to_bytes()); }
 
 }  // namespace kvrag::gguf

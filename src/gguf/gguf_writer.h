@@ -12,6 +12,10 @@
 
 namespace kvrag::gguf {
 
+// Writes bytes to path through a temporary file and a rename, so a reader never sees a
+// half-written model.
+Result<void> write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
+
 class GgufWriter {
 public:
     explicit GgufWriter(uint32_t alignment = 32) : alignment_(alignment) {}

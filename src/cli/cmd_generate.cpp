@@ -1,0 +1,111 @@
+#include <cstdio>
+#include <random>
+
+#include "cli/commands.h"
+#include "engine/generator.h"
+
+namespace kvrag::cli {
+namespace {
+
+struct GenerateArgs {
+    std::string model_path;
+    std::string prompt;
+    int32_t n_predict = 128;
+    float temp = 0.8f;
+    int32_t top_k = 40;
+    float top_p = 0.95f;
+    float min_p = 0.05f;
+    float repeat_penalty = 1.0f;
+    float presence_penalty = 0.0f;
+    float frequency_penalty = 0.0f;
+    int64_t seed = -1;
+    int32_t threads = 0;
+    int32_t ctx = 0;
+    std::string kv_type = "f16";
+    std::vector<std::string> stop;
+    bool ids = false;
+    bool ignore_eos = false;
+    bool special = false;
+    bool verbose = false;
+};
+
+int run_generate(const GenerateArgs& a) {
+    auto kv_type = ggml_type_from_name(a.kv_type);
+    if (!kv_type) return fail(Error{Errc::cli_usage, "--kv-type '" + a.kv_type + "' is not one of f16, q8_0, f32"});
+    auto loaded = engine::LoadedModel::load(a.model_path, terminal_progress("loading " + a.model_path));
+    if (!loaded) return fail(loaded.error());
+    engine::EngineConfig cfg;
+    cfg.n_threads = a.threads;
+    cfg.kv_type = *kv_type;
+    cfg.n_ctx = a.ctx > 0 ? a.ctx : std::min<int32_t>(4096, loaded->model->hparams().n_ctx_train);
+    auto gen = engine::Generator::create(std::move(*loaded), cfg);
+    if (!gen) return fail(gen.error());
+
+    engine::GenerateOptions opt;
+    opt.max_tokens = a.n_predict;
+    opt.sampling.temperature = a.temp;
+    opt.sampling.top_k = a.top_k;
+    opt.sampling.top_p = a.top_p;
+    opt.sampling.min_p = a.min_p;
+    opt.sampling.repeat_penalty = a.repeat_penalty;
+    opt.sampling.presence_penalty = a.presence_penalty;
+    opt.sampling.frequency_penalty = a.frequency_penalty;
+    opt.sampling.seed = a.seed >= 0 ? static_cast<uint64_t>(a.seed) : std::random_device{}();
+    opt.stop = a.stop;
+    opt.stop_at_eog = !a.ignore_eos;
+    opt.parse_special = a.special;
+
+    engine::TextCallback stream = nullptr;
+    if (!a.ids) {
+        stream = [](std::string_view piece, int32_t) {
+            std::fwrite(piece.data(), 1, piece.size(), stdout);
+            std::fflush(stdout);
+            return true;
+        };
+    }
+    auto res = (*gen)->generate(a.prompt, opt, stream);
+    if (!res) return fail(res.error());
+    if (a.ids) {
+        for (size_t i = 0; i < res->tokens.size(); ++i) std::printf("%s%d", i ? " " : "", res->tokens[i]);
+    }
+    std::printf("\n");
+    if (a.verbose) {
+        const double pp = res->prefill_ms > 0 ? 1000.0 * res->prompt_tokens.size() / res->prefill_ms : 0.0;
+        const double tg = res->decode_ms > 0 ? 1000.0 * res->tokens.size() / res->decode_ms : 0.0;
+        std::fprintf(stderr,
+                     "prompt: %zu tokens in %.1f ms (%.1f tok/s); generated: %zu tokens in %.1f ms (%.1f tok/s); "
+                     "finish: %s; seed: %llu; threads: %d; ctx: %d; kv: %s %.2f MiB\n",
+                     res->prompt_tokens.size(), res->prefill_ms, pp, res->tokens.size(), res->decode_ms, tg,
+                     res->finish_reason.c_str(), static_cast<unsigned long long>(opt.sampling.seed), (*gen)->n_threads(),
+                     cfg.n_ctx, a.kv_type.c_str(), static_cast<double>((*gen)->kv_bytes()) / 1048576.0);
+    }
+    return 0;
+}
+
+}  // namespace
+
+Runner add_generate(CLI::App& app) {
+    auto a = std::make_shared<GenerateArgs>();
+    app.add_option("-m,--model", a->model_path, "GGUF model file")->required();
+    app.add_option("-p,--prompt", a->prompt, "prompt text")->required();
+    app.add_option("-n,--n-predict", a->n_predict, "maximum tokens to generate")->check(CLI::Range(0, 1 << 22));
+    app.add_option("--temp", a->temp, "temperature; 0 = greedy");
+    app.add_option("--top-k", a->top_k, "keep the k most likely tokens; <= 0 disables");
+    app.add_option("--top-p", a->top_p, "nucleus sampling mass; 1 disables");
+    app.add_option("--min-p", a->min_p, "drop tokens below min_p * p(best); 0 disables");
+    app.add_option("--repeat-penalty", a->repeat_penalty, "penalty for recent tokens; 1 disables");
+    app.add_option("--presence-penalty", a->presence_penalty, "OpenAI presence penalty");
+    app.add_option("--frequency-penalty", a->frequency_penalty, "OpenAI frequency penalty");
+    app.add_option("--seed", a->seed, "random seed for reproducible sampling; default random");
+    app.add_option("-t,--threads", a->threads, "threads; default: physical cores")->check(CLI::Range(0, 1024));
+    app.add_option("-c,--ctx", a->ctx, "context size (KV cells); default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
+    app.add_option("--kv-type", a->kv_type, "KV cell type: f16, q8_0, f32");
+    app.add_option("--stop", a->stop, "stop string (repeatable)");
+    app.add_flag("--ids", a->ids, "print the generated token ids instead of text");
+    app.add_flag("--ignore-eos", a->ignore_eos, "keep generating past end-of-generation tokens");
+    app.add_flag("--special", a->special, "parse special-token texts in the prompt");
+    app.add_flag("-v,--verbose", a->verbose, "print timings and settings to stderr");
+    return [a] { return run_generate(*a); };
+}
+
+}  // namespace kvrag::cli

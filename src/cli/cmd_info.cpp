@@ -1,0 +1,77 @@
+#include <cstdio>
+#include <map>
+
+#include "cli/commands.h"
+#include "kvcache/kv_store.h"
+#include "model/model.h"
+
+namespace kvrag::cli {
+
+Runner add_info(CLI::App& app) {
+    struct Args {
+        std::string model_path;
+        bool metadata = false;
+    };
+    auto a = std::make_shared<Args>();
+    app.add_option("model", a->model_path, "GGUF model file")->required();
+    app.add_flag("--metadata", a->metadata, "also list every metadata key");
+    return [a] {
+        auto file = gguf::GgufFile::open(a->model_path);
+        if (!file) return fail(file.error());
+        const gguf::GgufFile& f = **file;
+        std::printf("file:          %s\n", f.path().c_str());
+        std::printf("file size:     %llu bytes (%.2f MiB)\n", static_cast<unsigned long long>(f.file_size()),
+                    static_cast<double>(f.file_size()) / 1048576.0);
+        std::printf("gguf version:  %u, %zu metadata keys, %zu tensors\n", f.version(), f.metadata().size(), f.tensors().size());
+        std::map<std::string, std::pair<int, uint64_t>> types;
+        uint64_t n_params = 0;
+        for (const auto& t : f.tensors()) {
+            auto& e = types[std::string(ggml_type_name(t.type))];
+            e.first += 1;
+            e.second += t.n_bytes;
+            n_params += t.n_elements;
+        }
+        std::printf("parameters:    %llu (%.2f M)\n", static_cast<unsigned long long>(n_params), static_cast<double>(n_params) / 1e6);
+        std::printf("tensor types: ");
+        for (const auto& [name, e] : types) std::printf(" %s x%d (%.2f MiB)", name.c_str(), e.first, static_cast<double>(e.second) / 1048576.0);
+        std::printf("\n");
+        if (auto tm = f.get_string("tokenizer.ggml.model"); tm && *tm) {
+            auto toks = f.get_array("tokenizer.ggml.tokens");
+            auto pre = f.get_string("tokenizer.ggml.pre");
+            std::printf("tokenizer:     %s, pre %s, %llu tokens\n", std::string(**tm).c_str(),
+                        pre && *pre ? std::string(**pre).c_str() : "default",
+                        static_cast<unsigned long long>(toks && *toks ? (*toks)->n : 0));
+        }
+        if (a->metadata) {
+            for (const auto& [key, value] : f.metadata()) std::printf("  %s = %s\n", key.c_str(), value.to_display().c_str());
+        }
+        if (f.tensors().empty()) {
+            std::printf("(vocabulary-only file: no tensors)\n");
+            return 0;
+        }
+        auto hp = model::read_hparams(f);
+        if (!hp) return fail(hp.error());
+        const auto& h = *hp;
+        std::printf("architecture:  %s%s%s\n", h.arch_name.c_str(), h.name.empty() ? "" : ", name ", h.name.c_str());
+        std::printf("hparams:       n_vocab %d, n_ctx_train %d, n_embd %d, n_layer %d, n_head %d, n_head_kv %d, n_ff %d, head_dim %d\n",
+                    h.n_vocab, h.n_ctx_train, h.n_embd, h.n_layer, h.n_head, h.n_head_kv, h.n_ff, h.head_dim);
+        std::printf("rope:          n_rot %d, freq_base %g, scaling %s (freq_scale %g), %s pairs; rms_eps %g\n", h.n_rot,
+                    h.rope_freq_base, h.rope_scaling_type.c_str(), h.rope_freq_scale, h.rope_neox ? "neox" : "normal", h.rms_eps);
+        std::printf("kv per token: ");
+        for (GgmlType t : {GgmlType::F16, GgmlType::Q8_0, GgmlType::F32}) {
+            auto geo = kvcache::make_geometry(h, t);
+            if (geo) {
+                std::printf(" %s %zu bytes", std::string(ggml_type_name(t)).c_str(), geo->bytes_per_cell());
+            } else {
+                std::printf(" %s n/a", std::string(ggml_type_name(t)).c_str());
+            }
+        }
+        std::printf("\n");
+        auto w = model::bind_weights(f, h);
+        if (!w) return fail(w.error());
+        std::printf("output:        %s\n", w->tied_output ? "tied to token_embd" : "output.weight");
+        return 0;
+    };
+}
+
+}  // namespace kvrag::cli

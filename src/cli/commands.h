@@ -1,0 +1,29 @@
+// The kvrag subcommands. Each registers its options on a CLI11 app and runs when chosen;
+// run functions return the process exit code and print errors to stderr.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "core/error.h"
+#include "model/model.h"
+
+namespace kvrag::cli {
+
+// A subcommand's run function, bound to its parsed options.
+using Runner = std::function<int()>;
+
+Runner add_generate(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
+Runner add_info(CLI::App& app);
+Runner add_demo(CLI::App& app);
+Runner add_make_model(CLI::App& app);
+Runner add_bench(CLI::App& app);
+
+// Prints "kvrag: E1004 ..." to stderr and returns 1.
+int fail(const Error& err);
+// A load-progress callback that draws on stderr when it is a terminal, else nothing.
+model::LoadProgress terminal_progress(const std::string& label);
+
+}  // namespace kvrag::cli

@@ -1,0 +1,85 @@
+#include "core/thread_pool.h"
+
+#include <fstream>
+#include <set>
+#include <string>
+
+namespace kvrag {
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+        ++generation_;
+    }
+    spin_generation_.fetch_add(1, std::memory_order_release);
+    cv_start_.notify_all();
+    for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::run(const std::function<void(int, int)>& fn) {
+    if (n_threads_ == 1) {
+        fn(0, 1);
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        job_ = &fn;
+        pending_ = n_threads_ - 1;
+        ++generation_;
+    }
+    // Workers spin briefly on this counter before sleeping: a decode step issues hundreds of
+    // small kernels, and a condition-variable wake-up per kernel would dominate them.
+    spin_generation_.fetch_add(1, std::memory_order_release);
+    cv_start_.notify_all();
+    fn(0, n_threads_);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_done_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
+}
+
+void ThreadPool::worker(int ith) {
+    uint64_t seen = 0;
+    for (;;) {
+        for (int spin = 0; spin < 20000; ++spin) {
+            if (spin_generation_.load(std::memory_order_acquire) != seen) break;
+#if defined(__x86_64__)
+            __builtin_ia32_pause();
+#endif
+        }
+        const std::function<void(int, int)>* job;
+        {
+            std::unique_lock<std::mutex> lock(mu_);
+            cv_start_.wait(lock, [&] { return generation_ != seen || stop_; });
+            if (stop_) return;
+            seen = generation_;
+            job = job_;
+        }
+        (*job)(ith, n_threads_);
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (--pending_ == 0) cv_done_.notify_one();
+        }
+    }
+}
+
+int physical_core_count() {
+    // Count distinct (physical id, core id) pairs; fall back to the logical count.
+    std::ifstream in("/proc/cpuinfo");
+    std::set<std::pair<std::string, std::string>> cores;
+    std::string line, phys = "0";
+    while (std::getline(in, line)) {
+        auto value = [&] { auto p = line.find(':'); return p == std::string::npos ? std::string() : line.substr(p + 2); };
+        if (line.rfind("physical id", 0) == 0) phys = value();
+        if (line.rfind("core id", 0) == 0) cores.insert({phys, value()});
+    }
+    if (!cores.empty()) return static_cast<int>(cores.size());
+    const unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : static_cast<int>(n);
+}
+
+}  // namespace kvrag

@@ -1,0 +1,60 @@
+#include "kernels/ops.h"
+
+#include <cmath>
+
+namespace kvrag::kernels {
+
+void rmsnorm(float* y, const float* x, const float* w, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+    const float mean = static_cast<float>(sum / n);
+    const float scale = 1.0f / std::sqrt(mean + eps);
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+}
+
+void rope_table(float* cos_sin, float pos, int32_t n_rot, float freq_base, float freq_scale,
+                const float* freq_factors) {
+    const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
+    float theta = pos;
+    for (int32_t i = 0; i < n_rot / 2; ++i) {
+        const float ff = freq_factors ? freq_factors[i] : 1.0f;
+        const float t = freq_scale * theta / ff;
+        cos_sin[2 * i] = std::cos(t);
+        cos_sin[2 * i + 1] = std::sin(t);
+        theta *= theta_scale;
+    }
+}
+
+void rope_apply(float* x, const float* cos_sin, int32_t n_rot, bool neox) {
+    const int32_t half = n_rot / 2;
+    for (int32_t i = 0; i < half; ++i) {
+        const float c = cos_sin[2 * i], s = cos_sin[2 * i + 1];
+        float* a = neox ? &x[i] : &x[2 * i];
+        float* b = neox ? &x[i + half] : &x[2 * i + 1];
+        const float x0 = *a, x1 = *b;
+        *a = x0 * c - x1 * s;
+        *b = x0 * s + x1 * c;
+    }
+}
+
+void softmax(float* x, int64_t n) {
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = std::exp(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void silu_mul(float* y, const float* g, const float* u, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+}  // namespace kvrag::kernels

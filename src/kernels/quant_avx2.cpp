@@ -1,0 +1,563 @@
+// AVX2 + FMA + F16C kernels (CMake compiles *_avx2.cpp with -mavx2 -mfma -mf16c; dispatch only
+// calls them after a runtime CPU check).
+//
+// Every dot kernel is a template over NT, the number of activation rows it handles at once:
+// the weight block is loaded and unpacked once, then used for NT tokens. Each token keeps its
+// own accumulators and sees exactly the same sequence of operations whatever NT is, so
+// matmul_rows (NT = 4 plus NT = 1 for the rest) is bit-identical to vec_dot (NT = 1).
+// Scalar float updates are written with std::fma / intrinsics, never as `a * b + c`, so the
+// compiler's FMA contraction cannot treat two instantiations differently.
+//
+// Integer dot strategy (as in ggml): _mm256_maddubs_epi16 multiplies unsigned weight bytes by
+// signed activation bytes and adds pairs into int16; _mm256_madd_epi16 widens to int32.
+// Signed weights use the sign trick: |w| * (x * sign(w)).
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/fp16.h"
+#include "kernels/quant.h"
+#include "kernels/quant_blocks.h"
+
+namespace kvrag::kernels::avx2 {
+namespace {
+
+constexpr int kMaxNt = 4;  // tokens per weight pass in matmul_rows
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }  // exact, same value as fp16_to_fp32
+
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+inline int hsum_i32(__m128i v) {
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+    return _mm_cvtsi128_si32(v);
+}
+
+// 16 bytes of packed nibbles -> 32 bytes: [low nibbles of qs[0..16), high nibbles of qs[0..16)],
+// i.e. byte j = element j of a Q4_0/Q4_1/Q5_* block.
+inline __m256i bytes_from_nibbles(const uint8_t* qs) {
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+}
+
+// Byte j = 0xFF where bit j of the little-endian uint32 at qh is set, else 0.
+inline __m256i bytes_from_bits(const uint8_t* qh) {
+    uint32_t bits;
+    std::memcpy(&bits, qh, sizeof(bits));
+    // Byte j takes byte j/8 of `bits`, then tests bit j%8.
+    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                            0x0202020202020202, 0x0303030303030303);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), shuf);
+    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+// 8 int32 sums of 4 products each, w unsigned [0, 128), x signed.
+inline __m256i dot_u8_i8(__m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+}
+
+// Same for signed w in [-127, 127] (x must not be -128 where w < 0; Q8_0/Q8_1 never are).
+inline __m256i dot_i8_i8(__m256i w, __m256i x) {
+    return dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+template <class T>
+const T* at(const void* p, int64_t i = 0) { return static_cast<const T*>(p) + i; }
+
+// ------------------------------------------------------------------------------------------
+// Float rows
+// ------------------------------------------------------------------------------------------
+
+// Loads 8 elements of a float-like row as fp32.
+struct LoadF32 {
+    using Elem = float;
+    static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+    static float load1(const float* p) { return *p; }
+};
+struct LoadF16 {
+    using Elem = uint16_t;
+    static __m256 load8(const uint16_t* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
+};
+struct LoadBF16 {
+    using Elem = uint16_t;
+    static __m256 load8(const uint16_t* p) {
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    }
+    static float load1(const uint16_t* p) { return bf16_to_fp32(*p); }
+};
+
+// Two accumulators of 8 lanes per token (16 elements per step) hide the FMA latency in decode.
+template <class L>
+struct DotFloat {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
+        using E = typename L::Elem;
+        const E* w = at<E>(wv);
+        __m256 a0[NT], a1[NT];
+        for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            const __m256 w0 = L::load8(w + i);
+            const __m256 w1 = L::load8(w + i + 8);
+            for (int t = 0; t < NT; ++t) {
+                const E* x = at<E>(xs[t]);
+                a0[t] = _mm256_fmadd_ps(w0, L::load8(x + i), a0[t]);
+                a1[t] = _mm256_fmadd_ps(w1, L::load8(x + i + 8), a1[t]);
+            }
+        }
+        for (int t = 0; t < NT; ++t) {
+            const E* x = at<E>(xs[t]);
+            __m128 tail = _mm_setzero_ps();
+            for (int64_t j = i; j < n; ++j) {
+                tail = _mm_fmadd_ss(_mm_set_ss(L::load1(w + j)), _mm_set_ss(L::load1(x + j)), tail);
+            }
+            out[t] = hsum(_mm256_add_ps(a0[t], a1[t])) + _mm_cvtss_f32(tail);
+        }
+    }
+};
+
+// ------------------------------------------------------------------------------------------
+// 32-element blocks against Q8_0 (signed weights) or Q8_1 (unsigned weights + min)
+// ------------------------------------------------------------------------------------------
+
+struct DecodeQ4_0 {
+    using Block = BlockQ4_0;
+    static __m256i decode(const Block& b) {  // [-8, 8)
+        return _mm256_sub_epi8(bytes_from_nibbles(b.qs), _mm256_set1_epi8(8));
+    }
+};
+struct DecodeQ5_0 {
+    using Block = BlockQ5_0;
+    static __m256i decode(const Block& b) {  // [-16, 16)
+        const __m256i hi = _mm256_and_si256(bytes_from_bits(b.qh), _mm256_set1_epi8(0x10));
+        return _mm256_sub_epi8(_mm256_or_si256(bytes_from_nibbles(b.qs), hi), _mm256_set1_epi8(16));
+    }
+};
+struct DecodeQ8_0 {
+    using Block = BlockQ8_0;
+    static __m256i decode(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+};
+struct DecodeQ4_1 {
+    using Block = BlockQ4_1;
+    static __m256i decode(const Block& b) { return bytes_from_nibbles(b.qs); }  // [0, 16)
+};
+struct DecodeQ5_1 {
+    using Block = BlockQ5_1;
+    static __m256i decode(const Block& b) {  // [0, 32)
+        const __m256i hi = _mm256_and_si256(bytes_from_bits(b.qh), _mm256_set1_epi8(0x10));
+        return _mm256_or_si256(bytes_from_nibbles(b.qs), hi);
+    }
+};
+
+// Weights with a signed decode, activations Q8_0. Even blocks go to a0, odd to a1.
+template <class D>
+struct DotQ8_0Family {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
+        const int64_t nb = n / kQK8_0;
+        const auto* w = at<typename D::Block>(wv);
+        __m256 a0[NT], a1[NT];
+        for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+        auto step = [&](int64_t i, __m256* acc) {
+            const __m256i qw = D::decode(w[i]);
+            const float dw = h2f(w[i].d);
+            for (int t = 0; t < NT; ++t) {
+                const BlockQ8_0* xb = at<BlockQ8_0>(xs[t], i);
+                const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs));
+                const __m256 p = _mm256_cvtepi32_ps(dot_i8_i8(qw, qx));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h2f(xb->d)), p, acc[t]);
+            }
+        };
+        int64_t i = 0;
+        for (; i + 2 <= nb; i += 2) {
+            step(i, a0);
+            step(i + 1, a1);
+        }
+        if (i < nb) step(i, a0);
+        for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
+    }
+};
+
+// Weights x = d*q + m with q unsigned, activations Q8_1 (s = dy * sum(y) gives the m term).
+template <class D>
+struct DotQ8_1Family {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
+        const int64_t nb = n / kQK8_1;
+        const auto* w = at<typename D::Block>(wv);
+        __m256 acc[NT];
+        float acc_m[NT];
+        for (int t = 0; t < NT; ++t) {
+            acc[t] = _mm256_setzero_ps();
+            acc_m[t] = 0.0f;
+        }
+        for (int64_t i = 0; i < nb; ++i) {
+            const __m256i qw = D::decode(w[i]);
+            const float dw = h2f(w[i].d);
+            const float mw = h2f(w[i].m);
+            for (int t = 0; t < NT; ++t) {
+                const BlockQ8_1* xb = at<BlockQ8_1>(xs[t], i);
+                const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs));
+                const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(qw, qx));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h2f(xb->d)), p, acc[t]);
+                acc_m[t] = std::fma(mw, h2f(xb->s), acc_m[t]);
+            }
+        }
+        for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]) + acc_m[t];
+    }
+};
+
+// ------------------------------------------------------------------------------------------
+// K-quants against Q8_K
+// ------------------------------------------------------------------------------------------
+
+// sum_j m_j * (bsums[2j] + bsums[2j+1]) for the 8 Q4_K/Q5_K sub-blocks; exact integer.
+inline int k_min_sum(__m128i mins16, const BlockQ8_K& xb) {
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums));
+    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    return hsum_i32(_mm_madd_epi16(mins16, pairs));
+}
+
+// Q4_K (kHighBit = false) and Q5_K (true): each 64-element chunk c holds sub-blocks 2c (low
+// nibbles) and 2c+1 (high nibbles); the Q5_K 5th bits sit in qh bits 2c and 2c+1.
+template <class Block, bool kHighBit>
+struct DotQ45K {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
+        const int64_t nb = n / kQK_K;
+        const Block* w = at<Block>(wv);
+        __m256 acc[NT];
+        float acc_m[NT];
+        for (int t = 0; t < NT; ++t) {
+            acc[t] = _mm256_setzero_ps();
+            acc_m[t] = 0.0f;
+        }
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t sc[8], mn[8];
+            for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, w[i].scales, &sc[j], &mn[j]);
+            int64_t mins_bits;
+            std::memcpy(&mins_bits, mn, sizeof(mins_bits));
+            const __m128i mins16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins_bits));
+            const float d = h2f(w[i].d);
+            const float dmin = h2f(w[i].dmin);
+
+            __m256i sumi[NT];
+            for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
+            [[maybe_unused]] __m256i hbits;
+            if constexpr (kHighBit) hbits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh));
+            for (int c = 0; c < 4; ++c) {
+                const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qs + 32 * c));
+                __m256i lo = _mm256_and_si256(raw, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if constexpr (kHighBit) {
+                    // hbits was shifted right by 2c, so bits 0 and 1 of each byte are this chunk's.
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hbits, _mm256_set1_epi8(1)), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hbits, _mm256_set1_epi8(2)), 3));
+                    hbits = _mm256_srli_epi16(hbits, 2);
+                }
+                const __m256i s_lo = _mm256_set1_epi16(sc[2 * c]);
+                const __m256i s_hi = _mm256_set1_epi16(sc[2 * c + 1]);
+                for (int t = 0; t < NT; ++t) {
+                    const int8_t* q8 = at<BlockQ8_K>(xs[t], i)->qs + 64 * c;
+                    const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8));
+                    const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32));
+                    const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xa), s_lo);
+                    const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xb), s_hi);
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pa, pb));
+                }
+            }
+            for (int t = 0; t < NT; ++t) {
+                const BlockQ8_K* xb = at<BlockQ8_K>(xs[t], i);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                acc_m[t] = std::fma(dmin * xb->d, static_cast<float>(k_min_sum(mins16, *xb)), acc_m[t]);
+            }
+        }
+        for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]) - acc_m[t];
+    }
+};
+
+// Q6_K: the 6-bit values are used unsigned (0..63) in maddubs; the -32 offset is removed
+// afterwards as 32 * sum_j scale_j * bsum_j, computed from the Q8_K bsums (exact integers).
+struct DotQ6K {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
+        const int64_t nb = n / kQK_K;
+        const BlockQ6_K* w = at<BlockQ6_K>(wv);
+        __m256 acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        for (int64_t i = 0; i < nb; ++i) {
+            const float d = h2f(w[i].d);
+            const int8_t* sc = w[i].scales;
+            const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
+            __m256i sumi[NT];
+            for (int t = 0; t < NT; ++t) {
+                const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at<BlockQ8_K>(xs[t], i)->bsums));
+                sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(scales16, bs), 5));
+            }
+            for (int h = 0; h < 2; ++h) {
+                const uint8_t* ql = w[i].ql + 64 * h;
+                const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+                const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+                const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh + 32 * h));
+                for (int g = 0; g < 4; ++g) {
+                    // Group g of this half: 32 elements [128h + 32g, +32), see quant_blocks.h.
+                    __m256i q;
+                    switch (g) {
+                    case 0: q = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                                                _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4)); break;
+                    case 1: q = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                                _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2)); break;
+                    case 2: q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                                _mm256_and_si256(qh, _mm256_set1_epi8(0x30))); break;
+                    default: q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                                 _mm256_and_si256(_mm256_srli_epi16(qh, 2), _mm256_set1_epi8(0x30))); break;
+                    }
+                    // int16 lanes 0-7 cover elements 0-15 (scale 2g), lanes 8-15 elements 16-31.
+                    const int k = 8 * h + 2 * g;
+                    const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
+                    for (int t = 0; t < NT; ++t) {
+                        const int8_t* q8 = at<BlockQ8_K>(xs[t], i)->qs + 128 * h + 32 * g;
+                        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8));
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
+                    }
+                }
+            }
+            for (int t = 0; t < NT; ++t) {
+                const float dx = at<BlockQ8_K>(xs[t], i)->d;
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            }
+        }
+        for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+    }
+};
+
+// ------------------------------------------------------------------------------------------
+// Activation quantisers: bit-identical to ref (same amax, same d and 1/d, RNE rounding).
+// ------------------------------------------------------------------------------------------
+
+inline float amax_of(const float* x, int n) {  // n % 8 == 0
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// q[0..32) = clamp(rne(x * id), -127, 127).
+inline void quant32(const float* x, float id, int8_t* q) {
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    __m256i v[4];
+    for (int k = 0; k < 4; ++k) {
+        const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(r), lo), hi);
+    }
+    // packs work per 128-bit lane; the permute restores element order.
+    const __m256i a = _mm256_packs_epi32(v[0], v[1]);
+    const __m256i b = _mm256_packs_epi32(v[2], v[3]);
+    const __m256i p = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(a, b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p);
+}
+
+inline int sum_i8(const int8_t* q, int n) {
+    int s = 0;
+    for (int j = 0; j < n; ++j) s += q[j];
+    return s;
+}
+
+void quant_q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
+    for (int64_t i = 0; i < nb; ++i, x += kQK8_0) {
+        const float d = amax_of(x, kQK8_0) / 127.0f;
+        quant32(x, d != 0.0f ? 1.0f / d : 0.0f, y[i].qs);
+        y[i].d = fp32_to_fp16(d);
+    }
+}
+
+void quant_q8_1(const float* x, BlockQ8_1* y, int64_t nb) {
+    for (int64_t i = 0; i < nb; ++i, x += kQK8_1) {
+        const float d = amax_of(x, kQK8_1) / 127.0f;
+        quant32(x, d != 0.0f ? 1.0f / d : 0.0f, y[i].qs);
+        y[i].d = fp32_to_fp16(d);
+        y[i].s = fp32_to_fp16(d * static_cast<float>(sum_i8(y[i].qs, kQK8_1)));
+    }
+}
+
+void quant_q8_k(const float* x, BlockQ8_K* y, int64_t nb) {
+    for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
+        const float d = amax_of(x, kQK_K) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int k = 0; k < kQK_K / 32; ++k) quant32(x + 32 * k, id, y[i].qs + 32 * k);
+        y[i].d = d;
+        for (int k = 0; k < kQK_K / 16; ++k) y[i].bsums[k] = static_cast<int16_t>(sum_i8(y[i].qs + 16 * k, 16));
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Row drivers
+// ------------------------------------------------------------------------------------------
+
+template <class K>
+float vec_dot_impl(int64_t n, const void* w, const void* x) {
+    float out;
+    K::template dot<1>(n, w, &x, &out);
+    return out;
+}
+
+// Rows are walked in tiles of ~64 KiB of weights (stays in L2); inside a tile, each group of 4
+// tokens (in L1) sweeps all rows. Output order does not affect values: every y element comes
+// from one dot<NT> call whose per-token arithmetic is the same as dot<1>.
+template <class K>
+void matmul_impl(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes,
+                 int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    const auto* wb = static_cast<const uint8_t*>(W);
+    const auto* xb = static_cast<const uint8_t*>(x);
+    const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>((64 * 1024) / std::max<size_t>(row_bytes, 1)));
+    for (int64_t rt = r0; rt < r1; rt += tile) {
+        const int64_t rt_end = std::min(r1, rt + tile);
+        int64_t t = 0;
+        for (; t + kMaxNt <= n_tokens; t += kMaxNt) {
+            const void* xs[kMaxNt];
+            for (int k = 0; k < kMaxNt; ++k) xs[k] = xb + static_cast<size_t>(t + k) * x_row_bytes;
+            for (int64_t r = rt; r < rt_end; ++r) {
+                float out[kMaxNt];
+                K::template dot<kMaxNt>(n_in, wb + static_cast<size_t>(r) * row_bytes, xs, out);
+                for (int k = 0; k < kMaxNt; ++k) y[(t + k) * ldy + r] = out[k];
+            }
+        }
+        for (; t < n_tokens; ++t) {
+            const void* xt = xb + static_cast<size_t>(t) * x_row_bytes;
+            for (int64_t r = rt; r < rt_end; ++r) {
+                K::template dot<1>(n_in, wb + static_cast<size_t>(r) * row_bytes, &xt, &y[t * ldy + r]);
+            }
+        }
+    }
+}
+
+// Calls f.template operator()<K>() with the kernel type for `type`; false if none.
+template <class F>
+bool with_kernel(GgmlType type, F&& f) {
+    switch (type) {
+    case GgmlType::F32: f.template operator()<DotFloat<LoadF32>>(); return true;
+    case GgmlType::F16: f.template operator()<DotFloat<LoadF16>>(); return true;
+    case GgmlType::BF16: f.template operator()<DotFloat<LoadBF16>>(); return true;
+    case GgmlType::Q4_0: f.template operator()<DotQ8_0Family<DecodeQ4_0>>(); return true;
+    case GgmlType::Q5_0: f.template operator()<DotQ8_0Family<DecodeQ5_0>>(); return true;
+    case GgmlType::Q8_0: f.template operator()<DotQ8_0Family<DecodeQ8_0>>(); return true;
+    case GgmlType::Q4_1: f.template operator()<DotQ8_1Family<DecodeQ4_1>>(); return true;
+    case GgmlType::Q5_1: f.template operator()<DotQ8_1Family<DecodeQ5_1>>(); return true;
+    case GgmlType::Q4_K: f.template operator()<DotQ45K<BlockQ4_K, false>>(); return true;
+    case GgmlType::Q5_K: f.template operator()<DotQ45K<BlockQ5_K, true>>(); return true;
+    case GgmlType::Q6_K: f.template operator()<DotQ6K>(); return true;
+    default: return false;
+    }
+}
+
+}  // namespace
+
+void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
+    // Exact conversions; the K-quants and Q*_1 types are rare on this path (embedding rows) and
+    // use the reference.
+    switch (type) {
+    case GgmlType::F16: {
+        const auto* s = at<uint16_t>(src);
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadF16::load8(s + i));
+        for (; i < n; ++i) dst[i] = _cvtsh_ss(s[i]);
+        return;
+    }
+    case GgmlType::BF16: {
+        const auto* s = at<uint16_t>(src);
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadBF16::load8(s + i));
+        for (; i < n; ++i) dst[i] = bf16_to_fp32(s[i]);
+        return;
+    }
+    case GgmlType::Q4_0:
+    case GgmlType::Q8_0: {
+        // (q as float) * d: one rounding, same value as the scalar path.
+        const int64_t nb = n / 32;
+        for (int64_t i = 0; i < nb; ++i, dst += 32) {
+            __m256i q;
+            float d;
+            if (type == GgmlType::Q4_0) {
+                q = DecodeQ4_0::decode(at<BlockQ4_0>(src)[i]);
+                d = h2f(at<BlockQ4_0>(src)[i].d);
+            } else {
+                q = DecodeQ8_0::decode(at<BlockQ8_0>(src)[i]);
+                d = h2f(at<BlockQ8_0>(src)[i].d);
+            }
+            const __m256 vd = _mm256_set1_ps(d);
+            for (int k = 0; k < 4; ++k) {
+                const __m128i q8 = k < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
+                const __m128i part = (k & 1) ? _mm_srli_si128(q8, 8) : q8;
+                const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part));
+                _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(f, vd));
+            }
+        }
+        return;
+    }
+    default: ref::dequantize_row(type, src, dst, n); return;
+    }
+}
+
+void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
+    switch (type) {
+    case GgmlType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), n / kQK8_0); return;
+    case GgmlType::Q8_1: quant_q8_1(src, static_cast<BlockQ8_1*>(dst), n / kQK8_1); return;
+    case GgmlType::Q8_K: quant_q8_k(src, static_cast<BlockQ8_K*>(dst), n / kQK_K); return;
+    case GgmlType::F16: {
+        auto* d = static_cast<uint16_t*>(dst);
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), h);
+        }
+        for (; i < n; ++i) d[i] = fp32_to_fp16(src[i]);
+        return;
+    }
+    default: ref::quantize_row(type, src, dst, n); return;  // weight quantisers: offline only
+    }
+}
+
+float vec_dot(GgmlType type, int64_t n, const void* w, const void* x) {
+    float result = 0.0f;
+    if (!with_kernel(type, [&]<class K>() { result = vec_dot_impl<K>(n, w, x); })) {
+        unsupported_type("vec_dot", type);
+    }
+    return result;
+}
+
+void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
+                 const void* x, size_t x_row_bytes, int64_t n_tokens,
+                 float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    if (!with_kernel(type, [&]<class K>() {
+            matmul_impl<K>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+        })) {
+        unsupported_type("matmul_rows", type);
+    }
+}
+
+}  // namespace kvrag::kernels::avx2
+
+#endif  // x86-64

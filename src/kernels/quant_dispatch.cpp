@@ -1,0 +1,101 @@
+// Runtime choice between the AVX2 kernels and the scalar reference.
+//
+// The choice is made once (first call) and never changes, so every token of every request runs
+// the same arithmetic: kvrag's promise of identical greedy output needs that.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/quant.h"
+
+namespace kvrag::kernels {
+namespace {
+
+bool detect_avx2() {
+#if defined(__x86_64__) || defined(_M_X64)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+#else
+    return false;
+#endif
+}
+
+bool pick_avx2() {
+    const char* force = std::getenv("KVRAG_FORCE_SCALAR");
+    if (force != nullptr && std::strcmp(force, "1") == 0) return false;
+    return detect_avx2();
+}
+
+// Function-local statics: safe to call from other translation units' static initialisers.
+bool use_avx2() {
+    static const bool v = pick_avx2();
+    return v;
+}
+
+}  // namespace
+
+[[noreturn]] void unsupported_type(const char* what, GgmlType type) {
+    std::fprintf(stderr, "kvrag kernels: %s does not support type %.*s (%u)\n", what,
+                 static_cast<int>(ggml_type_name(type).size()), ggml_type_name(type).data(),
+                 static_cast<unsigned>(type));
+    std::abort();
+}
+
+bool avx2_supported() {
+    static const bool v = detect_avx2();
+    return v;
+}
+
+bool using_avx2() { return use_avx2(); }
+
+bool has_weight_kernels(GgmlType type) {
+    switch (type) {
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16:
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
+    case GgmlType::Q8_0: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+        return true;
+    default:
+        return false;
+    }
+}
+
+GgmlType vec_dot_type(GgmlType weight_type) {
+    switch (weight_type) {
+    case GgmlType::F32: return GgmlType::F32;
+    case GgmlType::F16: return GgmlType::F16;
+    case GgmlType::BF16: return GgmlType::BF16;
+    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: return GgmlType::Q8_0;
+    case GgmlType::Q4_1: case GgmlType::Q5_1: return GgmlType::Q8_1;
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return GgmlType::Q8_K;
+    default: unsupported_type("vec_dot_type", weight_type);
+    }
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define KVRAG_DISPATCH(call) (use_avx2() ? avx2::call : ref::call)
+#else
+#define KVRAG_DISPATCH(call) (ref::call)
+#endif
+
+void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
+    KVRAG_DISPATCH(dequantize_row(type, src, dst, n));
+}
+
+void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
+    KVRAG_DISPATCH(quantize_row(type, src, dst, n));
+}
+
+float vec_dot(GgmlType weight_type, int64_t n, const void* w_row, const void* x) {
+    return KVRAG_DISPATCH(vec_dot(weight_type, n, w_row, x));
+}
+
+void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
+                 const void* x, size_t x_row_bytes, int64_t n_tokens,
+                 float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    KVRAG_DISPATCH(matmul_rows(type, n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1));
+}
+
+#undef KVRAG_DISPATCH
+
+}  // namespace kvrag::kernels

@@ -1,0 +1,221 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/fp16.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+
+namespace kvrag::model {
+
+ForwardPass::ForwardPass(const ModelHParams& hp, const ModelWeights& w) : hp_(hp), w_(w) {}
+
+void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads) {
+    if (n > cap_tokens_) {
+        cap_tokens_ = n;
+        x_.assign(n * hp_.n_embd, 0.0f);
+        xn_.assign(n * hp_.n_embd, 0.0f);
+        q_.assign(n * hp_.n_embd_q(), 0.0f);
+        k_.assign(n * hp_.n_embd_kv(), 0.0f);
+        v_.assign(n * hp_.n_embd_kv(), 0.0f);
+        attn_.assign(n * hp_.n_embd_q(), 0.0f);
+        gate_.assign(n * hp_.n_ff, 0.0f);
+        up_.assign(n * hp_.n_ff, 0.0f);
+        rope_.assign(n * hp_.n_rot, 0.0f);
+        // Widest prepared row: F32 input of the widest matrix (n_ff or n_embd_q).
+        const int64_t widest = std::max<int64_t>({hp_.n_embd, hp_.n_ff, hp_.n_embd_q()});
+        xp_.assign(static_cast<size_t>(n) * widest * sizeof(float) + 64, 0);
+    }
+    if (max_visible > cap_visible_ || n_threads > cap_threads_) {
+        cap_visible_ = std::max(cap_visible_, max_visible);
+        cap_threads_ = std::max(cap_threads_, n_threads);
+        att_scratch_.assign(static_cast<size_t>(cap_threads_) * (cap_visible_ + 4 * hp_.head_dim + 64), 0.0f);
+    }
+}
+
+size_t ForwardPass::prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool) {
+    const GgmlType vt = kernels::vec_dot_type(type);
+    const size_t row = ggml_row_size(vt, n_cols);
+    uint8_t* dst = xp_.data();
+    if (vt == GgmlType::F32) {
+        std::memcpy(dst, x, static_cast<size_t>(n) * n_cols * sizeof(float));
+        return row;
+    }
+    pool.run([&](int ith, int nth) {
+        auto [t0, t1] = ThreadPool::split(n, ith, nth);
+        for (int64_t t = t0; t < t1; ++t) kernels::quantize_row(vt, x + t * n_cols, dst + t * row, n_cols);
+    });
+    return row;
+}
+
+void ForwardPass::matmul_prepared(const MatrixRef& W, const uint8_t* xp, size_t xp_row_bytes, int64_t n,
+                                  float* y, ThreadPool& pool) {
+    pool.run([&](int ith, int nth) {
+        auto [r0, r1] = ThreadPool::split(W.n_rows, ith, nth);
+        if (r0 < r1) {
+            kernels::matmul_rows(W.type, W.n_cols, W.data, W.row_bytes, xp, xp_row_bytes, n, y, W.n_rows, r0, r1);
+        }
+    });
+}
+
+void ForwardPass::matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
+    const size_t row = prepare(W.type, x, n, W.n_cols, pool);
+    matmul_prepared(W, xp_.data(), row, n, y, pool);
+}
+
+void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, ThreadPool& pool) {
+    const int32_t hd = hp_.head_dim, n_head = hp_.n_head, group = hp_.n_head / hp_.n_head_kv;
+    const int64_t n = static_cast<int64_t>(batch.size());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const size_t per_thread = cap_visible_ + 4 * hd + 64;
+    const size_t head_bytes = ggml_row_size(kv.type, hd);
+    pool.run([&](int ith, int nth) {
+        float* scores = att_scratch_.data() + ith * per_thread;     // (n_visible)
+        float* qbuf = scores + cap_visible_;                         // q in the K row's dot format
+        float* vrow = qbuf + 2 * hd + 16;                            // (head_dim) one V row as f32
+        auto [j0, j1] = ThreadPool::split(n * n_head, ith, nth);
+        for (int64_t j = j0; j < j1; ++j) {
+            const int64_t t = j / n_head;
+            const int32_t h = static_cast<int32_t>(j % n_head), kvh = h / group;
+            const BatchToken& bt = batch[t];
+            const float* q = &q_[t * hp_.n_embd_q() + h * hd];
+            // Q is brought to the cache's type before the dot, as the reference engine does
+            // (its K·Q matmul converts Q to K's vec_dot type).
+            const GgmlType qt = kernels::vec_dot_type(kv.type);
+            kernels::quantize_row(qt, q, qbuf, hd);
+            for (int32_t c = 0; c < bt.n_visible; ++c) {
+                const uint8_t* krow = kv.k + static_cast<size_t>(bt.visible[c]) * kv.row_bytes + kvh * head_bytes;
+                scores[c] = kernels::vec_dot(kv.type, hd, krow, qbuf) * scale;
+            }
+            kernels::softmax(scores, bt.n_visible);
+            float* out = &attn_[t * hp_.n_embd_q() + h * hd];
+            std::fill(out, out + hd, 0.0f);
+            for (int32_t c = 0; c < bt.n_visible; ++c) {
+                const uint8_t* vsrc = kv.v + static_cast<size_t>(bt.visible[c]) * kv.row_bytes + kvh * head_bytes;
+                kernels::dequantize_row(kv.type, vsrc, vrow, hd);
+                // With an f16 cache the reference engine multiplies V by the probabilities
+                // rounded to f16; do the same so outputs agree to the last bits.
+                const float p = kv.type == GgmlType::F16 ? kernels::fp16_to_fp32(kernels::fp32_to_fp16(scores[c]))
+                                                          : scores[c];
+                for (int32_t d = 0; d < hd; ++d) out[d] += p * vrow[d];
+            }
+        }
+    });
+}
+
+Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, ThreadPool& pool,
+                              std::vector<float>& logits_out, std::vector<float>* hidden_out) {
+    const int64_t n = static_cast<int64_t>(batch.size());
+    logits_out.clear();
+    if (hidden_out) hidden_out->clear();
+    if (n == 0) return {};
+    int32_t max_visible = 0;
+    for (const BatchToken& bt : batch) {
+        if (bt.token < 0 || bt.token >= w_.tok_embd.n_rows) {
+            return Error{Errc::tokenizer_bad_token, "token id " + std::to_string(bt.token) + " is outside the vocabulary [0, " +
+                                                        std::to_string(w_.tok_embd.n_rows) + ")"};
+        }
+        if (bt.cell < 0 || bt.cell >= kv.n_cells() || bt.n_visible < 1 || bt.n_visible > kv.n_cells()) {
+            return Error{Errc::engine_internal, "batch token at pos " + std::to_string(bt.pos) + " has cell " +
+                                                    std::to_string(bt.cell) + " / " + std::to_string(bt.n_visible) +
+                                                    " visible cells, cache has " + std::to_string(kv.n_cells())};
+        }
+        max_visible = std::max(max_visible, bt.n_visible);
+    }
+    ensure_capacity(n, max_visible, pool.size());
+    const int32_t n_embd = hp_.n_embd, n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), n_ff = hp_.n_ff;
+    const int32_t hd = hp_.head_dim;
+
+    // 1. Embedding lookup: x[t] = tok_embd[token]
+    for (int64_t t = 0; t < n; ++t) {
+        kernels::dequantize_row(w_.tok_embd.type, w_.tok_embd.data + static_cast<size_t>(batch[t].token) * w_.tok_embd.row_bytes,
+                                &x_[t * n_embd], n_embd);
+    }
+    // RoPE angles per token, shared by all layers and heads.
+    const float* ff = w_.rope_freq_factors.empty() ? nullptr : w_.rope_freq_factors.data();
+    for (int64_t t = 0; t < n; ++t) {
+        kernels::rope_table(&rope_[t * hp_.n_rot], static_cast<float>(batch[t].pos), hp_.n_rot, hp_.rope_freq_base,
+                            hp_.rope_freq_scale, ff);
+    }
+
+    for (int il = 0; il < hp_.n_layer; ++il) {
+        const LayerWeights& L = w_.layers[il];
+        // 2. Attention sub-block: xn = rmsnorm(x) * attn_norm
+        for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.attn_norm.data(), n_embd, hp_.rms_eps);
+        // q, k, v projections; one activation preparation serves all three when types agree.
+        if (L.wq.type == L.wk.type && L.wq.type == L.wv.type) {
+            const size_t row = prepare(L.wq.type, xn_.data(), n, n_embd, pool);
+            matmul_prepared(L.wq, xp_.data(), row, n, q_.data(), pool);
+            matmul_prepared(L.wk, xp_.data(), row, n, k_.data(), pool);
+            matmul_prepared(L.wv, xp_.data(), row, n, v_.data(), pool);
+        } else {
+            matmul(L.wq, xn_.data(), n, q_.data(), pool);
+            matmul(L.wk, xn_.data(), n, k_.data(), pool);
+            matmul(L.wv, xn_.data(), n, v_.data(), pool);
+        }
+        if (!L.bq.empty()) {
+            for (int64_t t = 0; t < n; ++t) {
+                kernels::add_inplace(&q_[t * n_q], L.bq.data(), n_q);
+                kernels::add_inplace(&k_[t * n_kv], L.bk.data(), n_kv);
+                kernels::add_inplace(&v_[t * n_kv], L.bv.data(), n_kv);
+            }
+        }
+        // Rotate q and k heads by their positions.
+        for (int64_t t = 0; t < n; ++t) {
+            const float* cs = &rope_[t * hp_.n_rot];
+            for (int32_t h = 0; h < hp_.n_head; ++h) kernels::rope_apply(&q_[t * n_q + h * hd], cs, hp_.n_rot, hp_.rope_neox);
+            for (int32_t h = 0; h < hp_.n_head_kv; ++h) kernels::rope_apply(&k_[t * n_kv + h * hd], cs, hp_.n_rot, hp_.rope_neox);
+        }
+        // Store k, v of every batch token in its cell before any token attends (a token sees
+        // the earlier tokens of its own sequence from the same batch).
+        const KvLayerRef kvl = kv.layer(il);
+        for (int64_t t = 0; t < n; ++t) {
+            const size_t off = static_cast<size_t>(batch[t].cell) * kvl.row_bytes;
+            for (int32_t h = 0; h < hp_.n_head_kv; ++h) {
+                const size_t hoff = off + h * ggml_row_size(kvl.type, hd);
+                kernels::quantize_row(kvl.type, &k_[t * n_kv + h * hd], kvl.k + hoff, hd);
+                kernels::quantize_row(kvl.type, &v_[t * n_kv + h * hd], kvl.v + hoff, hd);
+            }
+        }
+        attention(batch, kvl, pool);
+        // x += attn Wo
+        matmul(L.wo, attn_.data(), n, xn_.data(), pool);
+        for (int64_t t = 0; t < n; ++t) kernels::add_inplace(&x_[t * n_embd], &xn_[t * n_embd], n_embd);
+
+        // 3. Feed-forward: x += W_down (silu(W_gate xn) * (W_up xn))
+        for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.ffn_norm.data(), n_embd, hp_.rms_eps);
+        if (L.w_gate.type == L.w_up.type) {
+            const size_t row = prepare(L.w_gate.type, xn_.data(), n, n_embd, pool);
+            matmul_prepared(L.w_gate, xp_.data(), row, n, gate_.data(), pool);
+            matmul_prepared(L.w_up, xp_.data(), row, n, up_.data(), pool);
+        } else {
+            matmul(L.w_gate, xn_.data(), n, gate_.data(), pool);
+            matmul(L.w_up, xn_.data(), n, up_.data(), pool);
+        }
+        for (int64_t t = 0; t < n; ++t) kernels::silu_mul(&gate_[t * n_ff], &gate_[t * n_ff], &up_[t * n_ff], n_ff);
+        matmul(L.w_down, gate_.data(), n, xn_.data(), pool);
+        for (int64_t t = 0; t < n; ++t) kernels::add_inplace(&x_[t * n_embd], &xn_[t * n_embd], n_embd);
+    }
+
+    // 4. Final norm and output head, only for the tokens that want logits.
+    int64_t n_out = 0;
+    for (const BatchToken& bt : batch) n_out += bt.want_logits ? 1 : 0;
+    if (n_out == 0) return {};
+    out_rows_.resize(static_cast<size_t>(n_out) * n_embd);
+    int64_t o = 0;
+    for (int64_t t = 0; t < n; ++t) {
+        if (!batch[t].want_logits) continue;
+        kernels::rmsnorm(&out_rows_[o * n_embd], &x_[t * n_embd], w_.output_norm.data(), n_embd, hp_.rms_eps);
+        ++o;
+    }
+    if (hidden_out) hidden_out->assign(out_rows_.begin(), out_rows_.end());
+    const int64_t n_vocab = w_.output.n_rows;
+    logits_out.resize(static_cast<size_t>(n_out) * n_vocab);
+    if (n_out > cap_tokens_) ensure_capacity(n_out, max_visible, pool.size());
+    matmul(w_.output, out_rows_.data(), n_out, logits_out.data(), pool);
+    return {};
+}
+
+}  // namespace kvrag::model

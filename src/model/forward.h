@@ -1,0 +1,62 @@
+// The transformer forward pass over a batch of tokens (prefill, decode, or a mix of sequences).
+//
+// Reduction order per output element never depends on the batch composition or the thread
+// count: every matmul element is one vec_dot over its row, every attention row is reduced over
+// its own visible cells in position order. So a request's greedy output is the same alone, in a
+// batch, or on any number of threads.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "model/hparams.h"
+#include "model/kv_view.h"
+#include "model/weights.h"
+
+namespace kvrag::model {
+
+class ForwardPass {
+public:
+    ForwardPass(const ModelHParams& hp, const ModelWeights& w);
+
+    // Runs the batch; K/V of every token are written to its cell. For each token with
+    // want_logits, in batch order, appends (n_vocab) logits to logits_out (resized to
+    // n_out * n_vocab). When hidden_out is given, it receives the final-normed hidden state
+    // (n_out, n_embd) of the same tokens (for embeddings).
+    Result<void> run(std::span<const BatchToken> batch, KvView& kv, ThreadPool& pool,
+                     std::vector<float>& logits_out, std::vector<float>* hidden_out = nullptr);
+
+private:
+    void ensure_capacity(int64_t n_tokens, int32_t max_visible, int n_threads);
+    // y (n, W.n_rows) = x (n, W.n_cols) W^T, x already prepared for W's vec_dot type.
+    void matmul_prepared(const MatrixRef& W, const uint8_t* xp, size_t xp_row_bytes, int64_t n, float* y,
+                         ThreadPool& pool);
+    // Converts x (n, n_cols) into the vec_dot format of `type`; returns the row stride in bytes.
+    size_t prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool);
+    void matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool);
+    void attention(std::span<const BatchToken> batch, const KvLayerRef& kv, ThreadPool& pool);
+
+    const ModelHParams& hp_;
+    const ModelWeights& w_;
+    int64_t cap_tokens_ = 0;
+    int32_t cap_visible_ = 0;
+    int cap_threads_ = 0;
+    // Scratch, (n_tokens, width) row-major:
+    std::vector<float> x_;      // (n, n_embd) residual stream
+    std::vector<float> xn_;     // (n, n_embd) normed input of a sub-block
+    std::vector<float> q_;      // (n, n_embd_q)
+    std::vector<float> k_;      // (n, n_embd_kv)
+    std::vector<float> v_;      // (n, n_embd_kv)
+    std::vector<float> attn_;   // (n, n_embd_q)
+    std::vector<float> gate_;   // (n, n_ff)
+    std::vector<float> up_;     // (n, n_ff)
+    std::vector<uint8_t> xp_;   // prepared activations (n, row bytes of the vec_dot type)
+    std::vector<float> rope_;   // (n, n_rot / 2, 2) cos/sin per token
+    std::vector<float> att_scratch_;  // per thread: scores (max_visible) + q/row buffers
+    std::vector<float> out_rows_;     // (n_out, n_embd) final-normed rows that want logits
+};
+
+}  // namespace kvrag::model

@@ -1,0 +1,118 @@
+#include "model/hparams.h"
+
+namespace kvrag::model {
+namespace {
+
+// Reads an integer key that must be present and inside [lo, hi].
+int32_t need_int(const gguf::GgufFile& f, const std::string& key, int64_t lo, int64_t hi) {
+    auto r = f.require_int(key);
+    if (!r) throw Exception(r.error());
+    if (*r < lo || *r > hi) {
+        throw_error(Errc::model_bad_hparams, f.path() + ": " + key + " is " + std::to_string(*r) +
+                                                 ", expected " + std::to_string(lo) + ".." + std::to_string(hi));
+    }
+    return static_cast<int32_t>(*r);
+}
+
+std::optional<int64_t> opt_int(const gguf::GgufFile& f, const std::string& key) {
+    auto r = f.get_int(key);
+    if (!r) throw Exception(r.error());
+    return *r;
+}
+
+std::optional<double> opt_float(const gguf::GgufFile& f, const std::string& key) {
+    auto r = f.get_float(key);
+    if (!r) throw Exception(r.error());
+    return *r;
+}
+
+}  // namespace
+
+std::string arch_name(Arch arch) { return arch == Arch::llama ? "llama" : "qwen2"; }
+
+Result<ModelHParams> read_hparams(const gguf::GgufFile& f) {
+    return catch_errors([&]() {
+        ModelHParams hp;
+        auto arch = f.require_string("general.architecture");
+        if (!arch) throw Exception(arch.error());
+        hp.arch_name = std::string(*arch);
+        if (hp.arch_name == "llama") {
+            hp.arch = Arch::llama;
+        } else if (hp.arch_name == "qwen2") {
+            hp.arch = Arch::qwen2;
+            hp.rope_neox = true;
+        } else {
+            throw_error(Errc::model_unsupported_arch, f.path() + ": architecture '" + hp.arch_name +
+                                                          "' is not supported; supported: " + kSupportedArchs);
+        }
+        if (auto n = f.get_string("general.name"); n && *n) hp.name = std::string(**n);
+        const std::string a = hp.arch_name + ".";
+        constexpr int64_t kBig = 1 << 24;
+        hp.n_embd = need_int(f, a + "embedding_length", 1, kBig);
+        hp.n_layer = need_int(f, a + "block_count", 1, 4096);
+        hp.n_ff = need_int(f, a + "feed_forward_length", 1, kBig);
+        hp.n_head = need_int(f, a + "attention.head_count", 1, 4096);
+        hp.n_ctx_train = need_int(f, a + "context_length", 1, 1 << 24);
+        hp.n_head_kv = hp.n_head;
+        if (auto kv = opt_int(f, a + "attention.head_count_kv")) hp.n_head_kv = static_cast<int32_t>(*kv);
+        if (hp.n_head_kv < 1 || hp.n_head % hp.n_head_kv != 0) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "attention.head_count_kv " +
+                                                     std::to_string(hp.n_head_kv) + " must be >= 1 and divide head_count " +
+                                                     std::to_string(hp.n_head));
+        }
+        if (auto kl = opt_int(f, a + "attention.key_length")) {
+            hp.head_dim = static_cast<int32_t>(*kl);
+            auto vl = opt_int(f, a + "attention.value_length");
+            if (vl && *vl != *kl) {
+                throw_error(Errc::model_bad_hparams, f.path() + ": key_length " + std::to_string(*kl) + " != value_length " +
+                                                         std::to_string(*vl) + " is not supported");
+            }
+        } else {
+            if (hp.n_embd % hp.n_head != 0) {
+                throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "attention.head_count " + std::to_string(hp.n_head) +
+                                                         " does not divide embedding_length " + std::to_string(hp.n_embd));
+            }
+            hp.head_dim = hp.n_embd / hp.n_head;
+        }
+        if (hp.head_dim < 1 || hp.head_dim > 1024) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": head dimension " + std::to_string(hp.head_dim) + " is outside 1..1024");
+        }
+        hp.n_rot = hp.head_dim;
+        if (auto r = opt_int(f, a + "rope.dimension_count")) hp.n_rot = static_cast<int32_t>(*r);
+        if (hp.n_rot < 2 || hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "rope.dimension_count " + std::to_string(hp.n_rot) +
+                                                     " must be even and in 2.." + std::to_string(hp.head_dim));
+        }
+        if (auto b = opt_float(f, a + "rope.freq_base")) hp.rope_freq_base = static_cast<float>(*b);
+        if (!(hp.rope_freq_base > 0.0f)) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": rope.freq_base " + std::to_string(hp.rope_freq_base) + " must be > 0");
+        }
+        if (auto st = f.get_string(a + "rope.scaling.type"); st && *st) hp.rope_scaling_type = std::string(**st);
+        double factor = 0.0;
+        if (auto fac = opt_float(f, a + "rope.scaling.factor")) factor = *fac;
+        if (auto lin = opt_float(f, a + "rope.scale_linear")) factor = *lin;  // older key
+        if (hp.rope_scaling_type == "linear" || (hp.rope_scaling_type == "none" && factor > 0.0)) {
+            if (factor > 0.0 && factor != 1.0) {
+                hp.rope_freq_scale = static_cast<float>(1.0 / factor);
+                hp.rope_scaling_type = "linear";
+            }
+        } else if (hp.rope_scaling_type != "none") {
+            throw_error(Errc::model_bad_hparams, f.path() + ": rope scaling type '" + hp.rope_scaling_type +
+                                                     "' is not supported (supported: none, linear; llama3-style "
+                                                     "rope_freqs factors are applied when present)");
+        }
+        if (auto eps = opt_float(f, a + "attention.layer_norm_rms_epsilon")) hp.rms_eps = static_cast<float>(*eps);
+        if (!(hp.rms_eps > 0.0f) || hp.rms_eps > 1.0f) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": layer_norm_rms_epsilon " + std::to_string(hp.rms_eps) + " must be in (0, 1]");
+        }
+        // The vocabulary size comes from the embedding matrix, checked when weights are bound.
+        if (const auto* t = f.find_tensor("token_embd.weight"); t && t->ne.size() == 2) {
+            hp.n_vocab = static_cast<int32_t>(t->ne[1]);
+        } else if (auto nv = opt_int(f, a + "vocab_size")) {
+            hp.n_vocab = static_cast<int32_t>(*nv);
+        }
+        return hp;
+    });
+}
+
+}  // namespace kvrag::model

@@ -1,0 +1,45 @@
+// Hyperparameters of a llama-family model, read from GGUF metadata.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/error.h"
+#include "gguf/gguf_file.h"
+
+namespace kvrag::model {
+
+enum class Arch { llama, qwen2 };
+
+inline constexpr const char* kSupportedArchs = "llama, qwen2";
+
+struct ModelHParams {
+    Arch arch = Arch::llama;
+    std::string arch_name;       // general.architecture as written in the file
+    std::string name;            // general.name, may be empty
+    int32_t n_vocab = 0;
+    int32_t n_ctx_train = 0;
+    int32_t n_embd = 0;
+    int32_t n_layer = 0;
+    int32_t n_head = 0;
+    int32_t n_head_kv = 0;
+    int32_t n_ff = 0;
+    int32_t head_dim = 0;        // per-head key/value width (attention.key_length or n_embd / n_head)
+    int32_t n_rot = 0;           // rotated dims per head (rope.dimension_count)
+    float rope_freq_base = 10000.0f;
+    float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor for linear scaling
+    std::string rope_scaling_type = "none";
+    bool rope_neox = false;      // qwen2 rotates (i, i + n_rot/2) pairs; llama (2i, 2i+1)
+    float rms_eps = 1e-5f;
+
+    int32_t n_embd_kv() const { return n_head_kv * head_dim; }  // K (or V) row width per cell
+    int32_t n_embd_q() const { return n_head * head_dim; }
+};
+
+// Reads and checks the hyperparameters. Errors name the key and the values (for example
+// "llama.attention.head_count 7 does not divide llama.embedding_length 4096").
+Result<ModelHParams> read_hparams(const gguf::GgufFile& file);
+
+std::string arch_name(Arch arch);
+
+}  // namespace kvrag::model

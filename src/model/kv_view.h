@@ -1,0 +1,39 @@
+// The forward pass's window onto the KV cache. The kvcache module owns the memory and decides
+// which cells a token writes and sees; the model only reads and writes rows through this.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/ggml_type.h"
+
+namespace kvrag::model {
+
+// K and V storage of one layer: row c holds cell c's (n_head_kv * head_dim) values in `type`
+// (F32, F16 or Q8_0). K rows are stored after RoPE, at the cell's position.
+struct KvLayerRef {
+    GgmlType type = GgmlType::F16;
+    uint8_t* k = nullptr;   // (n_cells, row_bytes)
+    uint8_t* v = nullptr;   // (n_cells, row_bytes)
+    size_t row_bytes = 0;
+};
+
+class KvView {
+public:
+    virtual ~KvView() = default;
+    virtual KvLayerRef layer(int il) = 0;
+    virtual int32_t n_cells() const = 0;
+};
+
+// One token of a forward batch. Tokens of different sequences may share a batch; each sees
+// only the cells listed for it, so sequences never attend to each other.
+struct BatchToken {
+    int32_t token = 0;
+    int32_t pos = 0;                     // position used for RoPE
+    int32_t cell = 0;                    // cell this token's K/V are written to
+    const int32_t* visible = nullptr;    // cells it attends to, in position order, own cell included
+    int32_t n_visible = 0;
+    bool want_logits = false;
+};
+
+}  // namespace kvrag::model

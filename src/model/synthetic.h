@@ -1,0 +1,42 @@
+// Synthetic llama/qwen2 GGUF models with random weights: for tests, benchmarks and the demo,
+// so nothing has to be downloaded. Weights ~ N(0, 1/fan_in), norms ~ 1 + 0.1 N(0, 1), stored
+// in any supported type; the vocabulary is copied from another GGUF or is a small built-in
+// SPM vocabulary (byte fallback + common English pieces).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/ggml_type.h"
+#include "gguf/gguf_file.h"
+
+namespace kvrag::model {
+
+struct SyntheticSpec {
+    std::string arch = "llama";     // "llama" or "qwen2" (adds q/k/v biases)
+    int32_t n_embd = 64;
+    int32_t n_layer = 2;
+    int32_t n_head = 4;
+    int32_t n_head_kv = 2;
+    int32_t n_ff = 172;
+    int32_t n_ctx_train = 2048;
+    float rope_freq_base = 10000.0f;
+    float rms_eps = 1e-5f;
+    GgmlType weight_type = GgmlType::F32;   // attention and FFN matrices
+    GgmlType embd_type = GgmlType::F32;     // token_embd
+    GgmlType output_type = GgmlType::F32;   // output.weight
+    bool tied_output = false;               // omit output.weight
+    uint64_t seed = 0;
+    const gguf::GgufFile* vocab_from = nullptr;  // copy tokenizer.* keys from here; null = built-in
+    std::string name = "kvrag-synthetic";
+};
+
+// The built-in vocabulary's tokens (used when vocab_from is null).
+std::vector<std::string> builtin_vocab_tokens();
+
+Result<std::vector<uint8_t>> synthetic_model_bytes(const SyntheticSpec& spec);
+Result<void> write_synthetic_model(const SyntheticSpec& spec, const std::string& path);
+
+}  // namespace kvrag::model

@@ -1,0 +1,47 @@
+// Model weights bound by name and shape to the tensors of a mapped GGUF file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/error.h"
+#include "core/ggml_type.h"
+#include "gguf/gguf_file.h"
+#include "model/hparams.h"
+
+namespace kvrag::model {
+
+// A 2-D weight matrix in the file: n_rows rows of n_cols elements each (ggml ne = [n_cols, n_rows]),
+// each row row_bytes long. Used as y = W x, one output per row.
+struct MatrixRef {
+    const uint8_t* data = nullptr;
+    GgmlType type = GgmlType::F32;
+    int64_t n_cols = 0;   // input width
+    int64_t n_rows = 0;   // output width
+    size_t row_bytes = 0;
+};
+
+struct LayerWeights {
+    std::vector<float> attn_norm;     // (n_embd)
+    MatrixRef wq, wk, wv, wo;         // (n_embd_q, n_embd), (n_embd_kv, n_embd) x2, (n_embd, n_embd_q)
+    std::vector<float> bq, bk, bv;    // qwen2 biases: (n_embd_q), (n_embd_kv) x2; empty for llama
+    std::vector<float> ffn_norm;      // (n_embd)
+    MatrixRef w_gate, w_up, w_down;   // (n_ff, n_embd) x2, (n_embd, n_ff)
+};
+
+struct ModelWeights {
+    MatrixRef tok_embd;               // (n_vocab, n_embd): row t is token t's embedding
+    std::vector<float> output_norm;   // (n_embd)
+    MatrixRef output;                 // (n_vocab, n_embd); tok_embd when the model ties them
+    bool tied_output = false;
+    std::vector<float> rope_freq_factors;  // (n_rot / 2) or empty
+    std::vector<LayerWeights> layers;
+};
+
+// Binds every tensor the architecture needs, checking its presence, shape and type. Errors
+// name the tensor with expected vs found shape, e.g.
+// "tensor 'blk.0.attn_k.weight' has shape [64, 32]; expected [64, 16]".
+Result<ModelWeights> bind_weights(const gguf::GgufFile& file, const ModelHParams& hp);
+
+}  // namespace kvrag::model
