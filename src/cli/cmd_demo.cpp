@@ -15,7 +15,7 @@ struct MakeModelArgs {
     std::string output_type;
     std::string embd_type;
     std::string vocab_from;
-    int32_t dim = 64, layers = 2, heads = 4, kv_heads = 2, ff = 172, ctx = 2048;
+    int32_t dim = 64, layers = 2, heads = 4, kv_heads = 2, ff = 256, ctx = 2048;
     bool tied = false;
     uint64_t seed = 0;
 };

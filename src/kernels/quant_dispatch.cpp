@@ -8,14 +8,26 @@
 
 #include "kernels/quant.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace kvrag::kernels {
 namespace {
 
 bool detect_avx2() {
 #if defined(__x86_64__) || defined(_M_X64)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    // cpuid directly: clang 14's __builtin_cpu_supports does not know "f16c".
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+    const bool fma = ecx & (1u << 12), osxsave = ecx & (1u << 27), f16c = ecx & (1u << 29);
+    if (!fma || !osxsave || !f16c) return false;
+    unsigned xcr0_lo = 0, xcr0_hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0x6u) != 0x6u) return false;  // the OS saves XMM and YMM state
+    if (__get_cpuid_max(0, nullptr) < 7) return false;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    return ebx & (1u << 5);  // AVX2
 #else
     return false;
 #endif
