@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The sanitizer step: builds kvrag with clang under AddressSanitizer + UndefinedBehaviorSanitizer,
-# runs the tests that parse untrusted input (GGUF files, tokenizer input) and the kernels, then
+# runs the test suite (all but the python-reference comparison, which only re-checks numbers), then
 # fuzzes the GGUF reader with libFuzzer from a seed corpus of valid files for FUZZ_SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 "$BUILD_DIR/kvrag_tests" --gtest_brief=1 \
-  --gtest_filter='GgufFile*:GgmlType*:Error*:Tokenizer*:Vocab*:Quant*:Fp16*:Kernel*:Sampler*:StopString*:Model*:Cli*'
+  --gtest_filter='-ReferenceForward*'
 
 # Seed corpus: small valid models of several types and vocabulary-only files.
 CORPUS="$BUILD_DIR/fuzz-corpus"

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Builds kvrag in Release and runs the whole test suite with ctest.
+# Builds kvrag and runs the whole test suite: first the sanitizer step (an ASan/UBSan build of
+# the suite plus libFuzzer on the GGUF reader, scripts/sanitize.sh), then the Release build's
+# suite with ctest, whose summary closes the output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
+if [ "${KVRAG_SKIP_SANITIZE:-0}" != "1" ]; then
+  bash scripts/sanitize.sh
+fi
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j "$JOBS"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"

@@ -1,0 +1,217 @@
+// The KV cache manager: one fixed pool of n_cells cells shared by every sequence.
+//
+// Ownership model. A cell is held by reference count: by each live Sequence whose position
+// list contains it, and by the prefix cache when it belongs to a published prompt block. A cell
+// with count 0 is free. K/V rows of a cell are written once, when its token is computed, and are
+// immutable afterwards, so sharing a cell between sequences (fork, prefix reuse) needs no copy;
+// the one operation that rewrites a cell (context shift's re-rotation) copies it first when it
+// is shared.
+//
+// Leaks are impossible by type: a Sequence is a move-only handle whose destructor returns all
+// its references and its unused reservation, on every path (return, exception, cancellation).
+//
+// Capacity. Admission reserves a request's worst case (cells it may still need) up front;
+// appends draw first on the reservation, so an admitted request can never run out of cells mid
+// generation. Any free cell serves any sequence (the forward pass takes an explicit cell list
+// per token), so fragmentation cannot make an allocation fail while enough cells are free.
+//
+// Thread safety: every method locks one mutex; a Sequence's cell list is read without a lock by
+// the single thread that drives that sequence.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/error.h"
+#include "core/ggml_type.h"
+#include "kvcache/kv_store.h"
+#include "model/hparams.h"
+
+namespace kvrag::kvcache {
+
+struct KvCacheConfig {
+    int32_t n_cells = 2048;
+    GgmlType type = GgmlType::F16;
+    int32_t block_tokens = 16;   // prefix-reuse granularity (tokens per shared block)
+    bool prefix_reuse = true;
+};
+
+// RoPE parameters needed to re-rotate keys when a context shift moves them.
+struct RopeParams {
+    int32_t n_rot = 0;
+    float freq_base = 10000.0f;
+    float freq_scale = 1.0f;
+    bool neox = false;
+    std::vector<float> freq_factors;  // (n_rot / 2) or empty
+};
+
+enum class RejectReason { never_fits = 0, busy = 1, timeout = 2, count = 3 };
+const char* reject_reason_name(RejectReason r);
+
+struct SequenceUsage {
+    int64_t seq_id = 0;
+    int32_t n_tokens = 0;    // positions held == cells referenced
+    int32_t n_shared = 0;    // of those, cells also held by someone else
+    int32_t reserved = 0;    // cells still reserved for future tokens
+};
+
+struct KvStats {
+    int32_t total = 0;       // n_cells
+    int32_t used = 0;        // cells with at least one holder
+    int32_t free = 0;        // total - used
+    int32_t shared = 0;      // used cells with two or more holders (sequences and/or prefix cache)
+    int32_t cached = 0;      // cells held by the prefix cache
+    int32_t reserved = 0;    // promised to admitted sequences, not yet used
+    int32_t peak_used = 0;
+    int32_t n_sequences = 0;
+    int32_t prefix_blocks = 0;
+    uint64_t admissions = 0;
+    uint64_t rejections[static_cast<int>(RejectReason::count)] = {};
+    uint64_t truncations = 0;
+    uint64_t shifts = 0;
+    uint64_t prefix_hit_tokens = 0;   // prompt tokens whose prefill was skipped by reuse
+    uint64_t prefix_hits = 0;         // admissions that reused at least one block
+    uint64_t evictions = 0;           // prefix blocks evicted to make room
+    size_t bytes = 0;                 // K/V memory, exactly n_cells * bytes_per_cell
+    size_t bytes_per_cell = 0;
+    std::vector<SequenceUsage> sequences;
+
+    std::string summary() const;      // one line of key=value pairs
+};
+
+class KvCache;
+
+// A live sequence: the positions [0, n_tokens) of one request and the cells holding them.
+// Move-only; releases everything it holds when destroyed or release()d.
+class Sequence {
+public:
+    Sequence() = default;
+    Sequence(Sequence&& other) noexcept;
+    Sequence& operator=(Sequence&& other) noexcept;
+    Sequence(const Sequence&) = delete;
+    Sequence& operator=(const Sequence&) = delete;
+    ~Sequence() { release(); }
+
+    void release();
+    bool valid() const { return state_ != nullptr; }
+    int64_t id() const;
+    int32_t n_tokens() const;
+    int32_t reserved() const;
+    // Cell of each position, in position order (what the forward pass attends to).
+    const std::vector<int32_t>& cells() const;
+    const std::vector<int32_t>& tokens() const;
+    int32_t n_reused() const;  // prompt tokens taken from the prefix cache at admission
+
+private:
+    friend class KvCache;
+    struct State {
+        int64_t id = 0;
+        std::vector<int32_t> cells;
+        std::vector<int32_t> tokens;
+        int32_t reserved = 0;
+        int32_t n_reused = 0;
+        bool published = false;
+    };
+    Sequence(std::shared_ptr<KvCache> cache, std::unique_ptr<State> state)
+        : cache_(std::move(cache)), state_(std::move(state)) {}
+
+    std::shared_ptr<KvCache> cache_;
+    std::unique_ptr<State> state_;
+};
+
+class KvCache : public std::enable_shared_from_this<KvCache> {
+public:
+    static Result<std::shared_ptr<KvCache>> create(const model::ModelHParams& hp, const KvCacheConfig& config);
+
+    // ---- for the forward pass ----
+    model::KvView& view() { return store_; }
+    int32_t n_cells() const { return store_.n_cells(); }
+    const KvGeometry& geometry() const { return store_.geometry(); }
+
+    // ---- for admission (engine) ----
+    // Prompt tokens that admitting this prompt now would take from the prefix cache. Always
+    // leaves at least one prompt token to compute, so the request gets logits.
+    int32_t peek_prefix(std::span<const int32_t> prompt) const;
+    // Admits a sequence for `prompt` that will hold at most max_tokens positions in all: takes
+    // the reusable prefix and reserves the rest. nullopt when the cells are not available now
+    // (a full cache is an empty return, not an error). Precondition: max_tokens <= n_cells.
+    std::optional<Sequence> admit(std::span<const int32_t> prompt, int32_t max_tokens);
+    // A new sequence sharing all of parent's cells, with `reserve` cells reserved. nullopt when
+    // the reservation is not available.
+    std::optional<Sequence> fork(const Sequence& parent, int32_t reserve);
+
+    // ---- while a sequence runs (scheduler) ----
+    // Gives the next tokens of seq their cells (positions n_tokens ...). Draws on the
+    // reservation first, then on free cells (evicting unused prefix blocks). false when there is
+    // no room; seq is unchanged then.
+    bool append(Sequence& seq, std::span<const int32_t> tokens);
+    // Drops positions >= n_keep (e.g. to roll back speculative or rejected tokens).
+    void truncate(Sequence& seq, int32_t n_keep);
+    // Context shift: drops positions [n_keep, n_keep + n_discard), moves the later ones down by
+    // n_discard and re-rotates their keys to the new positions (copying shared cells first).
+    // false when there is no room for those copies; seq is unchanged then.
+    bool shift(Sequence& seq, int32_t n_keep, int32_t n_discard);
+    // Offers seq's full prompt blocks (first n_prompt positions) to the prefix cache. A block is
+    // kept only once its content has been seen in two prompts, so one-off text (a varying RAG
+    // chunk, a question) never occupies cells after its request ends.
+    void publish_prefix(Sequence& seq, int32_t n_prompt);
+    // Drops every cached prefix block that no sequence uses (frees their cells).
+    void clear_prefix_cache();
+
+    // ---- observability ----
+    KvStats stats() const;
+    void note_rejection(RejectReason reason);
+    void note_truncation();
+    // Checks every internal invariant (reference counts, free list, reservations); returns a
+    // description of the first violation, or empty. For tests.
+    std::string check_invariants() const;
+
+    KvCache(const KvGeometry& geo, const KvCacheConfig& config, RopeParams rope);
+
+private:
+    friend class Sequence;
+    struct Block {
+        uint64_t parent = 0;                 // hash of the previous block, 0 for the first
+        std::vector<int32_t> tokens;         // (block_tokens)
+        std::vector<int32_t> cells;          // (block_tokens)
+        int32_t n_children = 0;
+        uint64_t last_used = 0;
+    };
+
+    void release_locked(Sequence::State& s);
+    int32_t take_cell_locked();              // -1 when none even after eviction
+    bool evict_one_locked();
+    int32_t evictable_cells_locked() const;
+    int32_t available_locked() const;        // free + evictable - reserved
+    void unref_locked(int32_t cell);
+    void note_used_locked();
+    uint64_t block_hash(uint64_t parent, std::span<const int32_t> tokens) const;
+    // Longest run of cached blocks matching the prompt, capped to leave one token to compute.
+    std::vector<uint64_t> match_locked(std::span<const int32_t> prompt) const;
+    void rotate_cell_locked(int32_t cell, int32_t delta);
+    void copy_cell_locked(int32_t dst, int32_t src);
+
+    mutable std::mutex mu_;
+    KvStore store_;
+    KvCacheConfig config_;
+    RopeParams rope_;
+    std::vector<int32_t> ref_;          // (n_cells) holders per cell
+    std::vector<int32_t> free_;         // stack of free cells
+    int32_t reserved_ = 0;
+    int32_t used_ = 0;
+    int64_t next_seq_id_ = 1;
+    uint64_t clock_ = 0;
+    std::unordered_map<uint64_t, Block> blocks_;
+    std::unordered_map<uint64_t, uint32_t> seen_;   // block hash -> times seen in a prompt
+    std::unordered_map<int64_t, const Sequence::State*> live_;
+    KvStats counters_;                  // counters and peak; the rest is computed in stats()
+    std::vector<float> rot_scratch_;
+};
+
+}  // namespace kvrag::kvcache
