@@ -2,7 +2,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
-#include "engine/generator.h"
+#include "engine/engine.h"
 #include "model/synthetic.h"
 
 namespace kvrag::cli {
@@ -119,7 +119,7 @@ Runner add_demo(CLI::App& app) {
         engine::EngineConfig cfg;
         cfg.n_ctx = 512;
         cfg.n_threads = a->threads;
-        auto gen = engine::Generator::create(std::move(*loaded), cfg);
+        auto gen = engine::Engine::create(std::move(*loaded), cfg);
         if (!gen) return fail(gen.error());
         engine::GenerateOptions opt;
         opt.max_tokens = a->n;
@@ -135,7 +135,7 @@ Runner add_demo(CLI::App& app) {
         std::printf("\n%zu prompt tokens in %.1f ms, %zu generated in %.1f ms (%.1f tok/s), KV cache %.2f MiB (%d cells f16)\n",
                     res->prompt_tokens.size(), res->prefill_ms, res->tokens.size(), res->decode_ms,
                     res->decode_ms > 0 ? 1000.0 * res->tokens.size() / res->decode_ms : 0.0,
-                    static_cast<double>((*gen)->kv_bytes()) / 1048576.0, cfg.n_ctx);
+                    static_cast<double>((*gen)->cache().stats().bytes) / 1048576.0, cfg.n_ctx);
         return 0;
     };
 }

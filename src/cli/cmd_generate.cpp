@@ -2,7 +2,7 @@
 #include <random>
 
 #include "cli/commands.h"
-#include "engine/generator.h"
+#include "engine/engine.h"
 
 namespace kvrag::cli {
 namespace {
@@ -22,6 +22,8 @@ struct GenerateArgs {
     int32_t threads = 0;
     int32_t ctx = 0;
     std::string kv_type = "f16";
+    std::string policy = "error";
+    int32_t n_keep = 0;
     std::vector<std::string> stop;
     bool ids = false;
     bool ignore_eos = false;
@@ -38,8 +40,14 @@ int run_generate(const GenerateArgs& a) {
     cfg.n_threads = a.threads;
     cfg.kv_type = *kv_type;
     cfg.n_ctx = a.ctx > 0 ? a.ctx : std::min<int32_t>(4096, loaded->model->hparams().n_ctx_train);
-    auto gen = engine::Generator::create(std::move(*loaded), cfg);
+    auto policy = engine::parse_context_policy(a.policy);
+    if (!policy) return fail(policy.error());
+    auto gen = engine::Engine::create(std::move(*loaded), cfg);
     if (!gen) return fail(gen.error());
+    if (a.verbose) {
+        const auto st = (*gen)->cache().stats();
+        std::fprintf(stderr, "kv cache: %d cells x %zu bytes = %zu bytes (%s)\n", st.total, st.bytes_per_cell, st.bytes, a.kv_type.c_str());
+    }
 
     engine::GenerateOptions opt;
     opt.max_tokens = a.n_predict;
@@ -54,6 +62,8 @@ int run_generate(const GenerateArgs& a) {
     opt.stop = a.stop;
     opt.stop_at_eog = !a.ignore_eos;
     opt.parse_special = a.special;
+    opt.policy = *policy;
+    opt.n_keep = a.n_keep;
 
     engine::TextCallback stream = nullptr;
     if (!a.ids) {
@@ -74,10 +84,11 @@ int run_generate(const GenerateArgs& a) {
         const double tg = res->decode_ms > 0 ? 1000.0 * res->tokens.size() / res->decode_ms : 0.0;
         std::fprintf(stderr,
                      "prompt: %zu tokens in %.1f ms (%.1f tok/s); generated: %zu tokens in %.1f ms (%.1f tok/s); "
-                     "finish: %s; seed: %llu; threads: %d; ctx: %d; kv: %s %.2f MiB\n",
+                     "finish: %s; seed: %llu; threads: %d; ctx: %d; truncated %d, shifts %d, reused %d\n",
                      res->prompt_tokens.size(), res->prefill_ms, pp, res->tokens.size(), res->decode_ms, tg,
-                     res->finish_reason.c_str(), static_cast<unsigned long long>(opt.sampling.seed), (*gen)->n_threads(),
-                     cfg.n_ctx, a.kv_type.c_str(), static_cast<double>((*gen)->kv_bytes()) / 1048576.0);
+                     res->finish_reason().c_str(), static_cast<unsigned long long>(opt.sampling.seed), (*gen)->n_threads(),
+                     cfg.n_ctx, res->n_truncated, res->n_shifts, res->n_reused);
+        std::fprintf(stderr, "kv stats: %s\n", (*gen)->cache().stats().summary().c_str());
     }
     return 0;
 }
@@ -100,6 +111,8 @@ Runner add_generate(CLI::App& app) {
     app.add_option("-t,--threads", a->threads, "threads; default: physical cores")->check(CLI::Range(0, 1024));
     app.add_option("-c,--ctx", a->ctx, "context size (KV cells); default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
     app.add_option("--kv-type", a->kv_type, "KV cell type: f16, q8_0, f32");
+    app.add_option("--context-policy", a->policy, "when the context is full: error, truncate (drop oldest prompt tokens), shift (drop oldest half while generating)");
+    app.add_option("--n-keep", a->n_keep, "prompt tokens truncate/shift never drop (BOS is always kept)")->check(CLI::Range(0, 1 << 22));
     app.add_option("--stop", a->stop, "stop string (repeatable)");
     app.add_flag("--ids", a->ids, "print the generated token ids instead of text");
     app.add_flag("--ignore-eos", a->ignore_eos, "keep generating past end-of-generation tokens");

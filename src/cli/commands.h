@@ -20,6 +20,7 @@ Runner add_info(CLI::App& app);
 Runner add_demo(CLI::App& app);
 Runner add_make_model(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_soak(CLI::App& app);
 
 // Prints "kvrag: E1004 ..." to stderr and returns 1.
 int fail(const Error& err);

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     add("demo", "write a small synthetic model and generate from it (no download needed)", kvrag::cli::add_demo);
     add("make-model", "write a synthetic GGUF model with random weights", kvrag::cli::add_make_model);
     add("bench", "measure prefill and decode speed", kvrag::cli::add_bench);
+    add("soak", "run many sequential RAG-shaped requests and check the KV cache stays flat", kvrag::cli::add_soak);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -18,8 +18,8 @@ const char* reject_reason_name(RejectReason r) {
 }
 
 std::string KvStats::summary() const {
-    std::string s = "total=" + std::to_string(total) + " used=" + std::to_string(used) + " free=" + std::to_string(free) +
-                    " shared=" + std::to_string(shared) + " cached=" + std::to_string(cached) +
+    std::string s = "total=" + std::to_string(total) + " used=" + std::to_string(used) + " cached=" + std::to_string(cached) +
+                    " free=" + std::to_string(free) + " shared=" + std::to_string(shared) +
                     " reserved=" + std::to_string(reserved) + " peak=" + std::to_string(peak_used) +
                     " sequences=" + std::to_string(n_sequences) + " admissions=" + std::to_string(admissions);
     for (int r = 0; r < static_cast<int>(RejectReason::count); ++r) {
@@ -83,7 +83,8 @@ Result<std::shared_ptr<KvCache>> KvCache::create(const model::ModelHParams& hp, 
 }
 
 KvCache::KvCache(const KvGeometry& geo, const KvCacheConfig& config, RopeParams rope)
-    : store_(geo, config.n_cells), config_(config), rope_(std::move(rope)), ref_(config.n_cells, 0) {
+    : store_(geo, config.n_cells), config_(config), rope_(std::move(rope)), ref_(config.n_cells, 0),
+      in_cache_(config.n_cells, 0) {
     free_.reserve(config.n_cells);
     // Lowest cell on top of the stack: cells are handed out in ascending order on a fresh cache.
     for (int32_t c = config.n_cells - 1; c >= 0; --c) free_.push_back(c);
@@ -144,12 +145,27 @@ int32_t KvCache::available_locked() const {
     return static_cast<int32_t>(free_.size()) + evictable_cells_locked() - reserved_;
 }
 
-void KvCache::note_used_locked() { counters_.peak_used = std::max(counters_.peak_used, used_); }
+void KvCache::note_used_locked() { counters_.peak_used = std::max(counters_.peak_used, live_used_); }
+
+void KvCache::ref_seq_locked(int32_t cell) {
+    if (ref_[cell] - in_cache_[cell] == 0) ++live_used_;
+    ++ref_[cell];
+    note_used_locked();
+}
 
 void KvCache::unref_locked(int32_t cell) {
+    if (--ref_[cell] - in_cache_[cell] == 0) --live_used_;
+    if (ref_[cell] == 0) {
+        free_.push_back(cell);
+        --held_;
+    }
+}
+
+void KvCache::unref_cache_locked(int32_t cell) {
+    in_cache_[cell] = 0;
     if (--ref_[cell] == 0) {
         free_.push_back(cell);
-        --used_;
+        --held_;
     }
 }
 
@@ -167,7 +183,7 @@ bool KvCache::evict_one_locked() {
     }
     if (oldest == UINT64_MAX) return false;
     Block& b = blocks_[victim];
-    for (int32_t c : b.cells) unref_locked(c);
+    for (int32_t c : b.cells) unref_cache_locked(c);
     if (b.parent != 0) {
         auto p = blocks_.find(b.parent);
         if (p != blocks_.end()) --p->second.n_children;
@@ -184,7 +200,8 @@ int32_t KvCache::take_cell_locked() {
     const int32_t c = free_.back();
     free_.pop_back();
     ref_[c] = 1;
-    ++used_;
+    ++held_;
+    ++live_used_;
     note_used_locked();
     return c;
 }
@@ -198,7 +215,7 @@ std::optional<Sequence> KvCache::admit(std::span<const int32_t> prompt, int32_t 
         st->cells.insert(st->cells.end(), b.cells.begin(), b.cells.end());
         st->tokens.insert(st->tokens.end(), b.tokens.begin(), b.tokens.end());
     }
-    for (int32_t c : st->cells) ++ref_[c];  // held by the cache already, so never 0 -> 1 here
+    for (int32_t c : st->cells) ref_seq_locked(c);  // held by the cache already, so never free
     const int32_t n_reused = static_cast<int32_t>(st->cells.size());
     const int32_t need = std::max(0, max_tokens - n_reused);
     if (max_tokens > n_cells() || available_locked() < need) {
@@ -226,7 +243,7 @@ std::optional<Sequence> KvCache::fork(const Sequence& parent, int32_t reserve) {
     auto st = std::make_unique<Sequence::State>();
     st->cells = parent.state_->cells;
     st->tokens = parent.state_->tokens;
-    for (int32_t c : st->cells) ++ref_[c];
+    for (int32_t c : st->cells) ref_seq_locked(c);
     st->id = next_seq_id_++;
     st->reserved = reserve;
     reserved_ += reserve;
@@ -374,7 +391,10 @@ void KvCache::publish_prefix(Sequence& seq, int32_t n_prompt) {
                 b.tokens.assign(toks.begin(), toks.end());
                 b.cells.assign(s.cells.begin() + static_cast<std::ptrdiff_t>(i * B), s.cells.begin() + static_cast<std::ptrdiff_t>((i + 1) * B));
                 b.last_used = clock_;
-                for (int32_t c : b.cells) ++ref_[c];
+                for (int32_t c : b.cells) {
+                    ++ref_[c];
+                    in_cache_[c] = 1;
+                }
                 if (parent != 0) ++blocks_.at(parent).n_children;
                 blocks_.emplace(h, std::move(b));
             } else {
@@ -404,8 +424,8 @@ void KvCache::note_truncation() {
 KvStats KvCache::stats() const {
     std::lock_guard<std::mutex> lock(mu_);
     KvStats st = counters_;
-    st.used = used_;
-    st.free = st.total - used_;
+    st.used = live_used_;
+    st.free = st.total - held_;
     st.reserved = reserved_;
     st.n_sequences = static_cast<int32_t>(live_.size());
     st.prefix_blocks = static_cast<int32_t>(blocks_.size());
@@ -433,11 +453,18 @@ std::string KvCache::check_invariants() const {
         if (s->reserved < 0) return "sequence " + std::to_string(id) + " has negative reservation";
         reserved += s->reserved;
     }
+    std::vector<int32_t> cached(ref_.size(), 0);
     for (const auto& [h, b] : blocks_) {
-        for (int32_t c : b.cells) ++expect[c];
+        for (int32_t c : b.cells) {
+            ++expect[c];
+            ++cached[c];
+        }
         int32_t children = 0;
         for (const auto& [h2, b2] : blocks_) children += b2.parent == h ? 1 : 0;
         if (children != b.n_children) return "prefix block child count " + std::to_string(b.n_children) + " != actual " + std::to_string(children);
+    }
+    for (size_t c = 0; c < ref_.size(); ++c) {
+        if (cached[c] != in_cache_[c]) return "cell " + std::to_string(c) + " cache flag " + std::to_string(in_cache_[c]) + " but held by " + std::to_string(cached[c]) + " blocks";
     }
     int32_t used = 0;
     for (size_t c = 0; c < ref_.size(); ++c) {
@@ -446,7 +473,10 @@ std::string KvCache::check_invariants() const {
         }
         used += ref_[c] > 0 ? 1 : 0;
     }
-    if (used != used_) return "used count " + std::to_string(used_) + " != actual " + std::to_string(used);
+    if (used != held_) return "held count " + std::to_string(held_) + " != actual " + std::to_string(used);
+    int32_t live = 0;
+    for (size_t c = 0; c < ref_.size(); ++c) live += ref_[c] - in_cache_[c] > 0 ? 1 : 0;
+    if (live != live_used_) return "used-by-sequences count " + std::to_string(live_used_) + " != actual " + std::to_string(live);
     if (static_cast<int32_t>(free_.size()) != n_cells() - used) {
         return "free list has " + std::to_string(free_.size()) + " cells, expected " + std::to_string(n_cells() - used);
     }

@@ -63,12 +63,12 @@ struct SequenceUsage {
 
 struct KvStats {
     int32_t total = 0;       // n_cells
-    int32_t used = 0;        // cells with at least one holder
-    int32_t free = 0;        // total - used
-    int32_t shared = 0;      // used cells with two or more holders (sequences and/or prefix cache)
-    int32_t cached = 0;      // cells held by the prefix cache
+    int32_t used = 0;        // cells held by live sequences (running requests)
+    int32_t cached = 0;      // cells held by the prefix cache (those no sequence uses are reclaimable)
+    int32_t free = 0;        // cells nobody holds
+    int32_t shared = 0;      // cells with two or more holders (sequences and/or the prefix cache)
     int32_t reserved = 0;    // promised to admitted sequences, not yet used
-    int32_t peak_used = 0;
+    int32_t peak_used = 0;   // most cells live sequences held at once
     int32_t n_sequences = 0;
     int32_t prefix_blocks = 0;
     uint64_t admissions = 0;
@@ -189,7 +189,9 @@ private:
     bool evict_one_locked();
     int32_t evictable_cells_locked() const;
     int32_t available_locked() const;        // free + evictable - reserved
-    void unref_locked(int32_t cell);
+    void ref_seq_locked(int32_t cell);      // a sequence takes a reference to a held cell
+    void unref_locked(int32_t cell);        // a sequence drops its reference
+    void unref_cache_locked(int32_t cell);  // the prefix cache drops its reference
     void note_used_locked();
     uint64_t block_hash(uint64_t parent, std::span<const int32_t> tokens) const;
     // Longest run of cached blocks matching the prompt, capped to leave one token to compute.
@@ -201,10 +203,12 @@ private:
     KvStore store_;
     KvCacheConfig config_;
     RopeParams rope_;
-    std::vector<int32_t> ref_;          // (n_cells) holders per cell
+    std::vector<int32_t> ref_;          // (n_cells) holders per cell: sequences + the prefix cache
+    std::vector<int32_t> in_cache_;     // (n_cells) 1 when the prefix cache holds the cell
     std::vector<int32_t> free_;         // stack of free cells
     int32_t reserved_ = 0;
-    int32_t used_ = 0;
+    int32_t held_ = 0;                  // cells with ref_ > 0
+    int32_t live_used_ = 0;             // cells some sequence holds
     int64_t next_seq_id_ = 1;
     uint64_t clock_ = 0;
     std::unordered_map<uint64_t, Block> blocks_;

@@ -1,0 +1,332 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace kvrag::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+Result<ContextPolicy> parse_context_policy(std::string_view name) {
+    if (name == "error") return ContextPolicy::error;
+    if (name == "truncate") return ContextPolicy::truncate;
+    if (name == "shift") return ContextPolicy::shift;
+    return Error{Errc::request_invalid, "context policy '" + std::string(name) + "' is not one of error, truncate, shift"};
+}
+
+const char* context_policy_name(ContextPolicy p) {
+    switch (p) {
+        case ContextPolicy::error: return "error";
+        case ContextPolicy::truncate: return "truncate";
+        case ContextPolicy::shift: return "shift";
+    }
+    return "?";
+}
+
+const char* finish_reason_name(FinishReason r) {
+    switch (r) {
+        case FinishReason::none: return "none";
+        case FinishReason::stop: return "stop";
+        case FinishReason::length: return "length";
+        case FinishReason::cancelled: return "cancelled";
+        case FinishReason::error: return "error";
+    }
+    return "?";
+}
+
+Request::Request(const tokenizer::Tokenizer& tok, const GenerateOptions& opt, int32_t n_vocab)
+    : opt_(opt), sampler_(opt.sampling, n_vocab), stops_(opt.stop), decoder_(tok) {}
+
+Result<std::unique_ptr<Engine>> Engine::create(LoadedModel model, const EngineConfig& config) {
+    if (config.n_ctx < 1 || config.n_ctx > (1 << 22)) {
+        return Error{Errc::engine_bad_config, "context size " + std::to_string(config.n_ctx) + " is outside 1.." + std::to_string(1 << 22)};
+    }
+    if (config.n_ctx_seq < 0 || config.n_ctx_seq > config.n_ctx) {
+        return Error{Errc::engine_bad_config, "per-sequence context " + std::to_string(config.n_ctx_seq) + " is outside 0.." +
+                                                  std::to_string(config.n_ctx) + " (the cache size)"};
+    }
+    if (config.n_batch < 1) {
+        return Error{Errc::engine_bad_config, "batch size " + std::to_string(config.n_batch) + " must be >= 1"};
+    }
+    if (config.n_threads < 0 || config.n_threads > 1024) {
+        return Error{Errc::engine_bad_config, "thread count " + std::to_string(config.n_threads) + " is outside 0..1024"};
+    }
+    kvcache::KvCacheConfig kc;
+    kc.n_cells = config.n_ctx;
+    kc.type = config.kv_type;
+    kc.block_tokens = config.prefix_block;
+    kc.prefix_reuse = config.prefix_reuse;
+    auto cache = kvcache::KvCache::create(model.model->hparams(), kc);
+    if (!cache) return cache.error();
+    return std::unique_ptr<Engine>(new Engine(std::move(model), config, std::move(*cache)));
+}
+
+Engine::Engine(LoadedModel model, const EngineConfig& config, std::shared_ptr<kvcache::KvCache> cache)
+    : model_(std::move(model)), config_(config), cache_(std::move(cache)) {
+    config_.n_threads = config.n_threads > 0 ? config.n_threads : physical_core_count();
+    if (config_.n_ctx_seq == 0) config_.n_ctx_seq = config_.n_ctx;
+    pool_ = std::make_unique<ThreadPool>(config_.n_threads);
+    forward_ = std::make_unique<model::ForwardPass>(model_.model->hparams(), model_.model->weights());
+}
+
+std::vector<int32_t> Engine::tokenize(std::string_view text, const GenerateOptions& options) const {
+    return model_.tokenizer->encode(text, options.add_special, options.parse_special);
+}
+
+Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, const GenerateOptions& opt, TextCallback on_text) {
+    if (auto v = sampling::validate(opt.sampling); !v) return v.error();
+    if (prompt.empty()) return Error{Errc::request_invalid, "the prompt is empty (0 tokens); give at least one token"};
+    if (opt.max_tokens < 0) return Error{Errc::request_invalid, "max_tokens " + std::to_string(opt.max_tokens) + " must be >= 0"};
+    if (opt.n_keep < 0) return Error{Errc::request_invalid, "n_keep " + std::to_string(opt.n_keep) + " must be >= 0"};
+    const int32_t n_vocab = model_.model->hparams().n_vocab;
+    for (int32_t t : prompt) {
+        if (t < 0 || t >= n_vocab) {
+            return Error{Errc::tokenizer_bad_token, "prompt token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                                        std::to_string(n_vocab) + ")"};
+        }
+    }
+    const int32_t limit = config_.n_ctx_seq;
+    const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+    const int64_t need = n_prompt + opt.max_tokens;
+    // The BOS token is always kept by truncate and shift, in addition to n_keep.
+    const int32_t bos = model_.tokenizer->bos_id();
+    const int32_t keep = static_cast<int32_t>(std::min<int64_t>(n_prompt, opt.n_keep + (bos >= 0 && prompt[0] == bos ? 1 : 0)));
+    const std::string numbers = "prompt " + std::to_string(n_prompt) + " tokens + max_tokens " + std::to_string(opt.max_tokens) +
+                                " = " + std::to_string(need) + " > context " + std::to_string(limit);
+    int32_t n_truncated = 0;
+    int32_t worst = static_cast<int32_t>(std::min<int64_t>(need, limit));
+    switch (opt.policy) {
+        case ContextPolicy::error:
+            if (need > limit) {
+                cache_->note_rejection(kvcache::RejectReason::never_fits);
+                return Error{Errc::request_too_long, numbers + "; raise --ctx, lower max_tokens, or use --context-policy truncate"};
+            }
+            break;
+        case ContextPolicy::truncate:
+            if (need > limit) {
+                if (static_cast<int64_t>(keep) + opt.max_tokens + 1 > limit) {
+                    cache_->note_rejection(kvcache::RejectReason::never_fits);
+                    return Error{Errc::request_too_long, numbers + ", and truncation cannot help: n_keep " + std::to_string(keep) +
+                                                             " + max_tokens " + std::to_string(opt.max_tokens) +
+                                                             " leaves no room for the prompt; lower max_tokens or n_keep, or raise --ctx"};
+                }
+                n_truncated = static_cast<int32_t>(need - limit);
+                prompt.erase(prompt.begin() + keep, prompt.begin() + keep + n_truncated);
+                cache_->note_truncation();
+            }
+            break;
+        case ContextPolicy::shift:
+            if (n_prompt >= limit) {
+                cache_->note_rejection(kvcache::RejectReason::never_fits);
+                return Error{Errc::request_too_long, "prompt " + std::to_string(n_prompt) + " tokens >= context " + std::to_string(limit) +
+                                                         "; shift only makes room while generating: use --context-policy truncate or raise --ctx"};
+            }
+            if (keep + 2 > limit) {
+                return Error{Errc::request_too_long, "n_keep " + std::to_string(keep) + " leaves nothing to shift in context " + std::to_string(limit)};
+            }
+            break;
+    }
+    auto r = std::unique_ptr<Request>(new Request(*model_.tokenizer, opt, n_vocab));
+    auto seq = cache_->admit(prompt, worst);
+    if (!seq) {
+        const auto st = cache_->stats();
+        return Error{Errc::kv_no_space, "KV cache busy: this request needs up to " + std::to_string(worst) + " cells, " +
+                                            std::to_string(st.free) + " of " + std::to_string(st.total) + " are free and " +
+                                            std::to_string(st.reserved) + " reserved by running requests; retry later"};
+    }
+    r->seq_ = std::move(*seq);
+    r->id_ = next_request_id_++;
+    r->on_text_ = std::move(on_text);
+    r->limit_ = limit;
+    r->n_keep_ = keep;
+    r->n_prefilled_ = r->seq_.n_reused();
+    r->result_.n_reused = r->seq_.n_reused();
+    r->result_.n_truncated = n_truncated;
+    for (int32_t t : prompt) r->sampler_.accept(t);
+    r->result_.prompt_tokens = std::move(prompt);
+    if (opt.max_tokens == 0) finish(*r, FinishReason::length);
+    return r;
+}
+
+void Engine::finish(Request& r, FinishReason why, Error err) {
+    if (r.done()) return;
+    if (why == FinishReason::stop || why == FinishReason::length || why == FinishReason::cancelled) {
+        // Release text held back for a possible stop string or an unfinished UTF-8 character.
+        const auto tail = r.stops_.feed(r.decoder_.flush());
+        std::string rest = tail.emit;
+        if (!tail.stopped) rest += r.stops_.flush();
+        if (!rest.empty()) {
+            r.result_.text += rest;
+            if (r.on_text_ && why != FinishReason::cancelled) r.on_text_(rest, -1);
+        }
+    }
+    r.result_.finish = why;
+    r.result_.error = std::move(err);
+    r.seq_.release();  // the cells go back now, whatever the reason
+}
+
+bool Engine::emit_token(Request& r, int32_t id) {
+    r.result_.tokens.push_back(id);
+    const auto step = r.stops_.feed(r.decoder_.feed(id));
+    if (!step.emit.empty()) {
+        r.result_.text += step.emit;
+        if (r.on_text_ && !r.on_text_(step.emit, id)) r.cancel();
+    }
+    if (step.stopped) {
+        // A stop string ended the text: nothing after it is shown.
+        r.result_.finish = FinishReason::stop;
+        r.seq_.release();
+        return false;
+    }
+    return true;
+}
+
+void Engine::step(std::span<Request* const> active) {
+    const auto t0 = Clock::now();
+    batch_.clear();
+    batch_owner_.clear();
+    int32_t n_decode = 0;
+    // 1. Decode tokens first: one per decoding request, so running requests never stall.
+    for (Request* r : active) {
+        if (r->done()) continue;
+        if (r->cancel_.load(std::memory_order_relaxed)) {
+            finish(*r, FinishReason::cancelled);
+            continue;
+        }
+        if (r->prefilling()) continue;
+        if (r->opt_.policy == ContextPolicy::shift && r->seq_.n_tokens() >= r->limit_) {
+            const int32_t n = r->seq_.n_tokens();
+            const int32_t n_discard = std::max(1, (n - r->n_keep_) / 2);
+            if (!cache_->shift(r->seq_, r->n_keep_, n_discard)) {
+                finish(*r, FinishReason::error, Error{Errc::kv_no_space, "context shift found no free cells to copy shared keys into"});
+                continue;
+            }
+            ++r->result_.n_shifts;
+        }
+        const int32_t tok = r->next_token_;
+        if (!cache_->append(r->seq_, std::span<const int32_t>(&tok, 1))) {
+            finish(*r, FinishReason::error, Error{Errc::kv_no_space, "no KV cell for the next token (sequence holds " +
+                                                                        std::to_string(r->seq_.n_tokens()) + ")"});
+            continue;
+        }
+        batch_.push_back({tok, r->seq_.n_tokens() - 1, r->seq_.cells().back(), nullptr, r->seq_.n_tokens(), true});
+        batch_owner_.push_back(r);
+        ++n_decode;
+    }
+    // 2. Prefill chunks with the remaining budget (at least one token so prefill always advances).
+    int32_t budget = std::max(1, config_.n_batch - n_decode);
+    std::vector<std::pair<Request*, int32_t>> prefills;  // request, first batch index
+    for (Request* r : active) {
+        if (r->done() || !r->prefilling() || budget <= 0) continue;
+        const int32_t n_prompt = static_cast<int32_t>(r->result_.prompt_tokens.size());
+        const int32_t n = std::min(budget, n_prompt - r->n_prefilled_);
+        const std::span<const int32_t> toks(r->result_.prompt_tokens.data() + r->n_prefilled_, static_cast<size_t>(n));
+        if (!cache_->append(r->seq_, toks)) {
+            finish(*r, FinishReason::error, Error{Errc::kv_no_space, "no KV cells for the prompt"});
+            continue;
+        }
+        prefills.emplace_back(r, static_cast<int32_t>(batch_.size()));
+        for (int32_t i = 0; i < n; ++i) {
+            const int32_t pos = r->n_prefilled_ + i;
+            const bool last = pos + 1 == n_prompt;
+            batch_.push_back({toks[i], pos, r->seq_.cells()[pos], nullptr, pos + 1, last});
+            if (last) batch_owner_.push_back(r);
+        }
+        budget -= n;
+    }
+    if (batch_.empty()) return;
+    // Cell lists are final for this step now: point each token at its sequence's list.
+    {
+        size_t at = 0;
+        for (size_t i = 0; i < static_cast<size_t>(n_decode); ++i, ++at) batch_[at].visible = batch_owner_[i]->seq_.cells().data();
+        for (auto& [r, first] : prefills) {
+            const int32_t n = r->seq_.n_tokens() - r->n_prefilled_;
+            for (int32_t i = 0; i < n; ++i) batch_[first + i].visible = r->seq_.cells().data();
+        }
+    }
+    // batch_owner_ lists the logit-bearing tokens' requests in batch order (decode tokens, then
+    // the last token of each completed prefill): the order ForwardPass returns logits in.
+    const std::vector<Request*>& owners = batch_owner_;
+
+    Result<void> ran = Error{Errc::engine_internal, "forward pass did not run"};
+    try {
+        ran = forward_->run(batch_, cache_->view(), *pool_, logits_);
+    } catch (const std::exception& e) {
+        ran = Error{Errc::engine_internal, std::string("forward pass failed: ") + e.what()};
+    }
+    const auto t1 = Clock::now();
+    steps_.fetch_add(1, std::memory_order_relaxed);
+    if (!ran) {
+        for (Request* r : active) {
+            if (!r->done()) finish(*r, FinishReason::error, ran.error());
+        }
+        return;
+    }
+    for (auto& [r, first] : prefills) {
+        const int32_t n = r->seq_.n_tokens() - r->n_prefilled_;
+        r->n_prefilled_ += n;
+        prompt_tokens_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+        r->result_.prefill_ms += ms_between(t0, t1);
+        if (!r->prefilling()) cache_->publish_prefix(r->seq_, static_cast<int32_t>(r->result_.prompt_tokens.size()));
+    }
+    if (n_decode > 0) {
+        decode_micros_.fetch_add(static_cast<uint64_t>(ms_between(t0, t1) * 1000.0), std::memory_order_relaxed);
+        decode_tokens_.fetch_add(static_cast<uint64_t>(n_decode), std::memory_order_relaxed);
+    }
+    const int32_t n_vocab = model_.model->hparams().n_vocab;
+    for (size_t k = 0; k < owners.size(); ++k) {
+        Request& r = *owners[k];
+        if (r.done()) continue;
+        if (k < static_cast<size_t>(n_decode)) r.result_.decode_ms += ms_between(t0, t1);
+        float* logits = logits_.data() + k * static_cast<size_t>(n_vocab);
+        const int32_t id = r.sampler_.sample(logits);
+        if (r.opt_.stop_at_eog && model_.tokenizer->is_eog(id)) {
+            finish(r, FinishReason::stop);
+            continue;
+        }
+        r.sampler_.accept(id);
+        generated_tokens_.fetch_add(1, std::memory_order_relaxed);
+        if (!emit_token(r, id)) continue;
+        if (r.cancel_.load(std::memory_order_relaxed)) {
+            finish(r, FinishReason::cancelled);
+            continue;
+        }
+        if (static_cast<int32_t>(r.result_.tokens.size()) >= r.opt_.max_tokens) {
+            finish(r, FinishReason::length);
+            continue;
+        }
+        r.next_token_ = id;
+    }
+}
+
+Result<GenerateResult> Engine::generate(std::string_view prompt, const GenerateOptions& options, const TextCallback& on_text) {
+    return generate_tokens(tokenize(prompt, options), options, on_text);
+}
+
+Result<GenerateResult> Engine::generate_tokens(std::vector<int32_t> prompt, const GenerateOptions& options, const TextCallback& on_text) {
+    auto r = start(std::move(prompt), options, on_text);
+    if (!r) return r.error();
+    Request* active[1] = {r->get()};
+    while (!(*r)->done()) step(active);
+    if ((*r)->result().finish == FinishReason::error) return (*r)->result().error;
+    return (*r)->result();
+}
+
+Engine::Totals Engine::totals() const {
+    Totals t;
+    t.prompt_tokens = prompt_tokens_.load();
+    t.generated_tokens = generated_tokens_.load();
+    t.steps = steps_.load();
+    t.decode_tokens = decode_tokens_.load();
+    t.decode_seconds = static_cast<double>(decode_micros_.load()) / 1e6;
+    return t;
+}
+
+}  // namespace kvrag::engine

@@ -1,0 +1,173 @@
+// The engine: admission, context policies and the step loop that drives requests through the
+// forward pass over one shared KV cache.
+//
+// A request is admitted only if its worst case fits (prompt + max_tokens, less the prefix it
+// reuses), so once running it can never hit a full cache. Each step batches the decode token of
+// every decoding request with chunks of prefill for new ones (chunked prefill, within n_batch
+// tokens); a request that finishes, fails or is cancelled releases its cells in that same step.
+// The single-request CLI path and the server's continuous batching both run on step().
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "engine/loaded_model.h"
+#include "kvcache/kv_cache.h"
+#include "model/forward.h"
+#include "sampling/sampler.h"
+#include "sampling/stop_strings.h"
+#include "tokenizer/stream_decoder.h"
+
+namespace kvrag::engine {
+
+// What happens when a request does not fit its context.
+enum class ContextPolicy {
+    error,     // refuse with the numbers (default)
+    truncate,  // before decoding, drop the oldest prompt tokens after the first n_keep
+    shift,     // while generating, drop the older half after n_keep and re-rotate the rest
+};
+Result<ContextPolicy> parse_context_policy(std::string_view name);
+const char* context_policy_name(ContextPolicy p);
+
+struct EngineConfig {
+    int32_t n_ctx = 2048;        // cells in the shared KV cache
+    int32_t n_ctx_seq = 0;       // max positions one sequence may hold; 0 = n_ctx
+    int32_t n_threads = 0;       // 0 = physical cores
+    int32_t n_batch = 256;       // max tokens per forward step (prefill chunk budget)
+    GgmlType kv_type = GgmlType::F16;
+    int32_t prefix_block = 16;   // tokens per shared prefix block
+    bool prefix_reuse = true;
+};
+
+struct GenerateOptions {
+    int32_t max_tokens = 128;
+    sampling::SamplingParams sampling;
+    std::vector<std::string> stop;   // stop strings (not included in the output)
+    bool stop_at_eog = true;         // end at the model's end-of-generation tokens
+    bool add_special = true;         // BOS/EOS as the model's metadata says
+    bool parse_special = false;      // recognise special-token texts in the prompt
+    ContextPolicy policy = ContextPolicy::error;
+    int32_t n_keep = 0;              // prompt tokens truncate/shift never drop (besides BOS)
+};
+
+enum class FinishReason { none, stop, length, cancelled, error };
+const char* finish_reason_name(FinishReason r);
+
+struct GenerateResult {
+    std::vector<int32_t> prompt_tokens;  // as decoded (after truncation)
+    std::vector<int32_t> tokens;         // generated ids (an end-of-generation token is not included)
+    std::string text;                    // generated text, stop string excluded
+    FinishReason finish = FinishReason::none;
+    Error error;                         // when finish == error
+    int32_t n_reused = 0;                // prompt tokens taken from the prefix cache
+    int32_t n_truncated = 0;             // prompt tokens dropped by the truncate policy
+    int32_t n_shifts = 0;                // context shifts during generation
+    double prefill_ms = 0.0;
+    double decode_ms = 0.0;
+    std::string finish_reason() const { return finish_reason_name(finish); }
+};
+
+// Receives each piece of text as it becomes safe to show, with the id that completed it.
+// Returning false cancels the request.
+using TextCallback = std::function<bool(std::string_view piece, int32_t token)>;
+
+class Engine;
+
+// One admitted request. Created by Engine::start, driven by Engine::step; holds its KV
+// sequence until it finishes (cells are released at that step, not when this object dies).
+class Request {
+public:
+    int64_t id() const { return id_; }
+    bool done() const { return result_.finish != FinishReason::none; }
+    const GenerateResult& result() const { return result_; }
+    // Thread-safe: the request ends at the next step, with its cells released there.
+    void cancel() { cancel_.store(true, std::memory_order_relaxed); }
+    int32_t n_cells() const { return seq_.n_tokens(); }
+    int64_t seq_id() const { return seq_.id(); }
+    bool prefilling() const { return n_prefilled_ < static_cast<int32_t>(result_.prompt_tokens.size()); }
+
+private:
+    friend class Engine;
+    Request(const tokenizer::Tokenizer& tok, const GenerateOptions& opt, int32_t n_vocab);
+
+    int64_t id_ = 0;
+    GenerateOptions opt_;
+    TextCallback on_text_;
+    kvcache::Sequence seq_;
+    sampling::Sampler sampler_;
+    sampling::StopStringMatcher stops_;
+    tokenizer::StreamDecoder decoder_;
+    GenerateResult result_;
+    int32_t n_prefilled_ = 0;            // prompt positions already in the cache
+    int32_t next_token_ = -1;            // sampled, not yet fed back
+    int32_t n_keep_ = 0;                 // effective keep for shift
+    int32_t limit_ = 0;                  // max positions of this sequence
+    std::atomic<bool> cancel_{false};
+};
+
+class Engine {
+public:
+    static Result<std::unique_ptr<Engine>> create(LoadedModel model, const EngineConfig& config);
+
+    const LoadedModel& model() const { return model_; }
+    const EngineConfig& config() const { return config_; }
+    int n_threads() const { return pool_->size(); }
+    kvcache::KvCache& cache() { return *cache_; }
+    std::shared_ptr<kvcache::KvCache> cache_ptr() { return cache_; }
+
+    std::vector<int32_t> tokenize(std::string_view text, const GenerateOptions& options) const;
+
+    // Applies the context policy and admits the request. Errors:
+    //   request_too_long: it can never fit (the message names prompt, max_tokens and context);
+    //   kv_no_space: it fits but the cache cannot hold it now (busy; retry later);
+    //   request_invalid / tokenizer_bad_token: bad parameters or token ids.
+    Result<std::unique_ptr<Request>> start(std::vector<int32_t> prompt, const GenerateOptions& options,
+                                           TextCallback on_text = nullptr);
+
+    // One forward pass over the unfinished requests in `active` (see the file comment).
+    // Requests that finish in this step release their cells before it returns.
+    void step(std::span<Request* const> active);
+
+    // start + step until done, for one request.
+    Result<GenerateResult> generate(std::string_view prompt, const GenerateOptions& options,
+                                    const TextCallback& on_text = nullptr);
+    Result<GenerateResult> generate_tokens(std::vector<int32_t> prompt, const GenerateOptions& options,
+                                           const TextCallback& on_text = nullptr);
+
+    // Totals since start, for metrics.
+    struct Totals {
+        uint64_t prompt_tokens = 0;     // prompt tokens computed (reused ones excluded)
+        uint64_t generated_tokens = 0;
+        uint64_t steps = 0;
+        double decode_seconds = 0.0;    // wall time of steps that carried decode tokens
+        uint64_t decode_tokens = 0;
+    };
+    Totals totals() const;
+
+private:
+    Engine(LoadedModel model, const EngineConfig& config, std::shared_ptr<kvcache::KvCache> cache);
+    void finish(Request& r, FinishReason why, Error err = {});
+    // Feeds one sampled token's text through the stop matcher; returns false when it ended r.
+    bool emit_token(Request& r, int32_t id);
+
+    LoadedModel model_;
+    EngineConfig config_;
+    std::unique_ptr<ThreadPool> pool_;
+    std::shared_ptr<kvcache::KvCache> cache_;
+    std::unique_ptr<model::ForwardPass> forward_;
+    std::vector<model::BatchToken> batch_;
+    std::vector<Request*> batch_owner_;      // request of each batch token wanting logits
+    std::vector<float> logits_;
+    int64_t next_request_id_ = 1;
+    std::atomic<uint64_t> prompt_tokens_{0}, generated_tokens_{0}, steps_{0}, decode_tokens_{0};
+    std::atomic<uint64_t> decode_micros_{0};
+};
+
+}  // namespace kvrag::engine
