@@ -177,7 +177,15 @@ bool Engine::emit_token(Request& r, int32_t id) {
     const auto step = r.stops_.feed(r.decoder_.feed(id));
     if (!step.emit.empty()) {
         r.result_.text += step.emit;
-        if (r.on_text_ && !r.on_text_(step.emit, id)) r.cancel();
+        if (r.on_text_) {
+            // A failing consumer ends its own request, never the step the others share.
+            try {
+                if (!r.on_text_(step.emit, id)) r.cancel();
+            } catch (const std::exception& e) {
+                finish(r, FinishReason::error, Error{Errc::engine_internal, std::string("text callback threw: ") + e.what()});
+                return false;
+            }
+        }
     }
     if (step.stopped) {
         // A stop string ended the text: nothing after it is shown.

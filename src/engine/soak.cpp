@@ -54,7 +54,9 @@ SoakReport run_soak(Engine& engine, const SoakConfig& cfg, const std::function<b
 
     for (int32_t i = 0; i < cfg.n_requests; ++i) {
         // A chunk of 1/8 .. 1/2 of the room left after the system prompt, then a question.
-        const int32_t target = std::max(8, static_cast<int32_t>(room / 8 + next_rand(rng) % static_cast<uint64_t>(std::max(1, room * 3 / 8))));
+        const int32_t lo = cfg.min_chunk_tokens > 0 ? cfg.min_chunk_tokens : std::max(8, room / 8);
+        const int32_t hi = cfg.max_chunk_tokens > 0 ? cfg.max_chunk_tokens : std::max(lo, room / 2);
+        const int32_t target = lo + static_cast<int32_t>(next_rand(rng) % static_cast<uint64_t>(hi - lo + 1));
         std::vector<int32_t> prompt = system;
         std::string chunk;
         std::vector<int32_t> chunk_tokens;

@@ -18,6 +18,10 @@ struct SoakConfig {
     int32_t warmup = 2;          // requests before the baseline is taken (the prefix gets cached)
     uint64_t seed = 1;
     ContextPolicy policy = ContextPolicy::error;
+    // Chunk length range in tokens; 0 = derived from the context (1/8 to 1/2 of what is left
+    // after the system prompt and max_tokens).
+    int32_t min_chunk_tokens = 0;
+    int32_t max_chunk_tokens = 0;
 };
 
 struct SoakReport {

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/fp16.h"
+#include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 
@@ -68,39 +68,26 @@ void ForwardPass::matmul(const MatrixRef& W, const float* x, int64_t n, float* y
 void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, ThreadPool& pool) {
     const int32_t hd = hp_.head_dim, n_head = hp_.n_head, group = hp_.n_head / hp_.n_head_kv;
     const int64_t n = static_cast<int64_t>(batch.size());
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const size_t per_thread = cap_visible_ + 4 * hd + 64;
     const size_t head_bytes = ggml_row_size(kv.type, hd);
     pool.run([&](int ith, int nth) {
-        float* scores = att_scratch_.data() + ith * per_thread;     // (n_visible)
-        float* qbuf = scores + cap_visible_;                         // q in the K row's dot format
-        float* vrow = qbuf + 2 * hd + 16;                            // (head_dim) one V row as f32
+        float* scratch = att_scratch_.data() + ith * per_thread;
         auto [j0, j1] = ThreadPool::split(n * n_head, ith, nth);
         for (int64_t j = j0; j < j1; ++j) {
             const int64_t t = j / n_head;
-            const int32_t h = static_cast<int32_t>(j % n_head), kvh = h / group;
-            const BatchToken& bt = batch[t];
-            const float* q = &q_[t * hp_.n_embd_q() + h * hd];
-            // Q is brought to the cache's type before the dot, as the reference engine does
-            // (its K·Q matmul converts Q to K's vec_dot type).
-            const GgmlType qt = kernels::vec_dot_type(kv.type);
-            kernels::quantize_row(qt, q, qbuf, hd);
-            for (int32_t c = 0; c < bt.n_visible; ++c) {
-                const uint8_t* krow = kv.k + static_cast<size_t>(bt.visible[c]) * kv.row_bytes + kvh * head_bytes;
-                scores[c] = kernels::vec_dot(kv.type, hd, krow, qbuf) * scale;
-            }
-            kernels::softmax(scores, bt.n_visible);
-            float* out = &attn_[t * hp_.n_embd_q() + h * hd];
-            std::fill(out, out + hd, 0.0f);
-            for (int32_t c = 0; c < bt.n_visible; ++c) {
-                const uint8_t* vsrc = kv.v + static_cast<size_t>(bt.visible[c]) * kv.row_bytes + kvh * head_bytes;
-                kernels::dequantize_row(kv.type, vsrc, vrow, hd);
-                // With an f16 cache the reference engine multiplies V by the probabilities
-                // rounded to f16; do the same so outputs agree to the last bits.
-                const float p = kv.type == GgmlType::F16 ? kernels::fp16_to_fp32(kernels::fp32_to_fp16(scores[c]))
-                                                          : scores[c];
-                for (int32_t d = 0; d < hd; ++d) out[d] += p * vrow[d];
-            }
+            const int32_t h = static_cast<int32_t>(j % n_head);
+            kernels::AttentionArgs a;
+            a.q = &q_[t * hp_.n_embd_q() + h * hd];
+            a.k = kv.k;
+            a.v = kv.v;
+            a.row_bytes = kv.row_bytes;
+            a.head_offset = static_cast<size_t>(h / group) * head_bytes;
+            a.type = kv.type;
+            a.cells = batch[t].visible;
+            a.n_visible = batch[t].n_visible;
+            a.head_dim = hd;
+            a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+            kernels::attention_head(a, &attn_[t * hp_.n_embd_q() + h * hd], scratch);
         }
     });
 }

@@ -508,13 +508,15 @@ TEST(KvCacheTest, PrefixKeptOnlyOnceSeenInTwoPrompts) {
         EXPECT_EQ(st.prefix_blocks, 2);
         EXPECT_EQ(st.shared, 8);
         EXPECT_EQ(st.used, 10);
+        EXPECT_EQ(st.free, kCells - 10);
         cache->publish_prefix(s2, 10);  // a second publish of the same sequence changes nothing
         EXPECT_EQ(cache->stats().cached, 8);
         EXPECT_INVARIANTS(*cache);
     }
     st = cache->stats();
-    EXPECT_EQ(st.used, 8);  // the cached blocks outlive the request
+    EXPECT_EQ(st.used, 0);  // no sequence holds a cell, but the cached blocks outlive the request
     EXPECT_EQ(st.cached, 8);
+    EXPECT_EQ(st.free, kCells - 8);
     EXPECT_EQ(st.shared, 0);
     EXPECT_EQ(st.prefix_hits, 0u);
     EXPECT_EQ(cache->peek_prefix(prompt), 8);
@@ -600,9 +602,11 @@ TEST(KvCacheTest, PublishOnlyFullPromptBlocks) {
     }
     EXPECT_EQ(cache->stats().prefix_blocks, 1);
     EXPECT_EQ(cache->stats().cached, 4);
-    EXPECT_EQ(cache->stats().used, 4);
-    cache->clear_prefix_cache();
     EXPECT_EQ(cache->stats().used, 0);
+    EXPECT_EQ(cache->stats().free, kCells - 4);
+    cache->clear_prefix_cache();
+    EXPECT_EQ(cache->stats().free, kCells);
+    EXPECT_EQ(cache->stats().cached, 0);
     EXPECT_EQ(cache->stats().prefix_blocks, 0);
     EXPECT_INVARIANTS(*cache);
 }
@@ -699,7 +703,9 @@ TEST(KvCacheTest, NonLeafBlockUnderLiveChildIsNotCountedEvictable) {
     cache->publish_prefix(s2, 9);               // AB seen twice: cached on s2's cells, child of A
     KvStats st = cache->stats();
     ASSERT_EQ(st.prefix_blocks, 2);
-    EXPECT_EQ(st.used, 13);
+    EXPECT_EQ(st.used, 9);
+    EXPECT_EQ(st.cached, 8);
+    EXPECT_EQ(st.free, 19);
     EXPECT_INVARIANTS(*cache);
     // 19 cells are free; block A cannot be evicted while s2 holds its child AB.
     std::optional<Sequence> d = cache->admit(toks(1, 900), 23);
@@ -761,8 +767,16 @@ TEST(KvCacheTest, StatsCountEveryKindOfCell) {
     st = cache->stats();
     EXPECT_EQ(st.cached, 8);
     EXPECT_EQ(st.used, 9);
+    EXPECT_EQ(st.free, kCells - 9);
     EXPECT_EQ(st.shared, 8);
     EXPECT_EQ(st.sequences[0].n_shared, 8);
+    c.release();
+    st = cache->stats();
+    EXPECT_EQ(st.used, 0);  // used counts cells of live sequences; cached ones are apart
+    EXPECT_EQ(st.cached, 8);
+    EXPECT_EQ(st.free, kCells - 8);
+    EXPECT_EQ(st.shared, 0);
+    EXPECT_EQ(st.peak_used, 13);
 
     cache->note_rejection(RejectReason::busy);
     cache->note_rejection(RejectReason::busy);
@@ -772,7 +786,7 @@ TEST(KvCacheTest, StatsCountEveryKindOfCell) {
     EXPECT_EQ(st.rejections[static_cast<int>(RejectReason::never_fits)], 0u);
     EXPECT_EQ(st.truncations, 1u);
     EXPECT_NE(st.summary().find("rejected_busy=2"), std::string::npos) << st.summary();
-    EXPECT_NE(st.summary().find("used=9"), std::string::npos) << st.summary();
+    EXPECT_NE(st.summary().find("cached=8"), std::string::npos) << st.summary();
 }
 
 // ================================================================ context shift
@@ -969,9 +983,56 @@ TEST(KvCacheTest, PublishAfterShiftNeverLeaksCells) {
     }
     cache->clear_prefix_cache();
     const KvStats st = cache->stats();
-    EXPECT_EQ(st.used, 0) << st.summary();
+    EXPECT_EQ(st.free, st.total) << st.summary();
+    EXPECT_EQ(st.used, 0);
+    EXPECT_EQ(st.cached, 0);
     EXPECT_EQ(st.prefix_blocks, 0);
     EXPECT_INVARIANTS(*cache);
+}
+
+// BUG (kv_cache.cpp publish_prefix, block creation around line 390): the same leak without a
+// shift. Sequences that reused a cached block, rolled back into the middle of it (truncate) and
+// regenerated the same tokens publish a new block made partly of the cached block's cells. A
+// cell in two blocks never gets back to "held only by the cache", and in_cache_ is a 0/1 flag,
+// so check_invariants fails and the cells are never freed.
+TEST(KvCacheTest, RepublishAfterRollbackNeverLeaksCells) {
+    auto cache = make_cache();
+    const std::vector<int32_t> prompt = toks(9);
+    run_request(*cache, prompt);
+    run_request(*cache, prompt);  // blocks [0,4) and [4,8) cached
+    ASSERT_EQ(cache->stats().prefix_blocks, 2);
+    for (int r = 0; r < 2; ++r) {
+        Sequence s = admit_ok(*cache, prompt, 12);
+        ASSERT_EQ(s.n_reused(), 8);
+        cache->truncate(s, 2);
+        ASSERT_TRUE(cache->append(s, toks(7, 500)));  // tokens 100 101 500 ... 506
+        cache->publish_prefix(s, 9);
+        EXPECT_INVARIANTS(*cache);
+    }
+    cache->clear_prefix_cache();
+    const KvStats st = cache->stats();
+    EXPECT_EQ(st.free, st.total) << st.summary();
+    EXPECT_EQ(st.cached, 0);
+    EXPECT_EQ(st.prefix_blocks, 0);
+    EXPECT_INVARIANTS(*cache);
+}
+
+// BUG (kv_cache.cpp shift, line ~360; publish_prefix): after a context shift a sequence's cells
+// hold K/V computed with the discarded tokens in context (and re-rotated keys), so they are not
+// what a prefill of its remaining tokens computes. Publishing them lets a fresh prompt equal to
+// the shifted token list reuse those cells and silently attend to another context.
+TEST(KvCacheTest, ShiftedSequenceNeverPublishes) {
+    auto cache = make_cache();
+    const std::vector<int32_t> prompt = toks(14);
+    for (int r = 0; r < 2; ++r) {
+        Sequence s = prefill(*cache, prompt, 14);
+        ASSERT_TRUE(cache->shift(s, 0, 2));  // tokens now 102 ... 113, computed after 100 101
+        cache->publish_prefix(s, 12);
+    }
+    std::vector<int32_t> fresh = toks(12, 102);
+    fresh.push_back(7);
+    EXPECT_EQ(cache->peek_prefix(fresh), 0) << "a fresh prompt would reuse K/V computed in another context";
+    EXPECT_EQ(cache->stats().prefix_blocks, 0);
 }
 
 }  // namespace

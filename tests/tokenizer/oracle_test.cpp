@@ -64,7 +64,7 @@ TEST_P(OracleTokens, MatchesReferenceEngine) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Oracle, OracleTokens, ::testing::Values("tiny-greedy.json", "stories260K-greedy.json"),
+INSTANTIATE_TEST_SUITE_P(Tokenizer, OracleTokens, ::testing::Values("tiny-greedy.json", "stories260K-greedy.json"),
                          [](const auto& info) { return info.param.substr(0, info.param.find('-')); });
 
 }  // namespace

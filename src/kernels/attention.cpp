@@ -1,0 +1,99 @@
+#include "kernels/attention.h"
+
+#include <array>
+#include <cstring>
+
+#include "kernels/fp16.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+
+namespace kvrag::kernels {
+namespace {
+
+// fp16 -> fp32 for all 65536 halves: the attention inner loops convert one value per
+// multiply, and a table lookup is cheaper than the bit manipulation.
+const std::array<float, 65536>& f16_table() {
+    static const std::array<float, 65536> table = [] {
+        std::array<float, 65536> t{};
+        for (uint32_t i = 0; i < 65536; ++i) t[i] = fp16_to_fp32(static_cast<uint16_t>(i));
+        return t;
+    }();
+    return table;
+}
+
+void attention_f16(const AttentionArgs& a, float* out, float* scratch) {
+    const auto& tab = f16_table();
+    const int32_t hd = a.head_dim;
+    float* scores = scratch;                  // (n_visible)
+    float* qr = scratch + a.n_visible;        // (head_dim) q rounded to f16, as floats
+    for (int32_t d = 0; d < hd; ++d) qr[d] = tab[fp32_to_fp16(a.q[d])];
+    for (int32_t c = 0; c < a.n_visible; ++c) {
+        uint16_t kh[1024];
+        std::memcpy(kh, a.k + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, static_cast<size_t>(hd) * 2);
+        float acc = 0.0f;
+        for (int32_t d = 0; d < hd; ++d) acc += qr[d] * tab[kh[d]];
+        scores[c] = acc * a.scale;
+    }
+    softmax(scores, a.n_visible);
+    for (int32_t d = 0; d < hd; ++d) out[d] = 0.0f;
+    for (int32_t c = 0; c < a.n_visible; ++c) {
+        uint16_t vh[1024];
+        std::memcpy(vh, a.v + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, static_cast<size_t>(hd) * 2);
+        const float p = tab[fp32_to_fp16(scores[c])];
+        for (int32_t d = 0; d < hd; ++d) out[d] += p * tab[vh[d]];
+    }
+}
+
+void attention_f32(const AttentionArgs& a, float* out, float* scratch) {
+    const int32_t hd = a.head_dim;
+    float* scores = scratch;
+    for (int32_t c = 0; c < a.n_visible; ++c) {
+        float kr[1024];
+        std::memcpy(kr, a.k + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, static_cast<size_t>(hd) * 4);
+        float acc = 0.0f;
+        for (int32_t d = 0; d < hd; ++d) acc += a.q[d] * kr[d];
+        scores[c] = acc * a.scale;
+    }
+    softmax(scores, a.n_visible);
+    for (int32_t d = 0; d < hd; ++d) out[d] = 0.0f;
+    for (int32_t c = 0; c < a.n_visible; ++c) {
+        float vr[1024];
+        std::memcpy(vr, a.v + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, static_cast<size_t>(hd) * 4);
+        const float p = scores[c];
+        for (int32_t d = 0; d < hd; ++d) out[d] += p * vr[d];
+    }
+}
+
+// Any other cell type (q8_0): Q is brought to the cache type's dot format (as the reference
+// engine's K·Q matmul does) and V rows are dequantised.
+void attention_generic(const AttentionArgs& a, float* out, float* scratch) {
+    const int32_t hd = a.head_dim;
+    float* scores = scratch;
+    float* qbuf = scratch + a.n_visible;      // q in vec_dot format: at most (head_dim) floats
+    float* vrow = qbuf + hd + 16;
+    quantize_row(vec_dot_type(a.type), a.q, qbuf, hd);
+    for (int32_t c = 0; c < a.n_visible; ++c) {
+        scores[c] = vec_dot(a.type, hd, a.k + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, qbuf) * a.scale;
+    }
+    softmax(scores, a.n_visible);
+    for (int32_t d = 0; d < hd; ++d) out[d] = 0.0f;
+    for (int32_t c = 0; c < a.n_visible; ++c) {
+        dequantize_row(a.type, a.v + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, vrow, hd);
+        const float p = scores[c];
+        for (int32_t d = 0; d < hd; ++d) out[d] += p * vrow[d];
+    }
+}
+
+}  // namespace
+
+void attention_head(const AttentionArgs& a, float* out, float* scratch) {
+    if (a.type == GgmlType::F16 && a.head_dim <= 1024) {
+        attention_f16(a, out, scratch);
+    } else if (a.type == GgmlType::F32 && a.head_dim <= 1024) {
+        attention_f32(a, out, scratch);
+    } else {
+        attention_generic(a, out, scratch);
+    }
+}
+
+}  // namespace kvrag::kernels

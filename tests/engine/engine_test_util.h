@@ -1,0 +1,56 @@
+// Shared fixtures for engine tests: synthetic models written to a temp directory and loaded.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "engine/engine.h"
+#include "model/synthetic.h"
+
+namespace kvrag::engine::testing {
+
+// Writes (once per process and spec) and loads a synthetic llama with the built-in vocabulary.
+inline LoadedModel load_synthetic(const std::string& tag, int32_t dim = 64, int32_t layers = 2, int32_t ff = 128,
+                                  GgmlType type = GgmlType::F32) {
+    const auto dir = std::filesystem::temp_directory_path() / ("kvrag-engine-test-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string path = (dir / (tag + ".gguf")).string();
+    if (!std::filesystem::exists(path)) {
+        model::SyntheticSpec s;
+        s.n_embd = dim;
+        s.n_layer = layers;
+        s.n_head = 4;
+        s.n_head_kv = 2;
+        s.n_ff = ff;
+        s.weight_type = s.embd_type = s.output_type = type;
+        s.seed = 7;
+        auto w = model::write_synthetic_model(s, path);
+        EXPECT_TRUE(w.ok()) << w.error().what();
+    }
+    auto m = LoadedModel::load(path);
+    EXPECT_TRUE(m.ok()) << m.error().what();
+    return std::move(*m);
+}
+
+inline std::unique_ptr<Engine> make_engine(LoadedModel m, int32_t n_ctx, int n_threads = 2, int32_t n_batch = 64) {
+    EngineConfig cfg;
+    cfg.n_ctx = n_ctx;
+    cfg.n_threads = n_threads;
+    cfg.n_batch = n_batch;
+    auto e = Engine::create(std::move(m), cfg);
+    EXPECT_TRUE(e.ok()) << e.error().what();
+    return std::move(*e);
+}
+
+inline GenerateOptions greedy(int32_t max_tokens) {
+    GenerateOptions o;
+    o.max_tokens = max_tokens;
+    o.sampling.temperature = 0.0f;
+    o.stop_at_eog = false;
+    return o;
+}
+
+}  // namespace kvrag::engine::testing
