@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 namespace kvrag::engine {
 namespace {
@@ -197,6 +198,7 @@ bool Engine::emit_token(Request& r, int32_t id) {
 }
 
 void Engine::step(std::span<Request* const> active) {
+    std::lock_guard<std::mutex> lock(run_mu_);
     const auto t0 = Clock::now();
     batch_.clear();
     batch_owner_.clear();
@@ -312,6 +314,64 @@ void Engine::step(std::span<Request* const> active) {
         }
         r.next_token_ = id;
     }
+}
+
+Result<Pooling> parse_pooling(std::string_view name) {
+    if (name == "mean") return Pooling::mean;
+    if (name == "last") return Pooling::last;
+    return Error{Errc::request_invalid, "pooling '" + std::string(name) + "' is not one of mean, last"};
+}
+
+Result<std::vector<float>> Engine::embed(std::string_view text, Pooling pooling) {
+    GenerateOptions o;
+    return embed_tokens(tokenize(text, o), pooling);
+}
+
+Result<std::vector<float>> Engine::embed_tokens(std::span<const int32_t> tokens, Pooling pooling) {
+    const int32_t n = static_cast<int32_t>(tokens.size());
+    if (n == 0) return Error{Errc::request_invalid, "cannot embed an empty input (0 tokens)"};
+    if (n > config_.n_ctx_seq) {
+        return Error{Errc::request_too_long, "input " + std::to_string(n) + " tokens > context " + std::to_string(config_.n_ctx_seq) +
+                                                 "; split the text into smaller chunks or raise --ctx"};
+    }
+    const int32_t n_vocab = model_.model->hparams().n_vocab;
+    for (int32_t t : tokens) {
+        if (t < 0 || t >= n_vocab) {
+            return Error{Errc::tokenizer_bad_token, "token " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")"};
+        }
+    }
+    std::lock_guard<std::mutex> lock(run_mu_);
+    auto seq = cache_->admit(tokens, n, /*reuse_prefix=*/false);
+    if (!seq) {
+        return Error{Errc::kv_no_space, "KV cache busy: embedding needs " + std::to_string(n) + " cells; retry later"};
+    }
+    const int32_t dim = embedding_dim();
+    std::vector<double> acc(static_cast<size_t>(dim), 0.0);
+    std::vector<model::BatchToken> batch;
+    for (int32_t at = 0; at < n; at += config_.n_batch) {
+        const int32_t m = std::min(config_.n_batch, n - at);
+        if (!cache_->append(*seq, tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(m)))) {
+            return Error{Errc::kv_no_space, "no KV cells for the embedding input"};
+        }
+        batch.clear();
+        for (int32_t i = 0; i < m; ++i) {
+            const int32_t pos = at + i;
+            batch.push_back({tokens[pos], pos, seq->cells()[pos], seq->cells().data(), pos + 1, true});
+        }
+        std::vector<float> unused;
+        if (auto r = forward_->run(batch, cache_->view(), *pool_, unused, &hidden_, false); !r) return r.error();
+        for (int32_t i = 0; i < m; ++i) {
+            if (pooling == Pooling::last && at + i != n - 1) continue;
+            for (int32_t d = 0; d < dim; ++d) acc[d] += hidden_[static_cast<size_t>(i) * dim + d];
+        }
+    }
+    double norm = 0.0;
+    for (double v : acc) norm += v * v;
+    norm = std::sqrt(norm);
+    std::vector<float> out(static_cast<size_t>(dim));
+    // Mean pooling divides by n, which the L2 normalisation cancels; only the direction matters.
+    for (int32_t d = 0; d < dim; ++d) out[d] = norm > 0.0 ? static_cast<float>(acc[d] / norm) : 0.0f;
+    return out;
 }
 
 Result<GenerateResult> Engine::generate(std::string_view prompt, const GenerateOptions& options, const TextCallback& on_text) {

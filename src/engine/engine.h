@@ -11,6 +11,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -58,6 +59,10 @@ struct GenerateOptions {
 };
 
 enum class FinishReason { none, stop, length, cancelled, error };
+
+// How an embedding pools the final (normed) hidden states of a text's tokens.
+enum class Pooling { mean, last };
+Result<Pooling> parse_pooling(std::string_view name);
 const char* finish_reason_name(FinishReason r);
 
 struct GenerateResult {
@@ -135,6 +140,14 @@ public:
     // Requests that finish in this step release their cells before it returns.
     void step(std::span<Request* const> active);
 
+    // Embedding of a text: pooled final hidden state, L2-normalised, (n_embd) floats. Runs in
+    // its own short-lived sequence (no prefix reuse: every position is computed). Thread-safe
+    // with respect to step(). Errors: request_too_long when the text exceeds the per-sequence
+    // context (the message names both), kv_no_space when the cache is busy.
+    Result<std::vector<float>> embed(std::string_view text, Pooling pooling = Pooling::mean);
+    Result<std::vector<float>> embed_tokens(std::span<const int32_t> tokens, Pooling pooling = Pooling::mean);
+    int32_t embedding_dim() const { return model_.model->hparams().n_embd; }
+
     // start + step until done, for one request.
     Result<GenerateResult> generate(std::string_view prompt, const GenerateOptions& options,
                                     const TextCallback& on_text = nullptr);
@@ -165,6 +178,8 @@ private:
     std::vector<model::BatchToken> batch_;
     std::vector<Request*> batch_owner_;      // request of each batch token wanting logits
     std::vector<float> logits_;
+    std::vector<float> hidden_;
+    std::mutex run_mu_;                      // one forward pass at a time (step, embed)
     int64_t next_request_id_ = 1;
     std::atomic<uint64_t> prompt_tokens_{0}, generated_tokens_{0}, steps_{0}, decode_tokens_{0};
     std::atomic<uint64_t> decode_micros_{0};

@@ -206,9 +206,9 @@ int32_t KvCache::take_cell_locked() {
     return c;
 }
 
-std::optional<Sequence> KvCache::admit(std::span<const int32_t> prompt, int32_t max_tokens) {
+std::optional<Sequence> KvCache::admit(std::span<const int32_t> prompt, int32_t max_tokens, bool reuse_prefix) {
     std::lock_guard<std::mutex> lock(mu_);
-    const std::vector<uint64_t> hashes = match_locked(prompt);
+    const std::vector<uint64_t> hashes = reuse_prefix ? match_locked(prompt) : std::vector<uint64_t>{};
     auto st = std::make_unique<Sequence::State>();
     for (uint64_t h : hashes) {
         const Block& b = blocks_.at(h);

@@ -141,7 +141,8 @@ public:
     // Admits a sequence for `prompt` that will hold at most max_tokens positions in all: takes
     // the reusable prefix and reserves the rest. nullopt when the cells are not available now
     // (a full cache is an empty return, not an error). Precondition: max_tokens <= n_cells.
-    std::optional<Sequence> admit(std::span<const int32_t> prompt, int32_t max_tokens);
+    // reuse_prefix false: take nothing from the prefix cache (every position gets computed).
+    std::optional<Sequence> admit(std::span<const int32_t> prompt, int32_t max_tokens, bool reuse_prefix = true);
     // A new sequence sharing all of parent's cells, with `reserve` cells reserved. nullopt when
     // the reservation is not available.
     std::optional<Sequence> fork(const Sequence& parent, int32_t reserve);

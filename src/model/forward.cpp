@@ -93,7 +93,7 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef&
 }
 
 Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, ThreadPool& pool,
-                              std::vector<float>& logits_out, std::vector<float>* hidden_out) {
+                              std::vector<float>& logits_out, std::vector<float>* hidden_out, bool compute_logits) {
     const int64_t n = static_cast<int64_t>(batch.size());
     logits_out.clear();
     if (hidden_out) hidden_out->clear();
@@ -198,6 +198,7 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
         ++o;
     }
     if (hidden_out) hidden_out->assign(out_rows_.begin(), out_rows_.end());
+    if (!compute_logits) return {};
     const int64_t n_vocab = w_.output.n_rows;
     logits_out.resize(static_cast<size_t>(n_out) * n_vocab);
     if (n_out > cap_tokens_) ensure_capacity(n_out, max_visible, pool.size());

@@ -25,9 +25,11 @@ public:
     // Runs the batch; K/V of every token are written to its cell. For each token with
     // want_logits, in batch order, appends (n_vocab) logits to logits_out (resized to
     // n_out * n_vocab). When hidden_out is given, it receives the final-normed hidden state
-    // (n_out, n_embd) of the same tokens (for embeddings).
+    // (n_out, n_embd) of the same tokens (for embeddings); with compute_logits false the
+    // output head is skipped and logits_out stays empty.
     Result<void> run(std::span<const BatchToken> batch, KvView& kv, ThreadPool& pool,
-                     std::vector<float>& logits_out, std::vector<float>* hidden_out = nullptr);
+                     std::vector<float>& logits_out, std::vector<float>* hidden_out = nullptr,
+                     bool compute_logits = true);
 
 private:
     void ensure_capacity(int64_t n_tokens, int32_t max_visible, int n_threads);

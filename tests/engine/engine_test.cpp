@@ -228,3 +228,41 @@ TEST(Engine, TenThousandRagRequestsLeaveTheCacheFlat) {
 
 }  // namespace
 }  // namespace kvrag::engine
+
+namespace kvrag::engine {
+namespace {
+
+TEST(EngineEmbed, PooledNormalisedAndDeterministic) {
+    auto e = testing::make_engine(testing::load_synthetic("base"), 128);
+    auto a = e->embed("the cat and the dog");
+    auto b = e->embed("the cat and the dog");
+    auto c = e->embed("a question about memory");
+    auto last = e->embed("the cat and the dog", Pooling::last);
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok() && last.ok());
+    ASSERT_EQ(a->size(), static_cast<size_t>(e->embedding_dim()));
+    double norm = 0.0, dot_ac = 0.0, dot_al = 0.0;
+    for (size_t i = 0; i < a->size(); ++i) {
+        norm += double((*a)[i]) * (*a)[i];
+        dot_ac += double((*a)[i]) * (*c)[i];
+        dot_al += double((*a)[i]) * (*last)[i];
+    }
+    EXPECT_NEAR(norm, 1.0, 1e-5);
+    EXPECT_EQ(*a, *b);
+    EXPECT_LT(dot_ac, 0.9999);
+    EXPECT_LT(dot_al, 0.9999);  // last-token pooling is a different vector
+    EXPECT_EQ(e->cache().stats().used, 0);
+    EXPECT_EQ(e->cache().check_invariants(), "");
+}
+
+TEST(EngineEmbed, ErrorsNameTheNumbers) {
+    auto e = testing::make_engine(testing::load_synthetic("base"), 32);
+    std::vector<int32_t> toks(40, 300);
+    auto r = e->embed_tokens(toks);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().message, "input 40 tokens > context 32; split the text into smaller chunks or raise --ctx");
+    EXPECT_FALSE(e->embed_tokens({}).ok());
+    EXPECT_FALSE(parse_pooling("max").ok());
+}
+
+}  // namespace
+}  // namespace kvrag::engine
