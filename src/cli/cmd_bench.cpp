@@ -94,13 +94,18 @@ Runner add_bench(CLI::App& app) {
         std::sort(tg.begin(), tg.end());
         const double pp_med = pp[pp.size() / 2], tg_med = tg[tg.size() / 2];
         const double bw = measure_read_bandwidth(pool);
-        const double bytes_per_token = static_cast<double>((*m)->weight_bytes());
+        // A decode step reads every weight once, except the embedding table, of which it reads
+        // one row (unless the output head is tied to it).
+        const auto& w = (*m)->weights();
+        const double emb_bytes = w.tied_output ? 0.0 : static_cast<double>(w.tok_embd.row_bytes) * static_cast<double>(w.tok_embd.n_rows);
+        const double bytes_per_token = static_cast<double>((*m)->weight_bytes()) - emb_bytes;
         std::map<std::string, int> types;
         for (const auto& t : (*m)->file().tensors()) types[std::string(ggml_type_name(t.type))] += 1;
         std::string type_list;
         for (const auto& [n, c] : types) type_list += (type_list.empty() ? "" : ",") + n + "x" + std::to_string(c);
-        std::printf("model: %s (%.2f M params, %.1f MiB weights, %s)\n", a->model_path.c_str(), (*m)->n_params() / 1e6,
-                    bytes_per_token / 1048576.0, type_list.c_str());
+        std::printf("model: %s (%.2f M params, %.1f MiB weights, %.1f MiB read per decoded token, %s)\n", a->model_path.c_str(),
+                    (*m)->n_params() / 1e6, static_cast<double>((*m)->weight_bytes()) / 1048576.0, bytes_per_token / 1048576.0,
+                    type_list.c_str());
         std::printf("threads: %d, kv: %s\n", pool.size(), a->kv_type.c_str());
         std::printf("pp%d: %.1f tok/s (median of %d)\n", a->n_prompt, pp_med, a->reps);
         std::printf("tg%d: %.1f tok/s (median of %d)\n", a->n_gen, tg_med, a->reps);
