@@ -132,11 +132,22 @@ int32_t KvCache::peek_prefix(std::span<const int32_t> prompt) const {
 }
 
 int32_t KvCache::evictable_cells_locked() const {
-    int32_t n = 0;
+    std::unordered_map<uint64_t, bool> pinned;
     for (const auto& [h, b] : blocks_) {
         bool only_cache = true;
         for (int32_t c : b.cells) only_cache = only_cache && ref_[c] == 1;
-        if (only_cache) n += static_cast<int32_t>(b.cells.size());
+        if (!only_cache) {
+            for (uint64_t x = h; x != 0 && !pinned[x];) {
+                pinned[x] = true;
+                auto it = blocks_.find(x);
+                x = it == blocks_.end() ? 0 : it->second.parent;
+            }
+        }
+    }
+    int32_t n = 0;
+    for (const auto& [h, b] : blocks_) {
+        auto it = pinned.find(h);
+        if (it == pinned.end() || !it->second) n += static_cast<int32_t>(b.cells.size());
     }
     return n;
 }
@@ -239,7 +250,7 @@ std::optional<Sequence> KvCache::admit(std::span<const int32_t> prompt, int32_t 
 
 std::optional<Sequence> KvCache::fork(const Sequence& parent, int32_t reserve) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!parent.state_ || reserve < 0 || available_locked() < reserve) return std::nullopt;
+    if (!parent.state_ || parent.cache_.get() != this || reserve < 0 || available_locked() < reserve) return std::nullopt;
     auto st = std::make_unique<Sequence::State>();
     st->cells = parent.state_->cells;
     st->tokens = parent.state_->tokens;
@@ -297,8 +308,9 @@ void KvCache::truncate(Sequence& seq, int32_t n_keep) {
     s.cells.resize(static_cast<size_t>(n_keep));
     s.tokens.resize(static_cast<size_t>(n_keep));
     // The sequence may grow back to where it was, so its worst case still holds.
-    s.reserved += dropped;
-    reserved_ += dropped;
+    const int32_t grant = std::clamp(available_locked(), 0, dropped);
+    s.reserved += grant;
+    reserved_ += grant;
 }
 
 void KvCache::copy_cell_locked(int32_t dst, int32_t src) {
@@ -360,6 +372,7 @@ bool KvCache::shift(Sequence& seq, int32_t n_keep, int32_t n_discard) {
     s.reserved += grant;
     reserved_ += grant;
     ++counters_.shifts;
+    s.published = true;  // its cells no longer match a fresh prefill of its tokens
     return true;
 }
 
@@ -381,11 +394,17 @@ void KvCache::publish_prefix(Sequence& seq, int32_t n_prompt) {
         auto it = blocks_.find(h);
         if (it != blocks_.end()) {
             if (it->second.parent != parent || !std::equal(toks.begin(), toks.end(), it->second.tokens.begin())) break;
+            // This sequence computed its own copy of a block cached meanwhile: its later blocks
+            // must not hang below cells it does not hold (a live child would pin the parent).
+            if (!std::equal(it->second.cells.begin(), it->second.cells.end(), s.cells.begin() + static_cast<std::ptrdiff_t>(i * B))) break;
             it->second.last_used = clock_;
         } else {
             uint32_t& seen = seen_[h];
             seen += 1;
-            if (chain && seen >= 2) {
+            // A cell already in another block holds another prefix's K/V: never cache it twice.
+            bool fresh = true;
+            for (size_t k = i * B; k < (i + 1) * B; ++k) fresh = fresh && in_cache_[s.cells[k]] == 0;
+            if (chain && fresh && seen >= 2) {
                 Block b;
                 b.parent = parent;
                 b.tokens.assign(toks.begin(), toks.end());

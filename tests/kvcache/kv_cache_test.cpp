@@ -463,7 +463,7 @@ TEST(KvCacheTest, TruncateOfForkKeepsParentCells) {
     EXPECT_INVARIANTS(*cache);
 }
 
-// BUG (kv_cache.cpp truncate, lines 282-284): truncate adds every dropped position to the
+// BUG (kv_cache.cpp truncate, lines 300-301): truncate adds every dropped position to the
 // reservation, but positions whose cells someone else still holds (a fork's parent, a live
 // reuser of a prefix block) free no cell. The cache then promises cells it does not have.
 TEST(KvCacheTest, TruncateOfSharedCellsDoesNotOverReserve) {
@@ -592,6 +592,22 @@ TEST(KvCacheTest, PrefixReuseDisabled) {
     EXPECT_EQ(cache->peek_prefix(toks(9)), 0);
 }
 
+TEST(KvCacheTest, AdmitCanSkipPrefixReuse) {
+    auto cache = make_cache();
+    run_request(*cache, toks(9));
+    run_request(*cache, toks(9));
+    ASSERT_EQ(cache->peek_prefix(toks(9)), 8);
+    Sequence s = admit_ok(*cache, toks(9), 9);
+    std::optional<Sequence> own = cache->admit(toks(9), 9, /*reuse_prefix=*/false);
+    ASSERT_TRUE(own.has_value());
+    EXPECT_EQ(own->n_reused(), 0);
+    EXPECT_EQ(own->n_tokens(), 0);
+    EXPECT_EQ(own->reserved(), 9);
+    ASSERT_TRUE(cache->append(*own, toks(9)));
+    EXPECT_EQ(cache->stats().prefix_hit_tokens, 8u);  // only s's reuse
+    EXPECT_INVARIANTS(*cache);
+}
+
 TEST(KvCacheTest, PublishOnlyFullPromptBlocks) {
     auto cache = make_cache();
     const std::vector<int32_t> prompt = toks(7);  // one full block and 3 tokens
@@ -685,11 +701,11 @@ TEST(KvCacheTest, NeverEvictsBlocksALiveSequenceHolds) {
     EXPECT_INVARIANTS(*cache);
 }
 
-// BUG (kv_cache.cpp evictable_cells_locked, lines 133-141): a block counts as evictable when its
+// BUG (kv_cache.cpp evictable_cells_locked, lines 134-142): a block counts as evictable when its
 // own cells are held only by the cache, even when it has a child block that a live sequence
 // holds, so it cannot be evicted (evict_one_locked only takes leaves). That happens when a
 // sequence that computed a prefix itself publishes it after the parent block was cached from
-// another sequence's cells (publish_prefix lines 365-367 accept the existing parent with
+// another sequence's cells (publish_prefix lines 382-384 accept the existing parent with
 // different cells and then hang the new child under it). Admission then reserves cells that do
 // not exist and an admitted sequence's append within its reservation fails.
 TEST(KvCacheTest, NonLeafBlockUnderLiveChildIsNotCountedEvictable) {
@@ -700,11 +716,13 @@ TEST(KvCacheTest, NonLeafBlockUnderLiveChildIsNotCountedEvictable) {
     Sequence s2 = prefill(*cache, ab_x, 9);     // computes A and B on its own cells
     run_request(*cache, a_y);                   // seen A twice: A cached on s3's cells
     ASSERT_EQ(cache->stats().prefix_blocks, 1);
-    cache->publish_prefix(s2, 9);               // AB seen twice: cached on s2's cells, child of A
+    // AB is seen twice, but s2 holds its own copy of A, not the cached one: hanging AB (on s2's
+    // cells) below the cached A would let a live child pin its parent, so publishing stops.
+    cache->publish_prefix(s2, 9);
     KvStats st = cache->stats();
-    ASSERT_EQ(st.prefix_blocks, 2);
+    ASSERT_EQ(st.prefix_blocks, 1);
     EXPECT_EQ(st.used, 9);
-    EXPECT_EQ(st.cached, 8);
+    EXPECT_EQ(st.cached, 4);
     EXPECT_EQ(st.free, 19);
     EXPECT_INVARIANTS(*cache);
     // 19 cells are free; block A cannot be evicted while s2 holds its child AB.
@@ -961,12 +979,12 @@ TEST(KvCacheTest, ShiftRefusedWithoutRoomForCopiesLeavesSequenceUnchanged) {
     EXPECT_INVARIANTS(*cache);
 }
 
-// BUG (kv_cache.cpp publish_prefix, line 349ff; shift, line 317ff): a shifted sequence can still
+// BUG (kv_cache.cpp publish_prefix, line 388; shift, line 362): a shifted sequence can still
 // publish its prompt blocks. Its token list no longer matches the K/V its cells hold (they were
 // computed with the discarded tokens in context), and a block that straddles n_keep mixes cells
 // of an already cached block with new ones. Two cached blocks then hold the same cell, each
-// cell's count is 2, neither block is ever "held only by the cache", and the cells leak: even
-// with no sequence left, clear_prefix_cache cannot free them.
+// cell's count is 2, neither block is ever "held only by the cache", in_cache_ (a 0/1 flag)
+// goes wrong, and the cells leak: even with no sequence left, clear_prefix_cache cannot free them.
 TEST(KvCacheTest, PublishAfterShiftNeverLeaksCells) {
     auto cache = make_cache();
     const std::vector<int32_t> prompt = toks(10);
@@ -990,7 +1008,7 @@ TEST(KvCacheTest, PublishAfterShiftNeverLeaksCells) {
     EXPECT_INVARIANTS(*cache);
 }
 
-// BUG (kv_cache.cpp publish_prefix, block creation around line 390): the same leak without a
+// BUG (kv_cache.cpp publish_prefix, block creation at lines 388-396): the same leak without a
 // shift. Sequences that reused a cached block, rolled back into the middle of it (truncate) and
 // regenerated the same tokens publish a new block made partly of the cached block's cells. A
 // cell in two blocks never gets back to "held only by the cache", and in_cache_ is a 0/1 flag,
@@ -1017,7 +1035,7 @@ TEST(KvCacheTest, RepublishAfterRollbackNeverLeaksCells) {
     EXPECT_INVARIANTS(*cache);
 }
 
-// BUG (kv_cache.cpp shift, line ~360; publish_prefix): after a context shift a sequence's cells
+// BUG (kv_cache.cpp shift, line 362; publish_prefix line 366): after a context shift a sequence's cells
 // hold K/V computed with the discarded tokens in context (and re-rotated keys), so they are not
 // what a prefill of its remaining tokens computes. Publishing them lets a fresh prompt equal to
 // the shifted token list reuse those cells and silently attend to another context.
