@@ -67,6 +67,11 @@ Runner add_info(CLI::App& app) {
             }
         }
         std::printf("\n");
+        if (auto geo = kvcache::make_geometry(h, GgmlType::F16)) {
+            const int32_t ctx = std::min<int32_t>(4096, h.n_ctx_train);  // kvrag generate's default --ctx
+            std::printf("kv cache:      %d cells (default --ctx) x %zu bytes = %zu bytes (%.2f MiB) in f16\n", ctx, geo->bytes_per_cell(),
+                        geo->bytes_per_cell() * static_cast<size_t>(ctx), static_cast<double>(geo->bytes_per_cell()) * ctx / 1048576.0);
+        }
         auto w = model::bind_weights(f, h);
         if (!w) return fail(w.error());
         std::printf("output:        %s\n", w->tied_output ? "tied to token_embd" : "output.weight");
