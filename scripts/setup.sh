@@ -9,8 +9,13 @@ PACKAGES=(
   libgtest-dev libgmock-dev           # unit tests
   libpcre2-dev libutf8proc-dev        # tokenizer: Unicode-aware pre-tokenizer regexes, normalisation
   nlohmann-json3-dev libcli11-dev     # JSON, command-line parsing
+  libsqlite3-dev libcmark-dev libgumbo-dev libpoppler-cpp-dev  # memory: store (FTS5), Markdown, HTML, PDF
   python3-numpy                       # independent numpy reference for the forward pass
+  libcpp-httplib-dev                  # server: HTTP (header + shared library, pkg-config cpp-httplib)
 )
+# Server client tests use the official openai npm package: Debian's nodejs/npm only when no
+# node/npm is on the PATH (one installed another way is left alone).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then PACKAGES+=(nodejs npm); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -19,8 +24,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
-  exit 0
-fi
+else
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -28,3 +32,7 @@ echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The server tests' node dependencies, exactly as locked (tests/server/package-lock.json).
+(cd "$(dirname "$0")/../tests/server" && npm ci --no-audit --no-fund --loglevel=error)

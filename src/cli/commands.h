@@ -21,6 +21,14 @@ Runner add_demo(CLI::App& app);
 Runner add_make_model(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_soak(CLI::App& app);
+// memory (RAG): cmd_memory.cpp
+Runner add_ingest(CLI::App& app);
+Runner add_search(CLI::App& app);
+Runner add_ask(CLI::App& app);
+Runner add_docs(CLI::App& app);
+Runner add_memory_bench(CLI::App& app);
+Runner add_serve(CLI::App& app);
+Runner add_bench_server(CLI::App& app);
 
 // Prints "kvrag: E1004 ..." to stderr and returns 1.
 int fail(const Error& err);

@@ -21,6 +21,13 @@ int main(int argc, char** argv) {
     add("make-model", "write a synthetic GGUF model with random weights", kvrag::cli::add_make_model);
     add("bench", "measure prefill and decode speed", kvrag::cli::add_bench);
     add("soak", "run many sequential RAG-shaped requests and check the KV cache stays flat", kvrag::cli::add_soak);
+    add("ingest", "add files or directories to a memory store (extract, chunk, embed)", kvrag::cli::add_ingest);
+    add("search", "search a memory store (vectors + BM25, fused)", kvrag::cli::add_search);
+    add("ask", "answer a question from a memory store, with sources", kvrag::cli::add_ask);
+    add("docs", "list or delete the documents of a memory store", kvrag::cli::add_docs);
+    add("memory-bench", "measure memory search time at 10k and 100k chunks", kvrag::cli::add_memory_bench);
+    add("serve", "OpenAI-compatible HTTP server with continuous batching", kvrag::cli::add_serve);
+    add("bench-server", "concurrent streaming clients against a running server: tokens/s, TTFT, KV usage", kvrag::cli::add_bench_server);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -42,6 +42,11 @@ enum class Errc : int {
     request_too_long = 5002,
     // 6xxx: memory (RAG)
     memory_store = 6001,
+    memory_extract = 6002,        // a document could not be read: broken file, no text
+    memory_unsupported_type = 6003,  // a file type the extractor does not handle
+    memory_model_mismatch = 6004, // the index was embedded by another model / dimension
+    memory_not_found = 6005,      // no such index, document or conversation
+    memory_bad_input = 6006,      // bad id, tags, parameters; a question that cannot fit
     // 7xxx: model binding
     model_unsupported_arch = 7001,
     model_missing_tensor = 7002,

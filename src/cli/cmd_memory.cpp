@@ -1,0 +1,504 @@
+// Memory (RAG) subcommands: ingest, search, ask, docs, memory-bench. See docs/memory.md.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli/commands.h"
+#include "engine/engine.h"
+#include "memory/memory.h"
+#include "memory/vector_scan.h"
+
+namespace kvrag::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Options shared by the commands that load a model.
+struct ModelArgs {
+    std::string model_path;
+    std::string embed_model_path;  // empty = the -m model embeds too
+    std::string memory_dir;
+    std::string index = "default";
+    int32_t ctx = 0;
+    int32_t threads = 0;
+    int32_t chunk_tokens = 256;
+    int32_t chunk_overlap = 32;
+    std::string chat_template;
+};
+
+void add_model_options(CLI::App& app, ModelArgs& a) {
+    app.add_option("-m,--model", a.model_path, "GGUF model (tokenizer, embeddings and answers)")->required();
+    app.add_option("--embed-model", a.embed_model_path, "separate GGUF model for the embeddings");
+    app.add_option("--memory", a.memory_dir, "store directory (created if absent)")->required();
+    app.add_option("--index", a.index, "index name (default: default)");
+    app.add_option("-c,--ctx", a.ctx, "context size; default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
+    app.add_option("-t,--threads", a.threads, "threads; default: physical cores")->check(CLI::Range(0, 1024));
+    app.add_option("--chunk-tokens", a.chunk_tokens, "max tokens per chunk (default 256)")->check(CLI::Range(8, 1 << 20));
+    app.add_option("--chunk-overlap", a.chunk_overlap, "tokens of overlap between chunks (default 32)")->check(CLI::Range(0, 1 << 19));
+    app.add_option("--chat-template", a.chat_template, "chat template name (default: the model's, else chatml)");
+}
+
+// The engines and the Memory over them; owns everything so the hooks' references stay valid.
+struct Session {
+    std::unique_ptr<engine::Engine> gen;
+    std::unique_ptr<engine::Engine> embed;  // null: gen embeds
+    std::unique_ptr<memory::Memory> mem;
+};
+
+Result<std::unique_ptr<engine::Engine>> make_engine(const std::string& path, const ModelArgs& a) {
+    auto loaded = engine::LoadedModel::load(path, terminal_progress("loading " + path));
+    if (!loaded) return loaded.error();
+    engine::EngineConfig cfg;
+    cfg.n_threads = a.threads;
+    cfg.n_ctx = a.ctx > 0 ? a.ctx : std::min<int32_t>(4096, std::max<int32_t>(64, loaded->model->hparams().n_ctx_train));
+    return engine::Engine::create(std::move(*loaded), cfg);
+}
+
+Result<Session> open_session(const ModelArgs& a) {
+    Session s;
+    auto gen = make_engine(a.model_path, a);
+    if (!gen) return gen.error();
+    s.gen = std::move(*gen);
+    if (!a.embed_model_path.empty()) {
+        auto emb = make_engine(a.embed_model_path, a);
+        if (!emb) return emb.error();
+        s.embed = std::move(*emb);
+    }
+    auto hooks = memory::engine_hooks(*s.gen, s.embed ? *s.embed : *s.gen, a.chat_template);
+    if (!hooks) return hooks.error();
+    auto store = memory::Store::open(a.memory_dir);
+    if (!store) return store.error();
+    memory::ChunkOptions co;
+    co.max_tokens = a.chunk_tokens;
+    co.overlap = a.chunk_overlap;
+    if (auto v = memory::validate(co); !v) return v.error();
+    // A chunk is embedded with BOS in one sequence: it must fit the embedding context.
+    const int32_t emb_ctx = (s.embed ? *s.embed : *s.gen).config().n_ctx;
+    if (co.max_tokens + 2 > emb_ctx) {
+        return Error{Errc::memory_bad_input, "--chunk-tokens " + std::to_string(co.max_tokens) + " does not fit the embedding context " +
+                                                 std::to_string(emb_ctx) + " (needs chunk + 2)"};
+    }
+    s.mem = std::make_unique<memory::Memory>(std::shared_ptr<memory::Store>(std::move(*store)), std::move(*hooks), co);
+    return s;
+}
+
+std::string one_line(const std::string& s, size_t max) {
+    std::string out;
+    for (char c : s) {
+        out += (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
+        if (out.size() >= max) {
+            out += "...";
+            break;
+        }
+    }
+    return out;
+}
+
+json hit_json(const memory::SearchHit& h) {
+    json tags = json::object();
+    for (const auto& [k, v] : h.chunk.tags) tags[k].push_back(v);
+    return json{{"index", h.chunk.index}, {"documentId", h.chunk.doc_id}, {"name", h.chunk.doc_name},
+                {"source", h.chunk.source}, {"partitionNumber", h.chunk.position}, {"chunkId", h.chunk.chunk_id},
+                {"relevance", h.relevance}, {"score", h.score}, {"vectorRank", h.vector_rank},
+                {"lexicalRank", h.lexical_rank}, {"tokens", h.chunk.n_tokens}, {"text", h.chunk.text}, {"tags", tags}};
+}
+
+// ---- ingest ---------------------------------------------------------------------------------
+
+struct IngestArgs {
+    ModelArgs m;
+    std::string tags;
+    std::string doc_id;
+    std::vector<std::string> inputs;
+};
+
+int run_ingest(const IngestArgs& a) {
+    auto tags = memory::parse_tags(a.tags);
+    if (!tags) return fail(tags.error());
+    // Expand directories (sorted, recursive, hidden entries skipped) before loading anything.
+    // Ids: a file named directly is its file name; a file found under DIR is DIR's name plus
+    // its relative path ("docs/api/x.md" under "docs" -> "docs_api_x.md").
+    std::vector<std::string> files, ids;
+    for (const auto& in : a.inputs) {
+        std::error_code ec;
+        if (fs::is_directory(in, ec)) {
+            const fs::path root = fs::path(in).lexically_normal();
+            const fs::path base = root.has_filename() ? root.filename() : root.parent_path().filename();
+            std::vector<std::string> found;
+            for (auto it = fs::recursive_directory_iterator(in, fs::directory_options::skip_permission_denied, ec);
+                 !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+                const auto name = it->path().filename().string();
+                if (!name.empty() && name[0] == '.') {
+                    if (it->is_directory()) it.disable_recursion_pending();
+                    continue;
+                }
+                if (it->is_regular_file()) found.push_back(it->path().string());
+            }
+            std::sort(found.begin(), found.end());
+            for (const auto& f : found) {
+                files.push_back(f);
+                ids.push_back(memory::sanitize_id((base / fs::path(f).lexically_relative(root)).string()));
+            }
+        } else {
+            files.push_back(in);
+            ids.push_back(a.doc_id.empty() ? memory::sanitize_id(fs::path(in).filename().string()) : a.doc_id);
+        }
+    }
+    if (files.empty()) return fail(Error{Errc::cli_usage, "no files to ingest"});
+    if (!a.doc_id.empty() && files.size() != 1) return fail(Error{Errc::cli_usage, "--id needs exactly one file; got " + std::to_string(files.size())});
+
+    auto s = open_session(a.m);
+    if (!s) return fail(s.error());
+    const bool tty = isatty(STDERR_FILENO);
+    int n_ok = 0, n_unchanged = 0, n_failed = 0;
+    int64_t n_chunks = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < files.size(); ++i) {
+        if (tty) {
+            const int width = 30;
+            const int filled = static_cast<int>(width * i / files.size());
+            std::fprintf(stderr, "\r\033[K[%s%s] %zu/%zu %s", std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(), i,
+                         files.size(), one_line(fs::path(files[i]).filename().string(), 40).c_str());
+            std::fflush(stderr);
+        }
+        auto r = s->mem->ingest_file(files[i], a.m.index, *tags, ids[i]);
+        if (tty) std::fprintf(stderr, "\r\033[K");
+        if (!r) {
+            ++n_failed;
+            std::fprintf(stderr, "kvrag: %s: %s\n", files[i].c_str(), r.error().what().c_str());
+            continue;
+        }
+        if (r->outcome == memory::WriteOutcome::unchanged) ++n_unchanged;
+        else ++n_ok;
+        n_chunks += r->n_chunks;
+        std::printf("%-9s %s  id=%s  chunks=%d  tokens=%lld\n", memory::write_outcome_name(r->outcome), files[i].c_str(), r->doc_id.c_str(),
+                    r->n_chunks, static_cast<long long>(r->n_tokens));
+        std::fflush(stdout);
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("ingested %d, unchanged %d, failed %d of %zu documents (%lld chunks) into index '%s' in %.2f s\n", n_ok, n_unchanged, n_failed,
+                files.size(), static_cast<long long>(n_chunks), a.m.index.c_str(), secs);
+    return n_failed == 0 ? 0 : 1;
+}
+
+// ---- search ---------------------------------------------------------------------------------
+
+struct SearchArgs {
+    ModelArgs m;
+    std::string query;
+    std::string doc_id;
+    std::string tags;
+    std::string mode = "hybrid";
+    double min_relevance = 0.0;
+    int32_t limit = 5;
+    bool json_out = false;
+};
+
+int run_search(const SearchArgs& a) {
+    auto tags = memory::parse_tags(a.tags);
+    if (!tags) return fail(tags.error());
+    auto mode = memory::parse_search_mode(a.mode);
+    if (!mode) return fail(mode.error());
+    auto s = open_session(a.m);
+    if (!s) return fail(s.error());
+    memory::SearchOptions o;
+    o.index = a.m.index;
+    o.filter = {a.doc_id, *tags};
+    o.min_relevance = a.min_relevance;
+    o.limit = a.limit;
+    o.mode = *mode;
+    auto r = s->mem->search(a.query, o);
+    if (!r) return fail(r.error());
+    if (a.json_out) {
+        json out{{"query", a.query}, {"results", json::array()}, {"embedMs", r->embed_ms}, {"searchMs", r->search_ms}};
+        for (const auto& h : r->hits) out["results"].push_back(hit_json(h));
+        std::printf("%s\n", out.dump(2).c_str());
+        return 0;
+    }
+    if (r->hits.empty()) std::printf("no results\n");
+    for (size_t i = 0; i < r->hits.size(); ++i) {
+        const auto& h = r->hits[i];
+        std::printf("%zu. %s #%d  relevance %.3f  score %.4f  (vector rank %d, lexical rank %d)\n   %s\n", i + 1, h.chunk.doc_id.c_str(),
+                    h.chunk.position, h.relevance, h.score, h.vector_rank, h.lexical_rank, one_line(h.chunk.text, 160).c_str());
+    }
+    std::fprintf(stderr, "search: embed %.1f ms, search %.1f ms\n", r->embed_ms, r->search_ms);
+    return 0;
+}
+
+// ---- ask ------------------------------------------------------------------------------------
+
+struct AskArgs {
+    ModelArgs m;
+    std::string question;
+    std::string conversation;
+    std::string doc_id;
+    std::string tags;
+    double min_relevance = 0.0;
+    int32_t max_tokens = 256;
+    int32_t candidates = 20;
+    float temp = 0.0f;
+    int64_t seed = 0;
+    bool json_out = false;
+    bool verbose = false;
+};
+
+int run_ask(const AskArgs& a) {
+    auto tags = memory::parse_tags(a.tags);
+    if (!tags) return fail(tags.error());
+    auto s = open_session(a.m);
+    if (!s) return fail(s.error());
+    memory::AskOptions o;
+    o.index = a.m.index;
+    o.filter = {a.doc_id, *tags};
+    o.min_relevance = a.min_relevance;
+    o.max_tokens = a.max_tokens;
+    o.n_candidates = a.candidates;
+    o.conversation_id = a.conversation;
+    o.sampling.temperature = a.temp;
+    o.sampling.seed = static_cast<uint64_t>(a.seed);
+    auto r = s->mem->ask(a.question, o);
+    if (!r) return fail(r.error());
+    if (a.json_out) {
+        json out{{"question", a.question}, {"text", r->answer}, {"noResult", !r->found}, {"relevantSources", json::array()},
+                 {"promptTokens", r->n_prompt_tokens}, {"contextSize", r->n_ctx}, {"maxTokens", r->max_tokens},
+                 {"historyUsed", r->n_history_used}, {"historyDropped", r->n_history_dropped},
+                 {"questionTruncated", r->question_truncated}, {"finishReason", r->finish_reason}};
+        for (const auto& h : r->sources) out["relevantSources"].push_back(hit_json(h));
+        std::printf("%s\n", out.dump(2).c_str());
+        return 0;
+    }
+    std::printf("%s\n", r->answer.c_str());
+    if (!r->sources.empty()) {
+        std::printf("\nSources:\n");
+        for (size_t i = 0; i < r->sources.size(); ++i) {
+            const auto& h = r->sources[i];
+            std::printf("[%zu] %s (%s) part %d  relevance %.3f\n", i + 1, h.chunk.doc_id.c_str(), h.chunk.doc_name.c_str(), h.chunk.position + 1,
+                        h.relevance);
+        }
+    }
+    if (a.verbose) {
+        std::fprintf(stderr, "prompt %d tokens + max_tokens %d <= context %d; history %d used, %d dropped; reused %d; finish %s\n",
+                     r->n_prompt_tokens, r->max_tokens, r->n_ctx, r->n_history_used, r->n_history_dropped, r->n_reused,
+                     r->finish_reason.empty() ? "(model not called)" : r->finish_reason.c_str());
+        std::fprintf(stderr, "kv stats: %s\n", s->gen->cache().stats().summary().c_str());
+    }
+    return 0;
+}
+
+// ---- docs -----------------------------------------------------------------------------------
+
+struct DocsArgs {
+    std::string memory_dir;
+    std::string action;
+    std::string doc_id;
+    std::string index;
+    bool json_out = false;
+};
+
+int run_docs(const DocsArgs& a) {
+    auto store = memory::Store::open(a.memory_dir);
+    if (!store) return fail(store.error());
+    if (a.action == "list") {
+        auto docs = (*store)->list_documents(a.index);
+        if (!docs) return fail(docs.error());
+        if (a.json_out) {
+            json out = json::array();
+            for (const auto& d : *docs) {
+                out.push_back(json{{"index", d.index}, {"documentId", d.doc_id}, {"name", d.name}, {"source", d.source}, {"state", d.state},
+                                   {"error", d.error}, {"tags", memory::format_tags(d.tags)}, {"chunks", d.n_chunks}, {"tokens", d.n_tokens},
+                                   {"contentHash", d.content_hash}, {"updatedAt", d.updated_at}});
+            }
+            std::printf("%s\n", out.dump(2).c_str());
+            return 0;
+        }
+        auto idx = (*store)->list_indexes();
+        if (!idx) return fail(idx.error());
+        for (const auto& i : *idx) {
+            std::printf("index %s: %lld documents, %lld chunks, embedded by %s (%s, dim %d)\n", i.name.c_str(),
+                        static_cast<long long>(i.n_documents), static_cast<long long>(i.n_chunks), i.model.name.c_str(),
+                        i.model.fingerprint.c_str(), i.model.dim);
+        }
+        for (const auto& d : *docs) {
+            std::printf("%s/%s  %s  chunks=%d tokens=%lld  %s%s%s\n", d.index.c_str(), d.doc_id.c_str(), d.state.c_str(), d.n_chunks,
+                        static_cast<long long>(d.n_tokens), d.name.c_str(), d.tags.empty() ? "" : ("  tags=" + memory::format_tags(d.tags)).c_str(),
+                        d.error.empty() ? "" : ("  error: " + d.error).c_str());
+        }
+        if (docs->empty()) std::printf("no documents\n");
+        return 0;
+    }
+    if (a.action == "delete") {
+        if (a.doc_id.empty()) return fail(Error{Errc::cli_usage, "docs delete needs a document id"});
+        auto n = (*store)->delete_document(a.index, a.doc_id);
+        if (!n) return fail(n.error());
+        if (*n == 0) return fail(Error{Errc::memory_not_found, "no document '" + a.doc_id + "'" + (a.index.empty() ? "" : " in index '" + a.index + "'")});
+        std::printf("deleted %lld document(s) with id %s\n", static_cast<long long>(*n), a.doc_id.c_str());
+        return 0;
+    }
+    return fail(Error{Errc::cli_usage, "docs action '" + a.action + "' is not list or delete"});
+}
+
+// ---- memory-bench ---------------------------------------------------------------------------
+
+struct BenchArgs {
+    std::vector<int64_t> sizes{10000, 100000};
+    int32_t dim = 384;
+    int32_t queries = 20;
+    std::string dir;
+};
+
+int run_bench(const BenchArgs& a) {
+    std::mt19937_64 rng(42);
+    std::normal_distribution<float> nd;
+    static const char* kWords[] = {"cache", "token", "vector", "memory", "kernel", "prompt", "engine", "sequence", "block", "prefix",
+                                   "search", "chunk", "index", "model", "layer", "query", "answer", "source", "batch", "sample"};
+    auto unit = [&](std::vector<float>& v) {
+        double n = 0;
+        for (auto& x : v) x = nd(rng), n += static_cast<double>(x) * x;
+        const float inv = static_cast<float>(1.0 / std::sqrt(n));
+        for (auto& x : v) x *= inv;
+    };
+    std::printf("exact scan vs. hybrid search, dim %d, %d queries each (times per query)\n", a.dim, a.queries);
+    std::printf("%9s %12s %12s %12s %12s %12s\n", "chunks", "insert s", "load ms", "scan ms", "hybrid ms", "lexical ms");
+    for (int64_t n : a.sizes) {
+        if (n <= 0 || n > 2000000) return fail(Error{Errc::cli_usage, "--chunks entries must be in [1, 2000000]"});
+        const fs::path dir = a.dir.empty() ? fs::temp_directory_path() / ("kvrag-memory-bench-" + std::to_string(getpid()) + "-" + std::to_string(n))
+                                           : fs::path(a.dir) / std::to_string(n);
+        fs::remove_all(dir);
+        auto store = memory::Store::open(dir.string());
+        if (!store) return fail(store.error());
+        std::shared_ptr<memory::Store> st(std::move(*store));
+        memory::EmbeddingModelInfo info{"bench", "random", a.dim};
+        if (auto r = st->ensure_index("default", info); !r) return fail(r.error());
+        const auto t0 = std::chrono::steady_clock::now();
+        const int64_t per_doc = 500;
+        for (int64_t d = 0; d * per_doc < n; ++d) {
+            memory::DocumentInput doc;
+            doc.index = "default";
+            doc.doc_id = "doc" + std::to_string(d);
+            doc.name = doc.doc_id + ".txt";
+            for (int64_t c = 0; c < per_doc && d * per_doc + c < n; ++c) {
+                memory::ChunkInput ch;
+                ch.position = static_cast<int32_t>(c);
+                // 40 words: a few common ones and a Zipf-ish tail over 5000 rare ones
+                for (int w = 0; w < 40; ++w) {
+                    const uint64_t r = rng();
+                    ch.text += (r % 4 == 0 ? std::string(kWords[(r >> 8) % 20]) : "w" + std::to_string(((r >> 8) % 5000) * ((r >> 24) % 5000) / 5000));
+                    ch.text += w % 7 == 6 ? ". " : " ";
+                }
+                ch.text += "item" + std::to_string(d * per_doc + c);
+                ch.n_tokens = 60;
+                ch.embedding.resize(static_cast<size_t>(a.dim));
+                unit(ch.embedding);
+                doc.chunks.push_back(std::move(ch));
+            }
+            if (auto r = st->write_document(doc); !r) return fail(r.error());
+        }
+        const double insert_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const auto t1 = std::chrono::steady_clock::now();
+        auto vs = st->vectors("default");
+        if (!vs) return fail(vs.error());
+        const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+
+        memory::ModelHooks hooks;
+        hooks.embed_model = info;
+        hooks.embed = [&](std::string_view) -> Result<std::vector<float>> {
+            std::vector<float> v(static_cast<size_t>(a.dim));
+            unit(v);
+            return v;
+        };
+        memory::Memory mem(st, hooks);
+        double scan_ms = 0, hybrid_ms = 0, lexical_ms = 0;
+        std::vector<float> q(static_cast<size_t>(a.dim));
+        for (int32_t i = 0; i < a.queries; ++i) {
+            unit(q);
+            const auto ts = std::chrono::steady_clock::now();
+            auto top = memory::top_k_scan((*vs)->data.data(), (*vs)->size(), a.dim, q.data(), 50);
+            scan_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count();
+            if (top.empty()) return fail(Error{Errc::memory_store, "bench: empty scan"});
+            memory::SearchOptions o;
+            // a question-like query: one common word and two rarer ones
+            const std::string query = std::string(kWords[i % 20]) + " w" + std::to_string(100 + rng() % 2000) + " w" + std::to_string(100 + rng() % 2000);
+            auto h = mem.search(query, o);
+            if (!h) return fail(h.error());
+            hybrid_ms += h->search_ms;
+            o.mode = memory::SearchMode::lexical;
+            auto l = mem.search(query, o);
+            if (!l) return fail(l.error());
+            lexical_ms += l->search_ms;
+        }
+        std::printf("%9lld %12.2f %12.1f %12.2f %12.2f %12.2f\n", static_cast<long long>(n), insert_s, load_ms, scan_ms / a.queries,
+                    hybrid_ms / a.queries, lexical_ms / a.queries);
+        std::fflush(stdout);
+        st.reset();
+        if (a.dir.empty()) fs::remove_all(dir);
+    }
+    return 0;
+}
+
+}  // namespace
+
+Runner add_ingest(CLI::App& app) {
+    auto a = std::make_shared<IngestArgs>();
+    add_model_options(app, a->m);
+    app.add_option("--tags", a->tags, "tags for every document: k=v,k2=v2");
+    app.add_option("--id", a->doc_id, "document id (one file only; default: the file name, or DIR_relative_path)");
+    app.add_option("inputs", a->inputs, "files or directories (recursive)")->required();
+    return [a] { return run_ingest(*a); };
+}
+
+Runner add_search(CLI::App& app) {
+    auto a = std::make_shared<SearchArgs>();
+    add_model_options(app, a->m);
+    app.add_option("query", a->query, "search text")->required();
+    app.add_option("--doc", a->doc_id, "only this document id");
+    app.add_option("--tags", a->tags, "only documents with every tag: k=v,k2=v2");
+    app.add_option("--mode", a->mode, "hybrid (default), vector or lexical");
+    app.add_option("--min-relevance", a->min_relevance, "minimum cosine similarity in [0, 1]")->check(CLI::Range(0.0, 1.0));
+    app.add_option("-n,--limit", a->limit, "results (default 5)")->check(CLI::Range(1, 1000));
+    app.add_flag("--json", a->json_out, "print JSON");
+    return [a] { return run_search(*a); };
+}
+
+Runner add_ask(CLI::App& app) {
+    auto a = std::make_shared<AskArgs>();
+    add_model_options(app, a->m);
+    app.add_option("question", a->question, "the question")->required();
+    app.add_option("--conversation", a->conversation, "conversation id: history kept in the store");
+    app.add_option("--doc", a->doc_id, "only this document id");
+    app.add_option("--tags", a->tags, "only documents with every tag: k=v,k2=v2");
+    app.add_option("--min-relevance", a->min_relevance, "minimum cosine similarity in [0, 1]")->check(CLI::Range(0.0, 1.0));
+    app.add_option("-n,--max-tokens", a->max_tokens, "answer length (default 256)")->check(CLI::Range(1, 1 << 22));
+    app.add_option("--candidates", a->candidates, "chunks retrieved (as many as fit are used; default 20)")->check(CLI::Range(1, 1000));
+    app.add_option("--temp", a->temp, "temperature (default 0: greedy)");
+    app.add_option("--seed", a->seed, "sampling seed");
+    app.add_flag("--json", a->json_out, "print JSON");
+    app.add_flag("-v,--verbose", a->verbose, "print prompt budget and KV stats to stderr");
+    return [a] { return run_ask(*a); };
+}
+
+Runner add_docs(CLI::App& app) {
+    auto a = std::make_shared<DocsArgs>();
+    app.add_option("--memory", a->memory_dir, "store directory")->required();
+    app.add_option("action", a->action, "list or delete")->required();
+    app.add_option("id", a->doc_id, "document id (delete)");
+    app.add_option("--index", a->index, "only this index");
+    app.add_flag("--json", a->json_out, "print JSON (list)");
+    return [a] { return run_docs(*a); };
+}
+
+Runner add_memory_bench(CLI::App& app) {
+    auto a = std::make_shared<BenchArgs>();
+    app.add_option("--chunks", a->sizes, "store sizes to measure (default 10000 100000)")->delimiter(',');
+    app.add_option("--dim", a->dim, "embedding dimension (default 384)")->check(CLI::Range(8, 16384));
+    app.add_option("--queries", a->queries, "queries per size (default 20)")->check(CLI::Range(1, 10000));
+    app.add_option("--dir", a->dir, "keep the stores under this directory");
+    return [a] { return run_bench(*a); };
+}
+
+}  // namespace kvrag::cli

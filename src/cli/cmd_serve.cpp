@@ -1,0 +1,52 @@
+// `kvrag serve`: the OpenAI-compatible HTTP server (src/server, docs/server.md).
+#include "cli/commands.h"
+#include "engine/engine.h"
+#include "server/server.h"
+
+namespace kvrag::cli {
+namespace {
+
+struct ServeArgs {
+    server::ServeConfig cfg;
+    std::string kv_type = "f16";
+    std::string policy = "error";
+};
+
+int run_serve(ServeArgs& a) {
+    auto kv_type = ggml_type_from_name(a.kv_type);
+    if (!kv_type || (*kv_type != GgmlType::F16 && *kv_type != GgmlType::F32 && *kv_type != GgmlType::Q8_0)) {
+        return fail(Error{Errc::cli_usage, "--kv-type '" + a.kv_type + "' is not one of f16, q8_0, f32"});
+    }
+    a.cfg.kv_type = *kv_type;
+    auto policy = engine::parse_context_policy(a.policy);
+    if (!policy) return fail(Error{Errc::cli_usage, policy.error().message});
+    a.cfg.policy = *policy;
+    return server::run_server(a.cfg);
+}
+
+}  // namespace
+
+Runner add_serve(CLI::App& app) {
+    auto a = std::make_shared<ServeArgs>();
+    auto& c = a->cfg;
+    app.add_option("-m,--model", c.model_path, "GGUF model file")->required();
+    app.add_option("--host", c.host, "address to bind (default 127.0.0.1: this machine only)");
+    app.add_option("--port", c.port, "TCP port; 0 picks a free one (printed at start-up)")->check(CLI::Range(0, 65535));
+    app.add_option("-c,--ctx", c.ctx, "KV cache cells shared by all requests; default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
+    app.add_option("--parallel", c.parallel, "requests decoding at once (continuous batching)")->check(CLI::Range(1, 1024));
+    app.add_option("-t,--threads", c.threads, "compute threads; default: physical cores")->check(CLI::Range(0, 1024));
+    app.add_option("--batch", c.batch, "tokens per forward step (decode tokens + prefill chunks)")->check(CLI::Range(1, 1 << 16));
+    app.add_option("--kv-type", a->kv_type, "KV cell type: f16, q8_0, f32");
+    app.add_option("--context-policy", a->policy, "when a request does not fit its context: error, truncate, shift");
+    app.add_option("--api-key", c.api_key, "require 'Authorization: Bearer KEY' on every endpoint but /health");
+    app.add_option("--timeout", c.timeout_s, "per-request limit in seconds (queue + generation); 0 = none")->check(CLI::Range(0.0, 1e7));
+    app.add_option("--queue-timeout", c.queue_timeout_s, "longest wait in seconds for KV room before 503")->check(CLI::Range(0.0, 1e7));
+    app.add_option("--max-queue", c.max_queue, "requests waiting for admission; beyond it 429")->check(CLI::Range(1, 4096));
+    app.add_option("--default-max-tokens", c.default_max_tokens, "max_tokens when a request gives none (capped to the context)")->check(CLI::Range(1, 1 << 22));
+    app.add_option("--max-body", c.max_body_bytes, "largest request body in bytes; larger gets 413")->check(CLI::Range(1024, 1 << 30));
+    app.add_option("--shutdown-grace", c.shutdown_grace_s, "seconds running requests may finish after SIGINT/SIGTERM")->check(CLI::Range(0.0, 3600.0));
+    app.add_option("--chat-template", c.chat_template, "force a chat template: chatml, llama2, llama3, mistral, gemma, phi3 (or a variant)");
+    return [a] { return run_serve(*a); };
+}
+
+}  // namespace kvrag::cli

@@ -1,0 +1,252 @@
+#include "memory/extract.h"
+
+#include <cmark.h>
+#include <gumbo.h>
+#include <poppler-document.h>
+#include <poppler-global.h>
+#include <poppler-page.h>
+
+#include <algorithm>
+#include <cctype>
+#include <memory>
+#include <mutex>
+
+namespace kvrag::memory {
+namespace {
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return out;
+}
+
+// Replaces each invalid UTF-8 sequence by U+FFFD so SQLite and the tokenizer see valid text.
+std::string valid_utf8(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        int n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        bool ok = n > 0 && i + n <= s.size();
+        for (int k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+        if (ok && n == 2 && c < 0xC2) ok = false;  // overlong
+        if (ok) {
+            out.append(s.substr(i, n));
+            i += n;
+        } else {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
+    return out;
+}
+
+bool has_text(std::string_view s) {
+    return std::any_of(s.begin(), s.end(), [](unsigned char c) { return !std::isspace(c); });
+}
+
+Result<void> check_not_binary(std::string_view bytes, std::string_view name) {
+    const size_t nul = bytes.find('\0');
+    if (nul != std::string_view::npos) {
+        return Error{Errc::memory_extract, "'" + std::string(name) + "' looks binary (NUL byte at offset " + std::to_string(nul) +
+                                               "); not a text document"};
+    }
+    return {};
+}
+
+// ---- Markdown: walk cmark's AST; blocks end with a blank line -------------------------------
+
+std::string markdown_to_text(std::string_view md) {
+    std::unique_ptr<cmark_node, void (*)(cmark_node*)> doc(cmark_parse_document(md.data(), md.size(), CMARK_OPT_DEFAULT),
+                                                            cmark_node_free);
+    std::string out;
+    if (!doc) return out;
+    std::unique_ptr<cmark_iter, void (*)(cmark_iter*)> it(cmark_iter_new(doc.get()), cmark_iter_free);
+    cmark_event_type ev;
+    while ((ev = cmark_iter_next(it.get())) != CMARK_EVENT_DONE) {
+        cmark_node* node = cmark_iter_get_node(it.get());
+        const cmark_node_type type = cmark_node_get_type(node);
+        if (ev == CMARK_EVENT_ENTER) {
+            switch (type) {
+                case CMARK_NODE_TEXT:
+                case CMARK_NODE_CODE:
+                    if (const char* lit = cmark_node_get_literal(node)) out += lit;
+                    break;
+                case CMARK_NODE_CODE_BLOCK:
+                    if (const char* lit = cmark_node_get_literal(node)) out += lit;
+                    out += "\n\n";
+                    break;
+                case CMARK_NODE_SOFTBREAK:
+                case CMARK_NODE_LINEBREAK:
+                    out += '\n';
+                    break;
+                case CMARK_NODE_THEMATIC_BREAK:
+                    out += "\n\n";
+                    break;
+                default:
+                    break;
+            }
+        } else if (ev == CMARK_EVENT_EXIT) {
+            if (type == CMARK_NODE_PARAGRAPH || type == CMARK_NODE_HEADING || type == CMARK_NODE_BLOCK_QUOTE) out += "\n\n";
+        }
+    }
+    return out;
+}
+
+// ---- HTML: walk gumbo's tree, skipping non-content elements -------------------------------
+
+bool is_block(GumboTag t) {
+    switch (t) {
+        case GUMBO_TAG_P: case GUMBO_TAG_DIV: case GUMBO_TAG_SECTION: case GUMBO_TAG_ARTICLE: case GUMBO_TAG_HEADER:
+        case GUMBO_TAG_FOOTER: case GUMBO_TAG_NAV: case GUMBO_TAG_ASIDE: case GUMBO_TAG_MAIN: case GUMBO_TAG_H1:
+        case GUMBO_TAG_H2: case GUMBO_TAG_H3: case GUMBO_TAG_H4: case GUMBO_TAG_H5: case GUMBO_TAG_H6: case GUMBO_TAG_UL:
+        case GUMBO_TAG_OL: case GUMBO_TAG_TABLE: case GUMBO_TAG_PRE: case GUMBO_TAG_BLOCKQUOTE: case GUMBO_TAG_HR:
+        case GUMBO_TAG_TITLE: case GUMBO_TAG_DL: case GUMBO_TAG_FIGURE:
+            return true;
+        default:
+            return false;
+    }
+}
+
+bool is_line(GumboTag t) {
+    return t == GUMBO_TAG_BR || t == GUMBO_TAG_LI || t == GUMBO_TAG_TR || t == GUMBO_TAG_DT || t == GUMBO_TAG_DD;
+}
+
+void html_walk(const GumboNode* node, std::string& out, bool pre, int depth) {
+    if (depth > 512) return;  // pathological nesting; the text so far is kept
+    if (node->type == GUMBO_NODE_TEXT || node->type == GUMBO_NODE_CDATA) {
+        const std::string_view t(node->v.text.text);
+        if (pre) {
+            out += t;
+            return;
+        }
+        // collapse runs of whitespace as a browser does
+        for (char c : t) {
+            if (std::isspace(static_cast<unsigned char>(c))) {
+                if (!out.empty() && !std::isspace(static_cast<unsigned char>(out.back()))) out += ' ';
+            } else {
+                out += c;
+            }
+        }
+        return;
+    }
+    if (node->type == GUMBO_NODE_WHITESPACE) {
+        if (pre) out += node->v.text.text;
+        else if (!out.empty() && !std::isspace(static_cast<unsigned char>(out.back()))) out += ' ';
+        return;
+    }
+    if (node->type != GUMBO_NODE_ELEMENT && node->type != GUMBO_NODE_DOCUMENT && node->type != GUMBO_NODE_TEMPLATE) return;
+    const GumboVector* children = node->type == GUMBO_NODE_DOCUMENT ? &node->v.document.children : &node->v.element.children;
+    GumboTag tag = GUMBO_TAG_UNKNOWN;
+    if (node->type == GUMBO_NODE_ELEMENT) {
+        tag = node->v.element.tag;
+        if (tag == GUMBO_TAG_SCRIPT || tag == GUMBO_TAG_STYLE || tag == GUMBO_TAG_NOSCRIPT || tag == GUMBO_TAG_TEMPLATE ||
+            tag == GUMBO_TAG_SVG || tag == GUMBO_TAG_IFRAME) {
+            return;
+        }
+        if (is_block(tag)) out += "\n\n";
+        else if (is_line(tag)) out += "\n";
+        else if (tag == GUMBO_TAG_TD || tag == GUMBO_TAG_TH) out += " | ";
+    }
+    const bool in_pre = pre || tag == GUMBO_TAG_PRE;
+    for (unsigned i = 0; i < children->length; ++i) {
+        html_walk(static_cast<const GumboNode*>(children->data[i]), out, in_pre, depth + 1);
+    }
+    if (is_block(tag)) out += "\n\n";
+}
+
+std::string html_to_text(std::string_view html) {
+    GumboOutput* g = gumbo_parse_with_options(&kGumboDefaultOptions, html.data(), html.size());
+    std::string out;
+    if (g) {
+        html_walk(g->document, out, false, 0);
+        gumbo_destroy_output(&kGumboDefaultOptions, g);
+    }
+    return out;
+}
+
+// ---- PDF: poppler's text per page ----------------------------------------------------------
+
+void quiet_poppler(const std::string&, void*) {}
+
+Result<std::string> pdf_to_text(std::string_view bytes, std::string_view name) {
+    static std::once_flag once;
+    std::call_once(once, [] { poppler::set_debug_error_function(quiet_poppler, nullptr); });
+    if (bytes.size() > static_cast<size_t>(INT32_MAX)) {
+        return Error{Errc::memory_extract, "'" + std::string(name) + "' is " + std::to_string(bytes.size()) + " bytes; PDFs over 2 GiB are not supported"};
+    }
+    if (bytes.size() < 5 || bytes.substr(0, 5) != "%PDF-") {
+        return Error{Errc::memory_extract, "'" + std::string(name) + "' is not a PDF (no %PDF- header)"};
+    }
+    std::unique_ptr<poppler::document> doc(poppler::document::load_from_raw_data(bytes.data(), static_cast<int>(bytes.size())));
+    if (!doc) return Error{Errc::memory_extract, "'" + std::string(name) + "' is a broken PDF (poppler cannot open it)"};
+    if (doc->is_locked()) return Error{Errc::memory_extract, "'" + std::string(name) + "' is an encrypted PDF; no password given"};
+    std::string out;
+    const int n_pages = doc->pages();
+    for (int i = 0; i < n_pages; ++i) {
+        std::unique_ptr<poppler::page> page(doc->create_page(i));
+        if (!page) continue;
+        const auto utf8 = page->text().to_utf8();
+        out.append(utf8.begin(), utf8.end());
+        out += "\n\n";
+    }
+    return out;
+}
+
+}  // namespace
+
+const char* doc_type_name(DocType t) {
+    switch (t) {
+        case DocType::text: return "text";
+        case DocType::markdown: return "markdown";
+        case DocType::html: return "html";
+        case DocType::pdf: return "pdf";
+    }
+    return "?";
+}
+
+Result<DocType> doc_type_for(std::string_view file_name, std::string_view mime_type) {
+    const std::string mime = lower(mime_type.substr(0, mime_type.find(';')));
+    if (mime == "text/plain") return DocType::text;
+    if (mime == "text/markdown" || mime == "text/x-markdown") return DocType::markdown;
+    if (mime == "text/html" || mime == "application/xhtml+xml") return DocType::html;
+    if (mime == "application/pdf") return DocType::pdf;
+    const size_t dot = file_name.rfind('.');
+    const size_t slash = file_name.find_last_of("/\\");
+    const std::string ext = (dot == std::string_view::npos || (slash != std::string_view::npos && dot < slash))
+                                ? std::string()
+                                : lower(file_name.substr(dot));
+    if (ext == ".txt" || ext == ".text" || ext == ".log" || ext == ".csv" || ext == ".json" || ext == ".rst") return DocType::text;
+    if (ext == ".md" || ext == ".markdown") return DocType::markdown;
+    if (ext == ".html" || ext == ".htm" || ext == ".xhtml") return DocType::html;
+    if (ext == ".pdf") return DocType::pdf;
+    return Error{Errc::memory_unsupported_type,
+                 "'" + std::string(file_name) + "': unsupported file type '" + (ext.empty() ? std::string("(no extension)") : ext) +
+                     "'" + (mime.empty() ? std::string() : " (" + mime + ")") +
+                     "; supported: .txt .text .log .csv .json .rst .md .markdown .html .htm .xhtml .pdf"};
+}
+
+Result<std::string> extract_text(std::string_view bytes, DocType type, std::string_view name) {
+    std::string text;
+    if (type == DocType::pdf) {
+        auto r = pdf_to_text(bytes, name);
+        if (!r) return r.error();
+        text = valid_utf8(*r);
+    } else {
+        if (auto r = check_not_binary(bytes, name); !r) return r.error();
+        const std::string utf8 = valid_utf8(bytes);
+        switch (type) {
+            case DocType::markdown: text = markdown_to_text(utf8); break;
+            case DocType::html: text = html_to_text(utf8); break;
+            default: text = utf8; break;
+        }
+    }
+    if (!has_text(text)) {
+        return Error{Errc::memory_extract, "'" + std::string(name) + "' (" + doc_type_name(type) + ", " + std::to_string(bytes.size()) +
+                                               " bytes) has no text" + (type == DocType::pdf ? " (a scanned PDF?)" : "")};
+    }
+    return text;
+}
+
+}  // namespace kvrag::memory

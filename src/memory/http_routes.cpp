@@ -1,0 +1,315 @@
+#include "memory/http_routes.h"
+
+#include <httplib.h>
+
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "memory/memory.h"
+
+namespace kvrag::memory {
+namespace {
+
+using nlohmann::json;
+
+// State shared by the handlers; `mem` is set by on_ready.
+struct MemoryService {
+    HttpMemoryConfig config;
+    std::unique_ptr<Memory> mem;
+};
+
+// Kernel Memory's filters: [{"key": ["value", ...]}, ...]; "__document_id" selects a document.
+// kvrag supports one filter object (AND of its pairs); several are refused.
+Result<SearchFilter> parse_filters(const json& body) {
+    SearchFilter f;
+    if (!body.contains("filters") || body["filters"].is_null()) return f;
+    const json& fs = body["filters"];
+    if (!fs.is_array()) return Error{Errc::memory_bad_input, "'filters' must be an array of objects"};
+    if (fs.size() > 1) return Error{Errc::memory_bad_input, "only one filter object is supported; got " + std::to_string(fs.size())};
+    for (const json& obj : fs) {
+        if (!obj.is_object()) return Error{Errc::memory_bad_input, "each filter must be an object of key -> [values]"};
+        for (const auto& [k, v] : obj.items()) {
+            std::vector<std::string> values;
+            if (v.is_string()) values.push_back(v.get<std::string>());
+            else if (v.is_array()) {
+                for (const auto& x : v) {
+                    if (!x.is_string()) return Error{Errc::memory_bad_input, "filter '" + k + "' values must be strings"};
+                    values.push_back(x.get<std::string>());
+                }
+            } else {
+                return Error{Errc::memory_bad_input, "filter '" + k + "' must be a string or an array of strings"};
+            }
+            for (const auto& val : values) {
+                if (k == "__document_id") f.doc_id = val;
+                else f.tags.emplace_back(k, val);
+            }
+        }
+    }
+    return f;
+}
+
+json partition_json(const SearchHit& h) {
+    json tags = json::object();
+    for (const auto& [k, v] : h.chunk.tags) tags[k].push_back(v);
+    return json{{"text", h.chunk.text}, {"relevance", h.relevance}, {"partitionNumber", h.chunk.position},
+                {"sectionNumber", 0}, {"tokens", h.chunk.n_tokens}, {"tags", tags}};
+}
+
+// Kernel Memory's Citation: hits of the same document grouped, in rank order.
+json citations_json(const std::vector<SearchHit>& hits) {
+    json out = json::array();
+    std::vector<std::string> order;
+    std::map<std::string, json> by_doc;
+    for (const auto& h : hits) {
+        const std::string key = h.chunk.index + "/" + h.chunk.doc_id;
+        if (!by_doc.count(key)) {
+            order.push_back(key);
+            by_doc[key] = json{{"link", key}, {"index", h.chunk.index}, {"documentId", h.chunk.doc_id},
+                               {"fileId", h.chunk.doc_id}, {"sourceName", h.chunk.doc_name}, {"sourceUrl", h.chunk.source},
+                               {"partitions", json::array()}};
+        }
+        by_doc[key]["partitions"].push_back(partition_json(h));
+    }
+    for (const auto& k : order) out.push_back(by_doc[k]);
+    return out;
+}
+
+Result<json> parse_json(const std::string& body) {
+    json j = json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return Error{Errc::memory_bad_input, "the body is not a JSON object"};
+    return j;
+}
+
+template <class T>
+Result<T> get_or(const json& j, const char* key, T def) {
+    if (!j.contains(key) || j[key].is_null()) return def;
+    try {
+        return j[key].get<T>();
+    } catch (const std::exception&) {
+        return Error{Errc::memory_bad_input, std::string("field '") + key + "' has the wrong type"};
+    }
+}
+
+void send_json(httplib::Response& res, int status, const json& j) {
+    res.status = status;
+    res.set_content(j.dump(), "application/json");
+}
+
+// memory_* errors are the client's (400, 404 for not found); the rest go through the server's mapping.
+void send_memory_error(server::ServerContext& ctx, httplib::Response& res, const Error& e) {
+    switch (e.code) {
+        case Errc::memory_bad_input:
+        case Errc::memory_extract:
+        case Errc::memory_unsupported_type:
+        case Errc::memory_model_mismatch:
+            ctx.send_error(res, 400, e.what());
+            return;
+        case Errc::memory_not_found:
+            ctx.send_error(res, 404, e.what(), "not_found_error");
+            return;
+        default:
+            ctx.send_error(res, e);
+    }
+}
+
+ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg, Result<void>& status) {
+    engine::Engine& eng = ctx.engine();
+    ModelHooks h;
+    h.tokenizer = eng.model().tokenizer;
+    auto info = embedding_model_info(eng.model().model->file().path(), eng.model().model->hparams().name, eng.embedding_dim());
+    if (!info) {
+        status = info.error();
+        return h;
+    }
+    h.embed_model = std::move(*info);
+    h.embed = [&ctx, &eng](std::string_view text) -> Result<std::vector<float>> {
+        engine::GenerateOptions o;
+        const auto toks = eng.tokenize(text, o);
+        return ctx.embed(toks, engine::Pooling::mean);
+    };
+    h.generate = [&ctx](std::vector<int32_t> prompt, const engine::GenerateOptions& o) { return ctx.submit(std::move(prompt), o); };
+    auto tmpl = chat::ChatTemplate::for_model(eng.model().model->file(), cfg.chat_template);
+    if (!tmpl) {
+        status = tmpl.error();
+        return h;
+    }
+    h.chat_template = std::move(*tmpl);
+    const auto& c = eng.config();
+    h.n_ctx = c.n_ctx_seq > 0 ? std::min(c.n_ctx_seq, c.n_ctx) : c.n_ctx;
+    return h;
+}
+
+void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>& svc) {
+    auto& http = ctx.http();
+    auto* c = &ctx;
+
+    // POST /upload: multipart with one or more files and the fields index, documentId, tags
+    // ("key:value", repeatable). Ingested before answering (200 once ready; per-file errors 400).
+    http.Post("/upload", [c, svc](const httplib::Request& req, httplib::Response& res) {
+        if (!req.is_multipart_form_data()) return c->send_error(res, 400, "E6006 /upload needs multipart/form-data");
+        std::string index = "default", doc_id;
+        Tags tags;
+        std::vector<const httplib::MultipartFormData*> files;
+        for (const auto& [name, part] : req.files) {
+            if (!part.filename.empty()) {
+                files.push_back(&part);
+            } else if (name == "index") {
+                if (!part.content.empty()) index = part.content;
+            } else if (name == "documentId") {
+                doc_id = part.content;
+            } else if (name == "tags") {
+                const auto colon = part.content.find(':');
+                if (colon == std::string::npos || colon == 0) return c->send_error(res, 400, "E6006 tag '" + part.content + "' is not key:value");
+                tags.emplace_back(part.content.substr(0, colon), part.content.substr(colon + 1));
+            }
+        }
+        if (files.empty()) return c->send_error(res, 400, "E6006 /upload carries no file");
+        if (!doc_id.empty() && files.size() > 1) return c->send_error(res, 400, "E6006 documentId with " + std::to_string(files.size()) + " files; send one file per document id");
+        json results = json::array();
+        for (const auto* f : files) {
+            if (f->content.size() > svc->config.max_upload_bytes) {
+                return c->send_error(res, 413, "E6006 file '" + f->filename + "' is " + std::to_string(f->content.size()) + " bytes; the limit is " + std::to_string(svc->config.max_upload_bytes));
+            }
+            IngestRequest ir;
+            ir.index = index;
+            ir.doc_id = doc_id.empty() ? sanitize_id(f->filename) : doc_id;
+            ir.name = f->filename;
+            ir.source = "upload";
+            ir.mime = f->content_type == "application/octet-stream" ? "" : f->content_type;
+            ir.bytes = f->content;
+            ir.tags = tags;
+            auto r = svc->mem->ingest(ir);
+            if (!r) return send_memory_error(*c, res, r.error());
+            results.push_back(json{{"documentId", r->doc_id}, {"status", write_outcome_name(r->outcome)}, {"chunks", r->n_chunks}});
+        }
+        send_json(res, 200, json{{"index", index}, {"documentId", results[0]["documentId"]}, {"documents", results},
+                                 {"message", "Document upload completed, ingestion finished"}});
+    });
+
+    // GET /upload-status?index=&documentId=
+    http.Get("/upload-status", [c, svc](const httplib::Request& req, httplib::Response& res) {
+        const std::string index = req.has_param("index") ? req.get_param_value("index") : "default";
+        const std::string doc_id = req.get_param_value("documentId");
+        if (doc_id.empty()) return c->send_error(res, 400, "E6006 documentId is required");
+        auto d = svc->mem->store().get_document(index, doc_id);
+        if (!d) return send_memory_error(*c, res, d.error());
+        if (!*d) return c->send_error(res, 404, "E6005 no document '" + doc_id + "' in index '" + index + "'", "not_found_error");
+        const auto& doc = **d;
+        const bool done = doc.state == "ready";
+        json tags = json::object();
+        for (const auto& [k, v] : doc.tags) tags[k].push_back(v);
+        const json steps = json::array({"extract", "partition", "gen_embeddings", "save_records"});
+        send_json(res, 200, json{{"completed", done}, {"failed", doc.state == "failed"}, {"empty", doc.n_chunks == 0},
+                                 {"index", doc.index}, {"document_id", doc.doc_id}, {"tags", tags}, {"last_update", doc.updated_at},
+                                 {"steps", steps}, {"remaining_steps", done || doc.state == "failed" ? json::array() : steps},
+                                 {"completed_steps", done ? steps : json::array()}, {"error", doc.error}, {"chunks", doc.n_chunks}});
+    });
+
+    // GET /documents?index=
+    http.Get("/documents", [c, svc](const httplib::Request& req, httplib::Response& res) {
+        auto docs = svc->mem->store().list_documents(req.get_param_value("index"));
+        if (!docs) return send_memory_error(*c, res, docs.error());
+        json out = json::array();
+        for (const auto& d : *docs) {
+            json tags = json::object();
+            for (const auto& [k, v] : d.tags) tags[k].push_back(v);
+            out.push_back(json{{"index", d.index}, {"documentId", d.doc_id}, {"name", d.name}, {"state", d.state}, {"error", d.error},
+                               {"chunks", d.n_chunks}, {"tokens", d.n_tokens}, {"contentHash", d.content_hash}, {"tags", tags},
+                               {"lastUpdate", d.updated_at}});
+        }
+        send_json(res, 200, json{{"documents", out}});
+    });
+
+    // DELETE /documents?index=&documentId=
+    http.Delete("/documents", [c, svc](const httplib::Request& req, httplib::Response& res) {
+        const std::string index = req.has_param("index") ? req.get_param_value("index") : "default";
+        const std::string doc_id = req.get_param_value("documentId");
+        if (doc_id.empty()) return c->send_error(res, 400, "E6006 documentId is required");
+        auto n = svc->mem->store().delete_document(index, doc_id);
+        if (!n) return send_memory_error(*c, res, n.error());
+        if (*n == 0) return c->send_error(res, 404, "E6005 no document '" + doc_id + "' in index '" + index + "'", "not_found_error");
+        send_json(res, 200, json{{"index", index}, {"documentId", doc_id}, {"message", "Document deleted"}});
+    });
+
+    // POST /search {index, query, filters, minRelevance, limit}
+    http.Post("/search", [c, svc](const httplib::Request& req, httplib::Response& res) {
+        auto body = parse_json(req.body);
+        if (!body) return send_memory_error(*c, res, body.error());
+        auto query = get_or<std::string>(*body, "query", "");
+        auto index = get_or<std::string>(*body, "index", "default");
+        auto minrel = get_or<double>(*body, "minRelevance", 0.0);
+        auto limit = get_or<int32_t>(*body, "limit", 5);
+        auto filt = parse_filters(*body);
+        for (const Error* e : {query ? nullptr : &query.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
+                               limit ? nullptr : &limit.error(), filt ? nullptr : &filt.error()}) {
+            if (e) return send_memory_error(*c, res, *e);
+        }
+        if (query->empty()) return c->send_error(res, 400, "E6006 'query' is required");
+        SearchOptions o;
+        o.index = *index;
+        o.filter = *filt;
+        o.min_relevance = *minrel;
+        o.limit = *limit <= 0 ? 5 : std::min(*limit, 1000);
+        auto r = svc->mem->search(*query, o);
+        if (!r) return send_memory_error(*c, res, r.error());
+        send_json(res, 200, json{{"index", o.index}, {"query", *query}, {"noResult", r->hits.empty()}, {"results", citations_json(r->hits)}});
+    });
+
+    // POST /ask {index, question, filters, minRelevance, conversationId, maxTokens, temperature}
+    http.Post("/ask", [c, svc](const httplib::Request& req, httplib::Response& res) {
+        auto body = parse_json(req.body);
+        if (!body) return send_memory_error(*c, res, body.error());
+        auto question = get_or<std::string>(*body, "question", "");
+        auto index = get_or<std::string>(*body, "index", "default");
+        auto minrel = get_or<double>(*body, "minRelevance", 0.0);
+        auto conv = get_or<std::string>(*body, "conversationId", "");
+        auto max_tokens = get_or<int32_t>(*body, "maxTokens", 256);
+        auto temp = get_or<double>(*body, "temperature", 0.0);
+        auto filt = parse_filters(*body);
+        for (const Error* e : {question ? nullptr : &question.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
+                               conv ? nullptr : &conv.error(), max_tokens ? nullptr : &max_tokens.error(), temp ? nullptr : &temp.error(),
+                               filt ? nullptr : &filt.error()}) {
+            if (e) return send_memory_error(*c, res, *e);
+        }
+        AskOptions o;
+        o.index = *index;
+        o.filter = *filt;
+        o.min_relevance = *minrel;
+        o.conversation_id = *conv;
+        o.max_tokens = *max_tokens;
+        o.sampling.temperature = static_cast<float>(*temp);
+        auto r = svc->mem->ask(*question, o);
+        if (!r) return send_memory_error(*c, res, r.error());
+        c->log_tokens(0);
+        send_json(res, 200, json{{"question", *question}, {"noResult", !r->found},
+                                 {"noResultReason", r->found ? "" : "No relevant memories found"}, {"text", r->answer},
+                                 {"relevantSources", citations_json(r->sources)},
+                                 {"tokenUsage", json{{"promptTokens", r->n_prompt_tokens}, {"contextSize", r->n_ctx}, {"maxTokens", r->max_tokens}}},
+                                 {"historyUsed", r->n_history_used}, {"historyDropped", r->n_history_dropped},
+                                 {"finishReason", r->finish_reason}});
+    });
+}
+
+}  // namespace
+
+server::ServerExtension memory_extension(const HttpMemoryConfig& config) {
+    auto svc = std::make_shared<MemoryService>();
+    svc->config = config;
+    server::ServerExtension ext;
+    ext.name = "memory";
+    ext.add_routes = [svc](server::ServerContext& ctx) { add_routes(ctx, svc); };
+    ext.on_ready = [svc](server::ServerContext& ctx) -> Result<void> {
+        if (auto v = validate(svc->config.chunking); !v) return v;
+        auto store = Store::open(svc->config.dir);
+        if (!store) return store.error();
+        Result<void> status;
+        auto hooks = server_hooks(ctx, svc->config, status);
+        if (!status) return status;
+        svc->mem = std::make_unique<Memory>(std::shared_ptr<Store>(std::move(*store)), std::move(hooks), svc->config.chunking);
+        return {};
+    };
+    return ext;
+}
+
+}  // namespace kvrag::memory

@@ -1,0 +1,395 @@
+#include "memory/memory.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+
+#include "memory/extract.h"
+#include "memory/prompt_builder.h"
+#include "memory/sha256.h"
+#include "memory/vector_scan.h"
+
+namespace kvrag::memory {
+
+const char* const kDefaultInstructions =
+    "You answer questions using only the numbered sources given with each question. "
+    "Cite the sources you use by their number in brackets, like [1]. "
+    "If the sources do not contain the answer, say that you do not know.";
+
+const char* const kNothingFound = "I found nothing relevant in memory to answer this question.";
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string cut_to_tokens(const tokenizer::Tokenizer& tok, std::string_view text, int32_t n) {
+    const auto ids = tok.encode(text, false, false);
+    if (static_cast<int32_t>(ids.size()) <= n) return std::string(text);
+    return tok.decode(std::span<const int32_t>(ids.data(), static_cast<size_t>(n)));
+}
+
+std::string source_text(const ChunkRow& c) {
+    return (c.doc_name.empty() ? c.doc_id : c.doc_name) + " (part " +
+           std::to_string(c.position + 1) + "):\n" + c.text;
+}
+
+std::string trim(std::string s) {
+    const auto b = s.find_first_not_of(" \t\r\n");
+    if (b == std::string::npos) return {};
+    const auto e = s.find_last_not_of(" \t\r\n");
+    return s.substr(b, e - b + 1);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Hooks
+
+Result<EmbeddingModelInfo> embedding_model_info(const std::string& gguf_path, std::string name, int32_t dim) {
+    std::ifstream f(gguf_path, std::ios::binary);
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(gguf_path, ec);
+    if (!f || ec) return Error{Errc::memory_store, "cannot read model file '" + gguf_path + "' to fingerprint it"};
+    constexpr uint64_t kHead = 4ull << 20, kBlock = 64ull << 10;
+    Sha256 h;
+    std::vector<char> buf(static_cast<size_t>(std::min<uint64_t>(size, kHead)));
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(buf.data(), static_cast<size_t>(f.gcount()));
+    if (size > kHead + kBlock) {
+        buf.resize(kBlock);
+        for (uint64_t i = 0; i < 16; ++i) {
+            const uint64_t off = kHead + (size - kHead - kBlock) * i / 15;
+            f.clear();
+            f.seekg(static_cast<std::streamoff>(off));
+            f.read(buf.data(), static_cast<std::streamsize>(kBlock));
+            h.update(buf.data(), static_cast<size_t>(f.gcount()));
+        }
+    }
+    if (name.empty()) name = std::filesystem::path(gguf_path).filename().string();
+    return EmbeddingModelInfo{std::move(name), "size:" + std::to_string(size) + " sha256:" + h.hex().substr(0, 32), dim};
+}
+
+Result<ModelHooks> engine_hooks(engine::Engine& gen, engine::Engine& embed_engine, const std::string& chat_template) {
+    ModelHooks h;
+    h.tokenizer = gen.model().tokenizer;
+    const auto& emb_model = *embed_engine.model().model;
+    auto info = embedding_model_info(emb_model.file().path(), emb_model.hparams().name, embed_engine.embedding_dim());
+    if (!info) return info.error();
+    h.embed_model = std::move(*info);
+    h.embed = [&embed_engine](std::string_view text) { return embed_engine.embed(text, engine::Pooling::mean); };
+    h.generate = [&gen](std::vector<int32_t> prompt, const engine::GenerateOptions& opt) {
+        return gen.generate_tokens(std::move(prompt), opt);
+    };
+    auto tmpl = chat::ChatTemplate::for_model(gen.model().model->file(), chat_template);
+    if (!tmpl) return tmpl.error();
+    h.chat_template = std::move(*tmpl);
+    h.n_ctx = gen.config().n_ctx_seq > 0 ? std::min(gen.config().n_ctx_seq, gen.config().n_ctx) : gen.config().n_ctx;
+    return h;
+}
+
+Result<SearchMode> parse_search_mode(std::string_view s) {
+    if (s == "hybrid") return SearchMode::hybrid;
+    if (s == "vector") return SearchMode::vector;
+    if (s == "lexical") return SearchMode::lexical;
+    return Error{Errc::memory_bad_input, "search mode '" + std::string(s) + "' is not one of hybrid, vector, lexical"};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+Memory::Memory(std::shared_ptr<Store> store, ModelHooks hooks, ChunkOptions chunking)
+    : store_(std::move(store)), hooks_(std::move(hooks)), chunking_(chunking) {}
+
+Result<IngestResult> Memory::ingest(const IngestRequest& req) {
+    IngestResult out;
+    out.index = req.index;
+    out.doc_id = req.doc_id.empty() ? sanitize_id(req.name) : req.doc_id;
+    if (!valid_id(out.index)) return Error{Errc::memory_bad_input, "index name '" + out.index + "' is not 1-128 characters of [A-Za-z0-9._-]"};
+    if (!valid_id(out.doc_id)) return Error{Errc::memory_bad_input, "document id '" + out.doc_id + "' is not 1-128 characters of [A-Za-z0-9._-]"};
+    for (const auto& [k, v] : req.tags) {
+        if (k.empty() || k.find_first_of(",=") != std::string::npos || v.find(',') != std::string::npos) {
+            return Error{Errc::memory_bad_input, "tag '" + k + "=" + v + "': keys may not be empty or hold ',' or '='; values may not hold ','"};
+        }
+    }
+    if (!hooks_.tokenizer || !hooks_.embed) return Error{Errc::memory_bad_input, "ingestion needs a model (tokenizer and embeddings)"};
+    if (auto v = validate(chunking_); !v) return v.error();
+
+    const std::string hash = sha256_hex(req.bytes);
+    const std::string settings = chunking_.settings();
+    auto same = store_->is_unchanged(out.index, out.doc_id, hash, req.tags, settings);
+    if (!same) return same.error();
+    if (auto r = store_->ensure_index(out.index, hooks_.embed_model); !r) return r.error();
+    if (*same) {
+        auto doc = store_->get_document(out.index, out.doc_id);
+        if (!doc) return doc.error();
+        if (*doc) {
+            out.n_chunks = (*doc)->n_chunks;
+            out.n_tokens = (*doc)->n_tokens;
+        }
+        out.outcome = WriteOutcome::unchanged;
+        return out;
+    }
+    if (auto r = store_->mark_ingesting(out.index, out.doc_id, req.name, req.source); !r) return r.error();
+
+    // Everything slow happens outside any transaction; a failure marks the document failed.
+    auto fail = [&](const Error& e) -> Result<IngestResult> {
+        (void)store_->mark_failed(out.index, out.doc_id, e.what());
+        return e;
+    };
+    auto type = doc_type_for(req.name, req.mime);
+    if (!type) return fail(type.error());
+    auto text = extract_text(req.bytes, *type, req.name);
+    if (!text) return fail(text.error());
+    auto chunks = chunk_text(*text, *hooks_.tokenizer, chunking_);
+    if (!chunks) return fail(chunks.error());
+
+    DocumentInput doc;
+    doc.index = out.index;
+    doc.doc_id = out.doc_id;
+    doc.name = req.name;
+    doc.source = req.source;
+    doc.content_hash = hash;
+    doc.settings = settings;
+    doc.tags = req.tags;
+    doc.chunks.reserve(chunks->size());
+    for (auto& c : *chunks) {
+        auto e = hooks_.embed(c.text);
+        if (!e) return fail(Error{e.error().code, "embedding chunk " + std::to_string(c.position) + " of '" + req.name + "': " + e.error().message});
+        if (static_cast<int32_t>(e->size()) != hooks_.embed_model.dim) {
+            return fail(Error{Errc::memory_model_mismatch, "embedding has " + std::to_string(e->size()) + " floats; the model info says " +
+                                                               std::to_string(hooks_.embed_model.dim)});
+        }
+        out.n_tokens += c.n_tokens;
+        doc.chunks.push_back(ChunkInput{c.position, std::move(c.text), c.n_tokens, std::move(*e)});
+    }
+    out.n_chunks = static_cast<int32_t>(doc.chunks.size());
+    auto w = store_->write_document(doc);
+    if (!w) return fail(w.error());
+    out.outcome = *w;
+    return out;
+}
+
+Result<IngestResult> Memory::ingest_file(const std::string& path, const std::string& index, const Tags& tags, const std::string& doc_id) {
+    IngestRequest req;
+    req.index = index;
+    req.name = std::filesystem::path(path).filename().string();
+    req.source = path;
+    req.doc_id = doc_id.empty() ? sanitize_id(std::filesystem::path(path).lexically_normal().string()) : doc_id;
+    req.tags = tags;
+    // Refuse unsupported types before reading (a big binary file costs nothing then).
+    if (auto t = doc_type_for(req.name); !t) return t.error();
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return Error{Errc::memory_extract, "cannot open '" + path + "'"};
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    req.bytes = ss.str();
+    return ingest(req);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search
+
+Result<void> Memory::check_index_model(const std::string& index) {
+    auto info = store_->find_index(index);
+    if (!info) return info.error();
+    if (!*info) return {};
+    const auto& m = (*info)->model;
+    if (m.fingerprint != hooks_.embed_model.fingerprint || m.dim != hooks_.embed_model.dim) {
+        return Error{Errc::memory_model_mismatch, "index '" + index + "' was embedded by model '" + m.name + "' (" + m.fingerprint + ", dim " +
+                                                      std::to_string(m.dim) + "); the model in use is '" + hooks_.embed_model.name + "' (" +
+                                                      hooks_.embed_model.fingerprint + ", dim " + std::to_string(hooks_.embed_model.dim) +
+                                                      "). Search with the model that ingested it (or --embed-model)"};
+    }
+    return {};
+}
+
+Result<SearchResult> Memory::search(const std::string& query, const SearchOptions& opt) {
+    SearchResult out;
+    if (opt.limit <= 0) return out;
+    if (!hooks_.embed) return Error{Errc::memory_bad_input, "search needs a model (embeddings)"};
+    if (auto r = check_index_model(opt.index); !r) return r.error();
+    auto info = store_->find_index(opt.index);
+    if (!info) return info.error();
+    if (!*info) return out;  // nothing ingested into that index yet
+
+    const int32_t n_cand = std::max<int32_t>(opt.limit * 4, 50);
+    std::vector<float> q;
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+        // bounded: the query is embedded like a chunk, at most one chunk's worth of tokens
+        // (chunks fit the embedding context by construction)
+        auto e = hooks_.embed(hooks_.tokenizer ? cut_to_tokens(*hooks_.tokenizer, query, chunking_.max_tokens) : query);
+        if (!e) return e.error();
+        q = std::move(*e);
+    }
+    if (static_cast<int32_t>(q.size()) != (*info)->model.dim) {
+        return Error{Errc::memory_model_mismatch, "query embedding has " + std::to_string(q.size()) + " floats; index '" + opt.index +
+                                                      "' holds " + std::to_string((*info)->model.dim)};
+    }
+    out.embed_ms = ms_since(t0);
+    const auto t1 = std::chrono::steady_clock::now();
+
+    auto vs = store_->vectors(opt.index);
+    if (!vs) return vs.error();
+    const VectorSet& set = **vs;
+    auto allowed = store_->filter_documents(opt.index, opt.filter.doc_id, opt.filter.tags);
+    if (!allowed) return allowed.error();
+    const std::unordered_set<int64_t>* allow = allowed->has_value() ? &**allowed : nullptr;
+
+    struct Cand {
+        double rrf = 0.0;
+        double relevance = 0.0;
+        int32_t vrank = 0, lrank = 0;
+    };
+    std::unordered_map<int64_t, Cand> cands;  // chunk id -> candidate
+    constexpr double kRrfK = 60.0;            // the constant from Cormack et al. (2009)
+
+    if (opt.mode != SearchMode::lexical) {
+        const auto top = top_k_scan(set.data.data(), set.size(), set.dim, q.data(), static_cast<size_t>(n_cand), &set.doc_rowids, allow);
+        out.n_scanned = allow ? 0 : set.size();
+        for (size_t r = 0; r < top.size(); ++r) {
+            Cand& c = cands[set.chunk_ids[top[r].first]];
+            c.vrank = static_cast<int32_t>(r + 1);
+            c.rrf += 1.0 / (kRrfK + static_cast<double>(r + 1));
+            c.relevance = std::clamp(static_cast<double>(top[r].second), 0.0, 1.0);
+        }
+    }
+    if (opt.mode != SearchMode::vector) {
+        auto lex = store_->lexical(opt.index, query, allow ? n_cand * 8 : n_cand);
+        if (!lex) return lex.error();
+        int32_t rank = 0;
+        for (const auto& [id, bm25] : *lex) {
+            auto row = set.row_of.find(id);
+            if (row == set.row_of.end()) continue;
+            if (allow && !allow->count(set.doc_rowids[row->second])) continue;
+            if (++rank > n_cand) break;
+            Cand& c = cands[id];
+            c.lrank = rank;
+            c.rrf += 1.0 / (kRrfK + rank);
+            if (c.vrank == 0) {
+                const float* v = set.data.data() + row->second * static_cast<size_t>(set.dim);
+                c.relevance = std::clamp(static_cast<double>(dot_f32(v, q.data(), set.dim)), 0.0, 1.0);
+            }
+        }
+    }
+
+    std::vector<std::pair<int64_t, Cand>> ranked;
+    for (const auto& [id, c] : cands) {
+        if (c.relevance >= opt.min_relevance) ranked.emplace_back(id, c);
+    }
+    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+        if (a.second.rrf != b.second.rrf) return a.second.rrf > b.second.rrf;
+        if (a.second.relevance != b.second.relevance) return a.second.relevance > b.second.relevance;
+        return a.first < b.first;
+    });
+    if (ranked.size() > static_cast<size_t>(opt.limit)) ranked.resize(static_cast<size_t>(opt.limit));
+    std::vector<int64_t> ids;
+    for (const auto& r : ranked) ids.push_back(r.first);
+    auto rows = store_->chunks(ids);
+    if (!rows) return rows.error();
+    std::unordered_map<int64_t, ChunkRow*> by_id;
+    for (auto& r : *rows) by_id[r.chunk_id] = &r;
+    for (const auto& [id, c] : ranked) {
+        auto it = by_id.find(id);
+        if (it == by_id.end()) continue;  // deleted between the scan and now
+        out.hits.push_back(SearchHit{std::move(*it->second), c.relevance, c.rrf, c.vrank, c.lrank});
+    }
+    out.search_ms = ms_since(t1);
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ask
+
+Result<AskResult> Memory::ask(const std::string& question, const AskOptions& opt) {
+    AskResult out;
+    if (!hooks_.generate || !hooks_.chat_template || !hooks_.tokenizer || hooks_.n_ctx <= 0) {
+        return Error{Errc::memory_bad_input, "ask needs a generating model (generate hook, chat template and context size)"};
+    }
+    if (opt.max_tokens < 1 || opt.max_tokens >= hooks_.n_ctx) {
+        return Error{Errc::memory_bad_input, "max_tokens " + std::to_string(opt.max_tokens) + " must be in [1, context " +
+                                                 std::to_string(hooks_.n_ctx) + ")"};
+    }
+    if (trim(question).empty()) return Error{Errc::memory_bad_input, "the question is empty"};
+    if (!opt.conversation_id.empty() && !valid_id(opt.conversation_id)) {
+        return Error{Errc::memory_bad_input, "conversation id '" + opt.conversation_id + "' is not 1-128 characters of [A-Za-z0-9._-]"};
+    }
+    out.n_ctx = hooks_.n_ctx;
+    out.max_tokens = opt.max_tokens;
+
+    // 1. retrieve
+    SearchOptions so;
+    so.index = opt.index;
+    so.filter = opt.filter;
+    so.min_relevance = opt.min_relevance;
+    so.limit = std::max(1, opt.n_candidates);
+    auto found = search(question, so);
+    if (!found) return found.error();
+
+    // 2. history (stored as user/assistant pairs)
+    std::vector<Turn> turns;
+    if (!opt.conversation_id.empty()) {
+        auto t = store_->conversation(opt.conversation_id);
+        if (!t) return t.error();
+        turns = std::move(*t);
+        if (turns.size() % 2) turns.erase(turns.begin());
+    }
+    auto remember = [&](const std::string& answer) -> Result<void> {
+        if (opt.conversation_id.empty()) return {};
+        const auto& tok = *hooks_.tokenizer;
+        return store_->append_turns(opt.conversation_id,
+                                    {Turn{"user", question, static_cast<int32_t>(tok.encode(question, false, false).size())},
+                                     Turn{"assistant", answer, static_cast<int32_t>(tok.encode(answer, false, false).size())}});
+    };
+
+    if (found->hits.empty()) {
+        // Nothing passed min_relevance: say so without calling the model.
+        out.answer = kNothingFound;
+        out.found = false;
+        out.n_history_dropped = static_cast<int32_t>(turns.size());
+        if (auto r = remember(out.answer); !r) return r.error();
+        return out;
+    }
+    out.found = true;
+
+    // 3. the prompt, within n_ctx - max_tokens
+    PromptParts parts;
+    parts.instructions = opt.instructions.empty() ? kDefaultInstructions : opt.instructions;
+    for (const auto& t : turns) parts.history.push_back({t.role, t.content});
+    for (const auto& h : found->hits) parts.sources.push_back(source_text(h.chunk));
+    parts.question = question;
+    PromptBudget budget;
+    budget.n_ctx = hooks_.n_ctx;
+    budget.max_tokens = opt.max_tokens;
+    budget.history_tokens = static_cast<int32_t>(std::clamp(opt.history_share, 0.0f, 1.0f) * static_cast<float>(hooks_.n_ctx - opt.max_tokens));
+    auto built = build_prompt(*hooks_.chat_template, *hooks_.tokenizer, parts, budget);
+    if (!built) return built.error();
+    out.n_prompt_tokens = static_cast<int32_t>(built->tokens.size());
+    out.n_history_used = built->n_history;
+    out.n_history_dropped = static_cast<int32_t>(turns.size()) - built->n_history;
+    out.question_truncated = built->question_truncated;
+
+    // 4. generate in its own sequence (the hook's; it is released when the request ends)
+    engine::GenerateOptions g;
+    g.max_tokens = opt.max_tokens;
+    g.sampling = opt.sampling;
+    g.stop = hooks_.chat_template->end_of_turn_strings();
+    g.stop_at_eog = true;
+    g.policy = engine::ContextPolicy::error;
+    auto res = hooks_.generate(std::move(built->tokens), g);
+    if (!res) return res.error();
+    out.answer = trim(res->text);
+    out.finish_reason = res->finish_reason();
+    out.n_reused = res->n_reused;
+    if (res->finish == engine::FinishReason::error) return res->error;
+    for (int32_t i : built->included) out.sources.push_back(std::move(found->hits[static_cast<size_t>(i)]));  // [1], [2], ...
+    if (auto r = remember(out.answer); !r) return r.error();
+    return out;
+}
+
+}  // namespace kvrag::memory

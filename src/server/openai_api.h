@@ -1,0 +1,112 @@
+// OpenAI request parsing and response shapes: JSON in, engine options out, JSON back.
+//
+// Pure functions (no sockets, no engine state), so every validation rule is unit-testable.
+// Parsing never throws: a bad field becomes an ApiError naming the field (`param`) and the value.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chat/chat_template.h"
+#include "engine/engine.h"
+
+namespace kvrag::server {
+
+using json = nlohmann::json;
+
+// An error as OpenAI clients expect it: {"error":{"message","type","param","code"}}.
+struct ApiError {
+    int status = 400;
+    std::string message;
+    std::string type = "invalid_request_error";
+    std::string param;   // "" -> null
+    std::string code;    // "" -> null
+    int retry_after_s = 0;  // > 0 adds a Retry-After header
+
+    json to_json() const;
+    static ApiError bad_request(std::string message, std::string param = "");
+};
+
+// Maps a kvrag Error to HTTP: request_invalid / request_too_long / tokenizer errors -> 400,
+// kv_no_space -> 503 (busy), anything else -> 500.
+ApiError api_error_from(const Error& err, std::string param = "");
+
+// Checks the request body before JSON parsing; nullopt when it is valid UTF-8, else the byte
+// offset of the first bad sequence.
+std::optional<size_t> find_invalid_utf8(std::string_view s);
+
+// Parses a request body into a JSON object, with clear messages for invalid UTF-8, syntax errors
+// and non-object bodies.
+std::optional<ApiError> parse_body(const std::string& body, json& out);
+
+// What the server needs to validate a generation request.
+struct ApiLimits {
+    std::string model_id;                  // served name; requests naming another model get 404
+    std::vector<std::string> model_aliases;
+    int32_t n_ctx_seq = 2048;              // per-request context (prompt + max_tokens)
+    int32_t default_max_tokens = 256;      // when the request gives none (capped to the context)
+    engine::ContextPolicy policy = engine::ContextPolicy::error;
+};
+
+// A parsed /v1/completions or /v1/chat/completions request.
+struct GenerationRequest {
+    bool chat = false;
+    bool stream = false;
+    std::string model;                       // as requested (may be empty)
+    std::string prompt_text;                 // completions with a text prompt
+    std::vector<int32_t> prompt_tokens;      // completions with a token-id prompt
+    bool has_token_prompt = false;
+    std::vector<chat::Message> messages;     // chat
+    std::optional<int64_t> max_tokens;       // as given; resolved against the prompt later
+    engine::GenerateOptions options;         // sampling, stop, policy (max_tokens set later)
+    bool seed_given = false;
+};
+
+// Validates fields and types. The returned error names the field in `param`.
+std::optional<ApiError> parse_generation_request(const json& body, bool chat, const ApiLimits& limits, GenerationRequest& out);
+
+// Fills options.max_tokens from the request (or the default, capped so prompt + max_tokens fits
+// the context when the client gave none).
+std::optional<ApiError> resolve_max_tokens(GenerationRequest& req, int32_t n_prompt, const ApiLimits& limits);
+
+// A parsed /v1/embeddings request: each input as text or as token ids.
+struct EmbeddingRequest {
+    std::string model;
+    std::vector<std::string> texts;                 // when inputs are strings
+    std::vector<std::vector<int32_t>> token_inputs; // when inputs are token-id arrays
+    engine::Pooling pooling = engine::Pooling::mean;
+    bool base64 = false;                            // encoding_format "base64"
+};
+std::optional<ApiError> parse_embedding_request(const json& body, const ApiLimits& limits, EmbeddingRequest& out);
+
+// ---- responses ----
+struct Usage {
+    int64_t prompt_tokens = 0;
+    int64_t completion_tokens = 0;
+    json to_json() const;
+};
+
+// "stop" or "length" for a finished result (a stop string or end-of-generation token -> stop).
+const char* openai_finish_reason(const engine::GenerateResult& r);
+
+json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
+                         const engine::GenerateResult& r);
+// One streamed chunk: `text` as delta (chat: content; first chat chunk also carries the role),
+// finish_reason null unless `finish` is given; usage only when given (the final chunk).
+json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, const std::string& text,
+                  bool with_role, const char* finish, const Usage* usage);
+json embedding_response(const std::string& model, const std::vector<std::vector<float>>& vectors, bool base64,
+                        int64_t prompt_tokens);
+
+// Standard base64 (RFC 4648, with padding) of raw bytes: embeddings' encoding_format "base64"
+// carries little-endian float32s this way.
+std::string base64_encode(std::string_view bytes);
+
+// JSON text that never throws on invalid UTF-8 (replaced by U+FFFD).
+std::string dump(const json& j);
+
+}  // namespace kvrag::server

@@ -1,0 +1,44 @@
+// `kvrag serve`: an OpenAI-compatible HTTP server over one engine (see docs/server.md).
+//
+// Start-up order: bind the port (so /health can say "loading"), load the model, create the
+// engine and the scheduler, then serve until SIGINT/SIGTERM. Shutdown: new generation requests
+// get 503, queued ones end with 503, running ones may finish for the grace period and are then
+// cancelled (their streams end with an error event and [DONE]); then the listener closes and
+// the process exits 0.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/ggml_type.h"
+#include "engine/engine.h"
+#include "server/server_context.h"
+
+namespace kvrag::server {
+
+struct ServeConfig {
+    std::string model_path;
+    std::string host = "127.0.0.1";
+    int port = 8080;                    // 0 = any free port (printed at start-up)
+    int32_t ctx = 0;                    // KV cells in all; 0 = min(4096, trained context)
+    int32_t parallel = 4;               // requests running at once
+    int32_t threads = 0;                // 0 = physical cores
+    int32_t batch = 256;                // tokens per forward step (decode + prefill chunks)
+    GgmlType kv_type = GgmlType::F16;
+    engine::ContextPolicy policy = engine::ContextPolicy::error;
+    std::string api_key;                // empty = no authentication
+    double timeout_s = 0.0;             // per request, queue + run; 0 = none
+    double queue_timeout_s = 30.0;      // longest wait for KV room
+    int32_t max_queue = 64;             // waiting requests beyond which submit answers 429
+    int32_t default_max_tokens = 256;   // when a request sets none (capped to the context)
+    size_t max_body_bytes = 4u << 20;   // larger bodies get 413
+    double shutdown_grace_s = 5.0;      // running requests may finish this long after a signal
+    std::string chat_template;          // forced template name (or Jinja source); "" = the model's
+    std::vector<ServerExtension> extensions;
+};
+
+// Runs the server until a signal; returns the process exit code (0 after a clean shutdown).
+int run_server(const ServeConfig& config);
+
+}  // namespace kvrag::server

@@ -1,0 +1,68 @@
+// What the server offers to modules that add their own routes (the memory/RAG module with
+// `kvrag serve --memory DIR`). See docs/server.md, "Extending the server".
+//
+// An extension registers routes on http() in add_routes(), before the server listens; its
+// handlers then run behind the same API-key check, readiness check and request log as the
+// built-in endpoints. engine() and the generation helpers are usable from on_ready() and from
+// request handlers (never from add_routes(): the model is loaded after the port is bound).
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "chat/chat_template.h"
+#include "core/error.h"
+#include "engine/engine.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace kvrag::server {
+
+class ServerContext {
+public:
+    virtual ~ServerContext() = default;
+
+    virtual httplib::Server& http() = 0;
+    // The shared engine: tokenize() and embed() are thread-safe. Do not call start()/step():
+    // generation goes through submit(), which shares the scheduler's queue and limits.
+    virtual engine::Engine& engine() = 0;
+    virtual const std::string& model_id() const = 0;
+
+    // Blocking generation through the scheduler: queued, admitted and batched like an HTTP
+    // request. `alive` (e.g. client_alive(req)) is polled about every 50 ms; false cancels and
+    // frees the request's cells. Errors: kv_no_space (queue full or no room within the queue
+    // timeout), request_too_long (with the numbers), request_invalid, engine errors.
+    virtual Result<engine::GenerateResult> submit(std::vector<int32_t> prompt, const engine::GenerateOptions& options,
+                                                  const std::function<bool()>& alive = nullptr) = 0;
+    // Embedding with the server's policy: retries while the cache is busy, up to the queue timeout.
+    virtual Result<std::vector<float>> embed(std::span<const int32_t> tokens, engine::Pooling pooling,
+                                             const std::function<bool()>& alive = nullptr) = 0;
+    // Chat messages -> prompt tokens with the model's chat template (BOS as the model wants);
+    // the template's end-of-turn strings are appended to `stop` when given.
+    virtual Result<std::vector<int32_t>> chat_prompt(std::span<const chat::Message> messages,
+                                                     std::vector<std::string>* stop = nullptr) = 0;
+
+    // A poller for "is this request's client still connected?" (see client_connection.h).
+    virtual std::function<bool()> client_alive(const httplib::Request& req) = 0;
+    // Writes {"error":{"message","type","param","code"}} with `status`; maps kvrag errors the
+    // way the built-in endpoints do (400 / 503 + Retry-After / 500).
+    virtual void send_error(httplib::Response& res, const Error& err) = 0;
+    virtual void send_error(httplib::Response& res, int status, const std::string& message,
+                            const std::string& type = "invalid_request_error") = 0;
+    // Number of generated tokens to show in this request's log line.
+    virtual void log_tokens(int64_t n) = 0;
+};
+
+struct ServerExtension {
+    std::string name;
+    std::function<void(ServerContext&)> add_routes;        // before listening
+    std::function<Result<void>(ServerContext&)> on_ready;  // after loading; an error stops the server
+};
+
+}  // namespace kvrag::server

@@ -1,0 +1,130 @@
+// The memory HTTP routes in-process: a fake ServerContext over a synthetic engine, a real
+// httplib server on a free port, and httplib's client.
+#include "memory/http_routes.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "memory/memory_test_util.h"
+
+namespace kvrag::memory {
+namespace {
+
+using nlohmann::json;
+
+class FakeContext : public server::ServerContext {
+public:
+    explicit FakeContext(engine::Engine& e) : e_(e) {}
+    httplib::Server& http() override { return http_; }
+    engine::Engine& engine() override { return e_; }
+    const std::string& model_id() const override { return id_; }
+    Result<engine::GenerateResult> submit(std::vector<int32_t> prompt, const engine::GenerateOptions& o,
+                                          const std::function<bool()>&) override {
+        std::lock_guard lk(mu_);
+        return e_.generate_tokens(std::move(prompt), o);
+    }
+    Result<std::vector<float>> embed(std::span<const int32_t> tokens, engine::Pooling p, const std::function<bool()>&) override {
+        return e_.embed_tokens(tokens, p);
+    }
+    Result<std::vector<int32_t>> chat_prompt(std::span<const chat::Message>, std::vector<std::string>*) override {
+        return Error{Errc::request_invalid, "unused"};
+    }
+    std::function<bool()> client_alive(const httplib::Request&) override { return [] { return true; }; }
+    void send_error(httplib::Response& res, const Error& err) override { send_error(res, 500, err.what(), "server_error"); }
+    void send_error(httplib::Response& res, int status, const std::string& message, const std::string& type) override {
+        res.status = status;
+        res.set_content(json{{"error", {{"message", message}, {"type", type}}}}.dump(), "application/json");
+    }
+    void log_tokens(int64_t) override {}
+
+private:
+    engine::Engine& e_;
+    httplib::Server http_;
+    std::string id_ = "synthetic";
+    std::mutex mu_;
+};
+
+TEST(MemoryHttp, UploadStatusSearchAskListDelete) {
+    auto eng = engine::testing::make_engine(engine::testing::load_synthetic("memory-http", 32, 1, 64), 512, 2, 128);
+    const auto dir = testing::temp_dir("http");
+    FakeContext ctx(*eng);
+    HttpMemoryConfig cfg;
+    cfg.dir = (dir / "store").string();
+    cfg.chunking = {64, 8};
+    auto ext = memory_extension(cfg);
+    ext.add_routes(ctx);
+    ASSERT_TRUE(ext.on_ready(ctx).ok());
+    const int port = ctx.http().bind_to_any_port("127.0.0.1");
+    ASSERT_GT(port, 0);
+    std::thread th([&] { ctx.http().listen_after_bind(); });
+    httplib::Client cli("127.0.0.1", port);
+    cli.set_read_timeout(60, 0);
+
+    httplib::MultipartFormDataItems items = {
+        {"file1", testing::make_pdf("The Quillback lighthouse was automated in 1962."), "lighthouse.pdf", "application/pdf"},
+        {"index", "kb", "", ""},
+        {"tags", "team:red", "", ""},
+    };
+    auto up = cli.Post("/upload", items);
+    ASSERT_TRUE(up);
+    EXPECT_EQ(up->status, 200) << up->body;
+    const auto upj = json::parse(up->body);
+    EXPECT_EQ(upj["index"], "kb");
+    EXPECT_EQ(upj["documentId"], "lighthouse.pdf");
+
+    auto st = cli.Get("/upload-status?index=kb&documentId=lighthouse.pdf");
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->status, 200) << st->body;
+    EXPECT_TRUE(json::parse(st->body)["completed"].get<bool>());
+
+    httplib::MultipartFormDataItems bad = {{"file", "PK\x03\x04", "x.docx", "application/octet-stream"}};
+    auto upb = cli.Post("/upload", bad);
+    ASSERT_TRUE(upb);
+    EXPECT_EQ(upb->status, 400);
+    EXPECT_NE(upb->body.find("E6003"), std::string::npos) << upb->body;
+
+    auto se = cli.Post("/search", json{{"index", "kb"}, {"query", "Quillback lighthouse"}, {"filters", json::array({json{{"team", {"red"}}}})}}.dump(),
+                       "application/json");
+    ASSERT_TRUE(se);
+    ASSERT_EQ(se->status, 200) << se->body;
+    const auto sej = json::parse(se->body);
+    EXPECT_FALSE(sej["noResult"].get<bool>());
+    EXPECT_EQ(sej["results"][0]["documentId"], "lighthouse.pdf");
+    EXPECT_NE(sej["results"][0]["partitions"][0]["text"].get<std::string>().find("1962"), std::string::npos);
+
+    auto none = cli.Post("/search", json{{"index", "kb"}, {"query", "x"}, {"filters", json::array({json{{"team", {"blue"}}}})}}.dump(),
+                         "application/json");
+    EXPECT_TRUE(json::parse(none->body)["noResult"].get<bool>());
+
+    auto ask = cli.Post("/ask", json{{"index", "kb"}, {"question", "When was it automated?"}, {"maxTokens", 4}}.dump(), "application/json");
+    ASSERT_TRUE(ask);
+    ASSERT_EQ(ask->status, 200) << ask->body;
+    const auto askj = json::parse(ask->body);
+    EXPECT_FALSE(askj["noResult"].get<bool>());
+    EXPECT_EQ(askj["relevantSources"][0]["documentId"], "lighthouse.pdf");
+    EXPECT_LE(askj["tokenUsage"]["promptTokens"].get<int>() + 4, 512);
+    EXPECT_EQ(eng->cache().stats().used, 0);
+
+    auto list = cli.Get("/documents?index=kb");
+    ASSERT_TRUE(list);
+    EXPECT_EQ(json::parse(list->body)["documents"].size(), 1u);  // the failed docx went to index "default"
+    EXPECT_EQ(json::parse(cli.Get("/documents")->body)["documents"].size(), 2u);
+    auto del = cli.Delete("/documents?index=kb&documentId=lighthouse.pdf");
+    ASSERT_TRUE(del);
+    EXPECT_EQ(del->status, 200) << del->body;
+    auto del2 = cli.Delete("/documents?index=kb&documentId=lighthouse.pdf");
+    EXPECT_EQ(del2->status, 404);
+    auto badjson = cli.Post("/ask", "{not json", "application/json");
+    EXPECT_EQ(badjson->status, 400);
+
+    ctx.http().stop();
+    th.join();
+    std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kvrag::memory

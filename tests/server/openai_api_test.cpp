@@ -1,0 +1,162 @@
+// Unit tests of the OpenAI request parsing and response shapes (no sockets, no model).
+#include "server/openai_api.h"
+
+#include <gtest/gtest.h>
+
+namespace kvrag::server {
+namespace {
+
+ApiLimits limits() {
+    ApiLimits l;
+    l.model_id = "tiny";
+    l.model_aliases = {"kvrag-synthetic"};
+    l.n_ctx_seq = 512;
+    l.default_max_tokens = 100;
+    return l;
+}
+
+TEST(OpenAiApi, FindsInvalidUtf8) {
+    EXPECT_FALSE(find_invalid_utf8("plain ascii"));
+    EXPECT_FALSE(find_invalid_utf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"));
+    EXPECT_EQ(find_invalid_utf8("ab\xFF"), 2u);
+    EXPECT_EQ(find_invalid_utf8("a\xC3"), 1u);                 // truncated
+    EXPECT_EQ(find_invalid_utf8("\xC0\xAF"), 0u);              // overlong
+    EXPECT_EQ(find_invalid_utf8("x\xED\xA0\x80"), 1u);         // surrogate
+    EXPECT_EQ(find_invalid_utf8("\xF4\x90\x80\x80"), 0u);      // past U+10FFFF
+}
+
+TEST(OpenAiApi, Base64MatchesRfc4648) {
+    EXPECT_EQ(base64_encode(""), "");
+    EXPECT_EQ(base64_encode("f"), "Zg==");
+    EXPECT_EQ(base64_encode("fo"), "Zm8=");
+    EXPECT_EQ(base64_encode("foo"), "Zm9v");
+    EXPECT_EQ(base64_encode("foobar"), "Zm9vYmFy");
+}
+
+TEST(OpenAiApi, ParsesACompletionRequest) {
+    json body = json::parse(R"({"model":"tiny","prompt":"hi","max_tokens":7,"temperature":0,"top_p":0.5,"stop":["a","b"],
+                               "seed":-1,"stream":true,"presence_penalty":0.5,"ignore_eos":true})");
+    GenerationRequest r;
+    ASSERT_FALSE(parse_generation_request(body, false, limits(), r));
+    EXPECT_EQ(r.prompt_text, "hi");
+    EXPECT_EQ(r.max_tokens, 7);
+    EXPECT_TRUE(r.stream);
+    EXPECT_EQ(r.options.sampling.temperature, 0.0f);
+    EXPECT_EQ(r.options.sampling.top_p, 0.5f);
+    EXPECT_EQ(r.options.sampling.top_k, 0);
+    EXPECT_EQ(r.options.sampling.seed, ~uint64_t{0});
+    EXPECT_EQ(r.options.stop, (std::vector<std::string>{"a", "b"}));
+    EXPECT_FALSE(r.options.stop_at_eog);
+    ASSERT_FALSE(resolve_max_tokens(r, 10, limits()));
+    EXPECT_EQ(r.options.max_tokens, 7);
+}
+
+TEST(OpenAiApi, PromptFormsAndAliases) {
+    GenerationRequest r;
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":[1,2,3],"model":"kvrag-synthetic"})"), false, limits(), r));
+    EXPECT_TRUE(r.has_token_prompt);
+    EXPECT_EQ(r.prompt_tokens, (std::vector<int32_t>{1, 2, 3}));
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":[[4,5]]})"), false, limits(), r));
+    EXPECT_EQ(r.prompt_tokens, (std::vector<int32_t>{4, 5}));
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":["one"]})"), false, limits(), r));
+    EXPECT_EQ(r.prompt_text, "one");
+    auto e = parse_generation_request(json::parse(R"({"prompt":["one","two"]})"), false, limits(), r);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->param, "prompt");
+}
+
+TEST(OpenAiApi, DefaultMaxTokensIsCappedToTheRoomLeft) {
+    GenerationRequest r;
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x"})"), false, limits(), r));
+    ASSERT_FALSE(resolve_max_tokens(r, 10, limits()));
+    EXPECT_EQ(r.options.max_tokens, 100);
+    ASSERT_FALSE(resolve_max_tokens(r, 450, limits()));
+    EXPECT_EQ(r.options.max_tokens, 62);
+    ASSERT_FALSE(resolve_max_tokens(r, 600, limits()));
+    EXPECT_EQ(r.options.max_tokens, 1);  // the engine then refuses with the numbers
+}
+
+TEST(OpenAiApi, RejectsBadFieldsNamingThem) {
+    struct Case {
+        const char* body;
+        bool chat;
+        int status;
+        const char* param;
+    };
+    const Case cases[] = {
+        {R"({})", false, 400, "prompt"},
+        {R"({"prompt":"x","max_tokens":1.5})", false, 400, "max_tokens"},
+        {R"({"prompt":"x","max_tokens":513})", false, 400, "max_tokens"},
+        {R"({"prompt":"x","max_completion_tokens":0})", false, 400, "max_completion_tokens"},
+        {R"({"prompt":"x","temperature":-1})", false, 400, "temperature"},
+        {R"({"prompt":"x","top_p":2})", false, 400, "top_p"},
+        {R"({"prompt":"x","seed":"7"})", false, 400, "seed"},
+        {R"({"prompt":"x","stop":5})", false, 400, "stop"},
+        {R"({"prompt":"x","logprobs":3})", false, 400, "logprobs"},
+        {R"({"prompt":"x","model":"other"})", false, 404, "model"},
+        {R"({"prompt":[-1]})", false, 400, "prompt"},
+        {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", true, 400, "messages[0].content[0]"},
+        {R"({"messages":[{"role":"tool","content":"x"}]})", true, 400, "messages[0].role"},
+        {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})", true, 400, "tools"},
+    };
+    for (const Case& c : cases) {
+        GenerationRequest r;
+        auto e = parse_generation_request(json::parse(c.body), c.chat, limits(), r);
+        ASSERT_TRUE(e) << c.body;
+        EXPECT_EQ(e->status, c.status) << c.body;
+        EXPECT_EQ(e->param, c.param) << c.body << ": " << e->message;
+        const json j = e->to_json();
+        EXPECT_TRUE(j["error"]["message"].is_string());
+    }
+}
+
+TEST(OpenAiApi, ChatContentParts) {
+    GenerationRequest r;
+    ASSERT_FALSE(parse_generation_request(
+        json::parse(R"({"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]})"),
+        true, limits(), r));
+    ASSERT_EQ(r.messages.size(), 3u);
+    EXPECT_EQ(r.messages[0].role, "system");
+    EXPECT_EQ(r.messages[1].content, "ab");
+    EXPECT_EQ(r.messages[2].content, "");
+}
+
+TEST(OpenAiApi, BodyErrors) {
+    json j;
+    EXPECT_NE(parse_body("{\"a\":\"\xFF\"}", j)->message.find("offset 6"), std::string::npos);
+    EXPECT_NE(parse_body("{\"a\":", j)->message.find("not valid JSON"), std::string::npos);
+    EXPECT_NE(parse_body("3", j)->message.find("got integer"), std::string::npos);
+    EXPECT_FALSE(parse_body("{\"a\":1}", j));
+}
+
+TEST(OpenAiApi, ResponseShapes) {
+    engine::GenerateResult r;
+    r.prompt_tokens = {1, 2, 3};
+    r.tokens = {4, 5};
+    r.text = "hi";
+    r.finish = engine::FinishReason::length;
+    const json c = completion_response("chatcmpl-1", 7, "tiny", true, r);
+    EXPECT_EQ(c["object"], "chat.completion");
+    EXPECT_EQ(c["choices"][0]["message"]["content"], "hi");
+    EXPECT_EQ(c["choices"][0]["finish_reason"], "length");
+    EXPECT_EQ(c["usage"]["total_tokens"], 5);
+    r.finish = engine::FinishReason::stop;
+    EXPECT_EQ(completion_response("cmpl-1", 7, "tiny", false, r)["choices"][0]["finish_reason"], "stop");
+
+    const json first = stream_chunk("x", 1, "tiny", true, "", true, nullptr, nullptr);
+    EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+    EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+    EXPECT_FALSE(first.contains("usage"));
+    const Usage u{3, 2};
+    const json last = stream_chunk("x", 1, "tiny", false, "", false, "stop", &u);
+    EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+    EXPECT_EQ(last["usage"]["completion_tokens"], 2);
+
+    const json e = embedding_response("tiny", {{1.0f, 0.0f}}, true, 4);
+    EXPECT_EQ(e["data"][0]["embedding"], base64_encode(std::string("\x00\x00\x80\x3f\x00\x00\x00\x00", 8)));
+    // Invalid UTF-8 in generated text never throws when serialised.
+    EXPECT_NE(dump(json{{"t", std::string("a\xFF")}}).find("\xEF\xBF\xBD"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvrag::server
