@@ -143,7 +143,7 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
                                             std::to_string(st.reserved) + " reserved by running requests; retry later"};
     }
     r->seq_ = std::move(*seq);
-    r->id_ = next_request_id_++;
+    r->id_ = next_request_id_.fetch_add(1);
     r->on_text_ = std::move(on_text);
     r->limit_ = limit;
     r->n_keep_ = keep;
@@ -340,7 +340,6 @@ Result<std::vector<float>> Engine::embed_tokens(std::span<const int32_t> tokens,
             return Error{Errc::tokenizer_bad_token, "token " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")"};
         }
     }
-    std::lock_guard<std::mutex> lock(run_mu_);
     auto seq = cache_->admit(tokens, n, /*reuse_prefix=*/false);
     if (!seq) {
         return Error{Errc::kv_no_space, "KV cache busy: embedding needs " + std::to_string(n) + " cells; retry later"};
@@ -358,6 +357,9 @@ Result<std::vector<float>> Engine::embed_tokens(std::span<const int32_t> tokens,
             const int32_t pos = at + i;
             batch.push_back({tokens[pos], pos, seq->cells()[pos], seq->cells().data(), pos + 1, true});
         }
+        // The forward-pass lock is taken per chunk, so a long embedding does not stall the
+        // running requests' decode steps for its whole length.
+        std::lock_guard<std::mutex> lock(run_mu_);
         std::vector<float> unused;
         if (auto r = forward_->run(batch, cache_->view(), *pool_, unused, &hidden_, false); !r) return r.error();
         for (int32_t i = 0; i < m; ++i) {

@@ -129,7 +129,7 @@ public:
 
     std::vector<int32_t> tokenize(std::string_view text, const GenerateOptions& options) const;
 
-    // Applies the context policy and admits the request. Errors:
+    // Applies the context policy and admits the request (thread-safe). Errors:
     //   request_too_long: it can never fit (the message names prompt, max_tokens and context);
     //   kv_no_space: it fits but the cache cannot hold it now (busy; retry later);
     //   request_invalid / tokenizer_bad_token: bad parameters or token ids.
@@ -180,7 +180,7 @@ private:
     std::vector<float> logits_;
     std::vector<float> hidden_;
     std::mutex run_mu_;                      // one forward pass at a time (step, embed)
-    int64_t next_request_id_ = 1;
+    std::atomic<int64_t> next_request_id_{1};
     std::atomic<uint64_t> prompt_tokens_{0}, generated_tokens_{0}, steps_{0}, decode_tokens_{0};
     std::atomic<uint64_t> decode_micros_{0};
 };
