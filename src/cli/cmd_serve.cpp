@@ -1,6 +1,7 @@
 // `kvrag serve`: the OpenAI-compatible HTTP server (src/server, docs/server.md).
 #include "cli/commands.h"
 #include "engine/engine.h"
+#include "server/memory_routes.h"
 #include "server/server.h"
 
 namespace kvrag::cli {
@@ -10,6 +11,9 @@ struct ServeArgs {
     server::ServeConfig cfg;
     std::string kv_type = "f16";
     std::string policy = "error";
+    std::string memory_dir;
+    int32_t chunk_tokens = 256;
+    int32_t chunk_overlap = 32;
 };
 
 int run_serve(ServeArgs& a) {
@@ -21,6 +25,13 @@ int run_serve(ServeArgs& a) {
     auto policy = engine::parse_context_policy(a.policy);
     if (!policy) return fail(Error{Errc::cli_usage, policy.error().message});
     a.cfg.policy = *policy;
+    if (!a.memory_dir.empty()) {
+        server::HttpMemoryConfig mc;
+        mc.dir = a.memory_dir;
+        mc.chunking = {a.chunk_tokens, a.chunk_overlap};
+        mc.chat_template = a.cfg.chat_template;
+        a.cfg.extensions.push_back(server::memory_extension(mc));
+    }
     return server::run_server(a.cfg);
 }
 
@@ -45,6 +56,9 @@ Runner add_serve(CLI::App& app) {
     app.add_option("--default-max-tokens", c.default_max_tokens, "max_tokens when a request gives none (capped to the context)")->check(CLI::Range(1, 1 << 22));
     app.add_option("--max-body", c.max_body_bytes, "largest request body in bytes; larger gets 413")->check(CLI::Range(1024, 1 << 30));
     app.add_option("--shutdown-grace", c.shutdown_grace_s, "seconds running requests may finish after SIGINT/SIGTERM")->check(CLI::Range(0.0, 3600.0));
+    app.add_option("--memory", a->memory_dir, "memory store directory: adds /upload, /upload-status, /documents, /search, /ask (docs/api.md)");
+    app.add_option("--chunk-tokens", a->chunk_tokens, "memory: max tokens per chunk")->check(CLI::Range(8, 1 << 16));
+    app.add_option("--chunk-overlap", a->chunk_overlap, "memory: overlap tokens between chunks")->check(CLI::Range(0, 1 << 15));
     app.add_option("--chat-template", c.chat_template, "force a chat template: chatml, llama2, llama3, mistral, gemma, phi3 (or a variant)");
     return [a] { return run_serve(*a); };
 }

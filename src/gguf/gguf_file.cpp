@@ -18,16 +18,6 @@ constexpr uint32_t kMaxDims = 4;         // GGML_MAX_DIMS
 constexpr int kMaxArrayDepth = 4;        // nested arrays deeper than this are treated as corrupt
 constexpr uint64_t kMaxNameLength = 1 << 16;
 
-size_t scalar_size(ValueType t) {
-    switch (t) {
-        case ValueType::UINT8: case ValueType::INT8: case ValueType::BOOL: return 1;
-        case ValueType::UINT16: case ValueType::INT16: return 2;
-        case ValueType::UINT32: case ValueType::INT32: case ValueType::FLOAT32: return 4;
-        case ValueType::UINT64: case ValueType::INT64: case ValueType::FLOAT64: return 8;
-        default: return 0;
-    }
-}
-
 bool valid_value_type(uint32_t t) { return t <= static_cast<uint32_t>(ValueType::FLOAT64); }
 
 template <class T>
@@ -98,7 +88,7 @@ std::shared_ptr<ArrayValue> read_array(Cursor& c, const std::string& path, const
     }
     arr->elem_type = static_cast<ValueType>(raw_type);
     arr->n = c.read<uint64_t>("array length");
-    const size_t esz = scalar_size(arr->elem_type);
+    const size_t esz = value_type_size(arr->elem_type);
     if (esz > 0) {
         if (arr->n > c.left() / esz) {
             throw_error(Errc::gguf_bad_value,
@@ -187,6 +177,16 @@ bool is_signed(ValueType t) {
 
 }  // namespace
 
+size_t value_type_size(ValueType t) {
+    switch (t) {
+        case ValueType::UINT8: case ValueType::INT8: case ValueType::BOOL: return 1;
+        case ValueType::UINT16: case ValueType::INT16: return 2;
+        case ValueType::UINT32: case ValueType::INT32: case ValueType::FLOAT32: return 4;
+        case ValueType::UINT64: case ValueType::INT64: case ValueType::FLOAT64: return 8;
+        default: return 0;
+    }
+}
+
 std::string_view value_type_name(ValueType t) {
     switch (t) {
         case ValueType::UINT8: return "uint8";
@@ -208,7 +208,7 @@ std::string_view value_type_name(ValueType t) {
 
 std::optional<int64_t> ArrayValue::int_at(uint64_t idx) const {
     if (idx >= n || data == nullptr) return std::nullopt;
-    const uint8_t* p = data + idx * scalar_size(elem_type);
+    const uint8_t* p = data + idx * value_type_size(elem_type);
     switch (elem_type) {
         case ValueType::UINT8: return load_le<uint8_t>(p);
         case ValueType::INT8: return load_le<int8_t>(p);
@@ -229,7 +229,7 @@ std::optional<int64_t> ArrayValue::int_at(uint64_t idx) const {
 
 std::optional<double> ArrayValue::float_at(uint64_t idx) const {
     if (idx >= n || data == nullptr) return std::nullopt;
-    const uint8_t* p = data + idx * scalar_size(elem_type);
+    const uint8_t* p = data + idx * value_type_size(elem_type);
     if (elem_type == ValueType::FLOAT32) return load_le<float>(p);
     if (elem_type == ValueType::FLOAT64) return load_le<double>(p);
     if (auto i = int_at(idx)) return static_cast<double>(*i);

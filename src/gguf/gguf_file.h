@@ -25,6 +25,8 @@ enum class ValueType : uint32_t {
     BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 };
 std::string_view value_type_name(ValueType t);
+// Bytes of one scalar of type t (0 for STRING and ARRAY, whose size is in the data).
+size_t value_type_size(ValueType t);
 
 struct Value;
 

@@ -19,16 +19,6 @@ void put_string(std::vector<uint8_t>& out, std::string_view s) {
     out.insert(out.end(), s.begin(), s.end());
 }
 
-size_t scalar_bytes(ValueType t) {
-    switch (t) {
-        case ValueType::UINT8: case ValueType::INT8: case ValueType::BOOL: return 1;
-        case ValueType::UINT16: case ValueType::INT16: return 2;
-        case ValueType::UINT32: case ValueType::INT32: case ValueType::FLOAT32: return 4;
-        case ValueType::UINT64: case ValueType::INT64: case ValueType::FLOAT64: return 8;
-        default: return 0;
-    }
-}
-
 // Serialises a value read from a file back to its on-disk payload (without the type tag).
 void put_value(std::vector<uint8_t>& out, const Value& v) {
     switch (v.type) {
@@ -53,7 +43,7 @@ void put_value(std::vector<uint8_t>& out, const Value& v) {
             } else if (a.elem_type == ValueType::ARRAY) {
                 for (const auto& sub : a.arrays) put_value(out, sub);
             } else {
-                out.insert(out.end(), a.data, a.data + a.n * scalar_bytes(a.elem_type));
+                out.insert(out.end(), a.data, a.data + a.n * value_type_size(a.elem_type));
             }
             break;
         }

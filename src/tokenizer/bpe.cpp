@@ -13,12 +13,7 @@ namespace kvrag::tokenizer::detail {
 
 namespace {
 
-struct Symbol {
-    uint32_t start = 0;
-    uint32_t n = 0;  // 0 once merged into its left neighbour
-    int32_t prev = -1;
-    int32_t next = -1;
-};
+using Symbol = MergeSymbol;
 
 struct Bigram {
     int32_t rank = 0;
@@ -46,17 +41,7 @@ void bpe_tokenize_word(const Vocab& vocab, std::string_view word, std::vector<in
         }
     }
 
-    std::vector<Symbol> symbols;
-    symbols.reserve(word.size());
-    for (size_t offs = 0; offs < word.size();) {
-        Symbol sym;
-        sym.start = static_cast<uint32_t>(offs);
-        sym.n = static_cast<uint32_t>(std::min(utf8_len(static_cast<uint8_t>(word[offs])), word.size() - offs));
-        offs += sym.n;
-        sym.prev = static_cast<int32_t>(symbols.size()) - 1;
-        sym.next = offs == word.size() ? -1 : static_cast<int32_t>(symbols.size()) + 1;
-        symbols.push_back(sym);
-    }
+    std::vector<Symbol> symbols = split_into_symbols(word);
 
     std::priority_queue<Bigram, std::vector<Bigram>, BigramGreater> queue;
     std::string key;

@@ -14,12 +14,7 @@ namespace kvrag::tokenizer::detail {
 
 namespace {
 
-struct Symbol {
-    uint32_t start = 0;  // byte offset in the fragment
-    uint32_t n = 0;      // byte length; 0 once merged into its left neighbour
-    int32_t prev = -1;
-    int32_t next = -1;
-};
+using Symbol = MergeSymbol;
 
 struct Bigram {
     float score = 0.0f;
@@ -51,17 +46,7 @@ std::optional<int32_t> byte_token(const Vocab& vocab, uint8_t byte) {
 void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out) {
     if (text.empty()) return;
 
-    std::vector<Symbol> symbols;
-    symbols.reserve(text.size());
-    for (size_t offs = 0; offs < text.size();) {
-        Symbol sym;
-        sym.start = static_cast<uint32_t>(offs);
-        sym.n = static_cast<uint32_t>(std::min(utf8_len(static_cast<uint8_t>(text[offs])), text.size() - offs));
-        offs += sym.n;
-        sym.prev = static_cast<int32_t>(symbols.size()) - 1;
-        sym.next = offs == text.size() ? -1 : static_cast<int32_t>(symbols.size()) + 1;
-        symbols.push_back(sym);
-    }
+    std::vector<Symbol> symbols = split_into_symbols(text);
 
     std::priority_queue<Bigram, std::vector<Bigram>, BigramLess> queue;
     auto try_add = [&](int32_t left, int32_t right) {

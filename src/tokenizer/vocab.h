@@ -2,6 +2,7 @@
 // Not part of the public API: include tokenizer/tokenizer.h instead.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -13,10 +14,37 @@
 #include <vector>
 
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
 
 namespace kvrag::tokenizer::detail {
 
 enum class VocabKind { spm, bpe, wpm };
+
+// A symbol of the merge algorithms (SPM bigram scores, BPE merge ranks): a byte range of the
+// text being merged, linked to its neighbours; n is 0 once merged into its left neighbour.
+struct MergeSymbol {
+    uint32_t start = 0;
+    uint32_t n = 0;
+    int32_t prev = -1;
+    int32_t next = -1;
+};
+
+// One symbol per UTF-8 character of text, linked in order (a truncated trailing character
+// becomes a shorter symbol).
+inline std::vector<MergeSymbol> split_into_symbols(std::string_view text) {
+    std::vector<MergeSymbol> symbols;
+    symbols.reserve(text.size());
+    for (size_t offs = 0; offs < text.size();) {
+        MergeSymbol sym;
+        sym.start = static_cast<uint32_t>(offs);
+        sym.n = static_cast<uint32_t>(std::min(utf8_len(static_cast<uint8_t>(text[offs])), text.size() - offs));
+        offs += sym.n;
+        sym.prev = static_cast<int32_t>(symbols.size()) - 1;
+        sym.next = offs == text.size() ? -1 : static_cast<int32_t>(symbols.size()) + 1;
+        symbols.push_back(sym);
+    }
+    return symbols;
+}
 
 struct StringHash {
     using is_transparent = void;

@@ -12,17 +12,17 @@
 #include "memory/chunker.h"
 #include "server/server_context.h"
 
-namespace kvrag::memory {
+namespace kvrag::server {
 
 struct HttpMemoryConfig {
     std::string dir;                 // --memory DIR
-    ChunkOptions chunking;           // --chunk-tokens / --chunk-overlap
+    memory::ChunkOptions chunking;           // --chunk-tokens / --chunk-overlap
     std::string chat_template;       // forced template name ("" = the model's)
     size_t max_upload_bytes = 64u << 20;
 };
 
 // Add the result to ServeConfig::extensions. on_ready opens the store (an error stops the
 // server: bad directory, another schema version).
-server::ServerExtension memory_extension(const HttpMemoryConfig& config);
+ServerExtension memory_extension(const HttpMemoryConfig& config);
 
-}  // namespace kvrag::memory
+}  // namespace kvrag::server

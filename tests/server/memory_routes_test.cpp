@@ -1,6 +1,6 @@
 // The memory HTTP routes in-process: a fake ServerContext over a synthetic engine, a real
 // httplib server on a free port, and httplib's client.
-#include "memory/http_routes.h"
+#include "server/memory_routes.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -52,10 +52,10 @@ TEST(MemoryHttp, UploadStatusSearchAskListDelete) {
     auto eng = engine::testing::make_engine(engine::testing::load_synthetic("memory-http", 32, 1, 64), 512, 2, 128);
     const auto dir = testing::temp_dir("http");
     FakeContext ctx(*eng);
-    HttpMemoryConfig cfg;
+    server::HttpMemoryConfig cfg;
     cfg.dir = (dir / "store").string();
     cfg.chunking = {64, 8};
-    auto ext = memory_extension(cfg);
+    auto ext = server::memory_extension(cfg);
     ext.add_routes(ctx);
     ASSERT_TRUE(ext.on_ready(ctx).ok());
     const int port = ctx.http().bind_to_any_port("127.0.0.1");

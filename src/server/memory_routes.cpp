@@ -1,4 +1,4 @@
-#include "memory/http_routes.h"
+#include "server/memory_routes.h"
 
 #include <httplib.h>
 
@@ -8,7 +8,10 @@
 
 #include "memory/memory.h"
 
-namespace kvrag::memory {
+namespace kvrag::server {
+
+// The routes translate between HTTP and the memory module; its names are used unqualified here.
+using namespace kvrag::memory;
 namespace {
 
 using nlohmann::json;
@@ -312,4 +315,4 @@ server::ServerExtension memory_extension(const HttpMemoryConfig& config) {
     return ext;
 }
 
-}  // namespace kvrag::memory
+}  // namespace kvrag::server
