@@ -246,6 +246,7 @@ struct AskArgs {
     int64_t seed = 0;
     bool json_out = false;
     bool verbose = false;
+    std::string history = "drop";
 };
 
 int run_ask(const AskArgs& a) {
@@ -260,6 +261,9 @@ int run_ask(const AskArgs& a) {
     o.max_tokens = a.max_tokens;
     o.n_candidates = a.candidates;
     o.conversation_id = a.conversation;
+    auto mode = memory::parse_history_mode(a.history);
+    if (!mode) return fail(mode.error());
+    o.history_mode = *mode;
     o.sampling.temperature = a.temp;
     o.sampling.seed = static_cast<uint64_t>(a.seed);
     auto r = s->mem->ask(a.question, o);
@@ -470,6 +474,7 @@ Runner add_ask(CLI::App& app) {
     add_model_options(app, a->m);
     app.add_option("question", a->question, "the question")->required();
     app.add_option("--conversation", a->conversation, "conversation id: history kept in the store");
+    app.add_option("--history", a->history, "turns beyond the history budget: drop (oldest first) or summarize (with the model)");
     app.add_option("--doc", a->doc_id, "only this document id");
     app.add_option("--tags", a->tags, "only documents with every tag: k=v,k2=v2");
     app.add_option("--min-relevance", a->min_relevance, "minimum cosine similarity in [0, 1]")->check(CLI::Range(0.0, 1.0));

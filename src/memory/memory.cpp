@@ -19,6 +19,16 @@ const char* const kDefaultInstructions =
     "Cite the sources you use by their number in brackets, like [1]. "
     "If the sources do not contain the answer, say that you do not know.";
 
+const char* const kSummaryInstructions =
+    "Summarise the conversation below in a few sentences, keeping names, numbers and what was "
+    "asked and answered. Write only the summary.";
+
+Result<HistoryMode> parse_history_mode(std::string_view name) {
+    if (name == "drop") return HistoryMode::drop;
+    if (name == "summarize" || name == "summarise") return HistoryMode::summarize;
+    return Error{Errc::memory_bad_input, "history mode '" + std::string(name) + "' is not one of drop, summarize"};
+}
+
 const char* const kNothingFound = "I found nothing relevant in memory to answer this question.";
 
 namespace {
@@ -369,9 +379,41 @@ Result<AskResult> Memory::ask(const std::string& question, const AskOptions& opt
     budget.history_tokens = static_cast<int32_t>(std::clamp(opt.history_share, 0.0f, 1.0f) * static_cast<float>(hooks_.n_ctx - opt.max_tokens));
     auto built = build_prompt(*hooks_.chat_template, *hooks_.tokenizer, parts, budget);
     if (!built) return built.error();
-    out.n_prompt_tokens = static_cast<int32_t>(built->tokens.size());
     out.n_history_used = built->n_history;
     out.n_history_dropped = static_cast<int32_t>(turns.size()) - built->n_history;
+    if (opt.history_mode == HistoryMode::summarize && out.n_history_dropped > 0) {
+        // The turns that did not fit are summarised by the model (a bounded request of its
+        // own, whose transcript build_prompt cuts to fit), and the summary takes their place
+        // at the head of the history; the prompt is then built again under the same budget.
+        std::string transcript;
+        for (int32_t i = 0; i < out.n_history_dropped; ++i) {
+            transcript += parts.history[static_cast<size_t>(i)].role + ": " + parts.history[static_cast<size_t>(i)].content + "\n";
+        }
+        PromptParts sp;
+        sp.instructions = kSummaryInstructions;
+        sp.question = transcript;
+        PromptBudget sb;
+        sb.n_ctx = hooks_.n_ctx;
+        sb.max_tokens = std::clamp(opt.summary_max_tokens, 1, std::max(1, hooks_.n_ctx / 4));
+        auto sprompt = build_prompt(*hooks_.chat_template, *hooks_.tokenizer, sp, sb);
+        if (!sprompt) return sprompt.error();
+        engine::GenerateOptions sg;
+        sg.max_tokens = sb.max_tokens;
+        sg.sampling = AskOptions::greedy();
+        sg.stop = hooks_.chat_template->end_of_turn_strings();
+        auto summary = hooks_.generate(std::move(sprompt->tokens), sg);
+        if (!summary) return summary.error();
+        if (summary->finish == engine::FinishReason::error) return summary->error;
+        out.history_summary = trim(summary->text);
+        out.history_summarized = true;
+        std::vector<chat::Message> kept(parts.history.end() - built->n_history, parts.history.end());
+        parts.history = {{"user", "Summary of our earlier conversation: " + out.history_summary}, {"assistant", "Noted."}};
+        parts.history.insert(parts.history.end(), kept.begin(), kept.end());
+        built = build_prompt(*hooks_.chat_template, *hooks_.tokenizer, parts, budget);
+        if (!built) return built.error();
+        out.n_history_used = built->n_history;
+    }
+    out.n_prompt_tokens = static_cast<int32_t>(built->tokens.size());
     out.question_truncated = built->question_truncated;
 
     // 4. generate in its own sequence (the hook's; it is released when the request ends)

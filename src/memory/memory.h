@@ -94,6 +94,13 @@ struct IngestResult {
     int64_t n_tokens = 0;
 };
 
+// What happens to conversation turns that no longer fit the history budget.
+enum class HistoryMode {
+    drop,       // leave the oldest turns out
+    summarize,  // replace them with a summary the model writes (one extra, bounded generation)
+};
+Result<HistoryMode> parse_history_mode(std::string_view name);
+
 struct AskOptions {
     std::string index = "default";
     SearchFilter filter;
@@ -102,6 +109,8 @@ struct AskOptions {
     std::string conversation_id;    // empty = no history
     int32_t max_tokens = 256;       // answer length (reserved in the context)
     float history_share = 0.25f;    // most of the prompt budget the history may take
+    HistoryMode history_mode = HistoryMode::drop;
+    int32_t summary_max_tokens = 96;  // length of a history summary (summarize mode)
     std::string instructions;       // empty = kDefaultInstructions
     sampling::SamplingParams sampling = greedy();
     static sampling::SamplingParams greedy() {
@@ -119,7 +128,9 @@ struct AskResult {
     int32_t n_ctx = 0;
     int32_t max_tokens = 0;
     int32_t n_history_used = 0;        // history messages in the prompt
-    int32_t n_history_dropped = 0;     // older messages left out
+    int32_t n_history_dropped = 0;     // older messages left out (summarised in summarize mode)
+    bool history_summarized = false;   // the dropped messages went into the prompt as a summary
+    std::string history_summary;
     bool question_truncated = false;
     std::string finish_reason;         // "" when the model was not called
     int32_t n_reused = 0;              // prompt tokens the prefix cache supplied
@@ -127,6 +138,7 @@ struct AskResult {
 
 extern const char* const kDefaultInstructions;
 extern const char* const kNothingFound;
+extern const char* const kSummaryInstructions;
 
 class Memory {
 public:

@@ -259,7 +259,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         send_json(res, 200, json{{"index", o.index}, {"query", *query}, {"noResult", r->hits.empty()}, {"results", citations_json(r->hits)}});
     });
 
-    // POST /ask {index, question, filters, minRelevance, conversationId, maxTokens, temperature}
+    // POST /ask {index, question, filters, minRelevance, conversationId, maxTokens, temperature, history}
     http.Post("/ask", [c, svc](const httplib::Request& req, httplib::Response& res) {
         auto body = parse_json(req.body);
         if (!body) return send_memory_error(*c, res, body.error());
@@ -269,12 +269,15 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         auto conv = get_or<std::string>(*body, "conversationId", "");
         auto max_tokens = get_or<int32_t>(*body, "maxTokens", 256);
         auto temp = get_or<double>(*body, "temperature", 0.0);
+        auto history = get_or<std::string>(*body, "history", "drop");
         auto filt = parse_filters(*body);
         for (const Error* e : {question ? nullptr : &question.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
                                conv ? nullptr : &conv.error(), max_tokens ? nullptr : &max_tokens.error(), temp ? nullptr : &temp.error(),
-                               filt ? nullptr : &filt.error()}) {
+                               filt ? nullptr : &filt.error(), history ? nullptr : &history.error()}) {
             if (e) return send_memory_error(*c, res, *e);
         }
+        auto mode = parse_history_mode(*history);
+        if (!mode) return send_memory_error(*c, res, mode.error());
         AskOptions o;
         o.index = *index;
         o.filter = *filt;
@@ -282,6 +285,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         o.conversation_id = *conv;
         o.max_tokens = *max_tokens;
         o.sampling.temperature = static_cast<float>(*temp);
+        o.history_mode = *mode;
         auto r = svc->mem->ask(*question, o);
         if (!r) return send_memory_error(*c, res, r.error());
         c->log_tokens(0);
@@ -290,6 +294,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
                                  {"relevantSources", citations_json(r->sources)},
                                  {"tokenUsage", json{{"promptTokens", r->n_prompt_tokens}, {"contextSize", r->n_ctx}, {"maxTokens", r->max_tokens}}},
                                  {"historyUsed", r->n_history_used}, {"historyDropped", r->n_history_dropped},
+                                 {"historySummarized", r->history_summarized},
                                  {"finishReason", r->finish_reason}});
     });
 }

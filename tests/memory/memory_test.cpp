@@ -284,6 +284,41 @@ TEST(MemoryEndToEnd, ConversationCarriesHistory) {
     fs::remove_all(f->dir);
 }
 
+// Summarize mode: the turns that no longer fit become a model-written summary at the head of
+// the history, still within the context.
+TEST(MemoryEndToEnd, SummarizeModeReplacesDroppedTurnsWithASummary) {
+    auto f = make_fixture("summ");
+    ASSERT_TRUE(f->mem->ingest_file(testing::data_dir() + "/orbital_notes.txt", "default", {}).ok());
+    std::vector<Turn> turns;
+    for (int i = 0; i < 60; ++i) {
+        turns.push_back({"user", "Earlier question " + std::to_string(i) + " about transfer orbits and the delta-v budget?", 0});
+        turns.push_back({"assistant", "Earlier answer " + std::to_string(i) + ": a Hohmann transfer uses two burns.", 0});
+    }
+    ASSERT_TRUE(f->mem->store().append_turns("long", turns).ok());
+    AskOptions o;
+    o.max_tokens = 16;
+    o.conversation_id = "long";
+    o.history_mode = HistoryMode::summarize;
+    o.summary_max_tokens = 24;
+    const int calls_before = f->n_generate_calls;
+    auto a = f->mem->ask("What is a Hohmann transfer?", o);
+    ASSERT_TRUE(a.ok()) << a.error().what();
+    EXPECT_TRUE(a->history_summarized);
+    EXPECT_GT(a->n_history_dropped, 0);
+    EXPECT_FALSE(a->history_summary.empty());
+    EXPECT_EQ(f->n_generate_calls, calls_before + 2);  // the summary, then the answer
+    EXPECT_LE(a->n_prompt_tokens + o.max_tokens, 512);
+    EXPECT_LE(static_cast<int64_t>(f->max_prompt_seen), 511);
+    EXPECT_EQ(shared_engine().cache().stats().used, 0);
+    // drop mode makes one call and no summary.
+    o.history_mode = HistoryMode::drop;
+    auto b = f->mem->ask("What is a Hohmann transfer?", o);
+    ASSERT_TRUE(b.ok());
+    EXPECT_FALSE(b->history_summarized);
+    EXPECT_FALSE(parse_history_mode("forget").ok());
+    fs::remove_all(f->dir);
+}
+
 // The prompt builder alone, over every chat template family and tight budgets.
 TEST(MemoryPromptBuilder, FitsForEveryTemplateAndBudget) {
     const auto& tok = *shared_engine().model().tokenizer;
