@@ -249,9 +249,26 @@ std::string Value::to_display(size_t max_array_items) const {
             return buf;
         }
         case ValueType::ARRAY: {
-            std::string s = "[" + std::string(value_type_name(arr->elem_type)) + " x " +
-                            std::to_string(arr->n) + "]";
-            (void)max_array_items;
+            // "[string x 32000]" and, for short numeric arrays, the first items.
+            std::string s = "[";
+            s += value_type_name(arr->elem_type);
+            s += " x ";
+            s += std::to_string(arr->n);
+            s += "]";
+            if (arr->data != nullptr && arr->n <= max_array_items) {
+                s += " {";
+                for (uint64_t k = 0; k < arr->n; ++k) {
+                    if (k) s += ", ";
+                    if (auto iv = arr->int_at(k)) {
+                        s += std::to_string(*iv);
+                    } else if (auto fv = arr->float_at(k)) {
+                        char buf[32];
+                        std::snprintf(buf, sizeof(buf), "%g", *fv);
+                        s += buf;
+                    }
+                }
+                s += "}";
+            }
             return s;
         }
         default:

@@ -174,7 +174,10 @@ Result<std::string> pdf_to_text(std::string_view bytes, std::string_view name) {
     static std::once_flag once;
     std::call_once(once, [] { poppler::set_debug_error_function(quiet_poppler, nullptr); });
     if (bytes.size() > static_cast<size_t>(INT32_MAX)) {
-        return Error{Errc::memory_extract, "'" + std::string(name) + "' is " + std::to_string(bytes.size()) + " bytes; PDFs over 2 GiB are not supported"};
+        std::string msg = "'";
+        msg += name;
+        msg += "' is " + std::to_string(bytes.size()) + " bytes; PDFs over 2 GiB are not supported";
+        return Error{Errc::memory_extract, std::move(msg)};
     }
     if (bytes.size() < 5 || bytes.substr(0, 5) != "%PDF-") {
         return Error{Errc::memory_extract, "'" + std::string(name) + "' is not a PDF (no %PDF- header)"};
