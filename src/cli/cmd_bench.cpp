@@ -62,8 +62,8 @@ Runner add_bench(CLI::App& app) {
         auto m = model::Model::load(a->model_path, terminal_progress("loading"));
         if (!m) return fail(m.error());
         const auto& hp = (*m)->hparams();
-        auto kv_type = ggml_type_from_name(a->kv_type);
-        if (!kv_type) return fail(Error{Errc::cli_usage, "--kv-type '" + a->kv_type + "' is not one of f16, q8_0, f32"});
+        auto kv_type = parse_kv_type(a->kv_type);
+        if (!kv_type) return fail(kv_type.error());
         auto geo = kvcache::make_geometry(hp, *kv_type);
         if (!geo) return fail(geo.error());
         const int32_t n_cells = a->n_prompt + a->n_gen;

@@ -32,8 +32,8 @@ struct GenerateArgs {
 };
 
 int run_generate(const GenerateArgs& a) {
-    auto kv_type = ggml_type_from_name(a.kv_type);
-    if (!kv_type) return fail(Error{Errc::cli_usage, "--kv-type '" + a.kv_type + "' is not one of f16, q8_0, f32"});
+    auto kv_type = parse_kv_type(a.kv_type);
+    if (!kv_type) return fail(kv_type.error());
     auto loaded = engine::LoadedModel::load(a.model_path, terminal_progress("loading " + a.model_path));
     if (!loaded) return fail(loaded.error());
     engine::EngineConfig cfg;

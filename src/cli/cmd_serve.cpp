@@ -17,10 +17,8 @@ struct ServeArgs {
 };
 
 int run_serve(ServeArgs& a) {
-    auto kv_type = ggml_type_from_name(a.kv_type);
-    if (!kv_type || (*kv_type != GgmlType::F16 && *kv_type != GgmlType::F32 && *kv_type != GgmlType::Q8_0)) {
-        return fail(Error{Errc::cli_usage, "--kv-type '" + a.kv_type + "' is not one of f16, q8_0, f32"});
-    }
+    auto kv_type = parse_kv_type(a.kv_type);
+    if (!kv_type) return fail(kv_type.error());
     a.cfg.kv_type = *kv_type;
     auto policy = engine::parse_context_policy(a.policy);
     if (!policy) return fail(Error{Errc::cli_usage, policy.error().message});

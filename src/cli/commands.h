@@ -30,6 +30,9 @@ Runner add_memory_bench(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_bench_server(CLI::App& app);
 
+// Parses --kv-type (f16, q8_0, f32); Errc::cli_usage naming the value otherwise.
+Result<GgmlType> parse_kv_type(const std::string& name);
+
 // Prints "kvrag: E1004 ..." to stderr and returns 1.
 int fail(const Error& err);
 // A load-progress callback that draws on stderr when it is a terminal, else nothing.

@@ -11,6 +11,14 @@ int fail(const Error& err) {
     return 1;
 }
 
+Result<GgmlType> parse_kv_type(const std::string& name) {
+    auto t = ggml_type_from_name(name);
+    if (!t || (*t != GgmlType::F16 && *t != GgmlType::F32 && *t != GgmlType::Q8_0)) {
+        return Error{Errc::cli_usage, "--kv-type '" + name + "' is not one of f16, q8_0, f32"};
+    }
+    return *t;
+}
+
 model::LoadProgress terminal_progress(const std::string& label) {
     if (!isatty(STDERR_FILENO)) return nullptr;
     return [label](uint64_t done, uint64_t total) {
