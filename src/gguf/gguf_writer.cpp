@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <type_traits>
 
 namespace kvrag::gguf {
 namespace {
@@ -62,56 +63,52 @@ void GgufWriter::set_raw(std::string_view key, ValueType type, std::vector<uint8
     kv_.push_back({std::string(key), {type, std::move(payload)}});
 }
 
+namespace {
+
+template <class T>
+std::vector<uint8_t> scalar_payload(T value) {
+    std::vector<uint8_t> p;
+    put(p, value);
+    return p;
+}
+
+template <class T>
+std::vector<uint8_t> array_payload(ValueType elem_type, const std::vector<T>& values) {
+    std::vector<uint8_t> p;
+    put<uint32_t>(p, static_cast<uint32_t>(elem_type));
+    put<uint64_t>(p, values.size());
+    for (const T& v : values) {
+        if constexpr (std::is_same_v<T, std::string>) {
+            put_string(p, v);
+        } else {
+            put(p, v);
+        }
+    }
+    return p;
+}
+
+}  // namespace
+
 void GgufWriter::set_string(std::string_view key, std::string_view value) {
     std::vector<uint8_t> p;
     put_string(p, value);
     set_raw(key, ValueType::STRING, std::move(p));
 }
-void GgufWriter::set_u32(std::string_view key, uint32_t value) {
-    std::vector<uint8_t> p;
-    put(p, value);
-    set_raw(key, ValueType::UINT32, std::move(p));
-}
-void GgufWriter::set_i32(std::string_view key, int32_t value) {
-    std::vector<uint8_t> p;
-    put(p, value);
-    set_raw(key, ValueType::INT32, std::move(p));
-}
-void GgufWriter::set_u64(std::string_view key, uint64_t value) {
-    std::vector<uint8_t> p;
-    put(p, value);
-    set_raw(key, ValueType::UINT64, std::move(p));
-}
-void GgufWriter::set_f32(std::string_view key, float value) {
-    std::vector<uint8_t> p;
-    put(p, value);
-    set_raw(key, ValueType::FLOAT32, std::move(p));
-}
+void GgufWriter::set_u32(std::string_view key, uint32_t value) { set_raw(key, ValueType::UINT32, scalar_payload(value)); }
+void GgufWriter::set_i32(std::string_view key, int32_t value) { set_raw(key, ValueType::INT32, scalar_payload(value)); }
+void GgufWriter::set_u64(std::string_view key, uint64_t value) { set_raw(key, ValueType::UINT64, scalar_payload(value)); }
+void GgufWriter::set_f32(std::string_view key, float value) { set_raw(key, ValueType::FLOAT32, scalar_payload(value)); }
 void GgufWriter::set_bool(std::string_view key, bool value) {
-    std::vector<uint8_t> p;
-    put<uint8_t>(p, value ? 1 : 0);
-    set_raw(key, ValueType::BOOL, std::move(p));
+    set_raw(key, ValueType::BOOL, scalar_payload<uint8_t>(value ? 1 : 0));
 }
 void GgufWriter::set_string_array(std::string_view key, const std::vector<std::string>& values) {
-    std::vector<uint8_t> p;
-    put<uint32_t>(p, static_cast<uint32_t>(ValueType::STRING));
-    put<uint64_t>(p, values.size());
-    for (const auto& s : values) put_string(p, s);
-    set_raw(key, ValueType::ARRAY, std::move(p));
+    set_raw(key, ValueType::ARRAY, array_payload(ValueType::STRING, values));
 }
 void GgufWriter::set_f32_array(std::string_view key, const std::vector<float>& values) {
-    std::vector<uint8_t> p;
-    put<uint32_t>(p, static_cast<uint32_t>(ValueType::FLOAT32));
-    put<uint64_t>(p, values.size());
-    for (float v : values) put(p, v);
-    set_raw(key, ValueType::ARRAY, std::move(p));
+    set_raw(key, ValueType::ARRAY, array_payload(ValueType::FLOAT32, values));
 }
 void GgufWriter::set_i32_array(std::string_view key, const std::vector<int32_t>& values) {
-    std::vector<uint8_t> p;
-    put<uint32_t>(p, static_cast<uint32_t>(ValueType::INT32));
-    put<uint64_t>(p, values.size());
-    for (int32_t v : values) put(p, v);
-    set_raw(key, ValueType::ARRAY, std::move(p));
+    set_raw(key, ValueType::ARRAY, array_payload(ValueType::INT32, values));
 }
 
 void GgufWriter::copy_key(const GgufFile& from, std::string_view key) {
