@@ -24,7 +24,8 @@ void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads)
         gate_.assign(n * hp_.n_ff, 0.0f);
         up_.assign(n * hp_.n_ff, 0.0f);
         rope_.assign(n * hp_.n_rot, 0.0f);
-        // Widest prepared row: F32 input of the widest matrix (n_ff or n_embd_q).
+        // Prepared rows of the widest input (n_ff or n_embd_q): 4 bytes per element bounds
+        // every quantised dot format (Q8_1 takes 36 bytes per 32).
         const int64_t widest = std::max<int64_t>({hp_.n_embd, hp_.n_ff, hp_.n_embd_q()});
         xp_.assign(static_cast<size_t>(n) * widest * sizeof(float) + 64, 0);
     }
@@ -35,19 +36,16 @@ void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads)
     }
 }
 
-size_t ForwardPass::prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool) {
+ForwardPass::Prepared ForwardPass::prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool) {
     const GgmlType vt = kernels::vec_dot_type(type);
     const size_t row = ggml_row_size(vt, n_cols);
+    if (vt == GgmlType::F32) return {reinterpret_cast<const uint8_t*>(x), row};  // already in dot format
     uint8_t* dst = xp_.data();
-    if (vt == GgmlType::F32) {
-        std::memcpy(dst, x, static_cast<size_t>(n) * n_cols * sizeof(float));
-        return row;
-    }
     pool.run([&](int ith, int nth) {
         auto [t0, t1] = ThreadPool::split(n, ith, nth);
         for (int64_t t = t0; t < t1; ++t) kernels::quantize_row(vt, x + t * n_cols, dst + t * row, n_cols);
     });
-    return row;
+    return {dst, row};
 }
 
 void ForwardPass::matmul_prepared(const MatrixRef& W, const uint8_t* xp, size_t xp_row_bytes, int64_t n,
@@ -61,8 +59,8 @@ void ForwardPass::matmul_prepared(const MatrixRef& W, const uint8_t* xp, size_t 
 }
 
 void ForwardPass::matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
-    const size_t row = prepare(W.type, x, n, W.n_cols, pool);
-    matmul_prepared(W, xp_.data(), row, n, y, pool);
+    const Prepared xp = prepare(W.type, x, n, W.n_cols, pool);
+    matmul_prepared(W, xp.data, xp.row_bytes, n, y, pool);
 }
 
 void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, ThreadPool& pool) {
@@ -133,10 +131,10 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
         for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.attn_norm.data(), n_embd, hp_.rms_eps);
         // q, k, v projections; one activation preparation serves all three when types agree.
         if (L.wq.type == L.wk.type && L.wq.type == L.wv.type) {
-            const size_t row = prepare(L.wq.type, xn_.data(), n, n_embd, pool);
-            matmul_prepared(L.wq, xp_.data(), row, n, q_.data(), pool);
-            matmul_prepared(L.wk, xp_.data(), row, n, k_.data(), pool);
-            matmul_prepared(L.wv, xp_.data(), row, n, v_.data(), pool);
+            const Prepared xp = prepare(L.wq.type, xn_.data(), n, n_embd, pool);
+            matmul_prepared(L.wq, xp.data, xp.row_bytes, n, q_.data(), pool);
+            matmul_prepared(L.wk, xp.data, xp.row_bytes, n, k_.data(), pool);
+            matmul_prepared(L.wv, xp.data, xp.row_bytes, n, v_.data(), pool);
         } else {
             matmul(L.wq, xn_.data(), n, q_.data(), pool);
             matmul(L.wk, xn_.data(), n, k_.data(), pool);
@@ -174,9 +172,9 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
         // 3. Feed-forward: x += W_down (silu(W_gate xn) * (W_up xn))
         for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.ffn_norm.data(), n_embd, hp_.rms_eps);
         if (L.w_gate.type == L.w_up.type) {
-            const size_t row = prepare(L.w_gate.type, xn_.data(), n, n_embd, pool);
-            matmul_prepared(L.w_gate, xp_.data(), row, n, gate_.data(), pool);
-            matmul_prepared(L.w_up, xp_.data(), row, n, up_.data(), pool);
+            const Prepared xp = prepare(L.w_gate.type, xn_.data(), n, n_embd, pool);
+            matmul_prepared(L.w_gate, xp.data, xp.row_bytes, n, gate_.data(), pool);
+            matmul_prepared(L.w_up, xp.data, xp.row_bytes, n, up_.data(), pool);
         } else {
             matmul(L.w_gate, xn_.data(), n, gate_.data(), pool);
             matmul(L.w_up, xn_.data(), n, up_.data(), pool);

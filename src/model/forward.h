@@ -36,8 +36,13 @@ private:
     // y (n, W.n_rows) = x (n, W.n_cols) W^T, x already prepared for W's vec_dot type.
     void matmul_prepared(const MatrixRef& W, const uint8_t* xp, size_t xp_row_bytes, int64_t n, float* y,
                          ThreadPool& pool);
-    // Converts x (n, n_cols) into the vec_dot format of `type`; returns the row stride in bytes.
-    size_t prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool);
+    // x (n, n_cols) in the vec_dot format of `type`: x itself when that format is F32, else
+    // converted into xp_.
+    struct Prepared {
+        const uint8_t* data;
+        size_t row_bytes;
+    };
+    Prepared prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool);
     void matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool);
     void attention(std::span<const BatchToken> batch, const KvLayerRef& kv, ThreadPool& pool);
 
