@@ -251,7 +251,9 @@ TEST(MemoryEndToEnd, PromptAlwaysFitsWith50HugeChunksAndALongConversation) {
             ASSERT_TRUE(a.ok()) << "max_tokens " << max_tokens << ": " << a.error().what();
             EXPECT_LE(a->n_prompt_tokens + max_tokens, 512) << "max_tokens " << max_tokens;
             EXPECT_GT(a->n_history_dropped, 0);
-            if (q.size() > 1000) EXPECT_TRUE(a->question_truncated);
+            if (q.size() > 1000) {
+                EXPECT_TRUE(a->question_truncated);
+            }
             EXPECT_EQ(shared_engine().cache().stats().used, 0);
         }
     }
