@@ -1,7 +1,7 @@
 // `kvrag serve`: the OpenAI-compatible HTTP server (src/server, docs/server.md).
 #include "cli/commands.h"
 #include "engine/engine.h"
-#include "server/memory_routes.h"
+#include "memory_service/memory_routes.h"
 #include "server/server.h"
 
 namespace kvrag::cli {
@@ -24,11 +24,11 @@ int run_serve(ServeArgs& a) {
     if (!policy) return fail(Error{Errc::cli_usage, policy.error().message});
     a.cfg.policy = *policy;
     if (!a.memory_dir.empty()) {
-        server::HttpMemoryConfig mc;
+        memory_service::HttpMemoryConfig mc;
         mc.dir = a.memory_dir;
         mc.chunking = {a.chunk_tokens, a.chunk_overlap};
         mc.chat_template = a.cfg.chat_template;
-        a.cfg.extensions.push_back(server::memory_extension(mc));
+        a.cfg.extensions.push_back(memory_service::memory_extension(mc));
     }
     return server::run_server(a.cfg);
 }

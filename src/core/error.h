@@ -1,8 +1,8 @@
 // Typed errors shared by every module.
 //
 // Codes are grouped by the module that raises them (1xxx gguf, 2xxx tokenizer, 3xxx kvcache,
-// 4xxx engine, 5xxx request, 6xxx memory, 7xxx model) and every message carries the numbers
-// involved, e.g. "E1004 tensor 'blk.0.attn_q.weight' data [4096, 8192) ends past file size 6000".
+// 4xxx engine, 5xxx request, 6xxx memory, 7xxx model, 8xxx server state, 9xxx command line)
+// and every message carries the numbers involved, e.g. "E1004 tensor 'blk.0.attn_q.weight' data [4096, 8192) ends past file size 6000".
 #pragma once
 
 #include <cstdio>
@@ -32,14 +32,22 @@ enum class Errc : int {
     tokenizer_bad_token = 2003,    // token id outside the vocabulary
     tokenizer_bad_input = 2004,    // input text is not valid UTF-8 etc.
     // 3xxx: KV cache
-    kv_no_space = 3001,
-    kv_bad_sequence = 3002,
+    kv_no_space = 3001,           // it fits, but the cells are not free now (busy; retry later)
     // 4xxx: engine
     engine_bad_config = 4001,
     engine_internal = 4002,
-    // 5xxx: request
-    request_invalid = 5001,
-    request_too_long = 5002,
+    // 5xxx: request (one code per way a request can fail; the HTTP mapping is in
+    // src/server/api_error.cpp, the only place that turns a code into a status)
+    request_invalid = 5001,       // a parameter is wrong (the message names it)
+    request_too_long = 5002,      // can never fit its context (the message has the numbers)
+    request_queue_full = 5003,    // the admission queue is at its limit: retry later
+    request_queue_timeout = 5004, // it fit, but no KV room came within the queue timeout: retry later
+    request_timed_out = 5005,     // past its --timeout, queued or running; cells freed
+    request_cancelled = 5006,     // its client disconnected; cells freed
+    request_unauthorized = 5007,  // missing or wrong API key
+    request_not_found = 5008,     // no such route
+    request_model_not_found = 5009,  // the request names a model this server does not serve
+    request_too_large = 5010,     // the body (or an uploaded file) is over the size limit
     // 6xxx: memory (RAG)
     memory_store = 6001,
     memory_extract = 6002,        // a document could not be read: broken file, no text
@@ -52,6 +60,10 @@ enum class Errc : int {
     model_missing_tensor = 7002,
     model_bad_shape = 7003,
     model_bad_hparams = 7004,
+    // 8xxx: server state
+    server_loading = 8001,        // the model is still loading
+    server_shutting_down = 8002,  // SIGINT/SIGTERM received: no new work
+    server_failed = 8003,         // start-up failed or the scheduler hit an error it could not attribute
     // 9xxx: command line
     cli_usage = 9001,
 };

@@ -142,7 +142,7 @@ public:
 
     // Embedding of a text: pooled final hidden state, L2-normalised, (n_embd) floats. Runs in
     // its own short-lived sequence (no prefix reuse: every position is computed). Thread-safe
-    // with respect to step(). Errors: request_too_long when the text exceeds the per-sequence
+    // with respect to step(); the server runs it on the scheduler thread as an embed Job. Errors: request_too_long when the text exceeds the per-sequence
     // context (the message names both), kv_no_space when the cache is busy.
     Result<std::vector<float>> embed(std::string_view text, Pooling pooling = Pooling::mean);
     Result<std::vector<float>> embed_tokens(std::span<const int32_t> tokens, Pooling pooling = Pooling::mean);

@@ -40,7 +40,7 @@ private:
 
 }  // namespace
 
-std::string render_metrics(const kvcache::KvStats& kv, const engine::Engine::Totals& t, const SchedulerSnapshot& s) {
+std::string render_metrics(const kvcache::KvStats& kv, const engine::Engine::Totals& t, const engine::SchedulerSnapshot& s) {
     PromWriter w;
     w.one("kvrag_kv_cells_total", "gauge", "KV cache cells in all (--ctx).", kv.total);
     w.one("kvrag_kv_cells_used", "gauge", "KV cells held by running sequences.", kv.used);
@@ -57,10 +57,10 @@ std::string render_metrics(const kvcache::KvStats& kv, const engine::Engine::Tot
     w.one("kvrag_prefix_cache_hits_total", "counter", "Admissions that reused at least one prefix block.", static_cast<double>(kv.prefix_hits));
     w.one("kvrag_requests_running", "gauge", "Requests admitted and running.", s.n_running);
     w.one("kvrag_requests_queued", "gauge", "Requests waiting for admission.", s.n_queued);
-    w.one("kvrag_requests_submitted_total", "counter", "Generation requests accepted into the queue.", static_cast<double>(s.n_submitted));
-    w.metric("kvrag_requests_ended_total", "counter", "Generation requests ended, by outcome.");
-    for (int e = 1; e < 9; ++e) {
-        w.sample("kvrag_requests_ended_total", static_cast<double>(s.ends[e]), std::string("outcome=\"") + job_end_name(static_cast<JobEnd>(e)) + "\"");
+    w.one("kvrag_requests_submitted_total", "counter", "Jobs (generations and embeddings) accepted into the queue.", static_cast<double>(s.n_submitted));
+    w.metric("kvrag_requests_ended_total", "counter", "Jobs ended, by outcome.");
+    for (size_t e = 0; e < engine::kJobOutcomeNames.size(); ++e) {
+        w.sample("kvrag_requests_ended_total", static_cast<double>(s.ends[e]), "outcome=\"" + std::string(engine::kJobOutcomeNames[e]) + "\"");
     }
     w.one("kvrag_prompt_tokens_total", "counter", "Prompt tokens computed (reused ones excluded).", static_cast<double>(t.prompt_tokens));
     w.one("kvrag_generated_tokens_total", "counter", "Tokens generated.", static_cast<double>(t.generated_tokens));
@@ -77,7 +77,7 @@ std::string render_metrics(const kvcache::KvStats& kv, const engine::Engine::Tot
     return w.take();
 }
 
-nlohmann::json render_kv(const kvcache::KvStats& kv, const SchedulerSnapshot& s) {
+nlohmann::json render_kv(const kvcache::KvStats& kv, const engine::SchedulerSnapshot& s) {
     using nlohmann::json;
     json cache{{"cells_total", kv.total},
                {"cells_used", kv.used},
@@ -93,7 +93,7 @@ nlohmann::json render_kv(const kvcache::KvStats& kv, const SchedulerSnapshot& s)
                {"prefix_blocks", kv.prefix_blocks},
                {"prefix_hit_tokens", kv.prefix_hit_tokens},
                {"summary", kv.summary()}};
-    std::unordered_map<int64_t, const SchedulerSnapshot::Entry*> by_seq;
+    std::unordered_map<int64_t, const engine::SchedulerSnapshot::Entry*> by_seq;
     for (const auto& e : s.entries) {
         if (e.seq_id != 0) by_seq[e.seq_id] = &e;
     }

@@ -7,15 +7,15 @@
 
 #include "engine/engine.h"
 #include "kvcache/kv_cache.h"
-#include "server/scheduler.h"
+#include "engine/scheduler_core.h"
 
 namespace kvrag::server {
 
-std::string render_metrics(const kvcache::KvStats& kv, const engine::Engine::Totals& totals, const SchedulerSnapshot& sched);
+std::string render_metrics(const kvcache::KvStats& kv, const engine::Engine::Totals& totals, const engine::SchedulerSnapshot& sched);
 
 // {"cache": {...}, "sequences": [...], "queued": [...]}. Live sequences come from the cache
 // (the truth about cells), joined with the scheduler's view (request, state, age) by seq id;
 // a sequence the scheduler does not know is an embedding in progress.
-nlohmann::json render_kv(const kvcache::KvStats& kv, const SchedulerSnapshot& sched);
+nlohmann::json render_kv(const kvcache::KvStats& kv, const engine::SchedulerSnapshot& sched);
 
 }  // namespace kvrag::server

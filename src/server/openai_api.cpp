@@ -75,12 +75,7 @@ std::optional<ApiError> check_model(const json& body, const ApiLimits& limits, s
     for (const auto& a : limits.model_aliases) {
         if (out == a) return std::nullopt;
     }
-    ApiError e;
-    e.status = 404;
-    e.message = "The model '" + out + "' does not exist; this server serves '" + limits.model_id + "'";
-    e.param = "model";
-    e.code = "model_not_found";
-    return e;
+    return api_error(Errc::request_model_not_found, "The model '" + out + "' does not exist; this server serves '" + limits.model_id + "'", "model");
 }
 
 // A token-id array: every element an integer in int32 range (the engine checks the vocabulary).
@@ -191,53 +186,6 @@ std::optional<ApiError> parse_stop(const json& body, std::vector<std::string>& o
 
 }  // namespace
 
-// ---------------------------------------------------------------------------------------------
-// Errors
-
-json ApiError::to_json() const {
-    json e;
-    e["message"] = message;
-    e["type"] = type;
-    e["param"] = param.empty() ? json(nullptr) : json(param);
-    e["code"] = code.empty() ? json(nullptr) : json(code);
-    return json{{"error", e}};
-}
-
-ApiError ApiError::bad_request(std::string message, std::string param) {
-    ApiError e;
-    e.status = 400;
-    e.message = std::move(message);
-    e.param = std::move(param);
-    return e;
-}
-
-ApiError api_error_from(const Error& err, std::string param) {
-    ApiError e;
-    e.message = err.what();
-    e.param = std::move(param);
-    switch (err.code) {
-        case Errc::request_invalid:
-        case Errc::tokenizer_bad_token:
-        case Errc::tokenizer_bad_input:
-            e.status = 400;
-            break;
-        case Errc::request_too_long:
-            e.status = 400;
-            e.code = "context_length_exceeded";
-            break;
-        case Errc::kv_no_space:
-            e.status = 503;
-            e.type = "server_error";
-            e.code = "kv_cache_busy";
-            e.retry_after_s = 1;
-            break;
-        default:
-            e.status = 500;
-            e.type = "server_error";
-            break;
-    }
-    return e;
-}
 
 std::optional<size_t> find_invalid_utf8(std::string_view s) {
     const auto* p = reinterpret_cast<const unsigned char*>(s.data());
@@ -329,11 +277,9 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
             return ApiError::bad_request(std::string("'") + mt_name + "' " + std::to_string(*max_tokens) + " must be >= 1", mt_name);
         }
         if (*max_tokens > limits.n_ctx_seq) {
-            ApiError e = ApiError::bad_request(std::string("'") + mt_name + "' " + std::to_string(*max_tokens) + " > context " +
-                                                   std::to_string(limits.n_ctx_seq) + " (the most one request can hold)",
-                                               mt_name);
-            e.code = "context_length_exceeded";
-            return e;
+            return api_error(Errc::request_too_long, std::string("'") + mt_name + "' " + std::to_string(*max_tokens) + " > context " +
+                                                         std::to_string(limits.n_ctx_seq) + " (the most one request can hold)",
+                             mt_name);
         }
         out.max_tokens = max_tokens;
     }
@@ -378,7 +324,7 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
     if (auto e = get_bool(body, "ignore_eos", ignore_eos)) return e;
     o.stop_at_eog = !ignore_eos;
     if (auto e = parse_stop(body, o.stop)) return e;
-    if (auto valid = sampling::validate(o.sampling); !valid) return ApiError::bad_request(valid.error().what());
+    if (auto valid = sampling::validate(o.sampling); !valid) return api_error_from(valid.error());
     return std::nullopt;
 }
 
@@ -441,7 +387,7 @@ std::optional<ApiError> parse_embedding_request(const json& body, const ApiLimit
     if (auto p = body.find("pooling"); p != body.end() && !p->is_null()) {
         if (!p->is_string()) return wrong_type("pooling", "a string", *p);
         auto pooling = engine::parse_pooling(p->get<std::string>());
-        if (!pooling) return ApiError::bad_request(pooling.error().what(), "pooling");
+        if (!pooling) return api_error_from(pooling.error(), "pooling");
         out.pooling = *pooling;
     }
     if (auto d = body.find("dimensions"); d != body.end() && !d->is_null()) {
@@ -548,6 +494,5 @@ json embedding_response(const std::string& model, const std::vector<std::vector<
                 {"usage", json{{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}};
 }
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 }  // namespace kvrag::server

@@ -13,27 +13,9 @@
 
 #include "chat/chat_template.h"
 #include "engine/engine.h"
+#include "server/api_error.h"
 
 namespace kvrag::server {
-
-using json = nlohmann::json;
-
-// An error as OpenAI clients expect it: {"error":{"message","type","param","code"}}.
-struct ApiError {
-    int status = 400;
-    std::string message;
-    std::string type = "invalid_request_error";
-    std::string param;   // "" -> null
-    std::string code;    // "" -> null
-    int retry_after_s = 0;  // > 0 adds a Retry-After header
-
-    json to_json() const;
-    static ApiError bad_request(std::string message, std::string param = "");
-};
-
-// Maps a kvrag Error to HTTP: request_invalid / request_too_long / tokenizer errors -> 400,
-// kv_no_space -> 503 (busy), anything else -> 500.
-ApiError api_error_from(const Error& err, std::string param = "");
 
 // Checks the request body before JSON parsing; nullopt when it is valid UTF-8, else the byte
 // offset of the first bad sequence.
@@ -105,8 +87,5 @@ json embedding_response(const std::string& model, const std::vector<std::vector<
 // Standard base64 (RFC 4648, with padding) of raw bytes: embeddings' encoding_format "base64"
 // carries little-endian float32s this way.
 std::string base64_encode(std::string_view bytes);
-
-// JSON text that never throws on invalid UTF-8 (replaced by U+FFFD).
-std::string dump(const json& j);
 
 }  // namespace kvrag::server

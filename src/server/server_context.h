@@ -5,6 +5,7 @@
 // handlers then run behind the same API-key check, readiness check and request log as the
 // built-in endpoints. engine() and the generation helpers are usable from on_ready() and from
 // request handlers (never from add_routes(): the model is loaded after the port is bound).
+// Errors are answered with send_error() from server/http_io.h, the mapping every route uses.
 #pragma once
 
 #include <functional>
@@ -29,18 +30,18 @@ public:
     virtual ~ServerContext() = default;
 
     virtual httplib::Server& http() = 0;
-    // The shared engine: tokenize() and embed() are thread-safe. Do not call start()/step():
-    // generation goes through submit(), which shares the scheduler's queue and limits.
+    // The shared engine: tokenize() is thread-safe. Do not call start()/step()/embed(): work
+    // goes through submit() and embed() below, which share the scheduler's queue and limits.
     virtual engine::Engine& engine() = 0;
     virtual const std::string& model_id() const = 0;
 
     // Blocking generation through the scheduler: queued, admitted and batched like an HTTP
     // request. `alive` (e.g. client_alive(req)) is polled about every 50 ms; false cancels and
-    // frees the request's cells. Errors: kv_no_space (queue full or no room within the queue
-    // timeout), request_too_long (with the numbers), request_invalid, engine errors.
+    // frees the request's cells. Errors: request_queue_full, request_queue_timeout (no
+    // room within the queue timeout), request_too_long (with the numbers), request_invalid, engine errors.
     virtual Result<engine::GenerateResult> submit(std::vector<int32_t> prompt, const engine::GenerateOptions& options,
                                                   const std::function<bool()>& alive = nullptr) = 0;
-    // Embedding with the server's policy: retries while the cache is busy, up to the queue timeout.
+    // Embedding through the scheduler's queue: waits for KV room up to the queue timeout.
     virtual Result<std::vector<float>> embed(std::span<const int32_t> tokens, engine::Pooling pooling,
                                              const std::function<bool()>& alive = nullptr) = 0;
     // Chat messages -> prompt tokens with the model's chat template (BOS as the model wants);
@@ -50,11 +51,6 @@ public:
 
     // A poller for "is this request's client still connected?" (see client_connection.h).
     virtual std::function<bool()> client_alive(const httplib::Request& req) = 0;
-    // Writes {"error":{"message","type","param","code"}} with `status`; maps kvrag errors the
-    // way the built-in endpoints do (400 / 503 + Retry-After / 500).
-    virtual void send_error(httplib::Response& res, const Error& err) = 0;
-    virtual void send_error(httplib::Response& res, int status, const std::string& message,
-                            const std::string& type = "invalid_request_error") = 0;
     // Number of generated tokens to show in this request's log line.
     virtual void log_tokens(int64_t n) = 0;
 };

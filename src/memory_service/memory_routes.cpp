@@ -1,4 +1,4 @@
-#include "server/memory_routes.h"
+#include "memory_service/memory_routes.h"
 
 #include <httplib.h>
 
@@ -7,8 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "memory/memory.h"
+#include "server/http_io.h"
 
-namespace kvrag::server {
+namespace kvrag::memory_service {
 
 // The routes translate between HTTP and the memory module; its names are used unqualified here.
 using namespace kvrag::memory;
@@ -94,27 +95,8 @@ Result<T> get_or(const json& j, const char* key, T def) {
     }
 }
 
-void send_json(httplib::Response& res, int status, const json& j) {
-    res.status = status;
-    res.set_content(j.dump(), "application/json");
-}
-
-// memory_* errors are the client's (400, 404 for not found); the rest go through the server's mapping.
-void send_memory_error(server::ServerContext& ctx, httplib::Response& res, const Error& e) {
-    switch (e.code) {
-        case Errc::memory_bad_input:
-        case Errc::memory_extract:
-        case Errc::memory_unsupported_type:
-        case Errc::memory_model_mismatch:
-            ctx.send_error(res, 400, e.what());
-            return;
-        case Errc::memory_not_found:
-            ctx.send_error(res, 404, e.what(), "not_found_error");
-            return;
-        default:
-            ctx.send_error(res, e);
-    }
-}
+using server::send_error;
+using server::send_json;
 
 ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg, Result<void>& status) {
     engine::Engine& eng = ctx.engine();
@@ -149,8 +131,8 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
 
     // POST /upload: multipart with one or more files and the fields index, documentId, tags
     // ("key:value", repeatable). Ingested before answering (200 once ready; per-file errors 400).
-    http.Post("/upload", [c, svc](const httplib::Request& req, httplib::Response& res) {
-        if (!req.is_multipart_form_data()) return c->send_error(res, 400, "E6006 /upload needs multipart/form-data");
+    http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res) {
+        if (!req.is_multipart_form_data()) return send_error(res, Error{Errc::memory_bad_input, "/upload needs multipart/form-data"});
         std::string index = "default", doc_id;
         Tags tags;
         std::vector<const httplib::MultipartFormData*> files;
@@ -163,16 +145,17 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
                 doc_id = part.content;
             } else if (name == "tags") {
                 const auto colon = part.content.find(':');
-                if (colon == std::string::npos || colon == 0) return c->send_error(res, 400, "E6006 tag '" + part.content + "' is not key:value");
+                if (colon == std::string::npos || colon == 0) return send_error(res, Error{Errc::memory_bad_input, "tag '" + part.content + "' is not key:value"});
                 tags.emplace_back(part.content.substr(0, colon), part.content.substr(colon + 1));
             }
         }
-        if (files.empty()) return c->send_error(res, 400, "E6006 /upload carries no file");
-        if (!doc_id.empty() && files.size() > 1) return c->send_error(res, 400, "E6006 documentId with " + std::to_string(files.size()) + " files; send one file per document id");
+        if (files.empty()) return send_error(res, Error{Errc::memory_bad_input, "/upload carries no file"});
+        if (!doc_id.empty() && files.size() > 1) return send_error(res, Error{Errc::memory_bad_input, "documentId with " + std::to_string(files.size()) + " files; send one file per document id"});
         json results = json::array();
         for (const auto* f : files) {
             if (f->content.size() > svc->config.max_upload_bytes) {
-                return c->send_error(res, 413, "E6006 file '" + f->filename + "' is " + std::to_string(f->content.size()) + " bytes; the limit is " + std::to_string(svc->config.max_upload_bytes));
+                return send_error(res, Error{Errc::request_too_large, "file '" + f->filename + "' is " + std::to_string(f->content.size()) +
+                                                          " bytes; the limit is " + std::to_string(svc->config.max_upload_bytes)});
             }
             IngestRequest ir;
             ir.index = index;
@@ -183,7 +166,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
             ir.bytes = f->content;
             ir.tags = tags;
             auto r = svc->mem->ingest(ir);
-            if (!r) return send_memory_error(*c, res, r.error());
+            if (!r) return send_error(res, r.error());
             results.push_back(json{{"documentId", r->doc_id}, {"status", write_outcome_name(r->outcome)}, {"chunks", r->n_chunks}});
         }
         send_json(res, 200, json{{"index", index}, {"documentId", results[0]["documentId"]}, {"documents", results},
@@ -191,13 +174,13 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
     });
 
     // GET /upload-status?index=&documentId=
-    http.Get("/upload-status", [c, svc](const httplib::Request& req, httplib::Response& res) {
+    http.Get("/upload-status", [svc](const httplib::Request& req, httplib::Response& res) {
         const std::string index = req.has_param("index") ? req.get_param_value("index") : "default";
         const std::string doc_id = req.get_param_value("documentId");
-        if (doc_id.empty()) return c->send_error(res, 400, "E6006 documentId is required");
+        if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "documentId is required"});
         auto d = svc->mem->store().get_document(index, doc_id);
-        if (!d) return send_memory_error(*c, res, d.error());
-        if (!*d) return c->send_error(res, 404, "E6005 no document '" + doc_id + "' in index '" + index + "'", "not_found_error");
+        if (!d) return send_error(res, d.error());
+        if (!*d) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
         const auto& doc = **d;
         const bool done = doc.state == "ready";
         json tags = json::object();
@@ -210,9 +193,9 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
     });
 
     // GET /documents?index=
-    http.Get("/documents", [c, svc](const httplib::Request& req, httplib::Response& res) {
+    http.Get("/documents", [svc](const httplib::Request& req, httplib::Response& res) {
         auto docs = svc->mem->store().list_documents(req.get_param_value("index"));
-        if (!docs) return send_memory_error(*c, res, docs.error());
+        if (!docs) return send_error(res, docs.error());
         json out = json::array();
         for (const auto& d : *docs) {
             json tags = json::object();
@@ -225,20 +208,20 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
     });
 
     // DELETE /documents?index=&documentId=
-    http.Delete("/documents", [c, svc](const httplib::Request& req, httplib::Response& res) {
+    http.Delete("/documents", [svc](const httplib::Request& req, httplib::Response& res) {
         const std::string index = req.has_param("index") ? req.get_param_value("index") : "default";
         const std::string doc_id = req.get_param_value("documentId");
-        if (doc_id.empty()) return c->send_error(res, 400, "E6006 documentId is required");
+        if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "documentId is required"});
         auto n = svc->mem->store().delete_document(index, doc_id);
-        if (!n) return send_memory_error(*c, res, n.error());
-        if (*n == 0) return c->send_error(res, 404, "E6005 no document '" + doc_id + "' in index '" + index + "'", "not_found_error");
+        if (!n) return send_error(res, n.error());
+        if (*n == 0) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
         send_json(res, 200, json{{"index", index}, {"documentId", doc_id}, {"message", "Document deleted"}});
     });
 
     // POST /search {index, query, filters, minRelevance, limit}
-    http.Post("/search", [c, svc](const httplib::Request& req, httplib::Response& res) {
+    http.Post("/search", [svc](const httplib::Request& req, httplib::Response& res) {
         auto body = parse_json(req.body);
-        if (!body) return send_memory_error(*c, res, body.error());
+        if (!body) return send_error(res, body.error());
         auto query = get_or<std::string>(*body, "query", "");
         auto index = get_or<std::string>(*body, "index", "default");
         auto minrel = get_or<double>(*body, "minRelevance", 0.0);
@@ -246,23 +229,23 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         auto filt = parse_filters(*body);
         for (const Error* e : {query ? nullptr : &query.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
                                limit ? nullptr : &limit.error(), filt ? nullptr : &filt.error()}) {
-            if (e) return send_memory_error(*c, res, *e);
+            if (e) return send_error(res, *e);
         }
-        if (query->empty()) return c->send_error(res, 400, "E6006 'query' is required");
+        if (query->empty()) return send_error(res, Error{Errc::memory_bad_input, "'query' is required"});
         SearchOptions o;
         o.index = *index;
         o.filter = *filt;
         o.min_relevance = *minrel;
         o.limit = *limit <= 0 ? 5 : std::min(*limit, 1000);
         auto r = svc->mem->search(*query, o);
-        if (!r) return send_memory_error(*c, res, r.error());
+        if (!r) return send_error(res, r.error());
         send_json(res, 200, json{{"index", o.index}, {"query", *query}, {"noResult", r->hits.empty()}, {"results", citations_json(r->hits)}});
     });
 
     // POST /ask {index, question, filters, minRelevance, conversationId, maxTokens, temperature, history}
     http.Post("/ask", [c, svc](const httplib::Request& req, httplib::Response& res) {
         auto body = parse_json(req.body);
-        if (!body) return send_memory_error(*c, res, body.error());
+        if (!body) return send_error(res, body.error());
         auto question = get_or<std::string>(*body, "question", "");
         auto index = get_or<std::string>(*body, "index", "default");
         auto minrel = get_or<double>(*body, "minRelevance", 0.0);
@@ -274,10 +257,10 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         for (const Error* e : {question ? nullptr : &question.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
                                conv ? nullptr : &conv.error(), max_tokens ? nullptr : &max_tokens.error(), temp ? nullptr : &temp.error(),
                                filt ? nullptr : &filt.error(), history ? nullptr : &history.error()}) {
-            if (e) return send_memory_error(*c, res, *e);
+            if (e) return send_error(res, *e);
         }
         auto mode = parse_history_mode(*history);
-        if (!mode) return send_memory_error(*c, res, mode.error());
+        if (!mode) return send_error(res, mode.error());
         AskOptions o;
         o.index = *index;
         o.filter = *filt;
@@ -287,7 +270,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         o.sampling.temperature = static_cast<float>(*temp);
         o.history_mode = *mode;
         auto r = svc->mem->ask(*question, o);
-        if (!r) return send_memory_error(*c, res, r.error());
+        if (!r) return send_error(res, r.error());
         c->log_tokens(0);
         send_json(res, 200, json{{"question", *question}, {"noResult", !r->found},
                                  {"noResultReason", r->found ? "" : "No relevant memories found"}, {"text", r->answer},
@@ -320,4 +303,4 @@ server::ServerExtension memory_extension(const HttpMemoryConfig& config) {
     return ext;
 }
 
-}  // namespace kvrag::server
+}  // namespace kvrag::memory_service

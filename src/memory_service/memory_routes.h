@@ -2,7 +2,8 @@
 //   POST /upload (multipart), GET /upload-status, GET /documents, DELETE /documents,
 //   POST /search, POST /ask. Shapes in docs/api.md.
 //
-// The routes use the server's engine for embeddings (ServerContext::embed) and its scheduler
+// This module sits above both server/ and memory/ (the server knows nothing of RAG; the CLI
+// wires this extension in). The routes use the server's engine for embeddings (ServerContext::embed) and its scheduler
 // for answers (ServerContext::submit), so an ask is queued, admitted and batched like any
 // other request and runs in its own sequence.
 #pragma once
@@ -12,7 +13,7 @@
 #include "memory/chunker.h"
 #include "server/server_context.h"
 
-namespace kvrag::server {
+namespace kvrag::memory_service {
 
 struct HttpMemoryConfig {
     std::string dir;                 // --memory DIR
@@ -23,6 +24,6 @@ struct HttpMemoryConfig {
 
 // Add the result to ServeConfig::extensions. on_ready opens the store (an error stops the
 // server: bad directory, another schema version).
-ServerExtension memory_extension(const HttpMemoryConfig& config);
+server::ServerExtension memory_extension(const HttpMemoryConfig& config);
 
-}  // namespace kvrag::server
+}  // namespace kvrag::memory_service

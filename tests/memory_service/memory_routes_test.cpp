@@ -1,6 +1,6 @@
 // The memory HTTP routes in-process: a fake ServerContext over a synthetic engine, a real
 // httplib server on a free port, and httplib's client.
-#include "server/memory_routes.h"
+#include "memory_service/memory_routes.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -34,11 +34,6 @@ public:
         return Error{Errc::request_invalid, "unused"};
     }
     std::function<bool()> client_alive(const httplib::Request&) override { return [] { return true; }; }
-    void send_error(httplib::Response& res, const Error& err) override { send_error(res, 500, err.what(), "server_error"); }
-    void send_error(httplib::Response& res, int status, const std::string& message, const std::string& type) override {
-        res.status = status;
-        res.set_content(json{{"error", {{"message", message}, {"type", type}}}}.dump(), "application/json");
-    }
     void log_tokens(int64_t) override {}
 
 private:
@@ -52,10 +47,10 @@ TEST(MemoryHttp, UploadStatusSearchAskListDelete) {
     auto eng = engine::testing::make_engine(engine::testing::load_synthetic("memory-http", 32, 1, 64), 512, 2, 128);
     const auto dir = testing::temp_dir("http");
     FakeContext ctx(*eng);
-    server::HttpMemoryConfig cfg;
+    memory_service::HttpMemoryConfig cfg;
     cfg.dir = (dir / "store").string();
     cfg.chunking = {64, 8};
-    auto ext = server::memory_extension(cfg);
+    auto ext = memory_service::memory_extension(cfg);
     ext.add_routes(ctx);
     ASSERT_TRUE(ext.on_ready(ctx).ok());
     const int port = ctx.http().bind_to_any_port("127.0.0.1");

@@ -1,0 +1,25 @@
+// What runs around every route: the API-key check, the readiness and shutdown checks, an
+// OpenAI-shaped body for every error without one (404, 413, malformed requests, exceptions),
+// and the one-line request log ("POST /v1/completions 200 tokens=12 ms=85.3").
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "server/server_state.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace kvrag::server {
+
+void install_middleware(httplib::Server& http, ServerState& state);
+
+// Number of generated tokens to show in the current request's log line.
+void log_tokens(int64_t n);
+
+// Compares in time that depends only on the lengths, not on where the texts differ.
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+}  // namespace kvrag::server

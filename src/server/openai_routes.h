@@ -1,0 +1,27 @@
+// The built-in endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions,
+// /v1/embeddings, /metrics and /v1/kv. Request parsing and response shapes are pure functions
+// in openai_api.h; these handlers tokenize, queue the job with the scheduler, wait for it while
+// watching the client, and answer (streaming.h for server-sent events).
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "chat/chat_template.h"
+#include "core/error.h"
+#include "server/server_state.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace kvrag::server {
+
+void add_openai_routes(httplib::Server& http, ServerState& state);
+
+// Chat messages -> prompt tokens with the model's chat template (BOS as the model wants); the
+// template's end-of-turn strings are appended to `stop` when given.
+Result<std::vector<int32_t>> chat_prompt(ServerState& state, std::span<const chat::Message> messages, std::vector<std::string>* stop);
+
+}  // namespace kvrag::server

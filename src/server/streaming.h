@@ -1,0 +1,32 @@
+// Server-sent events for a streaming completion: one chunk per text piece as the scheduler
+// produces it, a final chunk with finish_reason and usage (or an error event when the job did
+// not finish), then [DONE]. A failed write or a closed connection cancels the job, whose cells
+// the scheduler frees at its next step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/job.h"
+#include "server/client_connection.h"
+#include "server/server_state.h"
+
+namespace httplib {
+struct Response;
+}
+
+namespace kvrag::server {
+
+struct StreamHeader {
+    std::string id;       // "chatcmpl-..." / "cmpl-..."
+    std::string model;    // as the client named it (or the served id)
+    int64_t created = 0;
+    bool chat = false;
+};
+
+// Sets `res` up to stream `job` (admitted or ended already) to its client.
+void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engine::Job> job,
+                std::shared_ptr<ClientConnection> conn, StreamHeader header);
+
+}  // namespace kvrag::server

@@ -1,0 +1,361 @@
+// The scheduler's policy as deterministic step tables: SchedulerCore driven by hand with an
+// injected clock against a real engine on a tiny synthetic model (no threads, no sleeps, so
+// every assertion holds on every run), then the thread driver end to end.
+#include "engine/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include "engine/engine_test_util.h"
+#include "engine/scheduler_core.h"
+
+namespace kvrag::engine {
+namespace {
+
+using testing::greedy;
+using testing::load_synthetic;
+using testing::make_engine;
+using std::chrono::milliseconds;
+
+std::shared_ptr<Job> make_job(Engine& e, const std::string& prompt, int32_t max_tokens, bool pieces = false) {
+    auto j = std::make_shared<Job>();
+    j->options = greedy(max_tokens);
+    j->prompt = e.tokenize(prompt, j->options);
+    j->label = prompt;
+    j->keep_pieces = pieces;
+    return j;
+}
+
+std::shared_ptr<Job> make_embed_job(Engine& e, const std::string& text) {
+    auto j = std::make_shared<Job>();
+    j->kind = JobKind::embed;
+    j->prompt = e.tokenize(text, GenerateOptions{});
+    j->label = "embed:" + text;
+    return j;
+}
+
+// Drives a SchedulerCore by hand: each iterate() is one plan/execute/complete at time now(),
+// after which the ended jobs are published (Job::mark_done), as the driver does.
+class Steps {
+public:
+    Steps(Engine& e, SchedulerConfig cfg) : engine_(e), core_(e, cfg) {}
+    SchedulerCore& core() { return core_; }
+    Clock::time_point now() const { return t_; }
+    void advance(milliseconds d) { t_ += d; }
+    Result<void> submit(const std::shared_ptr<Job>& j) { return core_.submit(j, t_); }
+    // One iteration; returns how many requests were stepped.
+    size_t iterate() {
+        StepPlan plan = core_.plan(t_);
+        const size_t n = plan.step.size();
+        core_.execute(plan);
+        core_.complete(plan, t_);
+        for (auto& j : core_.take_ended()) j->mark_done();
+        EXPECT_EQ(engine_.cache().check_invariants(), "");
+        return n;
+    }
+    void run_until_idle(int limit = 10000) {
+        for (int i = 0; i < limit && !core_.idle(); ++i) iterate();
+        ASSERT_TRUE(core_.idle());
+    }
+    SchedulerSnapshot snap() const { return core_.snapshot(t_); }
+
+private:
+    Engine& engine_;
+    SchedulerCore core_;
+    Clock::time_point t_ = Clock::time_point{} + std::chrono::hours(1);
+};
+
+TEST(SchedulerCore, BatchedGreedyRequestsEqualSequentialOnes) {
+    auto eng = make_engine(load_synthetic("sched"), 1024);
+    const std::vector<std::string> prompts = {"Once upon a time", "The cat", "A long way from home, the", "Hi", "Five"};
+    std::vector<std::vector<int32_t>> want;
+    for (const auto& p : prompts) {
+        auto r = eng->generate(p, greedy(24));
+        ASSERT_TRUE(r.ok()) << r.error().what();
+        want.push_back(r->tokens);
+    }
+    SchedulerConfig cfg;
+    cfg.max_running = 3;
+    Steps s(*eng, cfg);
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (const auto& p : prompts) {
+        jobs.push_back(make_job(*eng, p, 24));
+        ASSERT_TRUE(s.submit(jobs.back()).ok());
+    }
+    // Step 1: three admitted in FIFO order (max_running), two wait.
+    EXPECT_EQ(s.iterate(), 3u);
+    auto snap = s.snap();
+    EXPECT_EQ(snap.n_running, 3);
+    EXPECT_EQ(snap.n_queued, 2);
+    EXPECT_EQ(jobs[0]->state(), JobState::running);
+    EXPECT_EQ(jobs[3]->state(), JobState::queued);
+    ASSERT_EQ(snap.entries.size(), 5u);
+    EXPECT_EQ(snap.entries[3].state, "queued");
+    EXPECT_EQ(snap.entries[3].label, "Hi");
+    s.run_until_idle();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+        ASSERT_EQ(jobs[i]->state(), JobState::done);
+        EXPECT_EQ(jobs[i]->error().code, Errc::ok) << jobs[i]->error().what();
+        EXPECT_EQ(jobs[i]->result().tokens, want[i]) << prompts[i];
+    }
+    EXPECT_EQ(s.snap().ends[job_outcome(Errc::ok)], 5u);
+    EXPECT_EQ(eng->cache().stats().used, 0);
+}
+
+TEST(SchedulerCore, FullQueueIsRefusedWithTheNumbers) {
+    auto eng = make_engine(load_synthetic("sched"), 256);
+    SchedulerConfig cfg;
+    cfg.max_queued = 2;
+    Steps s(*eng, cfg);
+    ASSERT_TRUE(s.submit(make_job(*eng, "a", 4)).ok());
+    ASSERT_TRUE(s.submit(make_job(*eng, "b", 4)).ok());
+    auto refused = s.submit(make_job(*eng, "c", 4));
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().code, Errc::request_queue_full);
+    EXPECT_NE(refused.error().message.find("2 requests are already queued (limit 2)"), std::string::npos) << refused.error().message;
+    EXPECT_EQ(s.snap().n_refused_full, 1u);
+    s.run_until_idle();
+    EXPECT_EQ(s.snap().ends[job_outcome(Errc::ok)], 2u);
+}
+
+TEST(SchedulerCore, HeadOfLineWaitsForRoomThenTimesOutWithCellNumbers) {
+    // 128 cells: A reserves 100, so B (100) waits at the head and C (small) behind it must not
+    // overtake; after the queue timeout B ends with the cell numbers, then C runs.
+    auto eng = make_engine(load_synthetic("sched"), 128);
+    SchedulerConfig cfg;
+    cfg.queue_timeout_s = 0.2;
+    Steps s(*eng, cfg);
+    auto a = make_job(*eng, "Once upon a time", 100);
+    auto b = make_job(*eng, "The cat sat", 100);
+    auto c = make_job(*eng, "Hi", 2);
+    for (auto& j : {a, b, c}) ASSERT_TRUE(s.submit(j).ok());
+    EXPECT_EQ(s.iterate(), 1u);
+    EXPECT_EQ(a->state(), JobState::running);
+    EXPECT_EQ(b->state(), JobState::queued);
+    EXPECT_EQ(c->state(), JobState::queued);
+    EXPECT_TRUE(s.core().head_blocked());
+    s.advance(milliseconds(199));
+    s.iterate();
+    EXPECT_EQ(b->state(), JobState::queued);
+    EXPECT_EQ(c->state(), JobState::queued);
+    s.advance(milliseconds(1));
+    s.iterate();
+    ASSERT_EQ(b->state(), JobState::done);
+    EXPECT_EQ(b->error().code, Errc::request_queue_timeout);
+    EXPECT_NE(b->error().message.find("queue timeout of 0.2 s"), std::string::npos) << b->error().message;
+    EXPECT_NE(b->error().message.find("cells"), std::string::npos) << b->error().message;
+    // C timed out as well (it waited as long), not admitted past B.
+    EXPECT_EQ(c->error().code, Errc::request_queue_timeout);
+    EXPECT_EQ(eng->cache().stats().rejections[static_cast<int>(kvcache::RejectReason::timeout)], 2u);
+    s.run_until_idle();
+    EXPECT_EQ(a->error().code, Errc::ok);
+    EXPECT_EQ(s.snap().ends[job_outcome(Errc::request_queue_timeout)], 2u);
+}
+
+TEST(SchedulerCore, WaitingRequestIsAdmittedInTheStepAfterRoomFrees) {
+    auto eng = make_engine(load_synthetic("sched"), 128);
+    Steps s(*eng, SchedulerConfig{});
+    auto a = make_job(*eng, "Once upon a time", 100);
+    auto b = make_job(*eng, "The cat sat", 100);
+    ASSERT_TRUE(s.submit(a).ok());
+    ASSERT_TRUE(s.submit(b).ok());
+    s.iterate();
+    a->cancel();
+    s.iterate();  // A is cancelled in this step, its cells freed; B still waits (planned before)
+    EXPECT_EQ(a->error().code, Errc::request_cancelled);
+    EXPECT_EQ(eng->cache().stats().used, 0);
+    EXPECT_EQ(b->state(), JobState::queued);
+    s.iterate();
+    EXPECT_EQ(b->state(), JobState::running);
+    s.run_until_idle();
+    EXPECT_EQ(b->error().code, Errc::ok);
+}
+
+TEST(SchedulerCore, TooLongEndsAtOnceAndInvalidDoesNotBlockTheQueue) {
+    auto eng = make_engine(load_synthetic("sched"), 256);
+    Steps s(*eng, SchedulerConfig{});
+    auto big = make_job(*eng, "Once upon a time", 300);
+    auto bad = make_job(*eng, "x", 4);
+    bad->prompt.clear();  // the engine refuses an empty prompt
+    auto ok = make_job(*eng, "fine", 3);
+    for (auto& j : {big, bad, ok}) ASSERT_TRUE(s.submit(j).ok());
+    EXPECT_EQ(s.iterate(), 1u);
+    EXPECT_EQ(big->error().code, Errc::request_too_long);
+    EXPECT_NE(big->error().message.find("max_tokens 300"), std::string::npos) << big->error().message;
+    EXPECT_EQ(bad->error().code, Errc::request_invalid);
+    EXPECT_EQ(ok->state(), JobState::running);
+    s.run_until_idle();
+    const auto snap = s.snap();
+    EXPECT_EQ(snap.ends[job_outcome(Errc::request_too_long)], 1u);
+    EXPECT_EQ(snap.ends[job_outcome(Errc::request_invalid)], 1u);
+    EXPECT_EQ(snap.ends[job_outcome(Errc::ok)], 1u);
+}
+
+TEST(SchedulerCore, CancelQueuedAndRunningFreesCellsInOneStep) {
+    auto eng = make_engine(load_synthetic("sched"), 512);
+    SchedulerConfig cfg;
+    cfg.max_running = 1;
+    Steps s(*eng, cfg);
+    auto run = make_job(*eng, "Once upon a time", 200, /*pieces=*/true);
+    auto queued = make_job(*eng, "The cat", 200);
+    ASSERT_TRUE(s.submit(run).ok());
+    ASSERT_TRUE(s.submit(queued).ok());
+    for (int i = 0; i < 4; ++i) s.iterate();
+    EXPECT_GT(run->n_generated(), 0);
+    EXPECT_GT(eng->cache().stats().used, 0);
+    run->cancel();
+    queued->cancel();
+    s.iterate();
+    EXPECT_EQ(run->error().code, Errc::request_cancelled);
+    EXPECT_EQ(queued->error().code, Errc::request_cancelled);
+    EXPECT_EQ(queued->error().message, "the client disconnected while queued");
+    EXPECT_GT(run->result().tokens.size(), 0u);  // what it had produced stays readable
+    EXPECT_EQ(eng->cache().stats().used, 0);
+    EXPECT_EQ(eng->cache().stats().reserved, 0);
+    EXPECT_TRUE(s.core().idle());
+}
+
+TEST(SchedulerCore, RequestTimeoutCountsFromSubmitForQueuedAndRunning) {
+    auto eng = make_engine(load_synthetic("sched"), 512);
+    SchedulerConfig cfg;
+    cfg.max_running = 1;
+    cfg.request_timeout_s = 0.05;
+    Steps s(*eng, cfg);
+    auto a = make_job(*eng, "Once upon a time", 400);
+    auto b = make_job(*eng, "The cat", 4);
+    ASSERT_TRUE(s.submit(a).ok());
+    ASSERT_TRUE(s.submit(b).ok());
+    s.iterate();
+    s.iterate();
+    s.advance(milliseconds(50));
+    s.iterate();
+    EXPECT_EQ(a->error().code, Errc::request_timed_out);
+    EXPECT_NE(a->error().message.find("timed out after 0.05 s (--timeout) with"), std::string::npos) << a->error().message;
+    EXPECT_EQ(b->error().code, Errc::request_timed_out);
+    EXPECT_NE(b->error().message.find("while waiting for KV cells"), std::string::npos) << b->error().message;
+    EXPECT_EQ(eng->cache().stats().used, 0);
+    EXPECT_EQ(s.snap().ends[job_outcome(Errc::request_timed_out)], 2u);
+}
+
+TEST(SchedulerCore, DrainRefusesNewWorkEndsQueuedAndCancelsRunningAfterGrace) {
+    auto eng = make_engine(load_synthetic("sched"), 512);
+    SchedulerConfig cfg;
+    cfg.max_running = 1;
+    Steps s(*eng, cfg);
+    auto run = make_job(*eng, "Once upon a time", 400);
+    auto queued = make_job(*eng, "The cat", 4);
+    ASSERT_TRUE(s.submit(run).ok());
+    ASSERT_TRUE(s.submit(queued).ok());
+    s.iterate();
+    s.core().drain(s.now() + milliseconds(100));
+    auto late = s.submit(make_job(*eng, "late", 2));
+    ASSERT_FALSE(late.ok());
+    EXPECT_EQ(late.error().code, Errc::server_shutting_down);
+    s.iterate();
+    EXPECT_EQ(queued->error().code, Errc::server_shutting_down);
+    EXPECT_EQ(run->state(), JobState::running);  // within the grace period it keeps running
+    s.advance(milliseconds(100));
+    s.iterate();
+    EXPECT_EQ(run->error().code, Errc::server_shutting_down);
+    EXPECT_NE(run->error().message.find("cancelled after"), std::string::npos) << run->error().message;
+    EXPECT_TRUE(s.core().idle());
+    EXPECT_EQ(eng->cache().stats().used, 0);
+}
+
+TEST(SchedulerCore, EmbeddingsGoThroughTheQueueInOrder) {
+    auto eng = make_engine(load_synthetic("sched"), 128);
+    Steps s(*eng, SchedulerConfig{});
+    auto direct = eng->embed_tokens(eng->tokenize("a red apple", GenerateOptions{}), Pooling::mean);
+    ASSERT_TRUE(direct.ok());
+    // A generation holds all but one cell: the embedding behind it waits (head of line).
+    auto gen = make_job(*eng, "Once upon a time", 1);
+    gen->options.max_tokens = 128 - static_cast<int32_t>(gen->prompt.size()) - 1;
+    auto emb = make_embed_job(*eng, "a red apple");
+    ASSERT_TRUE(s.submit(gen).ok());
+    s.iterate();
+    ASSERT_TRUE(s.submit(emb).ok());
+    s.iterate();
+    EXPECT_EQ(emb->state(), JobState::queued);
+    EXPECT_TRUE(s.core().head_blocked());
+    EXPECT_EQ(s.snap().entries.back().state, "queued");
+    gen->cancel();
+    s.iterate();  // frees the cells
+    s.iterate();  // the embedding runs
+    ASSERT_EQ(emb->state(), JobState::done);
+    ASSERT_EQ(emb->error().code, Errc::ok) << emb->error().what();
+    EXPECT_EQ(emb->embedding(), *direct);  // bit-identical to the engine's direct path
+    EXPECT_EQ(eng->cache().stats().used, 0);
+}
+
+TEST(SchedulerCore, EmbeddingThatCanNeverFitEndsWithTheNumbers) {
+    auto eng = make_engine(load_synthetic("sched"), 16);
+    Steps s(*eng, SchedulerConfig{});
+    auto emb = std::make_shared<Job>();
+    emb->kind = JobKind::embed;
+    emb->prompt.assign(40, 5);
+    ASSERT_TRUE(s.submit(emb).ok());
+    s.iterate();
+    EXPECT_EQ(emb->error().code, Errc::request_too_long);
+    EXPECT_NE(emb->error().message.find("40 tokens"), std::string::npos) << emb->error().message;
+}
+
+// ---- the thread driver ----
+
+TEST(Scheduler, DriverRunsGenerationsAndEmbeddingsConcurrently) {
+    auto eng = make_engine(load_synthetic("sched"), 1024);
+    auto want = eng->generate("Once upon a time", greedy(20));
+    ASSERT_TRUE(want.ok());
+    auto want_vec = eng->embed_tokens(eng->tokenize("hello", GenerateOptions{}), Pooling::mean);
+    ASSERT_TRUE(want_vec.ok());
+    Scheduler s(*eng, SchedulerConfig{});
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (int i = 0; i < 3; ++i) {
+        jobs.push_back(make_job(*eng, "Once upon a time", 20, true));
+        ASSERT_TRUE(s.submit(jobs.back()).ok());
+    }
+    auto v = s.embed(eng->tokenize("hello", GenerateOptions{}), Pooling::mean);
+    ASSERT_TRUE(v.ok()) << v.error().what();
+    EXPECT_EQ(*v, *want_vec);
+    for (auto& j : jobs) {
+        ASSERT_TRUE(j->wait_done(std::chrono::seconds(30)));
+        EXPECT_EQ(j->error().code, Errc::ok);
+        EXPECT_EQ(j->result().tokens, want->tokens);
+        EXPECT_GT(j->ttft_ms(), 0.0);
+    }
+    auto r = s.run(eng->tokenize("Hello", greedy(5)), greedy(5));
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->tokens.size(), 5u);
+    // A client that is gone: cancelled, and the blocking helper returns the cancellation.
+    auto dead = s.run(eng->tokenize("Hello", greedy(200)), greedy(200), [] { return false; });
+    ASSERT_FALSE(dead.ok());
+    EXPECT_EQ(dead.error().code, Errc::request_cancelled);
+    s.drain(milliseconds(100));
+    const auto snap = s.snapshot();  // published before the waiters were woken
+    EXPECT_EQ(snap.n_running, 0);
+    EXPECT_EQ(snap.ends[job_outcome(Errc::ok)], 5u);
+    EXPECT_FALSE(s.submit(make_job(*eng, "late", 2)).ok());
+    s.stop();
+    EXPECT_EQ(eng->cache().stats().used, 0);
+    EXPECT_EQ(eng->cache().check_invariants(), "");
+}
+
+TEST(Scheduler, StopEndsRunningAndQueuedJobs) {
+    auto eng = make_engine(load_synthetic("sched"), 2048);
+    SchedulerConfig cfg;
+    cfg.max_running = 1;
+    auto s = std::make_unique<Scheduler>(*eng, cfg);
+    auto a = make_job(*eng, "Once upon a time", 1500);
+    auto b = make_job(*eng, "The cat", 1500);
+    ASSERT_TRUE(s->submit(a).ok());
+    ASSERT_TRUE(s->submit(b).ok());
+    ASSERT_EQ(a->wait_admitted(std::chrono::seconds(5)), JobState::running);
+    s->stop();
+    ASSERT_EQ(a->state(), JobState::done);
+    ASSERT_EQ(b->state(), JobState::done);
+    // A may have finished its 1500 tokens first on a fast machine; B never ran.
+    EXPECT_TRUE(a->error().code == Errc::ok || a->error().code == Errc::server_shutting_down) << a->error().what();
+    EXPECT_EQ(b->error().code, Errc::server_shutting_down);
+    EXPECT_EQ(eng->cache().stats().used, 0);
+}
+
+}  // namespace
+}  // namespace kvrag::engine
