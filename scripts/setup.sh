@@ -12,6 +12,7 @@ PACKAGES=(
   libsqlite3-dev libcmark-dev libgumbo-dev libpoppler-cpp-dev  # memory: store (FTS5), Markdown, HTML, PDF
   python3-numpy                       # independent numpy reference for the forward pass
   libcpp-httplib-dev                  # server: HTTP (header + shared library, pkg-config cpp-httplib)
+  libssl-dev                          # memory: SHA-256 via OpenSSL's EVP (pkg-config openssl)
 )
 # Server client tests use the official openai npm package: Debian's nodejs/npm only when no
 # node/npm is on the PATH (one installed another way is left alone).

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <utility>
 
 namespace kvrag {
 
@@ -23,23 +24,37 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::run(const std::function<void(int, int)>& fn) {
     if (n_threads_ == 1) {
-        fn(0, 1);
+        fn(0, 1);  // no other participant: an exception simply propagates
         return;
     }
     {
         std::lock_guard<std::mutex> lock(mu_);
         job_ = &fn;
         pending_ = n_threads_ - 1;
+        error_ = nullptr;
         ++generation_;
     }
     // Workers spin briefly on this counter before sleeping: a decode step issues hundreds of
     // small kernels, and a condition-variable wake-up per kernel would dominate them.
     spin_generation_.fetch_add(1, std::memory_order_release);
     cv_start_.notify_all();
-    fn(0, n_threads_);
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_done_.wait(lock, [&] { return pending_ == 0; });
-    job_ = nullptr;
+    // The caller's part may throw too; it must still wait below, because the workers hold a
+    // pointer to fn, which dies when this frame unwinds.
+    std::exception_ptr mine;
+    try {
+        fn(0, n_threads_);
+    } catch (...) {
+        mine = std::current_exception();
+    }
+    std::exception_ptr error;
+    {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (mine && !error_) error_ = std::move(mine);
+        cv_done_.wait(lock, [&] { return pending_ == 0; });
+        job_ = nullptr;
+        error = std::exchange(error_, nullptr);
+    }
+    if (error) std::rethrow_exception(error);
 }
 
 void ThreadPool::worker(int ith) {
@@ -59,9 +74,17 @@ void ThreadPool::worker(int ith) {
             seen = generation_;
             job = job_;
         }
-        (*job)(ith, n_threads_);
+        // An exception must not escape the thread (std::terminate) nor skip the --pending_
+        // below (run() would wait forever): keep it for run() to rethrow.
+        std::exception_ptr error;
+        try {
+            (*job)(ith, n_threads_);
+        } catch (...) {
+            error = std::current_exception();
+        }
         {
             std::lock_guard<std::mutex> lock(mu_);
+            if (error && !error_) error_ = std::move(error);
             if (--pending_ == 0) cv_done_.notify_one();
         }
     }

@@ -4,13 +4,21 @@
 // returns when all are done. Work is split statically by the callers, and every output element
 // is computed by exactly one thread with the same code whatever nth is, so results never depend
 // on the thread count.
+//
+// Exceptions: fn may throw on any participant. run() still waits for every participant to
+// finish its part (no worker is ever left running a job whose fn has gone out of scope), then
+// rethrows the first exception recorded on the calling thread; the others are dropped. The
+// pool is usable again as soon as run() returns or throws.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace kvrag {
@@ -23,9 +31,11 @@ public:
     ThreadPool& operator=(const ThreadPool&) = delete;
 
     int size() const { return n_threads_; }
+    // Not reentrant: fn must not call run() on the same pool, and one run at a time.
     void run(const std::function<void(int ith, int nth)>& fn);
 
-    // Splits [0, n) into nth near-equal contiguous ranges; returns thread ith's range.
+    // Splits [0, n) into nth near-equal contiguous ranges; returns thread ith's range. The
+    // first n % nth threads get one element more; the ranges are in ith order and tile [0, n).
     static std::pair<int64_t, int64_t> split(int64_t n, int ith, int nth) {
         const int64_t per = n / nth, extra = n % nth;
         const int64_t begin = ith * per + (ith < extra ? ith : extra);
@@ -43,6 +53,7 @@ private:
     const std::function<void(int, int)>* job_ = nullptr;
     uint64_t generation_ = 0;
     int pending_ = 0;
+    std::exception_ptr error_;  // the first exception thrown by a participant of this run
     bool stop_ = false;
     std::atomic<uint64_t> spin_generation_{0};
 };

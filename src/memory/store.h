@@ -12,6 +12,10 @@
 // status queries can see the work); open() deletes those.
 //
 // Thread safety: every method takes the store's mutex (one SQLite connection).
+//
+// The implementation is one file per part: store.cpp (opening, schema, indexes, consistency),
+// store_documents.cpp, store_search.cpp, store_conversations.cpp; SQLite wrappers in
+// sqlite_db.h, tags and ids in ids.h.
 #pragma once
 
 #include <cstdint>
@@ -26,12 +30,11 @@
 #include <vector>
 
 #include "core/error.h"
+#include "memory/ids.h"
 
 struct sqlite3;
 
 namespace kvrag::memory {
-
-using Tags = std::vector<std::pair<std::string, std::string>>;  // key=value, a key may repeat
 
 // Which model made an index's embeddings. Two models are the same when all three match.
 struct EmbeddingModelInfo {
@@ -183,7 +186,10 @@ public:
 private:
     Store() = default;
     Result<void> init_schema();
-    Result<int64_t> generation();  // bumped by every write transaction
+    // The helpers below expect mu_ held (and, for writes, a transaction open).
+    Result<int64_t> generation();                 // bumped by every write transaction
+    Result<void> bump_generation();               // invalidates every cached VectorSet
+    Result<void> delete_doc_rows(int64_t rowid);  // the document row, its chunks and tags
 
     std::mutex mu_;
     sqlite3* db_ = nullptr;
@@ -195,13 +201,5 @@ private:
     };
     std::unordered_map<std::string, CachedVectors> vector_cache_;
 };
-
-// "k=v,k2=v2" -> tags. Error memory_bad_input for an entry without '=' or an empty key.
-Result<Tags> parse_tags(const std::string& s);
-std::string format_tags(const Tags& tags);  // "k=v,k2=v2", sorted
-// Ids and index names: 1-128 characters of [A-Za-z0-9._-] (Kernel Memory's rule).
-bool valid_id(const std::string& id);
-// Makes an id from any text (a file path): invalid characters become '_'.
-std::string sanitize_id(const std::string& text);
 
 }  // namespace kvrag::memory

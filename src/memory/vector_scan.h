@@ -16,7 +16,11 @@ namespace kvrag::memory {
 float dot_f32(const float* a, const float* b, int32_t n);
 
 // The k best rows of data (n, dim) by dot product with q (dim), best first, as (row, score).
-// Rows whose doc_rowids[row] is not in `allowed` are skipped when allowed is non-null.
+// Equal scores are ordered by row, lowest first, so the result never depends on the sort's
+// internals (and a k that cuts through a tie keeps the lowest rows). Returns min(k, number of
+// rows considered) pairs; k == 0 gives none.
+// Filter: when both doc_rowids (n) and allowed are given, rows whose doc_rowids[row] is not
+// in `allowed` are skipped (an empty set skips every row); when either is null, none are.
 std::vector<std::pair<size_t, float>> top_k_scan(const float* data, size_t n, int32_t dim, const float* q, size_t k,
                                                  const std::vector<int64_t>* doc_rowids = nullptr,
                                                  const std::unordered_set<int64_t>* allowed = nullptr);
