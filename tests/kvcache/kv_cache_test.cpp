@@ -888,6 +888,44 @@ TEST(KvCacheTest, ShiftRotationComposesWithPosition) {
     }
 }
 
+// The rotation is the model's: with rope frequency factors (llama-3 style rope_freqs) a moved
+// key must land where the forward pass would have put it, theta_i = pos * base^(-2i/n_rot) / f_i.
+TEST(KvCacheTest, ShiftUsesTheModelsFrequencyFactors) {
+    const model::ModelHParams hp = tiny_hparams();
+    const std::vector<float> factors = {1.0f, 2.0f, 4.0f, 8.0f};  // (n_rot / 2)
+    KvCacheConfig cfg;
+    cfg.n_cells = kCells;
+    cfg.type = GgmlType::F32;
+    cfg.block_tokens = kBlock;
+    auto made = KvCache::create(hp, cfg, model::KeyRotation(hp, factors));
+    ASSERT_TRUE(made.ok());
+    std::shared_ptr<KvCache> cache = *made;
+    auto rotate = [&](std::vector<float> row, double pos) {
+        for (size_t h = 0; h < row.size() / static_cast<size_t>(hp.head_dim); ++h) {
+            float* x = row.data() + h * static_cast<size_t>(hp.head_dim);
+            for (int32_t i = 0; i < hp.n_rot / 2; ++i) {
+                const double theta = pos * std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * i / hp.n_rot) / factors[static_cast<size_t>(i)];
+                const double x0 = x[2 * i], x1 = x[2 * i + 1];
+                x[2 * i] = static_cast<float>(x0 * std::cos(theta) - x1 * std::sin(theta));
+                x[2 * i + 1] = static_cast<float>(x0 * std::sin(theta) + x1 * std::cos(theta));
+            }
+        }
+        return row;
+    };
+    Sequence s = prefill(*cache, toks(12), 12);
+    std::vector<float> raw(static_cast<size_t>(cache->geometry().n_embd_kv));
+    for (size_t j = 0; j < raw.size(); ++j) raw[j] = 0.3f + 0.05f * static_cast<float>(j);
+    for (int32_t p = 0; p < 12; ++p) {
+        const std::vector<float> k = rotate(raw, p);
+        std::memcpy(k_row(*cache, 1, s.cells()[static_cast<size_t>(p)]), k.data(), k.size() * sizeof(float));
+    }
+    ASSERT_TRUE(cache->shift(s, 2, 5));
+    for (int32_t p = 0; p < 7; ++p) {
+        expect_row_near(k_row(*cache, 1, s.cells()[static_cast<size_t>(p)]), rotate(raw, p), 1e-4f, "pos " + std::to_string(p));
+    }
+    EXPECT_INVARIANTS(*cache);
+}
+
 TEST(KvCacheTest, ShiftRejectsBadRanges) {
     auto cache = make_cache();
     Sequence s = prefill(*cache, toks(10), 10);
