@@ -64,7 +64,9 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel model, const EngineCo
     kc.type = config.kv_type;
     kc.block_tokens = config.prefix_block;
     kc.prefix_reuse = config.prefix_reuse;
-    auto cache = kvcache::KvCache::create(model.model->hparams(), kc);
+    // Context shift re-rotates stored keys with the model's own RoPE (frequency factors included).
+    model::KeyRotation rotation(model.model->hparams(), model.model->weights().rope_freq_factors);
+    auto cache = kvcache::KvCache::create(model.model->hparams(), kc, std::move(rotation));
     if (!cache) return cache.error();
     return std::unique_ptr<Engine>(new Engine(std::move(model), config, std::move(*cache)));
 }

@@ -1,4 +1,9 @@
-// The KV cache manager: one fixed pool of n_cells cells shared by every sequence.
+// The KV cache manager: one fixed pool of n_cells cells shared by every sequence. This class is
+// the facade the engine uses; it composes
+//   - CellPool (cell_pool.h): per-cell holders, the free list, the reservation total;
+//   - PrefixCache (prefix_cache.h): published prompt blocks, their reuse and LRU eviction;
+//   - model::KeyRotation (model/key_rotation.h): the model's RoPE, to move keys in a shift;
+// plus the live sequences and the counters, all behind one mutex.
 //
 // Ownership model. A cell is held by reference count: by each live Sequence whose position
 // list contains it, and by the prefix cache when it belongs to a published prompt block. A cell
@@ -15,6 +20,12 @@
 // generation. Any free cell serves any sequence (the forward pass takes an explicit cell list
 // per token), so fragmentation cannot make an allocation fail while enough cells are free.
 //
+// Failure contract. "No room" is an empty return: nullopt from admit/fork, false from
+// append/shift; the sequence is unchanged then. Misuse is a bug in the caller, never confused
+// with no room: a Sequence that is empty (released, moved from) or belongs to another cache, a
+// shift range outside the sequence, a negative reservation stop the process with KVRAG_CHECK
+// (core/check.h), which names the broken precondition.
+//
 // Thread safety: every method locks one mutex; a Sequence's cell list is read without a lock by
 // the single thread that drives that sequence.
 #pragma once
@@ -30,8 +41,11 @@
 
 #include "core/error.h"
 #include "core/ggml_type.h"
+#include "kvcache/cell_pool.h"
 #include "kvcache/kv_store.h"
+#include "kvcache/prefix_cache.h"
 #include "model/hparams.h"
+#include "model/key_rotation.h"
 
 namespace kvrag::kvcache {
 
@@ -40,15 +54,6 @@ struct KvCacheConfig {
     GgmlType type = GgmlType::F16;
     int32_t block_tokens = 16;   // prefix-reuse granularity (tokens per shared block)
     bool prefix_reuse = true;
-};
-
-// RoPE parameters needed to re-rotate keys when a context shift moves them.
-struct RopeParams {
-    int32_t n_rot = 0;
-    float freq_base = 10000.0f;
-    float freq_scale = 1.0f;
-    bool neox = false;
-    std::vector<float> freq_factors;  // (n_rot / 2) or empty
 };
 
 enum class RejectReason { never_fits = 0, busy = 1, timeout = 2, count = 3 };
@@ -127,7 +132,10 @@ private:
 
 class KvCache : public std::enable_shared_from_this<KvCache> {
 public:
-    static Result<std::shared_ptr<KvCache>> create(const model::ModelHParams& hp, const KvCacheConfig& config);
+    // rotation: the model's key re-rotation, used by shift() (build it from the same
+    // hyperparameters and rope frequency factors as the forward pass).
+    static Result<std::shared_ptr<KvCache>> create(const model::ModelHParams& hp, const KvCacheConfig& config,
+                                                   model::KeyRotation rotation);
 
     // ---- for the forward pass ----
     model::KvView& view() { return store_; }
@@ -139,24 +147,29 @@ public:
     // leaves at least one prompt token to compute, so the request gets logits.
     int32_t peek_prefix(std::span<const int32_t> prompt) const;
     // Admits a sequence for `prompt` that will hold at most max_tokens positions in all: takes
-    // the reusable prefix and reserves the rest. nullopt when the cells are not available now
-    // (a full cache is an empty return, not an error). Precondition: max_tokens <= n_cells.
+    // the reusable prefix and reserves the rest. nullopt when the cells are not available now,
+    // or never can be (max_tokens > n_cells): a full cache is an empty return, not an error.
     // reuse_prefix false: take nothing from the prefix cache (every position gets computed).
+    // Precondition: max_tokens >= 0.
     std::optional<Sequence> admit(std::span<const int32_t> prompt, int32_t max_tokens, bool reuse_prefix = true);
     // A new sequence sharing all of parent's cells, with `reserve` cells reserved. nullopt when
-    // the reservation is not available.
+    // the reservation is not available. Preconditions: parent is a live sequence of this cache;
+    // reserve >= 0.
     std::optional<Sequence> fork(const Sequence& parent, int32_t reserve);
 
     // ---- while a sequence runs (scheduler) ----
+    // Every call below requires seq to be a live sequence of this cache (checked).
     // Gives the next tokens of seq their cells (positions n_tokens ...). Draws on the
     // reservation first, then on free cells (evicting unused prefix blocks). false when there is
     // no room; seq is unchanged then.
     bool append(Sequence& seq, std::span<const int32_t> tokens);
-    // Drops positions >= n_keep (e.g. to roll back speculative or rejected tokens).
+    // Drops positions >= n_keep (e.g. to roll back speculative or rejected tokens); n_keep below
+    // 0 means 0, at or past the end is a no-op.
     void truncate(Sequence& seq, int32_t n_keep);
     // Context shift: drops positions [n_keep, n_keep + n_discard), moves the later ones down by
     // n_discard and re-rotates their keys to the new positions (copying shared cells first).
     // false when there is no room for those copies; seq is unchanged then.
+    // Preconditions: n_keep >= 0, n_discard >= 1, n_keep + n_discard <= n_tokens.
     bool shift(Sequence& seq, int32_t n_keep, int32_t n_discard);
     // Offers seq's full prompt blocks (first n_prompt positions) to the prefix cache. A block is
     // kept only once its content has been seen in two prompts, so one-off text (a varying RAG
@@ -169,54 +182,35 @@ public:
     KvStats stats() const;
     void note_rejection(RejectReason reason);
     void note_truncation();
-    // Checks every internal invariant (reference counts, free list, reservations); returns a
-    // description of the first violation, or empty. For tests.
+    // Checks every internal invariant (reference counts, free list, reservations, and the
+    // prefix cache's structures against brute-force recomputations); returns a description of
+    // the first violation, or empty. O(n_cells + n_blocks^2), for tests.
     std::string check_invariants() const;
 
-    KvCache(const KvGeometry& geo, const KvCacheConfig& config, RopeParams rope);
+    KvCache(const KvGeometry& geo, const KvCacheConfig& config, model::KeyRotation rotation);
 
 private:
     friend class Sequence;
-    struct Block {
-        uint64_t parent = 0;                 // hash of the previous block, 0 for the first
-        std::vector<int32_t> tokens;         // (block_tokens)
-        std::vector<int32_t> cells;          // (block_tokens)
-        int32_t n_children = 0;
-        uint64_t last_used = 0;
-    };
 
+    // Precondition of every per-sequence call: seq is live and ours.
+    void check_own(const Sequence& seq) const;
     void release_locked(Sequence::State& s);
     int32_t take_cell_locked();              // -1 when none even after eviction
-    bool evict_one_locked();
-    int32_t evictable_cells_locked() const;
     int32_t available_locked() const;        // free + evictable - reserved
-    void ref_seq_locked(int32_t cell);      // a sequence takes a reference to a held cell
-    void unref_locked(int32_t cell);        // a sequence drops its reference
-    void unref_cache_locked(int32_t cell);  // the prefix cache drops its reference
+    void ref_seq_locked(int32_t cell);       // a sequence takes a reference to a held cell
+    void unref_seq_locked(int32_t cell);     // a sequence drops its reference
     void note_used_locked();
-    uint64_t block_hash(uint64_t parent, std::span<const int32_t> tokens) const;
-    // Longest run of cached blocks matching the prompt, capped to leave one token to compute.
-    std::vector<uint64_t> match_locked(std::span<const int32_t> prompt) const;
-    void rotate_cell_locked(int32_t cell, int32_t delta);
     void copy_cell_locked(int32_t dst, int32_t src);
 
     mutable std::mutex mu_;
     KvStore store_;
     KvCacheConfig config_;
-    RopeParams rope_;
-    std::vector<int32_t> ref_;          // (n_cells) holders per cell: sequences + the prefix cache
-    std::vector<int32_t> in_cache_;     // (n_cells) 1 when the prefix cache holds the cell
-    std::vector<int32_t> free_;         // stack of free cells
-    int32_t reserved_ = 0;
-    int32_t held_ = 0;                  // cells with ref_ > 0
-    int32_t live_used_ = 0;             // cells some sequence holds
+    model::KeyRotation rotation_;
+    CellPool pool_;
+    PrefixCache prefix_;                // holds a reference to pool_ (declared before it)
     int64_t next_seq_id_ = 1;
-    uint64_t clock_ = 0;
-    std::unordered_map<uint64_t, Block> blocks_;
-    std::unordered_map<uint64_t, uint32_t> seen_;   // block hash -> times seen in a prompt
     std::unordered_map<int64_t, const Sequence::State*> live_;
     KvStats counters_;                  // counters and peak; the rest is computed in stats()
-    std::vector<float> rot_scratch_;
 };
 
 }  // namespace kvrag::kvcache

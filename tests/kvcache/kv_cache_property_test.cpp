@@ -93,7 +93,7 @@ public:
         cfg.n_cells = kCells;
         cfg.type = GgmlType::F32;
         cfg.block_tokens = kBlock;
-        auto r = KvCache::create(hparams(), cfg);
+        auto r = KvCache::create(hparams(), cfg, model::KeyRotation(hparams()));
         if (r.ok()) cache_ = *r;
         // A few shared prefixes: prompts start with some of one of them.
         for (int f = 0; f < 4; ++f) {

@@ -43,7 +43,7 @@ std::shared_ptr<KvCache> make_cache(int32_t n_cells = kCells, const model::Model
     cfg.type = type;
     cfg.block_tokens = kBlock;
     cfg.prefix_reuse = prefix_reuse;
-    auto r = KvCache::create(hp, cfg);
+    auto r = KvCache::create(hp, cfg, model::KeyRotation(hp));
     EXPECT_TRUE(r.ok());
     return r.ok() ? *r : nullptr;
 }
@@ -83,6 +83,14 @@ void run_request(KvCache& cache, const std::vector<int32_t>& prompt) {
 }
 
 #define EXPECT_INVARIANTS(cache) EXPECT_EQ((cache).check_invariants(), "")
+
+// Misuse stops the process (KVRAG_CHECK). Death tests re-run the binary for the one test
+// ("threadsafe"), so threads other tests left behind cannot deadlock the forked child.
+#define EXPECT_MISUSE(stmt, what) \
+    do { \
+        GTEST_FLAG_SET(death_test_style, "threadsafe"); \
+        EXPECT_DEATH(stmt, "kvrag: internal error: .*check failed: .*" what); \
+    } while (0)
 
 // ---- K/V rows through the view (F32 cache) ----
 
@@ -146,13 +154,13 @@ void expect_row_near(const float* got, const std::vector<float>& want, float tol
 TEST(KvCacheTest, CreateRejectsBadConfig) {
     KvCacheConfig cfg;
     cfg.n_cells = 0;
-    EXPECT_FALSE(KvCache::create(tiny_hparams(), cfg).ok());
+    EXPECT_FALSE(KvCache::create(tiny_hparams(), cfg, model::KeyRotation(tiny_hparams())).ok());
     cfg.n_cells = 16;
     cfg.block_tokens = 0;
-    EXPECT_FALSE(KvCache::create(tiny_hparams(), cfg).ok());
+    EXPECT_FALSE(KvCache::create(tiny_hparams(), cfg, model::KeyRotation(tiny_hparams())).ok());
     cfg.block_tokens = 4;
     cfg.type = GgmlType::Q8_0;  // head_dim 8 is not a multiple of 32
-    EXPECT_FALSE(KvCache::create(tiny_hparams(), cfg).ok());
+    EXPECT_FALSE(KvCache::create(tiny_hparams(), cfg, model::KeyRotation(tiny_hparams())).ok());
 }
 
 TEST(KvCacheTest, FreshCacheIsEmptyAndSizedExactly) {
@@ -415,7 +423,7 @@ TEST(KvCacheTest, ForkRefusedWhenReservationUnavailable) {
     auto cache = make_cache(16);
     Sequence parent = prefill(*cache, toks(10), 12);  // 10 used, 2 reserved, 4 available
     EXPECT_FALSE(cache->fork(parent, 5).has_value());
-    EXPECT_FALSE(cache->fork(Sequence(), 0).has_value());
+    EXPECT_MISUSE(cache->fork(Sequence(), 0), "sequence is empty");
     EXPECT_EQ(cache->stats().shared, 0);
     EXPECT_EQ(cache->stats().n_sequences, 1);
     std::optional<Sequence> f = cache->fork(parent, 4);
@@ -880,15 +888,53 @@ TEST(KvCacheTest, ShiftRotationComposesWithPosition) {
     }
 }
 
+// The rotation is the model's: with rope frequency factors (llama-3 style rope_freqs) a moved
+// key must land where the forward pass would have put it, theta_i = pos * base^(-2i/n_rot) / f_i.
+TEST(KvCacheTest, ShiftUsesTheModelsFrequencyFactors) {
+    const model::ModelHParams hp = tiny_hparams();
+    const std::vector<float> factors = {1.0f, 2.0f, 4.0f, 8.0f};  // (n_rot / 2)
+    KvCacheConfig cfg;
+    cfg.n_cells = kCells;
+    cfg.type = GgmlType::F32;
+    cfg.block_tokens = kBlock;
+    auto made = KvCache::create(hp, cfg, model::KeyRotation(hp, factors));
+    ASSERT_TRUE(made.ok());
+    std::shared_ptr<KvCache> cache = *made;
+    auto rotate = [&](std::vector<float> row, double pos) {
+        for (size_t h = 0; h < row.size() / static_cast<size_t>(hp.head_dim); ++h) {
+            float* x = row.data() + h * static_cast<size_t>(hp.head_dim);
+            for (int32_t i = 0; i < hp.n_rot / 2; ++i) {
+                const double theta = pos * std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * i / hp.n_rot) / factors[static_cast<size_t>(i)];
+                const double x0 = x[2 * i], x1 = x[2 * i + 1];
+                x[2 * i] = static_cast<float>(x0 * std::cos(theta) - x1 * std::sin(theta));
+                x[2 * i + 1] = static_cast<float>(x0 * std::sin(theta) + x1 * std::cos(theta));
+            }
+        }
+        return row;
+    };
+    Sequence s = prefill(*cache, toks(12), 12);
+    std::vector<float> raw(static_cast<size_t>(cache->geometry().n_embd_kv));
+    for (size_t j = 0; j < raw.size(); ++j) raw[j] = 0.3f + 0.05f * static_cast<float>(j);
+    for (int32_t p = 0; p < 12; ++p) {
+        const std::vector<float> k = rotate(raw, p);
+        std::memcpy(k_row(*cache, 1, s.cells()[static_cast<size_t>(p)]), k.data(), k.size() * sizeof(float));
+    }
+    ASSERT_TRUE(cache->shift(s, 2, 5));
+    for (int32_t p = 0; p < 7; ++p) {
+        expect_row_near(k_row(*cache, 1, s.cells()[static_cast<size_t>(p)]), rotate(raw, p), 1e-4f, "pos " + std::to_string(p));
+    }
+    EXPECT_INVARIANTS(*cache);
+}
+
 TEST(KvCacheTest, ShiftRejectsBadRanges) {
     auto cache = make_cache();
     Sequence s = prefill(*cache, toks(10), 10);
     const std::vector<int32_t> cells = s.cells();
-    EXPECT_FALSE(cache->shift(s, -1, 2));
-    EXPECT_FALSE(cache->shift(s, 2, 0));
-    EXPECT_FALSE(cache->shift(s, 5, 6));
+    EXPECT_MISUSE(cache->shift(s, -1, 2), "shift range");
+    EXPECT_MISUSE(cache->shift(s, 2, 0), "shift range");
+    EXPECT_MISUSE(cache->shift(s, 5, 6), "shift range");
     Sequence empty;
-    EXPECT_FALSE(cache->shift(empty, 0, 1));
+    EXPECT_MISUSE(cache->shift(empty, 0, 1), "sequence is empty");
     EXPECT_EQ(s.cells(), cells);
     EXPECT_EQ(cache->stats().shifts, 0u);
     EXPECT_TRUE(cache->shift(s, 5, 5));  // dropping the whole tail is allowed
@@ -1051,6 +1097,40 @@ TEST(KvCacheTest, ShiftedSequenceNeverPublishes) {
     fresh.push_back(7);
     EXPECT_EQ(cache->peek_prefix(fresh), 0) << "a fresh prompt would reuse K/V computed in another context";
     EXPECT_EQ(cache->stats().prefix_blocks, 0);
+}
+
+// ================================================================ misuse vs no room
+
+// Misuse is a bug in the caller and stops the process with a message naming the precondition;
+// it is never reported as "no room" (the empty returns above).
+TEST(KvCacheTest, MisuseStopsTheProcess) {
+    auto cache = make_cache(16);
+    auto other = make_cache(16);
+    Sequence s = prefill(*cache, toks(6), 8);
+    Sequence foreign = prefill(*other, toks(6), 8);
+    Sequence empty;
+    Sequence moved = prefill(*cache, toks(2, 50), 2);
+    Sequence taker = std::move(moved);
+
+    EXPECT_MISUSE(cache->append(empty, toks(1)), "sequence is empty");
+    EXPECT_MISUSE(cache->append(moved, toks(1)), "sequence is empty");
+    EXPECT_MISUSE(cache->append(foreign, toks(1)), "another KV cache");
+    EXPECT_MISUSE(cache->truncate(foreign, 0), "another KV cache");
+    EXPECT_MISUSE(cache->truncate(empty, 0), "sequence is empty");
+    EXPECT_MISUSE(cache->publish_prefix(foreign, 4), "another KV cache");
+    EXPECT_MISUSE(cache->shift(foreign, 0, 1), "another KV cache");
+    EXPECT_MISUSE(cache->fork(foreign, 0), "another KV cache");
+    EXPECT_MISUSE(cache->fork(s, -1), "negative reservation");
+    EXPECT_MISUSE(cache->admit(toks(2), -1), "negative max_tokens");
+
+    // None of it touched the cache (each death ran in a child process).
+    EXPECT_EQ(cache->stats().used, 8);
+    EXPECT_EQ(foreign.n_tokens(), 6);
+    EXPECT_INVARIANTS(*cache);
+    EXPECT_INVARIANTS(*other);
+    // "No room" stays an empty return.
+    EXPECT_FALSE(cache->admit(toks(1, 900), 9).has_value());
+    EXPECT_FALSE(cache->append(taker, toks(9, 900)));
 }
 
 }  // namespace

@@ -1,0 +1,156 @@
+// The prefix cache: published prompt blocks that later prompts reuse instead of prefilling.
+//
+// A block is block_tokens consecutive prompt tokens at a block boundary and the cells holding
+// their K/V. It is named by a hash chained over its whole prefix (parent hash + its tokens), so
+// equal hashes mean equal prefixes; tokens are compared too on lookup. Blocks form a forest:
+// each block's parent is the block before it, and a block is only cached while its parent is.
+//
+// What is kept: a block is cached only once its content has been offered by two prompts (an
+// admission filter), so one-off text never occupies cells after its request.
+//
+// Eviction. A block is pinned while a live sequence holds one of its cells or one of its
+// descendants is pinned; an unpinned block (and so its whole subtree) is reclaimable. The
+// count of reclaimable cells is kept up to date on every change (O(1) to read, what admission
+// adds to the free cells). The unpinned leaves, the blocks that can go now, sit in an intrusive
+// list ordered by last use, oldest first: eviction pops the head in O(1). Evicting a leaf may
+// make its parent a leaf, which then joins the list.
+//
+// Every touch (admission reuse, publish) stamps a root-to-block path with one new clock value,
+// so a parent is always used at least as recently as its children and two unpinned leaves never
+// share a stamp: the list head is exactly the block a linear scan for the lowest last_used
+// among unpinned leaves would pick (check_invariants verifies this).
+//
+// Holds the prefix cache's reference on its cells in the CellPool it is given. The owner must
+// report every change of a cached cell's sequence holders between none and some
+// (seq_holds / seq_released), as CellPool::ref_seq / unref_seq return it.
+//
+// Not thread-safe: the owning KvCache serialises every call.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kvcache/cell_pool.h"
+
+namespace kvrag::kvcache {
+
+// The cached blocks a prompt can take, root first.
+struct PrefixMatch {
+    std::vector<uint64_t> blocks;      // block hashes
+    std::vector<int32_t> cells;        // (n_blocks * block_tokens) cell of each position
+    std::vector<int32_t> tokens;       // (n_blocks * block_tokens)
+    int32_t n_evictable_cells = 0;     // of `cells`, those now counted reclaimable
+};
+
+// A read-only picture of one cached block (tests and debugging).
+struct PrefixBlockInfo {
+    uint64_t hash = 0;
+    uint64_t parent = 0;                   // 0 for a first block
+    std::vector<int32_t> cells;            // (block_tokens)
+    uint64_t last_used = 0;                // clock value of its last touch
+};
+
+class PrefixCache {
+public:
+    // Preconditions: block_tokens >= 1; pool outlives this cache.
+    PrefixCache(CellPool& pool, int32_t block_tokens);
+    PrefixCache(const PrefixCache&) = delete;
+    PrefixCache& operator=(const PrefixCache&) = delete;
+
+    int32_t block_tokens() const { return block_tokens_; }
+
+    // ---- lookup ----
+    // Longest run of cached blocks matching the prompt from its start, capped to leave at least
+    // one prompt token to compute (so the request gets logits).
+    PrefixMatch match(std::span<const int32_t> prompt) const;
+    // match(prompt).cells.size() without building the match.
+    int32_t peek(std::span<const int32_t> prompt) const;
+    // Marks the blocks as used now (one new clock value). Precondition: they are cached and a
+    // root-first chain, as match() returns them.
+    void touch(std::span<const uint64_t> blocks);
+
+    // ---- publishing ----
+    // Offers the first n_blocks full blocks of a sequence (tokens and the cells holding them,
+    // position order). Keeps each block seen in two prompts whose prefix is cached and whose
+    // cells are in no other block; already cached blocks are touched. Stops at the first block
+    // whose cached copy lives on other cells than the sequence's: a live child would otherwise
+    // pin a parent it does not hold. Preconditions: tokens.size() == cells.size() >=
+    // n_blocks * block_tokens; a sequence holds every cell.
+    void publish(std::span<const int32_t> tokens, std::span<const int32_t> cells, size_t n_blocks);
+
+    // ---- holder changes (from the owner) ----
+    // A cached cell got its first sequence holder. Precondition: the cell is cached.
+    void seq_holds(int32_t cell);
+    // A cached cell lost its last sequence holder. Precondition: the cell is cached.
+    void seq_released(int32_t cell);
+
+    // ---- eviction ----
+    // Evicts the least recently used unpinned leaf block, O(1); false when there is none.
+    bool evict_one();
+    // Evicts until only pinned blocks are left.
+    void clear();
+
+    // ---- queries ----
+    int32_t n_evictable_cells() const { return n_evictable_cells_; }  // O(1)
+    int32_t n_blocks() const { return static_cast<int32_t>(blocks_.size()); }
+    int32_t n_cached_cells() const { return n_blocks() * block_tokens_; }
+    uint64_t n_evictions() const { return n_evictions_; }
+    // The block evict_one() would take now, if any (for tests).
+    std::optional<uint64_t> next_victim() const;
+    // Every cached block, in no particular order. O(n_cached_cells), for tests.
+    std::vector<PrefixBlockInfo> blocks() const;
+
+    // Checks every structure against a recomputation from scratch: child and pin counts, the
+    // cells' cache flags, the reclaimable count (brute force), the list (exactly the unpinned
+    // leaves, oldest first) and that its head is the linear scan's victim. Returns the first
+    // violation, or empty. O(n_blocks * depth), for tests.
+    std::string check_invariants() const;
+
+    static uint64_t block_hash(uint64_t parent, std::span<const int32_t> tokens);
+
+private:
+    struct Block {
+        uint64_t hash = 0;
+        uint64_t parent = 0;                 // hash of the previous block, 0 for the first
+        Block* parent_block = nullptr;       // the same block, by address (map nodes are stable)
+        std::vector<int32_t> tokens;         // (block_tokens)
+        std::vector<int32_t> cells;          // (block_tokens)
+        int32_t n_children = 0;
+        int32_t n_seq_cells = 0;             // cells some live sequence holds
+        int32_t n_pinned_children = 0;
+        uint64_t last_used = 0;
+        Block* lru_prev = nullptr;           // intrusive list of unpinned leaves, oldest first
+        Block* lru_next = nullptr;
+        bool in_lru = false;
+
+        bool pinned() const { return n_seq_cells > 0 || n_pinned_children > 0; }
+    };
+
+    Block* owner_of(int32_t cell) const;
+    // b's pinned state may have changed (it was was_pinned): update the count, the list and
+    // the ancestors' pinned-children counts, up to the first block whose state stays.
+    void repin(Block* b, bool was_pinned);
+    void lru_insert(Block* b);               // at its place by last_used
+    void lru_unlink(Block* b);
+    // The victim by the definition (lowest last_used among unpinned leaves), by a full scan.
+    const Block* scan_victim() const;
+    int32_t brute_force_evictable_cells() const;
+
+    CellPool& pool_;
+    int32_t block_tokens_;
+    std::unordered_map<uint64_t, Block> blocks_;
+    std::unordered_map<uint64_t, uint32_t> seen_;   // block hash -> times offered in a prompt
+    std::vector<Block*> owner_;                     // (n_cells) cached block holding the cell, or null
+    Block* lru_head_ = nullptr;                     // least recently used unpinned leaf
+    Block* lru_tail_ = nullptr;
+    int32_t n_lru_ = 0;
+    int32_t n_evictable_cells_ = 0;                 // cells of unpinned blocks
+    uint64_t clock_ = 0;
+    uint64_t n_evictions_ = 0;
+};
+
+}  // namespace kvrag::kvcache

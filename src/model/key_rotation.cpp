@@ -1,0 +1,38 @@
+#include "model/key_rotation.h"
+
+#include "core/check.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+
+namespace kvrag::model {
+
+KeyRotation::KeyRotation(const ModelHParams& hp, std::span<const float> freq_factors)
+    : n_layer_(hp.n_layer), n_head_kv_(hp.n_head_kv), head_dim_(hp.head_dim), n_rot_(hp.n_rot), freq_base_(hp.rope_freq_base),
+      freq_scale_(hp.rope_freq_scale), neox_(hp.rope_neox), freq_factors_(freq_factors.begin(), freq_factors.end()),
+      scratch_(static_cast<size_t>(hp.head_dim) + static_cast<size_t>(hp.n_rot), 0.0f) {
+    KVRAG_CHECK(freq_factors_.empty() || static_cast<int32_t>(freq_factors_.size()) == n_rot_ / 2,
+                "rope freq_factors must hold n_rot / 2 values");
+}
+
+void KeyRotation::rotate(KvView& kv, int32_t cell, int32_t delta) {
+    KVRAG_CHECK(cell >= 0 && cell < kv.n_cells(), "cell outside the KV view");
+    float* head = scratch_.data();          // (head_dim)
+    float* cos_sin = head + head_dim_;      // (n_rot / 2, 2)
+    // The table of a position delta is exactly the rotation R(delta).
+    kernels::rope_table(cos_sin, static_cast<float>(delta), n_rot_, freq_base_, freq_scale_,
+                        freq_factors_.empty() ? nullptr : freq_factors_.data());
+    for (int il = 0; il < n_layer_; ++il) {
+        const KvLayerRef l = kv.layer(il);
+        const size_t head_bytes = ggml_row_size(l.type, head_dim_);
+        KVRAG_CHECK(head_bytes * static_cast<size_t>(n_head_kv_) == l.row_bytes, "K row width is not n_head_kv * head_dim");
+        uint8_t* k = l.k + static_cast<size_t>(cell) * l.row_bytes;  // (n_head_kv, head_dim) in l.type
+        for (int32_t h = 0; h < n_head_kv_; ++h) {
+            uint8_t* kh = k + static_cast<size_t>(h) * head_bytes;
+            kernels::dequantize_row(l.type, kh, head, head_dim_);
+            kernels::rope_apply(head, cos_sin, n_rot_, neox_);
+            kernels::quantize_row(l.type, head, kh, head_dim_);
+        }
+    }
+}
+
+}  // namespace kvrag::model

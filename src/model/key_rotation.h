@@ -1,0 +1,47 @@
+// Re-rotation of stored keys for a context shift.
+//
+// K rows live in the cache after RoPE, at their cell's position. When a context shift moves a
+// position from p to p + delta, its key must become R(p + delta) k. RoPE angles are linear in
+// the position, so R(p + delta) = R(delta) R(p): one more rotation by delta moves a stored key
+// without recomputing it. Which frequencies and which pairing the rotation uses is the model's
+// business (they must match the forward pass exactly), so this lives in model/ and the KV cache
+// only calls it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "model/hparams.h"
+#include "model/kv_view.h"
+
+namespace kvrag::model {
+
+class KeyRotation {
+public:
+    // freq_factors: (n_rot / 2) per-dimension divisors of the angle (the model's rope_freqs
+    // tensor), or empty; must be what the forward pass uses.
+    explicit KeyRotation(const ModelHParams& hp, std::span<const float> freq_factors = {});
+
+    // Rotates the K rows of `cell` in every layer of kv by delta positions (negative moves the
+    // keys towards the start). Each head is dequantised, rotated and written back in the row's
+    // type. V rows are left alone. Not thread-safe (one scratch row): the owner serialises calls.
+    // Preconditions: 0 <= cell < kv.n_cells(), kv has this model's n_layer layers of
+    // n_head_kv * head_dim elements.
+    void rotate(KvView& kv, int32_t cell, int32_t delta);
+
+    int32_t n_layer() const { return n_layer_; }
+
+private:
+    int32_t n_layer_ = 0;
+    int32_t n_head_kv_ = 0;
+    int32_t head_dim_ = 0;
+    int32_t n_rot_ = 0;
+    float freq_base_ = 10000.0f;
+    float freq_scale_ = 1.0f;
+    bool neox_ = false;
+    std::vector<float> freq_factors_;   // (n_rot / 2) or empty
+    std::vector<float> scratch_;        // (head_dim + n_rot): one head, then its cos/sin table
+};
+
+}  // namespace kvrag::model
