@@ -1,4 +1,4 @@
-// Memory (RAG) subcommands: ingest, search, ask, docs, memory-bench. See docs/memory.md.
+// Memory (RAG) subcommands: ingest, search, ask, docs; memory-bench runs tools/memory_bench. See docs/memory.md.
 #include <unistd.h>
 
 #include <algorithm>
@@ -6,12 +6,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "memory/memory.h"
-#include "memory/vector_scan.h"
+#include "tools/memory_bench.h"
 
 namespace kvrag::cli {
 namespace {
@@ -347,104 +346,6 @@ int run_docs(const DocsArgs& a) {
     return fail(Error{Errc::cli_usage, "docs action '" + a.action + "' is not list or delete"});
 }
 
-// ---- memory-bench ---------------------------------------------------------------------------
-
-struct BenchArgs {
-    std::vector<int64_t> sizes{10000, 100000};
-    int32_t dim = 384;
-    int32_t queries = 20;
-    std::string dir;
-};
-
-int run_bench(const BenchArgs& a) {
-    std::mt19937_64 rng(42);
-    std::normal_distribution<float> nd;
-    static const char* kWords[] = {"cache", "token", "vector", "memory", "kernel", "prompt", "engine", "sequence", "block", "prefix",
-                                   "search", "chunk", "index", "model", "layer", "query", "answer", "source", "batch", "sample"};
-    auto unit = [&](std::vector<float>& v) {
-        double n = 0;
-        for (auto& x : v) x = nd(rng), n += static_cast<double>(x) * x;
-        const float inv = static_cast<float>(1.0 / std::sqrt(n));
-        for (auto& x : v) x *= inv;
-    };
-    std::printf("exact scan vs. hybrid search, dim %d, %d queries each (times per query)\n", a.dim, a.queries);
-    std::printf("%9s %12s %12s %12s %12s %12s\n", "chunks", "insert s", "load ms", "scan ms", "hybrid ms", "lexical ms");
-    for (int64_t n : a.sizes) {
-        if (n <= 0 || n > 2000000) return fail(Error{Errc::cli_usage, "--chunks entries must be in [1, 2000000]"});
-        const fs::path dir = a.dir.empty() ? fs::temp_directory_path() / ("kvrag-memory-bench-" + std::to_string(getpid()) + "-" + std::to_string(n))
-                                           : fs::path(a.dir) / std::to_string(n);
-        fs::remove_all(dir);
-        auto store = memory::Store::open(dir.string());
-        if (!store) return fail(store.error());
-        std::shared_ptr<memory::Store> st(std::move(*store));
-        memory::EmbeddingModelInfo info{"bench", "random", a.dim};
-        if (auto r = st->ensure_index("default", info); !r) return fail(r.error());
-        const auto t0 = std::chrono::steady_clock::now();
-        const int64_t per_doc = 500;
-        for (int64_t d = 0; d * per_doc < n; ++d) {
-            memory::DocumentInput doc;
-            doc.index = "default";
-            doc.doc_id = "doc" + std::to_string(d);
-            doc.name = doc.doc_id + ".txt";
-            for (int64_t c = 0; c < per_doc && d * per_doc + c < n; ++c) {
-                memory::ChunkInput ch;
-                ch.position = static_cast<int32_t>(c);
-                // 40 words: a few common ones and a Zipf-ish tail over 5000 rare ones
-                for (int w = 0; w < 40; ++w) {
-                    const uint64_t r = rng();
-                    ch.text += (r % 4 == 0 ? std::string(kWords[(r >> 8) % 20]) : "w" + std::to_string(((r >> 8) % 5000) * ((r >> 24) % 5000) / 5000));
-                    ch.text += w % 7 == 6 ? ". " : " ";
-                }
-                ch.text += "item" + std::to_string(d * per_doc + c);
-                ch.n_tokens = 60;
-                ch.embedding.resize(static_cast<size_t>(a.dim));
-                unit(ch.embedding);
-                doc.chunks.push_back(std::move(ch));
-            }
-            if (auto r = st->write_document(doc); !r) return fail(r.error());
-        }
-        const double insert_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const auto t1 = std::chrono::steady_clock::now();
-        auto vs = st->vectors("default");
-        if (!vs) return fail(vs.error());
-        const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
-
-        memory::ModelHooks hooks;
-        hooks.embed_model = info;
-        hooks.embed = [&](std::string_view) -> Result<std::vector<float>> {
-            std::vector<float> v(static_cast<size_t>(a.dim));
-            unit(v);
-            return v;
-        };
-        memory::Memory mem(st, hooks);
-        double scan_ms = 0, hybrid_ms = 0, lexical_ms = 0;
-        std::vector<float> q(static_cast<size_t>(a.dim));
-        for (int32_t i = 0; i < a.queries; ++i) {
-            unit(q);
-            const auto ts = std::chrono::steady_clock::now();
-            auto top = memory::top_k_scan((*vs)->data.data(), (*vs)->size(), a.dim, q.data(), 50);
-            scan_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count();
-            if (top.empty()) return fail(Error{Errc::memory_store, "bench: empty scan"});
-            memory::SearchOptions o;
-            // a question-like query: one common word and two rarer ones
-            const std::string query = std::string(kWords[i % 20]) + " w" + std::to_string(100 + rng() % 2000) + " w" + std::to_string(100 + rng() % 2000);
-            auto h = mem.search(query, o);
-            if (!h) return fail(h.error());
-            hybrid_ms += h->search_ms;
-            o.mode = memory::SearchMode::lexical;
-            auto l = mem.search(query, o);
-            if (!l) return fail(l.error());
-            lexical_ms += l->search_ms;
-        }
-        std::printf("%9lld %12.2f %12.1f %12.2f %12.2f %12.2f\n", static_cast<long long>(n), insert_s, load_ms, scan_ms / a.queries,
-                    hybrid_ms / a.queries, lexical_ms / a.queries);
-        std::fflush(stdout);
-        st.reset();
-        if (a.dir.empty()) fs::remove_all(dir);
-    }
-    return 0;
-}
-
 }  // namespace
 
 Runner add_ingest(CLI::App& app) {
@@ -498,12 +399,15 @@ Runner add_docs(CLI::App& app) {
 }
 
 Runner add_memory_bench(CLI::App& app) {
-    auto a = std::make_shared<BenchArgs>();
+    auto a = std::make_shared<tools::MemoryBenchConfig>();
     app.add_option("--chunks", a->sizes, "store sizes to measure (default 10000 100000)")->delimiter(',');
     app.add_option("--dim", a->dim, "embedding dimension (default 384)")->check(CLI::Range(8, 16384));
     app.add_option("--queries", a->queries, "queries per size (default 20)")->check(CLI::Range(1, 10000));
     app.add_option("--dir", a->dir, "keep the stores under this directory");
-    return [a] { return run_bench(*a); };
+    return [a] {
+        auto r = tools::run_memory_bench(*a);
+        return r ? 0 : fail(r.error());
+    };
 }
 
 }  // namespace kvrag::cli

@@ -27,11 +27,14 @@
 #include "kvcache/kv_store.h"
 #include "model/forward.h"
 #include "model/model.h"
-#include "model/synthetic.h"
+#include "tools/synthetic.h"
 #include "test_paths.h"
 
 namespace kvrag::model {
 namespace {
+
+using tools::SyntheticSpec;
+using tools::write_synthetic_model;
 
 namespace fs = std::filesystem;
 
