@@ -2,6 +2,7 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "engine/context_size.h"
 #include "engine/engine.h"
 
 namespace kvrag::cli {
@@ -39,7 +40,8 @@ int run_generate(const GenerateArgs& a) {
     engine::EngineConfig cfg;
     cfg.n_threads = a.threads;
     cfg.kv_type = *kv_type;
-    cfg.n_ctx = a.ctx > 0 ? a.ctx : std::min<int32_t>(4096, loaded->model->hparams().n_ctx_train);
+    // One sequence: n_ctx only, n_ctx_seq stays 0 = all of it (see engine/context_size.h).
+    cfg.n_ctx = engine::default_context_size(loaded->model->hparams(), a.ctx).n_ctx;
     auto policy = engine::parse_context_policy(a.policy);
     if (!policy) return fail(policy.error());
     auto gen = engine::Engine::create(std::move(*loaded), cfg);
@@ -109,7 +111,8 @@ Runner add_generate(CLI::App& app) {
     app.add_option("--frequency-penalty", a->frequency_penalty, "OpenAI frequency penalty");
     app.add_option("--seed", a->seed, "random seed for reproducible sampling; default random");
     app.add_option("-t,--threads", a->threads, "threads; default: physical cores")->check(CLI::Range(0, 1024));
-    app.add_option("-c,--ctx", a->ctx, "context size (KV cells); default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
+    app.add_option("-c,--ctx", a->ctx, "context size (KV cells); default min(" + std::to_string(engine::kDefaultMaxCtx) + ", trained context)")
+        ->check(CLI::Range(0, 1 << 22));
     app.add_option("--kv-type", a->kv_type, "KV cell type: f16, q8_0, f32");
     app.add_option("--context-policy", a->policy, "when the context is full: error, truncate (drop oldest prompt tokens), shift (drop oldest half while generating)");
     app.add_option("--n-keep", a->n_keep, "prompt tokens truncate/shift never drop (BOS is always kept)")->check(CLI::Range(0, 1 << 22));

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "engine/context_size.h"
 #include "engine/engine.h"
 #include "memory/memory.h"
 #include "tools/memory_bench.h"
@@ -36,7 +37,8 @@ void add_model_options(CLI::App& app, ModelArgs& a) {
     app.add_option("--embed-model", a.embed_model_path, "separate GGUF model for the embeddings");
     app.add_option("--memory", a.memory_dir, "store directory (created if absent)")->required();
     app.add_option("--index", a.index, "index name (default: default)");
-    app.add_option("-c,--ctx", a.ctx, "context size; default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
+    app.add_option("-c,--ctx", a.ctx, "context size; default min(" + std::to_string(engine::kDefaultMaxCtx) + ", trained context)")
+        ->check(CLI::Range(0, 1 << 22));
     app.add_option("-t,--threads", a.threads, "threads; default: physical cores")->check(CLI::Range(0, 1024));
     app.add_option("--chunk-tokens", a.chunk_tokens, "max tokens per chunk (default 256)")->check(CLI::Range(8, 1 << 20));
     app.add_option("--chunk-overlap", a.chunk_overlap, "tokens of overlap between chunks (default 32)")->check(CLI::Range(0, 1 << 19));
@@ -55,7 +57,8 @@ Result<std::unique_ptr<engine::Engine>> make_engine(const std::string& path, con
     if (!loaded) return loaded.error();
     engine::EngineConfig cfg;
     cfg.n_threads = a.threads;
-    cfg.n_ctx = a.ctx > 0 ? a.ctx : std::min<int32_t>(4096, std::max<int32_t>(64, loaded->model->hparams().n_ctx_train));
+    // One request at a time: n_ctx only, n_ctx_seq stays 0 = all of it (see engine/context_size.h).
+    cfg.n_ctx = engine::default_context_size(loaded->model->hparams(), a.ctx).n_ctx;
     return engine::Engine::create(std::move(*loaded), cfg);
 }
 
