@@ -19,16 +19,24 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// The defaults of the flags below are the library's (memory/chunker.h, memory/memory.h), read
+// from default-constructed option structs so each is written once; help texts print them.
+const memory::ChunkOptions kChunkDefaults;
+const memory::SearchOptions kSearchDefaults;
+const memory::AskOptions kAskDefaults;
+
+std::string dflt(int32_t v) { return " (default " + std::to_string(v) + ")"; }
+
 // Options shared by the commands that load a model.
 struct ModelArgs {
     std::string model_path;
     std::string embed_model_path;  // empty = the -m model embeds too
     std::string memory_dir;
-    std::string index = "default";
+    std::string index = kSearchDefaults.index;
     int32_t ctx = 0;
     int32_t threads = 0;
-    int32_t chunk_tokens = 256;
-    int32_t chunk_overlap = 32;
+    int32_t chunk_tokens = kChunkDefaults.max_tokens;
+    int32_t chunk_overlap = kChunkDefaults.overlap;
     std::string chat_template;
 };
 
@@ -40,8 +48,8 @@ void add_model_options(CLI::App& app, ModelArgs& a) {
     app.add_option("-c,--ctx", a.ctx, "context size; default min(" + std::to_string(engine::kDefaultMaxCtx) + ", trained context)")
         ->check(CLI::Range(0, 1 << 22));
     app.add_option("-t,--threads", a.threads, "threads; default: physical cores")->check(CLI::Range(0, 1024));
-    app.add_option("--chunk-tokens", a.chunk_tokens, "max tokens per chunk (default 256)")->check(CLI::Range(8, 1 << 20));
-    app.add_option("--chunk-overlap", a.chunk_overlap, "tokens of overlap between chunks (default 32)")->check(CLI::Range(0, 1 << 19));
+    app.add_option("--chunk-tokens", a.chunk_tokens, "max tokens per chunk" + dflt(kChunkDefaults.max_tokens))->check(CLI::Range(8, 1 << 20));
+    app.add_option("--chunk-overlap", a.chunk_overlap, "tokens of overlap between chunks" + dflt(kChunkDefaults.overlap))->check(CLI::Range(0, 1 << 19));
     app.add_option("--chat-template", a.chat_template, "chat template name (default: the model's, else chatml)");
 }
 
@@ -197,8 +205,8 @@ struct SearchArgs {
     std::string doc_id;
     std::string tags;
     std::string mode = "hybrid";
-    double min_relevance = 0.0;
-    int32_t limit = 5;
+    double min_relevance = kSearchDefaults.min_relevance;
+    int32_t limit = kSearchDefaults.limit;
     bool json_out = false;
 };
 
@@ -241,11 +249,11 @@ struct AskArgs {
     std::string conversation;
     std::string doc_id;
     std::string tags;
-    double min_relevance = 0.0;
-    int32_t max_tokens = 256;
-    int32_t candidates = 20;
-    float temp = 0.0f;
-    int64_t seed = 0;
+    double min_relevance = kAskDefaults.min_relevance;
+    int32_t max_tokens = kAskDefaults.max_tokens;
+    int32_t candidates = kAskDefaults.n_candidates;
+    float temp = kAskDefaults.sampling.temperature;
+    int64_t seed = static_cast<int64_t>(kAskDefaults.sampling.seed);
     bool json_out = false;
     bool verbose = false;
     std::string history = "drop";
@@ -368,7 +376,7 @@ Runner add_search(CLI::App& app) {
     app.add_option("--tags", a->tags, "only documents with every tag: k=v,k2=v2");
     app.add_option("--mode", a->mode, "hybrid (default), vector or lexical");
     app.add_option("--min-relevance", a->min_relevance, "minimum cosine similarity in [0, 1]")->check(CLI::Range(0.0, 1.0));
-    app.add_option("-n,--limit", a->limit, "results (default 5)")->check(CLI::Range(1, 1000));
+    app.add_option("-n,--limit", a->limit, "results" + dflt(kSearchDefaults.limit))->check(CLI::Range(1, 1000));
     app.add_flag("--json", a->json_out, "print JSON");
     return [a] { return run_search(*a); };
 }
@@ -382,8 +390,10 @@ Runner add_ask(CLI::App& app) {
     app.add_option("--doc", a->doc_id, "only this document id");
     app.add_option("--tags", a->tags, "only documents with every tag: k=v,k2=v2");
     app.add_option("--min-relevance", a->min_relevance, "minimum cosine similarity in [0, 1]")->check(CLI::Range(0.0, 1.0));
-    app.add_option("-n,--max-tokens", a->max_tokens, "answer length (default 256)")->check(CLI::Range(1, 1 << 22));
-    app.add_option("--candidates", a->candidates, "chunks retrieved (as many as fit are used; default 20)")->check(CLI::Range(1, 1000));
+    app.add_option("-n,--max-tokens", a->max_tokens, "answer length" + dflt(kAskDefaults.max_tokens))->check(CLI::Range(1, 1 << 22));
+    app.add_option("--candidates", a->candidates,
+                   "chunks retrieved (as many as fit are used; default " + std::to_string(kAskDefaults.n_candidates) + ")")
+        ->check(CLI::Range(1, 1000));
     app.add_option("--temp", a->temp, "temperature (default 0: greedy)");
     app.add_option("--seed", a->seed, "sampling seed");
     app.add_flag("--json", a->json_out, "print JSON");
@@ -403,9 +413,10 @@ Runner add_docs(CLI::App& app) {
 
 Runner add_memory_bench(CLI::App& app) {
     auto a = std::make_shared<tools::MemoryBenchConfig>();
+    const tools::MemoryBenchConfig d;
     app.add_option("--chunks", a->sizes, "store sizes to measure (default 10000 100000)")->delimiter(',');
-    app.add_option("--dim", a->dim, "embedding dimension (default 384)")->check(CLI::Range(8, 16384));
-    app.add_option("--queries", a->queries, "queries per size (default 20)")->check(CLI::Range(1, 10000));
+    app.add_option("--dim", a->dim, "embedding dimension" + dflt(d.dim))->check(CLI::Range(8, 16384));
+    app.add_option("--queries", a->queries, "queries per size" + dflt(d.queries))->check(CLI::Range(1, 10000));
     app.add_option("--dir", a->dir, "keep the stores under this directory");
     return [a] {
         auto r = tools::run_memory_bench(*a);
