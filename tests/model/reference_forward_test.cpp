@@ -154,7 +154,7 @@ class ReferenceForwardTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ReferenceForwardTest, LogitsMatchPythonReference) {
     const std::string skip = python_unavailable_reason();
-    if (!skip.empty()) GTEST_SKIP() << "independent reference needs numpy: " << skip;
+    KVRAG_SKIP_UNLESS_SHARED(skip.empty()) << "independent reference needs numpy: " << skip;
     const Case& c = GetParam();
 
     // 1. A synthetic model of this weight type (matrices, token_embd and output all in it).
