@@ -3,7 +3,7 @@
 
 #include "cli/commands.h"
 #include "engine/engine.h"
-#include "model/synthetic.h"
+#include "tools/synthetic.h"
 
 namespace kvrag::cli {
 namespace {
@@ -21,7 +21,7 @@ struct MakeModelArgs {
 };
 
 Result<void> make_model(const MakeModelArgs& a) {
-    model::SyntheticSpec s;
+    tools::SyntheticSpec s;
     s.arch = a.arch;
     s.n_embd = a.dim;
     s.n_layer = a.layers;
@@ -51,7 +51,7 @@ Result<void> make_model(const MakeModelArgs& a) {
         vocab = *f;
         s.vocab_from = vocab.get();
     }
-    return model::write_synthetic_model(s, a.out);
+    return tools::write_synthetic_model(s, a.out);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "engine/context_size.h"
 #include "engine/engine.h"
 
 namespace kvrag::cli {
@@ -10,24 +11,17 @@ namespace {
 struct GenerateArgs {
     std::string model_path;
     std::string prompt;
-    int32_t n_predict = 128;
-    float temp = 0.8f;
-    int32_t top_k = 40;
-    float top_p = 0.95f;
-    float min_p = 0.05f;
-    float repeat_penalty = 1.0f;
-    float presence_penalty = 0.0f;
-    float frequency_penalty = 0.0f;
-    int64_t seed = -1;
+    // The sampling and generation flags are bound straight to the library's options, so their
+    // defaults are GenerateOptions' and SamplingParams' own (written once, in engine/engine.h
+    // and sampling/sampler.h); tests/cli/cli_defaults_test.cpp checks what --help prints.
+    engine::GenerateOptions opt;
+    int64_t seed = -1;  // the CLI's own: -1 = a random seed (the library's seed is unsigned)
     int32_t threads = 0;
     int32_t ctx = 0;
     std::string kv_type = "f16";
-    std::string policy = "error";
-    int32_t n_keep = 0;
-    std::vector<std::string> stop;
+    std::string policy = engine::context_policy_name(engine::GenerateOptions{}.policy);
     bool ids = false;
-    bool ignore_eos = false;
-    bool special = false;
+    bool ignore_eos = !engine::GenerateOptions{}.stop_at_eog;
     bool verbose = false;
 };
 
@@ -39,7 +33,8 @@ int run_generate(const GenerateArgs& a) {
     engine::EngineConfig cfg;
     cfg.n_threads = a.threads;
     cfg.kv_type = *kv_type;
-    cfg.n_ctx = a.ctx > 0 ? a.ctx : std::min<int32_t>(4096, loaded->model->hparams().n_ctx_train);
+    // One sequence: n_ctx only, n_ctx_seq stays 0 = all of it (see engine/context_size.h).
+    cfg.n_ctx = engine::default_context_size(loaded->model->hparams(), a.ctx).n_ctx;
     auto policy = engine::parse_context_policy(a.policy);
     if (!policy) return fail(policy.error());
     auto gen = engine::Engine::create(std::move(*loaded), cfg);
@@ -49,21 +44,10 @@ int run_generate(const GenerateArgs& a) {
         std::fprintf(stderr, "kv cache: %d cells x %zu bytes = %zu bytes (%s)\n", st.total, st.bytes_per_cell, st.bytes, a.kv_type.c_str());
     }
 
-    engine::GenerateOptions opt;
-    opt.max_tokens = a.n_predict;
-    opt.sampling.temperature = a.temp;
-    opt.sampling.top_k = a.top_k;
-    opt.sampling.top_p = a.top_p;
-    opt.sampling.min_p = a.min_p;
-    opt.sampling.repeat_penalty = a.repeat_penalty;
-    opt.sampling.presence_penalty = a.presence_penalty;
-    opt.sampling.frequency_penalty = a.frequency_penalty;
+    engine::GenerateOptions opt = a.opt;
     opt.sampling.seed = a.seed >= 0 ? static_cast<uint64_t>(a.seed) : std::random_device{}();
-    opt.stop = a.stop;
     opt.stop_at_eog = !a.ignore_eos;
-    opt.parse_special = a.special;
     opt.policy = *policy;
-    opt.n_keep = a.n_keep;
 
     engine::TextCallback stream = nullptr;
     if (!a.ids) {
@@ -99,24 +83,28 @@ Runner add_generate(CLI::App& app) {
     auto a = std::make_shared<GenerateArgs>();
     app.add_option("-m,--model", a->model_path, "GGUF model file")->required();
     app.add_option("-p,--prompt", a->prompt, "prompt text")->required();
-    app.add_option("-n,--n-predict", a->n_predict, "maximum tokens to generate")->check(CLI::Range(0, 1 << 22));
-    app.add_option("--temp", a->temp, "temperature; 0 = greedy");
-    app.add_option("--top-k", a->top_k, "keep the k most likely tokens; <= 0 disables");
-    app.add_option("--top-p", a->top_p, "nucleus sampling mass; 1 disables");
-    app.add_option("--min-p", a->min_p, "drop tokens below min_p * p(best); 0 disables");
-    app.add_option("--repeat-penalty", a->repeat_penalty, "penalty for recent tokens; 1 disables");
-    app.add_option("--presence-penalty", a->presence_penalty, "OpenAI presence penalty");
-    app.add_option("--frequency-penalty", a->frequency_penalty, "OpenAI frequency penalty");
+    app.add_option("-n,--n-predict", a->opt.max_tokens, "maximum tokens to generate")->capture_default_str()->check(CLI::Range(0, 1 << 22));
+    app.add_option("--temp", a->opt.sampling.temperature, "temperature; 0 = greedy")->capture_default_str();
+    app.add_option("--top-k", a->opt.sampling.top_k, "keep the k most likely tokens; <= 0 disables")->capture_default_str();
+    app.add_option("--top-p", a->opt.sampling.top_p, "nucleus sampling mass; 1 disables")->capture_default_str();
+    app.add_option("--min-p", a->opt.sampling.min_p, "drop tokens below min_p * p(best); 0 disables")->capture_default_str();
+    app.add_option("--repeat-penalty", a->opt.sampling.repeat_penalty, "penalty for recent tokens; 1 disables")->capture_default_str();
+    app.add_option("--presence-penalty", a->opt.sampling.presence_penalty, "OpenAI presence penalty")->capture_default_str();
+    app.add_option("--frequency-penalty", a->opt.sampling.frequency_penalty, "OpenAI frequency penalty")->capture_default_str();
     app.add_option("--seed", a->seed, "random seed for reproducible sampling; default random");
     app.add_option("-t,--threads", a->threads, "threads; default: physical cores")->check(CLI::Range(0, 1024));
-    app.add_option("-c,--ctx", a->ctx, "context size (KV cells); default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
+    app.add_option("-c,--ctx", a->ctx, "context size (KV cells); default min(" + std::to_string(engine::kDefaultMaxCtx) + ", trained context)")
+        ->check(CLI::Range(0, 1 << 22));
     app.add_option("--kv-type", a->kv_type, "KV cell type: f16, q8_0, f32");
-    app.add_option("--context-policy", a->policy, "when the context is full: error, truncate (drop oldest prompt tokens), shift (drop oldest half while generating)");
-    app.add_option("--n-keep", a->n_keep, "prompt tokens truncate/shift never drop (BOS is always kept)")->check(CLI::Range(0, 1 << 22));
-    app.add_option("--stop", a->stop, "stop string (repeatable)");
+    app.add_option("--context-policy", a->policy, "when the context is full: error, truncate (drop oldest prompt tokens), shift (drop oldest half while generating)")
+        ->capture_default_str();
+    app.add_option("--n-keep", a->opt.n_keep, "prompt tokens truncate/shift never drop (BOS is always kept)")
+        ->check(CLI::Range(0, 1 << 22))
+        ->capture_default_str();
+    app.add_option("--stop", a->opt.stop, "stop string (repeatable)");
     app.add_flag("--ids", a->ids, "print the generated token ids instead of text");
     app.add_flag("--ignore-eos", a->ignore_eos, "keep generating past end-of-generation tokens");
-    app.add_flag("--special", a->special, "parse special-token texts in the prompt");
+    app.add_flag("--special", a->opt.parse_special, "parse special-token texts in the prompt");
     app.add_flag("-v,--verbose", a->verbose, "print timings and settings to stderr");
     return [a] { return run_generate(*a); };
 }

@@ -2,6 +2,7 @@
 #include <map>
 
 #include "cli/commands.h"
+#include "engine/context_size.h"
 #include "kvcache/kv_store.h"
 #include "model/model.h"
 
@@ -68,7 +69,7 @@ Runner add_info(CLI::App& app) {
         }
         std::printf("\n");
         if (auto geo = kvcache::make_geometry(h, GgmlType::F16)) {
-            const int32_t ctx = std::min<int32_t>(4096, h.n_ctx_train);  // kvrag generate's default --ctx
+            const int32_t ctx = engine::default_context_size(h, 0).n_ctx;  // kvrag generate's default --ctx
             std::printf("kv cache:      %d cells (default --ctx) x %zu bytes = %zu bytes (%.2f MiB) in f16\n", ctx, geo->bytes_per_cell(),
                         geo->bytes_per_cell() * static_cast<size_t>(ctx), static_cast<double>(geo->bytes_per_cell()) * ctx / 1048576.0);
         }

@@ -1,4 +1,4 @@
-// Memory (RAG) subcommands: ingest, search, ask, docs, memory-bench. See docs/memory.md.
+// Memory (RAG) subcommands: ingest, search, ask, docs; memory-bench runs tools/memory_bench. See docs/memory.md.
 #include <unistd.h>
 
 #include <algorithm>
@@ -6,12 +6,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "cli/commands.h"
+#include "engine/context_size.h"
 #include "engine/engine.h"
 #include "memory/memory.h"
-#include "memory/vector_scan.h"
+#include "tools/memory_bench.h"
 
 namespace kvrag::cli {
 namespace {
@@ -19,16 +19,24 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// The defaults of the flags below are the library's (memory/chunker.h, memory/memory.h), read
+// from default-constructed option structs so each is written once; help texts print them.
+const memory::ChunkOptions kChunkDefaults;
+const memory::SearchOptions kSearchDefaults;
+const memory::AskOptions kAskDefaults;
+
+std::string dflt(int32_t v) { return " (default " + std::to_string(v) + ")"; }
+
 // Options shared by the commands that load a model.
 struct ModelArgs {
     std::string model_path;
     std::string embed_model_path;  // empty = the -m model embeds too
     std::string memory_dir;
-    std::string index = "default";
+    std::string index = kSearchDefaults.index;
     int32_t ctx = 0;
     int32_t threads = 0;
-    int32_t chunk_tokens = 256;
-    int32_t chunk_overlap = 32;
+    int32_t chunk_tokens = kChunkDefaults.max_tokens;
+    int32_t chunk_overlap = kChunkDefaults.overlap;
     std::string chat_template;
 };
 
@@ -37,10 +45,11 @@ void add_model_options(CLI::App& app, ModelArgs& a) {
     app.add_option("--embed-model", a.embed_model_path, "separate GGUF model for the embeddings");
     app.add_option("--memory", a.memory_dir, "store directory (created if absent)")->required();
     app.add_option("--index", a.index, "index name (default: default)");
-    app.add_option("-c,--ctx", a.ctx, "context size; default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
+    app.add_option("-c,--ctx", a.ctx, "context size; default min(" + std::to_string(engine::kDefaultMaxCtx) + ", trained context)")
+        ->check(CLI::Range(0, 1 << 22));
     app.add_option("-t,--threads", a.threads, "threads; default: physical cores")->check(CLI::Range(0, 1024));
-    app.add_option("--chunk-tokens", a.chunk_tokens, "max tokens per chunk (default 256)")->check(CLI::Range(8, 1 << 20));
-    app.add_option("--chunk-overlap", a.chunk_overlap, "tokens of overlap between chunks (default 32)")->check(CLI::Range(0, 1 << 19));
+    app.add_option("--chunk-tokens", a.chunk_tokens, "max tokens per chunk" + dflt(kChunkDefaults.max_tokens))->check(CLI::Range(8, 1 << 20));
+    app.add_option("--chunk-overlap", a.chunk_overlap, "tokens of overlap between chunks" + dflt(kChunkDefaults.overlap))->check(CLI::Range(0, 1 << 19));
     app.add_option("--chat-template", a.chat_template, "chat template name (default: the model's, else chatml)");
 }
 
@@ -56,7 +65,8 @@ Result<std::unique_ptr<engine::Engine>> make_engine(const std::string& path, con
     if (!loaded) return loaded.error();
     engine::EngineConfig cfg;
     cfg.n_threads = a.threads;
-    cfg.n_ctx = a.ctx > 0 ? a.ctx : std::min<int32_t>(4096, std::max<int32_t>(64, loaded->model->hparams().n_ctx_train));
+    // One request at a time: n_ctx only, n_ctx_seq stays 0 = all of it (see engine/context_size.h).
+    cfg.n_ctx = engine::default_context_size(loaded->model->hparams(), a.ctx).n_ctx;
     return engine::Engine::create(std::move(*loaded), cfg);
 }
 
@@ -195,8 +205,8 @@ struct SearchArgs {
     std::string doc_id;
     std::string tags;
     std::string mode = "hybrid";
-    double min_relevance = 0.0;
-    int32_t limit = 5;
+    double min_relevance = kSearchDefaults.min_relevance;
+    int32_t limit = kSearchDefaults.limit;
     bool json_out = false;
 };
 
@@ -239,11 +249,11 @@ struct AskArgs {
     std::string conversation;
     std::string doc_id;
     std::string tags;
-    double min_relevance = 0.0;
-    int32_t max_tokens = 256;
-    int32_t candidates = 20;
-    float temp = 0.0f;
-    int64_t seed = 0;
+    double min_relevance = kAskDefaults.min_relevance;
+    int32_t max_tokens = kAskDefaults.max_tokens;
+    int32_t candidates = kAskDefaults.n_candidates;
+    float temp = kAskDefaults.sampling.temperature;
+    int64_t seed = static_cast<int64_t>(kAskDefaults.sampling.seed);
     bool json_out = false;
     bool verbose = false;
     std::string history = "drop";
@@ -347,104 +357,6 @@ int run_docs(const DocsArgs& a) {
     return fail(Error{Errc::cli_usage, "docs action '" + a.action + "' is not list or delete"});
 }
 
-// ---- memory-bench ---------------------------------------------------------------------------
-
-struct BenchArgs {
-    std::vector<int64_t> sizes{10000, 100000};
-    int32_t dim = 384;
-    int32_t queries = 20;
-    std::string dir;
-};
-
-int run_bench(const BenchArgs& a) {
-    std::mt19937_64 rng(42);
-    std::normal_distribution<float> nd;
-    static const char* kWords[] = {"cache", "token", "vector", "memory", "kernel", "prompt", "engine", "sequence", "block", "prefix",
-                                   "search", "chunk", "index", "model", "layer", "query", "answer", "source", "batch", "sample"};
-    auto unit = [&](std::vector<float>& v) {
-        double n = 0;
-        for (auto& x : v) x = nd(rng), n += static_cast<double>(x) * x;
-        const float inv = static_cast<float>(1.0 / std::sqrt(n));
-        for (auto& x : v) x *= inv;
-    };
-    std::printf("exact scan vs. hybrid search, dim %d, %d queries each (times per query)\n", a.dim, a.queries);
-    std::printf("%9s %12s %12s %12s %12s %12s\n", "chunks", "insert s", "load ms", "scan ms", "hybrid ms", "lexical ms");
-    for (int64_t n : a.sizes) {
-        if (n <= 0 || n > 2000000) return fail(Error{Errc::cli_usage, "--chunks entries must be in [1, 2000000]"});
-        const fs::path dir = a.dir.empty() ? fs::temp_directory_path() / ("kvrag-memory-bench-" + std::to_string(getpid()) + "-" + std::to_string(n))
-                                           : fs::path(a.dir) / std::to_string(n);
-        fs::remove_all(dir);
-        auto store = memory::Store::open(dir.string());
-        if (!store) return fail(store.error());
-        std::shared_ptr<memory::Store> st(std::move(*store));
-        memory::EmbeddingModelInfo info{"bench", "random", a.dim};
-        if (auto r = st->ensure_index("default", info); !r) return fail(r.error());
-        const auto t0 = std::chrono::steady_clock::now();
-        const int64_t per_doc = 500;
-        for (int64_t d = 0; d * per_doc < n; ++d) {
-            memory::DocumentInput doc;
-            doc.index = "default";
-            doc.doc_id = "doc" + std::to_string(d);
-            doc.name = doc.doc_id + ".txt";
-            for (int64_t c = 0; c < per_doc && d * per_doc + c < n; ++c) {
-                memory::ChunkInput ch;
-                ch.position = static_cast<int32_t>(c);
-                // 40 words: a few common ones and a Zipf-ish tail over 5000 rare ones
-                for (int w = 0; w < 40; ++w) {
-                    const uint64_t r = rng();
-                    ch.text += (r % 4 == 0 ? std::string(kWords[(r >> 8) % 20]) : "w" + std::to_string(((r >> 8) % 5000) * ((r >> 24) % 5000) / 5000));
-                    ch.text += w % 7 == 6 ? ". " : " ";
-                }
-                ch.text += "item" + std::to_string(d * per_doc + c);
-                ch.n_tokens = 60;
-                ch.embedding.resize(static_cast<size_t>(a.dim));
-                unit(ch.embedding);
-                doc.chunks.push_back(std::move(ch));
-            }
-            if (auto r = st->write_document(doc); !r) return fail(r.error());
-        }
-        const double insert_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const auto t1 = std::chrono::steady_clock::now();
-        auto vs = st->vectors("default");
-        if (!vs) return fail(vs.error());
-        const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
-
-        memory::ModelHooks hooks;
-        hooks.embed_model = info;
-        hooks.embed = [&](std::string_view) -> Result<std::vector<float>> {
-            std::vector<float> v(static_cast<size_t>(a.dim));
-            unit(v);
-            return v;
-        };
-        memory::Memory mem(st, hooks);
-        double scan_ms = 0, hybrid_ms = 0, lexical_ms = 0;
-        std::vector<float> q(static_cast<size_t>(a.dim));
-        for (int32_t i = 0; i < a.queries; ++i) {
-            unit(q);
-            const auto ts = std::chrono::steady_clock::now();
-            auto top = memory::top_k_scan((*vs)->data.data(), (*vs)->size(), a.dim, q.data(), 50);
-            scan_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count();
-            if (top.empty()) return fail(Error{Errc::memory_store, "bench: empty scan"});
-            memory::SearchOptions o;
-            // a question-like query: one common word and two rarer ones
-            const std::string query = std::string(kWords[i % 20]) + " w" + std::to_string(100 + rng() % 2000) + " w" + std::to_string(100 + rng() % 2000);
-            auto h = mem.search(query, o);
-            if (!h) return fail(h.error());
-            hybrid_ms += h->search_ms;
-            o.mode = memory::SearchMode::lexical;
-            auto l = mem.search(query, o);
-            if (!l) return fail(l.error());
-            lexical_ms += l->search_ms;
-        }
-        std::printf("%9lld %12.2f %12.1f %12.2f %12.2f %12.2f\n", static_cast<long long>(n), insert_s, load_ms, scan_ms / a.queries,
-                    hybrid_ms / a.queries, lexical_ms / a.queries);
-        std::fflush(stdout);
-        st.reset();
-        if (a.dir.empty()) fs::remove_all(dir);
-    }
-    return 0;
-}
-
 }  // namespace
 
 Runner add_ingest(CLI::App& app) {
@@ -464,7 +376,7 @@ Runner add_search(CLI::App& app) {
     app.add_option("--tags", a->tags, "only documents with every tag: k=v,k2=v2");
     app.add_option("--mode", a->mode, "hybrid (default), vector or lexical");
     app.add_option("--min-relevance", a->min_relevance, "minimum cosine similarity in [0, 1]")->check(CLI::Range(0.0, 1.0));
-    app.add_option("-n,--limit", a->limit, "results (default 5)")->check(CLI::Range(1, 1000));
+    app.add_option("-n,--limit", a->limit, "results" + dflt(kSearchDefaults.limit))->check(CLI::Range(1, 1000));
     app.add_flag("--json", a->json_out, "print JSON");
     return [a] { return run_search(*a); };
 }
@@ -478,8 +390,10 @@ Runner add_ask(CLI::App& app) {
     app.add_option("--doc", a->doc_id, "only this document id");
     app.add_option("--tags", a->tags, "only documents with every tag: k=v,k2=v2");
     app.add_option("--min-relevance", a->min_relevance, "minimum cosine similarity in [0, 1]")->check(CLI::Range(0.0, 1.0));
-    app.add_option("-n,--max-tokens", a->max_tokens, "answer length (default 256)")->check(CLI::Range(1, 1 << 22));
-    app.add_option("--candidates", a->candidates, "chunks retrieved (as many as fit are used; default 20)")->check(CLI::Range(1, 1000));
+    app.add_option("-n,--max-tokens", a->max_tokens, "answer length" + dflt(kAskDefaults.max_tokens))->check(CLI::Range(1, 1 << 22));
+    app.add_option("--candidates", a->candidates,
+                   "chunks retrieved (as many as fit are used; default " + std::to_string(kAskDefaults.n_candidates) + ")")
+        ->check(CLI::Range(1, 1000));
     app.add_option("--temp", a->temp, "temperature (default 0: greedy)");
     app.add_option("--seed", a->seed, "sampling seed");
     app.add_flag("--json", a->json_out, "print JSON");
@@ -498,12 +412,16 @@ Runner add_docs(CLI::App& app) {
 }
 
 Runner add_memory_bench(CLI::App& app) {
-    auto a = std::make_shared<BenchArgs>();
+    auto a = std::make_shared<tools::MemoryBenchConfig>();
+    const tools::MemoryBenchConfig d;
     app.add_option("--chunks", a->sizes, "store sizes to measure (default 10000 100000)")->delimiter(',');
-    app.add_option("--dim", a->dim, "embedding dimension (default 384)")->check(CLI::Range(8, 16384));
-    app.add_option("--queries", a->queries, "queries per size (default 20)")->check(CLI::Range(1, 10000));
+    app.add_option("--dim", a->dim, "embedding dimension" + dflt(d.dim))->check(CLI::Range(8, 16384));
+    app.add_option("--queries", a->queries, "queries per size" + dflt(d.queries))->check(CLI::Range(1, 10000));
     app.add_option("--dir", a->dir, "keep the stores under this directory");
-    return [a] { return run_bench(*a); };
+    return [a] {
+        auto r = tools::run_memory_bench(*a);
+        return r ? 0 : fail(r.error());
+    };
 }
 
 }  // namespace kvrag::cli

@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "engine/soak.h"
+#include "tools/soak.h"
 
 namespace kvrag::cli {
 
@@ -36,13 +36,13 @@ Runner add_soak(CLI::App& app) {
             return fail(Error{Errc::cli_usage, "--max-tokens " + std::to_string(a->max_tokens) + " leaves no room for prompts in --ctx " +
                                                    std::to_string(a->ctx)});
         }
-        engine::SoakConfig sc;
+        tools::SoakConfig sc;
         sc.n_requests = a->requests;
         sc.max_tokens = a->max_tokens;
         sc.seed = a->seed;
         sc.policy = *policy;
         const bool tty = isatty(STDERR_FILENO);
-        const auto rep = engine::run_soak(**eng, sc, [&](int32_t done) {
+        const auto rep = tools::run_soak(**eng, sc, [&](int32_t done) {
             if (tty && (done % 50 == 0 || done == a->requests)) {
                 const auto st = (*eng)->cache().stats();
                 std::fprintf(stderr, "\rsoak %d/%d  used cells %d/%d", done, a->requests, st.used, st.total);

@@ -441,7 +441,7 @@ TEST(ChatTemplateSharedData, ModelsDetectOrFallBack) {
 TEST(ChatTemplateSharedData, Phi3TokenizesWithOneBos) {
     KVRAG_REQUIRE_SHARED_DATA(dir);
     const auto path = std::filesystem::path(dir) / "vocab" / "ggml-vocab-phi-3.gguf";
-    if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found";
+    KVRAG_SKIP_UNLESS_SHARED(std::filesystem::exists(path)) << path << " not found";
     auto f = gguf::GgufFile::open(path.string()).value();
     auto tok = tokenizer::Tokenizer::from_gguf(*f);
     ASSERT_TRUE(tok.ok()) << tok.error().what();

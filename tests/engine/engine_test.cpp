@@ -4,7 +4,7 @@
 
 #include <stdexcept>
 
-#include "engine/soak.h"
+#include "tools/soak.h"
 #include "engine_test_util.h"
 
 namespace kvrag::engine {
@@ -13,6 +13,8 @@ namespace {
 using testing::greedy;
 using testing::load_synthetic;
 using testing::make_engine;
+using tools::run_soak;
+using tools::SoakConfig;
 
 void expect_clean(Engine& e) {
     const auto st = e.cache().stats();

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "engine/engine.h"
-#include "model/synthetic.h"
+#include "tools/synthetic.h"
 
 namespace kvrag::engine::testing {
 
@@ -19,7 +19,7 @@ inline LoadedModel load_synthetic(const std::string& tag, int32_t dim = 64, int3
     std::filesystem::create_directories(dir);
     const std::string path = (dir / (tag + ".gguf")).string();
     if (!std::filesystem::exists(path)) {
-        model::SyntheticSpec s;
+        tools::SyntheticSpec s;
         s.n_embd = dim;
         s.n_layer = layers;
         s.n_head = 4;
@@ -27,7 +27,7 @@ inline LoadedModel load_synthetic(const std::string& tag, int32_t dim = 64, int3
         s.n_ff = ff;
         s.weight_type = s.embd_type = s.output_type = type;
         s.seed = 7;
-        auto w = model::write_synthetic_model(s, path);
+        auto w = tools::write_synthetic_model(s, path);
         EXPECT_TRUE(w.ok()) << w.error().what();
     }
     auto m = LoadedModel::load(path);

@@ -4,10 +4,13 @@
 #include "gguf/gguf_writer.h"
 #include "model/hparams.h"
 #include "model/model.h"
-#include "model/synthetic.h"
+#include "tools/synthetic.h"
 
 namespace kvrag::model {
 namespace {
+
+using tools::SyntheticSpec;
+using tools::synthetic_model_bytes;
 
 std::shared_ptr<gguf::GgufFile> file_from(const gguf::GgufWriter& w) {
     auto f = gguf::GgufFile::from_bytes(w.to_bytes(), "test.gguf");

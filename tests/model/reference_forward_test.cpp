@@ -27,11 +27,14 @@
 #include "kvcache/kv_store.h"
 #include "model/forward.h"
 #include "model/model.h"
-#include "model/synthetic.h"
+#include "tools/synthetic.h"
 #include "test_paths.h"
 
 namespace kvrag::model {
 namespace {
+
+using tools::SyntheticSpec;
+using tools::write_synthetic_model;
 
 namespace fs = std::filesystem;
 
@@ -151,7 +154,7 @@ class ReferenceForwardTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ReferenceForwardTest, LogitsMatchPythonReference) {
     const std::string skip = python_unavailable_reason();
-    if (!skip.empty()) GTEST_SKIP() << "independent reference needs numpy: " << skip;
+    KVRAG_SKIP_UNLESS_SHARED(skip.empty()) << "independent reference needs numpy: " << skip;
     const Case& c = GetParam();
 
     // 1. A synthetic model of this weight type (matrices, token_embd and output all in it).

@@ -62,7 +62,7 @@ class GoldenVocab : public ::testing::TestWithParam<std::string> {};
 TEST_P(GoldenVocab, MatchesLlamaCpp) {
     KVRAG_REQUIRE_SHARED_DATA(data);
     const std::string base = data + "/vocab/ggml-vocab-" + GetParam() + ".gguf";
-    if (!std::filesystem::exists(base + ".inp")) GTEST_SKIP() << base << ".inp not present";
+    KVRAG_SKIP_UNLESS_SHARED(std::filesystem::exists(base + ".inp")) << base << ".inp not present";
 
     auto file = gguf::GgufFile::open(base);
     ASSERT_TRUE(file.ok()) << file.error().what();

@@ -25,7 +25,7 @@ class OracleTokens : public ::testing::TestWithParam<std::string> {};
 TEST_P(OracleTokens, MatchesReferenceEngine) {
     KVRAG_REQUIRE_SHARED_DATA(data);
     std::ifstream in(data + "/oracle/" + GetParam());
-    if (!in) GTEST_SKIP() << GetParam() << " not present";
+    KVRAG_SKIP_UNLESS_SHARED(in) << GetParam() << " not present";
     const auto runs = nlohmann::json::parse(in);
     ASSERT_FALSE(runs.empty());
 

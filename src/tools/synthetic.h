@@ -12,7 +12,7 @@
 #include "core/ggml_type.h"
 #include "gguf/gguf_file.h"
 
-namespace kvrag::model {
+namespace kvrag::tools {
 
 struct SyntheticSpec {
     std::string arch = "llama";     // "llama" or "qwen2" (adds q/k/v biases)
@@ -39,4 +39,4 @@ std::vector<std::string> builtin_vocab_tokens();
 Result<std::vector<uint8_t>> synthetic_model_bytes(const SyntheticSpec& spec);
 Result<void> write_synthetic_model(const SyntheticSpec& spec, const std::string& path);
 
-}  // namespace kvrag::model
+}  // namespace kvrag::tools

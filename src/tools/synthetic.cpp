@@ -1,4 +1,4 @@
-#include "model/synthetic.h"
+#include "tools/synthetic.h"
 
 #include <cmath>
 #include <set>
@@ -6,7 +6,7 @@
 #include "gguf/gguf_writer.h"
 #include "kernels/quant.h"
 
-namespace kvrag::model {
+namespace kvrag::tools {
 namespace {
 
 // splitmix64 + Box-Muller: deterministic across platforms and standard libraries.
@@ -172,4 +172,4 @@ Result<void> write_synthetic_model(const SyntheticSpec& spec, const std::string&
     return gguf::write_file_atomic(path, *bytes);
 }
 
-}  // namespace kvrag::model
+}  // namespace kvrag::tools

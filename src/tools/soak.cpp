@@ -1,8 +1,12 @@
-#include "engine/soak.h"
+#include "tools/soak.h"
 
 #include <algorithm>
 
-namespace kvrag::engine {
+namespace kvrag::tools {
+
+using engine::Engine;
+using engine::GenerateOptions;
+
 namespace {
 
 const char* const kSystem =
@@ -95,4 +99,4 @@ SoakReport run_soak(Engine& engine, const SoakConfig& cfg, const std::function<b
     return rep;
 }
 
-}  // namespace kvrag::engine
+}  // namespace kvrag::tools

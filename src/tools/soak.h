@@ -10,14 +10,14 @@
 
 #include "engine/engine.h"
 
-namespace kvrag::engine {
+namespace kvrag::tools {
 
 struct SoakConfig {
     int32_t n_requests = 1000;
     int32_t max_tokens = 16;
     int32_t warmup = 2;          // requests before the baseline is taken (the prefix gets cached)
     uint64_t seed = 1;
-    ContextPolicy policy = ContextPolicy::error;
+    engine::ContextPolicy policy = engine::ContextPolicy::error;
     // Chunk length range in tokens; 0 = derived from the context (1/8 to 1/2 of what is left
     // after the system prompt and max_tokens).
     int32_t min_chunk_tokens = 0;
@@ -44,7 +44,7 @@ struct SoakReport {
 };
 
 // progress(i) is called after request i; returning false stops early.
-SoakReport run_soak(Engine& engine, const SoakConfig& config,
+SoakReport run_soak(engine::Engine& engine, const SoakConfig& config,
                     const std::function<bool(int32_t done)>& progress = nullptr);
 
-}  // namespace kvrag::engine
+}  // namespace kvrag::tools
