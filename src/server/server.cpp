@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "engine/context_size.h"
 #include "server/client_connection.h"
 #include "server/middleware.h"
 #include "server/openai_routes.h"
@@ -81,10 +82,11 @@ Result<void> Server::load() {
     if (!loaded) return loaded.error();
     const auto& hp = loaded->model->hparams();
     engine::EngineConfig ec;
-    ec.n_ctx = cfg.ctx > 0 ? cfg.ctx : std::min<int32_t>(4096, hp.n_ctx_train > 0 ? hp.n_ctx_train : 4096);
     // One request may use the whole cache, up to the trained context; admission reserves each
     // request's worst case, so concurrent requests share the cells without overfilling them.
-    ec.n_ctx_seq = hp.n_ctx_train > 0 ? std::min(ec.n_ctx, hp.n_ctx_train) : ec.n_ctx;
+    const engine::ContextSize cs = engine::default_context_size(hp, cfg.ctx);
+    ec.n_ctx = cs.n_ctx;
+    ec.n_ctx_seq = cs.n_ctx_seq;
     ec.n_threads = cfg.threads;
     ec.n_batch = cfg.batch;
     ec.kv_type = cfg.kv_type;

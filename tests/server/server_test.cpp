@@ -174,7 +174,9 @@ protected:
             << server_->log();
     }
     static void TearDownTestSuite() {
-        if (server_) EXPECT_EQ(server_->stop(), 0) << server_->log();
+        if (server_) {
+            EXPECT_EQ(server_->stop(), 0) << server_->log();
+        }
         delete server_;
         server_ = nullptr;
         fs::remove_all(*dir_);
@@ -448,7 +450,9 @@ TEST_F(ServerTest, MetricsArePrometheusText) {
         std::smatch m;
         if (std::regex_match(line, m, type)) {
             typed.insert(m[1]);
-            if (m[2] == "counter") EXPECT_TRUE(m[1].str().ends_with("_total")) << line;
+            if (m[2] == "counter") {
+                EXPECT_TRUE(m[1].str().ends_with("_total")) << line;
+            }
         } else if (std::regex_match(line, m, sample)) {
             EXPECT_TRUE(typed.count(m[1])) << "sample before its TYPE: " << line;
             seen.insert(m[1]);
