@@ -84,15 +84,42 @@ void attention_generic(const AttentionArgs& a, float* out, float* scratch) {
     }
 }
 
-}  // namespace
-
-void attention_head(const AttentionArgs& a, float* out, float* scratch) {
+// One query head: the reference path for every cell type.
+void attention_one_head(const AttentionArgs& a, float* out, float* scratch) {
     if (a.type == GgmlType::F16 && a.head_dim <= 1024) {
         attention_f16(a, out, scratch);
     } else if (a.type == GgmlType::F32 && a.head_dim <= 1024) {
         attention_f32(a, out, scratch);
     } else {
         attention_generic(a, out, scratch);
+    }
+}
+
+}  // namespace
+
+size_t attention_scratch_floats(int32_t n_visible, int32_t head_dim, int32_t n_q_heads) {
+    // Reference: scores (n_visible) + q and one row (2 x head_dim) + padding. AVX2 f16: scores
+    // (n_q_heads, n_visible) + rounded q (n_q_heads, head_dim) + a converted tile of rows
+    // (kTile, head_dim) + alignment slack; the larger of the two.
+    const size_t ref = static_cast<size_t>(n_visible) + 3 * static_cast<size_t>(head_dim) + 64;
+    const size_t simd = static_cast<size_t>(n_q_heads) * (static_cast<size_t>(n_visible) + head_dim) + 32 * static_cast<size_t>(head_dim) + 64;
+    return ref > simd ? ref : simd;
+}
+
+void attention_ref(const AttentionArgs& a, float* out, float* scratch) {
+    AttentionArgs one = a;
+    one.n_q_heads = 1;
+    for (int32_t g = 0; g < a.n_q_heads; ++g) {
+        one.q = a.q + static_cast<size_t>(g) * a.head_dim;
+        attention_one_head(one, out + static_cast<size_t>(g) * a.head_dim, scratch);
+    }
+}
+
+void attention(const AttentionArgs& a, float* out, float* scratch) {
+    if (a.type == GgmlType::F16 && a.head_dim % 8 == 0 && using_avx2()) {
+        avx2::attention_f16(a, out, scratch);
+    } else {
+        attention_ref(a, out, scratch);
     }
 }
 

@@ -1,4 +1,5 @@
-// Attention of one query head over a list of cached positions.
+// Attention of the query heads that share one KV head (a GQA group) over a list of cached
+// positions.
 #pragma once
 
 #include <cstddef>
@@ -9,23 +10,37 @@
 namespace kvrag::kernels {
 
 struct AttentionArgs {
-    const float* q = nullptr;          // (head_dim) query, already rotated
+    const float* q = nullptr;          // (n_q_heads, head_dim) queries, already rotated
     const uint8_t* k = nullptr;        // K plane of the layer: (n_cells, row_bytes)
     const uint8_t* v = nullptr;        // V plane of the layer: (n_cells, row_bytes)
     size_t row_bytes = 0;
     size_t head_offset = 0;            // byte offset of this kv head inside a row
     GgmlType type = GgmlType::F16;     // cell type: F16, F32 or Q8_0
-    const int32_t* cells = nullptr;    // (n_cells_visible) in position order
+    const int32_t* cells = nullptr;    // (n_visible) in position order
     int32_t n_visible = 0;
     int32_t head_dim = 0;
+    int32_t n_q_heads = 1;             // query heads sharing this kv head (n_head / n_head_kv)
     float scale = 1.0f;                // 1 / sqrt(head_dim)
 };
 
-// out (head_dim) = softmax(scale * q K^T) V over the visible cells. scratch must hold
-// n_visible + 3 * head_dim + 64 floats. The reduction runs over cells in position order, so
-// the result depends only on this head's inputs, never on other tokens of the batch.
-// With an f16 cache, q and the probabilities are rounded to f16 before their products, as the
-// reference engine's f16 matmuls do.
-void attention_head(const AttentionArgs& a, float* out, float* scratch);
+// Floats of scratch attention() needs.
+size_t attention_scratch_floats(int32_t n_visible, int32_t head_dim, int32_t n_q_heads);
+
+// out (n_q_heads, head_dim): for each query head, softmax(scale * q K^T) V over the visible
+// cells. Two passes, as the reference engine computes attention without flash attention: all
+// scores, an exact softmax (max-subtracted, summed in double), then P V. With an f16 cache, q and
+// the probabilities are rounded to f16 before their products, as the reference's f16 matmuls do.
+// Each K and V row is read once per group, not once per query head. Every output element
+// reduces over the cells in position order with the same code whatever else is in the batch,
+// so the result depends only on this group's inputs.
+void attention(const AttentionArgs& a, float* out, float* scratch);
+
+// The scalar reference (one head at a time), for tests and KVRAG_FORCE_SCALAR.
+void attention_ref(const AttentionArgs& a, float* out, float* scratch);
+
+namespace avx2 {
+// f16 cells, head_dim a multiple of 8; call only when avx2_supported().
+void attention_f16(const AttentionArgs& a, float* out, float* scratch);
+}  // namespace avx2
 
 }  // namespace kvrag::kernels

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/fp16.h"
 #include "kernels/quant.h"
@@ -191,6 +192,67 @@ struct DotQ8_0Family {
         }
         if (i < nb) step(i, a0);
         for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
+    }
+};
+
+// The same arithmetic as DotQ8_0Family, for matrix products: the activations' block scales come
+// as floats converted once per product (xd[t][i]) instead of once per weight row, and |w| is
+// taken once per weight block. dw * dx is a product of two f16 values, exact in f32 however it
+// is computed, so every output is bit-identical to DotQ8_0Family's (and to vec_dot's).
+template <class D>
+struct DotQ8_0FamilyScaled {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const void* const* xs, const float* const* xd, float* out) {
+        const int64_t nb = n / kQK8_0;
+        const auto* w = at<typename D::Block>(wv);
+        __m256 a0[NT], a1[NT];
+        for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+        auto step = [&](int64_t i, __m256* acc) {
+            const __m256i qw = D::decode(w[i]);
+            const __m256i aw = _mm256_sign_epi8(qw, qw);
+            const __m256 dw = _mm256_set1_ps(h2f(w[i].d));
+            for (int t = 0; t < NT; ++t) {
+                const BlockQ8_0* xb = at<BlockQ8_0>(xs[t], i);
+                const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs));
+                const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(aw, _mm256_sign_epi8(qx, qw)));
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(xd[t] + i)), p, acc[t]);
+            }
+        };
+        int64_t i = 0;
+        for (; i + 2 <= nb; i += 2) {
+            step(i, a0);
+            step(i + 1, a1);
+        }
+        if (i < nb) step(i, a0);
+        for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
+    }
+};
+
+// F16 or BF16 weights against activations already widened to f32 (exact: every f16/bf16 is an
+// f32), so the activation conversion happens once per product, not once per weight row. Same
+// operation order as DotFloat, hence bit-identical outputs.
+template <class LW>
+struct DotWideX {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const float* const* xs, float* out) {
+        using E = typename LW::Elem;
+        const E* w = at<E>(wv);
+        __m256 a0[NT], a1[NT];
+        for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            const __m256 w0 = LW::load8(w + i);
+            const __m256 w1 = LW::load8(w + i + 8);
+            for (int t = 0; t < NT; ++t) {
+                a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[t] + i), a0[t]);
+                a1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[t] + i + 8), a1[t]);
+            }
+        }
+        for (int t = 0; t < NT; ++t) {
+            __m128 tail = _mm_setzero_ps();
+            for (int64_t j = i; j < n; ++j) tail = _mm_fmadd_ss(_mm_set_ss(LW::load1(w + j)), _mm_set_ss(xs[t][j]), tail);
+            out[t] = hsum(_mm256_add_ps(a0[t], a1[t])) + _mm_cvtss_f32(tail);
+        }
     }
 };
 
@@ -424,34 +486,92 @@ float vec_dot_impl(int64_t n, const void* w, const void* x) {
     return out;
 }
 
-// Rows are walked in tiles of ~64 KiB of weights (stays in L2); inside a tile, each group of 4
-// tokens (in L1) sweeps all rows. Output order does not affect values: every y element comes
-// from one dot<NT> call whose per-token arithmetic is the same as dot<1>.
-template <class K>
-void matmul_impl(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes,
-                 int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
-    const auto* wb = static_cast<const uint8_t*>(W);
-    const auto* xb = static_cast<const uint8_t*>(x);
+// The row/token walk shared by the matrix products: rows in tiles of ~64 KiB of weights (kept
+// in L2), and inside a tile each group of kMaxNt tokens (in L1) sweeps all rows; leftover tokens
+// one at a time. dot(r, t, nt, out) computes rows r for tokens [t, t + nt), nt = kMaxNt or 1.
+template <class Dot>
+void walk_tiles(size_t row_bytes, int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1, Dot&& dot) {
     const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>((64 * 1024) / std::max<size_t>(row_bytes, 1)));
     for (int64_t rt = r0; rt < r1; rt += tile) {
         const int64_t rt_end = std::min(r1, rt + tile);
         int64_t t = 0;
         for (; t + kMaxNt <= n_tokens; t += kMaxNt) {
-            const void* xs[kMaxNt];
-            for (int k = 0; k < kMaxNt; ++k) xs[k] = xb + static_cast<size_t>(t + k) * x_row_bytes;
             for (int64_t r = rt; r < rt_end; ++r) {
                 float out[kMaxNt];
-                K::template dot<kMaxNt>(n_in, wb + static_cast<size_t>(r) * row_bytes, xs, out);
+                dot.template operator()<kMaxNt>(r, t, out);
                 for (int k = 0; k < kMaxNt; ++k) y[(t + k) * ldy + r] = out[k];
             }
         }
         for (; t < n_tokens; ++t) {
-            const void* xt = xb + static_cast<size_t>(t) * x_row_bytes;
-            for (int64_t r = rt; r < rt_end; ++r) {
-                K::template dot<1>(n_in, wb + static_cast<size_t>(r) * row_bytes, &xt, &y[t * ldy + r]);
-            }
+            for (int64_t r = rt; r < rt_end; ++r) dot.template operator()<1>(r, t, &y[t * ldy + r]);
         }
     }
+}
+
+// Any kernel type, activations used as prepared. Output order does not affect values: every y
+// element comes from one dot<NT> call whose per-token arithmetic is the same as dot<1>.
+template <class K>
+void matmul_impl(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes,
+                 int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    const auto* wb = static_cast<const uint8_t*>(W);
+    const auto* xb = static_cast<const uint8_t*>(x);
+    walk_tiles(row_bytes, n_tokens, y, ldy, r0, r1, [&]<int NT>(int64_t r, int64_t t, float* out) {
+        const void* xs[NT];
+        for (int k = 0; k < NT; ++k) xs[k] = xb + static_cast<size_t>(t + k) * x_row_bytes;
+        K::template dot<NT>(n_in, wb + static_cast<size_t>(r) * row_bytes, xs, out);
+    });
+}
+
+// Per-thread buffer reused across products (prefill calls hundreds per step).
+std::vector<float>& wide_scratch() {
+    thread_local std::vector<float> buf;
+    return buf;
+}
+
+template <class D>
+void matmul_q8_0_family(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
+                        int64_t ldy, int64_t r0, int64_t r1) {
+    const int64_t nb = n_in / kQK8_0;
+    const auto* wb = static_cast<const uint8_t*>(W);
+    const auto* xb = static_cast<const uint8_t*>(x);
+    std::vector<float>& xd = wide_scratch();
+    xd.resize(static_cast<size_t>(n_tokens * nb));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(t) * x_row_bytes);
+        for (int64_t i = 0; i < nb; ++i) xd[static_cast<size_t>(t * nb + i)] = h2f(blocks[i].d);
+    }
+    walk_tiles(row_bytes, n_tokens, y, ldy, r0, r1, [&]<int NT>(int64_t r, int64_t t, float* out) {
+        const void* xs[NT];
+        const float* xds[NT];
+        for (int k = 0; k < NT; ++k) {
+            xs[k] = xb + static_cast<size_t>(t + k) * x_row_bytes;
+            xds[k] = xd.data() + (t + k) * nb;
+        }
+        DotQ8_0FamilyScaled<D>::template dot<NT>(n_in, wb + static_cast<size_t>(r) * row_bytes, xs, xds, out);
+    });
+}
+
+// LW: the weights' loader; the activations arrive in the same 16-bit format (vec_dot_type) and
+// are widened to f32 once here.
+template <class LW>
+void matmul_wide_x(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
+                   int64_t ldy, int64_t r0, int64_t r1) {
+    const auto* wb = static_cast<const uint8_t*>(W);
+    const auto* xb = static_cast<const uint8_t*>(x);
+    std::vector<float>& xw = wide_scratch();
+    xw.resize(static_cast<size_t>(n_tokens * n_in));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* row = reinterpret_cast<const uint16_t*>(xb + static_cast<size_t>(t) * x_row_bytes);
+        float* dst = xw.data() + t * n_in;
+        int64_t j = 0;
+        for (; j + 8 <= n_in; j += 8) _mm256_storeu_ps(dst + j, LW::load8(row + j));
+        for (; j < n_in; ++j) dst[j] = LW::load1(row + j);
+    }
+    walk_tiles(row_bytes, n_tokens, y, ldy, r0, r1, [&]<int NT>(int64_t r, int64_t t, float* out) {
+        const float* xs[NT];
+        for (int k = 0; k < NT; ++k) xs[k] = xw.data() + (t + k) * n_in;
+        DotWideX<LW>::template dot<NT>(n_in, wb + static_cast<size_t>(r) * row_bytes, xs, out);
+    });
 }
 
 // Calls f.template operator()<K>() with the kernel type for `type`; false if none.
@@ -551,6 +671,18 @@ float vec_dot(GgmlType type, int64_t n, const void* w, const void* x) {
 void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
                  const void* x, size_t x_row_bytes, int64_t n_tokens,
                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    // Products with a few tokens' worth of reuse get the kernels that convert the activations
+    // once per product; a single token (decode) gains nothing from that and keeps the plain walk.
+    if (n_tokens > 1) {
+        switch (type) {
+        case GgmlType::Q4_0: return matmul_q8_0_family<DecodeQ4_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+        case GgmlType::Q5_0: return matmul_q8_0_family<DecodeQ5_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+        case GgmlType::Q8_0: return matmul_q8_0_family<DecodeQ8_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+        case GgmlType::F16: return matmul_wide_x<LoadF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+        case GgmlType::BF16: return matmul_wide_x<LoadBF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+        default: break;
+        }
+    }
     if (!with_kernel(type, [&]<class K>() {
             matmul_impl<K>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
         })) {

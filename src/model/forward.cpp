@@ -32,7 +32,8 @@ void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads)
     if (max_visible > cap_visible_ || n_threads > cap_threads_) {
         cap_visible_ = std::max(cap_visible_, max_visible);
         cap_threads_ = std::max(cap_threads_, n_threads);
-        att_scratch_.assign(static_cast<size_t>(cap_threads_) * (cap_visible_ + 4 * hp_.head_dim + 64), 0.0f);
+        const int32_t group = hp_.n_head / hp_.n_head_kv;
+        att_scratch_.assign(static_cast<size_t>(cap_threads_) * kernels::attention_scratch_floats(cap_visible_, hp_.head_dim, group), 0.0f);
     }
 }
 
@@ -64,28 +65,31 @@ void ForwardPass::matmul(const MatrixRef& W, const float* x, int64_t n, float* y
 }
 
 void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, ThreadPool& pool) {
-    const int32_t hd = hp_.head_dim, n_head = hp_.n_head, group = hp_.n_head / hp_.n_head_kv;
-    const int64_t n = static_cast<int64_t>(batch.size());
-    const size_t per_thread = cap_visible_ + 4 * hd + 64;
+    const int32_t hd = hp_.head_dim, n_head_kv = hp_.n_head_kv, group = hp_.n_head / hp_.n_head_kv;
+    const int64_t n_items = static_cast<int64_t>(batch.size()) * n_head_kv;  // (token, kv head) pairs
+    const size_t per_thread = kernels::attention_scratch_floats(cap_visible_, hd, group);
     const size_t head_bytes = ggml_row_size(kv.type, hd);
     pool.run([&](int ith, int nth) {
         float* scratch = att_scratch_.data() + ith * per_thread;
-        auto [j0, j1] = ThreadPool::split(n * n_head, ith, nth);
-        for (int64_t j = j0; j < j1; ++j) {
-            const int64_t t = j / n_head;
-            const int32_t h = static_cast<int32_t>(j % n_head);
+        // Round-robin over (token, kv head): under the causal mask later tokens see more cells,
+        // and contiguous ranges would give the last thread most of the work. Which thread runs
+        // an item never changes its result.
+        for (int64_t j = ith; j < n_items; j += nth) {
+            const int64_t t = j / n_head_kv;
+            const int32_t hk = static_cast<int32_t>(j % n_head_kv);
             kernels::AttentionArgs a;
-            a.q = &q_[t * hp_.n_embd_q() + h * hd];
+            a.q = &q_[t * hp_.n_embd_q() + static_cast<int64_t>(hk) * group * hd];
             a.k = kv.k;
             a.v = kv.v;
             a.row_bytes = kv.row_bytes;
-            a.head_offset = static_cast<size_t>(h / group) * head_bytes;
+            a.head_offset = static_cast<size_t>(hk) * head_bytes;
             a.type = kv.type;
             a.cells = batch[t].visible;
             a.n_visible = batch[t].n_visible;
             a.head_dim = hd;
+            a.n_q_heads = group;
             a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-            kernels::attention_head(a, &attn_[t * hp_.n_embd_q() + h * hd], scratch);
+            kernels::attention(a, &attn_[t * hp_.n_embd_q() + static_cast<int64_t>(hk) * group * hd], scratch);
         }
     });
 }
