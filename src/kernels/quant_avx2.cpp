@@ -195,39 +195,6 @@ struct DotQ8_0Family {
     }
 };
 
-// The same arithmetic as DotQ8_0Family, for matrix products: the activations' block scales come
-// as floats converted once per product (xd[t][i]) instead of once per weight row, and |w| is
-// taken once per weight block. dw * dx is a product of two f16 values, exact in f32 however it
-// is computed, so every output is bit-identical to DotQ8_0Family's (and to vec_dot's).
-template <class D>
-struct DotQ8_0FamilyScaled {
-    template <int NT>
-    static void dot(int64_t n, const void* wv, const void* const* xs, const float* const* xd, float* out) {
-        const int64_t nb = n / kQK8_0;
-        const auto* w = at<typename D::Block>(wv);
-        __m256 a0[NT], a1[NT];
-        for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
-        auto step = [&](int64_t i, __m256* acc) {
-            const __m256i qw = D::decode(w[i]);
-            const __m256i aw = _mm256_sign_epi8(qw, qw);
-            const __m256 dw = _mm256_set1_ps(h2f(w[i].d));
-            for (int t = 0; t < NT; ++t) {
-                const BlockQ8_0* xb = at<BlockQ8_0>(xs[t], i);
-                const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs));
-                const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(aw, _mm256_sign_epi8(qx, qw)));
-                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(xd[t] + i)), p, acc[t]);
-            }
-        };
-        int64_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
-            step(i, a0);
-            step(i + 1, a1);
-        }
-        if (i < nb) step(i, a0);
-        for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
-    }
-};
-
 // F16 or BF16 weights against activations already widened to f32 (exact: every f16/bf16 is an
 // f32), so the activation conversion happens once per product, not once per weight row. Same
 // operation order as DotFloat, hence bit-identical outputs.
@@ -528,26 +495,68 @@ std::vector<float>& wide_scratch() {
     return buf;
 }
 
+// Four tokens' Q8_0 activations interleaved block by block: for block i, the four 32-byte
+// quant runs (qs + 128 i + 32 t) and the four scales as floats (xd + 4 i + t). One pointer each
+// walks a whole group, so the kernel keeps everything in registers (with four separate token
+// pointers the compiler spilled them). Same arithmetic as DotQ8_0Family token by token.
+template <class D>
+void dot_packed4(int64_t nb, const typename D::Block* w, const int8_t* qs, const float* xd, float* out) {
+    __m256 a0[4], a1[4];
+    for (int t = 0; t < 4; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+    auto step = [&](int64_t i, __m256* acc) {
+        const __m256i qw = D::decode(w[i]);
+        const __m256i aw = _mm256_sign_epi8(qw, qw);
+        const __m256 dw = _mm256_set1_ps(h2f(w[i].d));
+        const int8_t* q = qs + 128 * i;
+        const float* d = xd + 4 * i;
+        for (int t = 0; t < 4; ++t) {
+            const __m256i qx = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 32 * t));
+            const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(aw, _mm256_sign_epi8(qx, qw)));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(d + t)), p, acc[t]);
+        }
+    };
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        step(i, a0);
+        step(i + 1, a1);
+    }
+    if (i < nb) step(i, a0);
+    for (int t = 0; t < 4; ++t) out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
+}
+
 template <class D>
 void matmul_q8_0_family(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
                         int64_t ldy, int64_t r0, int64_t r1) {
+    static_assert(kMaxNt == 4, "dot_packed4 handles groups of four tokens");
     const int64_t nb = n_in / kQK8_0;
+    const int64_t n_groups = n_tokens / 4;
     const auto* wb = static_cast<const uint8_t*>(W);
     const auto* xb = static_cast<const uint8_t*>(x);
-    std::vector<float>& xd = wide_scratch();
-    xd.resize(static_cast<size_t>(n_tokens * nb));
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        const auto* blocks = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(t) * x_row_bytes);
-        for (int64_t i = 0; i < nb; ++i) xd[static_cast<size_t>(t * nb + i)] = h2f(blocks[i].d);
+    // Per group: (nb, 4, 32) quant bytes, then (nb, 4) scales; in floats, 32-byte aligned.
+    const int64_t group_floats = nb * 32 + nb * 4;
+    std::vector<float>& buf = wide_scratch();
+    buf.resize(static_cast<size_t>(n_groups * group_floats + 8));
+    float* base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 31) & ~static_cast<uintptr_t>(31));
+    for (int64_t g = 0; g < n_groups; ++g) {
+        auto* qs = reinterpret_cast<int8_t*>(base + g * group_floats);
+        float* xd = base + g * group_floats + nb * 32;
+        for (int t = 0; t < 4; ++t) {
+            const auto* blocks = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(4 * g + t) * x_row_bytes);
+            for (int64_t i = 0; i < nb; ++i) {
+                std::memcpy(qs + 128 * i + 32 * t, blocks[i].qs, 32);
+                xd[4 * i + t] = h2f(blocks[i].d);
+            }
+        }
     }
     walk_tiles(row_bytes, n_tokens, y, ldy, r0, r1, [&]<int NT>(int64_t r, int64_t t, float* out) {
-        const void* xs[NT];
-        const float* xds[NT];
-        for (int k = 0; k < NT; ++k) {
-            xs[k] = xb + static_cast<size_t>(t + k) * x_row_bytes;
-            xds[k] = xd.data() + (t + k) * nb;
+        const auto* w = reinterpret_cast<const typename D::Block*>(wb + static_cast<size_t>(r) * row_bytes);
+        if constexpr (NT == 4) {
+            const float* group = base + (t / 4) * group_floats;
+            dot_packed4<D>(nb, w, reinterpret_cast<const int8_t*>(group), group + nb * 32, out);
+        } else {
+            const void* xt = xb + static_cast<size_t>(t) * x_row_bytes;
+            DotQ8_0Family<D>::template dot<1>(n_in, w, &xt, out);
         }
-        DotQ8_0FamilyScaled<D>::template dot<NT>(n_in, wb + static_cast<size_t>(r) * row_bytes, xs, xds, out);
     });
 }
 
