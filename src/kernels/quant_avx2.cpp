@@ -524,6 +524,27 @@ void dot_packed4(int64_t nb, const typename D::Block* w, const int8_t* qs, const
     for (int t = 0; t < 4; ++t) out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
 }
 
+// One token (decode, and the tokens left over after the groups of four): the activations'
+// block scales come as floats (xd[i]) converted once per product instead of once per weight
+// row. Same arithmetic as DotQ8_0Family<D>::dot<1>: dw * dx is exact in f32 either way.
+template <class D>
+float dot_scaled1(int64_t nb, const typename D::Block* w, const BlockQ8_0* x, const float* xd) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    auto step = [&](int64_t i, __m256& acc) {
+        const __m256i qw = D::decode(w[i]);
+        const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+        const __m256 p = _mm256_cvtepi32_ps(dot_i8_i8(qw, qx));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(h2f(w[i].d)), _mm256_broadcast_ss(xd + i)), p, acc);
+    };
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        step(i, a0);
+        step(i + 1, a1);
+    }
+    if (i < nb) step(i, a0);
+    return hsum(_mm256_add_ps(a0, a1));
+}
+
 template <class D>
 void matmul_q8_0_family(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
                         int64_t ldy, int64_t r0, int64_t r1) {
@@ -534,9 +555,15 @@ void matmul_q8_0_family(int64_t n_in, const void* W, size_t row_bytes, const voi
     const auto* xb = static_cast<const uint8_t*>(x);
     // Per group: (nb, 4, 32) quant bytes, then (nb, 4) scales; in floats, 32-byte aligned.
     const int64_t group_floats = nb * 32 + nb * 4;
+    // Then every token's scales, (n_tokens, nb), for the single-token kernel.
     std::vector<float>& buf = wide_scratch();
-    buf.resize(static_cast<size_t>(n_groups * group_floats + 8));
+    buf.resize(static_cast<size_t>(n_groups * group_floats + n_tokens * nb + 8));
     float* base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 31) & ~static_cast<uintptr_t>(31));
+    float* xd_all = base + n_groups * group_floats;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(t) * x_row_bytes);
+        for (int64_t i = 0; i < nb; ++i) xd_all[t * nb + i] = h2f(blocks[i].d);
+    }
     for (int64_t g = 0; g < n_groups; ++g) {
         auto* qs = reinterpret_cast<int8_t*>(base + g * group_floats);
         float* xd = base + g * group_floats + nb * 32;
@@ -544,7 +571,7 @@ void matmul_q8_0_family(int64_t n_in, const void* W, size_t row_bytes, const voi
             const auto* blocks = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(4 * g + t) * x_row_bytes);
             for (int64_t i = 0; i < nb; ++i) {
                 std::memcpy(qs + 128 * i + 32 * t, blocks[i].qs, 32);
-                xd[4 * i + t] = h2f(blocks[i].d);
+                xd[4 * i + t] = xd_all[(4 * g + t) * nb + i];
             }
         }
     }
@@ -554,8 +581,8 @@ void matmul_q8_0_family(int64_t n_in, const void* W, size_t row_bytes, const voi
             const float* group = base + (t / 4) * group_floats;
             dot_packed4<D>(nb, w, reinterpret_cast<const int8_t*>(group), group + nb * 32, out);
         } else {
-            const void* xt = xb + static_cast<size_t>(t) * x_row_bytes;
-            DotQ8_0Family<D>::template dot<1>(n_in, w, &xt, out);
+            const auto* xt = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(t) * x_row_bytes);
+            out[0] = dot_scaled1<D>(nb, w, xt, xd_all + t * nb);
         }
     });
 }
@@ -680,13 +707,17 @@ float vec_dot(GgmlType type, int64_t n, const void* w, const void* x) {
 void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
                  const void* x, size_t x_row_bytes, int64_t n_tokens,
                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
-    // Products with a few tokens' worth of reuse get the kernels that convert the activations
-    // once per product; a single token (decode) gains nothing from that and keeps the plain walk.
+    // Kernels that convert the activations once per product instead of once per weight row.
+    // The Q8_0 family gains even for one token (its scales); widening f16 activations pays only
+    // when several tokens reuse them.
+    switch (type) {
+    case GgmlType::Q4_0: return matmul_q8_0_family<DecodeQ4_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q5_0: return matmul_q8_0_family<DecodeQ5_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q8_0: return matmul_q8_0_family<DecodeQ8_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    default: break;
+    }
     if (n_tokens > 1) {
         switch (type) {
-        case GgmlType::Q4_0: return matmul_q8_0_family<DecodeQ4_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-        case GgmlType::Q5_0: return matmul_q8_0_family<DecodeQ5_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-        case GgmlType::Q8_0: return matmul_q8_0_family<DecodeQ8_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
         case GgmlType::F16: return matmul_wide_x<LoadF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
         case GgmlType::BF16: return matmul_wide_x<LoadBF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
         default: break;
