@@ -111,7 +111,7 @@ Runner add_bench(CLI::App& app) {
         for (const auto& t : plan.skipped) {
             std::fprintf(stderr, "kvrag: warning: skipping %s: depth %d + %d tokens = %d > context %d%s\n",
                          t.name().c_str(), t.depth, t.n_tokens, t.n_cells(), n_ctx,
-                         a->n_ctx > 0 ? " (--ctx, capped at the model's)" : " (the model's)");
+                         n_ctx < hp.n_ctx_train ? " (--ctx)" : " (the model's)");
         }
 
         ThreadPool pool(a->threads > 0 ? a->threads : physical_core_count());
