@@ -110,6 +110,29 @@ TEST(Attention, Avx2MatchesTheReference) {
     EXPECT_EQ(checked, 7 * 3 * 9);
 }
 
+TEST(Attention, Avx2MatchesTheReferenceWithPeakedScores) {
+    // Scores spread over hundreds: most exponentials underflow, the softmax is nearly one-hot.
+    if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
+    std::mt19937 rng(99);
+    for (float spread : {10.0f, 40.0f, 200.0f}) {
+        Plane p = make_plane(200, 64, 1, rng);
+        std::vector<int32_t> cells(150);
+        std::iota(cells.begin(), cells.end(), 20);
+        std::vector<float> q(2 * 64);
+        std::normal_distribution<float> nd(0.0f, spread);
+        for (float& x : q) x = nd(rng);
+        const AttentionArgs a = args_for(p, cells, q, 0, 2);
+        std::vector<float> s1(attention_scratch_floats(150, 64, 2)), s2(s1.size());
+        std::vector<float> want(q.size()), got(q.size());
+        attention_ref(a, want.data(), s1.data());
+        avx2::attention_f16(a, got.data(), s2.data());
+        for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_TRUE(std::isfinite(got[i])) << spread << " " << i;
+            ASSERT_NEAR(got[i], want[i], 5e-4f + 5e-4f * std::fabs(want[i])) << "spread " << spread << " i " << i;
+        }
+    }
+}
+
 TEST(Attention, ResultDoesNotDependOnScratchOrRepetition) {
     std::mt19937 rng(7);
     Plane p = make_plane(64, 64, 1, rng);
