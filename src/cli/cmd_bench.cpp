@@ -59,6 +59,7 @@ Runner add_bench(CLI::App& app) {
     app.add_option("-t,--threads", a->threads, "threads; default physical cores")->check(CLI::Range(0, 1024));
     app.add_option("--kv-type", a->kv_type, "KV cell type");
     return [a] {
+        warn_threads(a->threads);
         auto m = model::Model::load(a->model_path, terminal_progress("loading"));
         if (!m) return fail(m.error());
         const auto& hp = (*m)->hparams();
