@@ -99,6 +99,7 @@ Runner add_bench(CLI::App& app) {
         if (!depths) return fail(depths.error());
         auto kv_type = parse_kv_type(a->kv_type);
         if (!kv_type) return fail(kv_type.error());
+        warn_threads(a->threads);
 
         auto m = model::Model::load(a->model_path, terminal_progress("loading"));
         if (!m) return fail(m.error());

@@ -92,6 +92,7 @@ Runner add_demo(CLI::App& app) {
     app.add_option("-n", a->n, "tokens to generate")->check(CLI::Range(1, 4096));
     app.add_option("-t,--threads", a->threads, "threads");
     return [a] {
+        warn_threads(a->threads);
         namespace fs = std::filesystem;
         const fs::path dir = a->dir.empty() ? fs::temp_directory_path() / "kvrag-demo" : fs::path(a->dir);
         std::error_code ec;

@@ -26,6 +26,7 @@ struct GenerateArgs {
 };
 
 int run_generate(const GenerateArgs& a) {
+    warn_threads(a.threads);
     auto kv_type = parse_kv_type(a.kv_type);
     if (!kv_type) return fail(kv_type.error());
     auto loaded = engine::LoadedModel::load(a.model_path, terminal_progress("loading " + a.model_path));

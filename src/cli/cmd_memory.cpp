@@ -71,6 +71,7 @@ Result<std::unique_ptr<engine::Engine>> make_engine(const std::string& path, con
 }
 
 Result<Session> open_session(const ModelArgs& a) {
+    warn_threads(a.threads);
     Session s;
     auto gen = make_engine(a.model_path, a);
     if (!gen) return gen.error();

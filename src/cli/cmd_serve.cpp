@@ -17,6 +17,7 @@ struct ServeArgs {
 };
 
 int run_serve(ServeArgs& a) {
+    warn_threads(a.cfg.threads);
     auto kv_type = parse_kv_type(a.kv_type);
     if (!kv_type) return fail(kv_type.error());
     a.cfg.kv_type = *kv_type;

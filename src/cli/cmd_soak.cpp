@@ -23,6 +23,7 @@ Runner add_soak(CLI::App& app) {
     app.add_option("--context-policy", a->policy, "error, truncate or shift");
     app.add_option("--seed", a->seed, "workload seed");
     return [a] {
+        warn_threads(a->threads);
         auto policy = engine::parse_context_policy(a->policy);
         if (!policy) return fail(policy.error());
         auto loaded = engine::LoadedModel::load(a->model_path, terminal_progress("loading"));

@@ -33,6 +33,13 @@ Runner add_bench_server(CLI::App& app);
 // Parses --kv-type (f16, q8_0, f32); Errc::cli_usage naming the value otherwise.
 Result<GgmlType> parse_kv_type(const std::string& name);
 
+// The warning for a --threads value above available_cpu_count(), naming both and the default;
+// empty when n_threads fits (0, the default, always does). Pure: the machine comes in as n_cpus.
+std::string threads_warning(int32_t n_threads, int n_cpus, int n_physical);
+// Every command with --threads calls this before loading: prints threads_warning() for this
+// machine to stderr, at most once per process (ask may build two engines, serve many).
+void warn_threads(int32_t n_threads);
+
 // Prints "kvrag: E1004 ..." to stderr and returns 1.
 int fail(const Error& err);
 // A load-progress callback that draws on stderr when it is a terminal, else nothing.

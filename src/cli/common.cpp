@@ -1,14 +1,30 @@
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "core/thread_pool.h"
 
 namespace kvrag::cli {
 
 int fail(const Error& err) {
     std::fprintf(stderr, "kvrag: %s\n", err.what().c_str());
     return 1;
+}
+
+std::string threads_warning(int32_t n_threads, int n_cpus, int n_physical) {
+    if (n_threads <= n_cpus) return {};
+    auto count = [](int n, const char* noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); };
+    return "kvrag: warning: --threads " + std::to_string(n_threads) + " is more than the " + count(n_cpus, "CPU") +
+           " this process may use; expect slower runs (default: " + count(n_physical, "physical core") + ")";
+}
+
+void warn_threads(int32_t n_threads) {
+    static std::atomic<bool> warned{false};
+    if (n_threads <= 0) return;  // the default: no need to read /proc/cpuinfo
+    const std::string msg = threads_warning(n_threads, available_cpu_count(), physical_core_count());
+    if (!msg.empty() && !warned.exchange(true)) std::fprintf(stderr, "%s\n", msg.c_str());
 }
 
 Result<GgmlType> parse_kv_type(const std::string& name) {

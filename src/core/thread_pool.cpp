@@ -1,5 +1,9 @@
 #include "core/thread_pool.h"
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 #include <fstream>
 #include <set>
 #include <string>
@@ -7,7 +11,8 @@
 
 namespace kvrag {
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+ThreadPool::ThreadPool(int n_threads, int n_cpus)
+    : n_threads_(n_threads < 1 ? 1 : n_threads), spins_(n_threads_ <= n_cpus) {
     for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
 }
 
@@ -34,8 +39,7 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
         error_ = nullptr;
         ++generation_;
     }
-    // Workers spin briefly on this counter before sleeping: a decode step issues hundreds of
-    // small kernels, and a condition-variable wake-up per kernel would dominate them.
+    // Spinning workers (spins_) watch this counter; sleeping ones wait for the notify.
     spin_generation_.fetch_add(1, std::memory_order_release);
     cv_start_.notify_all();
     // The caller's part may throw too; it must still wait below, because the workers hold a
@@ -60,7 +64,9 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
 void ThreadPool::worker(int ith) {
     uint64_t seen = 0;
     for (;;) {
-        for (int spin = 0; spin < 20000; ++spin) {
+        // Oversubscribed (!spins_): straight to the condition variable, see the header.
+        const int n_spin = spins_ ? 20000 : 0;
+        for (int spin = 0; spin < n_spin; ++spin) {
             if (spin_generation_.load(std::memory_order_acquire) != seen) break;
 #if defined(__x86_64__)
             __builtin_ia32_pause();
@@ -88,6 +94,22 @@ void ThreadPool::worker(int ith) {
             if (--pending_ == 0) cv_done_.notify_one();
         }
     }
+}
+
+int available_cpu_count() {
+    const unsigned hw = std::thread::hardware_concurrency();  // 0 = unknown
+    int n = static_cast<int>(hw);
+#if defined(__linux__)
+    // Fails (EINVAL) only where the kernel's mask is wider than cpu_set_t's 1024 CPUs; then
+    // hardware_concurrency() alone has to do.
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        const int in_mask = CPU_COUNT(&set);
+        if (in_mask > 0 && (n == 0 || in_mask < n)) n = in_mask;
+    }
+#endif
+    return n < 1 ? 1 : n;
 }
 
 int physical_core_count() {

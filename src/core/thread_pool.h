@@ -9,6 +9,13 @@
 // finish its part (no worker is ever left running a job whose fn has gone out of scope), then
 // rethrows the first exception recorded on the calling thread; the others are dropped. The
 // pool is usable again as soon as run() returns or throws.
+//
+// Hand-off: when the pool fits the CPUs this process may use (size() <= available_cpu_count()),
+// idle workers spin for a while before sleeping, because a decode step issues hundreds of small
+// kernels and a condition-variable wake-up per kernel would dominate them. When it does not fit,
+// a spinning worker only burns the time slice that the thread it waits for needs, and every
+// barrier costs whole scheduler quanta; so such a pool never spins and its workers sleep at once.
+// Either way results are the same: only the waiting differs.
 #pragma once
 
 #include <atomic>
@@ -23,14 +30,23 @@
 
 namespace kvrag {
 
+// CPUs this process may run on at once: std::thread::hardware_concurrency(), lowered to the
+// size of the process's CPU affinity mask where sched_getaffinity exists (taskset, cgroups'
+// cpusets, containers). At least 1. Reads the mask on every call (a syscall): not for hot loops.
+int available_cpu_count();
+
 class ThreadPool {
 public:
-    explicit ThreadPool(int n_threads);
+    // n_threads < 1 means 1. n_cpus is how many threads the machine can run at once; it only
+    // decides spins() (tests pass it to be independent of the machine).
+    explicit ThreadPool(int n_threads, int n_cpus = available_cpu_count());
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
 
     int size() const { return n_threads_; }
+    // Whether idle workers busy-wait before sleeping: true iff size() <= n_cpus.
+    bool spins() const { return spins_; }
     // Not reentrant: fn must not call run() on the same pool, and one run at a time.
     void run(const std::function<void(int ith, int nth)>& fn);
 
@@ -46,6 +62,7 @@ private:
     void worker(int ith);
 
     int n_threads_;
+    bool spins_;
     std::vector<std::thread> workers_;
     std::mutex mu_;
     std::condition_variable cv_start_;
@@ -58,7 +75,9 @@ private:
     std::atomic<uint64_t> spin_generation_{0};
 };
 
-// Physical cores of this machine (hyper-threads counted once); at least 1.
+// Physical cores of this machine (hyper-threads counted once); at least 1. The default thread
+// count. It ignores the affinity mask, so it may exceed available_cpu_count(): such a pool
+// works, just without spinning.
 int physical_core_count();
 
 }  // namespace kvrag

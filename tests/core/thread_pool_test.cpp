@@ -1,6 +1,7 @@
 // ThreadPool: every participant runs fn exactly once per run, split() tiles [0, n), and a job
 // that throws (on a worker or on the caller) reaches the caller after every participant has
-// finished, leaving the pool usable.
+// finished, leaving the pool usable. A pool larger than the machine's CPUs does not spin, and
+// still computes the same results.
 #include "core/thread_pool.h"
 
 #include <gtest/gtest.h>
@@ -183,25 +184,112 @@ TEST(ThreadPool, PoolOfOneRunsOnTheCaller) {
 }
 
 TEST(ThreadPool, ThousandsOfRunsInARow) {
-    // The spin-then-sleep hand-off must never lose or repeat a run, including the runs right
-    // after one that threw. (Three threads and 3000 runs: enough to interleave every way,
-    // still quick on a busy two-core machine, where spinning workers compete with the caller.)
-    ThreadPool pool(3);
-    constexpr int kRuns = 3000;
-    std::atomic<int64_t> sum{0};
-    int n_thrown = 0;
-    for (int r = 0; r < kRuns; ++r) {
-        try {
-            pool.run([&](int ith, int nth) {
-                sum += ith + 1;
-                if (r % 97 == 0 && ith == r % nth) throw std::runtime_error("planned");
-            });
-        } catch (const std::runtime_error&) {
-            ++n_thrown;
+    // Neither hand-off, spin-then-sleep nor sleep at once, may lose or repeat a run, including
+    // the runs right after one that threw. The CPU count is given so that both are tried on any
+    // machine. (Three threads and 3000 runs: enough to interleave every way, still quick on a
+    // busy two-core machine, where spinning workers compete with the caller.)
+    for (bool spins : {true, false}) {
+        ThreadPool pool(3, spins ? 3 : 2);
+        ASSERT_EQ(pool.spins(), spins);
+        constexpr int kRuns = 3000;
+        std::atomic<int64_t> sum{0};
+        int n_thrown = 0;
+        for (int r = 0; r < kRuns; ++r) {
+            try {
+                pool.run([&](int ith, int nth) {
+                    sum += ith + 1;
+                    if (r % 97 == 0 && ith == r % nth) throw std::runtime_error("planned");
+                });
+            } catch (const std::runtime_error&) {
+                ++n_thrown;
+            }
         }
+        EXPECT_EQ(sum.load(), int64_t{kRuns} * (1 + 2 + 3)) << "spins " << spins;
+        EXPECT_EQ(n_thrown, (kRuns + 96) / 97) << "spins " << spins;
     }
-    EXPECT_EQ(sum.load(), int64_t{kRuns} * (1 + 2 + 3));
-    EXPECT_EQ(n_thrown, (kRuns + 96) / 97);
+}
+
+TEST(ThreadPool, AvailableCpusArePositiveAndWithinTheHardware) {
+    const int n = available_cpu_count();
+    EXPECT_GE(n, 1);
+    const unsigned hw = std::thread::hardware_concurrency();
+    if (hw > 0) {
+        EXPECT_LE(n, static_cast<int>(hw));
+    }
+}
+
+TEST(ThreadPool, SpinsOnlyWhenItFitsTheCpus) {
+    // The CPU count given explicitly: the rule itself, whatever this machine is.
+    struct Case {
+        int n_threads, n_cpus;
+        bool spins;
+    };
+    const Case cases[] = {
+        {1, 1, true}, {2, 2, true}, {1, 2, true}, {4, 8, true},
+        {3, 2, false}, {16, 2, false}, {64, 2, false}, {2, 1, false},
+        {0, 1, true},  // fewer than one thread means one
+    };
+    for (const auto& c : cases) {
+        EXPECT_EQ(ThreadPool(c.n_threads, c.n_cpus).spins(), c.spins) << c.n_threads << " threads on " << c.n_cpus << " CPUs";
+    }
+    // And by default against this machine's CPUs (2 on the shared builder).
+    const int n_cpus = available_cpu_count();
+    EXPECT_TRUE(ThreadPool(n_cpus).spins());
+    EXPECT_FALSE(ThreadPool(n_cpus + 1).spins());
+    EXPECT_FALSE(ThreadPool(16 > n_cpus ? 16 : n_cpus + 1).spins());
+}
+
+// Many tiny runs on a pool that does not spin: every run is complete, none lost or repeated, and
+// the sums match those of a pool of one (results do not depend on the thread count). No timing
+// is asserted; on a 2-core machine the spinning pool of old took minutes here.
+TEST(ThreadPool, OversubscribedPoolsGiveTheSameResults) {
+    constexpr int kRuns = 2000;
+    constexpr int64_t kN = 1000;  // elements per run, split across the threads
+    auto total = [&](ThreadPool& pool) {
+        int64_t sum = 0;
+        std::vector<int64_t> part(pool.size());
+        for (int r = 0; r < kRuns; ++r) {
+            pool.run([&](int ith, int nth) {
+                auto [b, e] = ThreadPool::split(kN, ith, nth);
+                int64_t s = 0;
+                for (int64_t i = b; i < e; ++i) s += (i * 31 + r) % 97;
+                part[ith] = s;
+            });
+            for (int64_t s : part) sum += s;
+        }
+        return sum;
+    };
+    ThreadPool one(1);
+    const int64_t expect = total(one);
+    for (int n_threads : {16, 64}) {
+        // Told it has 2 CPUs, as on the shared builder, so that it never spins on any machine.
+        ThreadPool pool(n_threads, 2);
+        ASSERT_FALSE(pool.spins());
+        EXPECT_EQ(total(pool), expect) << n_threads << " threads";
+    }
+}
+
+TEST(ThreadPool, OversubscribedPoolKeepsItsExceptionSafety) {
+    ThreadPool pool(16, 2);
+    ASSERT_FALSE(pool.spins());
+    std::atomic<int> finished{0};
+    try {
+        pool.run([&](int ith, int) {
+            if (ith == 9) throw std::runtime_error("worker 9 failed");
+            ++finished;
+        });
+        FAIL() << "run() did not throw";
+    } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "worker 9 failed");
+    }
+    EXPECT_EQ(finished.load(), 15);
+    EXPECT_THROW(pool.run([](int ith, int) {
+                     if (ith == 0) throw std::logic_error("caller failed");
+                 }),
+                 std::logic_error);
+    Calls next(16);
+    pool.run([&](int ith, int) { ++next.count[ith]; });
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(next.count[i].load(), 1);
 }
 
 }  // namespace
