@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/fp16.h"
@@ -103,24 +104,22 @@ struct LoadBF16 {
     static float load1(const uint16_t* p) { return bf16_to_fp32(*p); }
 };
 
-// Two accumulators of 8 lanes per token (16 elements per step) hide the FMA latency in decode.
+// Float weights: one 8-lane accumulator per output over the elements in order, then a scalar
+// FMA tail. This is the reduction order of every float product (float_tile below is the same
+// per output), so a matrix product equals vec_dot bit for bit; decode hides the FMA latency by
+// running several rows at once (float_tile), not by splitting one output's sum.
 template <class L>
 struct DotFloat {
     template <int NT>
     static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
         using E = typename L::Elem;
         const E* w = at<E>(wv);
-        __m256 a0[NT], a1[NT];
-        for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+        __m256 acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
         int64_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-            const __m256 w0 = L::load8(w + i);
-            const __m256 w1 = L::load8(w + i + 8);
-            for (int t = 0; t < NT; ++t) {
-                const E* x = at<E>(xs[t]);
-                a0[t] = _mm256_fmadd_ps(w0, L::load8(x + i), a0[t]);
-                a1[t] = _mm256_fmadd_ps(w1, L::load8(x + i + 8), a1[t]);
-            }
+        for (; i + 8 <= n; i += 8) {
+            const __m256 wv8 = L::load8(w + i);
+            for (int t = 0; t < NT; ++t) acc[t] = _mm256_fmadd_ps(wv8, L::load8(at<E>(xs[t]) + i), acc[t]);
         }
         for (int t = 0; t < NT; ++t) {
             const E* x = at<E>(xs[t]);
@@ -128,7 +127,7 @@ struct DotFloat {
             for (int64_t j = i; j < n; ++j) {
                 tail = _mm_fmadd_ss(_mm_set_ss(L::load1(w + j)), _mm_set_ss(L::load1(x + j)), tail);
             }
-            out[t] = hsum(_mm256_add_ps(a0[t], a1[t])) + _mm_cvtss_f32(tail);
+            out[t] = hsum(acc[t]) + _mm_cvtss_f32(tail);
         }
     }
 };
@@ -195,33 +194,32 @@ struct DotQ8_0Family {
     }
 };
 
-// F16 or BF16 weights against activations already widened to f32 (exact: every f16/bf16 is an
-// f32), so the activation conversion happens once per product, not once per weight row. Same
-// operation order as DotFloat, hence bit-identical outputs.
-template <class LW>
-struct DotWideX {
-    template <int NT>
-    static void dot(int64_t n, const void* wv, const float* const* xs, float* out) {
-        using E = typename LW::Elem;
-        const E* w = at<E>(wv);
-        __m256 a0[NT], a1[NT];
-        for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
-        int64_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-            const __m256 w0 = LW::load8(w + i);
-            const __m256 w1 = LW::load8(w + i + 8);
-            for (int t = 0; t < NT; ++t) {
-                a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[t] + i), a0[t]);
-                a1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[t] + i + 8), a1[t]);
-            }
-        }
-        for (int t = 0; t < NT; ++t) {
-            __m128 tail = _mm_setzero_ps();
-            for (int64_t j = i; j < n; ++j) tail = _mm_fmadd_ss(_mm_set_ss(LW::load1(w + j)), _mm_set_ss(xs[t][j]), tail);
-            out[t] = hsum(_mm256_add_ps(a0[t], a1[t])) + _mm_cvtss_f32(tail);
+// A register tile of RM float weight rows x RN tokens of f32 activations (widened once per
+// product when they were f16/bf16: exact). Each step loads RM weight vectors and uses each
+// activation vector RM times: 3 x 4 gives 12 accumulators + 3 weight registers, and 12 FMAs per
+// 7 loads. Per output the order is DotFloat's, so results are bit-identical to vec_dot.
+template <int RM, int RN, class LW>
+void float_tile(int64_t n, const typename LW::Elem* const* w, const float* const* x, float* out /* (RM, RN) */) {
+    __m256 acc[RM][RN];
+    for (int r = 0; r < RM; ++r)
+        for (int c = 0; c < RN; ++c) acc[r][c] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wv[RM];
+        for (int r = 0; r < RM; ++r) wv[r] = LW::load8(w[r] + i);
+        for (int c = 0; c < RN; ++c) {
+            const __m256 xv = _mm256_loadu_ps(x[c] + i);
+            for (int r = 0; r < RM; ++r) acc[r][c] = _mm256_fmadd_ps(wv[r], xv, acc[r][c]);
         }
     }
-};
+    for (int r = 0; r < RM; ++r) {
+        for (int c = 0; c < RN; ++c) {
+            __m128 tail = _mm_setzero_ps();
+            for (int64_t j = i; j < n; ++j) tail = _mm_fmadd_ss(_mm_set_ss(LW::load1(w[r] + j)), _mm_set_ss(x[c][j]), tail);
+            out[r * RN + c] = hsum(acc[r][c]) + _mm_cvtss_f32(tail);
+        }
+    }
+}
 
 // Weights x = d*q + m with q unsigned, activations Q8_1 (s = dy * sum(y) gives the m term).
 template <class D>
@@ -587,27 +585,73 @@ void matmul_q8_0_family(int64_t n_in, const void* W, size_t row_bytes, const voi
     });
 }
 
-// LW: the weights' loader; the activations arrive in the same 16-bit format (vec_dot_type) and
-// are widened to f32 once here.
+// Runs float_tile<rm, rn> for run-time rm <= 3, rn <= 4.
+template <class LW, int RN>
+void float_tile_rows(int rm, int64_t n, const typename LW::Elem* const* w, const float* const* x, float* out) {
+    switch (rm) {
+    case 3: return float_tile<3, RN, LW>(n, w, x, out);
+    case 2: return float_tile<2, RN, LW>(n, w, x, out);
+    default: return float_tile<1, RN, LW>(n, w, x, out);
+    }
+}
 template <class LW>
-void matmul_wide_x(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
-                   int64_t ldy, int64_t r0, int64_t r1) {
+void float_tile_any(int rm, int rn, int64_t n, const typename LW::Elem* const* w, const float* const* x, float* out) {
+    switch (rn) {
+    case 4: return float_tile_rows<LW, 4>(rm, n, w, x, out);
+    case 3: return float_tile_rows<LW, 3>(rm, n, w, x, out);
+    case 2: return float_tile_rows<LW, 2>(rm, n, w, x, out);
+    default: return float_tile_rows<LW, 1>(rm, n, w, x, out);
+    }
+}
+
+// F32, F16 and BF16 weights. f16/bf16 activations (their vec_dot_type) are widened to f32 once
+// per product; f32 ones are used in place. Rows in tiles of ~64 KiB (L2); inside a tile, groups
+// of 4 tokens sweep the rows 3 at a time.
+template <class LW>
+void matmul_float(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
+                  int64_t ldy, int64_t r0, int64_t r1) {
+    using E = typename LW::Elem;
+    constexpr int kRn = 4, kRmMax = 3;
+    // Decode (one token): a row at a time, read front to back. Several rows at once (independent
+    // FMA chains) measured slower here: decode is memory-bound, and one sequential stream is
+    // what the prefetchers serve best.
+    const int kRm = n_tokens == 1 ? 1 : kRmMax;
     const auto* wb = static_cast<const uint8_t*>(W);
     const auto* xb = static_cast<const uint8_t*>(x);
+    auto xrow = [&](int64_t t) { return reinterpret_cast<const float*>(xb + static_cast<size_t>(t) * x_row_bytes); };
     std::vector<float>& xw = wide_scratch();
-    xw.resize(static_cast<size_t>(n_tokens * n_in));
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        const auto* row = reinterpret_cast<const uint16_t*>(xb + static_cast<size_t>(t) * x_row_bytes);
-        float* dst = xw.data() + t * n_in;
-        int64_t j = 0;
-        for (; j + 8 <= n_in; j += 8) _mm256_storeu_ps(dst + j, LW::load8(row + j));
-        for (; j < n_in; ++j) dst[j] = LW::load1(row + j);
+    if constexpr (!std::is_same_v<E, float>) {
+        xw.resize(static_cast<size_t>(n_tokens * n_in));
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            const auto* row = reinterpret_cast<const uint16_t*>(xb + static_cast<size_t>(t) * x_row_bytes);
+            float* dst = xw.data() + t * n_in;
+            int64_t j = 0;
+            for (; j + 8 <= n_in; j += 8) _mm256_storeu_ps(dst + j, LW::load8(row + j));
+            for (; j < n_in; ++j) dst[j] = LW::load1(row + j);
+        }
     }
-    walk_tiles(row_bytes, n_tokens, y, ldy, r0, r1, [&]<int NT>(int64_t r, int64_t t, float* out) {
-        const float* xs[NT];
-        for (int k = 0; k < NT; ++k) xs[k] = xw.data() + (t + k) * n_in;
-        DotWideX<LW>::template dot<NT>(n_in, wb + static_cast<size_t>(r) * row_bytes, xs, out);
-    });
+    auto xptr = [&](int64_t t) -> const float* {
+        if constexpr (std::is_same_v<E, float>) return xrow(t);
+        else return xw.data() + t * n_in;
+    };
+    const int64_t tile = std::max<int64_t>(kRmMax, static_cast<int64_t>((64 * 1024) / std::max<size_t>(row_bytes, 1)));
+    for (int64_t rt = r0; rt < r1; rt += tile) {
+        const int64_t rt_end = std::min(r1, rt + tile);
+        for (int64_t t = 0; t < n_tokens; t += kRn) {
+            const int rn = static_cast<int>(std::min<int64_t>(kRn, n_tokens - t));
+            const float* xs[kRn];
+            for (int c = 0; c < rn; ++c) xs[c] = xptr(t + c);
+            for (int64_t r = rt; r < rt_end; r += kRm) {
+                const int rm = static_cast<int>(std::min<int64_t>(kRm, rt_end - r));
+                const E* ws[kRmMax];
+                for (int k = 0; k < rm; ++k) ws[k] = reinterpret_cast<const E*>(wb + static_cast<size_t>(r + k) * row_bytes);
+                float out[kRmMax * kRn];
+                float_tile_any<LW>(rm, rn, n_in, ws, xs, out);
+                for (int k = 0; k < rm; ++k)
+                    for (int c = 0; c < rn; ++c) y[(t + c) * ldy + r + k] = out[k * rn + c];
+            }
+        }
+    }
 }
 
 // Calls f.template operator()<K>() with the kernel type for `type`; false if none.
@@ -707,21 +751,19 @@ float vec_dot(GgmlType type, int64_t n, const void* w, const void* x) {
 void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
                  const void* x, size_t x_row_bytes, int64_t n_tokens,
                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
-    // Kernels that convert the activations once per product instead of once per weight row.
-    // The Q8_0 family gains even for one token (its scales); widening f16 activations pays only
-    // when several tokens reuse them.
+    // Kernels that convert the activations once per product instead of once per weight row, and
+    // (float weights) register tiles over several rows and tokens.
     switch (type) {
     case GgmlType::Q4_0: return matmul_q8_0_family<DecodeQ4_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q5_0: return matmul_q8_0_family<DecodeQ5_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q8_0: return matmul_q8_0_family<DecodeQ8_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: break;
     }
-    if (n_tokens > 1) {
-        switch (type) {
-        case GgmlType::F16: return matmul_wide_x<LoadF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-        case GgmlType::BF16: return matmul_wide_x<LoadBF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-        default: break;
-        }
+    switch (type) {
+    case GgmlType::F32: return matmul_float<LoadF32>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::F16: return matmul_float<LoadF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::BF16: return matmul_float<LoadBF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    default: break;
     }
     if (!with_kernel(type, [&]<class K>() {
             matmul_impl<K>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
