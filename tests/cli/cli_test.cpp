@@ -62,6 +62,21 @@ protected:
     fs::path dir_;
 };
 
+// More threads than CPUs: one warning naming the numbers, and the same greedy output.
+TEST_F(CliTest, TooManyThreadsWarnsOnceAndKeepsTheOutput) {
+    ASSERT_EQ(run_kvrag("make-model -o " + path("t.gguf") + " --type q8_0 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128").exit_code, 0);
+    const auto one = run_kvrag("generate -m " + path("t.gguf") + " -p 'Once upon' -n 12 --temp 0 --ids -t 1");
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    EXPECT_EQ(one.err.find("warning: --threads"), std::string::npos) << one.err;
+    const auto many = run_kvrag("generate -m " + path("t.gguf") + " -p 'Once upon' -n 12 --temp 0 --ids -t 200");
+    ASSERT_EQ(many.exit_code, 0) << many.err;
+    const size_t at = many.err.find("kvrag: warning: --threads 200 is more than the");
+    ASSERT_NE(at, std::string::npos) << many.err;
+    EXPECT_EQ(many.err.find("warning: --threads", at + std::string("kvrag: warning: --threads").size()), std::string::npos)
+        << "warned twice: " << many.err;
+    EXPECT_EQ(parse_ids(many.out), parse_ids(one.out));
+}
+
 // Every weight type people download runs end to end: write, load, generate greedily.
 TEST_F(CliTest, GeneratesFromSyntheticModelsOfEveryType) {
     struct Case { const char* type; const char* extra; };
