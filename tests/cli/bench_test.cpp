@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli/run_kvrag.h"
 #include "test_paths.h"
 #include "tools/model_bench.h"
 
@@ -22,29 +23,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RunOutput {
-    int exit_code = -1;
-    std::string out;
-    std::string err;
-};
-
-// Runs `kvrag <args>`, stdout through a pipe and stderr through a file beside it.
-RunOutput kvrag(const std::string& args, const fs::path& dir) {
-    static int counter = 0;
-    const fs::path err_file = dir / ("stderr-" + std::to_string(counter++) + ".txt");
-    RunOutput r;
-    FILE* p = popen((std::string(KVRAG_BINARY) + " " + args + " 2>" + err_file.string()).c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-    const int status = pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::stringstream ss;
-    ss << std::ifstream(err_file).rdbuf();
-    r.err = ss.str();
-    return r;
-}
+using RunOutput = testing::RunResult;
+using testing::run_kvrag;
 
 // The "bench key=value ..." line's pairs; empty when there is no such line.
 std::map<std::string, std::string> summary(const std::string& out) {
@@ -82,10 +62,10 @@ protected:
         dir_ = fs::temp_directory_path() / ("kvrag-bench-test-" + std::to_string(getpid()));
         fs::create_directories(dir_);
         model_ = (dir_ / "tiny.gguf").string();
-        ASSERT_EQ(kvrag("make-model -o " + model_ + " --type q8_0 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64", dir_).exit_code, 0);
+        ASSERT_EQ(run_kvrag("make-model -o " + model_ + " --type q8_0 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64").exit_code, 0);
     }
     void TearDown() override { fs::remove_all(dir_); }
-    RunOutput bench(const std::string& args) { return kvrag("bench -m " + model_ + " " + args, dir_); }
+    RunOutput bench(const std::string& args) { return run_kvrag("bench -m " + model_ + " " + args); }
 
     fs::path dir_;
     std::string model_;

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli/run_kvrag.h"
 #include "test_paths.h"
 
 namespace kvrag {
@@ -17,31 +18,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-    int exit_code = -1;
-    std::string out;
-    std::string err;
-};
-
-RunResult run_kvrag(const std::string& args) {
-    static int counter = 0;
-    const fs::path err_file = fs::temp_directory_path() / ("kvrag-cli-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++) + ".err");
-    const std::string cmd = std::string(KVRAG_BINARY) + " " + args + " 2>" + err_file.string();
-    RunResult r;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-    const int status = pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::ifstream e(err_file);
-    std::stringstream ss;
-    ss << e.rdbuf();
-    r.err = ss.str();
-    fs::remove(err_file);
-    return r;
-}
+using testing::RunResult;
+using testing::run_kvrag;
 
 std::vector<int> parse_ids(const std::string& s) {
     std::istringstream in(s);
