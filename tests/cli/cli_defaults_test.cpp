@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/run_kvrag.h"
 #include "engine/engine.h"
 #include "memory/chunker.h"
 #include "memory/memory.h"
@@ -19,15 +20,9 @@ namespace kvrag {
 namespace {
 
 std::string help_of(const std::string& command) {
-    const std::string cmd = std::string(KVRAG_BINARY) + " " + command + " --help 2>&1";
-    std::string out;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-    EXPECT_EQ(pclose(p), 0) << cmd;
-    return out;
+    const testing::RunResult r = testing::run_kvrag(command + " --help");
+    EXPECT_EQ(r.exit_code, 0) << command << ": " << r.err;
+    return r.out;
 }
 
 // The help entry of one flag: its line plus the next one when CLI11 wraps a long name's
