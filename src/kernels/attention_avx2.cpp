@@ -14,7 +14,6 @@
 #include <cstring>
 
 #include "kernels/attention.h"
-#include "kernels/ops.h"
 
 namespace kvrag::kernels::avx2 {
 namespace {
@@ -51,14 +50,14 @@ void load_tile(const AttentionArgs& a, const uint8_t* plane, int32_t c0, int32_t
     if (n < kTile) std::memset(tile + static_cast<size_t>(n) * hd, 0, static_cast<size_t>(kTile - n) * hd * sizeof(float));
 }
 
-// o[0, 8*NB) += sum over the tile's n cells of round_f16(p[i]) * v_i, in cell order; NB is a
-// template constant so the accumulators stay in registers.
+// o[0, 8*NB) += sum over the tile's n cells of p[i] * v_i (p already rounded to f16), in cell
+// order; NB is a template constant so the accumulators stay in registers.
 template <int NB>
 void accumulate_pv(const float* p, const float* tile, int32_t hd, int32_t n, float* o) {
     __m256 acc[NB];
     for (int b = 0; b < NB; ++b) acc[b] = _mm256_loadu_ps(o + 8 * b);
     for (int32_t i = 0; i < n; ++i) {
-        const __m256 pv = _mm256_set1_ps(round_f16(p[i]));
+        const __m256 pv = _mm256_set1_ps(p[i]);
         const float* v = tile + static_cast<size_t>(i) * hd;
         for (int b = 0; b < NB; ++b) acc[b] = _mm256_fmadd_ps(pv, _mm256_load_ps(v + 8 * b), acc[b]);
     }
@@ -164,10 +163,17 @@ void attention_f16(const AttentionArgs& a, float* out, float* scratch) {
         }
     }
 
-    // 2. Softmax per head (the exact two-pass one; exponentials eight at a time).
-    for (int32_t g = 0; g < nq; ++g) softmax8(scores + static_cast<size_t>(g) * nv, nv);
+    // 2. Softmax per head (the exact two-pass one; exponentials eight at a time), then the
+    // probabilities rounded to f16 once, not once per output block that uses them.
+    for (int32_t g = 0; g < nq; ++g) {
+        float* p = scores + static_cast<size_t>(g) * nv;
+        softmax8(p, nv);
+        int32_t i = 0;
+        for (; i + 8 <= nv; i += 8) _mm256_storeu_ps(p + i, round_f16(_mm256_loadu_ps(p + i)));
+        for (; i < nv; ++i) p[i] = round_f16(p[i]);
+    }
 
-    // 3. out = P V, with P rounded to f16; up to 64 output floats per head in registers.
+    // 3. out = P V; up to 64 output floats per head in registers.
     std::memset(out, 0, static_cast<size_t>(nq) * hd * sizeof(float));
     for (int32_t c0 = 0; c0 < nv; c0 += kTile) {
         const int32_t n = nv - c0 < kTile ? nv - c0 : kTile;

@@ -453,7 +453,8 @@ float vec_dot_impl(int64_t n, const void* w, const void* x) {
 
 // The row/token walk shared by the matrix products: rows in tiles of ~64 KiB of weights (kept
 // in L2), and inside a tile each group of kMaxNt tokens (in L1) sweeps all rows; leftover tokens
-// one at a time. dot(r, t, nt, out) computes rows r for tokens [t, t + nt), nt = kMaxNt or 1.
+// one at a time. dot.operator()<NT>(r, t, out) computes row r for tokens [t, t + NT), NT = kMaxNt
+// or 1.
 template <class Dot>
 void walk_tiles(size_t row_bytes, int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1, Dot&& dot) {
     const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>((64 * 1024) / std::max<size_t>(row_bytes, 1)));
