@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -39,6 +40,23 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
     return diff == 0;
 }
 
+bool authorization_matches(std::string_view header, std::string_view key) {
+    std::string_view presented = header;
+    constexpr std::string_view kScheme = "bearer";
+    if (header.size() > kScheme.size() && (header[kScheme.size()] == ' ' || header[kScheme.size()] == '\t')) {
+        bool is_bearer = true;
+        for (size_t i = 0; i < kScheme.size(); ++i) {
+            is_bearer = is_bearer && static_cast<char>(std::tolower(static_cast<unsigned char>(header[i]))) == kScheme[i];
+        }
+        if (is_bearer) {
+            presented = header.substr(kScheme.size());
+            while (!presented.empty() && (presented.front() == ' ' || presented.front() == '\t')) presented.remove_prefix(1);
+        }
+    }
+    // A key that itself starts with "Bearer " is matched by the bare form too.
+    return constant_time_equal(presented, key) || constant_time_equal(header, key);
+}
+
 void install_middleware(httplib::Server& http, ServerState& st) {
     const ServeConfig& cfg = st.cfg;
     const size_t n_http_threads = static_cast<size_t>(std::clamp(cfg.parallel + cfg.max_queue + 8, 8, 512));
@@ -53,7 +71,7 @@ void install_middleware(httplib::Server& http, ServerState& st) {
         if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
         if (!st.cfg.api_key.empty()) {
             const std::string auth = req.get_header_value("Authorization");
-            if (!constant_time_equal(auth, "Bearer " + st.cfg.api_key)) {
+            if (!authorization_matches(auth, st.cfg.api_key)) {
                 res.set_header("WWW-Authenticate", "Bearer");
                 send_error(res, Error{Errc::request_unauthorized, auth.empty() ? "missing API key: send 'Authorization: Bearer KEY'" : "invalid API key"});
                 return httplib::Server::HandlerResponse::Handled;

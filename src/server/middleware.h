@@ -19,6 +19,11 @@ void install_middleware(httplib::Server& http, ServerState& state);
 // Number of generated tokens to show in the current request's log line.
 void log_tokens(int64_t n);
 
+// Whether an Authorization header value carries `key`: "Bearer KEY" with the scheme in any
+// case and any spaces after it (RFC 7235 schemes are case-insensitive), or the bare key, which
+// is what Kernel Memory's clients send by default. The comparison is constant_time_equal.
+bool authorization_matches(std::string_view header, std::string_view key);
+
 // Compares in time that depends only on the lengths, not on where the texts differ.
 bool constant_time_equal(std::string_view a, std::string_view b);
 

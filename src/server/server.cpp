@@ -125,6 +125,13 @@ Result<void> Server::load() {
 // The bound port, or 0 when the address cannot be bound.
 int Server::bind() {
     const ServeConfig& cfg = st_.cfg;
+    // cpp-httplib's default socket options add SO_REUSEPORT, with which a second server binds
+    // the same port and the kernel splits connections between the two. SO_REUSEADDR alone
+    // still allows a restart while old connections sit in TIME_WAIT, and a taken port fails.
+    http_.set_socket_options([](socket_t sock) {
+        int yes = 1;
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
+    });
     if (cfg.port == 0) return std::max(0, http_.bind_to_any_port(cfg.host));
     return http_.bind_to_port(cfg.host, cfg.port) ? cfg.port : 0;
 }

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -41,10 +42,11 @@ public:
     ServerProcess& operator=(const ServerProcess&) = delete;
     ~ServerProcess() { kill_now(); }
 
-    // Starts `kvrag serve --port 0 <args>`; waits (up to 30 s) until it logs "ready".
+    // Starts `kvrag serve --port 0 <args>` (no --port 0 when args name a port); waits (up to 30 s) until it logs "ready".
     bool start(const std::vector<std::string>& args, const std::string& log_path) {
         log_path_ = log_path;
-        std::vector<std::string> argv_s = {KVRAG_BINARY, "serve", "--port", "0"};
+        std::vector<std::string> argv_s = {KVRAG_BINARY, "serve"};
+        if (std::find(args.begin(), args.end(), "--port") == args.end()) argv_s.insert(argv_s.end(), {"--port", "0"});
         argv_s.insert(argv_s.end(), args.begin(), args.end());
         // Everything the child needs is built before fork: it may only make async-signal-safe calls.
         std::vector<char*> argv;
@@ -72,6 +74,7 @@ public:
             int status = 0;
             if (waitpid(pid_, &status, WNOHANG) == pid_) {
                 pid_ = -1;
+                exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
                 return false;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -80,6 +83,8 @@ public:
     }
 
     int port() const { return port_; }
+    // The exit code when start() returned false because the process ended; -2 otherwise.
+    int start_exit_code() const { return exit_code_; }
     std::string log() const { return read_file_text(log_path_); }
 
     // Sends `sig` and waits (bounded) for the exit; returns the exit code, or -1 when it had to
@@ -111,6 +116,7 @@ private:
 
     pid_t pid_ = -1;
     int port_ = 0;
+    int exit_code_ = -2;
     std::string log_path_;
 };
 

@@ -590,6 +590,20 @@ TEST_F(ServerLimitsTest, FullQueueGets429AndAWaitPastTheQueueTimeoutGets503) {
     EXPECT_EQ(srv.stop(), 0) << srv.log();
 }
 
+// One port, one server: a second serve on a taken port fails at start, naming the address,
+// instead of sharing the port (SO_REUSEPORT) and splitting the requests.
+TEST_F(ServerLimitsTest, SecondServerOnATakenPortFailsAtStart) {
+    ServerProcess first;
+    ASSERT_TRUE(first.start({"-m", model(), "-t", "1"}, log("port-first.log"))) << first.log();
+    const std::string port = std::to_string(first.port());
+    ServerProcess second;
+    EXPECT_FALSE(second.start({"--port", port, "-m", model(), "-t", "1"}, log("port-second.log"))) << second.log();
+    EXPECT_NE(second.start_exit_code(), 0) << second.log();
+    EXPECT_NE(second.log().find("cannot listen on 127.0.0.1:" + port), std::string::npos) << second.log();
+    EXPECT_EQ(get(first.port(), "/health").status, 200);
+    EXPECT_EQ(first.stop(), 0) << first.log();
+}
+
 TEST_F(ServerLimitsTest, ApiKeyAndPerRequestTimeout) {
     ServerProcess srv;
     ASSERT_TRUE(srv.start({"-m", model(), "--api-key", "s3cret", "--timeout", "0.4", "-t", "1"}, log("auth.log"))) << srv.log();
@@ -604,6 +618,12 @@ TEST_F(ServerLimitsTest, ApiKeyAndPerRequestTimeout) {
         EXPECT_EQ(get(port, path, {{"Authorization", "Bearer s3cret!"}}).status, 401) << path;
         EXPECT_EQ(get(port, path, {{"Authorization", "Bearer s3cre"}}).status, 401) << path;
         EXPECT_EQ(get(port, path, good).status, 200) << path;
+        // The scheme is case-insensitive; a bare key is what Kernel Memory's client sends.
+        EXPECT_EQ(get(port, path, {{"Authorization", "bearer s3cret"}}).status, 200) << path;
+        EXPECT_EQ(get(port, path, {{"Authorization", "BEARER   s3cret"}}).status, 200) << path;
+        EXPECT_EQ(get(port, path, {{"Authorization", "s3cret"}}).status, 200) << path;
+        EXPECT_EQ(get(port, path, {{"Authorization", "Basic s3cret"}}).status, 401) << path;
+        EXPECT_EQ(get(port, path, {{"Authorization", "bearers3cret"}}).status, 401) << path;
     }
     EXPECT_EQ(post(port, "/v1/completions", greedy_completion("x", 2).dump()).status, 401);
 
