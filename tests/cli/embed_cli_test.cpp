@@ -131,6 +131,12 @@ TEST(EmbedCli, SyntheticEncodersFromMakeModel) {
     const auto r = run_kvrag("rerank -m " + rerank + " 'what is a panda?' 'a bear' 'the city of paris' 'hello'");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(lines_of(r.out).size(), 3u);
+    // bench-embed: one line per repetition and a summary line (numbers not checked: no timing
+    // assertions), every text exactly --tokens long.
+    const auto b = run_kvrag("bench-embed -m " + bert + " --texts 5 --tokens 40 -r 2 -t 1");
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    EXPECT_NE(b.out.find("rep 2: 200 tokens in"), std::string::npos) << b.out;
+    EXPECT_NE(b.out.find("bench-embed model=" + bert + " arch=bert texts=5 tokens_per_text=40"), std::string::npos) << b.out;
     fs::remove_all(dir);
 }
 
