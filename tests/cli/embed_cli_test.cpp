@@ -131,6 +131,11 @@ TEST(EmbedCli, SyntheticEncodersFromMakeModel) {
     const auto r = run_kvrag("rerank -m " + rerank + " 'what is a panda?' 'a bear' 'the city of paris' 'hello'");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(lines_of(r.out).size(), 3u);
+    // info describes an encoder instead of failing on the decoder tensors it does not have.
+    const auto info = run_kvrag("info " + rerank);
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    EXPECT_NE(info.out.find("encoder:       pooling rank, layer_norm_eps 1e-12, classifier head (reranker)"), std::string::npos)
+        << info.out;
     // bench-embed: one line per repetition and a summary line (numbers not checked: no timing
     // assertions), every text exactly --tokens long.
     const auto b = run_kvrag("bench-embed -m " + bert + " --texts 5 --tokens 40 -r 2 -t 1");
