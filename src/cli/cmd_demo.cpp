@@ -1,9 +1,11 @@
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "tools/synthetic.h"
+#include "tools/synthetic_encoder.h"
 
 namespace kvrag::cli {
 namespace {
@@ -51,6 +53,22 @@ Result<void> make_model(const MakeModelArgs& a) {
         vocab = *f;
         s.vocab_from = vocab.get();
     }
+    if (a.arch == "bert" || a.arch == "nomic-bert" || a.arch == "bert-rerank") {
+        // Encoder-only models (kvrag embed / rerank): see tools/synthetic_encoder.h.
+        tools::SyntheticEncoderSpec e;
+        e.arch = a.arch == "bert-rerank" ? "bert" : a.arch;
+        e.rank_head = a.arch == "bert-rerank";
+        e.n_embd = a.dim;
+        e.n_layer = a.layers;
+        e.n_head = a.heads;
+        e.n_ff = a.ff;
+        e.n_ctx_train = std::min(a.ctx, 512);  // position_embd rows; BERT models train at 512
+        e.weight_type = s.weight_type;
+        e.embd_type = s.embd_type;
+        e.seed = a.seed;
+        e.vocab_from = s.vocab_from;
+        return tools::write_synthetic_encoder(e, a.out);
+    }
     return tools::write_synthetic_model(s, a.out);
 }
 
@@ -59,7 +77,7 @@ Result<void> make_model(const MakeModelArgs& a) {
 Runner add_make_model(CLI::App& app) {
     auto a = std::make_shared<MakeModelArgs>();
     app.add_option("-o,--out", a->out, "output GGUF path")->required();
-    app.add_option("--arch", a->arch, "llama or qwen2");
+    app.add_option("--arch", a->arch, "llama, qwen2, bert, nomic-bert or bert-rerank (bert with a classifier head)");
     app.add_option("--type", a->type, "weight type of the matrices (f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k)");
     app.add_option("--output-type", a->output_type, "type of output.weight (default: --type)");
     app.add_option("--embd-type", a->embd_type, "type of token_embd.weight (default: --type)");

@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "engine/context_size.h"
 #include "kvcache/kv_store.h"
+#include "model/encoder_weights.h"
 #include "model/model.h"
 
 namespace kvrag::cli {
@@ -56,6 +57,16 @@ Runner add_info(CLI::App& app) {
         std::printf("architecture:  %s%s%s\n", h.arch_name.c_str(), h.name.empty() ? "" : ", name ", h.name.c_str());
         std::printf("hparams:       n_vocab %d, n_ctx_train %d, n_embd %d, n_layer %d, n_head %d, n_head_kv %d, n_ff %d, head_dim %d\n",
                     h.n_vocab, h.n_ctx_train, h.n_embd, h.n_layer, h.n_head, h.n_head_kv, h.n_ff, h.head_dim);
+        if (model::is_encoder(h.arch)) {
+            // Embedding / rerank models: no KV cache and no output head; what matters is the
+            // pooling, the norm and whether a classifier head is there.
+            auto w = model::bind_encoder_weights(f, h);
+            if (!w) return fail(w.error());
+            std::printf("encoder:       pooling %s, layer_norm_eps %g, %s%s\n", model::pooling_type_name(h.pooling), h.norm_eps,
+                        w->has_rank_head() ? "classifier head (reranker)" : "no classifier head (embedding model)",
+                        h.arch == model::Arch::nomic_bert ? ", neox rope" : ", absolute positions");
+            return 0;
+        }
         std::printf("rope:          n_rot %d, freq_base %g, scaling %s (freq_scale %g), %s pairs; rms_eps %g\n", h.n_rot,
                     h.rope_freq_base, h.rope_scaling_type.c_str(), h.rope_freq_scale, h.rope_neox ? "neox" : "normal", h.rms_eps);
         std::printf("kv per token: ");

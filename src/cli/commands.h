@@ -21,6 +21,10 @@ Runner add_demo(CLI::App& app);
 Runner add_make_model(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_soak(CLI::App& app);
+// embeddings and rerank scores (BERT-family models): cmd_embed.cpp
+Runner add_embed(CLI::App& app);
+Runner add_rerank(CLI::App& app);
+Runner add_bench_embed(CLI::App& app);  // cmd_bench_embed.cpp
 // memory (RAG): cmd_memory.cpp
 Runner add_ingest(CLI::App& app);
 Runner add_search(CLI::App& app);

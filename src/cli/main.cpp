@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
     add("info", "describe a GGUF model file", kvrag::cli::add_info);
     add("demo", "write a small synthetic model and generate from it (no download needed)", kvrag::cli::add_demo);
     add("make-model", "write a synthetic GGUF model with random weights", kvrag::cli::add_make_model);
+    add("embed", "print embeddings of texts, one JSON array per line (BERT-family or chat model)", kvrag::cli::add_embed);
+    add("rerank", "score documents against a query with a reranker, one score per line", kvrag::cli::add_rerank);
+    add("bench-embed", "measure embedding throughput (tokens/s) on batches of chunk-sized texts", kvrag::cli::add_bench_embed);
     add("bench", "measure prefill and decode speed", kvrag::cli::add_bench);
     add("soak", "run many sequential RAG-shaped requests and check the KV cache stays flat", kvrag::cli::add_soak);
     add("ingest", "add files or directories to a memory store (extract, chunk, embed)", kvrag::cli::add_ingest);

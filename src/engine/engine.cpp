@@ -46,6 +46,13 @@ Request::Request(const tokenizer::Tokenizer& tok, const GenerateOptions& opt, in
     : opt_(opt), sampler_(opt.sampling, n_vocab), stops_(opt.stop), decoder_(tok) {}
 
 Result<std::unique_ptr<Engine>> Engine::create(LoadedModel model, const EngineConfig& config) {
+    if (model.model->is_encoder()) {
+        // An encoder has no causal attention, no output head and no KV geometry to generate with.
+        return Error{Errc::model_unsupported_arch,
+                     model.model->file().path() + ": architecture '" + model.model->hparams().arch_name +
+                         "' is an embedding/rerank (encoder-only) model and cannot generate text; use it with "
+                         "`kvrag embed` / `kvrag rerank`, or as --embed-model / --rerank-model beside a chat model"};
+    }
     if (config.n_ctx < 1 || config.n_ctx > (1 << 22)) {
         return Error{Errc::engine_bad_config, "context size " + std::to_string(config.n_ctx) + " is outside 1.." + std::to_string(1 << 22)};
     }

@@ -1,6 +1,9 @@
 #include "kernels/ops.h"
 
+#include <array>
 #include <cmath>
+
+#include "kernels/fp16.h"
 
 namespace kvrag::kernels {
 
@@ -55,6 +58,54 @@ void silu_mul(float* y, const float* g, const float* u, int64_t n) {
 
 void add_inplace(float* y, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void layernorm(float* y, const float* x, const float* w, const float* b, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += x[i];
+    const float mean = static_cast<float>(sum / static_cast<double>(n));
+    double sum2 = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float d = x[i] - mean;
+        sum2 += static_cast<double>(d) * d;
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(sum2 / static_cast<double>(n)) + eps);
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * scale * w[i] + b[i];
+}
+
+float gelu_tanh_f32(float x) {
+    constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+    constexpr float kCoefA = 0.044715f;
+    return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x)));
+}
+
+namespace {
+
+// gelu_tanh_f32 of every f16 value, rounded to f16 (256 KiB of floats would also do, but the
+// f16 rounding of the result is part of what is being reproduced).
+const std::array<uint16_t, 65536>& gelu_f16_table() {
+    static const std::array<uint16_t, 65536> table = [] {
+        std::array<uint16_t, 65536> t{};
+        for (uint32_t i = 0; i < 65536; ++i) t[i] = fp32_to_fp16(gelu_tanh_f32(fp16_to_fp32(static_cast<uint16_t>(i))));
+        return t;
+    }();
+    return table;
+}
+
+}  // namespace
+
+void gelu(float* y, const float* x, int64_t n) {
+    const auto& tab = gelu_f16_table();
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        if (v <= -10.0f) {
+            y[i] = 0.0f;
+        } else if (v >= 10.0f) {
+            y[i] = v;
+        } else {
+            y[i] = fp16_to_fp32(tab[fp32_to_fp16(v)]);
+        }
+    }
 }
 
 }  // namespace kvrag::kernels

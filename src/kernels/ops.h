@@ -30,4 +30,19 @@ void silu_mul(float* y, const float* g, const float* u, int64_t n);
 // y += x. y, x: (n)
 void add_inplace(float* y, const float* x, int64_t n);
 
+// y = (x - mean(x)) / sqrt(var(x) + eps) * w + b, the LayerNorm of BERT-family models.
+// x, y, w, b: (n); y may alias x. Mean and variance are summed in double.
+void layernorm(float* y, const float* x, const float* w, const float* b, int64_t n, float eps);
+
+// y = gelu(x) as ggml computes it on CPU, which the reference engine's outputs depend on: the
+// tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) evaluated once per f16
+// value into a table, read with x rounded to f16, the f16 result widened back; 0 for
+// x <= -10 and x itself for x >= 10. An exact GELU differs by up to one f16 step of the
+// result (1e-4 on BERT embeddings). y, x: (n); y may alias x.
+void gelu(float* y, const float* x, int64_t n);
+
+// The same GELU computed in float without the f16 table (for tests: gelu() must stay within
+// one f16 rounding of it).
+float gelu_tanh_f32(float x);
+
 }  // namespace kvrag::kernels

@@ -26,9 +26,63 @@ std::optional<double> opt_float(const gguf::GgufFile& f, const std::string& key)
     return *r;
 }
 
+// LayerNorm eps, pooling and the rank head of BERT-family models. Bidirectional attention is
+// all kvrag runs for them, so a file that asks for causal attention is refused.
+void read_encoder_hparams(const gguf::GgufFile& f, ModelHParams& hp) {
+    const std::string a = hp.arch_name + ".";
+    if (auto eps = opt_float(f, a + "attention.layer_norm_epsilon")) hp.norm_eps = static_cast<float>(*eps);
+    if (!(hp.norm_eps > 0.0f) || hp.norm_eps > 1.0f) {
+        throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "attention.layer_norm_epsilon " +
+                                                 std::to_string(hp.norm_eps) + " must be in (0, 1]");
+    }
+    if (auto c = f.get_bool(a + "attention.causal"); c && *c && **c) {
+        throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "attention.causal is true; kvrag runs " + hp.arch_name +
+                                                 " models with bidirectional attention only");
+    }
+    if (auto p = opt_int(f, a + "pooling_type")) {
+        if (*p < 0 || *p > 4) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "pooling_type " + std::to_string(*p) +
+                                                     " is not one of 0 (none), 1 (mean), 2 (cls), 3 (last), 4 (rank)");
+        }
+        hp.pooling = static_cast<PoolingType>(*p);
+    }
+    // llama.cpp assumes one output label when the key is absent; a file without cls.output has
+    // no rank head at all (checked when the weights are bound).
+    hp.n_cls_out = 1;
+    if (auto arr = f.get_array(a + "classifier.output_labels"); arr && *arr) {
+        hp.n_cls_out = static_cast<int32_t>((*arr)->n);
+    }
+}
+
 }  // namespace
 
-std::string arch_name(Arch arch) { return arch == Arch::llama ? "llama" : "qwen2"; }
+const char* pooling_type_name(PoolingType p) {
+    switch (p) {
+        case PoolingType::none: return "none";
+        case PoolingType::mean: return "mean";
+        case PoolingType::cls: return "cls";
+        case PoolingType::last: return "last";
+        case PoolingType::rank: return "rank";
+    }
+    return "?";
+}
+
+Result<PoolingType> parse_pooling_type(std::string_view name) {
+    for (PoolingType p : {PoolingType::none, PoolingType::mean, PoolingType::cls, PoolingType::last, PoolingType::rank}) {
+        if (name == pooling_type_name(p)) return p;
+    }
+    return Error{Errc::request_invalid, "pooling '" + std::string(name) + "' is not one of none, mean, cls, last, rank"};
+}
+
+std::string arch_name(Arch arch) {
+    switch (arch) {
+        case Arch::llama: return "llama";
+        case Arch::qwen2: return "qwen2";
+        case Arch::bert: return "bert";
+        case Arch::nomic_bert: return "nomic-bert";
+    }
+    return "?";
+}
 
 Result<ModelHParams> read_hparams(const gguf::GgufFile& f) {
     return catch_errors([&]() {
@@ -41,6 +95,11 @@ Result<ModelHParams> read_hparams(const gguf::GgufFile& f) {
         } else if (hp.arch_name == "qwen2") {
             hp.arch = Arch::qwen2;
             hp.rope_neox = true;
+        } else if (hp.arch_name == "bert") {
+            hp.arch = Arch::bert;
+        } else if (hp.arch_name == "nomic-bert") {
+            hp.arch = Arch::nomic_bert;
+            hp.rope_neox = true;  // NEOX rotation over the whole head
         } else {
             throw_error(Errc::model_unsupported_arch, f.path() + ": architecture '" + hp.arch_name +
                                                           "' is not supported; supported: " + kSupportedArchs);
@@ -105,6 +164,7 @@ Result<ModelHParams> read_hparams(const gguf::GgufFile& f) {
         if (!(hp.rms_eps > 0.0f) || hp.rms_eps > 1.0f) {
             throw_error(Errc::model_bad_hparams, f.path() + ": layer_norm_rms_epsilon " + std::to_string(hp.rms_eps) + " must be in (0, 1]");
         }
+        if (is_encoder(hp.arch)) read_encoder_hparams(f, hp);
         // The vocabulary size comes from the embedding matrix, checked when weights are bound.
         if (const auto* t = f.find_tensor("token_embd.weight"); t && t->ne.size() == 2) {
             hp.n_vocab = static_cast<int32_t>(t->ne[1]);

@@ -3,15 +3,24 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "core/error.h"
 #include "gguf/gguf_file.h"
 
 namespace kvrag::model {
 
-enum class Arch { llama, qwen2 };
+enum class Arch { llama, qwen2, bert, nomic_bert };
 
-inline constexpr const char* kSupportedArchs = "llama, qwen2";
+inline constexpr const char* kSupportedArchs = "llama, qwen2, bert, nomic-bert";
+
+// Encoder-only (BERT-family) models embed or rerank; they cannot generate text. Their weights
+// are bound by model/encoder_weights.h and run by model/encoder_forward.h.
+inline bool is_encoder(Arch arch) { return arch == Arch::bert || arch == Arch::nomic_bert; }
+
+// How an encoder turns its per-token hidden states into one output per sequence; the numbers
+// are the values of `<arch>.pooling_type` (llama.cpp's enum).
+enum class PoolingType : int32_t { none = 0, mean = 1, cls = 2, last = 3, rank = 4 };
 
 struct ModelHParams {
     Arch arch = Arch::llama;
@@ -31,6 +40,10 @@ struct ModelHParams {
     std::string rope_scaling_type = "none";
     bool rope_neox = false;      // qwen2 rotates (i, i + n_rot/2) pairs; llama (2i, 2i+1)
     float rms_eps = 1e-5f;
+    // Encoder-only models (is_encoder(arch)); unused by decoders.
+    float norm_eps = 1e-12f;     // LayerNorm epsilon (attention.layer_norm_epsilon)
+    PoolingType pooling = PoolingType::none;  // <arch>.pooling_type; none when absent
+    int32_t n_cls_out = 0;       // rank head outputs (classifier.output_labels, else 1 with cls.output)
 
     int32_t n_embd_kv() const { return n_head_kv * head_dim; }  // K (or V) row width per cell
     int32_t n_embd_q() const { return n_head * head_dim; }
@@ -41,5 +54,10 @@ struct ModelHParams {
 Result<ModelHParams> read_hparams(const gguf::GgufFile& file);
 
 std::string arch_name(Arch arch);
+
+// "none", "mean", "cls", "last", "rank"; parse_pooling_type is its inverse (request_invalid
+// naming the value and the choices otherwise).
+const char* pooling_type_name(PoolingType p);
+Result<PoolingType> parse_pooling_type(std::string_view name);
 
 }  // namespace kvrag::model

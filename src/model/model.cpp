@@ -14,9 +14,15 @@ Result<std::shared_ptr<Model>> Model::from_file(std::shared_ptr<gguf::GgufFile> 
     auto hp = read_hparams(*m->file_);
     if (!hp) return hp.error();
     m->hp_ = std::move(*hp);
-    auto w = bind_weights(*m->file_, m->hp_);
-    if (!w) return w.error();
-    m->w_ = std::move(*w);
+    if (model::is_encoder(m->hp_.arch)) {
+        auto w = bind_encoder_weights(*m->file_, m->hp_);
+        if (!w) return w.error();
+        m->enc_ = std::move(*w);
+    } else {
+        auto w = bind_weights(*m->file_, m->hp_);
+        if (!w) return w.error();
+        m->w_ = std::move(*w);
+    }
     for (const auto& t : m->file_->tensors()) {
         m->n_params_ += t.n_elements;
         m->weight_bytes_ += t.n_bytes;

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "gguf/gguf_file.h"
+#include "model/encoder_weights.h"
 #include "model/hparams.h"
 #include "model/weights.h"
 
@@ -24,7 +25,11 @@ public:
     const gguf::GgufFile& file() const { return *file_; }
     std::shared_ptr<gguf::GgufFile> file_ptr() const { return file_; }
     const ModelHParams& hparams() const { return hp_; }
+    // Decoder weights; empty for encoder-only models (is_encoder(hparams().arch)).
     const ModelWeights& weights() const { return w_; }
+    // Encoder weights; empty for decoders.
+    const EncoderWeights& encoder_weights() const { return enc_; }
+    bool is_encoder() const { return model::is_encoder(hp_.arch); }
     uint64_t n_params() const { return n_params_; }
     uint64_t weight_bytes() const { return weight_bytes_; }
 
@@ -32,6 +37,7 @@ private:
     std::shared_ptr<gguf::GgufFile> file_;
     ModelHParams hp_;
     ModelWeights w_;
+    EncoderWeights enc_;
     uint64_t n_params_ = 0;
     uint64_t weight_bytes_ = 0;
 };

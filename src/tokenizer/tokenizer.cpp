@@ -563,6 +563,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool special) const 
 int32_t Tokenizer::n_vocab() const { return static_cast<int32_t>(vocab_->tokens.size()); }
 int32_t Tokenizer::bos_id() const { return vocab_->bos; }
 int32_t Tokenizer::eos_id() const { return vocab_->eos; }
+int32_t Tokenizer::sep_id() const { return vocab_->sep; }
 bool Tokenizer::add_bos() const { return vocab_->add_bos && vocab_->bos >= 0; }
 bool Tokenizer::add_eos() const { return vocab_->add_eos && vocab_->eos >= 0; }
 bool Tokenizer::add_space_prefix() const { return vocab_->add_space_prefix; }

@@ -86,6 +86,7 @@ public:
     int32_t n_vocab() const;
     int32_t bos_id() const;  // -1 when none
     int32_t eos_id() const;  // -1 when none
+    int32_t sep_id() const;  // [SEP] of WordPiece vocabularies (tokenizer.ggml.seperator_token_id); -1 when none
     bool add_bos() const;
     bool add_eos() const;
     bool add_space_prefix() const;

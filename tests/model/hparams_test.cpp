@@ -56,7 +56,7 @@ TEST(ModelHParams, UnsupportedArchitectureNamesItselfAndTheSupportedList) {
     auto hp = read_hparams(*file_from(w));
     ASSERT_FALSE(hp.ok());
     EXPECT_EQ(hp.error().code, Errc::model_unsupported_arch);
-    EXPECT_EQ(hp.error().message, "test.gguf: architecture 'mamba' is not supported; supported: llama, qwen2");
+    EXPECT_EQ(hp.error().message, "test.gguf: architecture 'mamba' is not supported; supported: llama, qwen2, bert, nomic-bert");
 }
 
 TEST(ModelHParams, BadValuesNameKeyAndNumbers) {
