@@ -11,12 +11,16 @@ struct ServeArgs {
     server::ServeConfig cfg;
     std::string kv_type = "f16";
     std::string policy = "error";
+    std::string chat_history = "drop";
     std::string memory_dir;
     int32_t chunk_tokens = 256;
     int32_t chunk_overlap = 32;
 };
 
 int run_serve(ServeArgs& a) {
+    if (a.cfg.model_path.empty() && a.cfg.embed_model_path.empty() && a.cfg.rerank_model_path.empty()) {
+        return fail(Error{Errc::cli_usage, "serve needs a model: -m MODEL.gguf (and/or --embed-model EMBED.gguf, --rerank-model RERANK.gguf)"});
+    }
     warn_threads(a.cfg.threads);
     auto kv_type = parse_kv_type(a.kv_type);
     if (!kv_type) return fail(kv_type.error());
@@ -24,6 +28,9 @@ int run_serve(ServeArgs& a) {
     auto policy = engine::parse_context_policy(a.policy);
     if (!policy) return fail(Error{Errc::cli_usage, policy.error().message});
     a.cfg.policy = *policy;
+    auto history = server::parse_history_policy(a.chat_history);
+    if (!history) return fail(Error{Errc::cli_usage, "--chat-history: " + history.error().message});
+    a.cfg.chat_history = *history;
     if (!a.memory_dir.empty()) {
         memory_service::HttpMemoryConfig mc;
         mc.dir = a.memory_dir;
@@ -39,7 +46,9 @@ int run_serve(ServeArgs& a) {
 Runner add_serve(CLI::App& app) {
     auto a = std::make_shared<ServeArgs>();
     auto& c = a->cfg;
-    app.add_option("-m,--model", c.model_path, "GGUF model file")->required();
+    app.add_option("-m,--model", c.model_path, "GGUF model: a chat model, or an embedding/rerank model served alone");
+    app.add_option("--embed-model", c.embed_model_path, "embedding model (bert, nomic-bert) for /v1/embeddings and --memory");
+    app.add_option("--rerank-model", c.rerank_model_path, "reranker (bert with a rank head) for /v1/rerank and the memory's rerank stage");
     app.add_option("--host", c.host, "address to bind (default 127.0.0.1: this machine only)");
     app.add_option("--port", c.port, "TCP port; 0 picks a free one (printed at start-up)")->check(CLI::Range(0, 65535));
     app.add_option("-c,--ctx", c.ctx, "KV cache cells shared by all requests; default min(4096, trained context)")->check(CLI::Range(0, 1 << 22));
@@ -48,7 +57,9 @@ Runner add_serve(CLI::App& app) {
     app.add_option("--batch", c.batch, "tokens per forward step (decode tokens + prefill chunks)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--kv-type", a->kv_type, "KV cell type: f16, q8_0, f32");
     app.add_option("--context-policy", a->policy, "when a request does not fit its context: error, truncate, shift");
-    app.add_option("--api-key", c.api_key, "require 'Authorization: Bearer KEY' on every endpoint but /health");
+    app.add_option("--chat-history", a->chat_history,
+                   "chat requests that do not fit the context: drop (oldest turns first), summarize, error");
+    app.add_option("--api-key", c.api_key, "require the key on every endpoint but /health ('Authorization: Bearer KEY', or the bare key)");
     app.add_option("--timeout", c.timeout_s, "per-request limit in seconds (queue + generation); 0 = none")->check(CLI::Range(0.0, 1e7));
     app.add_option("--queue-timeout", c.queue_timeout_s, "longest wait in seconds for KV room before 503")->check(CLI::Range(0.0, 1e7));
     app.add_option("--max-queue", c.max_queue, "requests waiting for admission; beyond it 429")->check(CLI::Range(1, 4096));

@@ -84,7 +84,17 @@ struct RerankResult {
     int64_t total_tokens() const;
 };
 
-class Embedder {
+// What runs the scheduler's encode jobs (engine/job.h): an Embedder, or a test double.
+// Consecutive queued encode jobs for the same Encoder and options are run as one call, so many
+// small requests share forward passes.
+class Encoder {
+public:
+    virtual ~Encoder() = default;
+    // One result row per input, in input order (Embedder::embed_tokens' contract).
+    virtual Result<EmbedResult> encode(std::span<const std::vector<int32_t>> inputs, const EmbedOptions& options) = 0;
+};
+
+class Embedder final : public Encoder {
 public:
     // Errors: model_unsupported_arch when the model is a decoder (the message names its
     // architecture and points to Engine::embed / --embed-model); engine_bad_config for a
@@ -111,6 +121,10 @@ public:
     Result<EmbedResult> embed(std::span<const std::string> texts, const EmbedOptions& options = {});
     // The same for token ids (each list already wrapped in [CLS] ... [SEP] as wanted).
     Result<EmbedResult> embed_tokens(std::span<const std::vector<int32_t>> inputs, const EmbedOptions& options = {});
+    // Encoder: the scheduler's encode jobs run here.
+    Result<EmbedResult> encode(std::span<const std::vector<int32_t>> inputs, const EmbedOptions& options) override {
+        return embed_tokens(inputs, options);
+    }
 
     // Scores each document against the query with the model's classifier head (pooling rank).
     // Errors: request_invalid when the model has no classifier head (an embedding model: the

@@ -1,5 +1,6 @@
 // A unit of work for the scheduler, shared between the thread that submitted it and the
-// scheduler: a generation (prompt -> tokens) or an embedding (tokens -> one vector).
+// scheduler: a generation (prompt -> tokens), an embedding by the chat model (tokens -> one
+// vector), or an encode job for an encoder model (token lists -> one vector or score each).
 //
 // How a job ended is its error code: Errc::ok when it finished (generation: stop or length),
 // otherwise the one code of the error taxonomy (core/error.h) that says why: request_invalid,
@@ -18,13 +19,17 @@
 #include <vector>
 
 #include "core/error.h"
+#include "engine/embedder.h"
 #include "engine/engine.h"
 
 namespace kvrag::engine {
 
 using Clock = std::chrono::steady_clock;
 
-enum class JobKind { generate, embed };
+// generate and embed run on the chat Engine (embed: its mean-pooled hidden state, in a
+// short-lived KV sequence); encode runs on an Encoder and holds no KV cells.
+enum class JobKind { generate, embed, encode };
+
 enum class JobState { queued, running, done };
 
 // The outcome labels of kvrag_requests_ended_total, in a fixed order (index = job_outcome()).
@@ -42,6 +47,9 @@ public:
     std::vector<int32_t> prompt;            // generate: the prompt; embed: the input tokens
     GenerateOptions options;                // generate only
     Pooling pooling = Pooling::mean;        // embed only
+    Encoder* encoder = nullptr;             // encode only: must outlive the job
+    std::vector<std::vector<int32_t>> inputs;  // encode only: each input's token ids
+    EmbedOptions encode_options;            // encode only
     bool keep_pieces = false;               // buffer text pieces for take() (streaming)
     Clock::time_point submitted{};          // set by submit
 
@@ -72,6 +80,8 @@ public:
     const GenerateResult& result() const { return result_; }
     // Once done (embed jobs that finished): the pooled, normalised vector.
     const std::vector<float>& embedding() const { return embedding_; }
+    // Once done (encode jobs that finished): one row per input, in input order.
+    const std::vector<std::vector<float>>& vectors() const { return vectors_; }
     int32_t n_generated() const;
     double ttft_ms() const;  // submit to first generated token; negative when none yet
 
@@ -97,6 +107,7 @@ private:
     Error pending_error_;                   // the end decided, not yet published
     GenerateResult result_;
     std::vector<float> embedding_;
+    std::vector<std::vector<float>> vectors_;
     // Scheduler only.
     std::string busy_message_;              // why the last admission attempt had to wait
 };

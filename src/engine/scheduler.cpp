@@ -5,7 +5,7 @@
 
 namespace kvrag::engine {
 
-Scheduler::Scheduler(Engine& engine, SchedulerConfig config) : core_(engine, config) {
+Scheduler::Scheduler(Engine* engine, SchedulerConfig config) : core_(engine, config) {
     thread_ = std::thread([this] { loop(); });
 }
 
@@ -44,6 +44,21 @@ Result<std::vector<float>> Scheduler::embed(std::span<const int32_t> tokens, Poo
     if (auto s = submit(job); !s) return s.error();
     wait(*job, alive);
     if (job->error().code == Errc::ok) return job->embedding();
+    return job->error();
+}
+
+Result<std::vector<std::vector<float>>> Scheduler::encode(Encoder& encoder, std::vector<std::vector<int32_t>> inputs,
+                                                          const EmbedOptions& options, const std::string& label,
+                                                          const std::function<bool()>& alive) {
+    auto job = std::make_shared<Job>();
+    job->kind = JobKind::encode;
+    job->encoder = &encoder;
+    job->inputs = std::move(inputs);
+    job->encode_options = options;
+    job->label = label;
+    if (auto s = submit(job); !s) return s.error();
+    wait(*job, alive);
+    if (job->error().code == Errc::ok) return job->vectors();
     return job->error();
 }
 

@@ -26,7 +26,9 @@ namespace kvrag::engine {
 
 class Scheduler {
 public:
-    Scheduler(Engine& engine, SchedulerConfig config);
+    Scheduler(Engine& engine, SchedulerConfig config) : Scheduler(&engine, config) {}
+    // engine may be null (a server with only encoder models): only encode() works then.
+    Scheduler(Engine* engine, SchedulerConfig config);
     ~Scheduler();
     Scheduler(const Scheduler&) = delete;
     Scheduler& operator=(const Scheduler&) = delete;
@@ -43,6 +45,12 @@ public:
     // An embedding through the same queue: waits for KV room up to the queue timeout.
     Result<std::vector<float>> embed(std::span<const int32_t> tokens, Pooling pooling,
                                      const std::function<bool()>& alive = nullptr);
+
+    // Encoder work (embeddings or rerank scores of an encoder model) through the same queue,
+    // grouped with the encode jobs queued right behind it. One row per input, in input order.
+    Result<std::vector<std::vector<float>>> encode(Encoder& encoder, std::vector<std::vector<int32_t>> inputs,
+                                                   const EmbedOptions& options, const std::string& label,
+                                                   const std::function<bool()>& alive = nullptr);
 
     // Graceful stop: from now on submit() refuses; queued jobs end with server_shutting_down;
     // running ones may finish for `grace`, then they are cancelled. Returns when nothing runs.

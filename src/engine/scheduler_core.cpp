@@ -33,7 +33,7 @@ size_t job_outcome(Errc code) {
     }
 }
 
-SchedulerCore::SchedulerCore(Engine& engine, SchedulerConfig config) : engine_(engine), config_(config) {
+SchedulerCore::SchedulerCore(Engine* engine, SchedulerConfig config) : engine_(engine), config_(config) {
     config_.max_running = std::max(1, config_.max_running);
     config_.max_queued = std::max(1, config_.max_queued);
     queue_timeout_ = seconds(config_.queue_timeout_s);
@@ -44,7 +44,7 @@ Result<void> SchedulerCore::submit(const std::shared_ptr<Job>& job, Clock::time_
     if (draining_ || stopping_) return Error{Errc::server_shutting_down, "the server is shutting down"};
     if (static_cast<int32_t>(queue_.size()) >= config_.max_queued) {
         ++n_refused_full_;
-        engine_.cache().note_rejection(kvcache::RejectReason::busy);
+        note_rejection(kvcache::RejectReason::busy);
         return Error{Errc::request_queue_full, "server busy: " + std::to_string(queue_.size()) + " requests are already queued (limit " +
                                                    std::to_string(config_.max_queued) + ") behind " + std::to_string(running_.size()) +
                                                    " running; retry later"};
@@ -54,6 +54,10 @@ Result<void> SchedulerCore::submit(const std::shared_ptr<Job>& job, Clock::time_
     queue_.push_back(job);
     ++n_submitted_;
     return {};
+}
+
+void SchedulerCore::note_rejection(kvcache::RejectReason why) {
+    if (engine_) engine_->cache().note_rejection(why);
 }
 
 void SchedulerCore::end(const std::shared_ptr<Job>& job, Error err) {
@@ -90,13 +94,13 @@ void SchedulerCore::drop_from_queue(Clock::time_point now) {
         } else if (request_timeout_ != Clock::duration::zero() && now - job->submitted >= request_timeout_) {
             err = {Errc::request_timed_out, "request timed out after " + seconds_text(config_.request_timeout_s) +
                                                 " s while waiting for KV cells (--timeout)"};
-            engine_.cache().note_rejection(kvcache::RejectReason::timeout);
+            note_rejection(kvcache::RejectReason::timeout);
         } else if (now - job->submitted >= queue_timeout_) {
             err = {Errc::request_queue_timeout,
                    "no KV room came within the queue timeout of " + seconds_text(config_.queue_timeout_s) + " s: " +
                        (job->busy_message_.empty() ? "all " + std::to_string(config_.max_running) + " request slots (--parallel) stayed busy"
                                                    : job->busy_message_)};
-            engine_.cache().note_rejection(kvcache::RejectReason::timeout);
+            note_rejection(kvcache::RejectReason::timeout);
         } else {
             ++it;
             continue;
@@ -106,10 +110,50 @@ void SchedulerCore::drop_from_queue(Clock::time_point now) {
     }
 }
 
+void SchedulerCore::take_encode_group(StepPlan& plan) {
+    const Job& first = *queue_.front();
+    int64_t n_tokens = 0;
+    while (!queue_.empty()) {
+        const std::shared_ptr<Job> job = queue_.front();
+        if (job->kind != JobKind::encode || job->encoder != first.encoder || job->encode_options.pooling != first.encode_options.pooling ||
+            job->encode_options.normalize != first.encode_options.normalize) {
+            break;
+        }
+        int64_t n = 0;
+        for (const auto& in : job->inputs) n += static_cast<int64_t>(in.size());
+        if (!plan.encode.empty() && n_tokens + n > kEncodeGroupTokens) break;
+        n_tokens += n;
+        queue_.pop_front();
+        {
+            std::lock_guard<std::mutex> lock(job->mu_);
+            job->state_ = JobState::running;
+        }
+        job->cv_.notify_all();
+        plan.encode.push_back(job);
+    }
+    encoding_ = plan.encode;
+}
+
 void SchedulerCore::admit(StepPlan& plan) {
     if (draining_ || stopping_) return;
     while (!queue_.empty()) {
         const std::shared_ptr<Job> head = queue_.front();
+        if (head->kind == JobKind::encode) {
+            if (!head->encoder) {
+                queue_.pop_front();
+                end(head, Error{Errc::request_invalid, "an encode job without an encoder model"});
+                continue;
+            }
+            // Nothing behind the group is admitted in this iteration, so FIFO order holds.
+            take_encode_group(plan);
+            return;
+        }
+        if (!engine_) {
+            queue_.pop_front();
+            end(head, Error{Errc::request_invalid, "this server has no chat model loaded (only encoder models), so it cannot " +
+                                                       std::string(head->kind == JobKind::embed ? "embed with one" : "generate text")});
+            continue;
+        }
         if (head->kind == JobKind::embed) {
             // Runs in execute(); a busy cache sends it back to the head in complete(). Nothing
             // behind it is admitted in this iteration, so FIFO order holds either way.
@@ -132,7 +176,7 @@ void SchedulerCore::admit(StepPlan& plan) {
             }
             return !raw->cancel_requested();
         };
-        auto started = engine_.start(head->prompt, head->options, std::move(on_text));
+        auto started = engine_->start(head->prompt, head->options, std::move(on_text));
         if (!started && started.error().code == Errc::kv_no_space) {
             head->busy_message_ = started.error().message;  // fits, but not now: keeps its place
             return;
@@ -177,8 +221,30 @@ StepPlan SchedulerCore::plan(Clock::time_point now) {
 // execute: the computation
 
 void SchedulerCore::execute(StepPlan& plan) {
-    if (!plan.step.empty()) engine_.step(plan.step);
-    if (plan.embed) plan.embed_result = engine_.embed_tokens(plan.embed->prompt, plan.embed->pooling);
+    if (!plan.step.empty()) engine_->step(plan.step);
+    if (plan.embed) plan.embed_result = engine_->embed_tokens(plan.embed->prompt, plan.embed->pooling);
+    if (plan.encode.empty()) return;
+    plan.encode_results.clear();
+    const Job& first = *plan.encode.front();
+    if (plan.encode.size() > 1) {
+        std::vector<std::vector<int32_t>> all;
+        for (const auto& job : plan.encode) all.insert(all.end(), job->inputs.begin(), job->inputs.end());
+        auto r = first.encoder->encode(all, first.encode_options);
+        if (r && r->vectors.size() == all.size()) {
+            size_t at = 0;
+            for (const auto& job : plan.encode) {
+                EmbedResult part;
+                for (size_t i = 0; i < job->inputs.size(); ++i, ++at) {
+                    part.vectors.push_back(std::move(r->vectors[at]));
+                    if (at < r->n_tokens.size()) part.n_tokens.push_back(r->n_tokens[at]);
+                }
+                plan.encode_results.emplace_back(std::move(part));
+            }
+            return;
+        }
+        // One job's bad input fails the whole call: run each alone so only that job fails.
+    }
+    for (const auto& job : plan.encode) plan.encode_results.push_back(job->encoder->encode(job->inputs, job->encode_options));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,6 +286,18 @@ void SchedulerCore::complete(StepPlan& plan, Clock::time_point now) {
         end(it->job, std::move(err));
         it = running_.erase(it);  // the Request (its cells already released in the step) goes here
     }
+    for (size_t i = 0; i < plan.encode.size(); ++i) {
+        const std::shared_ptr<Job>& job = plan.encode[i];
+        if (i >= plan.encode_results.size()) {
+            end(job, Error{Errc::engine_internal, "the encode job was not run"});
+        } else if (auto& r = plan.encode_results[i]; !r) {
+            end(job, r.error());
+        } else {
+            job->vectors_ = std::move(r->vectors);
+            end(job, Error{});
+        }
+    }
+    encoding_.clear();
     if (plan.embed) {
         std::shared_ptr<Job> job = std::move(plan.embed);
         embedding_.reset();
@@ -247,6 +325,8 @@ void SchedulerCore::fail_running(const std::string& what) {
         end(embedding_, Error{Errc::engine_internal, what});
         embedding_.reset();
     }
+    for (const auto& job : encoding_) end(job, Error{Errc::engine_internal, what});
+    encoding_.clear();
 }
 
 SchedulerSnapshot SchedulerCore::snapshot(Clock::time_point now) const {
@@ -263,12 +343,22 @@ SchedulerSnapshot SchedulerCore::snapshot(Clock::time_point now) const {
         e.age_ms = ms_between(r.job->submitted, now);
         s.entries.push_back(std::move(e));
     }
+    for (const auto& j : encoding_) {
+        SchedulerSnapshot::Entry e;
+        e.job_id = j->id;
+        e.label = j->label;
+        e.state = "encoding";
+        for (const auto& in : j->inputs) e.n_prompt += static_cast<int32_t>(in.size());
+        e.age_ms = ms_between(j->submitted, now);
+        s.entries.push_back(std::move(e));
+    }
     for (const auto& j : queue_) {
         SchedulerSnapshot::Entry e;
         e.job_id = j->id;
         e.label = j->label;
         e.state = "queued";
         e.n_prompt = static_cast<int32_t>(j->prompt.size());
+        for (const auto& in : j->inputs) e.n_prompt += static_cast<int32_t>(in.size());
         e.age_ms = ms_between(j->submitted, now);
         s.entries.push_back(std::move(e));
     }

@@ -22,6 +22,12 @@
 //
 // Embeddings go through the same queue and limits as generations; at most one runs per
 // iteration, between forward steps (it is one forward pass over its own short-lived sequence).
+// Encode jobs (encoder models: embeddings, rerank scores) hold no KV cells: when the queue
+// head is one, it and the encode jobs right behind it for the same Encoder and options (up to
+// kEncodeGroupTokens tokens) run as one Encoder call between forward steps.
+//
+// A scheduler without a chat engine (a server with only encoder models) runs encode jobs only;
+// generate and embed jobs end at once with request_invalid.
 //
 // Not thread-safe: the driver (scheduler.h) serialises submit/plan/complete/snapshot.
 #pragma once
@@ -70,12 +76,19 @@ struct StepPlan {
     std::vector<Request*> step;                 // for Engine::step
     std::shared_ptr<Job> embed;                 // an embedding to compute, or null
     Result<std::vector<float>> embed_result = std::vector<float>{};  // filled by execute()
-    bool empty() const { return step.empty() && !embed; }
+    std::vector<std::shared_ptr<Job>> encode;   // encode jobs run as one Encoder call
+    std::vector<Result<EmbedResult>> encode_results;  // one per encode job, filled by execute()
+    bool empty() const { return step.empty() && !embed && encode.empty(); }
 };
+
+// Most input tokens one grouped Encoder call takes (a single larger job still runs alone).
+inline constexpr int64_t kEncodeGroupTokens = 16384;
 
 class SchedulerCore {
 public:
-    SchedulerCore(Engine& engine, SchedulerConfig config);
+    SchedulerCore(Engine& engine, SchedulerConfig config) : SchedulerCore(&engine, config) {}
+    // engine may be null: only encode jobs can run then.
+    SchedulerCore(Engine* engine, SchedulerConfig config);
 
     const SchedulerConfig& config() const { return config_; }
 
@@ -121,13 +134,17 @@ private:
     void end(const std::shared_ptr<Job>& job, Error err);
     Error forced_error(Errc why, int32_t n_generated) const;
 
-    Engine& engine_;
+    void note_rejection(kvcache::RejectReason why);
+    void take_encode_group(StepPlan& plan);
+
+    Engine* engine_;                      // null: encode jobs only
     SchedulerConfig config_;
     Clock::duration queue_timeout_{};
     Clock::duration request_timeout_{};   // zero = none
     std::deque<std::shared_ptr<Job>> queue_;
     std::vector<Running> running_;
     std::shared_ptr<Job> embedding_;      // planned embedding, between plan() and complete()
+    std::vector<std::shared_ptr<Job>> encoding_;  // planned encode jobs, likewise
     std::vector<std::shared_ptr<Job>> ended_;
     bool draining_ = false;
     Clock::time_point drain_deadline_{};

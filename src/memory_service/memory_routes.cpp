@@ -98,29 +98,44 @@ Result<T> get_or(const json& j, const char* key, T def) {
 using server::send_error;
 using server::send_json;
 
+// The memory's model hooks over the server: embeddings from the embedding model when one is
+// loaded (else the chat model), generation (ask) only with a chat model.
 ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg, Result<void>& status) {
-    engine::Engine& eng = ctx.engine();
+    engine::Engine* eng = ctx.engine();
+    const engine::Embedder* emb = ctx.embedding_model();
     ModelHooks h;
-    h.tokenizer = eng.model().tokenizer;
-    auto info = embedding_model_info(eng.model().model->file().path(), eng.model().model->hparams().name, eng.embedding_dim());
+    if (!eng && !emb) {
+        status = Error{Errc::memory_bad_input, "--memory needs a model that embeds: a chat model (-m) or an embedding model (--embed-model)"};
+        return h;
+    }
+    // Chunks are measured in the chat model's tokens when there is one (they go into its
+    // prompts), else in the embedding model's.
+    h.tokenizer = eng ? eng->model().tokenizer : emb->model().tokenizer;
+    const model::Model& embedding = emb ? *emb->model().model : *eng->model().model;
+    auto info = embedding_model_info(embedding.file().path(), embedding.hparams().name, emb ? emb->dim() : eng->embedding_dim());
     if (!info) {
         status = info.error();
         return h;
     }
     h.embed_model = std::move(*info);
-    h.embed = [&ctx, &eng](std::string_view text) -> Result<std::vector<float>> {
-        engine::GenerateOptions o;
-        const auto toks = eng.tokenize(text, o);
-        return ctx.embed(toks, engine::Pooling::mean);
+    h.embed = [&ctx](std::string_view text) -> Result<std::vector<float>> {
+        const std::string texts[] = {std::string(text)};
+        auto v = ctx.embed_texts(texts);
+        if (!v) return v.error();
+        return std::move(v->front());
     };
+    if (!eng) {
+        h.n_ctx = emb->max_tokens();
+        return h;
+    }
     h.generate = [&ctx](std::vector<int32_t> prompt, const engine::GenerateOptions& o) { return ctx.submit(std::move(prompt), o); };
-    auto tmpl = chat::ChatTemplate::for_model(eng.model().model->file(), cfg.chat_template);
+    auto tmpl = chat::ChatTemplate::for_model(eng->model().model->file(), cfg.chat_template);
     if (!tmpl) {
         status = tmpl.error();
         return h;
     }
     h.chat_template = std::move(*tmpl);
-    const auto& c = eng.config();
+    const auto& c = eng->config();
     h.n_ctx = c.n_ctx_seq > 0 ? std::min(c.n_ctx_seq, c.n_ctx) : c.n_ctx;
     return h;
 }

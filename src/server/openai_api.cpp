@@ -187,6 +187,32 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
         return ApiError::bad_request("'tools' (function calling) is not supported by this server", "tools");
     }
 
+    // Nothing is silently ignored: a field this server does not act on is refused by name.
+    // response_format {"type":"text"} and an empty logit_bias are what the server does anyway.
+    if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
+        if (!(it->is_object() && it->size() == 1 && it->contains("type") && (*it)["type"] == "text")) {
+            return ApiError::bad_request("'response_format' other than {\"type\": \"text\"} (structured output) is not supported by this server yet", "response_format");
+        }
+    }
+    if (auto it = body.find("logit_bias"); it != body.end() && !it->is_null() && !(it->is_object() && it->empty())) {
+        return ApiError::bad_request("'logit_bias' is not supported by this server yet", "logit_bias");
+    }
+    if (auto e = refuse_unknown_fields(body,
+                                       {"model", chat ? "messages" : "prompt", "max_tokens", "max_completion_tokens", "n", "stream", "stream_options",
+                                        "temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p", "repeat_penalty", "top_k", "seed",
+                                        "ignore_eos", "stop", "logprobs", "echo", "top_logprobs", "tools", "response_format", "logit_bias", "user",
+                                        chat ? "chat_history" : "model"},
+                                       chat ? "/v1/chat/completions" : "/v1/completions")) {
+        return e;
+    }
+    if (auto it = body.find("chat_history"); chat && it != body.end() && !it->is_null()) {
+        if (!it->is_string()) return wrong_type("chat_history", "a string", *it);
+        auto p = parse_history_policy(it->get<std::string>());
+        if (!p) return api_error_from(p.error(), "chat_history");
+        out.history = *p;
+    }
+    if (auto it = body.find("user"); it != body.end() && !it->is_null() && !it->is_string()) return wrong_type("user", "a string", *it);
+
     if (auto e = get_bool(body, "stream", out.stream)) return e;
     if (auto it = body.find("stream_options"); it != body.end() && !it->is_null() && !it->is_object()) {
         return wrong_type("stream_options", "an object", *it);
@@ -313,9 +339,7 @@ std::optional<ApiError> parse_embedding_request(const json& body, const ApiLimit
     }
     if (auto p = body.find("pooling"); p != body.end() && !p->is_null()) {
         if (!p->is_string()) return wrong_type("pooling", "a string", *p);
-        auto pooling = engine::parse_pooling(p->get<std::string>());
-        if (!pooling) return api_error_from(pooling.error(), "pooling");
-        out.pooling = *pooling;
+        out.pooling = p->get<std::string>();
     }
     if (auto d = body.find("dimensions"); d != body.end() && !d->is_null()) {
         return ApiError::bad_request("'dimensions' is not supported; embeddings have the model's width", "dimensions");

@@ -14,6 +14,7 @@
 #include "chat/chat_template.h"
 #include "engine/engine.h"
 #include "server/api_error.h"
+#include "server/chat_history.h"
 
 namespace kvrag::server {
 
@@ -32,6 +33,7 @@ struct ApiLimits {
     int32_t n_ctx_seq = 2048;              // per-request context (prompt + max_tokens)
     int32_t default_max_tokens = 256;      // when the request gives none (capped to the context)
     engine::ContextPolicy policy = engine::ContextPolicy::error;
+    HistoryPolicy history = HistoryPolicy::drop;  // chat: when the conversation does not fit
 };
 
 // A parsed /v1/completions or /v1/chat/completions request.
@@ -46,6 +48,7 @@ struct GenerationRequest {
     std::optional<int64_t> max_tokens;       // as given; resolved against the prompt later
     engine::GenerateOptions options;         // sampling, stop, policy (max_tokens set later)
     bool seed_given = false;
+    std::optional<HistoryPolicy> history;    // chat: the request's chat_history, if given
 };
 
 // Validates fields and types. The returned error names the field in `param`.
@@ -60,7 +63,7 @@ struct EmbeddingRequest {
     std::string model;
     std::vector<std::string> texts;                 // when inputs are strings
     std::vector<std::vector<int32_t>> token_inputs; // when inputs are token-id arrays
-    engine::Pooling pooling = engine::Pooling::mean;
+    std::string pooling;                            // as given; "" = the model's default (checked by the route)
     bool base64 = false;                            // encoding_format "base64"
 };
 std::optional<ApiError> parse_embedding_request(const json& body, const ApiLimits& limits, EmbeddingRequest& out);

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <random>
 
+#include "server/chat_history.h"
 #include "server/client_connection.h"
 #include "server/http_io.h"
 #include "server/metrics.h"
@@ -34,33 +35,138 @@ void handle_health(ServerState& st, httplib::Response& res) {
     }
 }
 
-void handle_models(ServerState& st, const httplib::Request& req, httplib::Response& res) {
+json chat_model_entry(const ServerState& st) {
     const auto& hp = st.engine->model().model->hparams();
-    json model{{"id", st.model_id},
-               {"object", "model"},
-               {"created", st.created},
-               {"owned_by", "kvrag"},
-               {"meta",
-                json{{"architecture", hp.arch_name},
-                     {"name", hp.name},
-                     {"n_ctx", st.engine->config().n_ctx},
-                     {"n_ctx_seq", st.engine->config().n_ctx_seq},
-                     {"n_ctx_train", hp.n_ctx_train},
-                     {"n_embd", hp.n_embd},
-                     {"n_vocab", hp.n_vocab},
-                     {"chat_template", st.chat_template ? std::string(st.chat_template->name()) : std::string()}}}};
+    return json{{"id", st.model_id},
+                {"object", "model"},
+                {"created", st.created},
+                {"owned_by", "kvrag"},
+                {"meta",
+                 json{{"kind", "chat"},
+                      {"architecture", hp.arch_name},
+                      {"name", hp.name},
+                      {"n_ctx", st.engine->config().n_ctx},
+                      {"n_ctx_seq", st.engine->config().n_ctx_seq},
+                      {"n_ctx_train", hp.n_ctx_train},
+                      {"n_embd", hp.n_embd},
+                      {"n_vocab", hp.n_vocab},
+                      {"chat_template", st.chat_template ? std::string(st.chat_template->name()) : std::string()}}}};
+}
+
+json encoder_model_entry(const ServerState& st, const EncoderModel& m) {
+    const auto& hp = m.embedder->model().model->hparams();
+    return json{{"id", m.id},
+                {"object", "model"},
+                {"created", st.created},
+                {"owned_by", "kvrag"},
+                {"meta",
+                 json{{"kind", engine::embedder_kind_name(m.embedder->kind())},
+                      {"architecture", hp.arch_name},
+                      {"name", hp.name},
+                      {"n_ctx_train", hp.n_ctx_train},
+                      {"n_embd", hp.n_embd},
+                      {"n_vocab", hp.n_vocab},
+                      {"pooling", model::pooling_type_name(m.embedder->default_pooling())}}}};
+}
+
+// Every loaded model: the chat model first, then the embedding model and the reranker.
+void handle_models(ServerState& st, const httplib::Request& req, httplib::Response& res) {
+    json data = json::array();
+    std::vector<std::string> names;
+    if (st.engine) {
+        data.push_back(chat_model_entry(st));
+        names.push_back(st.model_id);
+    }
+    for (const EncoderModel* m : {st.embed_model.get(), st.rerank_model.get()}) {
+        if (m) {
+            data.push_back(encoder_model_entry(st, *m));
+            names.push_back(m->id);
+        }
+    }
     if (req.matches.size() > 1) {
         const std::string want = req.matches[1];
-        if (want != st.model_id && std::find(st.aliases.begin(), st.aliases.end(), want) == st.aliases.end()) {
-            return send_error(res, Error{Errc::request_model_not_found, "The model '" + want + "' does not exist; this server serves '" + st.model_id + "'"},
-                              "model");
+        if (st.engine && (want == st.model_id || std::find(st.aliases.begin(), st.aliases.end(), want) != st.aliases.end())) {
+            return send_json(res, 200, chat_model_entry(st));
         }
-        return send_json(res, 200, model);
+        for (const EncoderModel* m : {st.embed_model.get(), st.rerank_model.get()}) {
+            if (m && m->answers_to(want)) return send_json(res, 200, encoder_model_entry(st, *m));
+        }
+        std::string list;
+        for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
+        return send_error(res, Error{Errc::request_model_not_found, "The model '" + want + "' does not exist; this server serves " + list}, "model");
     }
-    send_json(res, 200, json{{"object", "list"}, {"data", json::array({model})}});
+    send_json(res, 200, json{{"object", "list"}, {"data", std::move(data)}});
+}
+
+std::function<bool()> client_alive_fn(const httplib::Request& req) {
+    auto conn = std::make_shared<ClientConnection>(req);
+    return [conn] { return conn->alive(); };
+}
+
+// What the history policy did to a chat request (reported under "kvrag" and in a header).
+struct HistoryOutcome {
+    int32_t n_dropped = 0;
+    bool summarized = false;
+    int32_t budget = 0;  // the answer budget the prompt left room for
+    json to_json() const { return json{{"messages_dropped", n_dropped}, {"history_summarized", summarized}}; }
+};
+
+// A short summary of dropped turns, written by the chat model through the scheduler (greedy,
+// at most 96 tokens; the transcript's oldest text goes first when it is too long).
+Result<std::string> summarize_turns(ServerState& st, std::span<const chat::Message> dropped, const std::function<bool()>& alive) {
+    const int32_t n_ctx = st.limits.n_ctx_seq;
+    engine::GenerateOptions o;
+    o.max_tokens = std::max(1, std::min(96, n_ctx / 8));
+    o.sampling.temperature = 0.0f;
+    o.parse_special = true;
+    o.policy = engine::ContextPolicy::truncate;  // a transcript too long for the context loses its oldest tokens
+    const auto request = summary_request(dropped, static_cast<size_t>(n_ctx) * 3);
+    auto prompt = chat_prompt(st, request, &o.stop);
+    if (!prompt) return prompt.error();
+    auto r = st.scheduler->run(std::move(*prompt), o, alive);
+    if (!r) return r.error();
+    return r->text;
+}
+
+// The chat prompt within the context, as the history policy says (chat_history.h).
+Result<std::vector<int32_t>> fit_chat(ServerState& st, GenerationRequest& gr, HistoryOutcome& out, const std::function<bool()>& alive) {
+    const int32_t n_ctx = st.limits.n_ctx_seq;
+    const HistoryPolicy policy = gr.history.value_or(st.limits.history);
+    out.budget = gr.max_tokens ? static_cast<int32_t>(*gr.max_tokens) : default_answer_budget(st.limits.default_max_tokens, n_ctx);
+    const std::string budget_what = gr.max_tokens ? "max_tokens " + std::to_string(out.budget)
+                                                  : "the default answer budget " + std::to_string(out.budget) + " (min(--default-max-tokens " +
+                                                        std::to_string(st.limits.default_max_tokens) + ", context / 4))";
+    const RenderFn render = [&st](std::span<const chat::Message> m) { return chat_prompt(st, m, nullptr); };
+    auto fit = fit_history(gr.messages, out.budget, budget_what, n_ctx, policy, render);
+    if (!fit) return fit.error();
+    out.n_dropped = static_cast<int32_t>(fit->dropped.size());
+    if (policy == HistoryPolicy::summarize && !fit->dropped.empty()) {
+        auto summary = summarize_turns(st, fit->dropped, alive);
+        if (!summary) return summary.error();
+        // The summary goes after the leading system messages; fitting again may drop more turns.
+        std::vector<chat::Message> with = fit->kept;
+        size_t at = 0;
+        while (at < with.size() && with[at].role == "system") ++at;
+        with.insert(with.begin() + static_cast<std::ptrdiff_t>(at), summary_message(*summary));
+        auto refit = fit_history(with, out.budget, budget_what, n_ctx, HistoryPolicy::drop, render);
+        if (refit) {
+            out.summarized = true;
+            out.n_dropped += static_cast<int32_t>(refit->dropped.size());
+            fit = std::move(refit);
+        }  // else the summary itself does not fit: the prompt without it stands
+    }
+    // Once more with the stop strings: the template's end-of-turn strings join gr's stop list.
+    return chat_prompt(st, fit->kept, &gr.options.stop);
 }
 
 void handle_generation(ServerState& st, const httplib::Request& req, httplib::Response& res, bool chat) {
+    if (!st.engine) {
+        const EncoderModel* m = st.embed_model ? st.embed_model.get() : st.rerank_model.get();
+        return send_error(res, Error{Errc::request_model_not_found, "this server has no chat model; it serves the " +
+                                                                        std::string(m ? engine::embedder_kind_name(m->embedder->kind()) : "") + " model '" +
+                                                                        (m ? m->id : std::string()) + "'. Start it with -m CHAT.gguf to generate text"},
+                          "model");
+    }
     json body;
     if (auto e = parse_body(req.body, body)) return send_error(res, *e);
     GenerationRequest gr;
@@ -69,17 +175,22 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
 
     // Prompt tokens: chat through the template; text prompts as the model's tokenizer says.
     std::vector<int32_t> prompt;
+    HistoryOutcome history;
     if (chat) {
         gr.options.parse_special = true;
-        auto p = chat_prompt(st, gr.messages, &gr.options.stop);
-        if (!p) return send_error(res, p.error(), "messages");
-        prompt = std::move(*p);
+        auto fitted = fit_chat(st, gr, history, client_alive_fn(req));
+        if (!fitted) return send_error(res, fitted.error(), "messages");
+        prompt = std::move(*fitted);
     } else if (gr.has_token_prompt) {
         prompt = std::move(gr.prompt_tokens);
     } else {
         prompt = st.engine->tokenize(gr.prompt_text, gr.options);
     }
     if (auto e = resolve_max_tokens(gr, static_cast<int32_t>(prompt.size()), st.limits)) return send_error(res, *e);
+    if (chat) {
+        if (!gr.max_tokens) gr.options.max_tokens = history.budget;
+        res.set_header("X-Kvrag-Messages-Dropped", std::to_string(history.n_dropped));
+    }
 
     auto job = std::make_shared<Job>();
     job->label = st.new_id(chat ? "chatcmpl" : "cmpl");
@@ -106,34 +217,15 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     }
     log_tokens(static_cast<int64_t>(job->result().tokens.size()));
     if (job->error().code != Errc::ok) return send_error(res, job->error());
-    send_json(res, 200, completion_response(header.id, header.created, header.model, chat, job->result()));
-}
-
-void handle_embeddings(ServerState& st, const httplib::Request& req, httplib::Response& res) {
-    json body;
-    if (auto e = parse_body(req.body, body)) return send_error(res, *e);
-    EmbeddingRequest er;
-    if (auto e = parse_embedding_request(body, st.limits, er)) return send_error(res, *e);
-    std::vector<std::vector<int32_t>> inputs = std::move(er.token_inputs);
-    engine::GenerateOptions tok_opt;  // BOS as the model says, special texts as plain text
-    for (const auto& t : er.texts) inputs.push_back(st.engine->tokenize(t, tok_opt));
-    auto conn = std::make_shared<ClientConnection>(req);
-    const auto alive = [conn] { return conn->alive(); };
-    std::vector<std::vector<float>> vectors;
-    int64_t n_tokens = 0;
-    for (const auto& input : inputs) {
-        auto v = st.scheduler->embed(input, er.pooling, alive);
-        if (!v) return send_error(res, v.error(), "input");
-        vectors.push_back(std::move(*v));
-        n_tokens += static_cast<int64_t>(input.size());
-    }
-    log_tokens(n_tokens);
-    send_json(res, 200, embedding_response(er.model.empty() ? st.model_id : er.model, vectors, er.base64, n_tokens));
+    json out = completion_response(header.id, header.created, header.model, chat, job->result());
+    if (chat) out["kvrag"] = history.to_json();
+    send_json(res, 200, out);
 }
 
 }  // namespace
 
 Result<std::vector<int32_t>> chat_prompt(ServerState& st, std::span<const chat::Message> messages, std::vector<std::string>* stop) {
+    if (!st.engine || !st.chat_template) return Error{Errc::request_invalid, "this server has no chat model (only encoder models)"};
     auto text = st.chat_template->render(messages, /*add_generation_prompt=*/true);
     if (!text) return text.error();
     if (stop) {
@@ -152,14 +244,16 @@ void add_openai_routes(httplib::Server& http, ServerState& st) {
     http.Get(R"(/v1/models/(.+))", [&st](Req req, Res res) { handle_models(st, req, res); });
     http.Post("/v1/completions", [&st](Req req, Res res) { handle_generation(st, req, res, false); });
     http.Post("/v1/chat/completions", [&st](Req req, Res res) { handle_generation(st, req, res, true); });
-    http.Post("/v1/embeddings", [&st](Req req, Res res) { handle_embeddings(st, req, res); });
+    // Without a chat model there is no KV cache: its figures are zero.
     http.Get("/metrics", [&st](Req, Res res) {
-        res.set_content(render_metrics(st.engine->cache().stats(), st.engine->totals(), st.scheduler->snapshot()),
+        const auto snap = st.scheduler->snapshot();
+        res.set_content(render_metrics(st.engine ? st.engine->cache().stats() : kvcache::KvStats{},
+                                       st.engine ? st.engine->totals() : engine::Engine::Totals{}, snap),
                         "text/plain; version=0.0.4; charset=utf-8");
     });
     http.Get("/v1/kv", [&st](Req, Res res) {
         const auto snap = st.scheduler->snapshot();  // before the stats: a sequence it lists is live
-        send_json(res, 200, render_kv(st.engine->cache().stats(), snap));
+        send_json(res, 200, render_kv(st.engine ? st.engine->cache().stats() : kvcache::KvStats{}, snap));
     });
 }
 

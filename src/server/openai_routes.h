@@ -1,5 +1,6 @@
 // The built-in endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions,
-// /v1/embeddings, /metrics and /v1/kv. Request parsing and response shapes are pure functions
+// /metrics and /v1/kv (the encoder endpoints, /v1/embeddings and /v1/rerank, are in
+// encoder_routes.h). Request parsing and response shapes are pure functions
 // in openai_api.h; these handlers tokenize, queue the job with the scheduler, wait for it while
 // watching the client, and answer (streaming.h for server-sent events).
 #pragma once

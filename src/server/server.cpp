@@ -18,17 +18,31 @@
 
 #include "engine/context_size.h"
 #include "server/client_connection.h"
+#include "server/encoder_routes.h"
 #include "server/middleware.h"
 #include "server/openai_routes.h"
 #include "server/server_state.h"
 
 namespace kvrag::server {
 
+namespace {
+
+std::string model_id_from_path(const std::string& path) {
+    std::string id = std::filesystem::path(path).filename().string();
+    if (id.size() > 5 && id.ends_with(".gguf")) id.resize(id.size() - 5);
+    return id;
+}
+
+}  // namespace
+
+bool EncoderModel::answers_to(const std::string& name) const {
+    return name == id || std::find(aliases.begin(), aliases.end(), name) != aliases.end();
+}
+
 ServerState::ServerState(const ServeConfig& config) : cfg(config), created(std::time(nullptr)) {
     std::random_device rd;
     id_salt_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-    model_id = std::filesystem::path(config.model_path).filename().string();
-    if (model_id.size() > 5 && model_id.ends_with(".gguf")) model_id.resize(model_id.size() - 5);
+    if (!config.model_path.empty()) model_id = model_id_from_path(config.model_path);
 }
 
 std::string ServerState::new_id(const char* prefix) {
@@ -50,8 +64,16 @@ public:
 
     // ---- ServerContext ----
     httplib::Server& http() override { return http_; }
-    engine::Engine& engine() override { return *st_.engine; }
+    engine::Engine* engine() override { return st_.engine.get(); }
     const std::string& model_id() const override { return st_.model_id; }
+    const engine::Embedder* embedding_model() const override { return st_.embed_model ? st_.embed_model->embedder.get() : nullptr; }
+    const engine::Embedder* rerank_model() const override { return st_.rerank_model ? st_.rerank_model->embedder.get() : nullptr; }
+    Result<std::vector<std::vector<float>>> embed_texts(std::span<const std::string> texts, const std::function<bool()>& alive) override {
+        return server::embed_texts(st_, texts, alive);
+    }
+    Result<std::vector<float>> rerank(std::string_view query, std::span<const std::string> documents, const std::function<bool()>& alive) override {
+        return server::rerank_documents(st_, query, documents, alive);
+    }
     Result<engine::GenerateResult> submit(std::vector<int32_t> prompt, const engine::GenerateOptions& options,
                                           const std::function<bool()>& alive) override {
         return st_.scheduler->run(std::move(prompt), options, alive);
@@ -70,16 +92,104 @@ public:
 
 private:
     Result<void> load();
+    Result<void> load_chat(engine::LoadedModel loaded);
+    Result<void> load_encoders();
     int bind();
 
     ServerState st_;
     httplib::Server http_;
 };
 
+// An encoder model for `role` ("--embed-model", "--rerank-model" or "-m"), which must be of
+// kind `want` when given.
+Result<std::unique_ptr<EncoderModel>> make_encoder(engine::LoadedModel loaded, const std::string& path, const char* role,
+                                                   std::optional<engine::EmbedderKind> want, int32_t threads) {
+    const auto& hp = loaded.model->hparams();
+    if (!model::is_encoder(hp.arch)) {
+        return Error{Errc::model_unsupported_arch, std::string(role) + " " + path + ": architecture '" + hp.arch_name +
+                                                       "' is a chat (decoder) model; " + role +
+                                                       " takes a BERT-family model (bert, nomic-bert); give the chat model with -m"};
+    }
+    engine::EmbedderConfig ec;
+    ec.n_threads = threads;
+    auto emb = engine::Embedder::create(std::move(loaded), ec);
+    if (!emb) return emb.error();
+    if (want && (*emb)->kind() != *want) {
+        return Error{Errc::model_unsupported_arch,
+                     std::string(role) + " " + path + " is " + ((*emb)->kind() == engine::EmbedderKind::reranker ? "a reranker (pooling rank)" : "an embedding model") +
+                         "; give it with " + ((*emb)->kind() == engine::EmbedderKind::reranker ? "--rerank-model" : "--embed-model")};
+    }
+    auto m = std::make_unique<EncoderModel>();
+    m->id = model_id_from_path(path);
+    m->path = path;
+    const std::string& name = (*emb)->model().model->hparams().name;
+    if (!name.empty() && name != m->id) m->aliases.push_back(name);
+    m->embedder = std::move(*emb);
+    return m;
+}
+
+Result<void> Server::load_encoders() {
+    const ServeConfig& cfg = st_.cfg;
+    const struct {
+        const std::string& path;
+        const char* role;
+        engine::EmbedderKind kind;
+        std::unique_ptr<EncoderModel>& slot;
+    } wanted[] = {{cfg.embed_model_path, "--embed-model", engine::EmbedderKind::embedding, st_.embed_model},
+                  {cfg.rerank_model_path, "--rerank-model", engine::EmbedderKind::reranker, st_.rerank_model}};
+    for (const auto& w : wanted) {
+        if (w.path.empty()) continue;
+        if (w.slot) {
+            return Error{Errc::cli_usage, std::string("-m ") + cfg.model_path + " is already the server's " +
+                                              (w.kind == engine::EmbedderKind::reranker ? "reranker" : "embedding model") + "; " + w.role +
+                                              " cannot add another"};
+        }
+        auto loaded = engine::LoadedModel::load(w.path);
+        if (!loaded) return loaded.error();
+        auto m = make_encoder(std::move(*loaded), w.path, w.role, w.kind, cfg.threads);
+        if (!m) return m.error();
+        w.slot = std::move(*m);
+    }
+    return {};
+}
+
 Result<void> Server::load() {
     const ServeConfig& cfg = st_.cfg;
-    auto loaded = engine::LoadedModel::load(cfg.model_path);
-    if (!loaded) return loaded.error();
+    if (!cfg.model_path.empty()) {
+        auto loaded = engine::LoadedModel::load(cfg.model_path);
+        if (!loaded) return loaded.error();
+        if (model::is_encoder(loaded->model->hparams().arch)) {
+            // `-m` of an encoder serves it alone: the embedding model or the reranker.
+            auto m = make_encoder(std::move(*loaded), cfg.model_path, "-m", std::nullopt, cfg.threads);
+            if (!m) return m.error();
+            const bool rerank = (*m)->embedder->kind() == engine::EmbedderKind::reranker;
+            (rerank ? st_.rerank_model : st_.embed_model) = std::move(*m);
+            st_.model_id.clear();
+        } else if (auto ok = load_chat(std::move(*loaded)); !ok) {
+            return ok;
+        }
+    }
+    if (auto ok = load_encoders(); !ok) return ok;
+
+    engine::SchedulerConfig sc;
+    sc.max_running = cfg.parallel;
+    sc.max_queued = cfg.max_queue;
+    sc.queue_timeout_s = cfg.queue_timeout_s;
+    sc.request_timeout_s = cfg.timeout_s;
+    st_.scheduler = std::make_unique<engine::Scheduler>(st_.engine.get(), sc);
+    for (const EncoderModel* m : {st_.embed_model.get(), st_.rerank_model.get()}) {
+        if (!m) continue;
+        const auto& hp = m->embedder->model().model->hparams();
+        std::fprintf(stderr, "kvrag serve: %s model %s (%s, %d layers, n_embd %d, pooling %s, max %d tokens per input); threads %d\n",
+                     engine::embedder_kind_name(m->embedder->kind()), m->id.c_str(), hp.arch_name.c_str(), hp.n_layer, hp.n_embd,
+                     model::pooling_type_name(m->embedder->default_pooling()), m->embedder->max_tokens(), m->embedder->n_threads());
+    }
+    return {};
+}
+
+Result<void> Server::load_chat(engine::LoadedModel loaded_model) {
+    const ServeConfig& cfg = st_.cfg;
+    auto* loaded = &loaded_model;
     const auto& hp = loaded->model->hparams();
     engine::EngineConfig ec;
     // One request may use the whole cache, up to the trained context; admission reserves each
@@ -103,13 +213,7 @@ Result<void> Server::load() {
     st_.limits.n_ctx_seq = st_.engine->config().n_ctx_seq;
     st_.limits.default_max_tokens = cfg.default_max_tokens;
     st_.limits.policy = cfg.policy;
-
-    engine::SchedulerConfig sc;
-    sc.max_running = cfg.parallel;
-    sc.max_queued = cfg.max_queue;
-    sc.queue_timeout_s = cfg.queue_timeout_s;
-    sc.request_timeout_s = cfg.timeout_s;
-    st_.scheduler = std::make_unique<engine::Scheduler>(*st_.engine, sc);
+    st_.limits.history = cfg.chat_history;
 
     const auto kv = st_.engine->cache().stats();
     std::fprintf(stderr,
@@ -149,6 +253,7 @@ int Server::run() {
     const ServeConfig& cfg = st_.cfg;
     install_middleware(http_, st_);
     add_openai_routes(http_, st_);
+    add_encoder_routes(http_, st_);
     for (auto& ext : cfg.extensions) {
         if (ext.add_routes) ext.add_routes(*this);
     }
@@ -195,7 +300,7 @@ int Server::run() {
     http_.stop();
     listener.join();
     if (st_.scheduler) st_.scheduler->stop();
-    if (exit_code == 0) {
+    if (exit_code == 0 && st_.engine) {
         const auto kv = st_.engine->cache().stats();
         std::fprintf(stderr, "kvrag serve: stopped; kv: %s\n", kv.summary().c_str());
     }

@@ -13,12 +13,15 @@
 
 #include "core/ggml_type.h"
 #include "engine/engine.h"
+#include "server/chat_history.h"
 #include "server/server_context.h"
 
 namespace kvrag::server {
 
 struct ServeConfig {
-    std::string model_path;
+    std::string model_path;             // a chat model, or an encoder (embedding/rerank) model
+    std::string embed_model_path;       // --embed-model: /v1/embeddings and the memory use it
+    std::string rerank_model_path;      // --rerank-model: /v1/rerank, and the memory's rerank stage
     std::string host = "127.0.0.1";
     int port = 8080;                    // 0 = any free port (printed at start-up)
     int32_t ctx = 0;                    // KV cells in all; 0 = min(4096, trained context)
@@ -27,6 +30,7 @@ struct ServeConfig {
     int32_t batch = 256;                // tokens per forward step (decode + prefill chunks)
     GgmlType kv_type = GgmlType::F16;
     engine::ContextPolicy policy = engine::ContextPolicy::error;
+    HistoryPolicy chat_history = HistoryPolicy::drop;  // chat requests that do not fit (chat_history.h)
     std::string api_key;                // empty = no authentication
     double timeout_s = 0.0;             // per request, queue + run; 0 = none
     double queue_timeout_s = 30.0;      // longest wait for KV room

@@ -11,10 +11,12 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "chat/chat_template.h"
 #include "core/error.h"
+#include "engine/embedder.h"
 #include "engine/engine.h"
 
 namespace httplib {
@@ -30,10 +32,15 @@ public:
     virtual ~ServerContext() = default;
 
     virtual httplib::Server& http() = 0;
-    // The shared engine: tokenize() is thread-safe. Do not call start()/step()/embed(): work
-    // goes through submit() and embed() below, which share the scheduler's queue and limits.
-    virtual engine::Engine& engine() = 0;
+    // The chat model's engine, or null when the server runs only encoder models: tokenize() is
+    // thread-safe. Do not call start()/step()/embed(): work goes through submit() and embed()
+    // below, which share the scheduler's queue and limits.
+    virtual engine::Engine* engine() = 0;
     virtual const std::string& model_id() const = 0;
+    // The embedding model (--embed-model) and the reranker (--rerank-model), or null. Use their
+    // tokenize()/max_tokens()/dim(); compute through embed_texts() and rerank().
+    virtual const engine::Embedder* embedding_model() const = 0;
+    virtual const engine::Embedder* rerank_model() const = 0;
 
     // Blocking generation through the scheduler: queued, admitted and batched like an HTTP
     // request. `alive` (e.g. client_alive(req)) is polled about every 50 ms; false cancels and
@@ -41,9 +48,18 @@ public:
     // room within the queue timeout), request_too_long (with the numbers), request_invalid, engine errors.
     virtual Result<engine::GenerateResult> submit(std::vector<int32_t> prompt, const engine::GenerateOptions& options,
                                                   const std::function<bool()>& alive = nullptr) = 0;
-    // Embedding through the scheduler's queue: waits for KV room up to the queue timeout.
+    // Embedding by the chat model through the scheduler's queue: waits for KV room up to the
+    // queue timeout.
     virtual Result<std::vector<float>> embed(std::span<const int32_t> tokens, engine::Pooling pooling,
                                              const std::function<bool()>& alive = nullptr) = 0;
+    // One L2-normalised vector per text from the embedding model, or from the chat model (mean
+    // pooling) when there is none; through the scheduler.
+    virtual Result<std::vector<std::vector<float>>> embed_texts(std::span<const std::string> texts,
+                                                                const std::function<bool()>& alive = nullptr) = 0;
+    // One score per document from the reranker (higher is more relevant); request_model_not_found
+    // without one.
+    virtual Result<std::vector<float>> rerank(std::string_view query, std::span<const std::string> documents,
+                                              const std::function<bool()>& alive = nullptr) = 0;
     // Chat messages -> prompt tokens with the model's chat template (BOS as the model wants);
     // the template's end-of-turn strings are appended to `stop` when given.
     virtual Result<std::vector<int32_t>> chat_prompt(std::span<const chat::Message> messages,

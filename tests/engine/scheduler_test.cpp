@@ -357,5 +357,120 @@ TEST(Scheduler, StopEndsRunningAndQueuedJobs) {
     EXPECT_EQ(eng->cache().stats().used, 0);
 }
 
+// ---- encode jobs (encoder models): no KV cells, grouped into one Encoder call ----
+
+// Records each call; input i's vector is {sum of its ids, call number}. An input holding a
+// negative id fails the whole call, as a too-long text fails Embedder::embed_tokens.
+class FakeEncoder final : public Encoder {
+public:
+    Result<EmbedResult> encode(std::span<const std::vector<int32_t>> inputs, const EmbedOptions&) override {
+        ++calls;
+        call_sizes.push_back(inputs.size());
+        EmbedResult r;
+        for (const auto& in : inputs) {
+            float sum = 0.0f;
+            for (int32_t t : in) {
+                if (t < 0) return Error{Errc::request_too_long, "input too long"};
+                sum += static_cast<float>(t);
+            }
+            r.vectors.push_back({sum, static_cast<float>(calls)});
+            r.n_tokens.push_back(static_cast<int32_t>(in.size()));
+        }
+        return r;
+    }
+    int calls = 0;
+    std::vector<size_t> call_sizes;
+};
+
+std::shared_ptr<Job> make_encode_job(Encoder& enc, std::vector<std::vector<int32_t>> inputs, bool normalize = true) {
+    auto j = std::make_shared<Job>();
+    j->kind = JobKind::encode;
+    j->encoder = &enc;
+    j->inputs = std::move(inputs);
+    j->encode_options.normalize = normalize;
+    j->label = "encode";
+    return j;
+}
+
+TEST(SchedulerCore, ConsecutiveEncodeJobsShareOneCallInFifoOrder) {
+    auto eng = make_engine(load_synthetic("sched"), 512);
+    FakeEncoder enc, other;
+    Steps s(*eng, SchedulerConfig{});
+    auto a = make_encode_job(enc, {{1, 2}, {3}});
+    auto b = make_encode_job(enc, {{10}});
+    auto c = make_encode_job(enc, {{20}}, /*normalize=*/false);  // other options: next call
+    auto d = make_encode_job(other, {{30}});                       // other encoder: next call
+    auto g = make_job(*eng, "Once upon a time", 2);
+    for (auto& j : {a, b, c, d, g}) ASSERT_TRUE(s.submit(j).ok());
+    // Iteration 1: a and b in one call; nothing behind them is admitted.
+    EXPECT_EQ(s.iterate(), 0u);
+    EXPECT_EQ(enc.calls, 1);
+    ASSERT_EQ(enc.call_sizes, (std::vector<size_t>{3}));
+    ASSERT_TRUE(a->finished() && b->finished());
+    EXPECT_EQ(a->vectors(), (std::vector<std::vector<float>>{{3.0f, 1.0f}, {3.0f, 1.0f}}));
+    EXPECT_EQ(b->vectors(), (std::vector<std::vector<float>>{{10.0f, 1.0f}}));
+    EXPECT_EQ(c->state(), JobState::queued);
+    s.iterate();
+    EXPECT_EQ(enc.calls, 2);
+    EXPECT_TRUE(c->finished());
+    EXPECT_EQ(other.calls, 0);
+    s.iterate();
+    EXPECT_EQ(other.calls, 1);
+    EXPECT_TRUE(d->finished());
+    s.run_until_idle();
+    EXPECT_TRUE(g->finished()) << g->error().what();
+    EXPECT_EQ(s.snap().ends[job_outcome(Errc::ok)], 5u);
+    EXPECT_EQ(eng->cache().stats().used, 0);
+}
+
+TEST(SchedulerCore, ABadEncodeJobFailsAloneNotItsGroup) {
+    auto eng = make_engine(load_synthetic("sched"), 512);
+    FakeEncoder enc;
+    Steps s(*eng, SchedulerConfig{});
+    auto a = make_encode_job(enc, {{1}});
+    auto bad = make_encode_job(enc, {{2}, {-1}});
+    auto c = make_encode_job(enc, {{3}});
+    for (auto& j : {a, bad, c}) ASSERT_TRUE(s.submit(j).ok());
+    s.iterate();
+    // The grouped call failed, then each job ran alone: only the bad one ends in error.
+    EXPECT_EQ(enc.call_sizes, (std::vector<size_t>{4, 1, 2, 1}));
+    EXPECT_TRUE(a->finished());
+    EXPECT_TRUE(c->finished());
+    EXPECT_EQ(bad->error().code, Errc::request_too_long);
+    EXPECT_EQ(a->vectors(), (std::vector<std::vector<float>>{{1.0f, 2.0f}}));
+}
+
+TEST(SchedulerCore, WithoutAChatEngineOnlyEncodeJobsRun) {
+    auto eng = make_engine(load_synthetic("sched"), 512);  // only to build the test jobs
+    FakeEncoder enc;
+    SchedulerCore core(nullptr, SchedulerConfig{});
+    const Clock::time_point t = Clock::time_point{} + std::chrono::hours(1);
+    auto g = make_job(*eng, "Hi", 2);
+    auto e = make_embed_job(*eng, "Hi");
+    auto x = make_encode_job(enc, {{5}});
+    for (auto& j : {g, e, x}) ASSERT_TRUE(core.submit(j, t).ok());
+    StepPlan plan = core.plan(t);
+    core.execute(plan);
+    core.complete(plan, t);
+    for (auto& j : core.take_ended()) j->mark_done();
+    EXPECT_EQ(g->error().code, Errc::request_invalid);
+    EXPECT_NE(g->error().message.find("no chat model"), std::string::npos) << g->error().message;
+    EXPECT_EQ(e->error().code, Errc::request_invalid);
+    EXPECT_TRUE(x->finished());
+    EXPECT_TRUE(core.idle());
+}
+
+TEST(Scheduler, EncodeThroughTheDriverWithoutAnEngine) {
+    FakeEncoder enc;
+    Scheduler s(nullptr, SchedulerConfig{});
+    auto r = s.encode(enc, {{1, 1}, {4}}, EmbedOptions{}, "test");
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(*r, (std::vector<std::vector<float>>{{2.0f, 1.0f}, {4.0f, 1.0f}}));
+    auto bad = s.encode(enc, {{-1}}, EmbedOptions{}, "test");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().code, Errc::request_too_long);
+    s.stop();
+}
+
 }  // namespace
 }  // namespace kvrag::engine

@@ -20,7 +20,21 @@ class FakeContext : public server::ServerContext {
 public:
     explicit FakeContext(engine::Engine& e) : e_(e) {}
     httplib::Server& http() override { return http_; }
-    engine::Engine& engine() override { return e_; }
+    engine::Engine* engine() override { return &e_; }
+    const engine::Embedder* embedding_model() const override { return nullptr; }
+    const engine::Embedder* rerank_model() const override { return nullptr; }
+    Result<std::vector<std::vector<float>>> embed_texts(std::span<const std::string> texts, const std::function<bool()>&) override {
+        std::vector<std::vector<float>> out;
+        for (const auto& t : texts) {
+            auto v = e_.embed(t, engine::Pooling::mean);
+            if (!v) return v.error();
+            out.push_back(std::move(*v));
+        }
+        return out;
+    }
+    Result<std::vector<float>> rerank(std::string_view, std::span<const std::string>, const std::function<bool()>&) override {
+        return Error{Errc::request_model_not_found, "no reranker"};
+    }
     const std::string& model_id() const override { return id_; }
     Result<engine::GenerateResult> submit(std::vector<int32_t> prompt, const engine::GenerateOptions& o,
                                           const std::function<bool()>&) override {

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -33,6 +35,30 @@ inline int run_kvrag_sync(const std::vector<std::string>& args) {
     cmd += " >/dev/null 2>&1";
     const int status = std::system(cmd.c_str());
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// One HTTP exchange over loopback (httplib's client); status 0 when no response came.
+struct Reply {
+    int status = 0;
+    std::string body;
+    httplib::Headers headers;
+    nlohmann::json j() const { return nlohmann::json::parse(body, nullptr, false); }
+};
+
+inline Reply post(int port, const std::string& path, const std::string& body, const httplib::Headers& headers = {}) {
+    httplib::Client cli("127.0.0.1", port);
+    cli.set_read_timeout(60);
+    auto r = cli.Post(path.c_str(), headers, body, "application/json");
+    if (!r) return {};
+    return {r->status, r->body, r->headers};
+}
+
+inline Reply get(int port, const std::string& path, const httplib::Headers& headers = {}) {
+    httplib::Client cli("127.0.0.1", port);
+    cli.set_read_timeout(30);
+    auto r = cli.Get(path.c_str(), headers);
+    if (!r) return {};
+    return {r->status, r->body, r->headers};
 }
 
 class ServerProcess {

@@ -25,6 +25,9 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
+using testing::get;
+using testing::post;
+using testing::Reply;
 using testing::ServerProcess;
 
 // Polls pred every 10 ms until it holds or `limit` passes.
@@ -35,29 +38,6 @@ bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds lim
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return pred();
-}
-
-struct Reply {
-    int status = 0;  // 0: no HTTP response
-    std::string body;
-    httplib::Headers headers;
-    json j() const { return json::parse(body, nullptr, false); }
-};
-
-Reply post(int port, const std::string& path, const std::string& body, const httplib::Headers& headers = {}) {
-    httplib::Client cli("127.0.0.1", port);
-    cli.set_read_timeout(60);
-    auto r = cli.Post(path.c_str(), headers, body, "application/json");
-    if (!r) return {};
-    return {r->status, r->body, r->headers};
-}
-
-Reply get(int port, const std::string& path, const httplib::Headers& headers = {}) {
-    httplib::Client cli("127.0.0.1", port);
-    cli.set_read_timeout(30);
-    auto r = cli.Get(path.c_str(), headers);
-    if (!r) return {};
-    return {r->status, r->body, r->headers};
 }
 
 // name{labels} -> value, from /metrics.
