@@ -11,10 +11,14 @@ namespace kvrag::model {
 
 namespace {
 
-// Floats of attention scratch per thread: the scores of one (sequence, head), (len, len), and
-// that head's V transposed, (head_dim, len).
+// Query rows whose scores are held at once: scratch grows with kQueryBlock * len instead of
+// len^2 (an 8192-token text would need 256 MiB per thread for all its scores).
+constexpr int32_t kQueryBlock = 64;
+
+// Floats of attention scratch per thread: scores of one block of query rows, (kQueryBlock,
+// len), and the head's V transposed, (head_dim, len).
 size_t attention_floats(int32_t max_seq, int32_t head_dim) {
-    return static_cast<size_t>(max_seq) * max_seq + static_cast<size_t>(max_seq) * head_dim;
+    return static_cast<size_t>(max_seq) * kQueryBlock + static_cast<size_t>(max_seq) * head_dim;
 }
 
 }  // namespace
@@ -104,31 +108,36 @@ void EncoderForward::attention(std::span<const int32_t> seq_starts, int64_t n, T
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     pool.run([&](int ith, int nth) {
         float* scores = att_scratch_.data() + ith * per_thread;
-        float* vt = scores + static_cast<size_t>(cap_seq_) * cap_seq_;
+        float* vt = scores + static_cast<size_t>(cap_seq_) * kQueryBlock;
         // Round-robin: sequences differ in length. One thread computes a whole (sequence, head),
         // so which thread runs it never changes the result.
         for (int64_t j = ith; j < n_items; j += nth) {
             const int64_t s = j / n_head;
             const int32_t h = static_cast<int32_t>(j % n_head);
             const int32_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0;
-            const float* qh = &q_[s0 * n_embd + h * hd];
             const float* kh = &k_[s0 * n_embd + h * hd];
             const float* vh = &v_[s0 * n_embd + h * hd];
-            // scores (len, len) = q k^T, with the sequence's K rows as the rows of an F32 matmul
-            // (the reference's f32 mul_mat; no cache, so nothing is rounded to f16).
-            kernels::matmul_rows(GgmlType::F32, hd, kh, row_bytes, qh, row_bytes, len, scores, len, 0, len);
-            // softmax(scale * scores) per query row: every key of the sequence is visible.
-            for (int32_t t = 0; t < len; ++t) {
-                float* row = scores + static_cast<size_t>(t) * len;
-                for (int32_t c = 0; c < len; ++c) row[c] *= scale;
-                kernels::softmax(row, len);
-            }
-            // out (len, head_dim) = P V: with V transposed, again one dot product per element.
+            // V transposed, (head_dim, len), so that P V is again one dot product per element.
             for (int32_t c = 0; c < len; ++c) {
                 for (int32_t d = 0; d < hd; ++d) vt[static_cast<size_t>(d) * len + c] = vh[c * n_embd + d];
             }
-            kernels::matmul_rows(GgmlType::F32, len, vt, static_cast<size_t>(len) * sizeof(float), scores,
-                                 static_cast<size_t>(len) * sizeof(float), len, &attn_[s0 * n_embd + h * hd], n_embd, 0, hd);
+            for (int32_t t0 = 0; t0 < len; t0 += kQueryBlock) {
+                const int32_t nb = std::min(kQueryBlock, len - t0);
+                const float* qh = &q_[(s0 + t0) * n_embd + h * hd];
+                // scores (nb, len) = q k^T, with the sequence's K rows as the rows of an F32
+                // matmul (the reference's f32 mul_mat; no cache, so nothing is rounded to f16).
+                kernels::matmul_rows(GgmlType::F32, hd, kh, row_bytes, qh, row_bytes, nb, scores, len, 0, len);
+                // softmax(scale * scores) per query row: every key of the sequence is visible.
+                for (int32_t t = 0; t < nb; ++t) {
+                    float* row = scores + static_cast<size_t>(t) * len;
+                    for (int32_t c = 0; c < len; ++c) row[c] *= scale;
+                    kernels::softmax(row, len);
+                }
+                // out (nb, head_dim) = P V
+                kernels::matmul_rows(GgmlType::F32, len, vt, static_cast<size_t>(len) * sizeof(float), scores,
+                                     static_cast<size_t>(len) * sizeof(float), nb, &attn_[(s0 + t0) * n_embd + h * hd],
+                                     n_embd, 0, hd);
+            }
         }
     });
 }
