@@ -4,11 +4,24 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 
 namespace kvrag::model {
+
+namespace {
+
+// Query rows whose scores are held at once: scratch grows with kQueryBlock * len instead of
+// len^2 (an 8192-token text would need 256 MiB per thread for all its scores).
+constexpr int32_t kQueryBlock = 64;
+
+// Floats of attention scratch per thread: scores of one block of query rows, (kQueryBlock,
+// len), and the head's V transposed, (head_dim, len).
+size_t attention_floats(int32_t max_seq, int32_t head_dim) {
+    return static_cast<size_t>(max_seq) * kQueryBlock + static_cast<size_t>(max_seq) * head_dim;
+}
+
+}  // namespace
 
 EncoderForward::EncoderForward(const ModelHParams& hp, const EncoderWeights& w) : hp_(hp), w_(w) {}
 
@@ -32,14 +45,12 @@ void EncoderForward::ensure_capacity(int64_t n, int32_t max_seq, int n_threads) 
         // 4 bytes per element bound every activation format (F32 itself; Q8_K is the widest
         // quantised one at 292 bytes per 256).
         xp_.assign(static_cast<size_t>(n) * std::max(n_embd, n_ff) * sizeof(float) + 64, 0);
-        rows_.resize(static_cast<size_t>(n));
-        for (int64_t t = 0; t < n; ++t) rows_[t] = static_cast<int32_t>(t);
         seq_of_.resize(static_cast<size_t>(n));
     }
     if (max_seq > cap_seq_ || n_threads > cap_threads_) {
         cap_seq_ = std::max(cap_seq_, max_seq);
         cap_threads_ = std::max(cap_threads_, n_threads);
-        att_scratch_.assign(static_cast<size_t>(cap_threads_) * kernels::attention_scratch_floats(cap_seq_, hp_.head_dim, 1), 0.0f);
+        att_scratch_.assign(static_cast<size_t>(cap_threads_) * attention_floats(cap_seq_, hp_.head_dim), 0.0f);
         rope_.assign(static_cast<size_t>(cap_seq_) * hp_.head_dim, 0.0f);
     }
 }
@@ -90,32 +101,43 @@ void EncoderForward::residual_norm(float* x, const float* y, const std::vector<f
 
 void EncoderForward::attention(std::span<const int32_t> seq_starts, int64_t n, ThreadPool& pool) {
     const int32_t hd = hp_.head_dim, n_head = hp_.n_head;
-    const size_t per_thread = kernels::attention_scratch_floats(cap_seq_, hd, 1);
-    const size_t row_bytes = static_cast<size_t>(hp_.n_embd) * sizeof(float);
-    const int64_t n_items = n * n_head;  // (token, head) pairs
+    const int64_t n_embd = hp_.n_embd;
+    const size_t row_bytes = static_cast<size_t>(n_embd) * sizeof(float);
+    const int64_t n_items = (static_cast<int64_t>(seq_starts.size()) - 1) * n_head;  // (sequence, head) pairs
+    const size_t per_thread = attention_floats(cap_seq_, hd);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     pool.run([&](int ith, int nth) {
-        float* scratch = att_scratch_.data() + ith * per_thread;
-        // Round-robin: sequences differ in length, so contiguous ranges would be uneven. Which
-        // thread runs an item never changes its result.
+        float* scores = att_scratch_.data() + ith * per_thread;
+        float* vt = scores + static_cast<size_t>(cap_seq_) * kQueryBlock;
+        // Round-robin: sequences differ in length. One thread computes a whole (sequence, head),
+        // so which thread runs it never changes the result.
         for (int64_t j = ith; j < n_items; j += nth) {
-            const int64_t t = j / n_head;
+            const int64_t s = j / n_head;
             const int32_t h = static_cast<int32_t>(j % n_head);
-            const int32_t s = seq_of_[t];
-            kernels::AttentionArgs a;
-            a.q = &q_[t * hp_.n_embd + static_cast<int64_t>(h) * hd];
-            // K and V are this pass's f32 projections, read as "cells" = token rows: the
-            // sequence's own rows [s0, s1), all of them (bidirectional).
-            a.k = reinterpret_cast<const uint8_t*>(k_.data());
-            a.v = reinterpret_cast<const uint8_t*>(v_.data());
-            a.row_bytes = row_bytes;
-            a.head_offset = static_cast<size_t>(h) * hd * sizeof(float);
-            a.type = GgmlType::F32;
-            a.cells = rows_.data() + seq_starts[s];
-            a.n_visible = seq_starts[s + 1] - seq_starts[s];
-            a.head_dim = hd;
-            a.n_q_heads = 1;
-            a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-            kernels::attention(a, &attn_[t * hp_.n_embd + static_cast<int64_t>(h) * hd], scratch);
+            const int32_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0;
+            const float* kh = &k_[s0 * n_embd + h * hd];
+            const float* vh = &v_[s0 * n_embd + h * hd];
+            // V transposed, (head_dim, len), so that P V is again one dot product per element.
+            for (int32_t c = 0; c < len; ++c) {
+                for (int32_t d = 0; d < hd; ++d) vt[static_cast<size_t>(d) * len + c] = vh[c * n_embd + d];
+            }
+            for (int32_t t0 = 0; t0 < len; t0 += kQueryBlock) {
+                const int32_t nb = std::min(kQueryBlock, len - t0);
+                const float* qh = &q_[(s0 + t0) * n_embd + h * hd];
+                // scores (nb, len) = q k^T, with the sequence's K rows as the rows of an F32
+                // matmul (the reference's f32 mul_mat; no cache, so nothing is rounded to f16).
+                kernels::matmul_rows(GgmlType::F32, hd, kh, row_bytes, qh, row_bytes, nb, scores, len, 0, len);
+                // softmax(scale * scores) per query row: every key of the sequence is visible.
+                for (int32_t t = 0; t < nb; ++t) {
+                    float* row = scores + static_cast<size_t>(t) * len;
+                    for (int32_t c = 0; c < len; ++c) row[c] *= scale;
+                    kernels::softmax(row, len);
+                }
+                // out (nb, head_dim) = P V
+                kernels::matmul_rows(GgmlType::F32, len, vt, static_cast<size_t>(len) * sizeof(float), scores,
+                                     static_cast<size_t>(len) * sizeof(float), nb, &attn_[(s0 + t0) * n_embd + h * hd],
+                                     n_embd, 0, hd);
+            }
         }
     });
 }

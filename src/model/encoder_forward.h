@@ -88,9 +88,8 @@ private:
     std::vector<float> gate_;   // (n, n_ff)
     std::vector<uint8_t> xp_;   // prepared activations (n, row bytes of the vec_dot type)
     std::vector<float> rope_;   // (max_seq, head_dim / 2, 2) cos/sin per position
-    std::vector<int32_t> rows_; // (n) 0, 1, 2, ...: attention reads K/V rows [s0, s1) from here
     std::vector<int32_t> seq_of_;  // (n) sequence of each token
-    std::vector<float> att_scratch_;  // per thread: scores (max_seq) + row buffers
+    std::vector<float> att_scratch_;  // per thread: scores (64, max_seq) + V^T (head_dim, max_seq)
     std::vector<float> head_;   // (n_seqs, n_embd) pooled rows for the rank head
 };
 
