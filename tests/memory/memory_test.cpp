@@ -63,7 +63,10 @@ std::vector<std::string> corpus(const fs::path& scratch) {
     for (const auto& e : fs::directory_iterator(std::string(KVRAG_SOURCE_DIR) + "/docs")) {
         if (e.path().extension() == ".md") files.push_back(e.path().string());
     }
-    for (const auto& e : fs::directory_iterator(testing::data_dir())) files.push_back(e.path().string());
+    // Files only: the retrieval/ evaluation set below it is the eval command's, not this corpus.
+    for (const auto& e : fs::directory_iterator(testing::data_dir())) {
+        if (e.is_regular_file()) files.push_back(e.path().string());
+    }
     const auto pdf = scratch / "aardvark.pdf";
     testing::write_file(pdf, testing::make_pdf("Aardvarks are nocturnal burrowing mammals.\nThey eat ants and termites."));
     files.push_back(pdf.string());
