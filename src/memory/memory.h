@@ -75,7 +75,10 @@ struct SearchOptions {
 // and at least 20 so a small limit (ask's top 1-5) still has a pool to choose from.
 constexpr int32_t kRerankPerResult = 4;
 constexpr int32_t kRerankMinCandidates = 20;
-inline int32_t rerank_candidates(int32_t limit) { return std::max(limit * kRerankPerResult, kRerankMinCandidates); }
+inline int32_t rerank_candidates(int32_t limit) {
+    // in 64 bits: a limit from an HTTP body may be near INT32_MAX
+    return static_cast<int32_t>(std::clamp<int64_t>(int64_t{limit} * kRerankPerResult, kRerankMinCandidates, INT32_MAX));
+}
 
 // Hybrid ranking's exact-term rule (docs/memory.md, "Fusion"): an exact query term (see
 // lexical_query.h) that occurs in at most rare_term_max_chunks(n) of the index's n chunks is

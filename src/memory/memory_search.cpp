@@ -71,9 +71,6 @@ Result<SearchResult> Memory::search(const std::string& query, const SearchOption
     if (!*info) return out;  // nothing ingested into that index yet
 
     const bool rerank = hooks_.rerank && opt.rerank;
-    // The final list: `limit` hits, or the pool the reranker chooses them from.
-    const int32_t n_keep = rerank ? rerank_candidates(opt.limit) : opt.limit;
-    const int32_t n_cand = std::max<int32_t>(n_keep * 4, 50);
     std::vector<float> q;
     const auto t0 = std::chrono::steady_clock::now();
     {
@@ -96,6 +93,12 @@ Result<SearchResult> Memory::search(const std::string& query, const SearchOption
     auto allowed = store_->filter_documents(opt.index, opt.filter.doc_id, opt.filter.tags);
     if (!allowed) return allowed.error();
     const std::unordered_set<int64_t>* allow = allowed->has_value() ? &**allowed : nullptr;
+    // The final list: `limit` hits, or the pool the reranker chooses them from; each list
+    // contributes 4 x that many candidates. Both are bounded by the index size, so a huge
+    // limit cannot overflow the products here or in the lexical query.
+    const int64_t n_chunks = static_cast<int64_t>(set.size());
+    const int32_t n_keep = static_cast<int32_t>(std::min<int64_t>(rerank ? rerank_candidates(opt.limit) : opt.limit, n_chunks));
+    const int32_t n_cand = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(int64_t{n_keep} * 4, 50), n_chunks + 50));
 
     std::unordered_map<int64_t, Cand> cands;  // chunk id -> candidate
     // A chunk reached only through the lexical side gets its cosine computed here, so

@@ -268,5 +268,21 @@ TEST(MemorySearch, BadRerankerIsATypedError) {
     for (size_t i = 9; i < 18; ++i) EXPECT_TRUE(std::isnan(r->hits[i].rerank_score)) << i;
 }
 
+// A limit from an HTTP body may be anything: INT32_MAX gives every chunk once, with or without
+// the rerank pool (whose 4 x limit would overflow 32 bits).
+TEST(MemorySearch, HugeLimitIsBoundedByTheIndex) {
+    for (bool with_rerank : {false, true}) {
+        auto f = make(6, with_rerank ? RerankFn(by_length) : RerankFn());
+        for (SearchMode m : {SearchMode::hybrid, SearchMode::vector, SearchMode::lexical}) {
+            auto r = f->mem->search("Rules-Requires-Root water", mode(m, INT32_MAX));
+            ASSERT_TRUE(r.ok()) << r.error().what();
+            EXPECT_EQ(r->hits.size(), m == SearchMode::lexical ? 6u : 18u);  // lexical: rrr + the 5 with "water"
+            EXPECT_EQ(r->n_reranked, with_rerank ? static_cast<int32_t>(r->hits.size()) : 0);
+        }
+    }
+    EXPECT_EQ(rerank_candidates(INT32_MAX), INT32_MAX);
+    EXPECT_EQ(rerank_candidates(1), kRerankMinCandidates);
+}
+
 }  // namespace
 }  // namespace kvrag::memory
