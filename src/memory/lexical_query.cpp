@@ -42,8 +42,9 @@ std::vector<QueryTerm> parse_query_terms(std::string_view q) {
     std::vector<std::string> seen;  // lower-cased texts already added
     auto add = [&](std::string text, bool exact) {
         if (out.size() >= kMaxQueryTerms || !has_alnum(text)) return;
-        // FTS5 needs the phrase's quotes doubled; a quote inside a user phrase is just a
-        // separator to the tokenizer, so a space does the same job and keeps the rule simple.
+        // The scan below never lets a '"' into a term; replacing any with a space (which the
+        // tokenizer treats alike) keeps fts_phrase() unable to emit a syntax error should
+        // those rules change.
         for (auto& c : text) {
             if (c == '"') c = ' ';
         }
@@ -75,11 +76,12 @@ std::vector<QueryTerm> parse_query_terms(std::string_view q) {
         size_t j = i;
         while (j < q.size() && (is_word_byte(static_cast<unsigned char>(q[j])) || is_connector(static_cast<unsigned char>(q[j])))) ++j;
         std::string_view tok = q.substr(i, j - i);
-        // Trailing connectors: "end." or "C++"; a trailing '.', ':' still ends a sentence.
+        // Trailing connectors: "end." or "C++"; a trimmed trailing '.' or ':' ("end.", "...")
+        // still ends a sentence.
         size_t b = 0, e = tok.size();
         while (b < e && is_connector(static_cast<unsigned char>(tok[b]))) ++b;
         while (e > b && is_connector(static_cast<unsigned char>(tok[e - 1]))) --e;
-        const bool ends = e < tok.size() && ends_sentence(static_cast<unsigned char>(tok.back()));
+        const bool ends = (e < tok.size() || e == b) && ends_sentence(static_cast<unsigned char>(tok.back()));
         if (e > b) {
             const std::string_view core = tok.substr(b, e - b);
             add(std::string(core), exact_shaped(core, sentence_start));

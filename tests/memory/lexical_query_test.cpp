@@ -26,6 +26,7 @@ TEST(MemoryLexicalQuery, TermsAndExactShapes) {
         {"in 1998", "[in] ![1998]"},
         // capitalised mid-sentence = a name; the first word and words after . ! ? : are not
         {"Who met Ada Lovelace? Bread rises.", "[Who] [met] ![Ada] ![Lovelace] [Bread] [rises]"},
+        {"Really... Who cares? NASA does", "[Really] [Who] [cares] ![NASA] [does]"},
         {"Describe SQLite and iPhone", "[Describe] ![SQLite] [and] ![iPhone]"},
         // connectors at the ends are trimmed; apostrophes split
         {"C++ --flag-name end.", "[C] ![flag-name] [end]"},
