@@ -1,4 +1,5 @@
-// Memory (RAG) subcommands: ingest, search, ask, docs; memory-bench runs tools/memory_bench. See docs/memory.md.
+// Memory (RAG) subcommands: ingest, search, ask, docs, memory eval; memory-bench runs tools/memory_bench.
+// See docs/memory.md.
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "engine/context_size.h"
 #include "engine/engine.h"
 #include "memory/memory.h"
+#include "memory/retrieval_eval.h"
 #include "tools/memory_bench.h"
 
 namespace kvrag::cli {
@@ -31,6 +33,7 @@ std::string dflt(int32_t v) { return " (default " + std::to_string(v) + ")"; }
 struct ModelArgs {
     std::string model_path;
     std::string embed_model_path;  // empty = the -m model embeds too
+    std::string rerank_model_path; // empty = no rerank stage
     std::string memory_dir;
     std::string index = kSearchDefaults.index;
     int32_t ctx = 0;
@@ -40,10 +43,12 @@ struct ModelArgs {
     std::string chat_template;
 };
 
-void add_model_options(CLI::App& app, ModelArgs& a) {
+// with_store: the command works on a --memory store (eval makes a temporary one instead).
+void add_model_options(CLI::App& app, ModelArgs& a, bool with_store = true) {
     app.add_option("-m,--model", a.model_path, "GGUF model (tokenizer, embeddings and answers)")->required();
     app.add_option("--embed-model", a.embed_model_path, "separate GGUF model for the embeddings");
-    app.add_option("--memory", a.memory_dir, "store directory (created if absent)")->required();
+    app.add_option("--rerank-model", a.rerank_model_path, "GGUF reranking model (cross-encoder) for search and ask");
+    if (with_store) app.add_option("--memory", a.memory_dir, "store directory (created if absent)")->required();
     app.add_option("--index", a.index, "index name (default: default)");
     app.add_option("-c,--ctx", a.ctx, "context size; default min(" + std::to_string(engine::kDefaultMaxCtx) + ", trained context)")
         ->check(CLI::Range(0, 1 << 22));
@@ -70,6 +75,20 @@ Result<std::unique_ptr<engine::Engine>> make_engine(const std::string& path, con
     return engine::Engine::create(std::move(*loaded), cfg);
 }
 
+// The rerank hook for --rerank-model. The engine cannot run a reranking model yet: BERT-family
+// cross-encoders (a `bert` model with a cls.output head, pooling "rank") come with the engine's
+// Embedder::rerank (issue 11, being built beside this). THIS is the one place to connect it:
+// load the model into an engine the Session owns and return
+//     [&e](std::string_view q, const std::vector<std::string_view>& docs) { return e.rerank(q, docs); }
+// Until then the file is still opened (so a bad path or a bert model gets the loader's own
+// error, e.g. E7001) and any model it loads is refused with the reason, before any work is done.
+Result<memory::RerankFn> make_rerank_hook(const std::string& path) {
+    auto loaded = engine::LoadedModel::load(path, terminal_progress("loading " + path));
+    if (!loaded) return loaded.error();
+    return Error{Errc::model_unsupported_arch, "--rerank-model '" + path + "' is a '" + loaded->model->hparams().arch_name +
+                                                   "' model, and this build has no reranking engine (a BERT cross-encoder; issue 11)"};
+}
+
 Result<Session> open_session(const ModelArgs& a) {
     warn_threads(a.threads);
     Session s;
@@ -83,6 +102,11 @@ Result<Session> open_session(const ModelArgs& a) {
     }
     auto hooks = memory::engine_hooks(*s.gen, s.embed ? *s.embed : *s.gen, a.chat_template);
     if (!hooks) return hooks.error();
+    if (!a.rerank_model_path.empty()) {
+        auto rerank = make_rerank_hook(a.rerank_model_path);
+        if (!rerank) return rerank.error();
+        hooks->rerank = std::move(*rerank);
+    }
     auto store = memory::Store::open(a.memory_dir);
     if (!store) return store.error();
     memory::ChunkOptions co;
@@ -117,7 +141,8 @@ json hit_json(const memory::SearchHit& h) {
     return json{{"index", h.chunk.index}, {"documentId", h.chunk.doc_id}, {"name", h.chunk.doc_name},
                 {"source", h.chunk.source}, {"partitionNumber", h.chunk.position}, {"chunkId", h.chunk.chunk_id},
                 {"relevance", h.relevance}, {"score", h.score}, {"vectorRank", h.vector_rank},
-                {"lexicalRank", h.lexical_rank}, {"tokens", h.chunk.n_tokens}, {"text", h.chunk.text}, {"tags", tags}};
+                {"lexicalRank", h.lexical_rank}, {"exactTerms", h.n_exact}, {"tokens", h.chunk.n_tokens}, {"text", h.chunk.text},
+                {"tags", tags}, {"rerankScore", h.reranked ? json(h.rerank_score) : json(nullptr)}};
 }
 
 // ---- ingest ---------------------------------------------------------------------------------
@@ -208,6 +233,7 @@ struct SearchArgs {
     std::string mode = "hybrid";
     double min_relevance = kSearchDefaults.min_relevance;
     int32_t limit = kSearchDefaults.limit;
+    bool no_rerank = false;
     bool json_out = false;
 };
 
@@ -224,10 +250,12 @@ int run_search(const SearchArgs& a) {
     o.min_relevance = a.min_relevance;
     o.limit = a.limit;
     o.mode = *mode;
+    o.rerank = !a.no_rerank;
     auto r = s->mem->search(a.query, o);
     if (!r) return fail(r.error());
     if (a.json_out) {
-        json out{{"query", a.query}, {"results", json::array()}, {"embedMs", r->embed_ms}, {"searchMs", r->search_ms}};
+        json out{{"query", a.query}, {"results", json::array()}, {"embedMs", r->embed_ms}, {"searchMs", r->search_ms},
+                 {"rerankMs", r->rerank_ms}, {"reranked", r->n_reranked}};
         for (const auto& h : r->hits) out["results"].push_back(hit_json(h));
         std::printf("%s\n", out.dump(2).c_str());
         return 0;
@@ -235,10 +263,13 @@ int run_search(const SearchArgs& a) {
     if (r->hits.empty()) std::printf("no results\n");
     for (size_t i = 0; i < r->hits.size(); ++i) {
         const auto& h = r->hits[i];
-        std::printf("%zu. %s #%d  relevance %.3f  score %.4f  (vector rank %d, lexical rank %d)\n   %s\n", i + 1, h.chunk.doc_id.c_str(),
-                    h.chunk.position, h.relevance, h.score, h.vector_rank, h.lexical_rank, one_line(h.chunk.text, 160).c_str());
+        std::string extra = h.n_exact ? ", exact terms " + std::to_string(h.n_exact) : "";
+        if (h.reranked) extra += ", rerank " + std::to_string(h.rerank_score);
+        std::printf("%zu. %s #%d  relevance %.3f  score %.4f  (vector rank %d, lexical rank %d%s)\n   %s\n", i + 1, h.chunk.doc_id.c_str(),
+                    h.chunk.position, h.relevance, h.score, h.vector_rank, h.lexical_rank, extra.c_str(), one_line(h.chunk.text, 160).c_str());
     }
-    std::fprintf(stderr, "search: embed %.1f ms, search %.1f ms\n", r->embed_ms, r->search_ms);
+    std::fprintf(stderr, "search: embed %.1f ms, search %.1f ms, rerank %.1f ms (%d chunks)\n", r->embed_ms, r->search_ms, r->rerank_ms,
+                 r->n_reranked);
     return 0;
 }
 
@@ -255,6 +286,7 @@ struct AskArgs {
     int32_t candidates = kAskDefaults.n_candidates;
     float temp = kAskDefaults.sampling.temperature;
     int64_t seed = static_cast<int64_t>(kAskDefaults.sampling.seed);
+    bool no_rerank = false;
     bool json_out = false;
     bool verbose = false;
     std::string history = "drop";
@@ -271,6 +303,7 @@ int run_ask(const AskArgs& a) {
     o.min_relevance = a.min_relevance;
     o.max_tokens = a.max_tokens;
     o.n_candidates = a.candidates;
+    o.rerank = !a.no_rerank;
     o.conversation_id = a.conversation;
     auto mode = memory::parse_history_mode(a.history);
     if (!mode) return fail(mode.error());
@@ -358,7 +391,63 @@ int run_docs(const DocsArgs& a) {
     return fail(Error{Errc::cli_usage, "docs action '" + a.action + "' is not list or delete"});
 }
 
+// ---- memory eval ----------------------------------------------------------------------------
+
+struct EvalArgs {
+    ModelArgs m;
+    std::string set_dir;
+    int32_t depth = memory::EvalOptions{}.depth;
+    std::string keep_dir;
+};
+
+// Ingests the set into a fresh store (a temporary directory unless --store is given, which
+// must not exist yet, so no old documents can leak into the figures) and prints the table,
+// then the key=value line.
+int run_eval(EvalArgs a) {
+    auto set = memory::load_eval_set(a.set_dir);
+    if (!set) return fail(set.error());
+    std::error_code ec;
+    const bool keep = !a.keep_dir.empty();
+    if (keep) {
+        if (fs::exists(a.keep_dir, ec)) return fail(Error{Errc::cli_usage, "--store '" + a.keep_dir + "' exists; eval needs a new directory"});
+        a.m.memory_dir = a.keep_dir;
+    } else {
+        a.m.memory_dir = (fs::temp_directory_path() / ("kvrag-eval-" + std::to_string(getpid()))).string();
+        fs::remove_all(a.m.memory_dir, ec);
+    }
+    int rc = 0;
+    {
+        auto s = open_session(a.m);
+        if (!s) {
+            rc = fail(s.error());
+        } else {
+            std::fprintf(stderr, "eval: %zu documents, %zu questions\n", set->doc_paths.size(), set->questions.size());
+            memory::EvalOptions o;
+            o.depth = a.depth;
+            auto r = memory::run_eval(*s->mem, *set, o);
+            if (!r) {
+                rc = fail(r.error());
+            } else {
+                std::printf("%s\n%s\n", memory::format_eval_table(*r).c_str(), memory::format_eval_summary(*r).c_str());
+            }
+        }
+    }
+    if (!keep) fs::remove_all(a.m.memory_dir, ec);
+    return rc;
+}
+
 }  // namespace
+
+Runner add_memory(CLI::App& app) {
+    app.require_subcommand(1);
+    CLI::App* eval = app.add_subcommand("eval", "retrieval quality on an evaluation set: recall@1, recall@5 and MRR per search mode");
+    auto a = std::make_shared<EvalArgs>();
+    add_model_options(*eval, a->m, false);
+    eval->add_option("--set", a->set_dir, "evaluation set: DIR/docs/* and DIR/questions.tsv (tests/data/memory/retrieval)")->required();
+    eval->add_option("--depth", a->depth, "chunks retrieved per question" + dflt(a->depth))->check(CLI::Range(5, 1000));
+    eval->add_option("--store", a->keep_dir, "keep the store in this new directory (default: a temporary one, removed)");
+    return [a, eval] { return eval->parsed() ? run_eval(*a) : fail(Error{Errc::cli_usage, "memory needs a subcommand: eval"}); };
+}
 
 Runner add_ingest(CLI::App& app) {
     auto a = std::make_shared<IngestArgs>();
@@ -378,6 +467,7 @@ Runner add_search(CLI::App& app) {
     app.add_option("--mode", a->mode, "hybrid (default), vector or lexical");
     app.add_option("--min-relevance", a->min_relevance, "minimum cosine similarity in [0, 1]")->check(CLI::Range(0.0, 1.0));
     app.add_option("-n,--limit", a->limit, "results" + dflt(kSearchDefaults.limit))->check(CLI::Range(1, 1000));
+    app.add_flag("--no-rerank", a->no_rerank, "skip the --rerank-model stage for this search");
     app.add_flag("--json", a->json_out, "print JSON");
     return [a] { return run_search(*a); };
 }
@@ -395,6 +485,7 @@ Runner add_ask(CLI::App& app) {
     app.add_option("--candidates", a->candidates,
                    "chunks retrieved (as many as fit are used; default " + std::to_string(kAskDefaults.n_candidates) + ")")
         ->check(CLI::Range(1, 1000));
+    app.add_flag("--no-rerank", a->no_rerank, "skip the --rerank-model stage for this question");
     app.add_option("--temp", a->temp, "temperature (default 0: greedy)");
     app.add_option("--seed", a->seed, "sampling seed");
     app.add_flag("--json", a->json_out, "print JSON");

@@ -31,6 +31,7 @@ Runner add_search(CLI::App& app);
 Runner add_ask(CLI::App& app);
 Runner add_docs(CLI::App& app);
 Runner add_memory_bench(CLI::App& app);
+Runner add_memory(CLI::App& app);  // memory eval
 Runner add_serve(CLI::App& app);
 Runner add_bench_server(CLI::App& app);
 

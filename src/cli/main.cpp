@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
     add("search", "search a memory store (vectors + BM25, fused)", kvrag::cli::add_search);
     add("ask", "answer a question from a memory store, with sources", kvrag::cli::add_ask);
     add("docs", "list or delete the documents of a memory store", kvrag::cli::add_docs);
+    add("memory", "memory tools: eval (retrieval recall per search mode on a question set)", kvrag::cli::add_memory);
     add("memory-bench", "measure memory search time at 10k and 100k chunks", kvrag::cli::add_memory_bench);
     add("serve", "OpenAI-compatible HTTP server with continuous batching", kvrag::cli::add_serve);
     add("bench-server", "concurrent streaming clients against a running server: tokens/s, TTFT, KV usage", kvrag::cli::add_bench_server);

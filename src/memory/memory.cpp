@@ -1,16 +1,13 @@
 #include "memory/memory.h"
 
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <unordered_map>
 
 #include "memory/extract.h"
 #include "memory/prompt_builder.h"
 #include "memory/sha256.h"
-#include "memory/vector_scan.h"
 
 namespace kvrag::memory {
 
@@ -32,16 +29,6 @@ Result<HistoryMode> parse_history_mode(std::string_view name) {
 const char* const kNothingFound = "I found nothing relevant in memory to answer this question.";
 
 namespace {
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-std::string cut_to_tokens(const tokenizer::Tokenizer& tok, std::string_view text, int32_t n) {
-    const auto ids = tok.encode(text, false, false);
-    if (static_cast<int32_t>(ids.size()) <= n) return std::string(text);
-    return tok.decode(std::span<const int32_t>(ids.data(), static_cast<size_t>(n)));
-}
 
 std::string source_text(const ChunkRow& c) {
     return (c.doc_name.empty() ? c.doc_id : c.doc_name) + " (part " +
@@ -100,13 +87,6 @@ Result<ModelHooks> engine_hooks(engine::Engine& gen, engine::Engine& embed_engin
     h.chat_template = std::move(*tmpl);
     h.n_ctx = gen.config().n_ctx_seq > 0 ? std::min(gen.config().n_ctx_seq, gen.config().n_ctx) : gen.config().n_ctx;
     return h;
-}
-
-Result<SearchMode> parse_search_mode(std::string_view s) {
-    if (s == "hybrid") return SearchMode::hybrid;
-    if (s == "vector") return SearchMode::vector;
-    if (s == "lexical") return SearchMode::lexical;
-    return Error{Errc::memory_bad_input, "search mode '" + std::string(s) + "' is not one of hybrid, vector, lexical"};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -202,119 +182,7 @@ Result<IngestResult> Memory::ingest_file(const std::string& path, const std::str
 }
 
 // ---------------------------------------------------------------------------------------------
-// Search
-
-Result<void> Memory::check_index_model(const std::string& index) {
-    auto info = store_->find_index(index);
-    if (!info) return info.error();
-    if (!*info) return {};
-    const auto& m = (*info)->model;
-    if (m.fingerprint != hooks_.embed_model.fingerprint || m.dim != hooks_.embed_model.dim) {
-        return Error{Errc::memory_model_mismatch, "index '" + index + "' was embedded by model '" + m.name + "' (" + m.fingerprint + ", dim " +
-                                                      std::to_string(m.dim) + "); the model in use is '" + hooks_.embed_model.name + "' (" +
-                                                      hooks_.embed_model.fingerprint + ", dim " + std::to_string(hooks_.embed_model.dim) +
-                                                      "). Search with the model that ingested it (or --embed-model)"};
-    }
-    return {};
-}
-
-Result<SearchResult> Memory::search(const std::string& query, const SearchOptions& opt) {
-    SearchResult out;
-    if (opt.limit <= 0) return out;
-    if (!hooks_.embed) return Error{Errc::memory_bad_input, "search needs a model (embeddings)"};
-    if (auto r = check_index_model(opt.index); !r) return r.error();
-    auto info = store_->find_index(opt.index);
-    if (!info) return info.error();
-    if (!*info) return out;  // nothing ingested into that index yet
-
-    const int32_t n_cand = std::max<int32_t>(opt.limit * 4, 50);
-    std::vector<float> q;
-    const auto t0 = std::chrono::steady_clock::now();
-    {
-        // bounded: the query is embedded like a chunk, at most one chunk's worth of tokens
-        // (chunks fit the embedding context by construction)
-        auto e = hooks_.embed(hooks_.tokenizer ? cut_to_tokens(*hooks_.tokenizer, query, chunking_.max_tokens) : query);
-        if (!e) return e.error();
-        q = std::move(*e);
-    }
-    if (static_cast<int32_t>(q.size()) != (*info)->model.dim) {
-        return Error{Errc::memory_model_mismatch, "query embedding has " + std::to_string(q.size()) + " floats; index '" + opt.index +
-                                                      "' holds " + std::to_string((*info)->model.dim)};
-    }
-    out.embed_ms = ms_since(t0);
-    const auto t1 = std::chrono::steady_clock::now();
-
-    auto vs = store_->vectors(opt.index);
-    if (!vs) return vs.error();
-    const VectorSet& set = **vs;
-    auto allowed = store_->filter_documents(opt.index, opt.filter.doc_id, opt.filter.tags);
-    if (!allowed) return allowed.error();
-    const std::unordered_set<int64_t>* allow = allowed->has_value() ? &**allowed : nullptr;
-
-    struct Cand {
-        double rrf = 0.0;
-        double relevance = 0.0;
-        int32_t vrank = 0, lrank = 0;
-    };
-    std::unordered_map<int64_t, Cand> cands;  // chunk id -> candidate
-    constexpr double kRrfK = 60.0;            // the constant from Cormack et al. (2009)
-
-    if (opt.mode != SearchMode::lexical) {
-        const auto top = top_k_scan(set.data.data(), set.size(), set.dim, q.data(), static_cast<size_t>(n_cand), &set.doc_rowids, allow);
-        out.n_scanned = allow ? 0 : set.size();
-        for (size_t r = 0; r < top.size(); ++r) {
-            Cand& c = cands[set.chunk_ids[top[r].first]];
-            c.vrank = static_cast<int32_t>(r + 1);
-            c.rrf += 1.0 / (kRrfK + static_cast<double>(r + 1));
-            c.relevance = std::clamp(static_cast<double>(top[r].second), 0.0, 1.0);
-        }
-    }
-    if (opt.mode != SearchMode::vector) {
-        auto lex = store_->lexical(opt.index, query, allow ? n_cand * 8 : n_cand);
-        if (!lex) return lex.error();
-        int32_t rank = 0;
-        for (const auto& [id, bm25] : *lex) {
-            auto row = set.row_of.find(id);
-            if (row == set.row_of.end()) continue;
-            if (allow && !allow->count(set.doc_rowids[row->second])) continue;
-            if (++rank > n_cand) break;
-            Cand& c = cands[id];
-            c.lrank = rank;
-            c.rrf += 1.0 / (kRrfK + rank);
-            if (c.vrank == 0) {
-                const float* v = set.data.data() + row->second * static_cast<size_t>(set.dim);
-                c.relevance = std::clamp(static_cast<double>(dot_f32(v, q.data(), set.dim)), 0.0, 1.0);
-            }
-        }
-    }
-
-    std::vector<std::pair<int64_t, Cand>> ranked;
-    for (const auto& [id, c] : cands) {
-        if (c.relevance >= opt.min_relevance) ranked.emplace_back(id, c);
-    }
-    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
-        if (a.second.rrf != b.second.rrf) return a.second.rrf > b.second.rrf;
-        if (a.second.relevance != b.second.relevance) return a.second.relevance > b.second.relevance;
-        return a.first < b.first;
-    });
-    if (ranked.size() > static_cast<size_t>(opt.limit)) ranked.resize(static_cast<size_t>(opt.limit));
-    std::vector<int64_t> ids;
-    for (const auto& r : ranked) ids.push_back(r.first);
-    auto rows = store_->chunks(ids);
-    if (!rows) return rows.error();
-    std::unordered_map<int64_t, ChunkRow*> by_id;
-    for (auto& r : *rows) by_id[r.chunk_id] = &r;
-    for (const auto& [id, c] : ranked) {
-        auto it = by_id.find(id);
-        if (it == by_id.end()) continue;  // deleted between the scan and now
-        out.hits.push_back(SearchHit{std::move(*it->second), c.relevance, c.rrf, c.vrank, c.lrank});
-    }
-    out.search_ms = ms_since(t1);
-    return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ask
+// Ask (search is in memory_search.cpp)
 
 Result<AskResult> Memory::ask(const std::string& question, const AskOptions& opt) {
     AskResult out;
@@ -338,6 +206,7 @@ Result<AskResult> Memory::ask(const std::string& question, const AskOptions& opt
     so.filter = opt.filter;
     so.min_relevance = opt.min_relevance;
     so.limit = std::max(1, opt.n_candidates);
+    so.rerank = opt.rerank;
     auto found = search(question, so);
     if (!found) return found.error();
 

@@ -1,11 +1,13 @@
 // Kernel-Memory-style RAG over a Store: ingest (extract -> chunk -> embed -> one transaction),
-// search (exact vector scan fused with FTS5 BM25 by reciprocal rank fusion) and ask
-// (retrieve -> prompt within the context -> generate -> answer with sources).
+// search (exact vector scan fused with FTS5 BM25 by reciprocal rank fusion, rare exact terms
+// first, then an optional rerank) and ask (retrieve -> prompt within the context -> generate ->
+// answer with sources). memory.cpp holds ingest and ask, memory_search.cpp the search.
 //
 // The model is reached only through ModelHooks, so the CLI passes an Engine directly
 // (engine_hooks) and the HTTP server passes its scheduler's submit function.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,12 +26,17 @@
 namespace kvrag::memory {
 
 using EmbedFn = std::function<Result<std::vector<float>>(std::string_view text)>;
+// One relevance score per document for the query, in the documents' order; higher is better
+// (any scale: a cross-encoder's logits or probabilities). Must accept any text length (the
+// hook truncates to its model's context) and be thread-safe like EmbedFn.
+using RerankFn = std::function<Result<std::vector<float>>(std::string_view query, const std::vector<std::string_view>& documents)>;
 using GenerateFn = std::function<Result<engine::GenerateResult>(std::vector<int32_t> prompt, const engine::GenerateOptions&)>;
 
 struct ModelHooks {
     std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // chunking and prompt tokens
     EmbedFn embed;                                         // thread-safe; L2-normalised vectors
     EmbeddingModelInfo embed_model;                        // what the index records
+    RerankFn rerank;                                       // null: search and ask do not rerank
     GenerateFn generate;                                   // null: ask is unavailable
     std::optional<chat::ChatTemplate> chat_template;       // required by ask
     int32_t n_ctx = 0;                                     // positions one ask's sequence may use
@@ -59,21 +66,47 @@ struct SearchOptions {
     double min_relevance = 0.0;  // cosine similarity in [0, 1] a chunk must reach
     int32_t limit = 5;
     SearchMode mode = SearchMode::hybrid;
+    bool rerank = true;          // rerank with ModelHooks::rerank when it is set; false = never
 };
+
+// Reranking takes the first rerank_candidates(limit) chunks of the mode's ranking (after the
+// filters and min_relevance), scores them with the RerankFn and keeps the best `limit`: four
+// candidates per result give the reranker room to promote what fusion ranked 2nd-4th page,
+// and at least 20 so a small limit (ask's top 1-5) still has a pool to choose from.
+constexpr int32_t kRerankPerResult = 4;
+constexpr int32_t kRerankMinCandidates = 20;
+inline int32_t rerank_candidates(int32_t limit) {
+    // in 64 bits: a limit from an HTTP body may be near INT32_MAX
+    return static_cast<int32_t>(std::clamp<int64_t>(int64_t{limit} * kRerankPerResult, kRerankMinCandidates, INT32_MAX));
+}
+
+// Hybrid ranking's exact-term rule (docs/memory.md, "Fusion"): an exact query term (see
+// lexical_query.h) that occurs in at most rare_term_max_chunks(n) of the index's n chunks is
+// rare, and chunks holding more rare exact terms rank above chunks holding fewer.
+constexpr int32_t kRareTermMinChunks = 3;     // small stores: a document may span a few chunks
+constexpr int32_t kRareTermChunksPer = 100;   // large stores: at most 1% of the chunks
+inline int32_t rare_term_max_chunks(size_t n_chunks) {
+    return std::max<int32_t>(kRareTermMinChunks, static_cast<int32_t>((n_chunks + kRareTermChunksPer - 1) / kRareTermChunksPer));
+}
 
 struct SearchHit {
     ChunkRow chunk;
-    double relevance = 0.0;    // cosine similarity of chunk and query, clamped to [0, 1]
-    double score = 0.0;        // reciprocal-rank-fusion score (the order)
-    int32_t vector_rank = 0;   // 1-based; 0 = not among the vector candidates
-    int32_t lexical_rank = 0;  // 1-based; 0 = no BM25 match
+    double relevance = 0.0;     // cosine similarity of chunk and query, clamped to [0, 1]
+    double score = 0.0;         // reciprocal-rank-fusion score (the order among equal n_exact)
+    int32_t vector_rank = 0;    // 1-based; 0 = not among the vector candidates
+    int32_t lexical_rank = 0;   // 1-based; 0 = not among the BM25 candidates
+    int32_t n_exact = 0;        // rare exact query terms the chunk holds (hybrid mode; the first sort key)
+    bool reranked = false;      // rerank_score is set (the hits were reranked: it is the order)
+    double rerank_score = 0.0;  // the RerankFn's score, higher is better (NaN ranks last)
 };
 
 struct SearchResult {
     std::vector<SearchHit> hits;  // best first
     size_t n_scanned = 0;         // vectors compared
     double embed_ms = 0.0;
-    double search_ms = 0.0;       // scan + BM25 + fusion, without the query embedding
+    double search_ms = 0.0;       // scan + BM25 + fusion, without the query embedding or reranking
+    double rerank_ms = 0.0;       // the RerankFn call; 0 when not reranked
+    int32_t n_reranked = 0;       // candidates the RerankFn scored
 };
 
 struct IngestRequest {
@@ -106,6 +139,7 @@ struct AskOptions {
     SearchFilter filter;
     double min_relevance = 0.0;
     int32_t n_candidates = 20;      // chunks retrieved; as many as fit go into the prompt
+    bool rerank = true;             // rerank the retrieval with ModelHooks::rerank when it is set
     std::string conversation_id;    // empty = no history
     int32_t max_tokens = 256;       // answer length (reserved in the context)
     float history_share = 0.25f;    // most of the prompt budget the history may take
@@ -156,7 +190,8 @@ public:
     Result<IngestResult> ingest_file(const std::string& path, const std::string& index, const Tags& tags,
                                      const std::string& doc_id = "");
 
-    // Errors: memory_model_mismatch when the index was embedded by another model.
+    // Errors: memory_model_mismatch when the index was embedded by another model or the
+    // reranker returns a score count other than the candidates'; the hooks' own errors.
     // An index that does not exist yet gives no hits.
     Result<SearchResult> search(const std::string& query, const SearchOptions& opt);
 

@@ -168,6 +168,9 @@ public:
     // FTS5 BM25 over the chunk texts of `index`: (chunk id, bm25; lower is better), best first.
     Result<std::vector<std::pair<int64_t, double>>> lexical(const std::string& index, const std::string& query,
                                                             int32_t n_max);
+    // Up to n_max ids of the ready chunks of `index` that match one FTS5 expression (from
+    // fts_phrase in lexical_query.h), in no particular order.
+    Result<std::vector<int64_t>> term_chunks(const std::string& index, const std::string& phrase, int32_t n_max);
     Result<std::vector<ChunkRow>> chunks(const std::vector<int64_t>& chunk_ids);
 
     // ---- conversations ----

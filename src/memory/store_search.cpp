@@ -2,9 +2,9 @@
 // lexical matches and the chunk rows that hits are reported with.
 #include "memory/store.h"
 
-#include <cctype>
 #include <cstring>
 
+#include "memory/lexical_query.h"
 #include "memory/sqlite_db.h"
 
 namespace kvrag::memory {
@@ -77,37 +77,12 @@ Result<std::optional<std::unordered_set<int64_t>>> Store::filter_documents(const
     return Out(std::move(allowed));
 }
 
-namespace {
-
-// Free text -> an FTS5 query: every word as a quoted term, OR'd, so user punctuation can
-// never be a syntax error and any shared word is a match (BM25 ranks the rest).
-std::string fts_query(const std::string& text) {
-    std::string out, word;
-    int n_terms = 0;
-    auto flush = [&] {
-        if (!word.empty() && n_terms < 64) {
-            if (!out.empty()) out += " OR ";
-            out += "\"" + word + "\"";
-            ++n_terms;
-        }
-        word.clear();
-    };
-    for (unsigned char c : text) {
-        if (std::isalnum(c) || c >= 0x80) {
-            word += static_cast<char>(c);
-        } else {
-            flush();
-        }
-    }
-    flush();
-    return out;
-}
-
-}  // namespace
 
 Result<std::vector<std::pair<int64_t, double>>> Store::lexical(const std::string& index, const std::string& query, int32_t n_max) {
     std::vector<std::pair<int64_t, double>> out;
-    const std::string q = fts_query(query);
+    // Words OR'd and identifiers as phrases (lexical_query.h): any shared word is a match,
+    // BM25 ranks the rest, and user punctuation is never FTS5 syntax.
+    const std::string q = fts_match_expression(parse_query_terms(query));
     if (q.empty() || n_max <= 0) return out;
     std::lock_guard lk(mu_);
     Stmt s(db_,
@@ -117,6 +92,22 @@ Result<std::vector<std::pair<int64_t, double>>> Store::lexical(const std::string
     if (!s.ok()) return s.error();
     s.bind(1, q).bind(2, index).bind(3, static_cast<int64_t>(n_max));
     while (s.step()) out.emplace_back(s.i64(0), s.f64(1));
+    if (s.failed()) return s.error();
+    return out;
+}
+
+Result<std::vector<int64_t>> Store::term_chunks(const std::string& index, const std::string& phrase, int32_t n_max) {
+    std::vector<int64_t> out;
+    if (n_max <= 0) return out;
+    std::lock_guard lk(mu_);
+    // The LIMIT bounds the work: callers only need to know whether the term is rarer than
+    // n_max chunks, so a common word costs n_max rows, not its whole posting list.
+    Stmt s(db_,
+           "SELECT c.id FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.doc"
+           " WHERE chunks_fts MATCH ? AND d.idx = ? AND d.state = 'ready' LIMIT ?");
+    if (!s.ok()) return s.error();
+    s.bind(1, phrase).bind(2, index).bind(3, static_cast<int64_t>(n_max));
+    while (s.step()) out.push_back(s.i64(0));
     if (s.failed()) return s.error();
     return out;
 }

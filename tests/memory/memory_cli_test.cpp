@@ -25,13 +25,20 @@ TEST(MemoryCli, IngestSearchAskDocs) {
     ASSERT_EQ(run_kvrag("make-model -o " + other + " --type q8_0 --dim 96").exit_code, 0);
     testing::write_file(dir / "aardvark.pdf", testing::make_pdf("Aardvarks are nocturnal burrowing mammals."));
     const std::string common = " -m " + model + " --memory " + store + " -t 2 --ctx 1024 --chunk-tokens 96 ";
+    // A directory named "memory" holding the top-level test files (not the retrieval/ set
+    // below them, which the eval test uses), so ids are memory_<file> as for tests/data/memory.
+    const fs::path data = dir / "memory";
+    fs::create_directories(data);
+    for (const auto& e : fs::directory_iterator(testing::data_dir())) {
+        if (e.is_regular_file()) fs::copy_file(e.path(), data / e.path().filename());
+    }
 
     // A batch with a broken PDF and an unsupported file: both reported, the rest ingested, exit 1.
-    auto ing = run_kvrag("ingest" + common + "--tags team=red " + testing::data_dir() + " " + (dir / "aardvark.pdf").string());
+    auto ing = run_kvrag("ingest" + common + "--tags team=red " + data.string() + " " + (dir / "aardvark.pdf").string());
     EXPECT_EQ(ing.exit_code, 1) << ing.err;
     EXPECT_NE(ing.err.find("E6002 'broken.pdf' is a broken PDF"), std::string::npos) << ing.err;
     EXPECT_NE(ing.err.find("E6003 'report.docx'"), std::string::npos) << ing.err;
-    EXPECT_NE(ing.out.find("inserted  " + testing::data_dir() + "/lighthouse.html  id=memory_lighthouse.html"), std::string::npos) << ing.out;
+    EXPECT_NE(ing.out.find("inserted  " + data.string() + "/lighthouse.html  id=memory_lighthouse.html"), std::string::npos) << ing.out;
     EXPECT_NE(ing.out.find("id=aardvark.pdf"), std::string::npos) << ing.out;
     EXPECT_NE(ing.out.find("ingested 5, unchanged 0, failed 2 of 7 documents"), std::string::npos) << ing.out;
     // Again: everything unchanged.

@@ -34,7 +34,8 @@ struct Fixture {
 };
 
 // A Memory over the shared engine whose generate hook checks the context bound on every call.
-std::unique_ptr<Fixture> make_fixture(const std::string& tag, ChunkOptions chunking = {64, 12}, engine::Engine* eng = nullptr) {
+std::unique_ptr<Fixture> make_fixture(const std::string& tag, ChunkOptions chunking = {64, 12}, engine::Engine* eng = nullptr,
+                                      RerankFn rerank = nullptr) {
     engine::Engine& e = eng ? *eng : shared_engine();
     auto f = std::make_unique<Fixture>();
     f->dir = testing::temp_dir(tag);
@@ -53,6 +54,7 @@ std::unique_ptr<Fixture> make_fixture(const std::string& tag, ChunkOptions chunk
             << "prompt " << prompt.size() << " + max_tokens " << o.max_tokens;
         return inner(std::move(prompt), o);
     };
+    hooks->rerank = std::move(rerank);
     f->mem = std::make_unique<Memory>(std::shared_ptr<Store>(std::move(*store)), std::move(*hooks), chunking);
     return f;
 }
@@ -63,7 +65,10 @@ std::vector<std::string> corpus(const fs::path& scratch) {
     for (const auto& e : fs::directory_iterator(std::string(KVRAG_SOURCE_DIR) + "/docs")) {
         if (e.path().extension() == ".md") files.push_back(e.path().string());
     }
-    for (const auto& e : fs::directory_iterator(testing::data_dir())) files.push_back(e.path().string());
+    // Files only: the retrieval/ evaluation set below it is the eval command's, not this corpus.
+    for (const auto& e : fs::directory_iterator(testing::data_dir())) {
+        if (e.is_regular_file()) files.push_back(e.path().string());
+    }
     const auto pdf = scratch / "aardvark.pdf";
     testing::write_file(pdf, testing::make_pdf("Aardvarks are nocturnal burrowing mammals.\nThey eat ants and termites."));
     files.push_back(pdf.string());
@@ -211,6 +216,41 @@ TEST(MemoryEndToEnd, AskAnswersWithSourcesOrSaysNothingFound) {
     EXPECT_EQ(none->answer, kNothingFound);
     EXPECT_TRUE(none->sources.empty());
     EXPECT_EQ(f->n_generate_calls, 1);
+    fs::remove_all(f->dir);
+}
+
+// Ask reranks its retrieval (n_candidates 20 -> a pool of 80) unless told not to, and its
+// sources come in the reranker's order. The fake reranker reverses the fused order, so the
+// last chunk of the pool must become source [1].
+TEST(MemoryEndToEnd, AskUsesTheRerankStage) {
+    size_t n_calls = 0, n_docs = 0;
+    std::string last_of_pool;
+    RerankFn reverse = [&](std::string_view, const std::vector<std::string_view>& docs) -> Result<std::vector<float>> {
+        ++n_calls;
+        n_docs = docs.size();
+        last_of_pool = std::string(docs.back());
+        std::vector<float> s;
+        for (size_t i = 0; i < docs.size(); ++i) s.push_back(static_cast<float>(i));
+        return s;
+    };
+    auto f = make_fixture("askrerank", {64, 12}, nullptr, reverse);
+    count_ok(*f, corpus(f->dir));
+    AskOptions o;
+    o.max_tokens = 8;
+    auto a = f->mem->ask("When was the Quillback lighthouse automated?", o);
+    ASSERT_TRUE(a.ok()) << a.error().what();
+    EXPECT_EQ(n_calls, 1u);
+    EXPECT_EQ(n_docs, static_cast<size_t>(rerank_candidates(o.n_candidates)));
+    ASSERT_FALSE(a->sources.empty());
+    EXPECT_TRUE(a->sources[0].reranked);
+    EXPECT_EQ(a->sources[0].chunk.text, last_of_pool);
+    EXPECT_EQ(a->sources[0].rerank_score, static_cast<double>(n_docs - 1));
+    o.rerank = false;
+    auto plain = f->mem->ask("When was the Quillback lighthouse automated?", o);
+    ASSERT_TRUE(plain.ok()) << plain.error().what();
+    EXPECT_EQ(n_calls, 1u);
+    ASSERT_FALSE(plain->sources.empty());
+    EXPECT_FALSE(plain->sources[0].reranked);
     fs::remove_all(f->dir);
 }
 
