@@ -10,7 +10,10 @@
 
 #include "cli/commands.h"
 #include "engine/context_size.h"
+#include "engine/embedder.h"
 #include "engine/engine.h"
+#include "gguf/gguf_file.h"
+#include "model/hparams.h"
 #include "memory/memory.h"
 #include "memory/retrieval_eval.h"
 #include "tools/memory_bench.h"
@@ -61,7 +64,9 @@ void add_model_options(CLI::App& app, ModelArgs& a, bool with_store = true) {
 // The engines and the Memory over them; owns everything so the hooks' references stay valid.
 struct Session {
     std::unique_ptr<engine::Engine> gen;
-    std::unique_ptr<engine::Engine> embed;  // null: gen embeds
+    std::unique_ptr<engine::Engine> embed;          // a decoder --embed-model; null: gen or embedder embeds
+    std::unique_ptr<engine::Embedder> embedder;     // an encoder --embed-model (bert, nomic-bert)
+    std::unique_ptr<engine::Embedder> reranker;     // --rerank-model
     std::unique_ptr<memory::Memory> mem;
 };
 
@@ -75,20 +80,22 @@ Result<std::unique_ptr<engine::Engine>> make_engine(const std::string& path, con
     return engine::Engine::create(std::move(*loaded), cfg);
 }
 
-// The rerank hook for --rerank-model. The engine cannot run a reranking model yet: BERT-family
-// cross-encoders (a `bert` model with a cls.output head, pooling "rank") come with the engine's
-// Embedder::rerank (issue 11, being built beside this). THIS is the one place to connect it:
-// load the model into an engine the Session owns and return
-//     [&e](std::string_view q, const std::vector<std::string_view>& docs) { return e.rerank(q, docs); }
-// Until then the file is still opened (so a bad path or a bert model gets the loader's own
-// error, e.g. E7001) and any model it loads is refused with the reason, before any work is done.
-Result<memory::RerankFn> make_rerank_hook(const std::string& path) {
+Result<std::unique_ptr<engine::Embedder>> make_embedder(const std::string& path, const ModelArgs& a) {
     auto loaded = engine::LoadedModel::load(path, terminal_progress("loading " + path));
     if (!loaded) return loaded.error();
-    return Error{Errc::model_unsupported_arch, "--rerank-model '" + path + "' is a '" + loaded->model->hparams().arch_name +
-                                                   "' model, and this build has no reranking engine (a BERT cross-encoder; issue 11)"};
+    engine::EmbedderConfig cfg;
+    cfg.n_threads = a.threads;
+    return engine::Embedder::create(std::move(*loaded), cfg);
 }
 
+// Whether the GGUF at `path` is an encoder (bert, nomic-bert), read from its metadata only.
+Result<bool> is_encoder_file(const std::string& path) {
+    auto file = gguf::GgufFile::open(path);
+    if (!file) return file.error();
+    auto hp = model::read_hparams(**file);
+    if (!hp) return hp.error();
+    return model::is_encoder(hp->arch);
+}
 Result<Session> open_session(const ModelArgs& a) {
     warn_threads(a.threads);
     Session s;
@@ -96,16 +103,33 @@ Result<Session> open_session(const ModelArgs& a) {
     if (!gen) return gen.error();
     s.gen = std::move(*gen);
     if (!a.embed_model_path.empty()) {
-        auto emb = make_engine(a.embed_model_path, a);
-        if (!emb) return emb.error();
-        s.embed = std::move(*emb);
+        auto encoder = is_encoder_file(a.embed_model_path);
+        if (!encoder) return encoder.error();
+        if (*encoder) {
+            auto emb = make_embedder(a.embed_model_path, a);
+            if (!emb) return emb.error();
+            if ((*emb)->kind() != engine::EmbedderKind::embedding) {
+                return Error{Errc::model_unsupported_arch, "--embed-model " + a.embed_model_path + " is a reranker (pooling rank); give it with --rerank-model"};
+            }
+            s.embedder = std::move(*emb);
+        } else {
+            auto emb = make_engine(a.embed_model_path, a);
+            if (!emb) return emb.error();
+            s.embed = std::move(*emb);
+        }
     }
-    auto hooks = memory::engine_hooks(*s.gen, s.embed ? *s.embed : *s.gen, a.chat_template);
+    auto hooks = s.embedder ? memory::engine_hooks(*s.gen, *s.embedder, a.chat_template)
+                            : memory::engine_hooks(*s.gen, s.embed ? *s.embed : *s.gen, a.chat_template);
     if (!hooks) return hooks.error();
     if (!a.rerank_model_path.empty()) {
-        auto rerank = make_rerank_hook(a.rerank_model_path);
-        if (!rerank) return rerank.error();
-        hooks->rerank = std::move(*rerank);
+        auto rr = make_embedder(a.rerank_model_path, a);
+        if (!rr) return rr.error();
+        if ((*rr)->kind() != engine::EmbedderKind::reranker) {
+            return Error{Errc::model_unsupported_arch, "--rerank-model " + a.rerank_model_path +
+                                                           " has no classifier head (pooling rank): it is an embedding model; give it with --embed-model"};
+        }
+        s.reranker = std::move(*rr);
+        hooks->rerank = memory::embedder_rerank_hook(*s.reranker);
     }
     auto store = memory::Store::open(a.memory_dir);
     if (!store) return store.error();
@@ -113,8 +137,10 @@ Result<Session> open_session(const ModelArgs& a) {
     co.max_tokens = a.chunk_tokens;
     co.overlap = a.chunk_overlap;
     if (auto v = memory::validate(co); !v) return v.error();
-    // A chunk is embedded with BOS in one sequence: it must fit the embedding context.
-    const int32_t emb_ctx = (s.embed ? *s.embed : *s.gen).config().n_ctx;
+    // A chunk is embedded with BOS (or [CLS] and [SEP]) in one sequence: it must fit the
+    // embedding context. An encoder counts its own (WordPiece) tokens, usually within 1.3x of
+    // the chat model's; a chunk it cannot hold fails at ingestion with the numbers.
+    const int32_t emb_ctx = s.embedder ? s.embedder->max_tokens() : (s.embed ? *s.embed : *s.gen).config().n_ctx;
     if (co.max_tokens + 2 > emb_ctx) {
         return Error{Errc::memory_bad_input, "--chunk-tokens " + std::to_string(co.max_tokens) + " does not fit the embedding context " +
                                                  std::to_string(emb_ctx) + " (needs chunk + 2)"};

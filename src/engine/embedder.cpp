@@ -81,17 +81,26 @@ Result<EmbedResult> Embedder::embed_tokens(std::span<const std::vector<int32_t>>
     return run(inputs, pooling, options.normalize && pooling != PoolingType::rank);
 }
 
-Result<RerankResult> Embedder::rerank(std::string_view query, std::span<const std::string> documents, PairLayout layout) {
+std::vector<std::vector<int32_t>> Embedder::rerank_pairs(std::string_view query, std::span<const std::string> documents, PairLayout layout,
+                                                         bool truncate) const {
+    std::vector<std::vector<int32_t>> pairs;
+    pairs.reserve(documents.size());
+    const auto limit = static_cast<size_t>(std::max(1, max_tokens()));
+    for (const std::string& d : documents) {
+        pairs.push_back(tokenize_pair(query, d, layout));
+        if (truncate && pairs.back().size() > limit) pairs.back().resize(limit);
+    }
+    return pairs;
+}
+
+Result<RerankResult> Embedder::rerank(std::string_view query, std::span<const std::string> documents, PairLayout layout, bool truncate) {
     if (!model_.model->encoder_weights().has_rank_head()) {
         return Error{Errc::request_invalid, model_.model->file().path() +
                                                 " is an embedding model without a classifier head (cls.output); rerank "
                                                 "needs a reranker such as bge-reranker"};
     }
     if (documents.empty()) return Error{Errc::request_invalid, "rerank needs at least one document"};
-    std::vector<std::vector<int32_t>> pairs;
-    pairs.reserve(documents.size());
-    for (const std::string& d : documents) pairs.push_back(tokenize_pair(query, d, layout));
-    auto r = run(pairs, PoolingType::rank, false);
+    auto r = run(rerank_pairs(query, documents, layout, truncate), PoolingType::rank, false);
     if (!r) return r.error();
     RerankResult out;
     out.scores.reserve(documents.size());

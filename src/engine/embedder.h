@@ -130,8 +130,13 @@ public:
     // Errors: request_invalid when the model has no classifier head (an embedding model: the
     // message says so) or documents is empty; request_too_long for a pair over max_tokens()
     // (the message names the document's index and the numbers).
+    // With `truncate`, a pair past max_tokens() is cut at its end (the document's tail) instead
+    // of failing, as Jina's and Cohere's rerank APIs do by default.
     Result<RerankResult> rerank(std::string_view query, std::span<const std::string> documents,
-                                PairLayout layout = PairLayout::server);
+                                PairLayout layout = PairLayout::server, bool truncate = false);
+    // The token ids rerank() runs, one list per document (cut as `truncate` says).
+    std::vector<std::vector<int32_t>> rerank_pairs(std::string_view query, std::span<const std::string> documents,
+                                                   PairLayout layout = PairLayout::server, bool truncate = false) const;
 
 private:
     Embedder(LoadedModel model, const EmbedderConfig& config);

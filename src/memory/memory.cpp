@@ -89,6 +89,31 @@ Result<ModelHooks> engine_hooks(engine::Engine& gen, engine::Engine& embed_engin
     return h;
 }
 
+Result<ModelHooks> engine_hooks(engine::Engine& gen, engine::Embedder& embedder, const std::string& chat_template) {
+    auto h = engine_hooks(gen, gen, chat_template);
+    if (!h) return h.error();
+    const auto& m = *embedder.model().model;
+    auto info = embedding_model_info(m.file().path(), m.hparams().name, embedder.dim());
+    if (!info) return info.error();
+    h->embed_model = std::move(*info);
+    h->embed = [&embedder](std::string_view text) -> Result<std::vector<float>> {
+        const std::string texts[] = {std::string(text)};
+        auto r = embedder.embed(texts);
+        if (!r) return r.error();
+        return std::move(r->vectors.front());
+    };
+    return h;
+}
+
+RerankFn embedder_rerank_hook(engine::Embedder& reranker) {
+    return [&reranker](std::string_view query, const std::vector<std::string_view>& documents) -> Result<std::vector<float>> {
+        const std::vector<std::string> docs(documents.begin(), documents.end());
+        auto r = reranker.rerank(query, docs, engine::PairLayout::server, /*truncate=*/true);
+        if (!r) return r.error();
+        return std::move(r->scores);
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ingest
 

@@ -18,6 +18,7 @@
 
 #include "chat/chat_template.h"
 #include "core/error.h"
+#include "engine/embedder.h"
 #include "engine/engine.h"
 #include "memory/chunker.h"
 #include "memory/store.h"
@@ -51,6 +52,14 @@ Result<EmbeddingModelInfo> embedding_model_info(const std::string& gguf_path, st
 // the generating engine; generation runs through Engine::generate_tokens (its own sequence,
 // released when it finishes). Errors: reading the model file, detecting its chat template.
 Result<ModelHooks> engine_hooks(engine::Engine& gen, engine::Engine& embed_engine, const std::string& chat_template = "");
+// The same with the embeddings from an encoder embedding model (bert, nomic-bert; its default
+// pooling, L2-normalised). A chunk longer than the model's context fails with E5002 naming
+// the numbers: lower --chunk-tokens.
+Result<ModelHooks> engine_hooks(engine::Engine& gen, engine::Embedder& embedder, const std::string& chat_template = "");
+
+// A rerank stage over an encoder reranker (owned by the caller). A (query, chunk) pair past
+// its context is cut at its end, as the RerankFn contract asks.
+RerankFn embedder_rerank_hook(engine::Embedder& reranker);
 
 struct SearchFilter {
     std::string doc_id;  // empty = any document

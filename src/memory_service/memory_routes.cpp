@@ -124,6 +124,12 @@ ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg,
         if (!v) return v.error();
         return std::move(v->front());
     };
+    if (ctx.rerank_model()) {
+        h.rerank = [&ctx](std::string_view query, const std::vector<std::string_view>& documents) {
+            const std::vector<std::string> docs(documents.begin(), documents.end());
+            return ctx.rerank(query, docs);
+        };
+    }
     if (!eng) {
         h.n_ctx = emb->max_tokens();
         return h;
@@ -233,7 +239,8 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         send_json(res, 200, json{{"index", index}, {"documentId", doc_id}, {"message", "Document deleted"}});
     });
 
-    // POST /search {index, query, filters, minRelevance, limit}
+    // POST /search {index, query, filters, minRelevance, limit, rerank (non-standard: false skips
+    // the reranker of --rerank-model)}
     http.Post("/search", [svc](const httplib::Request& req, httplib::Response& res) {
         auto body = parse_json(req.body);
         if (!body) return send_error(res, body.error());
@@ -241,9 +248,10 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         auto index = get_or<std::string>(*body, "index", "default");
         auto minrel = get_or<double>(*body, "minRelevance", 0.0);
         auto limit = get_or<int32_t>(*body, "limit", 5);
+        auto rerank = get_or<bool>(*body, "rerank", true);
         auto filt = parse_filters(*body);
         for (const Error* e : {query ? nullptr : &query.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
-                               limit ? nullptr : &limit.error(), filt ? nullptr : &filt.error()}) {
+                               limit ? nullptr : &limit.error(), filt ? nullptr : &filt.error(), rerank ? nullptr : &rerank.error()}) {
             if (e) return send_error(res, *e);
         }
         if (query->empty()) return send_error(res, Error{Errc::memory_bad_input, "'query' is required"});
@@ -252,6 +260,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         o.filter = *filt;
         o.min_relevance = *minrel;
         o.limit = *limit <= 0 ? 5 : std::min(*limit, 1000);
+        o.rerank = *rerank;
         auto r = svc->mem->search(*query, o);
         if (!r) return send_error(res, r.error());
         send_json(res, 200, json{{"index", o.index}, {"query", *query}, {"noResult", r->hits.empty()}, {"results", citations_json(r->hits)}});
@@ -268,10 +277,11 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         auto max_tokens = get_or<int32_t>(*body, "maxTokens", 256);
         auto temp = get_or<double>(*body, "temperature", 0.0);
         auto history = get_or<std::string>(*body, "history", "drop");
+        auto rerank = get_or<bool>(*body, "rerank", true);
         auto filt = parse_filters(*body);
         for (const Error* e : {question ? nullptr : &question.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
                                conv ? nullptr : &conv.error(), max_tokens ? nullptr : &max_tokens.error(), temp ? nullptr : &temp.error(),
-                               filt ? nullptr : &filt.error(), history ? nullptr : &history.error()}) {
+                               filt ? nullptr : &filt.error(), history ? nullptr : &history.error(), rerank ? nullptr : &rerank.error()}) {
             if (e) return send_error(res, *e);
         }
         auto mode = parse_history_mode(*history);
@@ -284,6 +294,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         o.max_tokens = *max_tokens;
         o.sampling.temperature = static_cast<float>(*temp);
         o.history_mode = *mode;
+        o.rerank = *rerank;
         auto r = svc->mem->ask(*question, o);
         if (!r) return send_error(res, r.error());
         c->log_tokens(0);

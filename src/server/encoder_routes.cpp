@@ -145,16 +145,11 @@ Result<std::vector<float>> rerank_documents(ServerState& st, std::string_view qu
                                             const std::function<bool()>& alive, int64_t* n_tokens) {
     if (!st.rerank_model) return Error{Errc::request_model_not_found, "this server has no rerank model; start it with --rerank-model RERANK.gguf"};
     engine::Embedder& e = *st.rerank_model->embedder;
-    std::vector<std::vector<int32_t>> pairs;
-    int64_t n = 0;
     // A pair past the reranker's context is cut at its end (the document's tail), as Jina's and
     // Cohere's rerank APIs do by default: a long document is judged by its beginning.
-    const auto max_tokens = static_cast<size_t>(std::max(2, e.max_tokens()));
-    for (const auto& d : documents) {
-        pairs.push_back(e.tokenize_pair(query, d));
-        if (pairs.back().size() > max_tokens) pairs.back().resize(max_tokens);
-        n += static_cast<int64_t>(pairs.back().size());
-    }
+    std::vector<std::vector<int32_t>> pairs = e.rerank_pairs(query, documents, engine::PairLayout::server, /*truncate=*/true);
+    int64_t n = 0;
+    for (const auto& p : pairs) n += static_cast<int64_t>(p.size());
     if (n_tokens) *n_tokens = n;
     engine::EmbedOptions options;
     options.pooling = model::PoolingType::rank;

@@ -7,6 +7,8 @@
 // vector figures are not checked beyond [0, 1]: neither model was trained for embeddings.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -127,10 +129,11 @@ TEST(MemoryEval, CliOnASyntheticModel) {
     const std::string model = (dir / "m.gguf").string();
     ASSERT_EQ(run_kvrag("make-model -o " + model + " --type q8_0").exit_code, 0);
     check_eval(model);
-    // The rerank hook is not in the engine yet: a --rerank-model is refused up front, typed.
+    // A chat model as --rerank-model is refused up front, typed, saying where it belongs.
     auto rr = run_kvrag("memory eval --set " + set_dir() + " -m " + model + " --rerank-model " + model);
     EXPECT_EQ(rr.exit_code, 1);
-    EXPECT_NE(rr.err.find("E7001 --rerank-model '" + model + "' is a 'llama' model"), std::string::npos) << rr.err;
+    EXPECT_NE(rr.err.find("E7001"), std::string::npos) << rr.err;
+    EXPECT_NE(rr.err.find("architecture 'llama' is a text-generation (decoder) model"), std::string::npos) << rr.err;
     auto missing = run_kvrag("memory eval --set " + (dir / "nothing").string() + " -m " + model);
     EXPECT_EQ(missing.exit_code, 1);
     EXPECT_NE(missing.err.find("E6005 evaluation set"), std::string::npos) << missing.err;
@@ -142,6 +145,32 @@ TEST(MemoryEval, CliOnStories260K) {
     const std::string model = shared + "/models/stories260K.gguf";
     KVRAG_SKIP_UNLESS_SHARED(fs::exists(model)) << model << " not found";
     check_eval(model);
+}
+
+// An encoder embedding model and a reranker (the shared synthetic bert models): the index is
+// embedded by the bert model, and the hybrid+rerank row appears.
+TEST(MemoryEval, CliWithEncoderEmbeddingAndReranker) {
+    KVRAG_REQUIRE_SHARED_DATA(shared);
+    const std::string chat = shared + "/models/stories260K.gguf";
+    const std::string bert = shared + "/models/synth-bert-f32.gguf";
+    const std::string rerank = shared + "/models/synth-bert-rerank-f32.gguf";
+    auto r = run_kvrag("memory eval --set " + set_dir() + " -m " + chat + " --embed-model " + bert + " --rerank-model " + rerank + " -t 2");
+    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+    const Parsed p = parse_eval(r.out);
+    ASSERT_EQ(p.modes.size(), 4u) << r.out;
+    ASSERT_TRUE(p.modes.count("hybrid+rerank")) << r.out;
+    for (const auto& [mode, v] : p.modes) {
+        std::string key = mode;
+        std::replace(key.begin(), key.end(), '+', '_');  // hybrid+rerank -> hybrid_rerank_r1
+        EXPECT_DOUBLE_EQ(p.summary.at(key + "_r1"), v[0]) << mode;
+        EXPECT_LE(v[0], v[1]) << mode;
+    }
+    // The random-weight reranker reorders the pool: its figures differ from hybrid's.
+    EXPECT_NE(p.modes.at("hybrid+rerank"), p.modes.at("hybrid")) << r.out;
+    // An embedding model in the reranker's place is refused with the reason.
+    auto wrong = run_kvrag("memory eval --set " + set_dir() + " -m " + chat + " --rerank-model " + bert);
+    EXPECT_EQ(wrong.exit_code, 1);
+    EXPECT_NE(wrong.err.find("no classifier head"), std::string::npos) << wrong.err;
 }
 
 }  // namespace

@@ -177,6 +177,49 @@ TEST_F(EncoderServerTest, AnEncoderAloneServesItsEndpointsAndRefusesTheOthers) {
     EXPECT_EQ(srv.stop(), 0) << srv.log();
 }
 
+// serve --memory with an embedding model and a reranker: the index is embedded by the bert
+// model (a server without it is refused with the model's name), and search reranks.
+TEST_F(EncoderServerTest, MemoryEmbedsWithTheEmbeddingModelAndReranks) {
+    const std::string store = (dir_ / "store").string();
+    {
+        ServerProcess srv;
+        ASSERT_TRUE(srv.start({"-m", chat_, "--embed-model", model("synth-bert-f32.gguf"), "--rerank-model", model("synth-bert-rerank-f32.gguf"),
+                               "--memory", store, "-t", "1"},
+                              log("memory.log")))
+            << srv.log();
+        httplib::Client cli("127.0.0.1", srv.port());
+        cli.set_read_timeout(60, 0);
+        httplib::MultipartFormDataItems items = {
+            {"file1", "The Quillback lighthouse was automated in 1962 by the coast guard.", "lighthouse.txt", "text/plain"},
+            {"file2", "Sourdough starters need flour and water every day.", "bread.txt", "text/plain"},
+        };
+        auto up = cli.Post("/upload", items);
+        ASSERT_TRUE(up);
+        ASSERT_EQ(up->status, 200) << up->body;
+        for (bool rerank : {true, false}) {
+            auto se = cli.Post("/search", json{{"query", "Quillback lighthouse"}, {"rerank", rerank}}.dump(), "application/json");
+            ASSERT_TRUE(se);
+            ASSERT_EQ(se->status, 200) << se->body;
+            EXPECT_FALSE(json::parse(se->body)["noResult"].get<bool>()) << se->body;
+        }
+        auto bad = cli.Post("/search", json{{"query", "x"}, {"rerank", "yes"}}.dump(), "application/json");
+        ASSERT_TRUE(bad);
+        EXPECT_EQ(bad->status, 400) << bad->body;
+        auto ask = cli.Post("/ask", json{{"question", "When was the lighthouse automated?"}, {"maxTokens", 4}}.dump(), "application/json");
+        ASSERT_TRUE(ask);
+        EXPECT_EQ(ask->status, 200) << ask->body;
+        EXPECT_EQ(get(srv.port(), "/v1/kv").j()["cache"]["cells_used"], 0);
+        EXPECT_EQ(srv.stop(), 0) << srv.log();
+    }
+    // The index records the embedding model: without it the chat model would mix vectors.
+    ServerProcess again;
+    ASSERT_TRUE(again.start({"-m", chat_, "--memory", store, "-t", "1"}, log("memory2.log"))) << again.log();
+    const Reply se = post(again.port(), "/search", R"({"query": "lighthouse"})");
+    EXPECT_NE(se.status, 200) << se.body;
+    EXPECT_NE(se.body.find("synth-bert"), std::string::npos) << se.body;
+    EXPECT_EQ(again.stop(), 0) << again.log();
+}
+
 TEST_F(EncoderServerTest, AModelInTheWrongRoleFailsAtStart) {
     ServerProcess a;
     EXPECT_FALSE(a.start({"-m", chat_, "--embed-model", chat_, "-t", "1"}, log("wrong1.log")));
