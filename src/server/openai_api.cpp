@@ -295,6 +295,8 @@ std::optional<ApiError> resolve_max_tokens(GenerationRequest& req, int32_t n_pro
 
 std::optional<ApiError> parse_embedding_request(const json& body, const ApiLimits& limits, EmbeddingRequest& out) {
     out = EmbeddingRequest{};
+    if (auto e = refuse_unknown_fields(body, {"model", "input", "encoding_format", "pooling", "dimensions", "user"}, "/v1/embeddings")) return e;
+    if (auto it = body.find("user"); it != body.end() && !it->is_null() && !it->is_string()) return wrong_type("user", "a string", *it);
     if (auto e = check_model(body, limits, out.model)) return e;
     auto it = body.find("input");
     if (it == body.end() || it->is_null()) return ApiError::bad_request("missing required field 'input'", "input");

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <random>
@@ -290,8 +291,17 @@ int Server::run() {
         std::fprintf(stderr, "kvrag serve: ready\n");
         int sig = 0;
         sigwait(&stop_signals, &sig);
-        std::fprintf(stderr, "kvrag serve: %s received; finishing running requests (up to %g s), then exiting\n",
+        std::fprintf(stderr, "kvrag serve: %s received; finishing running requests (up to %g s), then exiting (a second signal exits at once)\n",
                      sig == SIGINT ? "SIGINT" : "SIGTERM", cfg.shutdown_grace_s);
+        // A second signal ends the process at once. The memory store stays consistent: SQLite
+        // rolls back an unfinished transaction when the store is next opened, so a document is
+        // either fully there or absent. Detached: it lives until the process exits.
+        std::thread([stop_signals] {
+            int again = 0;
+            sigwait(&stop_signals, &again);
+            std::fprintf(stderr, "kvrag serve: second %s; exiting now\n", again == SIGINT ? "SIGINT" : "SIGTERM");
+            std::_Exit(130);
+        }).detach();
         st_.draining.store(true);
         st_.scheduler->drain(std::chrono::duration_cast<milliseconds>(std::chrono::duration<double>(cfg.shutdown_grace_s)));
         // Let streams write their last event and [DONE] before the listener closes.

@@ -113,6 +113,11 @@ public:
     int start_exit_code() const { return exit_code_; }
     std::string log() const { return read_file_text(log_path_); }
 
+    // Sends `sig` without waiting.
+    void signal(int sig) {
+        if (pid_ > 0) ::kill(pid_, sig);
+    }
+
     // Sends `sig` and waits (bounded) for the exit; returns the exit code, or -1 when it had to
     // be killed or died from a signal.
     int stop(int sig = SIGTERM, std::chrono::milliseconds wait = std::chrono::seconds(15)) {
