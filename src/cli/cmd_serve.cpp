@@ -1,4 +1,6 @@
 // `kvrag serve`: the OpenAI-compatible HTTP server (src/server, docs/server.md).
+#include <algorithm>
+
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "memory_service/memory_routes.h"
@@ -12,6 +14,7 @@ struct ServeArgs {
     std::string kv_type = "f16";
     std::string policy = "error";
     std::string chat_history = "drop";
+    std::string cors = "*";
     std::string memory_dir;
     int32_t chunk_tokens = 256;
     int32_t chunk_overlap = 32;
@@ -31,6 +34,19 @@ int run_serve(ServeArgs& a) {
     auto history = server::parse_history_policy(a.chat_history);
     if (!history) return fail(Error{Errc::cli_usage, "--chat-history: " + history.error().message});
     a.cfg.chat_history = *history;
+    a.cfg.cors_origins.clear();
+    if (a.cors != "none") {
+        size_t at = 0;
+        while (at <= a.cors.size()) {
+            const size_t comma = std::min(a.cors.find(',', at), a.cors.size());
+            std::string origin = a.cors.substr(at, comma - at);
+            while (!origin.empty() && origin.front() == ' ') origin.erase(origin.begin());
+            while (!origin.empty() && origin.back() == ' ') origin.pop_back();
+            if (!origin.empty()) a.cfg.cors_origins.push_back(origin);
+            at = comma + 1;
+        }
+        if (a.cfg.cors_origins.empty()) return fail(Error{Errc::cli_usage, "--cors '" + a.cors + "' names no origin (use *, a comma-separated list, or none)"});
+    }
     if (!a.memory_dir.empty()) {
         memory_service::HttpMemoryConfig mc;
         mc.dir = a.memory_dir;
@@ -57,6 +73,10 @@ Runner add_serve(CLI::App& app) {
     app.add_option("--batch", c.batch, "tokens per forward step (decode tokens + prefill chunks)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--kv-type", a->kv_type, "KV cell type: f16, q8_0, f32");
     app.add_option("--context-policy", a->policy, "when a request does not fit its context: error, truncate, shift");
+    app.add_option("--cors", a->cors, "browser origins allowed (CORS): * (default), a comma-separated list such as http://localhost:3000, or none");
+    app.add_option("--alias", c.aliases, "another name of the chat model, listed in /v1/models (repeatable)");
+    app.add_flag("--strict-model-names", c.strict_model_names,
+                 "answer 404 to model names this server does not have (default: the served model answers any name)");
     app.add_option("--chat-history", a->chat_history,
                    "chat requests that do not fit the context: drop (oldest turns first), summarize, error");
     app.add_option("--api-key", c.api_key, "require the key on every endpoint but /health ('Authorization: Bearer KEY', or the bare key)");

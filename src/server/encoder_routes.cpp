@@ -18,6 +18,7 @@ namespace {
 // model's name picks it, the chat model's name picks the chat model.
 ApiLimits embedding_limits(const ServerState& st) {
     ApiLimits l = st.limits;
+    l.strict_model_names = st.cfg.strict_model_names;
     if (const EncoderModel* m = st.embed_model.get()) {
         if (l.model_id.empty()) {
             l.model_id = m->id;
@@ -113,7 +114,7 @@ void handle_rerank(ServerState& st, const httplib::Request& req, httplib::Respon
         return send_error(res, Error{Errc::request_model_not_found, "this server has no rerank model; start it with --rerank-model RERANK.gguf"},
                           "model");
     }
-    if (!rr.model.empty() && !st.rerank_model->answers_to(rr.model)) {
+    if (!rr.model.empty() && !st.rerank_model->answers_to(rr.model) && st.limits.strict_model_names) {
         return send_error(res, Error{Errc::request_model_not_found, "The model '" + rr.model + "' does not exist; this server reranks with '" +
                                                                         st.rerank_model->id + "'"},
                           "model");
@@ -123,7 +124,7 @@ void handle_rerank(ServerState& st, const httplib::Request& req, httplib::Respon
     auto scores = rerank_documents(st, rr.query, rr.documents, [conn] { return conn->alive(); }, &n_tokens);
     if (!scores) return send_error(res, scores.error(), "documents");
     log_tokens(n_tokens);
-    send_json(res, 200, rerank_response(rr, rr.model.empty() ? st.rerank_model->id : rr.model, *scores, n_tokens));
+    send_json(res, 200, rerank_response(rr, st.rerank_model->id, *scores, n_tokens));
 }
 
 }  // namespace

@@ -57,6 +57,15 @@ bool authorization_matches(std::string_view header, std::string_view key) {
     return constant_time_equal(presented, key) || constant_time_equal(header, key);
 }
 
+std::optional<std::string> cors_allow_origin(const std::vector<std::string>& allowed, std::string_view origin) {
+    if (allowed.empty() || origin.empty()) return std::nullopt;
+    for (const auto& a : allowed) {
+        if (a == "*") return std::string("*");
+        if (a == origin) return std::string(origin);
+    }
+    return std::nullopt;
+}
+
 void install_middleware(httplib::Server& http, ServerState& st) {
     const ServeConfig& cfg = st.cfg;
     const size_t n_http_threads = static_cast<size_t>(std::clamp(cfg.parallel + cfg.max_queue + 8, 8, 512));
@@ -68,6 +77,21 @@ void install_middleware(httplib::Server& http, ServerState& st) {
 
     http.set_pre_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
         t_log = RequestLog{Clock::now(), true, -1};
+        // CORS (--cors): the allow-origin header goes on every response, and a preflight is
+        // answered here, before the API-key check (browsers send no credentials with it).
+        if (auto allow = cors_allow_origin(st.cfg.cors_origins, req.get_header_value("Origin"))) {
+            res.set_header("Access-Control-Allow-Origin", *allow);
+            if (*allow != "*") res.set_header("Vary", "Origin");
+            res.set_header("Access-Control-Expose-Headers", "Retry-After, X-Kvrag-Messages-Dropped");
+            if (req.method == "OPTIONS") {
+                res.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+                const std::string asked = req.get_header_value("Access-Control-Request-Headers");
+                res.set_header("Access-Control-Allow-Headers", asked.empty() ? "Authorization, Content-Type" : asked);
+                res.set_header("Access-Control-Max-Age", "600");
+                res.status = 204;
+                return httplib::Server::HandlerResponse::Handled;
+            }
+        }
         if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
         if (!st.cfg.api_key.empty()) {
             const std::string auth = req.get_header_value("Authorization");

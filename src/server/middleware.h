@@ -4,7 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "server/server_state.h"
 
@@ -23,6 +26,11 @@ void log_tokens(int64_t n);
 // case and any spaces after it (RFC 7235 schemes are case-insensitive), or the bare key, which
 // is what Kernel Memory's clients send by default. The comparison is constant_time_equal.
 bool authorization_matches(std::string_view header, std::string_view key);
+
+// The Access-Control-Allow-Origin value for a request from `origin` (its Origin header; empty
+// for non-browser clients): "*" when `allowed` holds "*", the origin itself when it is listed,
+// nothing otherwise (the browser then refuses the response). allowed empty = CORS off.
+std::optional<std::string> cors_allow_origin(const std::vector<std::string>& allowed, std::string_view origin);
 
 // Compares in time that depends only on the lengths, not on where the texts differ.
 bool constant_time_equal(std::string_view a, std::string_view b);

@@ -19,7 +19,11 @@ std::optional<ApiError> check_model(const json& body, const ApiLimits& limits, s
     for (const auto& a : limits.model_aliases) {
         if (out == a) return std::nullopt;
     }
-    return api_error(Errc::request_model_not_found, "The model '" + out + "' does not exist; this server serves '" + limits.model_id + "'", "model");
+    if (!limits.strict_model_names) {
+        out.clear();  // answered by the served model, under its own name
+        return std::nullopt;
+    }
+    return api_error(Errc::request_model_not_found, "The model '" + out + "' does not exist; this server serves '" + limits.model_id + "' (--strict-model-names)", "model");
 }
 
 std::optional<ApiError> parse_prompt(const json& body, GenerationRequest& out) {

@@ -30,6 +30,9 @@ std::optional<ApiError> parse_body(const std::string& body, json& out);
 struct ApiLimits {
     std::string model_id;                  // served name; requests naming another model get 404
     std::vector<std::string> model_aliases;
+    // false (default): any other name is answered by the served model (clients send their own
+    // defaults, e.g. gpt-4o-mini) and the response names the served model; true: 404.
+    bool strict_model_names = false;
     int32_t n_ctx_seq = 2048;              // per-request context (prompt + max_tokens)
     int32_t default_max_tokens = 256;      // when the request gives none (capped to the context)
     engine::ContextPolicy policy = engine::ContextPolicy::error;

@@ -76,6 +76,13 @@ void handle_models(ServerState& st, const httplib::Request& req, httplib::Respon
     if (st.engine) {
         data.push_back(chat_model_entry(st));
         names.push_back(st.model_id);
+        // --alias names are listed as models of their own (clients pick from the ids).
+        for (const auto& a : st.cfg.aliases) {
+            json e = chat_model_entry(st);
+            e["id"] = a;
+            e["meta"]["alias_of"] = st.model_id;
+            data.push_back(std::move(e));
+        }
     }
     for (const EncoderModel* m : {st.embed_model.get(), st.rerank_model.get()}) {
         if (m) {

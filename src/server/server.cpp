@@ -20,6 +20,7 @@
 #include "engine/context_size.h"
 #include "server/client_connection.h"
 #include "server/encoder_routes.h"
+#include "server/tokenize_routes.h"
 #include "server/middleware.h"
 #include "server/openai_routes.h"
 #include "server/server_state.h"
@@ -205,6 +206,9 @@ Result<void> Server::load_chat(engine::LoadedModel loaded_model) {
     if (!tmpl) return tmpl.error();
     st_.chat_template = *tmpl;
     if (!hp.name.empty() && hp.name != st_.model_id) st_.aliases.push_back(hp.name);
+    for (const auto& a : cfg.aliases) {
+        if (a != st_.model_id && std::find(st_.aliases.begin(), st_.aliases.end(), a) == st_.aliases.end()) st_.aliases.push_back(a);
+    }
     auto eng = engine::Engine::create(std::move(*loaded), ec);
     if (!eng) return eng.error();
     st_.engine = std::move(*eng);
@@ -215,6 +219,7 @@ Result<void> Server::load_chat(engine::LoadedModel loaded_model) {
     st_.limits.default_max_tokens = cfg.default_max_tokens;
     st_.limits.policy = cfg.policy;
     st_.limits.history = cfg.chat_history;
+    st_.limits.strict_model_names = cfg.strict_model_names;
 
     const auto kv = st_.engine->cache().stats();
     std::fprintf(stderr,
@@ -255,6 +260,7 @@ int Server::run() {
     install_middleware(http_, st_);
     add_openai_routes(http_, st_);
     add_encoder_routes(http_, st_);
+    add_tokenize_routes(http_, st_);
     for (auto& ext : cfg.extensions) {
         if (ext.add_routes) ext.add_routes(*this);
     }

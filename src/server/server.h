@@ -31,6 +31,9 @@ struct ServeConfig {
     GgmlType kv_type = GgmlType::F16;
     engine::ContextPolicy policy = engine::ContextPolicy::error;
     HistoryPolicy chat_history = HistoryPolicy::drop;  // chat requests that do not fit (chat_history.h)
+    std::vector<std::string> aliases;   // --alias: more names of the chat model, listed in /v1/models
+    bool strict_model_names = false;    // unknown model names get 404 instead of the served model
+    std::vector<std::string> cors_origins = {"*"};  // --cors: allowed browser origins; empty = CORS off
     std::string api_key;                // empty = no authentication
     double timeout_s = 0.0;             // per request, queue + run; 0 = none
     double queue_timeout_s = 30.0;      // longest wait for KV room

@@ -133,7 +133,10 @@ TEST_F(EncoderServerTest, ChatEmbeddingAndRerankModelsSideBySide) {
     const Reply top = post(port, "/v1/rerank", json{{"query", query}, {"documents", docs}, {"top_n", 1}}.dump());
     ASSERT_EQ(top.status, 200) << top.body;
     EXPECT_EQ(top.j()["results"].size(), 1u);
-    EXPECT_EQ(post(port, "/v1/rerank", json{{"model", "chat"}, {"query", query}, {"documents", docs}}.dump()).status, 404);
+    // Another name falls back to the endpoint's model, which the response names.
+    const Reply other = post(port, "/v1/rerank", json{{"model", "rerank-english-v3.0"}, {"query", query}, {"documents", docs}}.dump());
+    ASSERT_EQ(other.status, 200) << other.body;
+    EXPECT_EQ(other.j()["model"], "synth-bert-rerank-f32");
 
     // Concurrent embedding requests share the queue (and passes) and all succeed.
     std::vector<std::future<Reply>> many;

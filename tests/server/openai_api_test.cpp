@@ -93,7 +93,6 @@ TEST(OpenAiApi, RejectsBadFieldsNamingThem) {
         {R"({"prompt":"x","seed":"7"})", false, 400, "seed"},
         {R"({"prompt":"x","stop":5})", false, 400, "stop"},
         {R"({"prompt":"x","logprobs":3})", false, 400, "logprobs"},
-        {R"({"prompt":"x","model":"other"})", false, 404, "model"},
         {R"({"prompt":[-1]})", false, 400, "prompt"},
         {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", true, 400, "messages[0].content[0]"},
         {R"({"messages":[{"role":"tool","content":"x"}]})", true, 400, "messages[0].role"},
@@ -156,6 +155,21 @@ TEST(OpenAiApi, ResponseShapes) {
     EXPECT_EQ(e["data"][0]["embedding"], base64_encode(std::string("\x00\x00\x80\x3f\x00\x00\x00\x00", 8)));
     // Invalid UTF-8 in generated text never throws when serialised.
     EXPECT_NE(dump(json{{"t", std::string("a\xFF")}}).find("\xEF\xBF\xBD"), std::string::npos);
+}
+
+TEST(OpenAiApi, AnyModelNameIsAnsweredUnlessStrict) {
+    GenerationRequest r;
+    ApiLimits l = limits();
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x","model":"gpt-4o-mini"})"), false, l, r));
+    EXPECT_EQ(r.model, "");  // answered by the served model, under its own name
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x","model":"kvrag-synthetic"})"), false, l, r));
+    EXPECT_EQ(r.model, "kvrag-synthetic");  // an alias stays
+    l.strict_model_names = true;
+    auto e = parse_generation_request(json::parse(R"({"prompt":"x","model":"gpt-4o-mini"})"), false, l, r);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->status, 404);
+    EXPECT_EQ(e->param, "model");
+    EXPECT_NE(e->message.find("--strict-model-names"), std::string::npos);
 }
 
 }  // namespace

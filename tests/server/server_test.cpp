@@ -16,6 +16,7 @@
 #include <regex>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "server_process.h"
 
@@ -186,6 +187,56 @@ TEST_F(ServerTest, HealthAndModels) {
     EXPECT_EQ(missing.j()["error"]["code"], "model_not_found");
 }
 
+TEST_F(ServerTest, TokenizeAndDetokenize) {
+    const Reply t = post(port(), "/tokenize", R"({"content": "Once upon a time"})");
+    ASSERT_EQ(t.status, 200) << t.body;
+    const auto ids = t.j()["tokens"].get<std::vector<int32_t>>();
+    ASSERT_FALSE(ids.empty());
+    const Reply d = post(port(), "/detokenize", json{{"tokens", ids}}.dump());
+    ASSERT_EQ(d.status, 200) << d.body;
+    EXPECT_EQ(d.j()["content"], "Once upon a time");
+    // add_special adds BOS; with_pieces gives each token's text.
+    const Reply s = post(port(), "/tokenize", R"({"content": "Once upon a time", "add_special": true, "with_pieces": true})");
+    ASSERT_EQ(s.status, 200) << s.body;
+    const json pieces = s.j()["tokens"];
+    ASSERT_EQ(pieces.size(), ids.size() + 1);
+    std::string joined;
+    for (size_t i = 1; i < pieces.size(); ++i) {
+        EXPECT_EQ(pieces[i]["id"], ids[i - 1]);
+        joined += pieces[i]["piece"].get<std::string>();
+    }
+    EXPECT_NE(joined.find("upon a time"), std::string::npos) << joined;
+    for (const auto& [path, body, param] : std::vector<std::tuple<const char*, const char*, const char*>>{
+             {"/tokenize", R"({})", "content"},
+             {"/tokenize", R"({"content": 5})", "content"},
+             {"/tokenize", R"({"content": "x", "add_bos": true})", "add_bos"},
+             {"/detokenize", R"({"tokens": [1, 99999999]})", "tokens"},
+             {"/detokenize", R"({"tokens": "1 2"})", "tokens"}}) {
+        const Reply r = post(port(), path, body);
+        EXPECT_EQ(r.status, 400) << path << " " << body << " -> " << r.body;
+        EXPECT_EQ(r.j()["error"]["param"], param) << r.body;
+    }
+}
+
+TEST_F(ServerTest, CorsPreflightAndHeaders) {
+    httplib::Client cli("127.0.0.1", port());
+    auto pre = cli.Options("/v1/chat/completions", {{"Origin", "http://localhost:3000"},
+                                                    {"Access-Control-Request-Method", "POST"},
+                                                    {"Access-Control-Request-Headers", "authorization, content-type"}});
+    ASSERT_TRUE(pre);
+    EXPECT_EQ(pre->status, 204);
+    EXPECT_EQ(pre->get_header_value("Access-Control-Allow-Origin"), "*");
+    EXPECT_NE(pre->get_header_value("Access-Control-Allow-Methods").find("POST"), std::string::npos);
+    EXPECT_EQ(pre->get_header_value("Access-Control-Allow-Headers"), "authorization, content-type");
+    auto models = cli.Get("/v1/models", {{"Origin", "http://localhost:3000"}});
+    ASSERT_TRUE(models);
+    EXPECT_EQ(models->get_header_value("Access-Control-Allow-Origin"), "*");
+    // Without an Origin (not a browser) no CORS headers are added.
+    auto plain = cli.Get("/v1/models");
+    ASSERT_TRUE(plain);
+    EXPECT_FALSE(plain->has_header("Access-Control-Allow-Origin"));
+}
+
 TEST_F(ServerTest, CompletionAndChatResponseShapes) {
     const Reply c = post(port(), "/v1/completions", greedy_completion("Once upon a time", 8).dump());
     ASSERT_EQ(c.status, 200) << c.body;
@@ -281,7 +332,6 @@ TEST_F(ServerTest, BadInputGetsFourHundredsAndTheServerKeepsServing) {
         {"/v1/completions", R"({"prompt": "x", "stop": [1]})", 400, "stop[0]"},
         {"/v1/completions", R"({"prompt": "x", "n": 3})", 400, "'n' 3"},
         {"/v1/completions", R"({"prompt": [999999]})", 400, "outside the vocabulary"},
-        {"/v1/completions", R"({"prompt": "x", "model": "gpt-4o"})", 404, "does not exist"},
         {"/v1/completions", "{\"prompt\": \"caf\xC3\x28\"}", 400, "not valid UTF-8"},
         {"/v1/completions", "{\"prompt\": \"\xFF\xFE\"}", 400, "not valid UTF-8"},
         {"/v1/completions", R"({"prompt": "\udc00"})", 400, "not valid JSON"},
@@ -570,6 +620,31 @@ TEST_F(ServerLimitsTest, FullQueueGets429AndAWaitPastTheQueueTimeoutGets503) {
     EXPECT_EQ(srv.stop(), 0) << srv.log();
 }
 
+// --cors with a list: only listed origins get the header, even on a preflight that needs no
+// key; --cors none turns it off.
+TEST_F(ServerLimitsTest, CorsOriginsListAndNone) {
+    ServerProcess srv;
+    ASSERT_TRUE(srv.start({"-m", model(), "--cors", "http://a.example, http://b.example", "--api-key", "k", "-t", "1"}, log("cors.log"))) << srv.log();
+    httplib::Client cli("127.0.0.1", srv.port());
+    auto pre = cli.Options("/v1/models", {{"Origin", "http://b.example"}, {"Access-Control-Request-Method", "GET"}});
+    ASSERT_TRUE(pre);
+    EXPECT_EQ(pre->status, 204);  // before the API key: browsers send none with a preflight
+    EXPECT_EQ(pre->get_header_value("Access-Control-Allow-Origin"), "http://b.example");
+    EXPECT_EQ(pre->get_header_value("Vary"), "Origin");
+    auto other = cli.Get("/v1/models", {{"Origin", "http://evil.example"}, {"Authorization", "Bearer k"}});
+    ASSERT_TRUE(other);
+    EXPECT_FALSE(other->has_header("Access-Control-Allow-Origin"));
+    EXPECT_EQ(srv.stop(), 0) << srv.log();
+
+    ServerProcess off;
+    ASSERT_TRUE(off.start({"-m", model(), "--cors", "none", "-t", "1"}, log("cors-off.log"))) << off.log();
+    httplib::Client cli2("127.0.0.1", off.port());
+    auto r = cli2.Get("/v1/models", {{"Origin", "http://a.example"}});
+    ASSERT_TRUE(r);
+    EXPECT_FALSE(r->has_header("Access-Control-Allow-Origin"));
+    EXPECT_EQ(off.stop(), 0) << off.log();
+}
+
 // One port, one server: a second serve on a taken port fails at start, naming the address,
 // instead of sharing the port (SO_REUSEPORT) and splitting the requests.
 TEST_F(ServerLimitsTest, SecondServerOnATakenPortFailsAtStart) {
@@ -582,6 +657,31 @@ TEST_F(ServerLimitsTest, SecondServerOnATakenPortFailsAtStart) {
     EXPECT_NE(second.log().find("cannot listen on 127.0.0.1:" + port), std::string::npos) << second.log();
     EXPECT_EQ(get(first.port(), "/health").status, 200);
     EXPECT_EQ(first.stop(), 0) << first.log();
+}
+
+// Model names: any name is answered by the served model (under its own name), --alias adds
+// listed names, and --strict-model-names turns unknown names into 404.
+TEST_F(ServerLimitsTest, ModelNamesAliasesAndStrictMode) {
+    ServerProcess srv;
+    ASSERT_TRUE(srv.start({"-m", model(), "--alias", "my-llm", "-t", "1"}, log("names.log"))) << srv.log();
+    const Reply any = post(srv.port(), "/v1/completions", R"({"prompt": "x", "max_tokens": 1, "model": "gpt-4o-mini"})");
+    ASSERT_EQ(any.status, 200) << any.body;
+    EXPECT_EQ(any.j()["model"], "slow");
+    const Reply alias = post(srv.port(), "/v1/completions", R"({"prompt": "x", "max_tokens": 1, "model": "my-llm"})");
+    ASSERT_EQ(alias.status, 200) << alias.body;
+    EXPECT_EQ(alias.j()["model"], "my-llm");
+    const json models = get(srv.port(), "/v1/models").j();
+    ASSERT_EQ(models["data"].size(), 2u) << models.dump();
+    EXPECT_EQ(models["data"][1]["id"], "my-llm");
+    EXPECT_EQ(models["data"][1]["meta"]["alias_of"], "slow");
+    EXPECT_EQ(srv.stop(), 0) << srv.log();
+
+    ServerProcess strict;
+    ASSERT_TRUE(strict.start({"-m", model(), "--strict-model-names", "-t", "1"}, log("strict.log"))) << strict.log();
+    const Reply missing = post(strict.port(), "/v1/completions", R"({"prompt": "x", "max_tokens": 1, "model": "gpt-4o-mini"})");
+    EXPECT_EQ(missing.status, 404) << missing.body;
+    EXPECT_EQ(missing.j()["error"]["code"], "model_not_found");
+    EXPECT_EQ(strict.stop(), 0) << strict.log();
 }
 
 TEST_F(ServerLimitsTest, ApiKeyAndPerRequestTimeout) {
