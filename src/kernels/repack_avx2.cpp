@@ -1,0 +1,183 @@
+// AVX2 matrix kernels over packed weights (kernels/repack.h; layouts in repack_layout.h).
+//
+// The micro-kernel is a tile of 8 weight rows (one packed group) x NT <= 4 tokens. Each
+// activation block is broadcast four bytes at a time against a 32-byte weight vector that
+// holds four elements of each of the eight rows, so `maddubs` leaves every row's partial sums
+// in its own lanes: no horizontal sums, and one vcvtph2ps converts the eight rows' scales.
+//
+// Exactness: per block, each output's integer dot product is exact (int16 partial sums are
+// bounded below, int32 after), then the float steps are the reference's, in block order:
+//   acc = acc + float(isum) * (dw * dx)
+// with dw * dx exact (two fp16 values) and the product and sum rounded separately, as in
+// ref::vec_dot. The product goes through no_contract() so the compiler cannot fuse it with the
+// sum into an FMA (GCC contracts vector intrinsics too), which would round once instead of twice.
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/fp16.h"
+#include "kernels/quant.h"
+#include "kernels/quant_blocks.h"
+#include "kernels/repack.h"
+#include "kernels/repack_layout.h"
+
+namespace kvrag::kernels::avx2 {
+namespace {
+
+constexpr int kTok = 4;  // tokens per activation group, the widest tile
+
+// An opaque use of v: the multiply that produced it cannot be fused into a later add.
+inline __m256 no_contract(__m256 v) {
+    __asm__("" : "+x"(v));
+    return v;
+}
+
+inline __m256i broadcast_i32(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return _mm256_set1_epi32(v);
+}
+
+// Per-thread buffer for the regrouped activations, reused across products.
+std::vector<uint8_t>& act_scratch() {
+    thread_local std::vector<uint8_t> buf;
+    return buf;
+}
+
+uint8_t* aligned32(std::vector<uint8_t>& buf, size_t bytes) {
+    buf.resize(bytes + 32);
+    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 31) & ~static_cast<uintptr_t>(31));
+}
+
+// ------------------------------------------------------------------------------------------
+// Q4_0 x Q8_0
+// ------------------------------------------------------------------------------------------
+
+// Q8_0 activations regrouped four tokens at a time: per block i of token group g, at
+// (g * nb + i) * kActQ8_0Bytes: the four tokens' 32 quant bytes, their scales as floats, and
+// 8 * (sum of their quants), the term that turns the unsigned nibbles q into q - 8.
+constexpr size_t kActScales = kTok * 32;              // offset of the (kTok) float scales
+constexpr size_t kActSums = kActScales + kTok * 4;      // offset of the (kTok) int32 8 * sums
+constexpr size_t kActQ8_0Bytes = kActSums + kTok * 4;
+
+void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_0Bytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_0*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_0Bytes;
+        const int k = static_cast<int>(t % kTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_0Bytes;
+            std::memcpy(b + 32 * k, blocks[i].qs, 32);
+            const float dx = _cvtsh_ss(blocks[i].d);
+            int32_t sum = 0;
+            for (int j = 0; j < 32; ++j) sum += blocks[i].qs[j];
+            sum *= 8;
+            std::memcpy(b + kActScales + 4 * k, &dx, 4);
+            std::memcpy(b + kActSums + 4 * k, &sum, 4);
+        }
+    }
+}
+
+// out[t] lane r = row r of the group . token t, for t < NT.
+// Bounds: nibbles q <= 15 and |x| <= 127 (128 at most), so a maddubs pair is at most 3840 in
+// magnitude and the eight added per int16 lane at most 30720 < 32767: exact.
+template <int NT>
+inline void q4_0_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, w += kPackQ4_0BlockBytes, xa += kActQ8_0Bytes) {
+        __m256i s16[NT];
+        for (int t = 0; t < NT; ++t) s16[t] = _mm256_setzero_si256();
+        for (int m = 0; m < 4; ++m) {
+            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16 + 32 * m));
+            const __m256i lo = _mm256_and_si256(raw, m4);                         // elements 4m..4m+3
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);  // elements 16+4m..
+            for (int t = 0; t < NT; ++t) {
+                const uint8_t* xq = xa + 32 * t;
+                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
+                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        for (int t = 0; t < NT; ++t) {
+            const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), broadcast_i32(xa + kActSums + 4 * t));
+            const __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActScales + 4 * t)));
+            acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), s)));
+        }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+// Stores a tile's outputs for rows [lo, hi) of the group starting at row0, tokens [t0, t0 + NT).
+template <int NT>
+inline void store_tile(const __m256* out, float* y, int64_t ldy, int64_t t0, int64_t row0, int64_t lo, int64_t hi) {
+    if (lo == row0 && hi == row0 + kPackRows) {
+        for (int t = 0; t < NT; ++t) _mm256_storeu_ps(y + (t0 + t) * ldy + row0, out[t]);
+        return;
+    }
+    for (int t = 0; t < NT; ++t) {
+        alignas(32) float lanes[kPackRows];
+        _mm256_store_ps(lanes, out[t]);
+        for (int64_t r = lo; r < hi; ++r) y[(t0 + t) * ldy + r] = lanes[r - row0];
+    }
+}
+
+template <int NT>
+void q4_0_groups(const PackedMatrix& w, int64_t nb, const uint8_t* xa, float* y, int64_t ldy, int64_t t0, int64_t g0,
+                 int64_t g1, int64_t r0, int64_t r1) {
+    for (int64_t g = g0; g < g1; ++g) {
+        __m256 out[NT];
+        q4_0_tile<NT>(nb, w.group(g), xa, out);
+        const int64_t row0 = g * kPackRows;
+        store_tile<NT>(out, y, ldy, t0, row0, std::max(r0, row0), std::min(r1, row0 + kPackRows));
+    }
+}
+
+void matmul_q4_0(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
+                 int64_t r0, int64_t r1) {
+    const int64_t nb = w.n_cols() / kQK4_0;
+    const int64_t n_tgroups = (n_tokens + kTok - 1) / kTok;
+    const size_t tgroup_bytes = static_cast<size_t>(nb) * kActQ8_0Bytes;
+    uint8_t* act = aligned32(act_scratch(), tgroup_bytes * static_cast<size_t>(n_tgroups));
+    group_q8_0(static_cast<const uint8_t*>(x), x_row_bytes, n_tokens, nb, act);
+    // Row groups in tiles of ~64 KiB of packed weights (kept in L2); inside a tile every token
+    // group (in L1) sweeps all its row groups.
+    const int64_t g_begin = r0 / kPackRows, g_end = (r1 + kPackRows - 1) / kPackRows;
+    const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>((64 * 1024) / w.group_bytes()));
+    for (int64_t gt = g_begin; gt < g_end; gt += tile) {
+        const int64_t gt_end = std::min(g_end, gt + tile);
+        for (int64_t tg = 0; tg < n_tgroups; ++tg) {
+            const uint8_t* xa = act + static_cast<size_t>(tg) * tgroup_bytes;
+            const int64_t t0 = tg * kTok;
+            switch (std::min<int64_t>(kTok, n_tokens - t0)) {
+            case 4: q4_0_groups<4>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            case 3: q4_0_groups<3>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            case 2: q4_0_groups<2>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            default: q4_0_groups<1>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
+                   int64_t r0, int64_t r1) {
+    if (r0 >= r1 || n_tokens <= 0) return;
+    switch (w.type()) {
+    case GgmlType::Q4_0: return matmul_q4_0(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    default: unsupported_type("matmul_packed", w.type());
+    }
+}
+
+}  // namespace kvrag::kernels::avx2
+
+#endif  // x86-64
