@@ -307,12 +307,8 @@ struct DotQ45K {
     static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
         const int64_t nb = n / kQK_K;
         const Block* w = at<Block>(wv);
-        __m256 acc[NT];
-        float acc_m[NT];
-        for (int t = 0; t < NT; ++t) {
-            acc[t] = _mm256_setzero_ps();
-            acc_m[t] = 0.0f;
-        }
+        float acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
         const __m256i m4 = _mm256_set1_epi8(0x0F);
         for (int64_t i = 0; i < nb; ++i) {
             uint8_t sc[8], mn[8];
@@ -348,13 +344,16 @@ struct DotQ45K {
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pa, pb));
                 }
             }
+            // The reference's float steps (exact integer sums first), which the packed 8-row
+            // kernel (repack_avx2.cpp) keeps lane by lane: acc += dx * (d * isum - dmin * msum).
             for (int t = 0; t < NT; ++t) {
                 const BlockQ8_K* xb = at<BlockQ8_K>(xs[t], i);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-                acc_m[t] = std::fma(dmin * xb->d, static_cast<float>(k_min_sum(mins16, *xb)), acc_m[t]);
+                const float a = no_contract(d * static_cast<float>(hsum_i32x8(sumi[t])));
+                const float b = no_contract(dmin * static_cast<float>(k_min_sum(mins16, *xb)));
+                acc[t] += no_contract(xb->d * (a - b));
             }
         }
-        for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]) - acc_m[t];
+        for (int t = 0; t < NT; ++t) out[t] = acc[t];
     }
 };
 

@@ -35,6 +35,37 @@ void pack_q4_0_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* 
     }
 }
 
+void pack_q4_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+    for (int64_t i = 0; i < nb; ++i) {
+        uint8_t* out = dst + static_cast<size_t>(i) * kPackQ4_KBlockBytes;
+        std::memset(out, 0, kPackQ4_KBlockBytes);  // padding rows: scales 0, quants 0
+        for (int r = 0; r < kPackRows; ++r) {
+            if (rows[r] == nullptr) continue;
+            const auto& b = reinterpret_cast<const BlockQ4_K*>(rows[r])[i];
+            std::memcpy(out + 2 * r, &b.d, 2);
+            std::memcpy(out + 16 + 2 * r, &b.dmin, 2);
+            uint8_t q[kQK_K];  // element e of the row, 0..15
+            for (int e = 0; e < kQK_K; ++e) {
+                const int j = e / 32, c = j / 2;
+                const uint8_t byte = b.qs[32 * c + e % 32];
+                q[e] = (j & 1) ? (byte >> 4) : (byte & 0x0F);
+            }
+            for (int j = 0; j < 8; ++j) {
+                uint8_t sc, m;
+                unpack_scale_min_k4(j, b.scales, &sc, &m);
+                out[kPackQ4_KScales + 8 * j + r] = sc;
+                out[kPackQ4_KMins + 16 * (j / 2) + 2 * r + (j & 1)] = m;
+                for (int m4 = 0; m4 < 4; ++m4) {
+                    for (int jj = 0; jj < 4; ++jj) {
+                        out[kPackQ4_KQuants + 128 * j + 32 * m4 + 4 * r + jj] =
+                            static_cast<uint8_t>(q[32 * j + 4 * m4 + jj] | (q[32 * j + 16 + 4 * m4 + jj] << 4));
+                    }
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
 void PackedMatrix::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
@@ -51,6 +82,7 @@ bool can_repack(GgmlType type, int64_t n_cols) {
     if (!using_avx2() || n_cols <= 0) return false;
     switch (type) {
     case GgmlType::Q4_0: return n_cols % kQK4_0 == 0;
+    case GgmlType::Q4_K: return n_cols % kQK_K == 0;
     default: return false;
     }
 #else
@@ -63,8 +95,10 @@ bool can_repack(GgmlType type, int64_t n_cols) {
 std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t row_bytes, int64_t n_rows,
                                            int64_t n_cols) {
     if (!can_repack(type, n_cols) || n_rows <= 0) return nullptr;
-    const int64_t nb = n_cols / kQK4_0;
-    auto p = std::make_shared<PackedMatrix>(type, n_rows, n_cols, static_cast<size_t>(nb) * kPackQ4_0BlockBytes);
+    const bool k = type == GgmlType::Q4_K;
+    const int64_t nb = n_cols / (k ? kQK_K : kQK4_0);
+    const size_t block_bytes = k ? kPackQ4_KBlockBytes : kPackQ4_0BlockBytes;
+    auto p = std::make_shared<PackedMatrix>(type, n_rows, n_cols, static_cast<size_t>(nb) * block_bytes);
     const auto* wb = static_cast<const uint8_t*>(W);
     for (int64_t g = 0; g < p->n_groups(); ++g) {
         const uint8_t* rows[kPackRows];
@@ -72,7 +106,8 @@ std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t 
             const int64_t row = g * kPackRows + r;
             rows[r] = row < n_rows ? wb + static_cast<size_t>(row) * row_bytes : nullptr;
         }
-        pack_q4_0_group(rows, nb, p->mutable_group(g));
+        if (k) pack_q4_k_group(rows, nb, p->mutable_group(g));
+        else pack_q4_0_group(rows, nb, p->mutable_group(g));
     }
     return p;
 }

@@ -7,9 +7,9 @@
 //
 // Exactness: per block, each output's integer dot product is exact (int16 partial sums are
 // bounded below, int32 after), then the float steps are the reference's, in block order:
-//   acc = acc + float(isum) * (dw * dx)
-// with dw * dx exact (two fp16 values) and the product and sum rounded separately, as in
-// ref::vec_dot. The product goes through no_contract() so the compiler cannot fuse it with the
+//   Q4_0: acc = acc + float(isum) * (dw * dx)           (dw * dx exact: two fp16 values)
+//   Q4_K: acc = acc + dx * (d * float(isum) - dmin * float(msum))
+// each product and sum rounded on its own, as in ref::vec_dot. The product goes through no_contract() so the compiler cannot fuse it with the
 // sum into an FMA (GCC contracts vector intrinsics too), which would round once instead of twice.
 #if defined(__x86_64__) || defined(_M_X64)
 
@@ -130,24 +130,135 @@ inline void store_tile(const __m256* out, float* y, int64_t ldy, int64_t t0, int
     }
 }
 
+// ------------------------------------------------------------------------------------------
+// Q4_K x Q8_K
+// ------------------------------------------------------------------------------------------
+
+// Q8_K activations regrouped four tokens at a time: per super-block i of token group g, at
+// (g * nb + i) * kActQ8_KBytes: the four tokens' 256 quant bytes, their float scales, and per
+// token four int32 words, word p holding the sums of sub-blocks 2p (low int16) and 2p + 1
+// (high int16) of its quants, the factors of the mins.
+constexpr size_t kActKScales = kTok * kQK_K;
+constexpr size_t kActKSums = kActKScales + kTok * 4;
+constexpr size_t kActQ8_KBytes = kActKSums + kTok * 16;
+
+void group_q8_k(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_KBytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_KBytes;
+        const int k = static_cast<int>(t % kTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_KBytes;
+            std::memcpy(b + kQK_K * k, blocks[i].qs, kQK_K);
+            std::memcpy(b + kActKScales + 4 * k, &blocks[i].d, 4);
+            for (int p = 0; p < 4; ++p) {
+                // |sum of 32 quants| <= 4064: fits int16.
+                const int lo = blocks[i].bsums[4 * p] + blocks[i].bsums[4 * p + 1];
+                const int hi = blocks[i].bsums[4 * p + 2] + blocks[i].bsums[4 * p + 3];
+                const uint32_t word = static_cast<uint16_t>(lo) | (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
+                std::memcpy(b + kActKSums + 16 * k + 4 * p, &word, 4);
+            }
+        }
+    }
+}
+
+// out[t] lane r = row r of the group . token t, for t < NT; the float steps are ref's:
+//   acc = acc + dx * (d * float(isum) - dmin * float(msum))
+// isum = sum_j sc_j * dot_j and msum = sum_j m_j * ysum_j are exact: a sub-block's int16 lanes
+// hold at most 8 maddubs pairs (<= 30720), times sc <= 63 in madd, and |isum| < 2^31.
 template <int NT>
-void q4_0_groups(const PackedMatrix& w, int64_t nb, const uint8_t* xa, float* y, int64_t ldy, int64_t t0, int64_t g0,
-                 int64_t g1, int64_t r0, int64_t r1) {
+inline void q4_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, w += kPackQ4_KBlockBytes, xa += kActQ8_KBytes) {
+        __m256i isum[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; ++j) {
+            // Sub-block j's scale of each row in both int16 halves of its int32 lane.
+            const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + kPackQ4_KScales + 8 * j)));
+            const __m256i scv = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+            __m256i s16[NT];
+            for (int t = 0; t < NT; ++t) s16[t] = _mm256_setzero_si256();
+            for (int m = 0; m < 4; ++m) {
+                const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ4_KQuants + 128 * j + 32 * m));
+                const __m256i lo = _mm256_and_si256(raw, m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                for (int t = 0; t < NT; ++t) {
+                    const uint8_t* xq = xa + kQK_K * t + 32 * j;
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
+                }
+            }
+            for (int t = 0; t < NT; ++t) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], scv));
+        }
+        __m256i msum[NT];
+        for (int t = 0; t < NT; ++t) msum[t] = _mm256_setzero_si256();
+        for (int p = 0; p < 4; ++p) {
+            const __m256i mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + kPackQ4_KMins + 16 * p)));
+            for (int t = 0; t < NT; ++t) {
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mins, broadcast_i32(xa + kActKSums + 16 * t + 4 * p)));
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
+        for (int t = 0; t < NT; ++t) {
+            const __m256 a = no_contract(_mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[t])));
+            const __m256 b = no_contract(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(msum[t])));
+            const __m256 dx = _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActKScales + 4 * t));
+            acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(dx, _mm256_sub_ps(a, b))));
+        }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+// The per-type pieces of a packed product: K::kBlock elements per block, K::kActBytes per
+// block of a regrouped token group, K::group() regroups the activations, K::tile<NT>() is the
+// micro-kernel.
+struct KernelQ4_0 {
+    static constexpr int64_t kBlock = kQK4_0;
+    static constexpr size_t kActBytes = kActQ8_0Bytes;
+    static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+        group_q8_0(x, x_row_bytes, n_tokens, nb, dst);
+    }
+    template <int NT>
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q4_0_tile<NT>(nb, w, xa, out); }
+};
+struct KernelQ4_K {
+    static constexpr int64_t kBlock = kQK_K;
+    static constexpr size_t kActBytes = kActQ8_KBytes;
+    static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+        group_q8_k(x, x_row_bytes, n_tokens, nb, dst);
+    }
+    template <int NT>
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q4_k_tile<NT>(nb, w, xa, out); }
+};
+
+// ------------------------------------------------------------------------------------------
+// Driver
+// ------------------------------------------------------------------------------------------
+
+template <class K, int NT>
+void run_groups(const PackedMatrix& w, int64_t nb, const uint8_t* xa, float* y, int64_t ldy, int64_t t0, int64_t g0,
+                int64_t g1, int64_t r0, int64_t r1) {
     for (int64_t g = g0; g < g1; ++g) {
         __m256 out[NT];
-        q4_0_tile<NT>(nb, w.group(g), xa, out);
+        K::template tile<NT>(nb, w.group(g), xa, out);
         const int64_t row0 = g * kPackRows;
         store_tile<NT>(out, y, ldy, t0, row0, std::max(r0, row0), std::min(r1, row0 + kPackRows));
     }
 }
 
-void matmul_q4_0(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
-                 int64_t r0, int64_t r1) {
-    const int64_t nb = w.n_cols() / kQK4_0;
+template <class K>
+void matmul_kernel(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
+                   int64_t r0, int64_t r1) {
+    const int64_t nb = w.n_cols() / K::kBlock;
     const int64_t n_tgroups = (n_tokens + kTok - 1) / kTok;
-    const size_t tgroup_bytes = static_cast<size_t>(nb) * kActQ8_0Bytes;
+    const size_t tgroup_bytes = static_cast<size_t>(nb) * K::kActBytes;
     uint8_t* act = aligned32(act_scratch(), tgroup_bytes * static_cast<size_t>(n_tgroups));
-    group_q8_0(static_cast<const uint8_t*>(x), x_row_bytes, n_tokens, nb, act);
+    K::group(static_cast<const uint8_t*>(x), x_row_bytes, n_tokens, nb, act);
     // Row groups in tiles of ~64 KiB of packed weights (kept in L2); inside a tile every token
     // group (in L1) sweeps all its row groups.
     const int64_t g_begin = r0 / kPackRows, g_end = (r1 + kPackRows - 1) / kPackRows;
@@ -158,10 +269,10 @@ void matmul_q4_0(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64
             const uint8_t* xa = act + static_cast<size_t>(tg) * tgroup_bytes;
             const int64_t t0 = tg * kTok;
             switch (std::min<int64_t>(kTok, n_tokens - t0)) {
-            case 4: q4_0_groups<4>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            case 3: q4_0_groups<3>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            case 2: q4_0_groups<2>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            default: q4_0_groups<1>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            case 4: run_groups<K, 4>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            case 3: run_groups<K, 3>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            case 2: run_groups<K, 2>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            default: run_groups<K, 1>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
             }
         }
     }
@@ -173,7 +284,8 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
                    int64_t r0, int64_t r1) {
     if (r0 >= r1 || n_tokens <= 0) return;
     switch (w.type()) {
-    case GgmlType::Q4_0: return matmul_q4_0(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q4_0: return matmul_kernel<KernelQ4_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q4_K: return matmul_kernel<KernelQ4_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: unsupported_type("matmul_packed", w.type());
     }
 }

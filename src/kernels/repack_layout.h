@@ -8,6 +8,15 @@
 //              applied). So the low nibbles of the 32 bytes at 16 + 32m are elements
 //              [4m, 4m + 4) of all eight rows, int32 lane r = row r; the high nibbles are
 //              elements [16 + 4m, 16 + 4m + 4).
+//
+// Q4_K, per 256-element super-block i, kPackQ4_KBlockBytes = 1184 bytes at i * 1184:
+//   [0, 16)       d[r]: fp16 scales of the 6-bit scales
+//   [16, 32)      dmin[r]: fp16 scales of the 6-bit mins
+//   [32, 96)      sc: byte 32 + 8j + r = 6-bit scale of sub-block j (32 elements) of row r
+//   [96, 160)     mins: byte 96 + 16p + 2r + k = 6-bit min of sub-block 2p + k of row r, so the
+//                 16 bytes at 96 + 16p widen to int16 pairs (m_2p, m_2p+1) per row for madd
+//   [160, 1184)   quants: sub-block j at 160 + 128j laid out as a Q4_0 block's quants above
+//                 (byte 32m + 4r + jj: element 32j + 4m + jj low, 32j + 16 + 4m + jj high).
 #pragma once
 
 #include <cstddef>
@@ -15,5 +24,10 @@
 namespace kvrag::kernels {
 
 inline constexpr size_t kPackQ4_0BlockBytes = 16 + 128;
+
+inline constexpr size_t kPackQ4_KScales = 32;
+inline constexpr size_t kPackQ4_KMins = 96;
+inline constexpr size_t kPackQ4_KQuants = 160;
+inline constexpr size_t kPackQ4_KBlockBytes = kPackQ4_KQuants + 8 * 128;
 
 }  // namespace kvrag::kernels

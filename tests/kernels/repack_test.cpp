@@ -20,7 +20,9 @@
 namespace kvrag::kernels {
 namespace {
 
-const GgmlType kPackedTypes[] = {GgmlType::Q4_0};
+const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q4_K};
+// Types whose AVX2 vec_dot keeps the reference's float order (the packed ones need it).
+const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K};
 
 std::string type_param_name(const testing::TestParamInfo<GgmlType>& info) {
     return std::string(ggml_type_name(info.param));
@@ -38,7 +40,7 @@ std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
 std::vector<size_t> scale_offsets(GgmlType t) {
     switch (t) {
     case GgmlType::Q4_0: return {0};
-    case GgmlType::Q4_K: return {0, 2};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
     case GgmlType::Q6_K: return {208};
     default: return {};
     }
@@ -60,7 +62,7 @@ std::vector<uint8_t> weight_row(GgmlType t, int64_t n, uint32_t seed, int kind) 
     for (size_t blk = 0; blk < q.size() / bs; ++blk) {
         for (size_t off : scale_offsets(t)) {
             float v = scale(rng);
-            if (t != GgmlType::Q4_K && (rng() & 1)) v = -v;
+            if ((t == GgmlType::Q4_0 || t == GgmlType::Q6_K) && (rng() & 1)) v = -v;
             const uint16_t h = fp32_to_fp16(v);
             std::memcpy(&q[blk * bs + off], &h, 2);
         }
@@ -79,9 +81,9 @@ std::vector<uint8_t> activation_row(GgmlType xt, int64_t n, uint32_t seed) {
     return q;
 }
 
-class RepackTest : public testing::TestWithParam<GgmlType> {};
+class RefOrderTest : public testing::TestWithParam<GgmlType> {};
 
-TEST_P(RepackTest, Avx2VecDotEqualsRefBitForBit) {
+TEST_P(RefOrderTest, Avx2VecDotEqualsRefBitForBit) {
     if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
     const GgmlType t = GetParam();
     const GgmlType xt = vec_dot_type(t);
@@ -96,6 +98,10 @@ TEST_P(RepackTest, Avx2VecDotEqualsRefBitForBit) {
         }
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(RefOrderTypes, RefOrderTest, testing::ValuesIn(kRefOrderTypes), type_param_name);
+
+class RepackTest : public testing::TestWithParam<GgmlType> {};
 
 TEST_P(RepackTest, PackedMatmulEqualsVecDotBitForBit) {
     const GgmlType t = GetParam();
@@ -160,7 +166,9 @@ TEST(RepackTest, OnlyPackedTypesRepack) {
         EXPECT_EQ(repack(t, w.data(), ggml_row_size(t, 64), 1, 64), nullptr) << ggml_type_name(t);
     }
     EXPECT_FALSE(can_repack(GgmlType::Q4_0, 48));  // not whole blocks
+    EXPECT_FALSE(can_repack(GgmlType::Q4_K, 128));
     EXPECT_EQ(can_repack(GgmlType::Q4_0, 64), using_avx2());
+    EXPECT_EQ(can_repack(GgmlType::Q4_K, 512), using_avx2());
 }
 
 }  // namespace
