@@ -364,8 +364,8 @@ struct DotQ6K {
     static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
         const int64_t nb = n / kQK_K;
         const BlockQ6_K* w = at<BlockQ6_K>(wv);
-        __m256 acc[NT];
-        for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+        float acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
         const __m256i m4 = _mm256_set1_epi8(0x0F);
         for (int64_t i = 0; i < nb; ++i) {
             const float d = h2f(w[i].d);
@@ -404,12 +404,13 @@ struct DotQ6K {
                     }
                 }
             }
+            // The reference's float steps, as the packed kernel keeps them: acc += (d * dx) * isum.
             for (int t = 0; t < NT; ++t) {
                 const float dx = at<BlockQ8_K>(xs[t], i)->d;
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                acc[t] += no_contract((d * dx) * static_cast<float>(hsum_i32x8(sumi[t])));
             }
         }
-        for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+        for (int t = 0; t < NT; ++t) out[t] = acc[t];
     }
 };
 

@@ -66,6 +66,41 @@ void pack_q4_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* 
     }
 }
 
+
+// Element e of a Q6_K block as stored (0..63), from the layout in quant_blocks.h.
+inline uint8_t q6_k_value(const BlockQ6_K& b, int e) {
+    const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+    const uint8_t lo = b.ql[64 * h + l + (g & 1) * 32];
+    const uint8_t low4 = (g < 2) ? (lo & 0x0F) : (lo >> 4);
+    return static_cast<uint8_t>(low4 | (((b.qh[32 * h + l] >> (2 * g)) & 3) << 4));
+}
+
+void pack_q6_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+    for (int64_t i = 0; i < nb; ++i) {
+        uint8_t* out = dst + static_cast<size_t>(i) * kPackQ6_KBlockBytes;
+        std::memset(out, 0, kPackQ6_KBlockBytes);  // padding rows: scales 0, quants 0
+        for (int r = 0; r < kPackRows; ++r) {
+            if (rows[r] == nullptr) continue;
+            const auto& b = reinterpret_cast<const BlockQ6_K*>(rows[r])[i];
+            std::memcpy(out + 2 * r, &b.d, 2);
+            uint8_t q[kQK_K];
+            for (int e = 0; e < kQK_K; ++e) q[e] = q6_k_value(b, e);
+            for (int j = 0; j < 16; ++j) {
+                out[kPackQ6_KScales + 8 * j + r] = static_cast<uint8_t>(b.scales[j]);
+                for (int jj = 0; jj < 4; ++jj) {
+                    for (int a = 0; a < 2; ++a) {
+                        out[kPackQ6_KLow + 64 * j + 32 * a + 4 * r + jj] =
+                            static_cast<uint8_t>((q[16 * j + 4 * a + jj] & 0x0F) | ((q[16 * j + 8 + 4 * a + jj] & 0x0F) << 4));
+                    }
+                    uint8_t high = 0;
+                    for (int v = 0; v < 4; ++v) high = static_cast<uint8_t>(high | ((q[16 * j + 4 * v + jj] >> 4) << (2 * v)));
+                    out[kPackQ6_KHigh + 32 * j + 4 * r + jj] = high;
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
 void PackedMatrix::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
@@ -82,7 +117,7 @@ bool can_repack(GgmlType type, int64_t n_cols) {
     if (!using_avx2() || n_cols <= 0) return false;
     switch (type) {
     case GgmlType::Q4_0: return n_cols % kQK4_0 == 0;
-    case GgmlType::Q4_K: return n_cols % kQK_K == 0;
+    case GgmlType::Q4_K: case GgmlType::Q6_K: return n_cols % kQK_K == 0;
     default: return false;
     }
 #else
@@ -95,9 +130,9 @@ bool can_repack(GgmlType type, int64_t n_cols) {
 std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t row_bytes, int64_t n_rows,
                                            int64_t n_cols) {
     if (!can_repack(type, n_cols) || n_rows <= 0) return nullptr;
-    const bool k = type == GgmlType::Q4_K;
-    const int64_t nb = n_cols / (k ? kQK_K : kQK4_0);
-    const size_t block_bytes = k ? kPackQ4_KBlockBytes : kPackQ4_0BlockBytes;
+    const bool q4_0 = type == GgmlType::Q4_0;
+    const int64_t nb = n_cols / (q4_0 ? kQK4_0 : kQK_K);
+    const size_t block_bytes = q4_0 ? kPackQ4_0BlockBytes : type == GgmlType::Q4_K ? kPackQ4_KBlockBytes : kPackQ6_KBlockBytes;
     auto p = std::make_shared<PackedMatrix>(type, n_rows, n_cols, static_cast<size_t>(nb) * block_bytes);
     const auto* wb = static_cast<const uint8_t*>(W);
     for (int64_t g = 0; g < p->n_groups(); ++g) {
@@ -106,8 +141,11 @@ std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t 
             const int64_t row = g * kPackRows + r;
             rows[r] = row < n_rows ? wb + static_cast<size_t>(row) * row_bytes : nullptr;
         }
-        if (k) pack_q4_k_group(rows, nb, p->mutable_group(g));
-        else pack_q4_0_group(rows, nb, p->mutable_group(g));
+        switch (type) {
+        case GgmlType::Q4_0: pack_q4_0_group(rows, nb, p->mutable_group(g)); break;
+        case GgmlType::Q4_K: pack_q4_k_group(rows, nb, p->mutable_group(g)); break;
+        default: pack_q6_k_group(rows, nb, p->mutable_group(g)); break;
+        }
     }
     return p;
 }

@@ -11,7 +11,7 @@
 // whatever the number of tokens or the row range: the integer part of each block is exact, and
 // the float steps per output are the reference's, block by block, in block order.
 //
-// Packed types: Q4_0 (activations Q8_0) and Q4_K (activations Q8_K). Anything else: can_repack() is false and the caller
+// Packed types: Q4_0 (activations Q8_0), Q4_K and Q6_K (activations Q8_K). Anything else: can_repack() is false and the caller
 // keeps using matmul_rows on the original rows.
 #pragma once
 

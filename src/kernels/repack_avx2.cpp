@@ -9,6 +9,7 @@
 // bounded below, int32 after), then the float steps are the reference's, in block order:
 //   Q4_0: acc = acc + float(isum) * (dw * dx)           (dw * dx exact: two fp16 values)
 //   Q4_K: acc = acc + dx * (d * float(isum) - dmin * float(msum))
+//   Q6_K: acc = acc + (d * dx) * float(isum)
 // each product and sum rounded on its own, as in ref::vec_dot. The product goes through no_contract() so the compiler cannot fuse it with the
 // sum into an FMA (GCC contracts vector intrinsics too), which would round once instead of twice.
 #if defined(__x86_64__) || defined(_M_X64)
@@ -214,6 +215,90 @@ inline void q4_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
     for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
+// ------------------------------------------------------------------------------------------
+// Q6_K x Q8_K
+// ------------------------------------------------------------------------------------------
+
+// As group_q8_k, but per token the sixteen int16 bsums as they are (32 bytes), the factors of
+// the -32 offset: word p holds those of sub-blocks 2p and 2p + 1.
+constexpr size_t kActQ8_K16Bytes = kActKSums + kTok * 32;
+
+void group_q8_k16(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_K16Bytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_K16Bytes;
+        const int k = static_cast<int>(t % kTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_K16Bytes;
+            std::memcpy(b + kQK_K * k, blocks[i].qs, kQK_K);
+            std::memcpy(b + kActKScales + 4 * k, &blocks[i].d, 4);
+            std::memcpy(b + kActKSums + 32 * k, blocks[i].bsums, 32);
+        }
+    }
+}
+
+// out[t] lane r = row r of the group . token t, for t < NT; the float steps are ref's:
+//   acc = acc + (d * dx) * float(isum),  isum = sum_j sc_j * sum_l (q - 32) x
+// computed as sum_j sc_j * (q . x)_j - 32 * sum_j sc_j * bsum_j, exact: q <= 63, so a maddubs
+// pair is at most 16128 and two added 32256 (int16); times |sc| <= 128 in madd, and |isum|
+// stays below 2^29.
+template <int NT>
+inline void q6_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+    const __m256i m30 = _mm256_set1_epi8(0x30);
+    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, w += kPackQ6_KBlockBytes, xa += kActQ8_K16Bytes) {
+        __m256i isum[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 16; ++j) {
+            // Sub-block j's scale of each row, sign-extended, in both int16 halves of its lane.
+            const __m256i sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + kPackQ6_KScales + 8 * j)));
+            const __m256i scv = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+            const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KLow + 64 * j));
+            const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KLow + 64 * j + 32));
+            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KHigh + 32 * j));
+            // v: elements 16j + 4v .. 16j + 4v + 3 of each row (epi16 shifts: the bits that cross
+            // into a neighbouring byte are masked off).
+            const __m256i v0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+            const __m256i v1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+            const __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
+            const __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                               _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+            for (int t = 0; t < NT; ++t) {
+                const uint8_t* xq = xa + kQK_K * t + 16 * j;
+                const __m256i sa = _mm256_add_epi16(_mm256_maddubs_epi16(v0, broadcast_i32(xq)),
+                                                    _mm256_maddubs_epi16(v1, broadcast_i32(xq + 4)));
+                const __m256i sb = _mm256_add_epi16(_mm256_maddubs_epi16(v2, broadcast_i32(xq + 8)),
+                                                    _mm256_maddubs_epi16(v3, broadcast_i32(xq + 12)));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(sa, scv), _mm256_madd_epi16(sb, scv)));
+            }
+        }
+        // The offset: 32 * sum_j sc_j * bsum_j, with the scales of sub-blocks 2p and 2p + 1
+        // interleaved per row into int16 pairs.
+        __m256i corr[NT];
+        for (int t = 0; t < NT; ++t) corr[t] = _mm256_setzero_si256();
+        for (int p = 0; p < 8; ++p) {
+            const __m128i two = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + kPackQ6_KScales + 16 * p));
+            const __m256i pairs = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(two, _mm_srli_si128(two, 8)));
+            for (int t = 0; t < NT; ++t) {
+                corr[t] = _mm256_add_epi32(corr[t], _mm256_madd_epi16(pairs, broadcast_i32(xa + kActKSums + 32 * t + 4 * p)));
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        for (int t = 0; t < NT; ++t) {
+            const __m256i total = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(corr[t], 5));
+            const __m256 s = _mm256_mul_ps(d, _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActKScales + 4 * t)));
+            acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(s, _mm256_cvtepi32_ps(total))));
+        }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
 // The per-type pieces of a packed product: K::kBlock elements per block, K::kActBytes per
 // block of a regrouped token group, K::group() regroups the activations, K::tile<NT>() is the
 // micro-kernel.
@@ -234,6 +319,16 @@ struct KernelQ4_K {
     }
     template <int NT>
     static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q4_k_tile<NT>(nb, w, xa, out); }
+};
+
+struct KernelQ6_K {
+    static constexpr int64_t kBlock = kQK_K;
+    static constexpr size_t kActBytes = kActQ8_K16Bytes;
+    static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+        group_q8_k16(x, x_row_bytes, n_tokens, nb, dst);
+    }
+    template <int NT>
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q6_k_tile<NT>(nb, w, xa, out); }
 };
 
 // ------------------------------------------------------------------------------------------
@@ -286,6 +381,7 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
     switch (w.type()) {
     case GgmlType::Q4_0: return matmul_kernel<KernelQ4_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q4_K: return matmul_kernel<KernelQ4_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q6_K: return matmul_kernel<KernelQ6_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: unsupported_type("matmul_packed", w.type());
     }
 }

@@ -20,9 +20,9 @@
 namespace kvrag::kernels {
 namespace {
 
-const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q4_K};
+const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K};
 // Types whose AVX2 vec_dot keeps the reference's float order (the packed ones need it).
-const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K};
+const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
 
 std::string type_param_name(const testing::TestParamInfo<GgmlType>& info) {
     return std::string(ggml_type_name(info.param));
@@ -169,6 +169,7 @@ TEST(RepackTest, OnlyPackedTypesRepack) {
     EXPECT_FALSE(can_repack(GgmlType::Q4_K, 128));
     EXPECT_EQ(can_repack(GgmlType::Q4_0, 64), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::Q4_K, 512), using_avx2());
+    EXPECT_EQ(can_repack(GgmlType::Q6_K, 512), using_avx2());
 }
 
 }  // namespace
