@@ -37,6 +37,10 @@ inline __m256 no_contract(__m256 v) {
     return v;
 }
 
+// Pins v to a register at this point. GCC otherwise reassociates the int16 sums of a block
+// (integer adds are associative) into a tree over all its maddubs results and spills them.
+inline void keep(__m256i& v) { __asm__("" : "+x"(v)); }
+
 inline __m256i broadcast_i32(const void* p) {
     int32_t v;
     std::memcpy(&v, p, sizeof(v));
@@ -105,6 +109,7 @@ inline void q4_0_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
                 const uint8_t* xq = xa + 32 * t;
                 s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
                 s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
+                keep(s16[t]);
             }
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
@@ -191,6 +196,7 @@ inline void q4_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
                     const uint8_t* xq = xa + kQK_K * t + 32 * j;
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
+                    keep(s16[t]);
                 }
             }
             for (int t = 0; t < NT; ++t) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], scv));
