@@ -23,6 +23,7 @@
 
 #include "kernels/fp16.h"
 #include "kernels/quant.h"
+#include "kernels/quant_act_avx2.h"
 #include "kernels/quant_blocks.h"
 
 namespace kvrag::kernels::avx2 {
@@ -221,6 +222,43 @@ void float_tile(int64_t n, const typename LW::Elem* const* w, const float* const
     }
 }
 
+// An opaque use of p: the multiply that produced it cannot be fused with a later add (GCC
+// contracts `a * b + c` into an FMA, which rounds once where the reference rounds twice).
+inline float no_contract(float p) {
+    __asm__("" : "+x"(p));
+    return p;
+}
+
+inline int hsum_i32x8(__m256i v) {
+    return hsum_i32(_mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+}
+
+// Q4_0 in the reference's order: one float per output, block by block,
+// acc = acc + float(isum) * (dw * dx), the integer block sum exact and dw * dx exact. This is
+// the order the packed 8-row kernels (repack_avx2.cpp) can keep with a lane per row, so vec_dot,
+// matmul_rows, matmul_packed and ref::vec_dot all agree bit for bit.
+struct DotQ4_0 {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
+        const int64_t nb = n / kQK4_0;
+        const auto* w = at<BlockQ4_0>(wv);
+        float acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+        for (int64_t i = 0; i < nb; ++i) {
+            const __m256i qw = DecodeQ4_0::decode(w[i]);
+            const __m256i aw = _mm256_sign_epi8(qw, qw);
+            const float dw = h2f(w[i].d);
+            for (int t = 0; t < NT; ++t) {
+                const BlockQ8_0* xb = at<BlockQ8_0>(xs[t], i);
+                const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs));
+                const int isum = hsum_i32x8(dot_u8_i8(aw, _mm256_sign_epi8(qx, qw)));
+                acc[t] += no_contract(static_cast<float>(isum) * (dw * h2f(xb->d)));
+            }
+        }
+        for (int t = 0; t < NT; ++t) out[t] = acc[t];
+    }
+};
+
 // Weights x = d*q + m with q unsigned, activations Q8_1 (s = dy * sum(y) gives the m term).
 template <class D>
 struct DotQ8_1Family {
@@ -269,12 +307,8 @@ struct DotQ45K {
     static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
         const int64_t nb = n / kQK_K;
         const Block* w = at<Block>(wv);
-        __m256 acc[NT];
-        float acc_m[NT];
-        for (int t = 0; t < NT; ++t) {
-            acc[t] = _mm256_setzero_ps();
-            acc_m[t] = 0.0f;
-        }
+        float acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
         const __m256i m4 = _mm256_set1_epi8(0x0F);
         for (int64_t i = 0; i < nb; ++i) {
             uint8_t sc[8], mn[8];
@@ -310,13 +344,16 @@ struct DotQ45K {
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pa, pb));
                 }
             }
+            // The reference's float steps (exact integer sums first), which the packed 8-row
+            // kernel (repack_avx2.cpp) keeps lane by lane: acc += dx * (d * isum - dmin * msum).
             for (int t = 0; t < NT; ++t) {
                 const BlockQ8_K* xb = at<BlockQ8_K>(xs[t], i);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-                acc_m[t] = std::fma(dmin * xb->d, static_cast<float>(k_min_sum(mins16, *xb)), acc_m[t]);
+                const float a = no_contract(d * static_cast<float>(hsum_i32x8(sumi[t])));
+                const float b = no_contract(dmin * static_cast<float>(k_min_sum(mins16, *xb)));
+                acc[t] += no_contract(xb->d * (a - b));
             }
         }
-        for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]) - acc_m[t];
+        for (int t = 0; t < NT; ++t) out[t] = acc[t];
     }
 };
 
@@ -327,8 +364,8 @@ struct DotQ6K {
     static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
         const int64_t nb = n / kQK_K;
         const BlockQ6_K* w = at<BlockQ6_K>(wv);
-        __m256 acc[NT];
-        for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+        float acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
         const __m256i m4 = _mm256_set1_epi8(0x0F);
         for (int64_t i = 0; i < nb; ++i) {
             const float d = h2f(w[i].d);
@@ -367,78 +404,15 @@ struct DotQ6K {
                     }
                 }
             }
+            // The reference's float steps, as the packed kernel keeps them: acc += (d * dx) * isum.
             for (int t = 0; t < NT; ++t) {
                 const float dx = at<BlockQ8_K>(xs[t], i)->d;
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                acc[t] += no_contract((d * dx) * static_cast<float>(hsum_i32x8(sumi[t])));
             }
         }
-        for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+        for (int t = 0; t < NT; ++t) out[t] = acc[t];
     }
 };
-
-// ------------------------------------------------------------------------------------------
-// Activation quantisers: bit-identical to ref (same amax, same d and 1/d, RNE rounding).
-// ------------------------------------------------------------------------------------------
-
-inline float amax_of(const float* x, int n) {  // n % 8 == 0
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 m = _mm256_setzero_ps();
-    for (int j = 0; j < n; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-// q[0..32) = clamp(rne(x * id), -127, 127).
-inline void quant32(const float* x, float id, int8_t* q) {
-    const __m256 vid = _mm256_set1_ps(id);
-    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
-    __m256i v[4];
-    for (int k = 0; k < 4; ++k) {
-        const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        v[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(r), lo), hi);
-    }
-    // packs work per 128-bit lane; the permute restores element order.
-    const __m256i a = _mm256_packs_epi32(v[0], v[1]);
-    const __m256i b = _mm256_packs_epi32(v[2], v[3]);
-    const __m256i p = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(a, b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p);
-}
-
-inline int sum_i8(const int8_t* q, int n) {
-    int s = 0;
-    for (int j = 0; j < n; ++j) s += q[j];
-    return s;
-}
-
-void quant_q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
-    for (int64_t i = 0; i < nb; ++i, x += kQK8_0) {
-        const float d = amax_of(x, kQK8_0) / 127.0f;
-        quant32(x, d != 0.0f ? 1.0f / d : 0.0f, y[i].qs);
-        y[i].d = fp32_to_fp16(d);
-    }
-}
-
-void quant_q8_1(const float* x, BlockQ8_1* y, int64_t nb) {
-    for (int64_t i = 0; i < nb; ++i, x += kQK8_1) {
-        const float d = amax_of(x, kQK8_1) / 127.0f;
-        quant32(x, d != 0.0f ? 1.0f / d : 0.0f, y[i].qs);
-        y[i].d = fp32_to_fp16(d);
-        y[i].s = fp32_to_fp16(d * static_cast<float>(sum_i8(y[i].qs, kQK8_1)));
-    }
-}
-
-void quant_q8_k(const float* x, BlockQ8_K* y, int64_t nb) {
-    for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-        const float d = amax_of(x, kQK_K) / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int k = 0; k < kQK_K / 32; ++k) quant32(x + 32 * k, id, y[i].qs + 32 * k);
-        y[i].d = d;
-        for (int k = 0; k < kQK_K / 16; ++k) y[i].bsums[k] = static_cast<int16_t>(sum_i8(y[i].qs + 16 * k, 16));
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // Row drivers
@@ -662,7 +636,7 @@ bool with_kernel(GgmlType type, F&& f) {
     case GgmlType::F32: f.template operator()<DotFloat<LoadF32>>(); return true;
     case GgmlType::F16: f.template operator()<DotFloat<LoadF16>>(); return true;
     case GgmlType::BF16: f.template operator()<DotFloat<LoadBF16>>(); return true;
-    case GgmlType::Q4_0: f.template operator()<DotQ8_0Family<DecodeQ4_0>>(); return true;
+    case GgmlType::Q4_0: f.template operator()<DotQ4_0>(); return true;
     case GgmlType::Q5_0: f.template operator()<DotQ8_0Family<DecodeQ5_0>>(); return true;
     case GgmlType::Q8_0: f.template operator()<DotQ8_0Family<DecodeQ8_0>>(); return true;
     case GgmlType::Q4_1: f.template operator()<DotQ8_1Family<DecodeQ4_1>>(); return true;
@@ -755,7 +729,6 @@ void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
     // Kernels that convert the activations once per product instead of once per weight row, and
     // (float weights) register tiles over several rows and tokens.
     switch (type) {
-    case GgmlType::Q4_0: return matmul_q8_0_family<DecodeQ4_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q5_0: return matmul_q8_0_family<DecodeQ5_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q8_0: return matmul_q8_0_family<DecodeQ8_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: break;

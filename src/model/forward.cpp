@@ -7,6 +7,7 @@
 #include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "kernels/repack.h"
 
 namespace kvrag::model {
 
@@ -51,6 +52,16 @@ ForwardPass::Prepared ForwardPass::prepare(GgmlType type, const float* x, int64_
 
 void ForwardPass::matmul_prepared(const MatrixRef& W, const uint8_t* xp, size_t xp_row_bytes, int64_t n,
                                   float* y, ThreadPool& pool) {
+    if (W.packed) {
+        // Whole 8-row groups per thread, so no thread computes a group another one stores.
+        const int64_t n_groups = (W.n_rows + kernels::kPackRows - 1) / kernels::kPackRows;
+        pool.run([&](int ith, int nth) {
+            auto [g0, g1] = ThreadPool::split(n_groups, ith, nth);
+            const int64_t r0 = g0 * kernels::kPackRows, r1 = std::min(g1 * kernels::kPackRows, W.n_rows);
+            if (r0 < r1) kernels::matmul_packed(*W.packed, xp, xp_row_bytes, n, y, W.n_rows, r0, r1);
+        });
+        return;
+    }
     pool.run([&](int ith, int nth) {
         auto [r0, r1] = ThreadPool::split(W.n_rows, ith, nth);
         if (r0 < r1) {

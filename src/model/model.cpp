@@ -42,6 +42,7 @@ Result<std::shared_ptr<Model>> Model::from_file(std::shared_ptr<gguf::GgufFile> 
         }
     }
     if (progress) progress(m->weight_bytes_, m->weight_bytes_);
+    pack_weights(m->w_);
     return m;
 }
 

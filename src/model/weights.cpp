@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include "kernels/quant.h"
+#include "kernels/repack.h"
 
 namespace kvrag::model {
 namespace {
@@ -31,7 +32,7 @@ const gguf::TensorInfo& need(const gguf::GgufFile& f, const std::string& name, c
 
 MatrixRef matrix(const gguf::GgufFile& f, const std::string& name, int64_t n_cols, int64_t n_rows) {
     const gguf::TensorInfo& t = need(f, name, {n_cols, n_rows});
-    return MatrixRef{t.data, t.type, n_cols, n_rows, ggml_row_size(t.type, n_cols)};
+    return MatrixRef{t.data, t.type, n_cols, n_rows, ggml_row_size(t.type, n_cols), nullptr};
 }
 
 // Small 1-D tensors (norms, biases) are dequantised once into floats.
@@ -91,6 +92,16 @@ Result<ModelWeights> bind_weights(const gguf::GgufFile& f, const ModelHParams& h
         }
         return w;
     });
+}
+
+void pack_weights(ModelWeights& w) {
+    auto pack = [](MatrixRef& m) {
+        m.packed = kernels::repack(m.type, m.data, m.row_bytes, m.n_rows, m.n_cols);
+    };
+    for (LayerWeights& l : w.layers) {
+        for (MatrixRef* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pack(*m);
+    }
+    pack(w.output);  // when tied, tok_embd keeps no packed copy: the lookup reads rows as stored
 }
 
 }  // namespace kvrag::model

@@ -10,6 +10,10 @@
 #include "gguf/gguf_file.h"
 #include "model/hparams.h"
 
+namespace kvrag::kernels {
+class PackedMatrix;
+}
+
 namespace kvrag::model {
 
 // A 2-D weight matrix in the file: n_rows rows of n_cols elements each (ggml ne = [n_cols, n_rows]),
@@ -20,6 +24,9 @@ struct MatrixRef {
     int64_t n_cols = 0;   // input width
     int64_t n_rows = 0;   // output width
     size_t row_bytes = 0;
+    // The same matrix repacked for the AVX2 kernels (kernels/repack.h), or null. Set by
+    // pack_weights; data stays valid (the embedding lookup and the fallback read it).
+    std::shared_ptr<const kernels::PackedMatrix> packed;
 };
 
 struct LayerWeights {
@@ -43,5 +50,9 @@ struct ModelWeights {
 // name the tensor with expected vs found shape, e.g.
 // "tensor 'blk.0.attn_k.weight' has shape [64, 32]; expected [64, 16]".
 Result<ModelWeights> bind_weights(const gguf::GgufFile& file, const ModelHParams& hp);
+
+// Repacks every matrix the kernels can use packed (kernels::can_repack) and sets its `packed`.
+// Costs one pass over those matrices and memory about their size; outputs do not change.
+void pack_weights(ModelWeights& w);
 
 }  // namespace kvrag::model

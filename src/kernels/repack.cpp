@@ -1,0 +1,163 @@
+// Packing weight matrices into 8-row interleaved groups (layouts in repack_layout.h) and the
+// dispatch of matmul_packed. Packing is plain byte shuffling, done once per matrix at load.
+#include "kernels/repack.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/quant.h"
+#include "kernels/quant_blocks.h"
+#include "kernels/repack_layout.h"
+
+namespace kvrag::kernels {
+namespace {
+
+// Element e of a Q4_0 block as stored (0..15, before the -8 offset).
+inline uint8_t q4_0_nibble(const BlockQ4_0& b, int e) {
+    return e < 16 ? (b.qs[e] & 0x0F) : (b.qs[e - 16] >> 4);
+}
+
+void pack_q4_0_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+    for (int64_t i = 0; i < nb; ++i) {
+        uint8_t* out = dst + static_cast<size_t>(i) * kPackQ4_0BlockBytes;
+        std::memset(out, 0, kPackQ4_0BlockBytes);  // padding rows: scale 0, quants 0
+        for (int r = 0; r < kPackRows; ++r) {
+            if (rows[r] == nullptr) continue;
+            const auto& b = reinterpret_cast<const BlockQ4_0*>(rows[r])[i];
+            std::memcpy(out + 2 * r, &b.d, 2);
+            for (int m = 0; m < 4; ++m) {
+                for (int j = 0; j < 4; ++j) {
+                    out[16 + 32 * m + 4 * r + j] =
+                        static_cast<uint8_t>(q4_0_nibble(b, 4 * m + j) | (q4_0_nibble(b, 16 + 4 * m + j) << 4));
+                }
+            }
+        }
+    }
+}
+
+void pack_q4_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+    for (int64_t i = 0; i < nb; ++i) {
+        uint8_t* out = dst + static_cast<size_t>(i) * kPackQ4_KBlockBytes;
+        std::memset(out, 0, kPackQ4_KBlockBytes);  // padding rows: scales 0, quants 0
+        for (int r = 0; r < kPackRows; ++r) {
+            if (rows[r] == nullptr) continue;
+            const auto& b = reinterpret_cast<const BlockQ4_K*>(rows[r])[i];
+            std::memcpy(out + 2 * r, &b.d, 2);
+            std::memcpy(out + 16 + 2 * r, &b.dmin, 2);
+            uint8_t q[kQK_K];  // element e of the row, 0..15
+            for (int e = 0; e < kQK_K; ++e) {
+                const int j = e / 32, c = j / 2;
+                const uint8_t byte = b.qs[32 * c + e % 32];
+                q[e] = (j & 1) ? (byte >> 4) : (byte & 0x0F);
+            }
+            for (int j = 0; j < 8; ++j) {
+                uint8_t sc, m;
+                unpack_scale_min_k4(j, b.scales, &sc, &m);
+                out[kPackQ4_KScales + 8 * j + r] = sc;
+                out[kPackQ4_KMins + 16 * (j / 2) + 2 * r + (j & 1)] = m;
+                for (int m4 = 0; m4 < 4; ++m4) {
+                    for (int jj = 0; jj < 4; ++jj) {
+                        out[kPackQ4_KQuants + 128 * j + 32 * m4 + 4 * r + jj] =
+                            static_cast<uint8_t>(q[32 * j + 4 * m4 + jj] | (q[32 * j + 16 + 4 * m4 + jj] << 4));
+                    }
+                }
+            }
+        }
+    }
+}
+
+
+// Element e of a Q6_K block as stored (0..63), from the layout in quant_blocks.h.
+inline uint8_t q6_k_value(const BlockQ6_K& b, int e) {
+    const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+    const uint8_t lo = b.ql[64 * h + l + (g & 1) * 32];
+    const uint8_t low4 = (g < 2) ? (lo & 0x0F) : (lo >> 4);
+    return static_cast<uint8_t>(low4 | (((b.qh[32 * h + l] >> (2 * g)) & 3) << 4));
+}
+
+void pack_q6_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+    for (int64_t i = 0; i < nb; ++i) {
+        uint8_t* out = dst + static_cast<size_t>(i) * kPackQ6_KBlockBytes;
+        std::memset(out, 0, kPackQ6_KBlockBytes);  // padding rows: scales 0, quants 0
+        for (int r = 0; r < kPackRows; ++r) {
+            if (rows[r] == nullptr) continue;
+            const auto& b = reinterpret_cast<const BlockQ6_K*>(rows[r])[i];
+            std::memcpy(out + 2 * r, &b.d, 2);
+            uint8_t q[kQK_K];
+            for (int e = 0; e < kQK_K; ++e) q[e] = q6_k_value(b, e);
+            for (int j = 0; j < 16; ++j) {
+                out[kPackQ6_KScales + 8 * j + r] = static_cast<uint8_t>(b.scales[j]);
+                for (int jj = 0; jj < 4; ++jj) {
+                    for (int a = 0; a < 2; ++a) {
+                        out[kPackQ6_KLow + 64 * j + 32 * a + 4 * r + jj] =
+                            static_cast<uint8_t>((q[16 * j + 4 * a + jj] & 0x0F) | ((q[16 * j + 8 + 4 * a + jj] & 0x0F) << 4));
+                    }
+                    uint8_t high = 0;
+                    for (int v = 0; v < 4; ++v) high = static_cast<uint8_t>(high | ((q[16 * j + 4 * v + jj] >> 4) << (2 * v)));
+                    out[kPackQ6_KHigh + 32 * j + 4 * r + jj] = high;
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void PackedMatrix::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
+
+PackedMatrix::PackedMatrix(GgmlType type, int64_t n_rows, int64_t n_cols, size_t group_bytes)
+    : type_(type), n_rows_(n_rows), n_cols_(n_cols), group_bytes_(group_bytes) {
+    const size_t bytes = (group_bytes_ * static_cast<size_t>(n_groups()) + 63) / 64 * 64;
+    data_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, bytes == 0 ? 64 : bytes)));
+    if (!data_) throw std::bad_alloc();
+}
+
+bool can_repack(GgmlType type, int64_t n_cols) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (!using_avx2() || n_cols <= 0) return false;
+    switch (type) {
+    case GgmlType::Q4_0: return n_cols % kQK4_0 == 0;
+    case GgmlType::Q4_K: case GgmlType::Q6_K: return n_cols % kQK_K == 0;
+    default: return false;
+    }
+#else
+    (void)type;
+    (void)n_cols;
+    return false;
+#endif
+}
+
+std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t row_bytes, int64_t n_rows,
+                                           int64_t n_cols) {
+    if (!can_repack(type, n_cols) || n_rows <= 0) return nullptr;
+    const bool q4_0 = type == GgmlType::Q4_0;
+    const int64_t nb = n_cols / (q4_0 ? kQK4_0 : kQK_K);
+    const size_t block_bytes = q4_0 ? kPackQ4_0BlockBytes : type == GgmlType::Q4_K ? kPackQ4_KBlockBytes : kPackQ6_KBlockBytes;
+    auto p = std::make_shared<PackedMatrix>(type, n_rows, n_cols, static_cast<size_t>(nb) * block_bytes);
+    const auto* wb = static_cast<const uint8_t*>(W);
+    for (int64_t g = 0; g < p->n_groups(); ++g) {
+        const uint8_t* rows[kPackRows];
+        for (int r = 0; r < kPackRows; ++r) {
+            const int64_t row = g * kPackRows + r;
+            rows[r] = row < n_rows ? wb + static_cast<size_t>(row) * row_bytes : nullptr;
+        }
+        switch (type) {
+        case GgmlType::Q4_0: pack_q4_0_group(rows, nb, p->mutable_group(g)); break;
+        case GgmlType::Q4_K: pack_q4_k_group(rows, nb, p->mutable_group(g)); break;
+        default: pack_q6_k_group(rows, nb, p->mutable_group(g)); break;
+        }
+    }
+    return p;
+}
+
+void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
+                   int64_t ldy, int64_t r0, int64_t r1) {
+#if defined(__x86_64__) || defined(_M_X64)
+    // repack() only packs when the AVX2 path is in use, so this is never reached otherwise.
+    avx2::matmul_packed(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+#else
+    unsupported_type("matmul_packed", w.type());
+#endif
+}
+
+}  // namespace kvrag::kernels

@@ -1,0 +1,397 @@
+// AVX2 matrix kernels over packed weights (kernels/repack.h; layouts in repack_layout.h).
+//
+// The micro-kernel is a tile of 8 weight rows (one packed group) x NT <= 4 tokens. Each
+// activation block is broadcast four bytes at a time against a 32-byte weight vector that
+// holds four elements of each of the eight rows, so `maddubs` leaves every row's partial sums
+// in its own lanes: no horizontal sums, and one vcvtph2ps converts the eight rows' scales.
+//
+// Exactness: per block, each output's integer dot product is exact (int16 partial sums are
+// bounded below, int32 after), then the float steps are the reference's, in block order:
+//   Q4_0: acc = acc + float(isum) * (dw * dx)           (dw * dx exact: two fp16 values)
+//   Q4_K: acc = acc + dx * (d * float(isum) - dmin * float(msum))
+//   Q6_K: acc = acc + (d * dx) * float(isum)
+// each product and sum rounded on its own, as in ref::vec_dot. The product goes through no_contract() so the compiler cannot fuse it with the
+// sum into an FMA (GCC contracts vector intrinsics too), which would round once instead of twice.
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/fp16.h"
+#include "kernels/quant.h"
+#include "kernels/quant_blocks.h"
+#include "kernels/repack.h"
+#include "kernels/repack_layout.h"
+
+namespace kvrag::kernels::avx2 {
+namespace {
+
+constexpr int kTok = 4;  // tokens per activation group, the widest tile
+
+// An opaque use of v: the multiply that produced it cannot be fused into a later add.
+inline __m256 no_contract(__m256 v) {
+    __asm__("" : "+x"(v));
+    return v;
+}
+
+// Pins v to a register at this point. GCC otherwise reassociates the int16 sums of a block
+// (integer adds are associative) into a tree over all its maddubs results and spills them.
+inline void keep(__m256i& v) { __asm__("" : "+x"(v)); }
+
+inline __m256i broadcast_i32(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return _mm256_set1_epi32(v);
+}
+
+// Per-thread buffer for the regrouped activations, reused across products.
+std::vector<uint8_t>& act_scratch() {
+    thread_local std::vector<uint8_t> buf;
+    return buf;
+}
+
+uint8_t* aligned32(std::vector<uint8_t>& buf, size_t bytes) {
+    buf.resize(bytes + 32);
+    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 31) & ~static_cast<uintptr_t>(31));
+}
+
+// ------------------------------------------------------------------------------------------
+// Q4_0 x Q8_0
+// ------------------------------------------------------------------------------------------
+
+// Q8_0 activations regrouped four tokens at a time: per block i of token group g, at
+// (g * nb + i) * kActQ8_0Bytes: the four tokens' 32 quant bytes, their scales as floats, and
+// 8 * (sum of their quants), the term that turns the unsigned nibbles q into q - 8.
+constexpr size_t kActScales = kTok * 32;              // offset of the (kTok) float scales
+constexpr size_t kActSums = kActScales + kTok * 4;      // offset of the (kTok) int32 8 * sums
+constexpr size_t kActQ8_0Bytes = kActSums + kTok * 4;
+
+void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_0Bytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_0*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_0Bytes;
+        const int k = static_cast<int>(t % kTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_0Bytes;
+            std::memcpy(b + 32 * k, blocks[i].qs, 32);
+            const float dx = _cvtsh_ss(blocks[i].d);
+            int32_t sum = 0;
+            for (int j = 0; j < 32; ++j) sum += blocks[i].qs[j];
+            sum *= 8;
+            std::memcpy(b + kActScales + 4 * k, &dx, 4);
+            std::memcpy(b + kActSums + 4 * k, &sum, 4);
+        }
+    }
+}
+
+// out[t] lane r = row r of the group . token t, for t < NT.
+// Bounds: nibbles q <= 15 and |x| <= 127 (128 at most), so a maddubs pair is at most 3840 in
+// magnitude and the eight added per int16 lane at most 30720 < 32767: exact.
+template <int NT>
+inline void q4_0_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, w += kPackQ4_0BlockBytes, xa += kActQ8_0Bytes) {
+        __m256i s16[NT];
+        for (int t = 0; t < NT; ++t) s16[t] = _mm256_setzero_si256();
+        for (int m = 0; m < 4; ++m) {
+            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16 + 32 * m));
+            const __m256i lo = _mm256_and_si256(raw, m4);                         // elements 4m..4m+3
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);  // elements 16+4m..
+            for (int t = 0; t < NT; ++t) {
+                const uint8_t* xq = xa + 32 * t;
+                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
+                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
+                keep(s16[t]);
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        for (int t = 0; t < NT; ++t) {
+            const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), broadcast_i32(xa + kActSums + 4 * t));
+            const __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActScales + 4 * t)));
+            acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), s)));
+        }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+// Stores a tile's outputs for rows [lo, hi) of the group starting at row0, tokens [t0, t0 + NT).
+template <int NT>
+inline void store_tile(const __m256* out, float* y, int64_t ldy, int64_t t0, int64_t row0, int64_t lo, int64_t hi) {
+    if (lo == row0 && hi == row0 + kPackRows) {
+        for (int t = 0; t < NT; ++t) _mm256_storeu_ps(y + (t0 + t) * ldy + row0, out[t]);
+        return;
+    }
+    for (int t = 0; t < NT; ++t) {
+        alignas(32) float lanes[kPackRows];
+        _mm256_store_ps(lanes, out[t]);
+        for (int64_t r = lo; r < hi; ++r) y[(t0 + t) * ldy + r] = lanes[r - row0];
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Q4_K x Q8_K
+// ------------------------------------------------------------------------------------------
+
+// Q8_K activations regrouped four tokens at a time: per super-block i of token group g, at
+// (g * nb + i) * kActQ8_KBytes: the four tokens' 256 quant bytes, their float scales, and per
+// token four int32 words, word p holding the sums of sub-blocks 2p (low int16) and 2p + 1
+// (high int16) of its quants, the factors of the mins.
+constexpr size_t kActKScales = kTok * kQK_K;
+constexpr size_t kActKSums = kActKScales + kTok * 4;
+constexpr size_t kActQ8_KBytes = kActKSums + kTok * 16;
+
+void group_q8_k(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_KBytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_KBytes;
+        const int k = static_cast<int>(t % kTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_KBytes;
+            std::memcpy(b + kQK_K * k, blocks[i].qs, kQK_K);
+            std::memcpy(b + kActKScales + 4 * k, &blocks[i].d, 4);
+            for (int p = 0; p < 4; ++p) {
+                // |sum of 32 quants| <= 4064: fits int16.
+                const int lo = blocks[i].bsums[4 * p] + blocks[i].bsums[4 * p + 1];
+                const int hi = blocks[i].bsums[4 * p + 2] + blocks[i].bsums[4 * p + 3];
+                const uint32_t word = static_cast<uint16_t>(lo) | (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
+                std::memcpy(b + kActKSums + 16 * k + 4 * p, &word, 4);
+            }
+        }
+    }
+}
+
+// out[t] lane r = row r of the group . token t, for t < NT; the float steps are ref's:
+//   acc = acc + dx * (d * float(isum) - dmin * float(msum))
+// isum = sum_j sc_j * dot_j and msum = sum_j m_j * ysum_j are exact: a sub-block's int16 lanes
+// hold at most 8 maddubs pairs (<= 30720), times sc <= 63 in madd, and |isum| < 2^31.
+template <int NT>
+inline void q4_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, w += kPackQ4_KBlockBytes, xa += kActQ8_KBytes) {
+        __m256i isum[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; ++j) {
+            // Sub-block j's scale of each row in both int16 halves of its int32 lane.
+            const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + kPackQ4_KScales + 8 * j)));
+            const __m256i scv = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+            __m256i s16[NT];
+            for (int t = 0; t < NT; ++t) s16[t] = _mm256_setzero_si256();
+            for (int m = 0; m < 4; ++m) {
+                const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ4_KQuants + 128 * j + 32 * m));
+                const __m256i lo = _mm256_and_si256(raw, m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                for (int t = 0; t < NT; ++t) {
+                    const uint8_t* xq = xa + kQK_K * t + 32 * j;
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
+                    keep(s16[t]);
+                }
+            }
+            for (int t = 0; t < NT; ++t) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], scv));
+        }
+        __m256i msum[NT];
+        for (int t = 0; t < NT; ++t) msum[t] = _mm256_setzero_si256();
+        for (int p = 0; p < 4; ++p) {
+            const __m256i mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + kPackQ4_KMins + 16 * p)));
+            for (int t = 0; t < NT; ++t) {
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mins, broadcast_i32(xa + kActKSums + 16 * t + 4 * p)));
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
+        for (int t = 0; t < NT; ++t) {
+            const __m256 a = no_contract(_mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[t])));
+            const __m256 b = no_contract(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(msum[t])));
+            const __m256 dx = _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActKScales + 4 * t));
+            acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(dx, _mm256_sub_ps(a, b))));
+        }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+// ------------------------------------------------------------------------------------------
+// Q6_K x Q8_K
+// ------------------------------------------------------------------------------------------
+
+// As group_q8_k, but per token the sixteen int16 bsums as they are (32 bytes), the factors of
+// the -32 offset: word p holds those of sub-blocks 2p and 2p + 1.
+constexpr size_t kActQ8_K16Bytes = kActKSums + kTok * 32;
+
+void group_q8_k16(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_K16Bytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_K16Bytes;
+        const int k = static_cast<int>(t % kTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_K16Bytes;
+            std::memcpy(b + kQK_K * k, blocks[i].qs, kQK_K);
+            std::memcpy(b + kActKScales + 4 * k, &blocks[i].d, 4);
+            std::memcpy(b + kActKSums + 32 * k, blocks[i].bsums, 32);
+        }
+    }
+}
+
+// out[t] lane r = row r of the group . token t, for t < NT; the float steps are ref's:
+//   acc = acc + (d * dx) * float(isum),  isum = sum_j sc_j * sum_l (q - 32) x
+// computed as sum_j sc_j * (q . x)_j - 32 * sum_j sc_j * bsum_j, exact: q <= 63, so a maddubs
+// pair is at most 16128 and two added 32256 (int16); times |sc| <= 128 in madd, and |isum|
+// stays below 2^29.
+template <int NT>
+inline void q6_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+    const __m256i m30 = _mm256_set1_epi8(0x30);
+    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, w += kPackQ6_KBlockBytes, xa += kActQ8_K16Bytes) {
+        __m256i isum[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 16; ++j) {
+            // Sub-block j's scale of each row, sign-extended, in both int16 halves of its lane.
+            const __m256i sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + kPackQ6_KScales + 8 * j)));
+            const __m256i scv = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+            const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KLow + 64 * j));
+            const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KLow + 64 * j + 32));
+            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KHigh + 32 * j));
+            // v: elements 16j + 4v .. 16j + 4v + 3 of each row (epi16 shifts: the bits that cross
+            // into a neighbouring byte are masked off).
+            const __m256i v0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+            const __m256i v1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+            const __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
+            const __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                               _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+            for (int t = 0; t < NT; ++t) {
+                const uint8_t* xq = xa + kQK_K * t + 16 * j;
+                const __m256i sa = _mm256_add_epi16(_mm256_maddubs_epi16(v0, broadcast_i32(xq)),
+                                                    _mm256_maddubs_epi16(v1, broadcast_i32(xq + 4)));
+                const __m256i sb = _mm256_add_epi16(_mm256_maddubs_epi16(v2, broadcast_i32(xq + 8)),
+                                                    _mm256_maddubs_epi16(v3, broadcast_i32(xq + 12)));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(sa, scv), _mm256_madd_epi16(sb, scv)));
+            }
+        }
+        // The offset: 32 * sum_j sc_j * bsum_j, with the scales of sub-blocks 2p and 2p + 1
+        // interleaved per row into int16 pairs.
+        __m256i corr[NT];
+        for (int t = 0; t < NT; ++t) corr[t] = _mm256_setzero_si256();
+        for (int p = 0; p < 8; ++p) {
+            const __m128i two = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + kPackQ6_KScales + 16 * p));
+            const __m256i pairs = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(two, _mm_srli_si128(two, 8)));
+            for (int t = 0; t < NT; ++t) {
+                corr[t] = _mm256_add_epi32(corr[t], _mm256_madd_epi16(pairs, broadcast_i32(xa + kActKSums + 32 * t + 4 * p)));
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        for (int t = 0; t < NT; ++t) {
+            const __m256i total = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(corr[t], 5));
+            const __m256 s = _mm256_mul_ps(d, _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActKScales + 4 * t)));
+            acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(s, _mm256_cvtepi32_ps(total))));
+        }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+// The per-type pieces of a packed product: K::kBlock elements per block, K::kActBytes per
+// block of a regrouped token group, K::group() regroups the activations, K::tile<NT>() is the
+// micro-kernel.
+struct KernelQ4_0 {
+    static constexpr int64_t kBlock = kQK4_0;
+    static constexpr size_t kActBytes = kActQ8_0Bytes;
+    static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+        group_q8_0(x, x_row_bytes, n_tokens, nb, dst);
+    }
+    template <int NT>
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q4_0_tile<NT>(nb, w, xa, out); }
+};
+struct KernelQ4_K {
+    static constexpr int64_t kBlock = kQK_K;
+    static constexpr size_t kActBytes = kActQ8_KBytes;
+    static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+        group_q8_k(x, x_row_bytes, n_tokens, nb, dst);
+    }
+    template <int NT>
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q4_k_tile<NT>(nb, w, xa, out); }
+};
+
+struct KernelQ6_K {
+    static constexpr int64_t kBlock = kQK_K;
+    static constexpr size_t kActBytes = kActQ8_K16Bytes;
+    static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+        group_q8_k16(x, x_row_bytes, n_tokens, nb, dst);
+    }
+    template <int NT>
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q6_k_tile<NT>(nb, w, xa, out); }
+};
+
+// ------------------------------------------------------------------------------------------
+// Driver
+// ------------------------------------------------------------------------------------------
+
+template <class K, int NT>
+void run_groups(const PackedMatrix& w, int64_t nb, const uint8_t* xa, float* y, int64_t ldy, int64_t t0, int64_t g0,
+                int64_t g1, int64_t r0, int64_t r1) {
+    for (int64_t g = g0; g < g1; ++g) {
+        __m256 out[NT];
+        K::template tile<NT>(nb, w.group(g), xa, out);
+        const int64_t row0 = g * kPackRows;
+        store_tile<NT>(out, y, ldy, t0, row0, std::max(r0, row0), std::min(r1, row0 + kPackRows));
+    }
+}
+
+template <class K>
+void matmul_kernel(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
+                   int64_t r0, int64_t r1) {
+    const int64_t nb = w.n_cols() / K::kBlock;
+    const int64_t n_tgroups = (n_tokens + kTok - 1) / kTok;
+    const size_t tgroup_bytes = static_cast<size_t>(nb) * K::kActBytes;
+    uint8_t* act = aligned32(act_scratch(), tgroup_bytes * static_cast<size_t>(n_tgroups));
+    K::group(static_cast<const uint8_t*>(x), x_row_bytes, n_tokens, nb, act);
+    // Row groups in tiles of ~64 KiB of packed weights (kept in L2); inside a tile every token
+    // group (in L1) sweeps all its row groups.
+    const int64_t g_begin = r0 / kPackRows, g_end = (r1 + kPackRows - 1) / kPackRows;
+    const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>((64 * 1024) / w.group_bytes()));
+    for (int64_t gt = g_begin; gt < g_end; gt += tile) {
+        const int64_t gt_end = std::min(g_end, gt + tile);
+        for (int64_t tg = 0; tg < n_tgroups; ++tg) {
+            const uint8_t* xa = act + static_cast<size_t>(tg) * tgroup_bytes;
+            const int64_t t0 = tg * kTok;
+            switch (std::min<int64_t>(kTok, n_tokens - t0)) {
+            case 4: run_groups<K, 4>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            case 3: run_groups<K, 3>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            case 2: run_groups<K, 2>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            default: run_groups<K, 1>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
+                   int64_t r0, int64_t r1) {
+    if (r0 >= r1 || n_tokens <= 0) return;
+    switch (w.type()) {
+    case GgmlType::Q4_0: return matmul_kernel<KernelQ4_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q4_K: return matmul_kernel<KernelQ4_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q6_K: return matmul_kernel<KernelQ6_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    default: unsupported_type("matmul_packed", w.type());
+    }
+}
+
+}  // namespace kvrag::kernels::avx2
+
+#endif  // x86-64
