@@ -39,7 +39,7 @@ public:
     MatrixRef matrix(const std::string& name, int64_t n_cols, int64_t n_rows, bool required = true) const {
         const gguf::TensorInfo* t = find(name, {n_cols, n_rows}, required);
         if (!t) return {};
-        return MatrixRef{t->data, t->type, n_cols, n_rows, ggml_row_size(t->type, n_cols)};
+        return MatrixRef{t->data, t->type, n_cols, n_rows, ggml_row_size(t->type, n_cols), nullptr};
     }
 
     // Norms and biases are small: dequantised once into floats. Empty when absent and optional.
