@@ -102,6 +102,11 @@ Result<ModelHooks> engine_hooks(engine::Engine& gen, engine::Embedder& embedder,
         if (!r) return r.error();
         return std::move(r->vectors.front());
     };
+    h->embed_batch = [&embedder](std::span<const std::string> texts) -> Result<std::vector<std::vector<float>>> {
+        auto r = embedder.embed(texts);
+        if (!r) return r.error();
+        return std::move(r->vectors);
+    };
     return h;
 }
 
@@ -172,15 +177,41 @@ Result<IngestResult> Memory::ingest(const IngestRequest& req) {
     doc.settings = settings;
     doc.tags = req.tags;
     doc.chunks.reserve(chunks->size());
-    for (auto& c : *chunks) {
-        auto e = hooks_.embed(c.text);
-        if (!e) return fail(Error{e.error().code, "embedding chunk " + std::to_string(c.position) + " of '" + req.name + "': " + e.error().message});
-        if (static_cast<int32_t>(e->size()) != hooks_.embed_model.dim) {
-            return fail(Error{Errc::memory_model_mismatch, "embedding has " + std::to_string(e->size()) + " floats; the model info says " +
-                                                               std::to_string(hooks_.embed_model.dim)});
+    // Embeddings: groups of chunks per call when the hooks can batch, else one by one.
+    const size_t group = hooks_.embed_batch ? kEmbedBatchChunks : 1;
+    for (size_t first = 0; first < chunks->size(); first += group) {
+        const size_t last = std::min(chunks->size(), first + group);
+        std::vector<std::vector<float>> vecs;
+        if (hooks_.embed_batch) {
+            std::vector<std::string> texts;
+            for (size_t i = first; i < last; ++i) texts.push_back((*chunks)[i].text);
+            auto e = hooks_.embed_batch(texts);
+            if (!e) {
+                return fail(Error{e.error().code, "embedding chunks " + std::to_string((*chunks)[first].position) + "-" +
+                                                      std::to_string((*chunks)[last - 1].position) + " of '" + req.name + "': " + e.error().message});
+            }
+            if (e->size() != last - first) {
+                return fail(Error{Errc::memory_model_mismatch, "the embedding hook returned " + std::to_string(e->size()) + " vectors for " +
+                                                                   std::to_string(last - first) + " chunks"});
+            }
+            vecs = std::move(*e);
+        } else {
+            auto e = hooks_.embed((*chunks)[first].text);
+            if (!e) {
+                return fail(Error{e.error().code, "embedding chunk " + std::to_string((*chunks)[first].position) + " of '" + req.name + "': " + e.error().message});
+            }
+            vecs.push_back(std::move(*e));
         }
-        out.n_tokens += c.n_tokens;
-        doc.chunks.push_back(ChunkInput{c.position, std::move(c.text), c.n_tokens, std::move(*e)});
+        for (size_t i = first; i < last; ++i) {
+            auto& c = (*chunks)[i];
+            std::vector<float>& v = vecs[i - first];
+            if (static_cast<int32_t>(v.size()) != hooks_.embed_model.dim) {
+                return fail(Error{Errc::memory_model_mismatch, "embedding has " + std::to_string(v.size()) + " floats; the model info says " +
+                                                                   std::to_string(hooks_.embed_model.dim)});
+            }
+            out.n_tokens += c.n_tokens;
+            doc.chunks.push_back(ChunkInput{c.position, std::move(c.text), c.n_tokens, std::move(v)});
+        }
     }
     out.n_chunks = static_cast<int32_t>(doc.chunks.size());
     auto w = store_->write_document(doc);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,13 @@
 namespace kvrag::memory {
 
 using EmbedFn = std::function<Result<std::vector<float>>(std::string_view text)>;
+// Many texts in one call (an encoder packs them into few forward passes); one L2-normalised
+// vector per text, in order. Optional: ingestion uses it when set, else EmbedFn per chunk.
+using EmbedBatchFn = std::function<Result<std::vector<std::vector<float>>>(std::span<const std::string> texts)>;
+
+// Chunks per EmbedBatchFn call during ingestion: enough to fill an encoder's 2048-token pass
+// with chunk-sized texts several times over, small enough that a shutdown is noticed quickly.
+constexpr size_t kEmbedBatchChunks = 32;
 // One relevance score per document for the query, in the documents' order; higher is better
 // (any scale: a cross-encoder's logits or probabilities). Must accept any text length (the
 // hook truncates to its model's context) and be thread-safe like EmbedFn.
@@ -36,6 +44,7 @@ using GenerateFn = std::function<Result<engine::GenerateResult>(std::vector<int3
 struct ModelHooks {
     std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // chunking and prompt tokens
     EmbedFn embed;                                         // thread-safe; L2-normalised vectors
+    EmbedBatchFn embed_batch;                              // optional, thread-safe; ingestion batches through it
     EmbeddingModelInfo embed_model;                        // what the index records
     RerankFn rerank;                                       // null: search and ask do not rerank
     GenerateFn generate;                                   // null: ask is unavailable

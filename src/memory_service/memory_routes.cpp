@@ -124,6 +124,9 @@ ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg,
         if (!v) return v.error();
         return std::move(v->front());
     };
+    // An encoder embeds a group of chunks in few forward passes; the chat model embeds one
+    // sequence per chunk anyway, so it keeps the one-by-one hook.
+    if (emb) h.embed_batch = [&ctx](std::span<const std::string> texts) { return ctx.embed_texts(texts); };
     if (ctx.rerank_model()) {
         h.rerank = [&ctx](std::string_view query, const std::vector<std::string_view>& documents) {
             const std::vector<std::string> docs(documents.begin(), documents.end());
