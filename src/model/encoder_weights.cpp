@@ -1,15 +1,12 @@
 #include "model/encoder_weights.h"
 
 #include "kernels/quant.h"
+#include "model/weights.h"
 
 namespace kvrag::model {
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& ne) {
-    std::string s = "[";
-    for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
-    return s + "]";
-}
+const auto& shape_str = shape_string;  // model/weights.h
 
 // Looks tensors up by name, checking shape and type; every failure names the tensor.
 class Binder {

@@ -4,13 +4,15 @@
 #include "kernels/repack.h"
 
 namespace kvrag::model {
-namespace {
-
-std::string shape_str(const std::vector<int64_t>& ne) {
+std::string shape_string(const std::vector<int64_t>& ne) {
     std::string s = "[";
     for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
     return s + "]";
 }
+
+namespace {
+
+const auto& shape_str = shape_string;
 
 const gguf::TensorInfo& need(const gguf::GgufFile& f, const std::string& name, const std::vector<int64_t>& ne) {
     const gguf::TensorInfo* t = f.find_tensor(name);

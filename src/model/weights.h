@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -45,6 +46,9 @@ struct ModelWeights {
     std::vector<float> rope_freq_factors;  // (n_rot / 2) or empty
     std::vector<LayerWeights> layers;
 };
+
+// "[64, 32]": a tensor shape as the loaders' messages print it.
+std::string shape_string(const std::vector<int64_t>& ne);
 
 // Binds every tensor the architecture needs, checking its presence, shape and type. Errors
 // name the tensor with expected vs found shape, e.g.
