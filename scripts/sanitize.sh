@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The sanitizer step: builds kvrag with clang under AddressSanitizer + UndefinedBehaviorSanitizer,
 # runs the test suite (all but the python-reference comparison, which only re-checks numbers), then
-# fuzzes the GGUF reader with libFuzzer from a seed corpus of valid files for FUZZ_SECONDS.
+# runs every libFuzzer target (tests/fuzz/*_fuzz.cpp) for an equal share of FUZZ_SECONDS: the GGUF
+# reader from generated model files, the others from their committed seed corpus
+# (tests/fuzz/corpus/<target>/, copied to a scratch folder so the repository's corpus never
+# changes). Prints each target's executions; a crash fails the step and leaves its input in
+# $BUILD_DIR/fuzz-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
-FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_SECONDS=${FUZZ_SECONDS:-120}
 JOBS=${JOBS:-$(nproc)}
 CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVRAG_FUZZ=ON >/dev/null
 cmake --build "$BUILD_DIR" -j "$JOBS"
@@ -14,13 +18,50 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 "$BUILD_DIR/kvrag_tests" --gtest_brief=1 \
   --gtest_filter='-ReferenceForward*:*TenThousand*'
 
-# Seed corpus: small valid models of several types and vocabulary-only files.
-CORPUS="$BUILD_DIR/fuzz-corpus"
-mkdir -p "$CORPUS"
+# Every target CMake builds (the same glob), each with an equal share of FUZZ_SECONDS (at least 5 s).
+mapfile -t TARGETS < <(for f in tests/fuzz/*_fuzz.cpp; do basename "$f" .cpp; done)
+PER_TARGET=$(( FUZZ_SECONDS / ${#TARGETS[@]} ))
+if [ "$PER_TARGET" -lt 5 ]; then PER_TARGET=5; fi
+WORK="$BUILD_DIR/fuzz-work"
+ARTIFACTS="$BUILD_DIR/fuzz-artifacts"
+rm -rf "$WORK"
+mkdir -p "$WORK" "$ARTIFACTS"
+
+# The GGUF reader's seeds: small valid models of several types and vocabulary-only files.
+mkdir -p "$WORK/gguf_fuzz"
 for t in f32 q8_0 q4_0 f16; do
-  "$BUILD_DIR/kvrag" make-model -o "$CORPUS/seed-$t.gguf" --type "$t" --dim 32 --layers 1 --heads 2 --kv-heads 1 --ff 32 >/dev/null
+  "$BUILD_DIR/kvrag" make-model -o "$WORK/gguf_fuzz/seed-$t.gguf" --type "$t" --dim 32 --layers 1 --heads 2 --kv-heads 1 --ff 32 >/dev/null
 done
 SHARED=${KVRAG_SHARED_DATA:-../shared/data}
-if [ -d "$SHARED/vocab" ]; then cp "$SHARED"/vocab/ggml-vocab-llama-spm.gguf "$SHARED"/vocab/ggml-vocab-gpt-2.gguf "$CORPUS"/ 2>/dev/null || true; fi
-"$BUILD_DIR/gguf_fuzz" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 "$CORPUS" 2>&1 | tail -12
-echo "sanitize: ASan/UBSan tests passed; fuzzed the GGUF reader for ${FUZZ_SECONDS}s without a crash"
+if [ -d "$SHARED/vocab" ]; then cp "$SHARED"/vocab/ggml-vocab-llama-spm.gguf "$SHARED"/vocab/ggml-vocab-gpt-2.gguf "$WORK/gguf_fuzz"/ 2>/dev/null || true; fi
+
+# Inputs longer than a target's max_len are cut by libFuzzer: PDFs and GGUF files need room.
+max_len() {
+  case "$1" in
+    gguf_fuzz|extract_fuzz) echo 65536 ;;
+    multipart_fuzz|openai_request_fuzz) echo 16384 ;;
+    *) echo 4096 ;;
+  esac
+}
+
+for target in "${TARGETS[@]}"; do
+  if [ "$target" != gguf_fuzz ]; then
+    if [ ! -d "tests/fuzz/corpus/$target" ]; then
+      echo "sanitize: $target has no seed corpus in tests/fuzz/corpus/$target/" >&2
+      exit 1
+    fi
+    mkdir -p "$WORK/$target"
+    cp tests/fuzz/corpus/"$target"/* "$WORK/$target"/
+  fi
+  log="$WORK/$target.log"
+  # -timeout: one input running 20 s is a hang; -rss_limit_mb: so is a runaway allocation.
+  if ! "$BUILD_DIR/$target" -max_total_time="$PER_TARGET" -timeout=20 -rss_limit_mb=4096 -max_len="$(max_len "$target")" \
+      -print_final_stats=1 -artifact_prefix="$ARTIFACTS/$target-" "$WORK/$target" >"$log" 2>&1; then
+    tail -60 "$log"
+    echo "sanitize: $target failed; its input is in $ARTIFACTS/ (add it as a regression test in tests/<module>/)" >&2
+    exit 1
+  fi
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  echo "fuzz: $target: ${execs:-?} executions in ${PER_TARGET}s, corpus $(find "$WORK/$target" -type f | wc -l) files"
+done
+echo "sanitize: ASan/UBSan tests passed; fuzzed ${#TARGETS[@]} targets for ${PER_TARGET}s each without a crash"

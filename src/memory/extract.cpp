@@ -20,17 +20,28 @@ std::string lower(std::string_view s) {
     return out;
 }
 
-// Replaces each invalid UTF-8 sequence by U+FFFD so SQLite and the tokenizer see valid text.
+// Replaces each byte that does not start a well-formed UTF-8 sequence by U+FFFD so SQLite and
+// the tokenizer see valid text. Well-formed is RFC 3629's table: the lead byte's range fixes the
+// second byte's range, which rules out overlong forms (C0, C1, E0 80-9F, F0 80-8F), UTF-16
+// surrogates (ED A0-BF) and code points past U+10FFFF (F4 90-BF, F5-FF); each of those bytes
+// becomes one U+FFFD, as the other invalid ones always have.
 std::string valid_utf8(std::string_view s) {
     std::string out;
     out.reserve(s.size());
     size_t i = 0;
     while (i < s.size()) {
         const auto c = static_cast<unsigned char>(s[i]);
-        int n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        int n = 0;
+        unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+        if (c < 0x80) n = 1;
+        else if (c >= 0xC2 && c <= 0xDF) n = 2;
+        else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
         bool ok = n > 0 && i + n <= s.size();
-        for (int k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
-        if (ok && n == 2 && c < 0xC2) ok = false;  // overlong
+        for (int k = 1; ok && k < n; ++k) {
+            const auto b = static_cast<unsigned char>(s[i + k]);
+            ok = k == 1 ? (b >= lo && b <= hi) : (b & 0xC0) == 0x80;
+        }
         if (ok) {
             out.append(s.substr(i, n));
             i += n;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "memory/memory.h"
+#include "memory_service/upload_form.h"
 #include "server/http_io.h"
 
 namespace kvrag::memory_service {
@@ -157,26 +158,12 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
     // ("key:value", repeatable). Ingested before answering (200 once ready; per-file errors 400).
     http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res) {
         if (!req.is_multipart_form_data()) return send_error(res, Error{Errc::memory_bad_input, "/upload needs multipart/form-data"});
-        std::string index = "default", doc_id;
-        Tags tags;
-        std::vector<const httplib::MultipartFormData*> files;
-        for (const auto& [name, part] : req.files) {
-            if (!part.filename.empty()) {
-                files.push_back(&part);
-            } else if (name == "index") {
-                if (!part.content.empty()) index = part.content;
-            } else if (name == "documentId") {
-                doc_id = part.content;
-            } else if (name == "tags") {
-                const auto colon = part.content.find(':');
-                if (colon == std::string::npos || colon == 0) return send_error(res, Error{Errc::memory_bad_input, "tag '" + part.content + "' is not key:value"});
-                tags.emplace_back(part.content.substr(0, colon), part.content.substr(colon + 1));
-            }
-        }
-        if (files.empty()) return send_error(res, Error{Errc::memory_bad_input, "/upload carries no file"});
-        if (!doc_id.empty() && files.size() > 1) return send_error(res, Error{Errc::memory_bad_input, "documentId with " + std::to_string(files.size()) + " files; send one file per document id"});
+        auto form = parse_upload_form(req.files);
+        if (!form) return send_error(res, form.error());
+        const std::string& index = form->index;
+        const std::string& doc_id = form->doc_id;
         json results = json::array();
-        for (const auto* f : files) {
+        for (const auto* f : form->files) {
             if (f->content.size() > svc->config.max_upload_bytes) {
                 return send_error(res, Error{Errc::request_too_large, "file '" + f->filename + "' is " + std::to_string(f->content.size()) +
                                                           " bytes; the limit is " + std::to_string(svc->config.max_upload_bytes)});
@@ -188,7 +175,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
             ir.source = "upload";
             ir.mime = f->content_type == "application/octet-stream" ? "" : f->content_type;
             ir.bytes = f->content;
-            ir.tags = tags;
+            ir.tags = form->tags;
             auto r = svc->mem->ingest(ir);
             if (!r) return send_error(res, r.error());
             results.push_back(json{{"documentId", r->doc_id}, {"status", write_outcome_name(r->outcome)}, {"chunks", r->n_chunks}});

@@ -156,10 +156,12 @@ std::optional<ApiError> parse_body(const std::string& body, json& out) {
     out = json::parse(body, nullptr, /*allow_exceptions=*/false);
     if (out.is_discarded()) {
         // Parse again with exceptions only to get the position and reason into the message.
+        // Any json::exception: a number past double's range is out_of_range.406, not a
+        // parse_error, and must be a 400 like any other bad body.
         try {
             json again = json::parse(body);
             (void)again;
-        } catch (const json::parse_error& e) {
+        } catch (const json::exception& e) {
             return ApiError::bad_request(std::string("the request body is not valid JSON: ") + e.what());
         }
         return ApiError::bad_request("the request body is not valid JSON");

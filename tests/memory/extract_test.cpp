@@ -78,5 +78,35 @@ TEST(MemoryExtract, BinaryEmptyAndInvalidUtf8) {
     EXPECT_EQ(*bad, "ok \xEF\xBF\xBD\xEF\xBF\xBD end");
 }
 
+// Found while writing tests/fuzz/extract_fuzz.cpp's "extracted text is valid UTF-8" invariant:
+// byte sequences with the right shape but outside RFC 3629's ranges (a UTF-16 surrogate,
+// overlong forms, a code point past U+10FFFF) passed through as if valid, so the store held
+// text that strict UTF-8 readers reject.
+TEST(MemoryExtract, IllFormedSequencesOfValidShapeBecomeReplacementCharacters) {
+    const std::string r = "\xEF\xBF\xBD";
+    const struct {
+        const char* in;
+        std::string want;
+    } cases[] = {
+        {"a\xED\xA0\x80z", "a" + r + r + r + "z"},          // U+D800, a surrogate
+        {"a\xE0\x80\xAFz", "a" + r + r + r + "z"},          // overlong '/'
+        {"a\xF0\x80\x80\xAFz", "a" + r + r + r + r + "z"},  // overlong '/' in four bytes
+        {"a\xF4\x90\x80\x80z", "a" + r + r + r + r + "z"},  // U+110000
+        {"a\xF5\x80\x80\x80z", "a" + r + r + r + r + "z"},  // no lead byte past F4
+        {"a\xC0\xAFz", "a" + r + r + "z"},                  // C0 is never a lead byte
+        // The extremes of the valid ranges stay as they are.
+        {"\xED\x9F\xBF \xEE\x80\x80 \xF4\x8F\xBF\xBD \xE0\xA0\x80 \xF0\x90\x80\x80",
+         "\xED\x9F\xBF \xEE\x80\x80 \xF4\x8F\xBF\xBD \xE0\xA0\x80 \xF0\x90\x80\x80"},
+    };
+    for (const auto& c : cases) {
+        for (DocType type : {DocType::text, DocType::markdown, DocType::html}) {
+            auto t = extract_text(c.in, type, "u.txt");
+            ASSERT_TRUE(t.ok()) << t.error().what();
+            // Markdown and HTML add block breaks around the text; the characters are the same.
+            EXPECT_NE(t->find(c.want), std::string::npos) << doc_type_name(type) << ": " << *t;
+        }
+    }
+}
+
 }  // namespace
 }  // namespace kvrag::memory

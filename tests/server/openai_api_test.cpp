@@ -128,6 +128,20 @@ TEST(OpenAiApi, BodyErrors) {
     EXPECT_FALSE(parse_body("{\"a\":1}", j));
 }
 
+// Found by tests/fuzz/openai_request_fuzz.cpp: a number too large for a double made the
+// message-building re-parse throw out_of_range.406, which parse_body did not catch (the
+// server answered 500, the fuzzer aborted).
+TEST(OpenAiApi, NumberPastDoubleRangeIsABadRequest) {
+    json j;
+    for (const char* body : {"{\"max_tokens\": 2.5e400}", "[1, 2.5e400, \"x\", null, {\"a\": [[[]]]}]", "{\"t\": -1e999}"}) {
+        const auto e = parse_body(body, j);
+        ASSERT_TRUE(e) << body;
+        EXPECT_EQ(e->status, 400) << body;
+        EXPECT_NE(e->message.find("not valid JSON"), std::string::npos) << e->message;
+        EXPECT_NE(e->message.find("number overflow"), std::string::npos) << e->message;
+    }
+}
+
 TEST(OpenAiApi, ResponseShapes) {
     engine::GenerateResult r;
     r.prompt_tokens = {1, 2, 3};
