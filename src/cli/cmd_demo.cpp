@@ -2,10 +2,13 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <unistd.h>
+
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "tools/synthetic.h"
 #include "tools/synthetic_encoder.h"
+#include "tools/rag_demo.h"
 
 namespace kvrag::cli {
 namespace {
@@ -97,65 +100,132 @@ Runner add_make_model(CLI::App& app) {
     };
 }
 
+namespace {
+
+const char* phase_name(tools::RagDemoPhase p) {
+    switch (p) {
+    case tools::RagDemoPhase::models: return "models";
+    case tools::RagDemoPhase::ingest: return "ingest";
+    case tools::RagDemoPhase::ask: return "ask";
+    case tools::RagDemoPhase::chat: return "chat";
+    case tools::RagDemoPhase::done: return "done";
+    }
+    return "?";
+}
+
+// The live line: on a terminal one line redrawn in place; otherwise a plain line per phase
+// change and every 10% of its work, so logs stay short.
+class DemoLine {
+public:
+    explicit DemoLine(bool tty) : tty_(tty) {}
+    void update(const tools::RagDemoProgress& p) {
+        char buf[256];
+        if (p.phase == tools::RagDemoPhase::ingest) {
+            std::snprintf(buf, sizeof buf, "ingest  files %d/%d  chunks %d", p.files_done, p.files_total, p.chunks);
+        } else {
+            std::snprintf(buf, sizeof buf, "%-6s  asks %d/%d  chat turns %d/%d  failures %d  KV cells used %d (peak %d, baseline %d) of %d",
+                          phase_name(p.phase), p.asks_done, p.asks_total, p.turns_done, p.turns_total, p.failures, p.used_cells,
+                          p.peak_cells, p.baseline_cells, p.total_cells);
+        }
+        if (tty_) {
+            std::fprintf(stdout, "\r\033[K%s", buf);
+            std::fflush(stdout);
+            return;
+        }
+        const int done = p.files_done + p.asks_done + p.turns_done;
+        const int total = p.files_total + p.asks_total + p.turns_total;
+        const int tenth = total > 0 ? 10 * done / total : 0;
+        if (p.phase != last_phase_ || tenth != last_tenth_) {
+            std::printf("%s\n", buf);
+            std::fflush(stdout);
+        }
+        last_phase_ = p.phase;
+        last_tenth_ = tenth;
+    }
+    void end() {
+        if (tty_) std::printf("\n");
+    }
+
+private:
+    bool tty_;
+    tools::RagDemoPhase last_phase_ = tools::RagDemoPhase::models;
+    int last_tenth_ = -1;
+};
+
+// The corpus when --docs is not given: docs/ under the working directory (scripts/demo.sh
+// runs from the source tree), else the source tree's docs/ this binary was built from.
+std::string default_demo_docs() {
+    std::error_code ec;
+    if (std::filesystem::is_directory("docs", ec)) return "docs";
+#ifdef KVRAG_SOURCE_DOCS
+    return KVRAG_SOURCE_DOCS;
+#else
+    return "docs";
+#endif
+}
+
+}  // namespace
+
 Runner add_demo(CLI::App& app) {
     struct Args {
         std::string dir;
-        std::string prompt = "Once upon a time";
-        int32_t n = 48;
-        int32_t threads = 0;
+        std::string docs;
+        tools::RagDemoConfig cfg;
+        bool quick = false;
     };
     auto a = std::make_shared<Args>();
-    app.add_option("--dir", a->dir, "where to write the demo model (default: a temporary directory)");
-    app.add_option("-p,--prompt", a->prompt, "prompt");
-    app.add_option("-n", a->n, "tokens to generate")->check(CLI::Range(1, 4096));
-    app.add_option("-t,--threads", a->threads, "threads");
+    app.add_option("--dir", a->dir, "where the demo writes its models and memory store (default: a temporary directory)");
+    app.add_option("--docs", a->docs, "the folder of documents to ingest (default: the project's docs/)");
+    app.add_option("--asks", a->cfg.n_asks, "RAG questions")->check(CLI::Range(0, 1000000));
+    app.add_option("--turns", a->cfg.n_turns, "chat turns")->check(CLI::Range(0, 1000000));
+    app.add_option("--ctx", a->cfg.n_ctx, "context (KV cells)")->check(CLI::Range(128, 1 << 20));
+    app.add_option("-n,--max-tokens", a->cfg.max_tokens, "answer length")->check(CLI::Range(1, 4096));
+    app.add_option("-t,--threads", a->cfg.n_threads, "threads");
+    app.add_flag("--short", a->quick, "a short run (20 asks, 50 chat turns, 16-token answers) for tests");
     return [a] {
-        warn_threads(a->threads);
+        warn_threads(a->cfg.n_threads);
         namespace fs = std::filesystem;
-        const fs::path dir = a->dir.empty() ? fs::temp_directory_path() / "kvrag-demo" : fs::path(a->dir);
-        std::error_code ec;
-        fs::create_directories(dir, ec);
-        if (ec) return fail(Error{Errc::cli_usage, "cannot create " + dir.string() + ": " + ec.message()});
-        const std::string path = (dir / "demo-q8_0.gguf").string();
-        // A small llama with random weights and the built-in vocabulary: no download needed.
-        // Random weights make fluent-looking gibberish; the point is the runtime, end to end.
-        MakeModelArgs m;
-        m.out = path;
-        m.type = "q8_0";
-        m.dim = 256;
-        m.layers = 4;
-        m.heads = 8;
-        m.kv_heads = 4;
-        m.ff = 704;
-        m.seed = 42;
-        std::printf("kvrag demo: writing a synthetic llama model (dim 256, 4 layers, Q8_0) to %s\n", path.c_str());
-        if (auto r = make_model(m); !r) return fail(r.error());
-        auto loaded = engine::LoadedModel::load(path, terminal_progress("loading"));
-        if (!loaded) return fail(loaded.error());
-        const auto& hp = loaded->model->hparams();
-        std::printf("loaded: %s, %d layers, n_embd %d, vocab %d, %.2f M params\n", hp.arch_name.c_str(), hp.n_layer, hp.n_embd,
-                    hp.n_vocab, static_cast<double>(loaded->model->n_params()) / 1e6);
-        engine::EngineConfig cfg;
-        cfg.n_ctx = 512;
-        cfg.n_threads = a->threads;
-        auto gen = engine::Engine::create(std::move(*loaded), cfg);
-        if (!gen) return fail(gen.error());
-        engine::GenerateOptions opt;
-        opt.max_tokens = a->n;
-        opt.sampling.temperature = 0.0f;
-        opt.stop_at_eog = false;
-        std::printf("prompt: %s\ngreedy continuation: ", a->prompt.c_str());
-        auto res = (*gen)->generate(a->prompt, opt, [](std::string_view piece, int32_t) {
-            std::fwrite(piece.data(), 1, piece.size(), stdout);
-            std::fflush(stdout);
-            return true;
-        });
-        if (!res) return fail(res.error());
-        std::printf("\n%zu prompt tokens in %.1f ms, %zu generated in %.1f ms (%.1f tok/s), KV cache %.2f MiB (%d cells f16)\n",
-                    res->prompt_tokens.size(), res->prefill_ms, res->tokens.size(), res->decode_ms,
-                    res->decode_ms > 0 ? 1000.0 * res->tokens.size() / res->decode_ms : 0.0,
-                    static_cast<double>((*gen)->cache().stats().bytes) / 1048576.0, cfg.n_ctx);
-        return 0;
+        tools::RagDemoConfig cfg = a->cfg;
+        if (a->quick) {
+            cfg.n_asks = std::min(cfg.n_asks, 20);
+            cfg.n_turns = std::min(cfg.n_turns, 50);
+            cfg.max_tokens = std::min(cfg.max_tokens, 16);
+        }
+        cfg.dir = a->dir.empty() ? fs::temp_directory_path() / "kvrag-demo" : fs::path(a->dir);
+        cfg.docs = a->docs.empty() ? default_demo_docs() : a->docs;
+        std::printf(
+            "kvrag demo: the job kvrag exists for, on this machine.\n"
+            "  It writes two small models with RANDOM weights (a chat llama and a BERT embedder; nothing is\n"
+            "  downloaded), ingests %s into a fresh memory store, then runs %d RAG asks and a %d-turn chat on a\n"
+            "  %d-token context, watching the KV cache. Random weights mean the answers are not language:\n"
+            "  the point is the runtime. Models and store: %s\n\n",
+            cfg.docs.string().c_str(), cfg.n_asks, cfg.n_turns, cfg.n_ctx, cfg.dir.string().c_str());
+        DemoLine line(isatty(STDOUT_FILENO) != 0);
+        auto rep = tools::run_rag_demo(cfg, [&](const tools::RagDemoProgress& p) { line.update(p); });
+        line.end();
+        if (!rep) return fail(rep.error());
+        const auto& r = *rep;
+        std::printf("\ningested %d files (%d skipped: not text) into %d chunks, %lld tokens, in %.1f s\n", r.files, r.files_failed,
+                    r.chunks, static_cast<long long>(r.doc_tokens), r.ingest_seconds);
+        for (const auto& s : r.skipped) std::printf("  skipped %s\n", s.c_str());
+        std::printf("asks %d, chat turns %d, failures %d%s%s\n", r.asks, r.turns, r.failures, r.first_error.empty() ? "" : ": ",
+                    r.first_error.c_str());
+        std::printf("KV cells back at baseline (%d) after %d of %d requests; most between requests %d; peak %d of %d cells\n",
+                    r.baseline_cells, r.requests_at_baseline, r.requests(), r.max_cells_between, r.peak_cells, r.total_cells);
+        std::printf("chat: the oldest messages left the prompt in %d of %d turns (up to %d at once) so that every turn fit in %d tokens "
+                    "with room for its answer (longest prompt %d)\n",
+                    r.turns_dropping, r.turns, r.max_dropped, cfg.n_ctx, r.max_chat_prompt);
+        std::printf("time to first token: median %.1f ms, p95 %.1f ms; decode %.1f tokens/s; %lld of %lld prompt tokens reused from "
+                    "the prefix cache\n",
+                    r.ttft_ms_median, r.ttft_ms_p95, r.decode_tokens_per_s, static_cast<long long>(r.reused_tokens),
+                    static_cast<long long>(r.prompt_tokens));
+        std::printf("%s\n\n", r.summary().c_str());
+        std::printf(
+            "With a real model (any llama/qwen2 GGUF chat model and a BERT-family embedding GGUF):\n"
+            "    kvrag serve -m MODEL.gguf --embed-model EMBED.gguf --memory DIR\n"
+            "then open http://127.0.0.1:8080/ for the web page, or point an OpenAI or Kernel Memory client at it.\n");
+        const bool ok = r.failures == 0 && r.requests_at_baseline == r.requests();
+        return ok ? 0 : 1;
     };
 }
 

@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
     add("generate", "generate text from a prompt", kvrag::cli::add_generate);
     add("tokenize", "print the token ids of a text", kvrag::cli::add_tokenize);
     add("info", "describe a GGUF model file", kvrag::cli::add_info);
-    add("demo", "write a small synthetic model and generate from it (no download needed)", kvrag::cli::add_demo);
+    add("demo", "RAG end to end on models it writes (random weights, no download): ingest docs/, many asks and a long chat on a 1024-token context, KV cells watched", kvrag::cli::add_demo);
     add("make-model", "write a synthetic GGUF model with random weights", kvrag::cli::add_make_model);
     add("embed", "print embeddings of texts, one JSON array per line (BERT-family or chat model)", kvrag::cli::add_embed);
     add("rerank", "score documents against a query with a reranker, one score per line", kvrag::cli::add_rerank);
