@@ -611,8 +611,33 @@ function wire() {
   document.addEventListener('visibilitychange', () => kvView.poll());
 }
 
+// /health needs no key: waits while the model loads (503 "loading"), says so, and reports a
+// server that failed to start.
+async function waitUntilReady() {
+  for (;;) {
+    let res;
+    try {
+      res = await fetch(BASE + '/health');
+    } catch (e) {
+      $('server-status').textContent = 'server unreachable; retrying';
+      await new Promise((r) => setTimeout(r, 1000));
+      continue;
+    }
+    const j = await res.json().catch(() => ({}));
+    if (res.ok) return;
+    if (j.status === 'error') {
+      $('server-status').textContent = 'server failed';
+      showError($('chat-error'), 'The server failed to start: ' + (j.message || 'HTTP ' + res.status));
+      return;
+    }
+    $('server-status').textContent = 'loading the model…';
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 async function start() {
   wire();
+  await waitUntilReady();
   // The first call may ask for the key; the others wait for it instead of asking again.
   await loadModels();
   await probeMemory().catch((e) => showError($('mem-error'), e.message));
