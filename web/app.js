@@ -520,8 +520,14 @@ function renderKv(kv, metrics) {
     stat('kv-cached', 'prefix cache', c.cells_cached), stat('kv-reserved', 'reserved', c.cells_reserved), stat('kv-free', 'free', c.cells_free),
     stat('kv-running', 'running', kv.requests_running || 0), stat('kv-queued', 'queued', kv.requests_queued || 0));
 
-  // Segments in drawing order: each sequence's own cells, cells held by two or more holders,
-  // the prefix cache, reserved (promised to admitted requests), free.
+  // Segments in drawing order, each cell drawn once: cells a sequence shares with another
+  // holder (another sequence or the prefix cache: a reused prompt prefix); each sequence's
+  // own cells; cells only the prefix cache holds; reserved (promised to admitted
+  // requests, still free); free. used + cached counts a shared cached cell twice, so the
+  // cache-only part is what neither the sequences nor the free list account for.
+  const total = c.cells_total || 0;
+  const free = c.cells_free || 0;
+  const used = c.cells_used || 0;
   const segments = [];
   let own = 0;
   seqs.forEach((s, i) => {
@@ -529,13 +535,12 @@ function renderKv(kv, metrics) {
     own += n;
     segments.push({ n, color: SEQ_COLORS[i % SEQ_COLORS.length], label: 'seq ' + s.id + ' (' + (s.state || '') + ')' });
   });
-  const shared = Math.max(0, (c.cells_used || 0) - own);
-  const reserved = Math.min(c.cells_reserved || 0, c.cells_free || 0);
-  segments.push({ n: shared, color: KV_COLORS.shared, label: 'shared prefix' });
-  segments.push({ n: c.cells_cached || 0, color: KV_COLORS.cached, label: 'prefix cache' });
+  const reserved = Math.min(c.cells_reserved || 0, free);
+  segments.unshift({ n: Math.max(0, used - own), color: KV_COLORS.shared, label: 'shared prefix' });
+  segments.push({ n: Math.max(0, total - free - used), color: KV_COLORS.cached, label: 'prefix cache only' });
   segments.push({ n: reserved, color: KV_COLORS.reserved, label: 'reserved' });
-  segments.push({ n: (c.cells_free || 0) - reserved, color: KV_COLORS.free, label: 'free, not reserved' });
-  drawCells($('kv-canvas'), c.cells_total || 0, segments);
+  segments.push({ n: free - reserved, color: KV_COLORS.free, label: 'free, not reserved' });
+  drawCells($('kv-canvas'), total, segments);
   $('kv-legend').replaceChildren(...segments.filter((s) => s.n > 0 || s.label.startsWith('free')).map((s) =>
     el('li', {}, el('span', { class: 'swatch', style: 'background:' + s.color }), s.label + ': ' + s.n)));
 

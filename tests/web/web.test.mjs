@@ -173,7 +173,8 @@ test('the page loads without the key, asks for it once and keeps it for the tab'
 test('chat streams tokens and renders the answer', { timeout: 30000 }, async () => {
   await page.fill('#system-prompt', 'You tell short stories.');
   await page.fill('#temperature', '0');
-  await page.fill('#max_tokens', '200');
+  // Long enough (about a second on a fast machine) that the page renders it in many frames.
+  await page.fill('#max_tokens', '1500');
   await page.check('#ignore_eos');
   // Record the answer's length at every change while it streams: it grows in several steps.
   await page.evaluate(() => {
@@ -188,11 +189,11 @@ test('chat streams tokens and renders the answer', { timeout: 30000 }, async () 
   await page.waitForSelector('.message.assistant:not(.streaming) .meta:has-text("finish")', { timeout: 20000 });
   const lengths = await page.evaluate(() => window.__lengths);
   const distinct = new Set(lengths.filter((n) => n > 0));
-  assert.ok(distinct.size >= 2, 'the answer grew in ' + distinct.size + ' steps while streaming: ' + JSON.stringify(lengths.slice(0, 40)));
+  assert.ok(distinct.size >= 3, 'the answer grew in ' + distinct.size + ' steps while streaming: ' + JSON.stringify(lengths.slice(0, 40)));
 
   // The same request, greedy and not streamed, gives the same text as the page shows.
   const direct = await serverJson('/v1/chat/completions', { method: 'POST', body: JSON.stringify({
-    messages: [{ role: 'system', content: 'You tell short stories.' }, { role: 'user', content: 'Once upon a time' }], temperature: 0, max_tokens: 200, ignore_eos: true }) });
+    messages: [{ role: 'system', content: 'You tell short stories.' }, { role: 'user', content: 'Once upon a time' }], temperature: 0, max_tokens: 1500, ignore_eos: true }) });
   const expected = await page.evaluate((t) => { const d = document.createElement('div'); d.innerHTML = window.renderMarkdown(t); return d.textContent; },
     direct.choices[0].message.content);
   assert.ok(expected.length > 0);
@@ -209,8 +210,15 @@ test('stop cancels the request mid-stream and the KV view shows its cells freed'
   await page.fill('#max_tokens', '1900');
   await page.fill('#prompt', 'Tell me a long story.');
   await page.click('#send');
-  await page.waitForFunction(() => (document.querySelector('.message.assistant .body')?.textContent.length || 0) > 10, null, { polling: 'raf' });
-  await page.click('#stop');
+  // Stop is pressed in the frame where the first words show: a round trip from here could
+  // arrive after a fast machine has generated all 1900 tokens.
+  await page.waitForFunction(() => {
+    if ((document.querySelector('.message.assistant .body')?.textContent.length || 0) <= 10) return false;
+    const stop = document.getElementById('stop');
+    if (stop.disabled) throw new Error('the answer ended before Stop could be pressed');
+    stop.click();
+    return true;
+  }, null, { polling: 'raf' });
   await page.waitForSelector('.message.assistant.stopped');
   assert.match(await page.textContent('.message.assistant .meta'), /stopped/);
   assert.equal(await page.isDisabled('#stop'), true);
@@ -231,12 +239,16 @@ test('stop cancels the request mid-stream and the KV view shows its cells freed'
 });
 
 test('the KV view follows running requests live and shows their cells come back', { timeout: 40000 }, async () => {
-  // Four long requests from outside the page (--ctx 8192 holds all four reservations); the
-  // view is opened once each has sent its first piece, and follows them while they run.
+  // Four long requests from outside the page (--ctx 8192 holds all four reservations), whose
+  // prompts share a long prefix that one short request has put into the prefix cache first:
+  // their first cells are shared. The view is opened once each has sent its first piece, and
+  // follows them while they run.
+  const prefix = Array(8).fill('Lily and Tom went to the park to play with the big red ball.').join(' ');
+  await serverJson('/v1/completions', { method: 'POST', body: JSON.stringify({ prompt: prefix, max_tokens: 1 }) });
   const controllers = [0, 1, 2, 3].map(() => new AbortController());
   const firstPieces = controllers.map((c, i) => fetch(`http://127.0.0.1:${port}/v1/completions`, {
     method: 'POST', signal: c.signal, headers: { Authorization: 'Bearer ' + KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ prompt: 'Once upon a time there was a ' + ['cat', 'dog', 'bird', 'fish'][i], max_tokens: 1900, ignore_eos: true, stream: true }),
+    body: JSON.stringify({ prompt: prefix + ' The ' + ['cat', 'dog', 'bird', 'fish'][i], max_tokens: 1700, ignore_eos: true, stream: true }),
   }).then((res) => res.body.getReader().read()));
   await Promise.all(firstPieces);
   await showTab('kv');
@@ -244,6 +256,11 @@ test('the KV view follows running requests live and shows their cells come back'
     Number(document.querySelector('#kv-used b').textContent) > 0, null, { timeout: 10000 });
   const states = await page.$$eval('#kv-sequences tbody tr td:nth-child(3)', (tds) => tds.map((t) => t.textContent));
   for (const state of states) assert.match(state, /prefilling|decoding/);
+  // The shared prefix: in the sequences' shared column (how many of the four reuse the cached
+  // blocks depends on which step admits them) and in the summary.
+  const shared = await page.$$eval('#kv-sequences tbody tr td:nth-child(5)', (tds) => tds.map((t) => Number(t.textContent)));
+  assert.ok(shared.some((n) => n >= 16), 'shared cells per sequence: ' + JSON.stringify(shared));
+  assert.ok(Number(await page.textContent('#kv-shared b')) >= 16);
   // The cells grow while they run: the view refreshes by itself.
   const used1 = Number(await page.textContent('#kv-used b'));
   await page.waitForFunction((u) => Number(document.querySelector('#kv-used b').textContent) > u, used1, { timeout: 10000 });
