@@ -200,6 +200,16 @@ test('chat streams tokens and renders the answer', { timeout: 30000 }, async () 
   assert.equal(await page.textContent('.message.assistant .body'), expected);
   const meta = await page.textContent('.message.assistant .meta');
   assert.match(meta, new RegExp(`${direct.usage.completion_tokens} generated tokens · finish: ${direct.choices[0].finish_reason}`));
+
+  // A short exchange of two turns for the screenshot.
+  await page.click('#new-chat');
+  await page.uncheck('#ignore_eos');
+  await page.fill('#max_tokens', '48');
+  for (const [i, text] of ['Once upon a time', 'What happened next?'].entries()) {
+    await page.fill('#prompt', text);
+    await page.press('#prompt', 'Enter');
+    await page.waitForSelector(`.message.assistant:nth-child(${2 * i + 2}):not(.streaming) .meta:has-text("finish")`, { timeout: 20000 });
+  }
   await screenshot('chat');
 });
 
