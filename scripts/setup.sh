@@ -13,6 +13,7 @@ PACKAGES=(
   python3-numpy                       # independent numpy reference for the forward pass
   libcpp-httplib-dev                  # server: HTTP (header + shared library, pkg-config cpp-httplib)
   libssl-dev                          # memory: SHA-256 via OpenSSL's EVP (pkg-config openssl)
+  chromium                            # web page tests: headless browser driven by playwright-core (tests/web)
 )
 # Server client tests use the official openai npm package: Debian's nodejs/npm only when no
 # node/npm is on the PATH (one installed another way is left alone).
@@ -37,3 +38,6 @@ fi
 
 # The server tests' node dependencies, exactly as locked (tests/server/package-lock.json).
 (cd "$(dirname "$0")/../tests/server" && npm ci --no-audit --no-fund --loglevel=error)
+# The web page tests' playwright-core (tests/web/package-lock.json); it drives Debian's
+# /usr/bin/chromium and downloads no browser of its own.
+(cd "$(dirname "$0")/../tests/web" && npm ci --no-audit --no-fund --loglevel=error)

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "server/http_io.h"
+#include "server/web_routes.h"
 
 namespace kvrag::server {
 namespace {
@@ -92,7 +93,8 @@ void install_middleware(httplib::Server& http, ServerState& st) {
                 return httplib::Server::HandlerResponse::Handled;
             }
         }
-        if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+        // /health and the web page's own files never need the key (the page asks for it).
+        if (req.path == "/health" || is_web_page_request(req.method, req.path)) return httplib::Server::HandlerResponse::Unhandled;
         if (!st.cfg.api_key.empty()) {
             const std::string auth = req.get_header_value("Authorization");
             if (!authorization_matches(auth, st.cfg.api_key)) {

@@ -24,6 +24,7 @@
 #include "server/middleware.h"
 #include "server/openai_routes.h"
 #include "server/server_state.h"
+#include "server/web_routes.h"
 
 namespace kvrag::server {
 
@@ -261,6 +262,7 @@ int Server::run() {
     add_openai_routes(http_, st_);
     add_encoder_routes(http_, st_);
     add_tokenize_routes(http_, st_);
+    add_web_routes(http_);
     for (auto& ext : cfg.extensions) {
         if (ext.add_routes) ext.add_routes(*this);
     }
