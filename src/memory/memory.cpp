@@ -260,6 +260,7 @@ Result<AskResult> Memory::ask(const std::string& question, const AskOptions& opt
     SearchOptions so;
     so.index = opt.index;
     so.filter = opt.filter;
+    so.any_of = opt.any_of;
     so.min_relevance = opt.min_relevance;
     so.limit = std::max(1, opt.n_candidates);
     so.rerank = opt.rerank;
@@ -348,13 +349,39 @@ Result<AskResult> Memory::ask(const std::string& question, const AskOptions& opt
     g.stop = hooks_.chat_template->end_of_turn_strings();
     g.stop_at_eog = true;
     g.policy = engine::ContextPolicy::error;
-    auto res = hooks_.generate(std::move(built->tokens), g);
+    for (int32_t i : built->included) out.sources.push_back(std::move(found->hits[static_cast<size_t>(i)]));  // [1], [2], ...
+    Result<engine::GenerateResult> res = Error{Errc::memory_bad_input, "no generation"};
+    if (opt.stream) {
+        // Streamed: the sources first, then the pieces; leading blanks are held back so the
+        // streamed text equals the trimmed answer up to trailing blanks.
+        if (opt.stream->on_sources && !opt.stream->on_sources(out.sources)) return Error{Errc::request_cancelled, "the client stopped reading the answer"};
+        bool started = false, stopped = false;
+        auto on_piece = [&](std::string_view piece, int32_t) {
+            if (!started) {
+                const auto b = piece.find_first_not_of(" \t\r\n");
+                if (b == std::string_view::npos) return true;
+                piece.remove_prefix(b);
+                started = true;
+            }
+            if (opt.stream->on_text && !opt.stream->on_text(piece)) stopped = true;
+            return !stopped;
+        };
+        if (hooks_.generate_stream) {
+            res = hooks_.generate_stream(std::move(built->tokens), g, on_piece);
+        } else {
+            res = hooks_.generate(std::move(built->tokens), g);
+            if (res && res->finish != engine::FinishReason::error) on_piece(res->text, -1);
+        }
+        if (stopped) return Error{Errc::request_cancelled, "the client stopped reading the answer"};
+    } else {
+        res = hooks_.generate(std::move(built->tokens), g);
+    }
     if (!res) return res.error();
     out.answer = trim(res->text);
     out.finish_reason = res->finish_reason();
     out.n_reused = res->n_reused;
+    out.n_generated = static_cast<int32_t>(res->tokens.size());
     if (res->finish == engine::FinishReason::error) return res->error;
-    for (int32_t i : built->included) out.sources.push_back(std::move(found->hits[static_cast<size_t>(i)]));  // [1], [2], ...
     if (auto r = remember(out.answer); !r) return r.error();
     return out;
 }

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <span>
@@ -40,6 +42,9 @@ constexpr size_t kEmbedBatchChunks = 32;
 // hook truncates to its model's context) and be thread-safe like EmbedFn.
 using RerankFn = std::function<Result<std::vector<float>>(std::string_view query, const std::vector<std::string_view>& documents)>;
 using GenerateFn = std::function<Result<engine::GenerateResult>(std::vector<int32_t> prompt, const engine::GenerateOptions&)>;
+// The same, calling on_piece with each piece of text as the model produces it (false cancels).
+using StreamGenerateFn = std::function<Result<engine::GenerateResult>(std::vector<int32_t> prompt, const engine::GenerateOptions&,
+                                                                      const engine::TextCallback& on_piece)>;
 
 struct ModelHooks {
     std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // chunking and prompt tokens
@@ -48,6 +53,7 @@ struct ModelHooks {
     EmbeddingModelInfo embed_model;                        // what the index records
     RerankFn rerank;                                       // null: search and ask do not rerank
     GenerateFn generate;                                   // null: ask is unavailable
+    StreamGenerateFn generate_stream;                      // optional: ask streams through it when asked to
     std::optional<chat::ChatTemplate> chat_template;       // required by ask
     int32_t n_ctx = 0;                                     // positions one ask's sequence may use
 };
@@ -81,6 +87,9 @@ Result<SearchMode> parse_search_mode(std::string_view s);
 struct SearchOptions {
     std::string index = "default";
     SearchFilter filter;
+    // Kernel Memory's list of filter objects: when set, a document must also pass at least one
+    // of them (OR); an empty list lets nothing pass. nullopt = no such filter.
+    std::optional<std::vector<SearchFilter>> any_of;
     double min_relevance = 0.0;  // cosine similarity in [0, 1] a chunk must reach
     int32_t limit = 5;
     SearchMode mode = SearchMode::hybrid;
@@ -137,6 +146,13 @@ struct IngestRequest {
     Tags tags;
 };
 
+// An uploaded file as it arrived (for GET /download).
+struct SourceFile {
+    std::string name;
+    std::string content_type;
+    std::string bytes;
+};
+
 struct IngestResult {
     std::string index;
     std::string doc_id;
@@ -152,9 +168,19 @@ enum class HistoryMode {
 };
 Result<HistoryMode> parse_history_mode(std::string_view name);
 
+// Streaming an answer: on_sources gets the chunks of the prompt once, before generation;
+// on_text each piece of the answer as it is generated (leading blanks left out, as the
+// returned answer is trimmed). Either returning false cancels the ask (error request_cancelled).
+struct AskStream {
+    std::function<bool(const std::vector<SearchHit>& sources)> on_sources;
+    std::function<bool(std::string_view piece)> on_text;
+};
+
 struct AskOptions {
     std::string index = "default";
     SearchFilter filter;
+    std::optional<std::vector<SearchFilter>> any_of;  // as SearchOptions::any_of
+    const AskStream* stream = nullptr;                // null: no streaming
     double min_relevance = 0.0;
     int32_t n_candidates = 20;      // chunks retrieved; as many as fit go into the prompt
     bool rerank = true;             // rerank the retrieval with ModelHooks::rerank when it is set
@@ -185,6 +211,7 @@ struct AskResult {
     std::string history_summary;
     bool question_truncated = false;
     std::string finish_reason;         // "" when the model was not called
+    int32_t n_generated = 0;           // answer tokens the model produced
     int32_t n_reused = 0;              // prompt tokens the prefix cache supplied
 };
 
@@ -216,12 +243,23 @@ public:
     // Errors: memory_bad_input (no generate hook, a context too small), the generate hook's.
     Result<AskResult> ask(const std::string& question, const AskOptions& opt);
 
+    // ---- uploaded files' original bytes (source_files.cpp) ----
+    // Kept under the store directory (DIR/source_files/), or in memory for a ":memory:" store,
+    // so /download can return what was uploaded. write replaces a file of the same name;
+    // delete_source_files with an empty document_id removes the whole index's files.
+    Result<void> write_source_file(const std::string& index, const std::string& document_id, const SourceFile& file);
+    std::optional<SourceFile> read_source_file(const std::string& index, const std::string& document_id, const std::string& file_name);
+    Result<void> delete_source_files(const std::string& index, const std::string& document_id);
+
 private:
     Result<void> check_index_model(const std::string& index);
+    std::string source_dir(const std::string& index, const std::string& document_id) const;
 
     std::shared_ptr<Store> store_;
     ModelHooks hooks_;
     ChunkOptions chunking_;
+    std::mutex source_mu_;  // the in-memory source files below, and writes to the directory
+    std::map<std::string, SourceFile> source_mem_;  // ":memory:" stores: "<index>/<document>/<name>" -> file
 };
 
 }  // namespace kvrag::memory

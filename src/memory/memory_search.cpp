@@ -92,6 +92,31 @@ Result<SearchResult> Memory::search(const std::string& query, const SearchOption
     const VectorSet& set = **vs;
     auto allowed = store_->filter_documents(opt.index, opt.filter.doc_id, opt.filter.tags);
     if (!allowed) return allowed.error();
+    if (opt.any_of) {
+        // OR of the filter objects (a filter with no condition passes every document), then
+        // AND with `filter`.
+        std::optional<std::unordered_set<int64_t>> any = std::unordered_set<int64_t>{};
+        for (const SearchFilter& f : *opt.any_of) {
+            auto one = store_->filter_documents(opt.index, f.doc_id, f.tags);
+            if (!one) return one.error();
+            if (!one->has_value()) {
+                any.reset();
+                break;
+            }
+            any->insert((*one)->begin(), (*one)->end());
+        }
+        if (any) {
+            if (allowed->has_value()) {
+                std::unordered_set<int64_t> both;
+                for (int64_t d : **allowed) {
+                    if (any->count(d)) both.insert(d);
+                }
+                *allowed = std::move(both);
+            } else {
+                *allowed = std::move(any);
+            }
+        }
+    }
     const std::unordered_set<int64_t>* allow = allowed->has_value() ? &**allowed : nullptr;
     // The final list: `limit` hits, or the pool the reranker chooses them from; each list
     // contributes 4 x that many candidates. Both are bounded by the index size, so a huge

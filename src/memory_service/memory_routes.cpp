@@ -2,11 +2,15 @@
 
 #include <httplib.h>
 
+#include <algorithm>
+#include <ctime>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "memory/memory.h"
+#include "memory_service/km_json.h"
 #include "memory_service/upload_form.h"
 #include "server/http_io.h"
 
@@ -16,69 +20,14 @@ namespace kvrag::memory_service {
 using namespace kvrag::memory;
 namespace {
 
-using nlohmann::json;
+// What a search limit of -1 or 0 means: Kernel Memory's MaxMatchesCount default.
+constexpr int32_t kDefaultSearchLimit = 100;
 
 // State shared by the handlers; `mem` is set by on_ready.
 struct MemoryService {
     HttpMemoryConfig config;
     std::unique_ptr<Memory> mem;
 };
-
-// Kernel Memory's filters: [{"key": ["value", ...]}, ...]; "__document_id" selects a document.
-// kvrag supports one filter object (AND of its pairs); several are refused.
-Result<SearchFilter> parse_filters(const json& body) {
-    SearchFilter f;
-    if (!body.contains("filters") || body["filters"].is_null()) return f;
-    const json& fs = body["filters"];
-    if (!fs.is_array()) return Error{Errc::memory_bad_input, "'filters' must be an array of objects"};
-    if (fs.size() > 1) return Error{Errc::memory_bad_input, "only one filter object is supported; got " + std::to_string(fs.size())};
-    for (const json& obj : fs) {
-        if (!obj.is_object()) return Error{Errc::memory_bad_input, "each filter must be an object of key -> [values]"};
-        for (const auto& [k, v] : obj.items()) {
-            std::vector<std::string> values;
-            if (v.is_string()) values.push_back(v.get<std::string>());
-            else if (v.is_array()) {
-                for (const auto& x : v) {
-                    if (!x.is_string()) return Error{Errc::memory_bad_input, "filter '" + k + "' values must be strings"};
-                    values.push_back(x.get<std::string>());
-                }
-            } else {
-                return Error{Errc::memory_bad_input, "filter '" + k + "' must be a string or an array of strings"};
-            }
-            for (const auto& val : values) {
-                if (k == "__document_id") f.doc_id = val;
-                else f.tags.emplace_back(k, val);
-            }
-        }
-    }
-    return f;
-}
-
-json partition_json(const SearchHit& h) {
-    json tags = json::object();
-    for (const auto& [k, v] : h.chunk.tags) tags[k].push_back(v);
-    return json{{"text", h.chunk.text}, {"relevance", h.relevance}, {"partitionNumber", h.chunk.position},
-                {"sectionNumber", 0}, {"tokens", h.chunk.n_tokens}, {"tags", tags}};
-}
-
-// Kernel Memory's Citation: hits of the same document grouped, in rank order.
-json citations_json(const std::vector<SearchHit>& hits) {
-    json out = json::array();
-    std::vector<std::string> order;
-    std::map<std::string, json> by_doc;
-    for (const auto& h : hits) {
-        const std::string key = h.chunk.index + "/" + h.chunk.doc_id;
-        if (!by_doc.count(key)) {
-            order.push_back(key);
-            by_doc[key] = json{{"link", key}, {"index", h.chunk.index}, {"documentId", h.chunk.doc_id},
-                               {"fileId", h.chunk.doc_id}, {"sourceName", h.chunk.doc_name}, {"sourceUrl", h.chunk.source},
-                               {"partitions", json::array()}};
-        }
-        by_doc[key]["partitions"].push_back(partition_json(h));
-    }
-    for (const auto& k : order) out.push_back(by_doc[k]);
-    return out;
-}
 
 Result<json> parse_json(const std::string& body) {
     json j = json::parse(body, nullptr, false);
@@ -139,6 +88,9 @@ ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg,
         return h;
     }
     h.generate = [&ctx](std::vector<int32_t> prompt, const engine::GenerateOptions& o) { return ctx.submit(std::move(prompt), o); };
+    h.generate_stream = [&ctx](std::vector<int32_t> prompt, const engine::GenerateOptions& o, const engine::TextCallback& on_piece) {
+        return ctx.submit_streaming(std::move(prompt), o, on_piece);
+    };
     auto tmpl = chat::ChatTemplate::for_model(eng->model().model->file(), cfg.chat_template);
     if (!tmpl) {
         status = tmpl.error();
@@ -150,154 +102,369 @@ ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg,
     return h;
 }
 
+// Reads the raw /upload body through httplib's content reader. cpp-httplib 0.11 runs its own
+// multipart parser on any request whose Content-Type is multipart/form-data, and that parser
+// loses .NET's unquoted part names (upload_form.h). While the body is read, the request's
+// Content-Type is set to application/octet-stream so httplib hands over the bytes unparsed;
+// it is put back afterwards. The Request is the server's own non-const object (httplib
+// passes it to handlers as const), so writing through const_cast is defined.
+Result<std::string> read_raw_body(const httplib::Request& req, const httplib::ContentReader& content_reader, size_t limit) {
+    auto& writable = const_cast<httplib::Request&>(req);
+    auto it = writable.headers.find("Content-Type");
+    std::string original;
+    if (it != writable.headers.end()) {
+        original = it->second;
+        it->second = "application/octet-stream";
+    }
+    std::string body;
+    bool too_large = false;
+    const bool ok = content_reader([&](const char* data, size_t n) {
+        if (body.size() + n > limit) {
+            too_large = true;
+            return false;
+        }
+        body.append(data, n);
+        return true;
+    });
+    if (it != writable.headers.end()) it->second = original;
+    if (too_large) {
+        return Error{Errc::request_too_large, "the upload body exceeds " + std::to_string(limit) + " bytes (4 times the per-file limit)"};
+    }
+    if (!ok) return Error{Errc::memory_bad_input, "the upload body could not be read to its end (" + std::to_string(body.size()) + " bytes read)"};
+    return body;
+}
+
+// Deletes the kvrag documents of Kernel Memory's document km_id in `index` and its kept
+// files, except the kvrag ids in `keep`. Returns how many documents went.
+Result<int64_t> delete_km_document(Memory& mem, const std::string& index, const std::string& km_id, const std::vector<std::string>& keep) {
+    auto files = km_document_files(mem.store(), index, km_id);
+    if (!files) return files.error();
+    int64_t n = 0;
+    for (const auto& f : *files) {
+        if (std::find(keep.begin(), keep.end(), f.doc_id) != keep.end()) continue;
+        auto d = mem.store().delete_document(index, f.doc_id);
+        if (!d) return d.error();
+        n += *d;
+    }
+    return n;
+}
+
+struct AskRequest {
+    std::string question;
+    AskOptions options;
+    std::string empty_answer = kNothingFound;
+    bool stream = false;
+};
+
+Result<AskRequest> parse_ask(const json& body) {
+    if (auto k = check_known_fields(body, {"index", "question", "filters", "minRelevance", "stream", "args", "conversationId", "maxTokens",
+                                           "temperature", "history", "rerank"},
+                                    "/ask");
+        !k) {
+        return k.error();
+    }
+    AskRequest r;
+    auto question = get_or<std::string>(body, "question", "");
+    auto index = get_or<std::string>(body, "index", "");
+    auto minrel = get_or<double>(body, "minRelevance", 0.0);
+    auto conv = get_or<std::string>(body, "conversationId", "");
+    auto max_tokens = get_or<int32_t>(body, "maxTokens", 256);
+    auto temp = get_or<double>(body, "temperature", 0.0);
+    auto history = get_or<std::string>(body, "history", "drop");
+    auto rerank = get_or<bool>(body, "rerank", true);
+    auto stream = get_or<bool>(body, "stream", false);
+    auto filt = parse_km_filters(body);
+    for (const Error* e : {question ? nullptr : &question.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
+                           conv ? nullptr : &conv.error(), max_tokens ? nullptr : &max_tokens.error(), temp ? nullptr : &temp.error(),
+                           filt ? nullptr : &filt.error(), history ? nullptr : &history.error(), rerank ? nullptr : &rerank.error(),
+                           stream ? nullptr : &stream.error()}) {
+        if (e) return *e;
+    }
+    auto mode = parse_history_mode(*history);
+    if (!mode) return mode.error();
+    r.question = *question;
+    r.stream = *stream;
+    AskOptions& o = r.options;
+    o.index = index_or_default(*index);
+    o.any_of = std::move(*filt);
+    o.min_relevance = *minrel;
+    o.conversation_id = *conv;
+    o.max_tokens = *max_tokens;
+    o.sampling.temperature = static_cast<float>(*temp);
+    o.history_mode = *mode;
+    o.rerank = *rerank;
+    if (auto a = apply_ask_args(body, o, r.empty_answer); !a) return a.error();
+    return r;
+}
+
+// Kernel Memory's MemoryAnswer for a finished ask (no streamState: the non-streaming form).
+json answer_json(const AskRequest& q, const AskResult& r, const json& sources, const std::string& model) {
+    json a = json{{"question", q.question}, {"noResult", !r.found}, {"text", r.found ? r.answer : q.empty_answer},
+                  {"tokenUsage", token_usage_json(r, model)}, {"relevantSources", sources},
+                  {"historyUsed", r.n_history_used}, {"historyDropped", r.n_history_dropped},
+                  {"historySummarized", r.history_summarized}, {"finishReason", r.finish_reason}};
+    if (!r.found) a["noResultReason"] = "No relevant memories available";
+    return a;
+}
+
 void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>& svc) {
     auto& http = ctx.http();
     auto* c = &ctx;
 
-    // POST /upload: multipart with one or more files and the fields index, documentId, tags
-    // ("key:value", repeatable). Ingested before answering (200 once ready; per-file errors 400).
-    http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res) {
-        if (!req.is_multipart_form_data()) return send_error(res, Error{Errc::memory_bad_input, "/upload needs multipart/form-data"});
-        auto form = parse_upload_form(req.files);
+    // A kvrag document's last update, for citations (one lookup per document per answer).
+    auto updated_at_fn = [svc](std::shared_ptr<std::map<std::string, int64_t>> cache) {
+        return [svc, cache](const ChunkRow& row) -> int64_t {
+            const std::string key = row.index + "/" + row.doc_id;
+            auto it = cache->find(key);
+            if (it != cache->end()) return it->second;
+            int64_t t = 0;
+            if (auto d = svc->mem->store().get_document(row.index, row.doc_id); d && *d) t = (**d).updated_at;
+            (*cache)[key] = t;
+            return t;
+        };
+    };
+
+    // POST /upload: Kernel Memory's form (upload_form.h). Each file is kept for /download and
+    // ingested before the answer; files a previous upload of the same document had and this
+    // one lacks are removed. 202 UploadAccepted.
+    http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& content_reader) {
+        auto boundary = multipart_boundary(req.get_header_value("Content-Type"));
+        if (!boundary) return send_error(res, boundary.error());
+        auto body = read_raw_body(req, content_reader, svc->config.max_upload_bytes * 4);
+        if (!body) return send_error(res, body.error());
+        auto parts = parse_multipart(*body, *boundary);
+        if (!parts) return send_error(res, parts.error());
+        auto form = parse_upload_form(*parts);
         if (!form) return send_error(res, form.error());
         const std::string& index = form->index;
-        const std::string& doc_id = form->doc_id;
-        json results = json::array();
-        for (const auto* f : form->files) {
-            if (f->content.size() > svc->config.max_upload_bytes) {
-                return send_error(res, Error{Errc::request_too_large, "file '" + f->filename + "' is " + std::to_string(f->content.size()) +
-                                                          " bytes; the limit is " + std::to_string(svc->config.max_upload_bytes)});
+        const auto docs = file_documents(*form);
+        for (const auto& d : docs) {
+            if (d.file->content.size() > svc->config.max_upload_bytes) {
+                return send_error(res, Error{Errc::request_too_large, "file '" + d.file->filename + "' is " + std::to_string(d.file->content.size()) +
+                                                                          " bytes; the limit is " + std::to_string(svc->config.max_upload_bytes)});
             }
+            if (!valid_id(d.doc_id)) {
+                return send_error(res, Error{Errc::memory_bad_input, "document id '" + d.doc_id + "' (for file '" + d.file->filename +
+                                                                         "') is not 1-128 characters of [A-Za-z0-9._-]"});
+            }
+        }
+        if (!valid_id(index)) return send_error(res, Error{Errc::memory_bad_input, "index name '" + index + "' is not 1-128 characters of [A-Za-z0-9._-]"});
+        json results = json::array();
+        std::vector<std::string> kept;
+        std::vector<std::string> km_ids;
+        for (const auto& d : docs) {
+            if (std::find(km_ids.begin(), km_ids.end(), d.km_document_id) == km_ids.end()) {
+                // A new upload of a Kernel Memory document replaces all its files.
+                if (auto r = svc->mem->delete_source_files(index, d.km_document_id); !r) return send_error(res, r.error());
+                km_ids.push_back(d.km_document_id);
+            }
+            SourceFile src{d.file->filename, d.content_type, std::string(d.file->content)};
+            if (auto r = svc->mem->write_source_file(index, d.km_document_id, src); !r) return send_error(res, r.error());
             IngestRequest ir;
             ir.index = index;
-            ir.doc_id = doc_id.empty() ? sanitize_id(f->filename) : doc_id;
-            ir.name = f->filename;
+            ir.doc_id = d.doc_id;
+            ir.name = d.file->filename;
             ir.source = "upload";
-            ir.mime = f->content_type == "application/octet-stream" ? "" : f->content_type;
-            ir.bytes = f->content;
+            ir.mime = d.content_type;
+            ir.bytes = std::move(src.bytes);
             ir.tags = form->tags;
+            ir.tags.emplace_back(kDocumentIdTag, d.km_document_id);
+            if (!d.content_type.empty()) ir.tags.emplace_back(kFileTypeTag, d.content_type);
             auto r = svc->mem->ingest(ir);
             if (!r) return send_error(res, r.error());
-            results.push_back(json{{"documentId", r->doc_id}, {"status", write_outcome_name(r->outcome)}, {"chunks", r->n_chunks}});
+            kept.push_back(r->doc_id);
+            results.push_back(json{{"documentId", d.km_document_id}, {"fileId", r->doc_id}, {"fileName", d.file->filename},
+                                   {"status", write_outcome_name(r->outcome)}, {"chunks", r->n_chunks}});
         }
-        send_json(res, 200, json{{"index", index}, {"documentId", results[0]["documentId"]}, {"documents", results},
-                                 {"message", "Document upload completed, ingestion finished"}});
+        for (const auto& km_id : km_ids) {
+            if (auto r = delete_km_document(*svc->mem, index, km_id, kept); !r) return send_error(res, r.error());
+        }
+        res.set_header("Location", "/upload-status?index=" + index + "&documentId=" + docs.front().km_document_id);
+        send_json(res, 202, json{{"index", index}, {"documentId", docs.front().km_document_id},
+                                 {"message", "Document upload completed, ingestion finished"}, {"documents", results}});
     });
 
-    // GET /upload-status?index=&documentId=
+    // GET /upload-status?index=&documentId=: DataPipelineStatus over the document's files.
     http.Get("/upload-status", [svc](const httplib::Request& req, httplib::Response& res) {
-        const std::string index = req.has_param("index") ? req.get_param_value("index") : "default";
+        const std::string index = index_or_default(req.get_param_value("index"));
         const std::string doc_id = req.get_param_value("documentId");
-        if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "documentId is required"});
-        auto d = svc->mem->store().get_document(index, doc_id);
-        if (!d) return send_error(res, d.error());
-        if (!*d) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
-        const auto& doc = **d;
-        const bool done = doc.state == "ready";
-        json tags = json::object();
-        for (const auto& [k, v] : doc.tags) tags[k].push_back(v);
-        const json steps = json::array({"extract", "partition", "gen_embeddings", "save_records"});
-        send_json(res, 200, json{{"completed", done}, {"failed", doc.state == "failed"}, {"empty", doc.n_chunks == 0},
-                                 {"index", doc.index}, {"document_id", doc.doc_id}, {"tags", tags}, {"last_update", doc.updated_at},
-                                 {"steps", steps}, {"remaining_steps", done || doc.state == "failed" ? json::array() : steps},
-                                 {"completed_steps", done ? steps : json::array()}, {"error", doc.error}, {"chunks", doc.n_chunks}});
+        if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "'documentId' query parameter is missing or has no value"});
+        auto files = km_document_files(svc->mem->store(), index, doc_id);
+        if (!files) return send_error(res, files.error());
+        if (files->empty()) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
+        send_json(res, 200, pipeline_status_json(index, doc_id, *files));
     });
 
-    // GET /documents?index=
+    // GET /documents[?index=] (kvrag's own): absent index = every index.
     http.Get("/documents", [svc](const httplib::Request& req, httplib::Response& res) {
-        auto docs = svc->mem->store().list_documents(req.get_param_value("index"));
+        auto docs = svc->mem->store().list_documents(req.has_param("index") ? index_or_default(req.get_param_value("index")) : "");
         if (!docs) return send_error(res, docs.error());
         json out = json::array();
         for (const auto& d : *docs) {
-            json tags = json::object();
-            for (const auto& [k, v] : d.tags) tags[k].push_back(v);
-            out.push_back(json{{"index", d.index}, {"documentId", d.doc_id}, {"name", d.name}, {"state", d.state}, {"error", d.error},
-                               {"chunks", d.n_chunks}, {"tokens", d.n_tokens}, {"contentHash", d.content_hash}, {"tags", tags},
-                               {"lastUpdate", d.updated_at}});
+            out.push_back(json{{"index", d.index}, {"documentId", km_document_id(d.doc_id, d.tags)}, {"fileId", d.doc_id}, {"name", d.name},
+                               {"state", d.state}, {"error", d.error}, {"chunks", d.n_chunks}, {"tokens", d.n_tokens},
+                               {"contentHash", d.content_hash}, {"tags", tags_json(d.tags)}, {"lastUpdate", iso8601(d.updated_at)}});
         }
         send_json(res, 200, json{{"documents", out}});
     });
 
-    // DELETE /documents?index=&documentId=
+    // DELETE /documents?index=&documentId=: 202 DeleteAccepted; 404 for an unknown document
+    // (MemoryWebClient treats both as success).
     http.Delete("/documents", [svc](const httplib::Request& req, httplib::Response& res) {
-        const std::string index = req.has_param("index") ? req.get_param_value("index") : "default";
+        const std::string index = index_or_default(req.get_param_value("index"));
         const std::string doc_id = req.get_param_value("documentId");
-        if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "documentId is required"});
-        auto n = svc->mem->store().delete_document(index, doc_id);
+        if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "'documentId' query parameter is missing or has no value"});
+        auto n = delete_km_document(*svc->mem, index, doc_id, {});
         if (!n) return send_error(res, n.error());
+        if (auto r = svc->mem->delete_source_files(index, doc_id); !r) return send_error(res, r.error());
         if (*n == 0) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
-        send_json(res, 200, json{{"index", index}, {"documentId", doc_id}, {"message", "Document deleted"}});
+        send_json(res, 202, json{{"index", index}, {"documentId", doc_id}, {"message", "Document deleted"}});
     });
 
-    // POST /search {index, query, filters, minRelevance, limit, rerank (non-standard: false skips
-    // the reranker of --rerank-model)}
-    http.Post("/search", [svc](const httplib::Request& req, httplib::Response& res) {
+    // GET /indexes: IndexCollection.
+    http.Get("/indexes", [svc](const httplib::Request&, httplib::Response& res) {
+        auto list = svc->mem->store().list_indexes();
+        if (!list) return send_error(res, list.error());
+        json results = json::array();
+        for (const auto& i : *list) results.push_back(json{{"name", i.name}, {"documents", i.n_documents}, {"chunks", i.n_chunks}});
+        send_json(res, 200, json{{"results", results}});
+    });
+
+    // DELETE /indexes?index=: 202 DeleteAccepted; 404 for an unknown index.
+    http.Delete("/indexes", [svc](const httplib::Request& req, httplib::Response& res) {
+        const std::string index = index_or_default(req.get_param_value("index"));
+        auto found = svc->mem->store().find_index(index);
+        if (!found) return send_error(res, found.error());
+        if (!*found) return send_error(res, Error{Errc::memory_not_found, "no index '" + index + "'"});
+        auto n = svc->mem->store().delete_index(index);
+        if (!n) return send_error(res, n.error());
+        if (auto r = svc->mem->delete_source_files(index, ""); !r) return send_error(res, r.error());
+        send_json(res, 202, json{{"index", index}, {"message", "Index deleted"}});
+    });
+
+    // GET /download?index=&documentId=&filename=: the uploaded file's bytes.
+    http.Get("/download", [svc](const httplib::Request& req, httplib::Response& res) {
+        const std::string index = index_or_default(req.get_param_value("index"));
+        const std::string doc_id = req.get_param_value("documentId");
+        const std::string name = req.get_param_value("filename");
+        if (doc_id.empty() || name.empty()) {
+            return send_error(res, Error{Errc::memory_bad_input, "/download needs the query parameters documentId and filename"});
+        }
+        auto f = svc->mem->read_source_file(index, doc_id, name);
+        if (!f) {
+            return send_error(res, Error{Errc::memory_not_found, "no file '" + name + "' of document '" + doc_id + "' in index '" + index +
+                                                                     "' (only files uploaded through /upload are kept)"});
+        }
+        int64_t updated = 0;
+        if (auto files = km_document_files(svc->mem->store(), index, doc_id); files) {
+            for (const auto& d : *files) updated = std::max(updated, d.updated_at);
+        }
+        if (updated > 0) {
+            char buf[64];
+            const std::time_t t = static_cast<std::time_t>(updated);
+            std::tm tm{};
+            gmtime_r(&t, &tm);
+            std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+            res.set_header("Last-Modified", buf);
+        }
+        res.set_header("Content-Disposition", "attachment; filename=\"" + memory::sanitize_id(name) + "\"");
+        res.status = 200;
+        res.set_content(std::move(f->bytes), f->content_type.empty() ? "application/octet-stream" : f->content_type.c_str());
+    });
+
+    // POST /search: Kernel Memory's SearchQuery {index, query, filters, minRelevance, limit,
+    // args} plus kvrag's rerank (false skips --rerank-model). SearchResult.
+    http.Post("/search", [svc, updated_at_fn](const httplib::Request& req, httplib::Response& res) {
         auto body = parse_json(req.body);
         if (!body) return send_error(res, body.error());
+        if (auto k = check_known_fields(*body, {"index", "query", "filters", "minRelevance", "limit", "args", "rerank"}, "/search"); !k) {
+            return send_error(res, k.error());
+        }
         auto query = get_or<std::string>(*body, "query", "");
-        auto index = get_or<std::string>(*body, "index", "default");
+        auto index = get_or<std::string>(*body, "index", "");
         auto minrel = get_or<double>(*body, "minRelevance", 0.0);
-        auto limit = get_or<int32_t>(*body, "limit", 5);
+        auto limit = get_or<int32_t>(*body, "limit", -1);
         auto rerank = get_or<bool>(*body, "rerank", true);
-        auto filt = parse_filters(*body);
+        auto filt = parse_km_filters(*body);
+        auto args = check_search_args(*body);
         for (const Error* e : {query ? nullptr : &query.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
-                               limit ? nullptr : &limit.error(), filt ? nullptr : &filt.error(), rerank ? nullptr : &rerank.error()}) {
+                               limit ? nullptr : &limit.error(), filt ? nullptr : &filt.error(), rerank ? nullptr : &rerank.error(),
+                               args ? nullptr : &args.error()}) {
             if (e) return send_error(res, *e);
         }
-        if (query->empty()) return send_error(res, Error{Errc::memory_bad_input, "'query' is required"});
+        if (query->empty()) return send_error(res, Error{Errc::memory_bad_input, "'query' is required (kvrag does not list by filters alone)"});
         SearchOptions o;
-        o.index = *index;
-        o.filter = *filt;
+        o.index = index_or_default(*index);
+        o.any_of = std::move(*filt);
         o.min_relevance = *minrel;
-        o.limit = *limit <= 0 ? 5 : std::min(*limit, 1000);
+        o.limit = *limit <= 0 ? kDefaultSearchLimit : std::min(*limit, 1000);
         o.rerank = *rerank;
         auto r = svc->mem->search(*query, o);
         if (!r) return send_error(res, r.error());
-        send_json(res, 200, json{{"index", o.index}, {"query", *query}, {"noResult", r->hits.empty()}, {"results", citations_json(r->hits)}});
+        send_json(res, 200, json{{"query", *query}, {"noResult", r->hits.empty()},
+                                 {"results", citations_json(r->hits, updated_at_fn(std::make_shared<std::map<std::string, int64_t>>()))},
+                                 {"index", o.index}});
     });
 
-    // POST /ask {index, question, filters, minRelevance, conversationId, maxTokens, temperature, history}
-    http.Post("/ask", [c, svc](const httplib::Request& req, httplib::Response& res) {
+    // POST /ask: Kernel Memory's MemoryQuery {index, question, filters, minRelevance, stream,
+    // args} plus kvrag's conversationId, maxTokens, temperature, history, rerank. MemoryAnswer,
+    // or with stream: true server-sent events of MemoryAnswer parts (reset with the sources,
+    // append per piece, last with the token usage; one reset when nothing is found; error on
+    // failure), then [DONE].
+    http.Post("/ask", [c, svc, updated_at_fn](const httplib::Request& req, httplib::Response& res) {
         auto body = parse_json(req.body);
         if (!body) return send_error(res, body.error());
-        auto question = get_or<std::string>(*body, "question", "");
-        auto index = get_or<std::string>(*body, "index", "default");
-        auto minrel = get_or<double>(*body, "minRelevance", 0.0);
-        auto conv = get_or<std::string>(*body, "conversationId", "");
-        auto max_tokens = get_or<int32_t>(*body, "maxTokens", 256);
-        auto temp = get_or<double>(*body, "temperature", 0.0);
-        auto history = get_or<std::string>(*body, "history", "drop");
-        auto rerank = get_or<bool>(*body, "rerank", true);
-        auto filt = parse_filters(*body);
-        for (const Error* e : {question ? nullptr : &question.error(), index ? nullptr : &index.error(), minrel ? nullptr : &minrel.error(),
-                               conv ? nullptr : &conv.error(), max_tokens ? nullptr : &max_tokens.error(), temp ? nullptr : &temp.error(),
-                               filt ? nullptr : &filt.error(), history ? nullptr : &history.error(), rerank ? nullptr : &rerank.error()}) {
-            if (e) return send_error(res, *e);
+        auto q = parse_ask(*body);
+        if (!q) return send_error(res, q.error());
+        const std::string model = c->model_id();
+        if (!q->stream) {
+            auto r = svc->mem->ask(q->question, q->options);
+            if (!r) return send_error(res, r.error());
+            c->log_tokens(r->n_generated);
+            send_json(res, 200, answer_json(*q, *r, citations_json(r->sources, updated_at_fn(std::make_shared<std::map<std::string, int64_t>>())), model));
+            return;
         }
-        auto mode = parse_history_mode(*history);
-        if (!mode) return send_error(res, mode.error());
-        AskOptions o;
-        o.index = *index;
-        o.filter = *filt;
-        o.min_relevance = *minrel;
-        o.conversation_id = *conv;
-        o.max_tokens = *max_tokens;
-        o.sampling.temperature = static_cast<float>(*temp);
-        o.history_mode = *mode;
-        o.rerank = *rerank;
-        auto r = svc->mem->ask(*question, o);
-        if (!r) return send_error(res, r.error());
-        c->log_tokens(0);
-        send_json(res, 200, json{{"question", *question}, {"noResult", !r->found},
-                                 {"noResultReason", r->found ? "" : "No relevant memories found"}, {"text", r->answer},
-                                 {"relevantSources", citations_json(r->sources)},
-                                 {"tokenUsage", json{{"promptTokens", r->n_prompt_tokens}, {"contextSize", r->n_ctx}, {"maxTokens", r->max_tokens}}},
-                                 {"historyUsed", r->n_history_used}, {"historyDropped", r->n_history_dropped},
-                                 {"historySummarized", r->history_summarized},
-                                 {"finishReason", r->finish_reason}});
+        auto shared_q = std::make_shared<AskRequest>(std::move(*q));
+        res.status = 200;
+        res.set_header("Cache-Control", "no-cache");
+        res.set_chunked_content_provider("text/event-stream; charset=utf-8", [svc, shared_q, model, updated_at_fn](size_t, httplib::DataSink& sink) {
+            const AskRequest& q = *shared_q;
+            auto send = [&sink](const json& part) {
+                const std::string ev = "data: " + part.dump() + "\n\n";
+                return sink.write(ev.data(), ev.size());
+            };
+            AskStream stream;
+            stream.on_sources = [&](const std::vector<SearchHit>& sources) {
+                return send(json{{"streamState", "reset"}, {"question", q.question}, {"noResult", false}, {"text", ""},
+                                 {"relevantSources", citations_json(sources, updated_at_fn(std::make_shared<std::map<std::string, int64_t>>()))}});
+            };
+            stream.on_text = [&](std::string_view piece) {
+                return send(json{{"streamState", "append"}, {"noResult", false}, {"text", std::string(piece)}});
+            };
+            AskOptions o = q.options;
+            o.stream = &stream;
+            auto r = svc->mem->ask(q.question, o);
+            bool ok = true;
+            if (!r) {
+                ok = send(json{{"streamState", "error"}, {"question", q.question}, {"noResult", true}, {"text", ""},
+                               {"noResultReason", "Error: " + r.error().what()}});
+            } else if (!r->found) {
+                json a = answer_json(q, *r, json::array(), model);
+                a["streamState"] = "reset";
+                ok = send(a);
+            } else {
+                ok = send(json{{"streamState", "last"}, {"noResult", false}, {"text", ""}, {"tokenUsage", token_usage_json(*r, model)},
+                               {"finishReason", r->finish_reason}});
+            }
+            if (ok) {
+                const std::string done = "data: [DONE]\n\n";
+                sink.write(done.data(), done.size());
+            }
+            sink.done();
+            return true;
+        });
     });
 }
-
 }  // namespace
 
 server::ServerExtension memory_extension(const HttpMemoryConfig& config) {

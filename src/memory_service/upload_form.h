@@ -1,11 +1,16 @@
-// The fields of a POST /upload form, read from the parts cpp-httplib parsed out of the
-// multipart body. Kept apart from the route so the rules can be tested and fuzzed without a
-// store or a model (tests/memory_service/upload_form_test.cpp, tests/fuzz/multipart_fuzz.cpp).
+// POST /upload bodies: the multipart/form-data parser and the rules of Kernel Memory's upload
+// form. Kept apart from the route so both can be tested and fuzzed without a store or a model
+// (tests/memory_service/upload_form_test.cpp, tests/fuzz/multipart_fuzz.cpp).
+//
+// Why kvrag parses multipart itself: Debian 12's cpp-httplib 0.11 reads a part's
+// Content-Disposition only in the quoted form (name="x"; filename="y"). .NET's
+// MultipartFormDataContent -- Kernel Memory's MemoryWebClient -- writes the parameters
+// unquoted, adds filename*=utf-8''..., puts a Content-Type line first and quotes the boundary,
+// so every part came out nameless. This is the one place multipart bodies are parsed.
 #pragma once
 
-#include <httplib.h>
-
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/error.h"
@@ -13,18 +18,67 @@
 
 namespace kvrag::memory_service {
 
-struct UploadForm {
-    std::string index = "default";                     // field "index" (an empty one keeps the default)
-    std::string doc_id;                                // field "documentId" ("" = from each file name)
-    memory::Tags tags;                                 // fields "tags", each "key:value", in form order
-    std::vector<const httplib::MultipartFormData*> files;  // parts with a file name, in form order; point into `parts`
+// ---- multipart/form-data (RFC 7578) ----
+
+struct FormPart {
+    std::string name;          // Content-Disposition name (quoted or not)
+    std::string filename;      // filename* (RFC 5987, percent-decoded) when given, else filename
+    bool has_filename = false;  // a filename or filename* parameter was present (a file part)
+    std::string content_type;  // the part's Content-Type value, parameters included ("" when absent)
+    std::string_view content;  // the part's bytes: a view into the body, which must outlive it
 };
 
-// Reads the parts: a part with a file name is a document; otherwise "index", "documentId" and
-// "tags" are read and other fields ignored (Kernel Memory clients send more than kvrag uses).
-// Errors (memory_bad_input): a tag that is not key:value with a non-empty key, no file at all,
-// a documentId with more than one file. The form's files point into `parts`, which must
-// outlive it.
-Result<UploadForm> parse_upload_form(const httplib::MultipartFormDataMap& parts);
+// The boundary parameter of a Content-Type header (quoted or not). Errors (memory_bad_input):
+// not multipart/form-data, no boundary, a boundary longer than 70 characters (RFC 2046).
+Result<std::string> multipart_boundary(std::string_view content_type);
+
+// Splits a body into its parts, in body order. Lenient where clients differ (quoted or bare
+// parameters, any header order and case, a preamble, LF-only line ends inside part headers);
+// strict where data could be lost: a part that does not end with a delimiter, a final
+// delimiter that is missing, more than kMaxParts parts or part headers over kMaxPartHeaderBytes
+// are errors (memory_bad_input) naming what was found.
+constexpr size_t kMaxParts = 1000;
+constexpr size_t kMaxPartHeaderBytes = 16 * 1024;
+Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string_view boundary);
+
+// ---- Kernel Memory's upload form ----
+
+// The pipeline kvrag runs (Kernel Memory's DefaultPipeline step names); "steps" may name
+// exactly these, in this order, or nothing.
+extern const char* const kUploadSteps[4];
+
+struct UploadForm {
+    std::string index = "default";  // field "index"; absent, empty or blank = "default"
+    std::string doc_id;             // field "documentId" ("" = one document per file, id from its name)
+    memory::Tags tags;              // fields "tags", "key:value" or "key" alone (value ""), in form order
+    std::vector<std::string> steps;  // field(s) "steps", split on space, comma, semicolon
+    std::vector<const FormPart*> files;  // parts with a file name, in form order; point into the parts
+};
+
+// Reads the parts as Kernel Memory's server does: parts with a file name are the document's
+// files; the fields are index, documentId, tags, steps and args. Errors (memory_bad_input),
+// each naming the field: no file; a file part with an empty name or a name given twice; index
+// or documentId or args given twice; a tag key starting with "__" (reserved, as in Kernel
+// Memory); steps other than kUploadSteps; args that are not a JSON object or name any
+// argument (no upload argument maps to a kvrag setting); any other field. The form's files
+// point into `parts`, which must outlive it.
+Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts);
+
+// A Kernel Memory document may hold several files; a kvrag document holds one. Each file of a
+// form becomes one kvrag document: with no documentId its id is the sanitised file name; with
+// a documentId D and one file it is D; with several files it is D + "__" + the file's 0-based
+// position. Every one carries the reserved tag __document_id = D (the Kernel Memory id) and
+// __file_type = its content type, which /upload-status, /documents DELETE, filters and
+// citations read back.
+struct FileDocument {
+    const FormPart* file = nullptr;
+    std::string km_document_id;  // Kernel Memory's document id (D)
+    std::string doc_id;          // kvrag's document id
+    std::string content_type;    // without parameters; "" when the part named none (or octet-stream)
+};
+std::vector<FileDocument> file_documents(const UploadForm& form);
+
+constexpr const char* kDocumentIdTag = "__document_id";  // Kernel Memory's reserved tag names
+constexpr const char* kFileTypeTag = "__file_type";
 
 }  // namespace kvrag::memory_service

@@ -81,6 +81,27 @@ public:
                                           const std::function<bool()>& alive) override {
         return st_.scheduler->run(std::move(prompt), options, alive);
     }
+    Result<engine::GenerateResult> submit_streaming(std::vector<int32_t> prompt, const engine::GenerateOptions& options,
+                                                    const engine::TextCallback& on_piece, const std::function<bool()>& alive) override {
+        auto job = std::make_shared<engine::Job>();
+        job->prompt = std::move(prompt);
+        job->options = options;
+        job->label = "internal";
+        job->keep_pieces = true;
+        if (auto s = st_.scheduler->submit(job); !s) return s.error();
+        for (;;) {
+            auto u = job->take(std::chrono::milliseconds(50));
+            for (const auto& p : u.pieces) {
+                if (!job->cancel_requested() && on_piece && !on_piece(p, -1)) job->cancel();
+            }
+            if (u.done) break;
+            if (alive && !alive()) job->cancel();
+        }
+        while (!job->wait_done(std::chrono::milliseconds(50))) {
+        }
+        if (job->error().code == Errc::ok) return job->result();
+        return job->error();
+    }
     Result<std::vector<float>> embed(std::span<const int32_t> tokens, engine::Pooling pooling, const std::function<bool()>& alive) override {
         return st_.scheduler->embed(tokens, pooling, alive);
     }

@@ -48,6 +48,16 @@ public:
     // room within the queue timeout), request_too_long (with the numbers), request_invalid, engine errors.
     virtual Result<engine::GenerateResult> submit(std::vector<int32_t> prompt, const engine::GenerateOptions& options,
                                                   const std::function<bool()>& alive = nullptr) = 0;
+    // The same, calling on_piece with each piece of text as the scheduler produces it (false
+    // cancels the request). The default runs submit() and hands over the whole text at once,
+    // for contexts that cannot stream (test fakes).
+    virtual Result<engine::GenerateResult> submit_streaming(std::vector<int32_t> prompt, const engine::GenerateOptions& options,
+                                                            const engine::TextCallback& on_piece,
+                                                            const std::function<bool()>& alive = nullptr) {
+        auto r = submit(std::move(prompt), options, alive);
+        if (r && on_piece && !r->text.empty()) on_piece(r->text, r->tokens.empty() ? -1 : r->tokens.back());
+        return r;
+    }
     // Embedding by the chat model through the scheduler's queue: waits for KV room up to the
     // queue timeout.
     virtual Result<std::vector<float>> embed(std::span<const int32_t> tokens, engine::Pooling pooling,
