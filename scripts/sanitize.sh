@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sanitizer step: builds kvrag with clang under AddressSanitizer + UndefinedBehaviorSanitizer,
 # runs the test suite (all but the python-reference comparison, which only re-checks numbers), then
-# runs every libFuzzer target (tests/fuzz/*_fuzz.cpp) for an equal share of FUZZ_SECONDS: the GGUF
+# runs every libFuzzer target (tests/fuzz/*_fuzz.cpp), JOBS at a time, for FUZZ_SECONDS / n_targets each: the GGUF
 # reader from generated model files, the others from their committed seed corpus
 # (tests/fuzz/corpus/<target>/, copied to a scratch folder so the repository's corpus never
 # changes). Prints each target's executions; a crash fails the step and leaves its input in
@@ -15,7 +15,9 @@ CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInf
 cmake --build "$BUILD_DIR" -j "$JOBS"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-"$BUILD_DIR/kvrag_tests" --gtest_brief=1 \
+# The suite in JOBS gtest shards at once (scripts/lib/gtest_shards.sh).
+source scripts/lib/gtest_shards.sh
+run_gtest_shards "$BUILD_DIR/kvrag_tests" "$BUILD_DIR/test-shards" "$JOBS" --gtest_brief=1 \
   --gtest_filter='-ReferenceForward*:*TenThousand*'
 
 # Every target CMake builds (the same glob), each with an equal share of FUZZ_SECONDS (at least 5 s).
@@ -44,6 +46,21 @@ max_len() {
   esac
 }
 
+# One target's run; its summary line or, on a crash, its log.
+fuzz_one() {
+  local target=$1 log="$WORK/$1.log"
+  # -timeout: one input running 20 s is a hang; -rss_limit_mb: so is a runaway allocation.
+  if ! "$BUILD_DIR/$target" -max_total_time="$PER_TARGET" -timeout=20 -rss_limit_mb=4096 -max_len="$(max_len "$target")" \
+      -print_final_stats=1 -artifact_prefix="$ARTIFACTS/$target-" "$WORK/$target" >"$log" 2>&1; then
+    tail -60 "$log"
+    echo "sanitize: $target failed; its input is in $ARTIFACTS/ (add it as a regression test in tests/<module>/)" >&2
+    return 1
+  fi
+  local execs
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  echo "fuzz: $target: ${execs:-?} executions in ${PER_TARGET}s, corpus $(find "$WORK/$target" -type f | wc -l) files"
+}
+
 for target in "${TARGETS[@]}"; do
   if [ "$target" != gguf_fuzz ]; then
     if [ ! -d "tests/fuzz/corpus/$target" ]; then
@@ -53,15 +70,19 @@ for target in "${TARGETS[@]}"; do
     mkdir -p "$WORK/$target"
     cp tests/fuzz/corpus/"$target"/* "$WORK/$target"/
   fi
-  log="$WORK/$target.log"
-  # -timeout: one input running 20 s is a hang; -rss_limit_mb: so is a runaway allocation.
-  if ! "$BUILD_DIR/$target" -max_total_time="$PER_TARGET" -timeout=20 -rss_limit_mb=4096 -max_len="$(max_len "$target")" \
-      -print_final_stats=1 -artifact_prefix="$ARTIFACTS/$target-" "$WORK/$target" >"$log" 2>&1; then
-    tail -60 "$log"
-    echo "sanitize: $target failed; its input is in $ARTIFACTS/ (add it as a regression test in tests/<module>/)" >&2
-    exit 1
-  fi
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  echo "fuzz: $target: ${execs:-?} executions in ${PER_TARGET}s, corpus $(find "$WORK/$target" -type f | wc -l) files"
+done
+# JOBS targets at a time (each fuzzer is one process on one core).
+failed=0
+for ((i = 0; i < ${#TARGETS[@]}; i += JOBS)); do
+  pids=()
+  for ((j = i; j < i + JOBS && j < ${#TARGETS[@]}; j++)); do
+    fuzz_one "${TARGETS[$j]}" >"$WORK/${TARGETS[$j]}.summary" 2>&1 &
+    pids+=("$!")
+  done
+  for ((j = 0; j < ${#pids[@]}; j++)); do
+    wait "${pids[$j]}" || failed=1
+    cat "$WORK/${TARGETS[$((i + j))]}.summary"
+  done
+  if [ "$failed" != 0 ]; then exit 1; fi
 done
 echo "sanitize: ASan/UBSan tests passed; fuzzed ${#TARGETS[@]} targets for ${PER_TARGET}s each without a crash"

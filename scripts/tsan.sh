@@ -24,7 +24,8 @@ mkdir -p "$REPORTS"
 # a race exits non-zero even when the race did not break its test.
 export TSAN_OPTIONS="log_path=$PWD/$REPORTS/tsan second_deadlock_stack=1 exitcode=66 ${TSAN_OPTIONS:-}"
 status=0
-"$BUILD_DIR/kvrag_tests" --gtest_brief=1 --gtest_filter="$FILTER" || status=$?
+source scripts/lib/gtest_shards.sh
+run_gtest_shards "$BUILD_DIR/kvrag_tests" "$BUILD_DIR/test-shards" "$JOBS" --gtest_brief=1 --gtest_filter="$FILTER" || status=$?
 if compgen -G "$REPORTS/tsan.*" >/dev/null; then
   echo "tsan: ThreadSanitizer reports:" >&2
   cat "$REPORTS"/tsan.* >&2
