@@ -226,7 +226,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
 
     // POST /upload: Kernel Memory's form (upload_form.h). Each file is kept for /download and
     // ingested before the answer; files a previous upload of the same document had and this
-    // one lacks are removed. 202 UploadAccepted.
+    // one lacks are removed. 200 UploadAccepted.
     http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& content_reader) {
         auto boundary = multipart_boundary(req.get_header_value("Content-Type"));
         if (!boundary) return send_error(res, boundary.error());
@@ -280,7 +280,8 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
             if (auto r = delete_km_document(*svc->mem, index, km_id, kept); !r) return send_error(res, r.error());
         }
         res.set_header("Location", "/upload-status?index=" + index + "&documentId=" + docs.front().km_document_id);
-        send_json(res, 202, json{{"index", index}, {"documentId", docs.front().km_document_id},
+        // 200, not Kernel Memory's 202: the files are ingested already (MemoryWebClient accepts any 2xx).
+        send_json(res, 200, json{{"index", index}, {"documentId", docs.front().km_document_id},
                                  {"message", "Document upload completed, ingestion finished"}, {"documents", results}});
     });
 
@@ -430,7 +431,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         res.set_chunked_content_provider("text/event-stream; charset=utf-8", [svc, shared_q, model, updated_at_fn](size_t, httplib::DataSink& sink) {
             const AskRequest& q = *shared_q;
             auto send = [&sink](const json& part) {
-                const std::string ev = "data: " + part.dump() + "\n\n";
+                const std::string ev = "data: " + server::dump(part) + "\n\n";  // invalid UTF-8 replaced, never thrown
                 return sink.write(ev.data(), ev.size());
             };
             AskStream stream;
