@@ -249,6 +249,18 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
             }
         }
         if (!valid_id(index)) return send_error(res, Error{Errc::memory_bad_input, "index name '" + index + "' is not 1-128 characters of [A-Za-z0-9._-]"});
+        // A kvrag id of one Kernel Memory document's file ("D__0") may be another document's
+        // own id: refuse rather than replace that document.
+        for (const auto& d : docs) {
+            auto existing = svc->mem->store().get_document(index, d.doc_id);
+            if (!existing) return send_error(res, existing.error());
+            if (*existing && km_document_id((*existing)->doc_id, (*existing)->tags) != d.km_document_id) {
+                return send_error(res, Error{Errc::memory_bad_input, "file '" + d.file->filename + "' of document '" + d.km_document_id +
+                                                                         "' would be stored as '" + d.doc_id + "', which holds document '" +
+                                                                         km_document_id((*existing)->doc_id, (*existing)->tags) +
+                                                                         "'; delete that one or choose another documentId"});
+            }
+        }
         json results = json::array();
         std::vector<std::string> kept;
         std::vector<std::string> km_ids;

@@ -382,5 +382,19 @@ TEST_F(KmWireTest, ImportTextListIndexesDeleteIndex) {
     EXPECT_EQ(client().Delete("/indexes?index=notes")->status, 404);
 }
 
+
+TEST_F(KmWireTest, AFileIdThatIsAnotherDocumentsIdIsRefused) {
+    auto two = upload(dotnet_upload_body("clash", "pair", {}, {{"one.txt", "first file"}, {"two.txt", "second file"}}));
+    ASSERT_EQ(two->status, 200) << two->body;
+    // "pair__0" is the first file of "pair": a document of that id must not replace it.
+    auto other = upload(dotnet_upload_body("clash", "pair__0", {}, {{"three.txt", "third file"}}));
+    ASSERT_TRUE(other);
+    EXPECT_EQ(other->status, 400);
+    EXPECT_NE(other->body.find("holds document 'pair'"), std::string::npos) << other->body;
+    const json st = json::parse(client().Get("/upload-status?index=clash&documentId=pair")->body);
+    EXPECT_EQ(st["files"].size(), 2u);
+    EXPECT_EQ(client().Delete("/indexes?index=clash")->status, 202);
+}
+
 }  // namespace
 }  // namespace kvrag
