@@ -254,6 +254,21 @@ TEST_F(KmWireTest, ImportDocumentWithSeveralFilesStatusSearchAskDownloadDelete) 
     ASSERT_EQ(none->status, 200) << none->body;
     EXPECT_TRUE(json::parse(none->body)["noResult"].get<bool>());
 
+    // One object naming two document ids matches nothing; alone, it filters everything out.
+    auto two_ids = post_json("/search", R"({"index":null,"query":"Quillback","limit":-1,"filters":[{"__document_id":["manual","other"]}],"args":{}})");
+    ASSERT_EQ(two_ids->status, 200) << two_ids->body;
+    EXPECT_TRUE(json::parse(two_ids->body)["noResult"].get<bool>());
+
+    // Nothing relevant, not streamed: noResult with its reason and custom_rag_empty_answer_str.
+    auto nothing = post_json("/ask", R"({"index":null,"question":"anything","minRelevance":0,"stream":false,"filters":[{"team":["blue"]}],)"
+                                     R"("args":{"custom_rag_empty_answer_str":"INFO NOT FOUND"}})");
+    ASSERT_EQ(nothing->status, 200) << nothing->body;
+    const json na = json::parse(nothing->body);
+    expect_memory_answer(na);
+    EXPECT_TRUE(na["noResult"].get<bool>());
+    EXPECT_EQ(na["text"], "INFO NOT FOUND");
+    expect_string(na, "noResultReason");
+
     // AskAsync (MemoryQuery, stream false) with km-cli's args.
     auto ask = post_json("/ask", R"({"index":null,"question":"When was the lighthouse automated?","minRelevance":0,"stream":false,)"
                                  R"("filters":[],"args":{"custom_rag_max_tokens_int":4}})");
