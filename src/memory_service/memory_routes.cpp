@@ -2,10 +2,13 @@
 
 #include <httplib.h>
 
+#include <atomic>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "memory/ingest_worker.h"
 #include "memory/memory.h"
 #include "memory_service/upload_form.h"
 #include "server/http_io.h"
@@ -18,10 +21,13 @@ namespace {
 
 using nlohmann::json;
 
-// State shared by the handlers; `mem` is set by on_ready.
+// State shared by the handlers; `mem` and `worker` are set by on_ready. The worker is
+// declared last so it stops (and joins) before the memory it uses goes.
 struct MemoryService {
     HttpMemoryConfig config;
+    std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);  // on_stop: cancels embeddings in flight
     std::unique_ptr<Memory> mem;
+    std::unique_ptr<IngestWorker> worker;
 };
 
 // Kernel Memory's filters: [{"key": ["value", ...]}, ...]; "__document_id" selects a document.
@@ -101,7 +107,8 @@ using server::send_json;
 
 // The memory's model hooks over the server: embeddings from the embedding model when one is
 // loaded (else the chat model), generation (ask) only with a chat model.
-ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg, Result<void>& status) {
+ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg, const std::shared_ptr<std::atomic<bool>>& stopping,
+                        Result<void>& status) {
     engine::Engine* eng = ctx.engine();
     const engine::Embedder* emb = ctx.embedding_model();
     ModelHooks h;
@@ -119,15 +126,17 @@ ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg,
         return h;
     }
     h.embed_model = std::move(*info);
-    h.embed = [&ctx](std::string_view text) -> Result<std::vector<float>> {
+    // Ingestion's embeddings end when the server stops (the job goes back to the queue).
+    auto alive = [stopping] { return !stopping->load(); };
+    h.embed = [&ctx, alive](std::string_view text) -> Result<std::vector<float>> {
         const std::string texts[] = {std::string(text)};
-        auto v = ctx.embed_texts(texts);
+        auto v = ctx.embed_texts(texts, alive);
         if (!v) return v.error();
         return std::move(v->front());
     };
     // An encoder embeds a group of chunks in few forward passes; the chat model embeds one
     // sequence per chunk anyway, so it keeps the one-by-one hook.
-    if (emb) h.embed_batch = [&ctx](std::span<const std::string> texts) { return ctx.embed_texts(texts); };
+    if (emb) h.embed_batch = [&ctx, alive](std::span<const std::string> texts) { return ctx.embed_texts(texts, alive); };
     if (ctx.rerank_model()) {
         h.rerank = [&ctx](std::string_view query, const std::vector<std::string_view>& documents) {
             const std::vector<std::string> docs(documents.begin(), documents.end());
@@ -155,33 +164,38 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
     auto* c = &ctx;
 
     // POST /upload: multipart with one or more files and the fields index, documentId, tags
-    // ("key:value", repeatable). Ingested before answering (200 once ready; per-file errors 400).
+    // ("key:value", repeatable). The files are stored with a queued job before the answer (202:
+    // durable, ingestion pending; a binary file is refused with 400 at once).
     http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res) {
         if (!req.is_multipart_form_data()) return send_error(res, Error{Errc::memory_bad_input, "/upload needs multipart/form-data"});
         auto form = parse_upload_form(req.files);
         if (!form) return send_error(res, form.error());
         const std::string& index = form->index;
         const std::string& doc_id = form->doc_id;
-        json results = json::array();
+        std::vector<IngestRequest> docs;  // with a documentId: one document of all the files; else one per file
         for (const auto* f : form->files) {
             if (f->content.size() > svc->config.max_upload_bytes) {
                 return send_error(res, Error{Errc::request_too_large, "file '" + f->filename + "' is " + std::to_string(f->content.size()) +
                                                           " bytes; the limit is " + std::to_string(svc->config.max_upload_bytes)});
             }
-            IngestRequest ir;
-            ir.index = index;
-            ir.doc_id = doc_id.empty() ? sanitize_id(f->filename) : doc_id;
-            ir.name = f->filename;
-            ir.source = "upload";
-            ir.mime = f->content_type == "application/octet-stream" ? "" : f->content_type;
-            ir.bytes = f->content;
-            ir.tags = form->tags;
-            auto r = svc->mem->ingest(ir);
-            if (!r) return send_error(res, r.error());
-            results.push_back(json{{"documentId", r->doc_id}, {"status", write_outcome_name(r->outcome)}, {"chunks", r->n_chunks}});
+            if (docs.empty() || doc_id.empty()) {
+                docs.emplace_back();
+                docs.back().index = index;
+                docs.back().doc_id = doc_id.empty() ? sanitize_id(f->filename) : doc_id;
+                docs.back().source = "upload";
+                docs.back().tags = form->tags;
+            }
+            docs.back().files.push_back(SourceFile{f->filename, f->content_type, f->content});
         }
-        send_json(res, 200, json{{"index", index}, {"documentId", results[0]["documentId"]}, {"documents", results},
-                                 {"message", "Document upload completed, ingestion finished"}});
+        json results = json::array();
+        for (const auto& d : docs) {
+            auto r = svc->mem->enqueue(d);
+            if (!r) return send_error(res, r.error());
+            results.push_back(json{{"documentId", r->doc_id}, {"status", r->job_id ? "queued" : "unchanged"}});
+        }
+        if (svc->worker) svc->worker->notify();
+        send_json(res, 202, json{{"index", index}, {"documentId", results[0]["documentId"]}, {"documents", results},
+                                 {"message", "Document upload completed, ingestion pipeline started"}});
     });
 
     // GET /upload-status?index=&documentId=
@@ -191,16 +205,29 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "documentId is required"});
         auto d = svc->mem->store().get_document(index, doc_id);
         if (!d) return send_error(res, d.error());
-        if (!*d) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
-        const auto& doc = **d;
-        const bool done = doc.state == "ready";
+        auto job = svc->mem->store().find_job(index, doc_id);
+        if (!job) return send_error(res, job.error());
+        if (!*d && !*job) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
+        // A queued or running job is the document's latest upload: its progress is the status.
+        json steps = json::array(), completed = json::array(), remaining = json::array();
+        const int32_t n_done = *job ? (*job)->n_steps_done : (*d && (*d)->state == "ready" ? kNumIngestSteps : 0);
+        for (int32_t i = 0; i < kNumIngestSteps; ++i) {
+            steps.push_back(kIngestSteps[i]);
+            (i < n_done ? completed : remaining).push_back(kIngestSteps[i]);
+        }
+        const std::string state = *job ? (*job)->state : (*d)->state;
+        const bool failed = !*job && state == "failed";
+        if (failed) remaining = json::array();
+        const Tags& doc_tags = *job ? (*job)->tags : (*d)->tags;
         json tags = json::object();
-        for (const auto& [k, v] : doc.tags) tags[k].push_back(v);
-        const json steps = json::array({"extract", "partition", "gen_embeddings", "save_records"});
-        send_json(res, 200, json{{"completed", done}, {"failed", doc.state == "failed"}, {"empty", doc.n_chunks == 0},
-                                 {"index", doc.index}, {"document_id", doc.doc_id}, {"tags", tags}, {"last_update", doc.updated_at},
-                                 {"steps", steps}, {"remaining_steps", done || doc.state == "failed" ? json::array() : steps},
-                                 {"completed_steps", done ? steps : json::array()}, {"error", doc.error}, {"chunks", doc.n_chunks}});
+        for (const auto& [k, v] : doc_tags) tags[k].push_back(v);
+        const int32_t n_chunks = *job ? (*job)->n_chunks_total : (*d)->n_chunks;
+        send_json(res, 200, json{{"completed", !*job && state == "ready"}, {"failed", failed}, {"empty", !*job && n_chunks == 0},
+                                 {"index", index}, {"document_id", doc_id}, {"tags", tags},
+                                 {"last_update", *job ? (*job)->updated_at : (*d)->updated_at}, {"state", state},
+                                 {"steps", steps}, {"remaining_steps", remaining}, {"completed_steps", completed},
+                                 {"error", *d && !*job ? (*d)->error : ""}, {"chunks", n_chunks},
+                                 {"chunks_done", *job ? (*job)->n_chunks_done : n_chunks}, {"chunks_total", n_chunks}});
     });
 
     // GET /documents?index=
@@ -311,10 +338,25 @@ server::ServerExtension memory_extension(const HttpMemoryConfig& config) {
         auto store = Store::open(svc->config.dir);
         if (!store) return store.error();
         Result<void> status;
-        auto hooks = server_hooks(ctx, svc->config, status);
+        auto hooks = server_hooks(ctx, svc->config, svc->stopping, status);
         if (!status) return status;
         svc->mem = std::make_unique<Memory>(std::shared_ptr<Store>(std::move(*store)), std::move(hooks), svc->config.chunking);
+        if (const int64_t n = svc->mem->store().n_requeued_at_open(); n > 0) {
+            std::fprintf(stderr, "kvrag serve: memory: %lld interrupted ingestion job(s) queued again\n", static_cast<long long>(n));
+        }
+        // Queued documents (from this or an earlier run) are ingested in the background.
+        svc->worker = std::make_unique<IngestWorker>(*svc->mem, 1, [](const JobReport& r) {
+            if (r.end == JobEnd::failed) std::fprintf(stderr, "kvrag serve: memory: %s/%s failed: %s\n", r.job.index.c_str(), r.job.doc_id.c_str(), r.error.what().c_str());
+        });
+        svc->worker->start();
         return {};
+    };
+    ext.on_stop = [svc] {
+        // The worker's flag first: an embedding the flag below cancels then reads as
+        // "interrupted" (job queued again), never as the document failing.
+        if (svc->worker) svc->worker->request_stop();
+        svc->stopping->store(true);
+        if (svc->worker) svc->worker->stop();
     };
     return ext;
 }
