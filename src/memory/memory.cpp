@@ -1,6 +1,7 @@
 #include "memory/memory.h"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -217,8 +218,20 @@ JobReport Memory::run_job(const IngestJob& job, const std::atomic<bool>* stop, c
     p.doc_id = job.doc_id;
     auto stopped = [&] { return stop && stop->load(std::memory_order_relaxed); };
     // Records progress; false when the job is gone or the worker is stopping (rep.end set).
+    // The job row is written at each step and at most every kProgressWriteInterval within a
+    // step: each write is a synced commit, and one per chunk would cost more than embedding
+    // a small model's chunk. A deleted job is thus noticed within that interval (and
+    // finish_job never writes a gone job's document).
+    auto last_write = std::chrono::steady_clock::now();
+    int32_t last_steps = -1;
     auto report = [&]() -> bool {
-        auto alive = store_->update_job(job.job_id, p.n_steps_done, p.n_chunks_total, p.n_chunks_done, p.n_tokens_done);
+        const auto now = std::chrono::steady_clock::now();
+        Result<bool> alive = true;
+        if (p.n_steps_done != last_steps || now - last_write >= kProgressWriteInterval) {
+            alive = store_->update_job(job.job_id, p.n_steps_done, p.n_chunks_total, p.n_chunks_done, p.n_tokens_done);
+            last_write = now;
+            last_steps = p.n_steps_done;
+        }
         if (alive && !*alive) {
             rep.end = JobEnd::cancelled;
             rep.error = Error{Errc::memory_not_found, "document '" + job.doc_id + "' was deleted or uploaded again while it was ingesting"};
@@ -232,22 +245,21 @@ JobReport Memory::run_job(const IngestJob& job, const std::atomic<bool>* stop, c
         }
         return true;
     };
-    auto fail = [&](const Error& e) -> JobReport {
-        if (stopped()) {
-            // An embedding cut short by the shutdown is not the document's fault.
-            rep.end = JobEnd::interrupted;
-            rep.error = e;
-            return rep;
-        }
-        rep.end = JobEnd::failed;
-        rep.error = e;
-        if (auto r = store_->fail_job(job.job_id, e.what()); !r) rep.error = r.error();
-        return rep;
-    };
     auto finish = [&]() -> JobReport {
         if (rep.end == JobEnd::interrupted) {
             if (auto r = store_->requeue_job(job.job_id); !r) rep.error = r.error();
         }
+        return rep;
+    };
+    auto fail = [&](const Error& e) -> JobReport {
+        rep.error = e;
+        if (stopped()) {
+            // An embedding cut short by the shutdown is not the document's fault.
+            rep.end = JobEnd::interrupted;
+            return finish();
+        }
+        rep.end = JobEnd::failed;
+        if (auto r = store_->fail_job(job.job_id, e.what()); !r) rep.error = r.error();
         return rep;
     };
 

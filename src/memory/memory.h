@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +38,9 @@ using EmbedBatchFn = std::function<Result<std::vector<std::vector<float>>>(std::
 // Chunks per EmbedBatchFn call during ingestion: enough to fill an encoder's 2048-token pass
 // with chunk-sized texts several times over, small enough that a shutdown is noticed quickly.
 constexpr size_t kEmbedBatchChunks = 32;
+// How often a running job's progress is written to its row between steps (/upload-status
+// reads it); also how soon a job deleted meanwhile is noticed.
+constexpr std::chrono::milliseconds kProgressWriteInterval{200};
 // One relevance score per document for the query, in the documents' order; higher is better
 // (any scale: a cross-encoder's logits or probabilities). Must accept any text length (the
 // hook truncates to its model's context) and be thread-safe like EmbedFn.

@@ -27,7 +27,7 @@ constexpr int kDocs = 6;
 
 std::string doc_text(int d) {
     std::string t;
-    for (int i = 0; i < 150; ++i) t += "Keeper " + std::to_string(d) + " logged tide " + std::to_string(i) + " at the rock. ";
+    for (int i = 0; i < 600; ++i) t += "Keeper " + std::to_string(d) + " logged tide " + std::to_string(i) + " at the rock. ";
     return t + "Marker" + std::to_string(d) + "zq ends the log.";
 }
 

@@ -1,11 +1,17 @@
 // End to end through the real binary: ingest (with per-document errors), search, ask with
-// sources, docs list/delete, and the embedding-model check across processes.
+// sources, docs list/delete, the embedding-model check across processes; ids from paths,
+// text by content, a missing store, an interrupted ingest resumed.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "cli/run_kvrag.h"
 #include "memory/memory_test_util.h"
@@ -148,6 +154,78 @@ TEST(MemoryCli, MissingStoreIsAnErrorNamingThePath) {
         EXPECT_NE(r.err.find("E6005 no memory store at '" + typo + "'"), std::string::npos) << cmd << "\n" << r.err;
         EXPECT_FALSE(fs::exists(typo)) << cmd;
     }
+    fs::remove_all(dir);
+}
+
+// Ctrl-C during `kvrag ingest` stops within about a second with exit 130, leaving the
+// unfinished document queued; the next `kvrag ingest` on the store resumes and completes it.
+TEST(MemoryCli, InterruptedIngestResumesAtTheNextRun) {
+    const fs::path dir = testing::temp_dir("cli-sigint");
+    InDir in_dir(dir);
+    ASSERT_EQ(run_kvrag("make-model -o m.gguf --type q8_0").exit_code, 0);
+    testing::write_file(dir / "a_small.txt", "A short note about the harbour lights.\n");
+    std::string big;
+    for (int i = 0; i < 2000; ++i) big += "The keeper logged tide " + std::to_string(i) + " at the rock. ";
+    testing::write_file(dir / "b_big.txt", big);
+    const std::string out_path = (dir / "ingest.out").string(), err_path = (dir / "ingest.err").string();
+    std::vector<std::string> args = {KVRAG_BINARY, "ingest", "-m", "m.gguf", "--memory", "store", "--chunk-tokens", "16",
+                                     "--chunk-overlap", "0", "-t", "1", "a_small.txt", "b_big.txt"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ASSERT_GE(out_fd, 0);
+    ASSERT_GE(err_fd, 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        dup2(out_fd, STDOUT_FILENO);
+        dup2(err_fd, STDERR_FILENO);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    close(out_fd);
+    close(err_fd);
+    auto slurp = [](const std::string& p) {
+        std::stringstream ss;
+        ss << std::ifstream(p).rdbuf();
+        return ss.str();
+    };
+    // The small file is done (its line is out), so the big one is being embedded.
+    const auto t_wait = std::chrono::steady_clock::now();
+    while (slurp(out_path).find("a_small.txt") == std::string::npos && std::chrono::steady_clock::now() - t_wait < std::chrono::seconds(30)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_NE(slurp(out_path).find("inserted  a_small.txt"), std::string::npos) << slurp(out_path) << slurp(err_path);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto t0 = std::chrono::steady_clock::now();
+    kill(pid, SIGINT);
+    int status = 0;
+    while (waitpid(pid, &status, WNOHANG) != pid) {
+        if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(20)) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            FAIL() << "kvrag ingest did not stop on SIGINT\n" << slurp(err_path);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(took, 1.5) << slurp(err_path);
+    ASSERT_TRUE(WIFEXITED(status)) << slurp(err_path);
+    EXPECT_EQ(WEXITSTATUS(status), 130) << slurp(err_path);
+    EXPECT_NE(slurp(err_path).find("interrupted; 1 document(s) stay queued in store"), std::string::npos) << slurp(err_path);
+    EXPECT_EQ(slurp(out_path).find("b_big.txt  id="), std::string::npos) << "the big file must not be finished: " << slurp(out_path);
+    auto list = run_kvrag("docs --memory store list");
+    EXPECT_NE(list.out.find("default/b_big.txt  ingesting  chunks=0"), std::string::npos) << list.out;
+
+    auto again = run_kvrag("ingest -m m.gguf --memory store --chunk-tokens 16 --chunk-overlap 0 -t 1 a_small.txt");
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_NE(again.err.find("resuming 1 document(s) queued by an earlier run"), std::string::npos) << again.err;
+    EXPECT_NE(again.out.find("unchanged a_small.txt"), std::string::npos) << again.out;
+    EXPECT_NE(again.out.find("inserted  " + (dir / "b_big.txt").string() + "  id=b_big.txt"), std::string::npos) << again.out;
+    auto after = run_kvrag("docs --memory store list");
+    EXPECT_NE(after.out.find("default/b_big.txt  ready"), std::string::npos) << after.out;
     fs::remove_all(dir);
 }
 
