@@ -10,6 +10,7 @@ PACKAGES=(
   libpcre2-dev libutf8proc-dev        # tokenizer: Unicode-aware pre-tokenizer regexes, normalisation
   nlohmann-json3-dev libcli11-dev     # JSON, command-line parsing
   libsqlite3-dev libcmark-dev libgumbo-dev libpoppler-cpp-dev  # memory: store (FTS5), Markdown, HTML, PDF
+  zlib1g-dev                          # memory: .gz text (pkg-config zlib)
   python3-numpy                       # independent numpy reference for the forward pass
   libcpp-httplib-dev                  # server: HTTP (header + shared library, pkg-config cpp-httplib)
   libssl-dev                          # memory: SHA-256 via OpenSSL's EVP (pkg-config openssl)

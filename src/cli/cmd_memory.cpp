@@ -1,12 +1,18 @@
 // Memory (RAG) subcommands: ingest, search, ask, docs, memory eval; memory-bench runs tools/memory_bench.
 // See docs/memory.md.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli/commands.h"
 #include "engine/context_size.h"
@@ -14,6 +20,8 @@
 #include "engine/engine.h"
 #include "gguf/gguf_file.h"
 #include "model/hparams.h"
+#include "memory/extract.h"
+#include "memory/ingest_worker.h"
 #include "memory/memory.h"
 #include "memory/retrieval_eval.h"
 #include "tools/memory_bench.h"
@@ -51,7 +59,7 @@ void add_model_options(CLI::App& app, ModelArgs& a, bool with_store = true) {
     app.add_option("-m,--model", a.model_path, "GGUF model (tokenizer, embeddings and answers)")->required();
     app.add_option("--embed-model", a.embed_model_path, "separate GGUF model for the embeddings");
     app.add_option("--rerank-model", a.rerank_model_path, "GGUF reranking model (cross-encoder) for search and ask");
-    if (with_store) app.add_option("--memory", a.memory_dir, "store directory (created if absent)")->required();
+    if (with_store) app.add_option("--memory", a.memory_dir, "store directory (ingest creates it; search and ask need it)")->required();
     app.add_option("--index", a.index, "index name (default: default)");
     app.add_option("-c,--ctx", a.ctx, "context size; default min(" + std::to_string(engine::kDefaultMaxCtx) + ", trained context)")
         ->check(CLI::Range(0, 1 << 22));
@@ -96,8 +104,12 @@ Result<bool> is_encoder_file(const std::string& path) {
     if (!hp) return hp.error();
     return model::is_encoder(hp->arch);
 }
-Result<Session> open_session(const ModelArgs& a) {
+// mode: search, ask and docs need an existing store (a typo'd path is an error naming it,
+// found before any model loads); ingest and eval create one.
+Result<Session> open_session(const ModelArgs& a, memory::OpenMode mode = memory::OpenMode::create) {
     warn_threads(a.threads);
+    auto store = memory::Store::open(a.memory_dir, mode);
+    if (!store) return store.error();
     Session s;
     auto gen = make_engine(a.model_path, a);
     if (!gen) return gen.error();
@@ -131,8 +143,6 @@ Result<Session> open_session(const ModelArgs& a) {
         s.reranker = std::move(*rr);
         hooks->rerank = memory::embedder_rerank_hook(*s.reranker);
     }
-    auto store = memory::Store::open(a.memory_dir);
-    if (!store) return store.error();
     memory::ChunkOptions co;
     co.max_tokens = a.chunk_tokens;
     co.overlap = a.chunk_overlap;
@@ -171,7 +181,7 @@ json hit_json(const memory::SearchHit& h) {
                 {"tags", tags}, {"rerankScore", h.reranked ? json(h.rerank_score) : json(nullptr)}};
 }
 
-// ---- ingest ---------------------------------------------------------------------------------
+// ---- ingest ----------------------------------------------------------------------------------
 
 struct IngestArgs {
     ModelArgs m;
@@ -180,18 +190,41 @@ struct IngestArgs {
     std::vector<std::string> inputs;
 };
 
-int run_ingest(const IngestArgs& a) {
-    auto tags = memory::parse_tags(a.tags);
-    if (!tags) return fail(tags.error());
-    // Expand directories (sorted, recursive, hidden entries skipped) before loading anything.
-    // Ids: a file named directly is its file name; a file found under DIR is DIR's name plus
-    // its relative path ("docs/api/x.md" under "docs" -> "docs_api_x.md").
-    std::vector<std::string> files, ids;
-    for (const auto& in : a.inputs) {
+// Set by SIGINT/SIGTERM during `kvrag ingest`: the queue stops and resumes at the next start.
+std::atomic<bool> g_ingest_interrupted{false};
+void on_ingest_signal(int) { g_ingest_interrupted.store(true); }
+
+struct InputFile {
+    std::string path;     // absolute, normalised (the document's source)
+    std::string shown;    // as found from the inputs given
+    std::string doc_id;
+};
+
+// Files named and found under folders named (sorted, recursive, hidden entries skipped), each
+// once, with ids by memory::file_doc_id; two different files whose ids collide (only possible
+// through sanitising or cutting to 128 characters) get disambiguated ids, with a warning.
+std::vector<InputFile> expand_inputs(const std::vector<std::string>& inputs, const std::string& forced_id) {
+    const std::string cwd = fs::current_path().string();
+    std::vector<InputFile> out;
+    std::map<std::string, std::string> path_of_id;  // id -> absolute path
+    std::map<std::string, bool> seen;
+    auto add = [&](const std::string& shown) {
+        const std::string abs = (fs::path(cwd) / shown).lexically_normal().string();
+        if (seen[abs]) return;
+        seen[abs] = true;
+        std::string id = forced_id.empty() ? memory::file_doc_id(shown, cwd) : forced_id;
+        if (auto it = path_of_id.find(id); it != path_of_id.end() && it->second != abs) {
+            const std::string other = memory::disambiguated_id(id, abs);
+            std::fprintf(stderr, "kvrag: warning: %s would get id %s, which %s has; it gets %s\n", shown.c_str(), id.c_str(),
+                         it->second.c_str(), other.c_str());
+            id = other;
+        }
+        path_of_id[id] = abs;
+        out.push_back(InputFile{abs, shown, id});
+    };
+    for (const auto& in : inputs) {
         std::error_code ec;
         if (fs::is_directory(in, ec)) {
-            const fs::path root = fs::path(in).lexically_normal();
-            const fs::path base = root.has_filename() ? root.filename() : root.parent_path().filename();
             std::vector<std::string> found;
             for (auto it = fs::recursive_directory_iterator(in, fs::directory_options::skip_permission_denied, ec);
                  !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
@@ -203,49 +236,199 @@ int run_ingest(const IngestArgs& a) {
                 if (it->is_regular_file()) found.push_back(it->path().string());
             }
             std::sort(found.begin(), found.end());
-            for (const auto& f : found) {
-                files.push_back(f);
-                ids.push_back(memory::sanitize_id((base / fs::path(f).lexically_relative(root)).string()));
-            }
+            for (const auto& f : found) add(f);
         } else {
-            files.push_back(in);
-            ids.push_back(a.doc_id.empty() ? memory::sanitize_id(fs::path(in).filename().string()) : a.doc_id);
+            add(in);
         }
     }
+    return out;
+}
+
+Result<std::string> read_file(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return Error{Errc::memory_extract, "cannot open '" + path + "'"};
+    // A binary file is refused from its head, before the rest is read.
+    std::string head(memory::kSniffBytes, '\0');
+    f.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(f.gcount()));
+    if (auto b = memory::sniff_binary(head, fs::path(path).filename().string()); !b) return b.error();
+    std::ostringstream ss;
+    ss << head << f.rdbuf();
+    return ss.str();
+}
+
+std::string fmt_duration(double s) {
+    if (!(s >= 0) || s > 360000) return "?";
+    char buf[32];
+    if (s < 60) std::snprintf(buf, sizeof(buf), "%.0fs", s);
+    else if (s < 3600) std::snprintf(buf, sizeof(buf), "%dm%02ds", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
+    else std::snprintf(buf, sizeof(buf), "%dh%02dm", static_cast<int>(s) / 3600, static_cast<int>(s) / 60 % 60);
+    return buf;
+}
+
+int run_ingest(const IngestArgs& a) {
+    auto tags = memory::parse_tags(a.tags);
+    if (!tags) return fail(tags.error());
+    const std::vector<InputFile> files = expand_inputs(a.inputs, a.doc_id);
     if (files.empty()) return fail(Error{Errc::cli_usage, "no files to ingest"});
     if (!a.doc_id.empty() && files.size() != 1) return fail(Error{Errc::cli_usage, "--id needs exactly one file; got " + std::to_string(files.size())});
 
     auto s = open_session(a.m);
     if (!s) return fail(s.error());
+    memory::Memory& mem = *s->mem;
+    memory::Store& store = mem.store();
     const bool tty = isatty(STDERR_FILENO);
+    const auto t0 = std::chrono::steady_clock::now();
     int n_ok = 0, n_unchanged = 0, n_failed = 0;
     int64_t n_chunks = 0;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (size_t i = 0; i < files.size(); ++i) {
-        if (tty) {
-            const int width = 30;
-            const int filled = static_cast<int>(width * i / files.size());
-            std::fprintf(stderr, "\r\033[K[%s%s] %zu/%zu %s", std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(), i,
-                         files.size(), one_line(fs::path(files[i]).filename().string(), 40).c_str());
-            std::fflush(stderr);
-        }
-        auto r = s->mem->ingest_file(files[i], a.m.index, *tags, ids[i]);
-        if (tty) std::fprintf(stderr, "\r\033[K");
-        if (!r) {
+
+    // 1. Queue every file (durably: an interrupted run resumes them). A document id held by
+    //    another file in the store (its source differs) gets a disambiguated id.
+    struct Pending {
+        std::string shown;
+        size_t bytes = 0;
+    };
+    std::map<int64_t, Pending> pending;  // job id -> file
+    size_t total_bytes = 0;
+    for (const auto& f : files) {
+        auto bytes = read_file(f.path);
+        if (!bytes) {
             ++n_failed;
-            std::fprintf(stderr, "kvrag: %s: %s\n", files[i].c_str(), r.error().what().c_str());
+            std::fprintf(stderr, "kvrag: %s: %s\n", f.shown.c_str(), bytes.error().what().c_str());
             continue;
         }
-        if (r->outcome == memory::WriteOutcome::unchanged) ++n_unchanged;
-        else ++n_ok;
-        n_chunks += r->n_chunks;
-        std::printf("%-9s %s  id=%s  chunks=%d  tokens=%lld\n", memory::write_outcome_name(r->outcome), files[i].c_str(), r->doc_id.c_str(),
-                    r->n_chunks, static_cast<long long>(r->n_tokens));
-        std::fflush(stdout);
+        std::string id = f.doc_id;
+        if (a.doc_id.empty()) {
+            auto old = store.get_document(a.m.index, id);
+            if (!old) return fail(old.error());
+            if (*old && !(*old)->source.empty() && (fs::current_path() / (*old)->source).lexically_normal().string() != f.path) {
+                const std::string other = memory::disambiguated_id(id, f.path);
+                std::fprintf(stderr, "kvrag: warning: %s would get id %s, which %s has in the store; it gets %s\n", f.shown.c_str(),
+                             id.c_str(), (*old)->source.c_str(), other.c_str());
+                id = other;
+            }
+        }
+        memory::IngestRequest req;
+        req.index = a.m.index;
+        req.doc_id = id;
+        req.name = fs::path(f.path).filename().string();
+        req.source = f.path;
+        req.bytes = std::move(*bytes);
+        req.tags = *tags;
+        const size_t n_bytes = req.bytes.size();
+        auto q = mem.enqueue(req);
+        if (!q) {
+            ++n_failed;
+            std::fprintf(stderr, "kvrag: %s: %s\n", f.shown.c_str(), q.error().what().c_str());
+            continue;
+        }
+        if (q->job_id == 0) {
+            ++n_unchanged;
+            n_chunks += q->n_chunks;
+            std::printf("%-9s %s  id=%s  chunks=%d  tokens=%lld\n", "unchanged", f.shown.c_str(), q->doc_id.c_str(), q->n_chunks,
+                        static_cast<long long>(q->n_tokens));
+            continue;
+        }
+        pending[q->job_id] = Pending{f.shown, n_bytes};
+        total_bytes += n_bytes;
     }
+    std::fflush(stdout);
+    auto queued = store.list_jobs();
+    if (!queued) return fail(queued.error());
+    const size_t n_jobs = queued->size();  // ours plus any left by an interrupted run
+    if (n_jobs > pending.size()) std::fprintf(stderr, "kvrag: resuming %zu document(s) queued by an earlier run\n", n_jobs - pending.size());
+
+    // 2. Run the queue in a worker thread; this one draws the progress and watches for SIGINT.
+    std::mutex mu;
+    size_t n_done = 0, done_bytes = 0;
+    int64_t tokens_done = 0;                     // of finished jobs
+    std::map<int64_t, memory::JobProgress> running;
+    auto on_progress = [&](const memory::JobProgress& p) {
+        std::lock_guard lk(mu);
+        running[p.job_id] = p;
+    };
+    auto on_report = [&](const memory::JobReport& r) {
+        std::lock_guard lk(mu);
+        running.erase(r.job.job_id);
+        if (r.end == memory::JobEnd::interrupted) return;
+        ++n_done;
+        auto it = pending.find(r.job.job_id);
+        const std::string shown = it != pending.end() ? it->second.shown : r.job.source;
+        if (it != pending.end()) done_bytes += it->second.bytes;
+        if (tty) std::fprintf(stderr, "\r\033[K");
+        for (const auto& w : r.result.warnings) std::fprintf(stderr, "kvrag: warning: %s\n", w.c_str());
+        if (r.end == memory::JobEnd::done) {
+            ++n_ok;
+            n_chunks += r.result.n_chunks;
+            tokens_done += r.result.n_tokens;
+            std::printf("%-9s %s  id=%s  chunks=%d  tokens=%lld\n", memory::write_outcome_name(r.result.outcome), shown.c_str(),
+                        r.job.doc_id.c_str(), r.result.n_chunks, static_cast<long long>(r.result.n_tokens));
+            std::fflush(stdout);
+        } else {
+            ++n_failed;
+            std::fprintf(stderr, "kvrag: %s: %s\n", shown.c_str(), r.error.what().c_str());
+        }
+    };
+    memory::IngestWorker worker(mem, 1, on_report, on_progress);
+    g_ingest_interrupted.store(false);
+    struct sigaction sa {}, old_int {}, old_term {};
+    sa.sa_handler = on_ingest_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    worker.start();
+    bool interrupted = false;
+    auto last_line = std::chrono::steady_clock::now();
+    while (n_jobs > 0 && !worker.wait_idle(std::chrono::milliseconds(100))) {
+        if (g_ingest_interrupted.load()) {
+            interrupted = true;
+            worker.stop();  // the running job goes back to the queue
+            break;
+        }
+        // Progress: files, chunks of the running document, tokens/s, ETA by bytes.
+        std::lock_guard lk(mu);
+        const auto now = std::chrono::steady_clock::now();
+        const double secs = std::chrono::duration<double>(now - t0).count();
+        int64_t tokens = tokens_done;
+        double bytes_now = static_cast<double>(done_bytes);
+        int32_t c_done = 0, c_total = 0;
+        for (const auto& [id, p] : running) {
+            tokens += p.n_tokens_done;
+            c_done += p.n_chunks_done;
+            c_total += p.n_chunks_total;
+            if (auto it = pending.find(id); it != pending.end() && p.n_chunks_total > 0) {
+                bytes_now += static_cast<double>(it->second.bytes) * p.n_chunks_done / p.n_chunks_total;
+            }
+        }
+        const double tps = secs > 0 ? static_cast<double>(tokens) / secs : 0.0;
+        const double eta = bytes_now > 0 ? secs * (static_cast<double>(total_bytes) - bytes_now) / bytes_now : -1.0;
+        char line[256];
+        std::snprintf(line, sizeof(line), "%zu/%zu files  chunks %d/%d  %.0f tokens/s  ETA %s", n_done, n_jobs, c_done, c_total, tps,
+                      fmt_duration(eta).c_str());
+        if (tty) {
+            const int width = 24;
+            const double frac = total_bytes > 0 ? std::min(1.0, bytes_now / static_cast<double>(total_bytes)) : 0.0;
+            const int filled = static_cast<int>(width * frac);
+            std::fprintf(stderr, "\r\033[K[%s%s] %s", std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(), line);
+            std::fflush(stderr);
+        } else if (now - last_line >= std::chrono::seconds(2)) {
+            last_line = now;
+            std::fprintf(stderr, "progress: %s\n", line);
+        }
+    }
+    worker.stop();
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    if (tty) std::fprintf(stderr, "\r\033[K");
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (interrupted) {
+        auto left = store.list_jobs();
+        std::fprintf(stderr, "kvrag: interrupted; %zu document(s) stay queued in %s and resume at the next `kvrag ingest` or `kvrag serve` on it\n",
+                     left ? left->size() : size_t{0}, a.m.memory_dir.c_str());
+    }
     std::printf("ingested %d, unchanged %d, failed %d of %zu documents (%lld chunks) into index '%s' in %.2f s\n", n_ok, n_unchanged, n_failed,
-                files.size(), static_cast<long long>(n_chunks), a.m.index.c_str(), secs);
+                files.size() + (n_jobs - pending.size()), static_cast<long long>(n_chunks), a.m.index.c_str(), secs);
+    if (interrupted) return 130;
     return n_failed == 0 ? 0 : 1;
 }
 
@@ -268,7 +451,7 @@ int run_search(const SearchArgs& a) {
     if (!tags) return fail(tags.error());
     auto mode = memory::parse_search_mode(a.mode);
     if (!mode) return fail(mode.error());
-    auto s = open_session(a.m);
+    auto s = open_session(a.m, memory::OpenMode::existing);
     if (!s) return fail(s.error());
     memory::SearchOptions o;
     o.index = a.m.index;
@@ -321,7 +504,7 @@ struct AskArgs {
 int run_ask(const AskArgs& a) {
     auto tags = memory::parse_tags(a.tags);
     if (!tags) return fail(tags.error());
-    auto s = open_session(a.m);
+    auto s = open_session(a.m, memory::OpenMode::existing);
     if (!s) return fail(s.error());
     memory::AskOptions o;
     o.index = a.m.index;
@@ -376,7 +559,7 @@ struct DocsArgs {
 };
 
 int run_docs(const DocsArgs& a) {
-    auto store = memory::Store::open(a.memory_dir);
+    auto store = memory::Store::open(a.memory_dir, memory::OpenMode::existing);
     if (!store) return fail(store.error());
     if (a.action == "list") {
         auto docs = (*store)->list_documents(a.index);
@@ -479,7 +662,7 @@ Runner add_ingest(CLI::App& app) {
     auto a = std::make_shared<IngestArgs>();
     add_model_options(app, a->m);
     app.add_option("--tags", a->tags, "tags for every document: k=v,k2=v2");
-    app.add_option("--id", a->doc_id, "document id (one file only; default: the file name, or DIR_relative_path)");
+    app.add_option("--id", a->doc_id, "document id (one file only; default: the path relative to the current directory, sanitised)");
     app.add_option("inputs", a->inputs, "files or directories (recursive)")->required();
     return [a] { return run_ingest(*a); };
 }

@@ -5,6 +5,7 @@
 #include <poppler-document.h>
 #include <poppler-global.h>
 #include <poppler-page.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cctype>
@@ -226,19 +227,154 @@ Result<DocType> doc_type_for(std::string_view file_name, std::string_view mime_t
     if (mime == "text/markdown" || mime == "text/x-markdown") return DocType::markdown;
     if (mime == "text/html" || mime == "application/xhtml+xml") return DocType::html;
     if (mime == "application/pdf") return DocType::pdf;
-    const size_t dot = file_name.rfind('.');
-    const size_t slash = file_name.find_last_of("/\\");
-    const std::string ext = (dot == std::string_view::npos || (slash != std::string_view::npos && dot < slash))
-                                ? std::string()
-                                : lower(file_name.substr(dot));
-    if (ext == ".txt" || ext == ".text" || ext == ".log" || ext == ".csv" || ext == ".json" || ext == ".rst") return DocType::text;
+    std::string name = lower(file_name);
+    if (name.size() > 3 && name.ends_with(".gz")) name.resize(name.size() - 3);
+    const size_t dot = name.rfind('.');
+    const size_t slash = name.find_last_of("/\\");
+    const std::string ext = (dot == std::string::npos || (slash != std::string::npos && dot < slash)) ? std::string() : name.substr(dot);
     if (ext == ".md" || ext == ".markdown") return DocType::markdown;
     if (ext == ".html" || ext == ".htm" || ext == ".xhtml") return DocType::html;
     if (ext == ".pdf") return DocType::pdf;
-    return Error{Errc::memory_unsupported_type,
-                 "'" + std::string(file_name) + "': unsupported file type '" + (ext.empty() ? std::string("(no extension)") : ext) +
-                     "'" + (mime.empty() ? std::string() : " (" + mime + ")") +
-                     "; supported: .txt .text .log .csv .json .rst .md .markdown .html .htm .xhtml .pdf"};
+    return DocType::text;
+}
+
+namespace {
+
+bool is_gzip(std::string_view b) { return b.size() >= 2 && static_cast<unsigned char>(b[0]) == 0x1f && static_cast<unsigned char>(b[1]) == 0x8b; }
+bool is_pdf(std::string_view b) { return b.starts_with("%PDF-"); }
+
+// Control bytes that text does not hold (tab, LF, VT, FF, CR and ESC -- colour codes in logs --
+// are text).
+bool is_binary_control(unsigned char c) { return (c < 0x20 && c != '\t' && c != '\n' && c != '\v' && c != '\f' && c != '\r' && c != 0x1b) || c == 0x7f; }
+
+std::string hex_byte(unsigned char c) {
+    static const char* d = "0123456789abcdef";
+    return std::string("0x") + d[c >> 4] + d[c & 15];
+}
+
+// True when every byte of s is part of well-formed UTF-8 (see valid_utf8).
+bool is_utf8(std::string_view s) { return valid_utf8(s) == s; }
+
+// Windows-1252 -> UTF-8: bytes 80-9F are its printable characters (the five it leaves
+// undefined become U+FFFD); A0-FF are Latin-1's.
+std::string cp1252_to_utf8(std::string_view s) {
+    static const char16_t k80[32] = {0x20AC, 0xFFFD, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
+                                     0x2039, 0x0152, 0xFFFD, 0x017D, 0xFFFD, 0xFFFD, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
+                                     0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0xFFFD, 0x017E, 0x0178};
+    std::string out;
+    out.reserve(s.size() + s.size() / 8);
+    for (unsigned char c : s) {
+        const uint32_t cp = c < 0x80 ? c : c < 0xA0 ? k80[c - 0x80] : c;
+        if (cp < 0x80) {
+            out += static_cast<char>(cp);
+        } else if (cp < 0x800) {
+            out += static_cast<char>(0xC0 | (cp >> 6));
+            out += static_cast<char>(0x80 | (cp & 0x3F));
+        } else {
+            out += static_cast<char>(0xE0 | (cp >> 12));
+            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+            out += static_cast<char>(0x80 | (cp & 0x3F));
+        }
+    }
+    return out;
+}
+
+Result<std::string> gunzip(std::string_view bytes, std::string_view name) {
+    z_stream zs{};
+    if (inflateInit2(&zs, 15 + 32) != Z_OK) return Error{Errc::memory_extract, "zlib cannot start inflating '" + std::string(name) + "'"};
+    std::string out;
+    char buf[64 * 1024];
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+    zs.avail_in = static_cast<uInt>(std::min<size_t>(bytes.size(), UINT32_MAX));
+    int rc = Z_OK;
+    for (;;) {
+        zs.next_out = reinterpret_cast<Bytef*>(buf);
+        zs.avail_out = sizeof(buf);
+        rc = inflate(&zs, Z_NO_FLUSH);
+        out.append(buf, sizeof(buf) - zs.avail_out);
+        if (rc == Z_STREAM_END) break;
+        if ((rc == Z_OK || rc == Z_BUF_ERROR) && zs.avail_in == 0 && zs.avail_out != 0) {
+            inflateEnd(&zs);
+            return Error{Errc::memory_extract, "'" + std::string(name) + "' is a truncated gzip file (" + std::to_string(bytes.size()) + " bytes)"};
+        }
+        if (rc != Z_OK) {
+            inflateEnd(&zs);
+            return Error{Errc::memory_extract, "'" + std::string(name) + "' is a broken gzip file (zlib: " +
+                                                   (zs.msg ? std::string(zs.msg) : std::to_string(rc)) + " after " +
+                                                   std::to_string(zs.total_in) + " of " + std::to_string(bytes.size()) + " bytes)"};
+        }
+        if (out.size() > kMaxGunzipBytes) {
+            inflateEnd(&zs);
+            return Error{Errc::memory_extract, "'" + std::string(name) + "' decompresses to more than " + std::to_string(kMaxGunzipBytes) +
+                                                   " bytes; decompress it and split it first"};
+        }
+    }
+    inflateEnd(&zs);
+    return out;
+}
+
+}  // namespace
+
+Result<void> sniff_binary(std::string_view head, std::string_view name) {
+    if (is_pdf(head) || is_gzip(head)) return {};
+    head = head.substr(0, kSniffBytes);
+    size_t n_control = 0, first = std::string_view::npos;
+    for (size_t i = 0; i < head.size(); ++i) {
+        const auto c = static_cast<unsigned char>(head[i]);
+        if (c == 0) {
+            return Error{Errc::memory_unsupported_type, "'" + std::string(name) + "' is binary (byte 0x00 at offset " + std::to_string(i) +
+                                                            "); only text (UTF-8 or Windows-1252, plain, Markdown, HTML, .gz) and PDF are read"};
+        }
+        if (is_binary_control(c)) {
+            ++n_control;
+            if (first == std::string_view::npos) first = i;
+        }
+    }
+    if (n_control * 100 > head.size()) {
+        return Error{Errc::memory_unsupported_type, "'" + std::string(name) + "' is binary (" + std::to_string(n_control) + " control bytes in the first " +
+                                                        std::to_string(head.size()) + ", the first " + hex_byte(static_cast<unsigned char>(head[first])) +
+                                                        " at offset " + std::to_string(first) +
+                                                        "); only text (UTF-8 or Windows-1252, plain, Markdown, HTML, .gz) and PDF are read"};
+    }
+    return {};
+}
+
+Result<Extracted> extract_document(std::string_view bytes, std::string_view name, std::string_view mime_type) {
+    Extracted out;
+    std::string inflated;
+    std::string inner_name(name);
+    if (is_gzip(bytes)) {
+        auto g = gunzip(bytes, name);
+        if (!g) return g.error();
+        inflated = std::move(*g);
+        bytes = inflated;
+        if (lower(inner_name).ends_with(".gz")) inner_name.resize(inner_name.size() - 3);
+        mime_type = "";  // the MIME type described the compressed file
+    }
+    auto type = doc_type_for(inner_name, mime_type);
+    if (!type) return type.error();
+    if (is_pdf(bytes)) *type = DocType::pdf;
+    out.type = *type;
+    if (out.type != DocType::pdf) {
+        if (auto b = sniff_binary(bytes, name); !b) return b.error();
+        if (bytes.size() > kSniffBytes) {
+            // The head passed; a NUL further on still marks the file binary.
+            const size_t nul = bytes.find('\0', kSniffBytes);
+            if (nul != std::string_view::npos) {
+                return Error{Errc::memory_unsupported_type, "'" + std::string(name) + "' is binary (byte 0x00 at offset " + std::to_string(nul) + ")"};
+            }
+        }
+        if (bytes.starts_with("\xEF\xBB\xBF")) bytes.remove_prefix(3);
+        if (!is_utf8(bytes)) {
+            inflated = cp1252_to_utf8(bytes);
+            bytes = inflated;
+            out.warnings.push_back("'" + std::string(name) + "' is not valid UTF-8; read as Windows-1252 (Latin-1)");
+        }
+    }
+    auto text = extract_text(bytes, out.type, name);
+    if (!text) return text.error();
+    out.text = std::move(*text);
+    return out;
 }
 
 Result<std::string> extract_text(std::string_view bytes, DocType type, std::string_view name) {

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
+
+#include "memory/sha256.h"
 
 namespace kvrag::memory {
 
@@ -50,6 +53,20 @@ std::string sanitize_id(const std::string& text) {
     if (out.size() > 128) out = out.substr(out.size() - 128);
     if (out.empty()) out = "doc";
     return out;
+}
+
+std::string file_doc_id(const std::string& path, const std::string& cwd) {
+    namespace fs = std::filesystem;
+    const fs::path abs = (fs::path(cwd) / fs::path(path)).lexically_normal();  // an absolute path replaces cwd
+    const fs::path rel = abs.lexically_relative(fs::path(cwd).lexically_normal());
+    const bool inside = !rel.empty() && *rel.begin() != "..";
+    return sanitize_id(inside ? rel.string() : abs.string());
+}
+
+std::string disambiguated_id(const std::string& id, std::string_view key) {
+    const std::string suffix = "-" + sha256_hex(key).substr(0, 8);
+    const size_t keep = 128 - suffix.size();  // the end of a long id: the file name's side
+    return (id.size() > keep ? id.substr(id.size() - keep) : id) + suffix;
 }
 
 }  // namespace kvrag::memory

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -25,5 +26,14 @@ bool valid_id(const std::string& id);
 // '.' are dropped (one character always stays), a long one keeps its last 128 characters
 // (the file-name end of a path), and empty text gives "doc".
 std::string sanitize_id(const std::string& text);
+// A file's document id (the CLI's rule, docs/memory.md "Document ids"): the file's path
+// relative to `cwd` (an absolute directory) when it lies under it, else its absolute path,
+// lexically normalised, through sanitize_id. So a file gets the same id whether it is named
+// or found under a folder that is named, and files with the same name in different folders
+// get different ids. `path` may be relative (to cwd) or absolute.
+std::string file_doc_id(const std::string& path, const std::string& cwd);
+// `id` with "-" and 8 hex digits of `key`'s SHA-256 appended (cut to stay within 128
+// characters): the id a file gets when file_doc_id's is taken by another file.
+std::string disambiguated_id(const std::string& id, std::string_view key);
 
 }  // namespace kvrag::memory

@@ -1,6 +1,7 @@
 #include "memory/memory.h"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -33,6 +34,15 @@ namespace {
 std::string source_text(const ChunkRow& c) {
     return (c.doc_name.empty() ? c.doc_id : c.doc_name) + " (part " +
            std::to_string(c.position + 1) + "):\n" + c.text;
+}
+
+Result<std::string> read_file_bytes(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return Error{Errc::memory_extract, "cannot open '" + path + "'"};
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    if (f.bad()) return Error{Errc::memory_extract, "cannot read '" + path + "'"};
+    return ss.str();
 }
 
 std::string trim(std::string s) {
@@ -125,10 +135,33 @@ RerankFn embedder_rerank_hook(engine::Embedder& reranker) {
 Memory::Memory(std::shared_ptr<Store> store, ModelHooks hooks, ChunkOptions chunking)
     : store_(std::move(store)), hooks_(std::move(hooks)), chunking_(chunking) {}
 
-Result<IngestResult> Memory::ingest(const IngestRequest& req) {
-    IngestResult out;
+const char* job_end_name(JobEnd e) {
+    switch (e) {
+        case JobEnd::done: return "done";
+        case JobEnd::failed: return "failed";
+        case JobEnd::cancelled: return "cancelled";
+        case JobEnd::interrupted: return "interrupted";
+    }
+    return "?";
+}
+
+std::string files_hash(const std::vector<SourceFile>& files) {
+    if (files.size() == 1) return sha256_hex(files[0].bytes);
+    Sha256 h;
+    for (const auto& f : files) {
+        const std::string head = f.name + '\0' + std::to_string(f.bytes.size()) + '\0';
+        h.update(head.data(), head.size());
+        h.update(f.bytes.data(), f.bytes.size());
+    }
+    return h.hex();
+}
+
+Result<EnqueueResult> Memory::enqueue(const IngestRequest& req) {
+    EnqueueResult out;
+    std::vector<SourceFile> files = req.files;
+    if (files.empty()) files.push_back(SourceFile{req.name, req.mime, req.bytes});
     out.index = req.index;
-    out.doc_id = req.doc_id.empty() ? sanitize_id(req.name) : req.doc_id;
+    out.doc_id = req.doc_id.empty() ? sanitize_id(files[0].name) : req.doc_id;
     if (!valid_id(out.index)) return Error{Errc::memory_bad_input, "index name '" + out.index + "' is not 1-128 characters of [A-Za-z0-9._-]"};
     if (!valid_id(out.doc_id)) return Error{Errc::memory_bad_input, "document id '" + out.doc_id + "' is not 1-128 characters of [A-Za-z0-9._-]"};
     for (const auto& [k, v] : req.tags) {
@@ -136,59 +169,149 @@ Result<IngestResult> Memory::ingest(const IngestRequest& req) {
             return Error{Errc::memory_bad_input, "tag '" + k + "=" + v + "': keys may not be empty or hold ',' or '='; values may not hold ','"};
         }
     }
-    if (!hooks_.tokenizer || !hooks_.embed) return Error{Errc::memory_bad_input, "ingestion needs a model (tokenizer and embeddings)"};
+    if (!hooks_.tokenizer || (!hooks_.embed && !hooks_.embed_batch)) {
+        return Error{Errc::memory_bad_input, "ingestion needs a model (tokenizer and embeddings)"};
+    }
     if (auto v = validate(chunking_); !v) return v.error();
-
-    const std::string hash = sha256_hex(req.bytes);
+    // A binary file is refused now, before it is stored (the caller reports it per file).
+    for (const auto& f : files) {
+        if (auto b = sniff_binary(f.bytes, f.name); !b) return b.error();
+    }
+    const std::string hash = files_hash(files);
     const std::string settings = chunking_.settings();
+    if (auto r = store_->ensure_index(out.index, hooks_.embed_model); !r) return r.error();
+    auto pending = store_->find_job(out.index, out.doc_id);
+    if (!pending) return pending.error();
     auto same = store_->is_unchanged(out.index, out.doc_id, hash, req.tags, settings);
     if (!same) return same.error();
-    if (auto r = store_->ensure_index(out.index, hooks_.embed_model); !r) return r.error();
-    if (*same) {
+    if (*same && !*pending) {
         auto doc = store_->get_document(out.index, out.doc_id);
         if (!doc) return doc.error();
         if (*doc) {
             out.n_chunks = (*doc)->n_chunks;
             out.n_tokens = (*doc)->n_tokens;
         }
-        out.outcome = WriteOutcome::unchanged;
         return out;
     }
-    if (auto r = store_->mark_ingesting(out.index, out.doc_id, req.name, req.source); !r) return r.error();
+    NewJob job;
+    job.index = out.index;
+    job.doc_id = out.doc_id;
+    job.name = files[0].name;
+    job.source = req.source;
+    job.content_hash = hash;
+    job.settings = settings;
+    job.tags = req.tags;
+    job.files = std::move(files);
+    auto id = store_->enqueue(job);
+    if (!id) return id.error();
+    out.job_id = *id;
+    return out;
+}
 
-    // Everything slow happens outside any transaction; a failure marks the document failed.
-    auto fail = [&](const Error& e) -> Result<IngestResult> {
-        (void)store_->mark_failed(out.index, out.doc_id, e.what());
-        return e;
+JobReport Memory::run_job(const IngestJob& job, const std::atomic<bool>* stop, const ProgressFn& progress) {
+    JobReport rep;
+    rep.job = job;
+    rep.result.index = job.index;
+    rep.result.doc_id = job.doc_id;
+    JobProgress p;
+    p.job_id = job.job_id;
+    p.doc_id = job.doc_id;
+    auto stopped = [&] { return stop && stop->load(std::memory_order_relaxed); };
+    // Records progress; false when the job is gone or the worker is stopping (rep.end set).
+    // The job row is written at each step and at most every kProgressWriteInterval within a
+    // step: each write is a synced commit, and one per chunk would cost more than embedding
+    // a small model's chunk. A deleted job is thus noticed within that interval (and
+    // finish_job never writes a gone job's document).
+    auto last_write = std::chrono::steady_clock::now();
+    int32_t last_steps = -1;
+    auto report = [&]() -> bool {
+        const auto now = std::chrono::steady_clock::now();
+        Result<bool> alive = true;
+        if (p.n_steps_done != last_steps || now - last_write >= kProgressWriteInterval) {
+            alive = store_->update_job(job.job_id, p.n_steps_done, p.n_chunks_total, p.n_chunks_done, p.n_tokens_done);
+            last_write = now;
+            last_steps = p.n_steps_done;
+        }
+        if (alive && !*alive) {
+            rep.end = JobEnd::cancelled;
+            rep.error = Error{Errc::memory_not_found, "document '" + job.doc_id + "' was deleted or uploaded again while it was ingesting"};
+            return false;
+        }
+        if (progress) progress(p);
+        if (stopped()) {
+            rep.end = JobEnd::interrupted;
+            rep.error = Error{Errc::memory_store, "stopped; the job stays queued"};
+            return false;
+        }
+        return true;
     };
-    auto type = doc_type_for(req.name, req.mime);
-    if (!type) return fail(type.error());
-    auto text = extract_text(req.bytes, *type, req.name);
-    if (!text) return fail(text.error());
-    auto chunks = chunk_text(*text, *hooks_.tokenizer, chunking_);
-    if (!chunks) return fail(chunks.error());
+    auto finish = [&]() -> JobReport {
+        if (rep.end == JobEnd::interrupted) {
+            if (auto r = store_->requeue_job(job.job_id); !r) rep.error = r.error();
+        }
+        return rep;
+    };
+    auto fail = [&](const Error& e) -> JobReport {
+        rep.error = e;
+        if (stopped()) {
+            // An embedding cut short by the shutdown is not the document's fault.
+            rep.end = JobEnd::interrupted;
+            return finish();
+        }
+        rep.end = JobEnd::failed;
+        if (auto r = store_->fail_job(job.job_id, e.what()); !r) rep.error = r.error();
+        return rep;
+    };
 
+    // 1. extract: every file of the document, in order
+    auto files = store_->source_files(job.index, job.doc_id);
+    if (!files) return fail(files.error());
+    if (files->empty()) return fail(Error{Errc::memory_not_found, "document '" + job.doc_id + "' has no stored file"});
+    std::vector<std::string> texts;
+    for (const auto& f : *files) {
+        auto x = extract_document(f.bytes, f.name, f.content_type == "application/octet-stream" ? "" : f.content_type);
+        if (!x) return fail(x.error());
+        for (auto& w : x->warnings) rep.result.warnings.push_back(std::move(w));
+        texts.push_back(std::move(x->text));
+    }
+    p.n_steps_done = 1;
+    if (!report()) return finish();
+
+    // 2. partition: each file's text on its own (a chunk never spans two files); positions run on
+    std::vector<TextChunk> chunks;
+    for (const auto& t : texts) {
+        auto c = chunk_text(t, *hooks_.tokenizer, chunking_);
+        if (!c) return fail(c.error());
+        for (auto& ch : *c) {
+            ch.position = static_cast<int32_t>(chunks.size());
+            chunks.push_back(std::move(ch));
+        }
+    }
+    p.n_steps_done = 2;
+    p.n_chunks_total = static_cast<int32_t>(chunks.size());
+    if (!report()) return finish();
+
+    // 3. gen_embeddings: groups of chunks per call when the hooks can batch, else one by one
     DocumentInput doc;
-    doc.index = out.index;
-    doc.doc_id = out.doc_id;
-    doc.name = req.name;
-    doc.source = req.source;
-    doc.content_hash = hash;
-    doc.settings = settings;
-    doc.tags = req.tags;
-    doc.chunks.reserve(chunks->size());
-    // Embeddings: groups of chunks per call when the hooks can batch, else one by one.
+    doc.index = job.index;
+    doc.doc_id = job.doc_id;
+    doc.name = job.name;
+    doc.source = job.source;
+    doc.content_hash = job.content_hash;
+    doc.settings = job.settings;
+    doc.tags = job.tags;
+    doc.chunks.reserve(chunks.size());
     const size_t group = hooks_.embed_batch ? kEmbedBatchChunks : 1;
-    for (size_t first = 0; first < chunks->size(); first += group) {
-        const size_t last = std::min(chunks->size(), first + group);
+    for (size_t first = 0; first < chunks.size(); first += group) {
+        const size_t last = std::min(chunks.size(), first + group);
         std::vector<std::vector<float>> vecs;
         if (hooks_.embed_batch) {
-            std::vector<std::string> texts;
-            for (size_t i = first; i < last; ++i) texts.push_back((*chunks)[i].text);
-            auto e = hooks_.embed_batch(texts);
+            std::vector<std::string> batch;
+            for (size_t i = first; i < last; ++i) batch.push_back(chunks[i].text);
+            auto e = hooks_.embed_batch(batch);
             if (!e) {
-                return fail(Error{e.error().code, "embedding chunks " + std::to_string((*chunks)[first].position) + "-" +
-                                                      std::to_string((*chunks)[last - 1].position) + " of '" + req.name + "': " + e.error().message});
+                return fail(Error{e.error().code, "embedding chunks " + std::to_string(chunks[first].position) + "-" +
+                                                      std::to_string(chunks[last - 1].position) + " of '" + job.name + "': " + e.error().message});
             }
             if (e->size() != last - first) {
                 return fail(Error{Errc::memory_model_mismatch, "the embedding hook returned " + std::to_string(e->size()) + " vectors for " +
@@ -196,28 +319,61 @@ Result<IngestResult> Memory::ingest(const IngestRequest& req) {
             }
             vecs = std::move(*e);
         } else {
-            auto e = hooks_.embed((*chunks)[first].text);
-            if (!e) {
-                return fail(Error{e.error().code, "embedding chunk " + std::to_string((*chunks)[first].position) + " of '" + req.name + "': " + e.error().message});
-            }
+            auto e = hooks_.embed(chunks[first].text);
+            if (!e) return fail(Error{e.error().code, "embedding chunk " + std::to_string(chunks[first].position) + " of '" + job.name + "': " + e.error().message});
             vecs.push_back(std::move(*e));
         }
         for (size_t i = first; i < last; ++i) {
-            auto& c = (*chunks)[i];
+            auto& c = chunks[i];
             std::vector<float>& v = vecs[i - first];
             if (static_cast<int32_t>(v.size()) != hooks_.embed_model.dim) {
                 return fail(Error{Errc::memory_model_mismatch, "embedding has " + std::to_string(v.size()) + " floats; the model info says " +
                                                                    std::to_string(hooks_.embed_model.dim)});
             }
-            out.n_tokens += c.n_tokens;
+            p.n_tokens_done += c.n_tokens;
             doc.chunks.push_back(ChunkInput{c.position, std::move(c.text), c.n_tokens, std::move(v)});
         }
+        p.n_chunks_done = static_cast<int32_t>(last);
+        if (!report()) return finish();
     }
-    out.n_chunks = static_cast<int32_t>(doc.chunks.size());
-    auto w = store_->write_document(doc);
+    p.n_steps_done = 3;
+    if (!report()) return finish();
+
+    // 4. save_records: the document and the end of the job in one transaction
+    auto w = store_->finish_job(job.job_id, doc);
     if (!w) return fail(w.error());
-    out.outcome = *w;
-    return out;
+    if (!*w) {
+        rep.end = JobEnd::cancelled;
+        rep.error = Error{Errc::memory_not_found, "document '" + job.doc_id + "' was deleted or uploaded again while it was ingesting"};
+        return rep;
+    }
+    p.n_steps_done = kNumIngestSteps;
+    if (progress) progress(p);
+    rep.end = JobEnd::done;
+    rep.result.outcome = **w;
+    rep.result.n_chunks = static_cast<int32_t>(doc.chunks.size());
+    rep.result.n_tokens = p.n_tokens_done;
+    return rep;
+}
+
+Result<IngestResult> Memory::ingest(const IngestRequest& req) {
+    auto q = enqueue(req);
+    if (!q) return q.error();
+    if (q->job_id == 0) {
+        IngestResult out;
+        out.index = q->index;
+        out.doc_id = q->doc_id;
+        out.outcome = WriteOutcome::unchanged;
+        out.n_chunks = q->n_chunks;
+        out.n_tokens = q->n_tokens;
+        return out;
+    }
+    auto job = store_->claim_job(q->job_id);
+    if (!job) return job.error();
+    if (!*job) return Error{Errc::memory_not_found, "the job of document '" + q->doc_id + "' was taken by another worker"};
+    JobReport rep = run_job(**job);
+    if (rep.end != JobEnd::done) return rep.error;
+    return rep.result;
 }
 
 Result<IngestResult> Memory::ingest_file(const std::string& path, const std::string& index, const Tags& tags, const std::string& doc_id) {
@@ -227,14 +383,19 @@ Result<IngestResult> Memory::ingest_file(const std::string& path, const std::str
     req.source = path;
     req.doc_id = doc_id.empty() ? sanitize_id(std::filesystem::path(path).lexically_normal().string()) : doc_id;
     req.tags = tags;
-    // Refuse unsupported types before reading (a big binary file costs nothing then).
-    if (auto t = doc_type_for(req.name); !t) return t.error();
-    std::ifstream f(path, std::ios::binary);
-    if (!f) return Error{Errc::memory_extract, "cannot open '" + path + "'"};
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    req.bytes = ss.str();
+    auto bytes = read_file_bytes(path);
+    if (!bytes) return bytes.error();
+    req.bytes = std::move(*bytes);
     return ingest(req);
+}
+
+std::optional<SourceFile> Memory::read_source_file(const std::string& index, const std::string& document_id, const std::string& file_name) {
+    auto files = store_->source_files(index, document_id);
+    if (!files) return std::nullopt;
+    for (auto& f : *files) {
+        if (f.name == file_name) return std::move(f);
+    }
+    return std::nullopt;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-// Kernel-Memory-style RAG over a Store: ingest (extract -> chunk -> embed -> one transaction),
+// Kernel-Memory-style RAG over a Store: ingest (a durable queue of jobs, each extract ->
+// partition -> gen_embeddings -> save_records in one transaction; ingest_worker.h runs them),
 // search (exact vector scan fused with FTS5 BM25 by reciprocal rank fusion, rare exact terms
 // first, then an optional rerank) and ask (retrieve -> prompt within the context -> generate ->
 // answer with sources). memory.cpp holds ingest and ask, memory_search.cpp the search.
@@ -8,6 +9,8 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -37,6 +40,9 @@ using EmbedBatchFn = std::function<Result<std::vector<std::vector<float>>>(std::
 // Chunks per EmbedBatchFn call during ingestion: enough to fill an encoder's 2048-token pass
 // with chunk-sized texts several times over, small enough that a shutdown is noticed quickly.
 constexpr size_t kEmbedBatchChunks = 32;
+// How often a running job's progress is written to its row between steps (/upload-status
+// reads it); also how soon a job deleted meanwhile is noticed.
+constexpr std::chrono::milliseconds kProgressWriteInterval{200};
 // One relevance score per document for the query, in the documents' order; higher is better
 // (any scale: a cross-encoder's logits or probabilities). Must accept any text length (the
 // hook truncates to its model's context) and be thread-safe like EmbedFn.
@@ -136,21 +142,16 @@ struct SearchResult {
     int32_t n_reranked = 0;       // candidates the RerankFn scored
 };
 
+// One document: one file (name, mime, bytes) or several (files; Kernel Memory's AddFiles).
 struct IngestRequest {
     std::string index = "default";
     std::string doc_id;     // empty: derived from name
-    std::string name;       // file name (its extension picks the extractor unless mime is set)
+    std::string name;       // file name (says Markdown or HTML; the bytes say the rest)
     std::string source;     // path or "upload"
     std::string mime;       // optional content type
     std::string bytes;
+    std::vector<SourceFile> files;  // non-empty: the document's files, in order (name, mime and bytes above unused)
     Tags tags;
-};
-
-// An uploaded file as it arrived (for GET /download).
-struct SourceFile {
-    std::string name;
-    std::string content_type;
-    std::string bytes;
 };
 
 struct IngestResult {
@@ -159,7 +160,46 @@ struct IngestResult {
     WriteOutcome outcome = WriteOutcome::unchanged;
     int32_t n_chunks = 0;
     int64_t n_tokens = 0;
+    std::vector<std::string> warnings;  // e.g. a file read as Windows-1252
 };
+
+struct EnqueueResult {
+    std::string index;
+    std::string doc_id;
+    int64_t job_id = 0;      // 0: unchanged, nothing queued
+    int32_t n_chunks = 0;    // of the unchanged document
+    int64_t n_tokens = 0;
+};
+
+// A job's progress, reported after each step and each group of embedded chunks.
+struct JobProgress {
+    int64_t job_id = 0;
+    std::string doc_id;
+    int32_t n_steps_done = 0;
+    int32_t n_chunks_total = 0;
+    int32_t n_chunks_done = 0;
+    int64_t n_tokens_done = 0;
+};
+using ProgressFn = std::function<void(const JobProgress&)>;
+
+enum class JobEnd {
+    done,         // the document is written (or was unchanged)
+    failed,       // the error is recorded on the document
+    cancelled,    // the job was deleted or replaced while it ran: nothing written
+    interrupted,  // stopped (shutdown): the job is queued again, the next worker redoes it
+};
+const char* job_end_name(JobEnd e);
+
+struct JobReport {
+    IngestJob job;
+    JobEnd end = JobEnd::done;
+    IngestResult result;  // done
+    Error error;          // failed (and the reason for cancelled / interrupted)
+};
+
+// The content hash of a document's files: SHA-256 of the bytes for one file (as older
+// stores recorded it), else of each file's name, size and bytes in order.
+std::string files_hash(const std::vector<SourceFile>& files);
 
 // What happens to conversation turns that no longer fit the history budget.
 enum class HistoryMode {
@@ -228,12 +268,26 @@ public:
     const ModelHooks& hooks() const { return hooks_; }
     const ChunkOptions& chunking() const { return chunking_; }
 
-    // Extract, chunk, embed, then write in one transaction. Errors are per document and
-    // leave the store as it was (plus a 'failed' row naming the error for a new document).
+    // ---- ingestion ----
+    // Checks the request (ids, tags, a model to embed with, no binary file) and stores its
+    // files with a queued job in one committed transaction; the job runs on an IngestWorker
+    // (or run_job). A document whose files, tags and chunking equal its ready version queues
+    // nothing (job_id 0). Errors: memory_bad_input, memory_unsupported_type (binary), the
+    // store's.
+    Result<EnqueueResult> enqueue(const IngestRequest& req);
+    // Runs a claimed job: extract each file, partition, embed in groups of kEmbedBatchChunks
+    // (stop and the job's existence are checked between groups), save with finish_job.
+    // `stop` may be null; progress may be empty.
+    JobReport run_job(const IngestJob& job, const std::atomic<bool>* stop = nullptr, const ProgressFn& progress = nullptr);
+    // enqueue, then run that job in this thread. Errors are per document and leave the store
+    // as it was (plus a 'failed' row naming the error for a new document).
     Result<IngestResult> ingest(const IngestRequest& req);
     // Reads the file and ingests it; doc_id defaults to the sanitised path.
     Result<IngestResult> ingest_file(const std::string& path, const std::string& index, const Tags& tags,
                                      const std::string& doc_id = "");
+    // An uploaded or ingested file's original bytes (GET /download); nullopt when the
+    // document or the file does not exist (or the store fails).
+    std::optional<SourceFile> read_source_file(const std::string& index, const std::string& document_id, const std::string& file_name);
 
     // Errors: memory_model_mismatch when the index was embedded by another model or the
     // reranker returns a score count other than the candidates'; the hooks' own errors.
@@ -243,23 +297,12 @@ public:
     // Errors: memory_bad_input (no generate hook, a context too small), the generate hook's.
     Result<AskResult> ask(const std::string& question, const AskOptions& opt);
 
-    // ---- uploaded files' original bytes (source_files.cpp) ----
-    // Kept under the store directory (DIR/source_files/), or in memory for a ":memory:" store,
-    // so /download can return what was uploaded. write replaces a file of the same name;
-    // delete_source_files with an empty document_id removes the whole index's files.
-    Result<void> write_source_file(const std::string& index, const std::string& document_id, const SourceFile& file);
-    std::optional<SourceFile> read_source_file(const std::string& index, const std::string& document_id, const std::string& file_name);
-    Result<void> delete_source_files(const std::string& index, const std::string& document_id);
-
 private:
     Result<void> check_index_model(const std::string& index);
-    std::string source_dir(const std::string& index, const std::string& document_id) const;
 
     std::shared_ptr<Store> store_;
     ModelHooks hooks_;
     ChunkOptions chunking_;
-    std::mutex source_mu_;  // the in-memory source files below, and writes to the directory
-    std::map<std::string, SourceFile> source_mem_;  // ":memory:" stores: "<index>/<document>/<name>" -> file
 };
 
 }  // namespace kvrag::memory

@@ -1,6 +1,7 @@
-// The Store as a whole: opening the database, its schema, the generation counter, indexes and
-// the consistency check. Documents, search and conversations have a file each.
-#include "memory/store.h"
+// The SQLite store as a whole: opening the database, its schema, the generation counter,
+// indexes and the consistency check. Documents, the queue, search and conversations have a
+// file each.
+#include "memory/sqlite_store.h"
 
 #include <sqlite3.h>
 
@@ -13,7 +14,7 @@ namespace {
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1'), ('generation', '0');
+INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('generation', '0');
 CREATE TABLE IF NOT EXISTS indexes(
   name TEXT PRIMARY KEY,
   embed_model TEXT NOT NULL,
@@ -64,6 +65,31 @@ CREATE TABLE IF NOT EXISTS conversations(
   n_tokens INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
   PRIMARY KEY(id, turn));
+CREATE TABLE IF NOT EXISTS ingest_jobs(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  idx TEXT NOT NULL,
+  doc_id TEXT NOT NULL,
+  name TEXT NOT NULL DEFAULT '',
+  source TEXT NOT NULL DEFAULT '',
+  content_hash TEXT NOT NULL DEFAULT '',
+  settings TEXT NOT NULL DEFAULT '',
+  tags TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL CHECK (state IN ('queued', 'running')),
+  n_steps_done INTEGER NOT NULL DEFAULT 0,
+  n_chunks_total INTEGER NOT NULL DEFAULT 0,
+  n_chunks_done INTEGER NOT NULL DEFAULT 0,
+  n_tokens_done INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  UNIQUE(idx, doc_id));
+CREATE TABLE IF NOT EXISTS source_files(
+  idx TEXT NOT NULL,
+  doc_id TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  content_type TEXT NOT NULL DEFAULT '',
+  bytes BLOB NOT NULL,
+  PRIMARY KEY(idx, doc_id, position));
 )sql";
 
 }  // namespace
@@ -71,10 +97,21 @@ CREATE TABLE IF NOT EXISTS conversations(
 // ---------------------------------------------------------------------------------------------
 // Opening
 
-Result<std::unique_ptr<Store>> Store::open(const std::string& dir) {
-    std::unique_ptr<Store> st(new Store());
+Result<std::unique_ptr<Store>> Store::open(const std::string& dir, OpenMode mode) { return SqliteStore::open(dir, mode); }
+
+Result<std::unique_ptr<Store>> SqliteStore::open(const std::string& dir, OpenMode mode) {
+    std::unique_ptr<SqliteStore> st(new SqliteStore());
     if (dir == ":memory:") {
         st->path_ = ":memory:";
+    } else if (mode == OpenMode::existing) {
+        std::error_code ec;
+        const auto db = std::filesystem::path(dir) / "memory.sqlite3";
+        if (!std::filesystem::is_regular_file(db, ec)) {
+            return Error{Errc::memory_not_found, "no memory store at '" + dir + "' (" + db.string() +
+                                                     " does not exist); check the path, or create the store with `kvrag ingest --memory " +
+                                                     dir + " FILES` or `kvrag serve --memory " + dir + "`"};
+        }
+        st->path_ = db.string();
     } else {
         std::error_code ec;
         std::filesystem::create_directories(dir, ec);
@@ -91,27 +128,38 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir) {
         if (!wal.ok()) return wal.error();
         if (!wal.step() || wal.text(0) != "wal") return Error{Errc::memory_store, "cannot switch '" + st->path_ + "' to WAL mode"};
     }
-    for (const char* p : {"PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"}) {
+    for (const char* p : {"PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
         if (auto r = exec(st->db_, p); !r) return r.error();
     }
     if (auto r = st->init_schema(); !r) return r.error();
-    return st;
+    return std::unique_ptr<Store>(std::move(st));
 }
 
-Result<void> Store::init_schema() {
+Result<void> SqliteStore::init_schema() {
     Transaction tx(db_);
     if (auto r = tx.begin(); !r) return r;
     if (auto r = exec(db_, kSchema); !r) return r;
     Stmt v(db_, "SELECT value FROM meta WHERE key = 'schema_version'");
     if (!v.ok()) return v.error();
-    if (v.step() && v.text(0) != "1") {
-        return Error{Errc::memory_store, "store '" + path_ + "' has schema version " + v.text(0) + "; this kvrag reads version 1"};
+    if (v.step() && v.text(0) != "2") {
+        if (v.text(0) != "1") {
+            return Error{Errc::memory_store, "store '" + path_ + "' has schema version " + v.text(0) + "; this kvrag reads versions 1 and 2"};
+        }
+        // Version 2 only adds the queue tables (created above): an old store upgrades in place.
+        if (auto r = run(db_, "UPDATE meta SET value = '2' WHERE key = 'schema_version'"); !r) return r.error();
     }
-    // A crashed ingestion leaves at most a placeholder (its chunks were never committed);
-    // delete them so nothing half-made is ever listed.
+    // Jobs a stopped or killed process was running go back to the queue (their results were
+    // never committed: finish_job writes the document and ends the job in one transaction).
+    auto requeued = run(db_, "UPDATE ingest_jobs SET state = 'queued', n_steps_done = 0, n_chunks_done = 0, n_tokens_done = 0"
+                             " WHERE state = 'running'");
+    if (!requeued) return requeued.error();
+    n_requeued_ = *requeued;
+    // Placeholders without a job (older versions made one per ingestion) are deleted so
+    // nothing half-made is ever listed.
     std::vector<int64_t> stale;
     {
-        Stmt s(db_, "SELECT id FROM documents WHERE state = 'ingesting'");
+        Stmt s(db_, "SELECT id FROM documents d WHERE state = 'ingesting' AND NOT EXISTS"
+                    " (SELECT 1 FROM ingest_jobs j WHERE j.idx = d.idx AND j.doc_id = d.doc_id)");
         if (!s.ok()) return s.error();
         while (s.step()) stale.push_back(s.i64(0));
         if (s.failed()) return s.error();
@@ -126,11 +174,11 @@ Result<void> Store::init_schema() {
     return tx.commit();
 }
 
-Store::~Store() {
+SqliteStore::~SqliteStore() {
     if (db_) sqlite3_close_v2(db_);
 }
 
-Result<int64_t> Store::generation() {
+Result<int64_t> SqliteStore::generation() {
     Stmt s(db_, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'");
     if (!s.ok()) return s.error();
     if (!s.step()) return s.failed() ? Result<int64_t>(s.error()) : Result<int64_t>(int64_t{0});
@@ -140,14 +188,14 @@ Result<int64_t> Store::generation() {
 // ---------------------------------------------------------------------------------------------
 // Private helpers shared by the write paths (store.cpp, store_documents.cpp)
 
-Result<void> Store::bump_generation() {
+Result<void> SqliteStore::bump_generation() {
     auto r = run(db_, "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'");
     if (!r) return r.error();
     return {};
 }
 
 // Deletes a document row and its chunks (the trigger keeps chunks_fts in step) and tags.
-Result<void> Store::delete_doc_rows(int64_t rowid) {
+Result<void> SqliteStore::delete_doc_rows(int64_t rowid) {
     if (auto r = run(db_, "DELETE FROM chunks WHERE doc = ?", rowid); !r) return r.error();
     if (auto r = run(db_, "DELETE FROM tags WHERE doc = ?", rowid); !r) return r.error();
     if (auto r = run(db_, "DELETE FROM documents WHERE id = ?", rowid); !r) return r.error();
@@ -157,7 +205,7 @@ Result<void> Store::delete_doc_rows(int64_t rowid) {
 // ---------------------------------------------------------------------------------------------
 // Indexes
 
-Result<void> Store::ensure_index(const std::string& index, const EmbeddingModelInfo& model) {
+Result<void> SqliteStore::ensure_index(const std::string& index, const EmbeddingModelInfo& model) {
     std::lock_guard lk(mu_);
     Stmt s(db_, "SELECT embed_model, embed_fingerprint, embed_dim FROM indexes WHERE name = ?");
     if (!s.ok()) return s.error();
@@ -180,7 +228,7 @@ Result<void> Store::ensure_index(const std::string& index, const EmbeddingModelI
     return {};
 }
 
-Result<std::vector<IndexInfo>> Store::list_indexes() {
+Result<std::vector<IndexInfo>> SqliteStore::list_indexes() {
     std::lock_guard lk(mu_);
     Stmt s(db_,
            "SELECT i.name, i.embed_model, i.embed_fingerprint, i.embed_dim,"
@@ -201,7 +249,7 @@ Result<std::vector<IndexInfo>> Store::list_indexes() {
     return out;
 }
 
-Result<std::optional<IndexInfo>> Store::find_index(const std::string& index) {
+Result<std::optional<IndexInfo>> SqliteStore::find_index(const std::string& index) {
     auto all = list_indexes();
     if (!all) return all.error();
     for (auto& i : *all) {
@@ -210,7 +258,7 @@ Result<std::optional<IndexInfo>> Store::find_index(const std::string& index) {
     return std::optional<IndexInfo>();
 }
 
-Result<int64_t> Store::delete_index(const std::string& index) {
+Result<int64_t> SqliteStore::delete_index(const std::string& index) {
     std::lock_guard lk(mu_);
     Transaction tx(db_);
     if (auto r = tx.begin(); !r) return r.error();
@@ -225,6 +273,8 @@ Result<int64_t> Store::delete_index(const std::string& index) {
     for (int64_t id : ids) {
         if (auto r = delete_doc_rows(id); !r) return r.error();
     }
+    if (auto r = run(db_, "DELETE FROM ingest_jobs WHERE idx = ?", index); !r) return r.error();
+    if (auto r = run(db_, "DELETE FROM source_files WHERE idx = ?", index); !r) return r.error();
     auto n = run(db_, "DELETE FROM indexes WHERE name = ?", index);
     if (!n) return n.error();
     if (auto r = bump_generation(); !r) return r.error();
@@ -235,7 +285,7 @@ Result<int64_t> Store::delete_index(const std::string& index) {
 // ---------------------------------------------------------------------------------------------
 // Consistency
 
-Result<std::string> Store::check_consistency() {
+Result<std::string> SqliteStore::check_consistency() {
     std::lock_guard lk(mu_);
     std::string problems;
     auto count = [&](const char* sql) -> Result<int64_t> {
@@ -259,7 +309,13 @@ Result<std::string> Store::check_consistency() {
         {"documents not ready that hold chunks",
          "SELECT count(*) FROM documents d WHERE d.state != 'ready' AND EXISTS (SELECT 1 FROM chunks c WHERE c.doc = d.id)"},
         {"chunks without a document", "SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = c.doc)"},
-        {"documents in state 'ingesting'", "SELECT count(*) FROM documents WHERE state = 'ingesting'"},
+        {"documents in state 'ingesting' without a job",
+         "SELECT count(*) FROM documents d WHERE d.state = 'ingesting' AND NOT EXISTS"
+         " (SELECT 1 FROM ingest_jobs j WHERE j.idx = d.idx AND j.doc_id = d.doc_id)"},
+        {"jobs without a document row",
+         "SELECT count(*) FROM ingest_jobs j WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.idx = j.idx AND d.doc_id = j.doc_id)"},
+        {"jobs without files",
+         "SELECT count(*) FROM ingest_jobs j WHERE NOT EXISTS (SELECT 1 FROM source_files f WHERE f.idx = j.idx AND f.doc_id = j.doc_id)"},
     };
     for (const auto& c : checks) {
         auto n = count(c.sql);

@@ -1,27 +1,30 @@
-// The memory store: one SQLite database (WAL mode) under a directory, holding indexes,
-// documents, chunks with their embeddings, an FTS5 table over the chunk texts and
-// conversation turns.
+// The memory store's interface: indexes, documents, chunks with their embeddings, full-text
+// search over the chunk texts, conversation turns, and the durable ingestion queue with the
+// files uploaded. Memory reaches storage only through this abstract class; SqliteStore
+// (sqlite_store.h: one SQLite database in WAL mode under a directory) is the implementation,
+// and a PostgreSQL one can follow behind the same methods.
 //
 // Invariants (checked by check_consistency):
 //   - a document in state 'ready' has exactly n_chunks chunks, positions [0, n_chunks);
 //   - documents in any other state ('ingesting', 'failed') have no chunks;
-//   - chunks_fts holds exactly one row per chunk (external content, kept by triggers).
-// A document's chunks are written in ONE transaction (write_document), so a crash or kill
-// leaves either the old version or the new one, never half of either. The only state that
-// survives a crash is a placeholder row in state 'ingesting' (committed by mark_ingesting so
-// status queries can see the work); open() deletes those.
+//   - a document in state 'ingesting' has a queued or running job;
+//   - the full-text index holds exactly one row per chunk.
+// A document's chunks are written in ONE transaction together with the end of its job
+// (finish_job), so a crash or kill leaves either the old version and the job, or the new
+// version and no job, never half of either; and a job that is gone (the document was deleted
+// or uploaded again) writes nothing.
 //
-// Thread safety: every method takes the store's mutex (one SQLite connection).
+// Ingestion queue: enqueue stores the files and a job in one transaction (durable when it
+// returns: that is when /upload answers 202); a worker claims the oldest queued job, reports
+// progress, and ends it with finish_job or fail_job, or gives it back with requeue_job. Opening
+// a store puts jobs left 'running' by a stopped or killed process back in the queue.
 //
-// The implementation is one file per part: store.cpp (opening, schema, indexes, consistency),
-// store_documents.cpp, store_search.cpp, store_conversations.cpp; SQLite wrappers in
-// sqlite_db.h, tags and ids in ids.h.
+// Thread safety: every method may be called from any thread.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -116,93 +119,138 @@ struct Turn {
     int32_t n_tokens = 0;
 };
 
+// One file of a document as it was uploaded or read (Kernel Memory keeps them for GET /download).
+struct SourceFile { std::string name; std::string content_type; std::string bytes; };
+
+// The ingestion steps, in order (Kernel Memory's names).
+inline constexpr const char* kIngestSteps[] = {"extract", "partition", "gen_embeddings", "save_records"};
+inline constexpr int32_t kNumIngestSteps = 4;
+
+struct NewJob {
+    std::string index;
+    std::string doc_id;
+    std::string name;          // display name (the first file's name)
+    std::string source;        // path or "upload"
+    std::string content_hash;  // of the files (Memory::files_hash)
+    std::string settings;      // chunking settings the job will use
+    Tags tags;
+    std::vector<SourceFile> files;  // at least one
+};
+
+struct IngestJob {
+    int64_t job_id = 0;           // never reused: a job that was replaced or cancelled is gone
+    std::string index;
+    std::string doc_id;
+    std::string name;
+    std::string source;
+    std::string content_hash;
+    std::string settings;
+    Tags tags;
+    std::string state;            // "queued" or "running"
+    int32_t n_steps_done = 0;     // of kIngestSteps
+    int32_t n_chunks_total = 0;   // known after partition
+    int32_t n_chunks_done = 0;    // embedded so far
+    int64_t n_tokens_done = 0;
+    int64_t created_at = 0;       // unix seconds
+    int64_t updated_at = 0;
+};
+
+// How Store::open treats a directory that holds no store yet.
+enum class OpenMode {
+    create,    // make the directory and the database (ingest, serve)
+    existing,  // Error memory_not_found naming the path (search, ask, docs)
+};
+
 class Store {
 public:
-    // dir: the store directory (created if absent; the database is DIR/memory.sqlite3), or
-    // ":memory:" for a private in-memory database (unit tests). Cleans up documents left in
-    // state 'ingesting' by a crashed process. Errors: memory_store with SQLite's message.
-    static Result<std::unique_ptr<Store>> open(const std::string& dir);
-    ~Store();
-    Store(const Store&) = delete;
-    Store& operator=(const Store&) = delete;
+    // dir: the store directory (the database is DIR/memory.sqlite3), or ":memory:" for a
+    // private in-memory database (unit tests). Returns a SqliteStore. Puts jobs left running by
+    // a stopped or killed process back in the queue, and deletes 'ingesting' placeholders
+    // without a job (left by older versions). Errors: memory_store with SQLite's message;
+    // memory_not_found for OpenMode::existing and no store at dir.
+    static Result<std::unique_ptr<Store>> open(const std::string& dir, OpenMode mode = OpenMode::create);
+    virtual ~Store() = default;
 
-    const std::string& path() const { return path_; }
-    int64_t n_cleaned_at_open() const { return n_cleaned_; }
+    virtual const std::string& path() const = 0;
+    // Placeholders deleted and jobs requeued when the store was opened.
+    virtual int64_t n_cleaned_at_open() const = 0;
+    virtual int64_t n_requeued_at_open() const = 0;
 
     // ---- indexes ----
     // Creates the index recording `model`, or checks that it was made by `model`.
     // Error: memory_model_mismatch naming both models and dimensions.
-    Result<void> ensure_index(const std::string& index, const EmbeddingModelInfo& model);
-    Result<std::optional<IndexInfo>> find_index(const std::string& index);
-    Result<std::vector<IndexInfo>> list_indexes();
+    virtual Result<void> ensure_index(const std::string& index, const EmbeddingModelInfo& model) = 0;
+    virtual Result<std::optional<IndexInfo>> find_index(const std::string& index) = 0;
+    virtual Result<std::vector<IndexInfo>> list_indexes() = 0;
+    // Deletes the index, its documents, jobs and files. Returns 1, or 0 when there was none.
+    virtual Result<int64_t> delete_index(const std::string& index) = 0;
 
-    // ---- documents (ingestion) ----
+    // ---- documents ----
     // True when (index, doc_id) is 'ready' with this hash, tags and settings: re-ingesting
     // it would change nothing.
-    Result<bool> is_unchanged(const std::string& index, const std::string& doc_id, const std::string& content_hash,
-                              const Tags& tags, const std::string& settings);
-    // Commits a placeholder in state 'ingesting' when the document does not exist yet (an
-    // existing version stays searchable until write_document replaces it).
-    Result<void> mark_ingesting(const std::string& index, const std::string& doc_id, const std::string& name,
-                                const std::string& source);
-    // Records a failure: a placeholder or failed row becomes 'failed' with the message; a
-    // ready version is left as it was.
-    Result<void> mark_failed(const std::string& index, const std::string& doc_id, const std::string& error);
-    // Inserts or replaces the document and all its chunks in one transaction.
-    Result<WriteOutcome> write_document(const DocumentInput& doc);
-
-    Result<std::vector<DocumentInfo>> list_documents(const std::string& index = "");
-    Result<std::optional<DocumentInfo>> get_document(const std::string& index, const std::string& doc_id);
+    virtual Result<bool> is_unchanged(const std::string& index, const std::string& doc_id, const std::string& content_hash,
+                                      const Tags& tags, const std::string& settings) = 0;
+    // Inserts or replaces the document and all its chunks in one transaction (no job involved:
+    // tests and tools; ingestion uses finish_job).
+    virtual Result<WriteOutcome> write_document(const DocumentInput& doc) = 0;
+    virtual Result<std::vector<DocumentInfo>> list_documents(const std::string& index = "") = 0;
+    virtual Result<std::optional<DocumentInfo>> get_document(const std::string& index, const std::string& doc_id) = 0;
     // Deletes the document with that id (in `index`, or in every index when index is empty),
-    // with its chunks. Returns how many documents went.
-    Result<int64_t> delete_document(const std::string& index, const std::string& doc_id);
-    Result<int64_t> delete_index(const std::string& index);
+    // with its chunks, files and any queued or running job (whose results are then dropped).
+    // Returns how many documents went (a queued new document counts).
+    virtual Result<int64_t> delete_document(const std::string& index, const std::string& doc_id) = 0;
+
+    // ---- ingestion queue ----
+    // Stores the files (replacing the document's earlier ones) and a queued job, replacing any
+    // job of the same document, in one committed transaction. A new document is listed in
+    // state 'ingesting' (a failed one goes back to it); a ready one stays searchable until its
+    // job finishes. Returns the job id.
+    virtual Result<int64_t> enqueue(const NewJob& job) = 0;
+    // The oldest queued job (or the job `job_id` when > 0, if queued), now 'running'; nullopt
+    // when none is queued.
+    virtual Result<std::optional<IngestJob>> claim_job(int64_t job_id = 0) = 0;
+    // Records progress; false when the job is gone (deleted or replaced): stop working on it.
+    virtual Result<bool> update_job(int64_t job_id, int32_t n_steps_done, int32_t n_chunks_total, int32_t n_chunks_done,
+                                    int64_t n_tokens_done) = 0;
+    // Back to 'queued' with no progress (the worker was stopped).
+    virtual Result<void> requeue_job(int64_t job_id) = 0;
+    // Writes the document (as write_document) and removes the job, in one transaction, if the
+    // job still exists; nullopt (nothing written) when it is gone.
+    virtual Result<std::optional<WriteOutcome>> finish_job(int64_t job_id, const DocumentInput& doc) = 0;
+    // Removes the job; its document becomes 'failed' with the error unless a ready version
+    // exists (which stays). No-op when the job is gone.
+    virtual Result<void> fail_job(int64_t job_id, const std::string& error) = 0;
+    virtual Result<std::optional<IngestJob>> find_job(const std::string& index, const std::string& doc_id) = 0;
+    virtual Result<std::vector<IngestJob>> list_jobs() = 0;  // oldest first
+    // The document's files in upload order (empty when it has none).
+    virtual Result<std::vector<SourceFile>> source_files(const std::string& index, const std::string& doc_id) = 0;
 
     // ---- search ----
     // The index's vectors; cached and reloaded only after a write (any connection).
-    Result<std::shared_ptr<const VectorSet>> vectors(const std::string& index);
+    virtual Result<std::shared_ptr<const VectorSet>> vectors(const std::string& index) = 0;
     // Ready documents of `index` passing the filters (doc_id empty = any; every tag must be
     // present on the document). nullopt = no filter given (all pass).
-    Result<std::optional<std::unordered_set<int64_t>>> filter_documents(const std::string& index,
-                                                                         const std::string& doc_id, const Tags& tags);
-    // FTS5 BM25 over the chunk texts of `index`: (chunk id, bm25; lower is better), best first.
-    Result<std::vector<std::pair<int64_t, double>>> lexical(const std::string& index, const std::string& query,
-                                                            int32_t n_max);
+    virtual Result<std::optional<std::unordered_set<int64_t>>> filter_documents(const std::string& index, const std::string& doc_id,
+                                                                                 const Tags& tags) = 0;
+    // Full-text BM25 over the chunk texts of `index`: (chunk id, bm25; lower is better), best first.
+    virtual Result<std::vector<std::pair<int64_t, double>>> lexical(const std::string& index, const std::string& query, int32_t n_max) = 0;
     // Up to n_max ids of the ready chunks of `index` that match one FTS5 expression (from
     // fts_phrase in lexical_query.h), in no particular order.
-    Result<std::vector<int64_t>> term_chunks(const std::string& index, const std::string& phrase, int32_t n_max);
-    Result<std::vector<ChunkRow>> chunks(const std::vector<int64_t>& chunk_ids);
+    virtual Result<std::vector<int64_t>> term_chunks(const std::string& index, const std::string& phrase, int32_t n_max) = 0;
+    virtual Result<std::vector<ChunkRow>> chunks(const std::vector<int64_t>& chunk_ids) = 0;
 
     // ---- conversations ----
-    Result<std::vector<Turn>> conversation(const std::string& conversation_id);  // oldest first
-    Result<void> append_turns(const std::string& conversation_id, const std::vector<Turn>& turns);
-    Result<int64_t> delete_conversation(const std::string& conversation_id);
+    virtual Result<std::vector<Turn>> conversation(const std::string& conversation_id) = 0;  // oldest first
+    virtual Result<void> append_turns(const std::string& conversation_id, const std::vector<Turn>& turns) = 0;
+    virtual Result<int64_t> delete_conversation(const std::string& conversation_id) = 0;
 
     // ---- checks ----
     // Empty when every invariant in the file comment holds; else what is wrong.
-    Result<std::string> check_consistency();
+    virtual Result<std::string> check_consistency() = 0;
 
-    // Test hook: called inside write_document after chunk i is inserted; throwing from it
+    // Test hook: called inside the document write after chunk i is inserted; throwing from it
     // (or killing the process) exercises the rollback.
     std::function<void(int32_t i)> fault_hook;
-
-private:
-    Store() = default;
-    Result<void> init_schema();
-    // The helpers below expect mu_ held (and, for writes, a transaction open).
-    Result<int64_t> generation();                 // bumped by every write transaction
-    Result<void> bump_generation();               // invalidates every cached VectorSet
-    Result<void> delete_doc_rows(int64_t rowid);  // the document row, its chunks and tags
-
-    std::mutex mu_;
-    sqlite3* db_ = nullptr;
-    std::string path_;
-    int64_t n_cleaned_ = 0;
-    struct CachedVectors {
-        int64_t generation = -1;
-        std::shared_ptr<const VectorSet> set;
-    };
-    std::unordered_map<std::string, CachedVectors> vector_cache_;
 };
 
 }  // namespace kvrag::memory

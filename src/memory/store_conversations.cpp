@@ -1,11 +1,11 @@
 // The Store's conversations: turns of one conversation id, numbered from 0 in order.
-#include "memory/store.h"
+#include "memory/sqlite_store.h"
 
 #include "memory/sqlite_db.h"
 
 namespace kvrag::memory {
 
-Result<std::vector<Turn>> Store::conversation(const std::string& conversation_id) {
+Result<std::vector<Turn>> SqliteStore::conversation(const std::string& conversation_id) {
     std::lock_guard lk(mu_);
     Stmt s(db_, "SELECT role, content, n_tokens FROM conversations WHERE id = ? ORDER BY turn");
     if (!s.ok()) return s.error();
@@ -16,7 +16,7 @@ Result<std::vector<Turn>> Store::conversation(const std::string& conversation_id
     return out;
 }
 
-Result<void> Store::append_turns(const std::string& conversation_id, const std::vector<Turn>& turns) {
+Result<void> SqliteStore::append_turns(const std::string& conversation_id, const std::vector<Turn>& turns) {
     std::lock_guard lk(mu_);
     Transaction tx(db_);
     if (auto r = tx.begin(); !r) return r;
@@ -36,7 +36,7 @@ Result<void> Store::append_turns(const std::string& conversation_id, const std::
     return tx.commit();
 }
 
-Result<int64_t> Store::delete_conversation(const std::string& conversation_id) {
+Result<int64_t> SqliteStore::delete_conversation(const std::string& conversation_id) {
     std::lock_guard lk(mu_);
     return run(db_, "DELETE FROM conversations WHERE id = ?", conversation_id);
 }

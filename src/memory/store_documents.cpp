@@ -1,5 +1,5 @@
-// The Store's documents: ingestion states, the one-transaction write, listing and deletion.
-#include "memory/store.h"
+// The SQLite store's documents: the one-transaction write, listing and deletion.
+#include "memory/sqlite_store.h"
 
 #include <sqlite3.h>
 
@@ -18,7 +18,7 @@ const char* write_outcome_name(WriteOutcome w) {
     return "?";
 }
 
-Result<bool> Store::is_unchanged(const std::string& index, const std::string& doc_id, const std::string& content_hash,
+Result<bool> SqliteStore::is_unchanged(const std::string& index, const std::string& doc_id, const std::string& content_hash,
                                  const Tags& tags, const std::string& settings) {
     std::lock_guard lk(mu_);
     Stmt s(db_, "SELECT content_hash, tags, settings, state FROM documents WHERE idx = ? AND doc_id = ?");
@@ -28,30 +28,17 @@ Result<bool> Store::is_unchanged(const std::string& index, const std::string& do
     return s.text(3) == "ready" && s.text(0) == content_hash && s.text(1) == format_tags(tags) && s.text(2) == settings;
 }
 
-Result<void> Store::mark_ingesting(const std::string& index, const std::string& doc_id, const std::string& name,
-                                   const std::string& source) {
-    std::lock_guard lk(mu_);
-    auto r = run(db_,
-                 "INSERT INTO documents(idx, doc_id, name, source, state, updated_at) VALUES (?, ?, ?, ?, 'ingesting', ?)"
-                 " ON CONFLICT(idx, doc_id) DO UPDATE SET state = 'ingesting', error = '' WHERE state = 'failed'",
-                 index, doc_id, name, source, now_seconds());
-    if (!r) return r.error();
-    return {};
-}
-
-Result<void> Store::mark_failed(const std::string& index, const std::string& doc_id, const std::string& error) {
-    std::lock_guard lk(mu_);
-    auto r = run(db_, "UPDATE documents SET state = 'failed', error = ?, updated_at = ? WHERE idx = ? AND doc_id = ? AND state != 'ready'",
-                 error, now_seconds(), index, doc_id);
-    if (!r) return r.error();
-    return {};
-}
-
-Result<WriteOutcome> Store::write_document(const DocumentInput& doc) {
+Result<WriteOutcome> SqliteStore::write_document(const DocumentInput& doc) {
     std::lock_guard lk(mu_);
     Transaction tx(db_);
     if (auto r = tx.begin(); !r) return r.error();
+    auto w = write_document_rows(doc);
+    if (!w) return w.error();
+    if (auto r = tx.commit(); !r) return r.error();
+    return *w;
+}
 
+Result<WriteOutcome> SqliteStore::write_document_rows(const DocumentInput& doc) {
     int32_t dim = 0;
     {
         Stmt s(db_, "SELECT embed_dim FROM indexes WHERE name = ?");
@@ -123,7 +110,6 @@ Result<WriteOutcome> Store::write_document(const DocumentInput& doc) {
         }
     }
     if (auto r = bump_generation(); !r) return r.error();
-    if (auto r = tx.commit(); !r) return r.error();
     return outcome;
 }
 
@@ -152,7 +138,7 @@ DocumentInfo read_doc(const Stmt& s) {
 
 }  // namespace
 
-Result<std::vector<DocumentInfo>> Store::list_documents(const std::string& index) {
+Result<std::vector<DocumentInfo>> SqliteStore::list_documents(const std::string& index) {
     std::lock_guard lk(mu_);
     const std::string sql = std::string("SELECT ") + kDocColumns + " FROM documents" +
                             (index.empty() ? "" : " WHERE idx = ?") + " ORDER BY idx, doc_id";
@@ -165,7 +151,7 @@ Result<std::vector<DocumentInfo>> Store::list_documents(const std::string& index
     return out;
 }
 
-Result<std::optional<DocumentInfo>> Store::get_document(const std::string& index, const std::string& doc_id) {
+Result<std::optional<DocumentInfo>> SqliteStore::get_document(const std::string& index, const std::string& doc_id) {
     std::lock_guard lk(mu_);
     const std::string sql = std::string("SELECT ") + kDocColumns + " FROM documents WHERE idx = ? AND doc_id = ?";
     Stmt s(db_, sql.c_str());
@@ -176,7 +162,7 @@ Result<std::optional<DocumentInfo>> Store::get_document(const std::string& index
     return std::optional<DocumentInfo>();
 }
 
-Result<int64_t> Store::delete_document(const std::string& index, const std::string& doc_id) {
+Result<int64_t> SqliteStore::delete_document(const std::string& index, const std::string& doc_id) {
     std::lock_guard lk(mu_);
     Transaction tx(db_);
     if (auto r = tx.begin(); !r) return r.error();
@@ -192,6 +178,8 @@ Result<int64_t> Store::delete_document(const std::string& index, const std::stri
     for (int64_t id : ids) {
         if (auto r = delete_doc_rows(id); !r) return r.error();
     }
+    // A queued or running job goes too: a running worker finds its job gone and writes nothing.
+    if (auto r = delete_jobs_and_files(index, doc_id); !r) return r.error();
     if (auto r = bump_generation(); !r) return r.error();
     if (auto r = tx.commit(); !r) return r.error();
     return static_cast<int64_t>(ids.size());

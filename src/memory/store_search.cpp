@@ -1,6 +1,6 @@
 // The Store's side of search: the vector matrix for the exact scan, document filters, FTS5
 // lexical matches and the chunk rows that hits are reported with.
-#include "memory/store.h"
+#include "memory/sqlite_store.h"
 
 #include <cstring>
 
@@ -9,7 +9,7 @@
 
 namespace kvrag::memory {
 
-Result<std::shared_ptr<const VectorSet>> Store::vectors(const std::string& index) {
+Result<std::shared_ptr<const VectorSet>> SqliteStore::vectors(const std::string& index) {
     std::lock_guard lk(mu_);
     auto gen = generation();
     if (!gen) return gen.error();
@@ -48,7 +48,7 @@ Result<std::shared_ptr<const VectorSet>> Store::vectors(const std::string& index
     return cached.set;
 }
 
-Result<std::optional<std::unordered_set<int64_t>>> Store::filter_documents(const std::string& index, const std::string& doc_id,
+Result<std::optional<std::unordered_set<int64_t>>> SqliteStore::filter_documents(const std::string& index, const std::string& doc_id,
                                                                             const Tags& tags) {
     using Out = std::optional<std::unordered_set<int64_t>>;
     if (doc_id.empty() && tags.empty()) return Out();
@@ -78,7 +78,7 @@ Result<std::optional<std::unordered_set<int64_t>>> Store::filter_documents(const
 }
 
 
-Result<std::vector<std::pair<int64_t, double>>> Store::lexical(const std::string& index, const std::string& query, int32_t n_max) {
+Result<std::vector<std::pair<int64_t, double>>> SqliteStore::lexical(const std::string& index, const std::string& query, int32_t n_max) {
     std::vector<std::pair<int64_t, double>> out;
     // Words OR'd and identifiers as phrases (lexical_query.h): any shared word is a match,
     // BM25 ranks the rest, and user punctuation is never FTS5 syntax.
@@ -96,7 +96,7 @@ Result<std::vector<std::pair<int64_t, double>>> Store::lexical(const std::string
     return out;
 }
 
-Result<std::vector<int64_t>> Store::term_chunks(const std::string& index, const std::string& phrase, int32_t n_max) {
+Result<std::vector<int64_t>> SqliteStore::term_chunks(const std::string& index, const std::string& phrase, int32_t n_max) {
     std::vector<int64_t> out;
     if (n_max <= 0) return out;
     std::lock_guard lk(mu_);
@@ -112,7 +112,7 @@ Result<std::vector<int64_t>> Store::term_chunks(const std::string& index, const 
     return out;
 }
 
-Result<std::vector<ChunkRow>> Store::chunks(const std::vector<int64_t>& chunk_ids) {
+Result<std::vector<ChunkRow>> SqliteStore::chunks(const std::vector<int64_t>& chunk_ids) {
     std::lock_guard lk(mu_);
     Stmt s(db_,
            "SELECT c.id, c.doc, d.idx, d.doc_id, d.name, d.source, c.position, c.n_tokens, c.text, d.tags"

@@ -181,40 +181,79 @@ Result<std::vector<DocumentInfo>> km_document_files(Store& store, const std::str
     return out;
 }
 
-json pipeline_status_json(const std::string& index, const std::string& km_id, const std::vector<DocumentInfo>& files) {
-    bool done = true, failed = false;
-    int64_t updated = 0;
-    int64_t n_chunks = 0;
+Result<std::vector<IngestJob>> km_document_jobs(Store& store, const std::string& index, const std::string& km_id) {
+    auto jobs = store.list_jobs();
+    if (!jobs) return jobs.error();
+    std::vector<IngestJob> out;
+    for (auto& j : *jobs) {
+        if (j.index == index && km_document_id(j.doc_id, j.tags) == km_id) out.push_back(std::move(j));
+    }
+    return out;
+}
+
+json pipeline_status_json(const std::string& index, const std::string& km_id, const std::vector<DocumentInfo>& files,
+                          const std::vector<IngestJob>& jobs) {
+    bool failed = false;
+    int64_t created = 0, updated = 0;
+    int64_t n_chunks = 0, n_chunks_done = 0;
+    int32_t n_steps_done = kNumIngestSteps;
     std::string error;
     Tags tags;
     json file_list = json::array();
-    for (const auto& f : files) {
-        done = done && f.state == "ready";
-        failed = failed || f.state == "failed";
-        if (f.state == "failed" && error.empty()) error = f.name + ": " + f.error;
-        updated = std::max(updated, f.updated_at);
-        n_chunks += f.n_chunks;
-        for (const auto& kv : f.tags) {
+    auto add_tags = [&](const Tags& t) {
+        for (const auto& kv : t) {
             if (kv.first.rfind("__", 0) != 0 && std::find(tags.begin(), tags.end(), kv) == tags.end()) tags.push_back(kv);
         }
-        file_list.push_back(json{{"name", f.name}, {"fileId", f.doc_id}, {"state", f.state}, {"chunks", f.n_chunks}});
+    };
+    auto pending = [&](const std::string& doc_id) {
+        return std::any_of(jobs.begin(), jobs.end(), [&](const IngestJob& j) { return j.doc_id == doc_id; });
+    };
+    for (const auto& j : jobs) {
+        n_steps_done = std::min(n_steps_done, j.n_steps_done);
+        created = created == 0 ? j.created_at : std::min(created, j.created_at);
+        updated = std::max(updated, j.updated_at);
+        n_chunks += j.n_chunks_total;
+        n_chunks_done += j.n_chunks_done;
+        add_tags(j.tags);
+        file_list.push_back(json{{"name", j.name}, {"fileId", j.doc_id}, {"state", j.state}, {"chunks", j.n_chunks_total},
+                                 {"chunks_done", j.n_chunks_done}});
     }
-    json steps = json::array();
-    for (const char* s : kUploadSteps) steps.push_back(s);
-    const bool over = done || failed;
+    bool all_ready = true;
+    for (const auto& f : files) {
+        if (pending(f.doc_id)) continue;  // an earlier version; its new upload is pending
+        all_ready = all_ready && f.state == "ready";
+        failed = failed || f.state == "failed";
+        if (f.state == "failed" && error.empty()) error = f.name + ": " + f.error;
+        created = created == 0 ? f.updated_at : std::min(created, f.updated_at);
+        updated = std::max(updated, f.updated_at);
+        n_chunks += f.n_chunks;
+        n_chunks_done += f.n_chunks;
+        add_tags(f.tags);
+        file_list.push_back(json{{"name", f.name}, {"fileId", f.doc_id}, {"state", f.state}, {"chunks", f.n_chunks}, {"chunks_done", f.n_chunks}});
+    }
+    const bool done = jobs.empty() && all_ready && !failed;
+    json steps = json::array(), completed = json::array(), remaining = json::array();
+    for (int32_t i = 0; i < kNumIngestSteps; ++i) {
+        steps.push_back(kIngestSteps[i]);
+        // A failed file ends the pipeline: nothing remains.
+        if (done || i < n_steps_done) completed.push_back(kIngestSteps[i]);
+        else if (!failed) remaining.push_back(kIngestSteps[i]);
+    }
     return json{{"completed", done},
                 {"failed", failed},
-                {"empty", files.empty()},
+                {"empty", files.empty() && jobs.empty()},
                 {"index", index},
                 {"document_id", km_id},
                 {"tags", tags_json(tags)},
-                {"creation", iso8601(updated)},
+                {"creation", iso8601(created)},
                 {"last_update", iso8601(updated)},
                 {"steps", steps},
-                {"remaining_steps", over ? json::array() : steps},
-                {"completed_steps", done ? steps : json::array()},
+                {"remaining_steps", remaining},
+                {"completed_steps", completed},
                 {"error", error},
                 {"chunks", n_chunks},
+                {"chunks_done", n_chunks_done},
+                {"chunks_total", n_chunks},
                 {"files", file_list}};
 }
 

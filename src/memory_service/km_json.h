@@ -42,8 +42,15 @@ Result<std::vector<memory::DocumentInfo>> km_document_files(memory::Store& store
 // Kernel Memory's document id of a kvrag document or chunk (its __document_id tag, else its id).
 std::string km_document_id(const std::string& doc_id, const memory::Tags& tags);
 
-// DataPipelineStatus of a KM document from its files (non-empty).
-json pipeline_status_json(const std::string& index, const std::string& km_id, const std::vector<memory::DocumentInfo>& files);
+// The queued or running ingestion jobs of Kernel Memory's document `km_id` (as km_document_files).
+Result<std::vector<memory::IngestJob>> km_document_jobs(memory::Store& store, const std::string& index, const std::string& km_id);
+
+// DataPipelineStatus of a KM document from its stored files and their pending jobs (not both
+// empty). A job is its file's latest upload, so it stands for that file until it finishes:
+// completed when no job is pending and every file is ready; completed_steps are the steps every
+// pending job has done; chunks_done / chunks_total count embedded chunks over all files.
+json pipeline_status_json(const std::string& index, const std::string& km_id, const std::vector<memory::DocumentInfo>& files,
+                          const std::vector<memory::IngestJob>& jobs);
 
 // Citation list (one per file, in rank order of its best chunk). updated_at gives a kvrag
 // document's last update (unix seconds) for Partition.lastUpdate.

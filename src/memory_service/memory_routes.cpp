@@ -3,12 +3,15 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <ctime>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "memory/ingest_worker.h"
 #include "memory/memory.h"
 #include "memory_service/km_json.h"
 #include "memory_service/upload_form.h"
@@ -23,10 +26,13 @@ namespace {
 // What a search limit of -1 or 0 means: Kernel Memory's MaxMatchesCount default.
 constexpr int32_t kDefaultSearchLimit = 100;
 
-// State shared by the handlers; `mem` is set by on_ready.
+// State shared by the handlers; `mem` and `worker` are set by on_ready. The worker is
+// declared last so it stops (and joins) before the memory it uses goes.
 struct MemoryService {
     HttpMemoryConfig config;
+    std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);  // on_stop: cancels embeddings in flight
     std::unique_ptr<Memory> mem;
+    std::unique_ptr<IngestWorker> worker;
 };
 
 Result<json> parse_json(const std::string& body) {
@@ -50,7 +56,8 @@ using server::send_json;
 
 // The memory's model hooks over the server: embeddings from the embedding model when one is
 // loaded (else the chat model), generation (ask) only with a chat model.
-ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg, Result<void>& status) {
+ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg, const std::shared_ptr<std::atomic<bool>>& stopping,
+                        Result<void>& status) {
     engine::Engine* eng = ctx.engine();
     const engine::Embedder* emb = ctx.embedding_model();
     ModelHooks h;
@@ -68,15 +75,17 @@ ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg,
         return h;
     }
     h.embed_model = std::move(*info);
-    h.embed = [&ctx](std::string_view text) -> Result<std::vector<float>> {
+    // Ingestion's embeddings end when the server stops (the job goes back to the queue).
+    auto alive = [stopping] { return !stopping->load(); };
+    h.embed = [&ctx, alive](std::string_view text) -> Result<std::vector<float>> {
         const std::string texts[] = {std::string(text)};
-        auto v = ctx.embed_texts(texts);
+        auto v = ctx.embed_texts(texts, alive);
         if (!v) return v.error();
         return std::move(v->front());
     };
     // An encoder embeds a group of chunks in few forward passes; the chat model embeds one
     // sequence per chunk anyway, so it keeps the one-by-one hook.
-    if (emb) h.embed_batch = [&ctx](std::span<const std::string> texts) { return ctx.embed_texts(texts); };
+    if (emb) h.embed_batch = [&ctx, alive](std::span<const std::string> texts) { return ctx.embed_texts(texts, alive); };
     if (ctx.rerank_model()) {
         h.rerank = [&ctx](std::string_view query, const std::vector<std::string_view>& documents) {
             const std::vector<std::string> docs(documents.begin(), documents.end());
@@ -224,9 +233,10 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         };
     };
 
-    // POST /upload: Kernel Memory's form (upload_form.h). Each file is kept for /download and
-    // ingested before the answer; files a previous upload of the same document had and this
-    // one lacks are removed. 200 UploadAccepted.
+    // POST /upload: Kernel Memory's form (upload_form.h). Each file is stored with a queued
+    // ingestion job in one transaction before the answer (202 UploadAccepted: durable, ingestion
+    // pending; /upload-status shows the progress); files a previous upload of the same document
+    // had and this one lacks are removed. A binary file is refused with 400 at once.
     http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& content_reader) {
         auto boundary = multipart_boundary(req.get_header_value("Content-Type"));
         if (!boundary) return send_error(res, boundary.error());
@@ -251,50 +261,49 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         if (!valid_id(index)) return send_error(res, Error{Errc::memory_bad_input, "index name '" + index + "' is not 1-128 characters of [A-Za-z0-9._-]"});
         // A kvrag id of one Kernel Memory document's file ("D__0") may be another document's
         // own id: refuse rather than replace that document.
+        // The same for a file still queued for ingestion.
         for (const auto& d : docs) {
             auto existing = svc->mem->store().get_document(index, d.doc_id);
             if (!existing) return send_error(res, existing.error());
-            if (*existing && km_document_id((*existing)->doc_id, (*existing)->tags) != d.km_document_id) {
+            auto job = svc->mem->store().find_job(index, d.doc_id);
+            if (!job) return send_error(res, job.error());
+            std::string holder;
+            if (*job) holder = km_document_id((*job)->doc_id, (*job)->tags);
+            else if (*existing) holder = km_document_id((*existing)->doc_id, (*existing)->tags);
+            if (!holder.empty() && holder != d.km_document_id) {
                 return send_error(res, Error{Errc::memory_bad_input, "file '" + d.file->filename + "' of document '" + d.km_document_id +
                                                                          "' would be stored as '" + d.doc_id + "', which holds document '" +
-                                                                         km_document_id((*existing)->doc_id, (*existing)->tags) +
-                                                                         "'; delete that one or choose another documentId"});
+                                                                         holder + "'; delete that one or choose another documentId"});
             }
         }
         json results = json::array();
         std::vector<std::string> kept;
         std::vector<std::string> km_ids;
         for (const auto& d : docs) {
-            if (std::find(km_ids.begin(), km_ids.end(), d.km_document_id) == km_ids.end()) {
-                // A new upload of a Kernel Memory document replaces all its files.
-                if (auto r = svc->mem->delete_source_files(index, d.km_document_id); !r) return send_error(res, r.error());
-                km_ids.push_back(d.km_document_id);
-            }
-            SourceFile src{d.file->filename, d.content_type, std::string(d.file->content)};
-            if (auto r = svc->mem->write_source_file(index, d.km_document_id, src); !r) return send_error(res, r.error());
+            if (std::find(km_ids.begin(), km_ids.end(), d.km_document_id) == km_ids.end()) km_ids.push_back(d.km_document_id);
             IngestRequest ir;
             ir.index = index;
             ir.doc_id = d.doc_id;
             ir.name = d.file->filename;
             ir.source = "upload";
             ir.mime = d.content_type;
-            ir.bytes = std::move(src.bytes);
+            ir.bytes = std::string(d.file->content);
             ir.tags = form->tags;
             ir.tags.emplace_back(kDocumentIdTag, d.km_document_id);
             if (!d.content_type.empty()) ir.tags.emplace_back(kFileTypeTag, d.content_type);
-            auto r = svc->mem->ingest(ir);
+            auto r = svc->mem->enqueue(ir);
             if (!r) return send_error(res, r.error());
             kept.push_back(r->doc_id);
             results.push_back(json{{"documentId", d.km_document_id}, {"fileId", r->doc_id}, {"fileName", d.file->filename},
-                                   {"status", write_outcome_name(r->outcome)}, {"chunks", r->n_chunks}});
+                                   {"status", r->job_id ? "queued" : "unchanged"}});
         }
+        if (svc->worker) svc->worker->notify();
         for (const auto& km_id : km_ids) {
             if (auto r = delete_km_document(*svc->mem, index, km_id, kept); !r) return send_error(res, r.error());
         }
         res.set_header("Location", "/upload-status?index=" + index + "&documentId=" + docs.front().km_document_id);
-        // 200, not Kernel Memory's 202: the files are ingested already (MemoryWebClient accepts any 2xx).
-        send_json(res, 200, json{{"index", index}, {"documentId", docs.front().km_document_id},
-                                 {"message", "Document upload completed, ingestion finished"}, {"documents", results}});
+        send_json(res, 202, json{{"index", index}, {"documentId", docs.front().km_document_id},
+                                 {"message", "Document upload completed, ingestion pipeline started"}, {"documents", results}});
     });
 
     // GET /upload-status?index=&documentId=: DataPipelineStatus over the document's files.
@@ -304,8 +313,10 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "'documentId' query parameter is missing or has no value"});
         auto files = km_document_files(svc->mem->store(), index, doc_id);
         if (!files) return send_error(res, files.error());
-        if (files->empty()) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
-        send_json(res, 200, pipeline_status_json(index, doc_id, *files));
+        auto jobs = km_document_jobs(svc->mem->store(), index, doc_id);
+        if (!jobs) return send_error(res, jobs.error());
+        if (files->empty() && jobs->empty()) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
+        send_json(res, 200, pipeline_status_json(index, doc_id, *files, *jobs));
     });
 
     // GET /documents[?index=] (kvrag's own): absent index = every index.
@@ -327,9 +338,9 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         const std::string index = index_or_default(req.get_param_value("index"));
         const std::string doc_id = req.get_param_value("documentId");
         if (doc_id.empty()) return send_error(res, Error{Errc::memory_bad_input, "'documentId' query parameter is missing or has no value"});
+        // Deleting cancels the files' queued or running ingestion (Store::delete_document).
         auto n = delete_km_document(*svc->mem, index, doc_id, {});
         if (!n) return send_error(res, n.error());
-        if (auto r = svc->mem->delete_source_files(index, doc_id); !r) return send_error(res, r.error());
         if (*n == 0) return send_error(res, Error{Errc::memory_not_found, "no document '" + doc_id + "' in index '" + index + "'"});
         send_json(res, 202, json{{"index", index}, {"documentId", doc_id}, {"message", "Document deleted"}});
     });
@@ -351,7 +362,6 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         if (!*found) return send_error(res, Error{Errc::memory_not_found, "no index '" + index + "'"});
         auto n = svc->mem->store().delete_index(index);
         if (!n) return send_error(res, n.error());
-        if (auto r = svc->mem->delete_source_files(index, ""); !r) return send_error(res, r.error());
         send_json(res, 202, json{{"index", index}, {"message", "Index deleted"}});
     });
 
@@ -363,15 +373,26 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         if (doc_id.empty() || name.empty()) {
             return send_error(res, Error{Errc::memory_bad_input, "/download needs the query parameters documentId and filename"});
         }
-        auto f = svc->mem->read_source_file(index, doc_id, name);
+        // The Kernel Memory document's files are kvrag documents (D, or D__0, D__1, ...).
+        std::optional<SourceFile> f;
+        auto files = km_document_files(svc->mem->store(), index, doc_id);
+        if (!files) return send_error(res, files.error());
+        for (const auto& d : *files) {
+            if (!f) f = svc->mem->read_source_file(index, d.doc_id, name);
+        }
+        if (!f) {  // a file still queued for ingestion is stored already
+            if (auto jobs = km_document_jobs(svc->mem->store(), index, doc_id); jobs) {
+                for (const auto& j : *jobs) {
+                    if (!f) f = svc->mem->read_source_file(index, j.doc_id, name);
+                }
+            }
+        }
         if (!f) {
             return send_error(res, Error{Errc::memory_not_found, "no file '" + name + "' of document '" + doc_id + "' in index '" + index +
                                                                      "' (only files uploaded through /upload are kept)"});
         }
         int64_t updated = 0;
-        if (auto files = km_document_files(svc->mem->store(), index, doc_id); files) {
-            for (const auto& d : *files) updated = std::max(updated, d.updated_at);
-        }
+        for (const auto& d : *files) updated = std::max(updated, d.updated_at);
         if (updated > 0) {
             char buf[64];
             const std::time_t t = static_cast<std::time_t>(updated);
@@ -491,10 +512,25 @@ server::ServerExtension memory_extension(const HttpMemoryConfig& config) {
         auto store = Store::open(svc->config.dir);
         if (!store) return store.error();
         Result<void> status;
-        auto hooks = server_hooks(ctx, svc->config, status);
+        auto hooks = server_hooks(ctx, svc->config, svc->stopping, status);
         if (!status) return status;
         svc->mem = std::make_unique<Memory>(std::shared_ptr<Store>(std::move(*store)), std::move(hooks), svc->config.chunking);
+        if (const int64_t n = svc->mem->store().n_requeued_at_open(); n > 0) {
+            std::fprintf(stderr, "kvrag serve: memory: %lld interrupted ingestion job(s) queued again\n", static_cast<long long>(n));
+        }
+        // Queued documents (from this or an earlier run) are ingested in the background.
+        svc->worker = std::make_unique<IngestWorker>(*svc->mem, 1, [](const JobReport& r) {
+            if (r.end == JobEnd::failed) std::fprintf(stderr, "kvrag serve: memory: %s/%s failed: %s\n", r.job.index.c_str(), r.job.doc_id.c_str(), r.error.what().c_str());
+        });
+        svc->worker->start();
         return {};
+    };
+    ext.on_stop = [svc] {
+        // The worker's flag first: an embedding the flag below cancels then reads as
+        // "interrupted" (job queued again), never as the document failing.
+        if (svc->worker) svc->worker->request_stop();
+        svc->stopping->store(true);
+        if (svc->worker) svc->worker->stop();
     };
     return ext;
 }

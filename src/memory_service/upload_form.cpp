@@ -7,8 +7,6 @@
 
 namespace kvrag::memory_service {
 
-const char* const kUploadSteps[4] = {"extract", "partition", "gen_embeddings", "save_records"};
-
 namespace {
 
 Error bad(std::string msg) { return Error{Errc::memory_bad_input, std::move(msg)}; }
@@ -256,13 +254,13 @@ Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts) {
     }
     if (form.files.empty()) return bad("/upload carries no file (no part has a filename)");
     if (!form.steps.empty()) {
-        const bool is_default = form.steps.size() == std::size(kUploadSteps) &&
-                                std::equal(form.steps.begin(), form.steps.end(), std::begin(kUploadSteps));
+        const bool is_default = form.steps.size() == std::size(memory::kIngestSteps) &&
+                                std::equal(form.steps.begin(), form.steps.end(), std::begin(memory::kIngestSteps));
         if (!is_default) {
             std::string named;
             for (const auto& s : form.steps) named += (named.empty() ? "" : ",") + s;
             for (const auto& s : form.steps) {
-                if (std::find(std::begin(kUploadSteps), std::end(kUploadSteps), s) == std::end(kUploadSteps)) {
+                if (std::find(std::begin(memory::kIngestSteps), std::end(memory::kIngestSteps), s) == std::end(memory::kIngestSteps)) {
                     return bad("pipeline step '" + s + "' is not supported; kvrag runs extract,partition,gen_embeddings,save_records (steps given: " + named + ")");
                 }
             }

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "memory/ids.h"
+#include "memory/store.h"
 
 namespace kvrag::memory_service {
 
@@ -43,9 +44,8 @@ Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string
 
 // ---- Kernel Memory's upload form ----
 
-// The pipeline kvrag runs (Kernel Memory's DefaultPipeline step names); "steps" may name
-// exactly these, in this order, or nothing.
-extern const char* const kUploadSteps[4];
+// "steps" may name exactly the pipeline kvrag runs (memory::kIngestSteps, Kernel Memory's
+// DefaultPipeline step names), in this order, or nothing.
 
 struct UploadForm {
     std::string index = "default";  // field "index"; absent, empty or blank = "default"
@@ -59,7 +59,7 @@ struct UploadForm {
 // files; the fields are index, documentId, tags, steps and args. Errors (memory_bad_input),
 // each naming the field: no file; a file part with an empty name or a name given twice; index
 // or documentId or args given twice; a tag key starting with "__" (reserved, as in Kernel
-// Memory); steps other than kUploadSteps; args that are not a JSON object or name any
+// Memory); steps other than memory::kIngestSteps; args that are not a JSON object or name any
 // argument (no upload argument maps to a kvrag setting); any other field. The form's files
 // point into `parts`, which must outlive it.
 Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts);

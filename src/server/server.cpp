@@ -332,6 +332,9 @@ int Server::run() {
             std::_Exit(130);
         }).detach();
         st_.draining.store(true);
+        for (auto& ext : cfg.extensions) {
+            if (ext.on_stop) ext.on_stop();
+        }
         st_.scheduler->drain(std::chrono::duration_cast<milliseconds>(std::chrono::duration<double>(cfg.shutdown_grace_s)));
         // Let streams write their last event and [DONE] before the listener closes.
         for (int i = 0; i < 100 && st_.open_streams.load() > 0; ++i) std::this_thread::sleep_for(milliseconds(20));

@@ -85,6 +85,9 @@ struct ServerExtension {
     std::string name;
     std::function<void(ServerContext&)> add_routes;        // before listening
     std::function<Result<void>(ServerContext&)> on_ready;  // after loading; an error stops the server
+    // On the first SIGINT/SIGTERM, before running requests are drained: stop background work
+    // (the memory's ingestion workers) within about a second.
+    std::function<void()> on_stop;
 };
 
 }  // namespace kvrag::server

@@ -2,6 +2,7 @@
 #include "memory/extract.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <fstream>
 #include <sstream>
@@ -18,17 +19,22 @@ std::string read(const std::string& path) {
     return ss.str();
 }
 
+std::string long_text_for_gzip() {
+    std::string t;
+    for (int i = 0; i < 2000; ++i) t += "line " + std::to_string(i * 7919 % 10007) + " of a long changelog\n";
+    return t;
+}
+
 TEST(MemoryExtract, TypesByExtensionAndMime) {
     EXPECT_EQ(*doc_type_for("a/b/README.md"), DocType::markdown);
     EXPECT_EQ(*doc_type_for("x.HTML"), DocType::html);
     EXPECT_EQ(*doc_type_for("x.pdf"), DocType::pdf);
     EXPECT_EQ(*doc_type_for("notes.txt"), DocType::text);
     EXPECT_EQ(*doc_type_for("blob", "application/pdf"), DocType::pdf);
-    auto bad = doc_type_for("report.docx");
-    ASSERT_FALSE(bad.ok());
-    EXPECT_EQ(bad.error().code, Errc::memory_unsupported_type);
-    EXPECT_NE(bad.error().message.find("'.docx'"), std::string::npos) << bad.error().message;
-    EXPECT_EQ(doc_type_for("Makefile").error().code, Errc::memory_unsupported_type);
+    EXPECT_EQ(*doc_type_for("notes.md.gz"), DocType::markdown);
+    // Any other name is text as far as the name goes: the bytes decide (extract_document).
+    EXPECT_EQ(*doc_type_for("Makefile"), DocType::text);
+    EXPECT_EQ(*doc_type_for("report.docx"), DocType::text);
 }
 
 TEST(MemoryExtract, MarkdownKeepsTextAndBlocks) {
@@ -106,6 +112,71 @@ TEST(MemoryExtract, IllFormedSequencesOfValidShapeBecomeReplacementCharacters) {
             EXPECT_NE(t->find(c.want), std::string::npos) << doc_type_name(type) << ": " << *t;
         }
     }
+}
+
+std::string gzip(const std::string& data) {
+    z_stream zs{};
+    EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    std::string out(deflateBound(&zs, data.size()) + 32, '\0');
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+    zs.avail_in = static_cast<uInt>(data.size());
+    zs.next_out = reinterpret_cast<Bytef*>(out.data());
+    zs.avail_out = static_cast<uInt>(out.size());
+    EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    out.resize(zs.total_out);
+    deflateEnd(&zs);
+    return out;
+}
+
+// What a file is comes from its bytes: text under any name, Windows-1252 with a warning,
+// gzip looked through, binary refused with the byte and offset.
+TEST(MemoryExtract, TextIsFoundByContentWhateverTheName) {
+    for (const char* name : {"README", "AUTHORS", "changelog", "main.c", "tool.py", "run.sh", "server.log", "x.docx"}) {
+        auto t = extract_document("int main(void) { return 0; }  /* caf\xC3\xA9 */\n", name);
+        ASSERT_TRUE(t.ok()) << name << ": " << t.error().what();
+        EXPECT_EQ(t->type, DocType::text) << name;
+        EXPECT_TRUE(t->warnings.empty()) << name;
+        EXPECT_NE(t->text.find("caf\xC3\xA9"), std::string::npos) << name;
+    }
+    // A UTF-8 byte-order mark is dropped; terminal colour codes (ESC) are text.
+    EXPECT_EQ(extract_document("\xEF\xBB\xBFhello \x1b[1mbold\x1b[0m", "colour.log")->text, "hello \x1b[1mbold\x1b[0m");
+
+    auto latin1 = extract_document("Caf\xE9 cr\xE8me \x80 10, na\xEFve\n", "menu");
+    ASSERT_TRUE(latin1.ok()) << latin1.error().what();
+    EXPECT_EQ(latin1->text, "Caf\xC3\xA9 cr\xC3\xA8me \xE2\x82\xAC 10, na\xC3\xAFve\n");
+    ASSERT_EQ(latin1->warnings.size(), 1u);
+    EXPECT_NE(latin1->warnings[0].find("'menu' is not valid UTF-8; read as Windows-1252"), std::string::npos) << latin1->warnings[0];
+
+    auto gz = extract_document(gzip("# Changes\n\nVersion 2 fixed the *tide* tables.\n"), "NEWS.md.gz");
+    ASSERT_TRUE(gz.ok()) << gz.error().what();
+    EXPECT_EQ(gz->type, DocType::markdown);
+    EXPECT_NE(gz->text.find("Version 2 fixed the tide tables."), std::string::npos) << gz->text;
+    auto gz_plain = extract_document(gzip("plain changelog text\n"), "changelog.Debian.gz", "application/gzip");
+    ASSERT_TRUE(gz_plain.ok()) << gz_plain.error().what();
+    EXPECT_EQ(gz_plain->text, "plain changelog text\n");
+    std::string cut = gzip(long_text_for_gzip());
+    cut.resize(cut.size() / 2);
+    auto broken = extract_document(cut, "cut.gz");
+    ASSERT_FALSE(broken.ok());
+    EXPECT_EQ(broken.error().code, Errc::memory_extract);
+    EXPECT_NE(broken.error().message.find("'cut.gz' is a truncated gzip file"), std::string::npos) << broken.error().message;
+
+    auto pdf = extract_document(testing::make_pdf("Found by its header."), "no-extension");
+    ASSERT_TRUE(pdf.ok()) << pdf.error().what();
+    EXPECT_EQ(pdf->type, DocType::pdf);
+
+    auto png = extract_document(std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16), "logo.txt");
+    ASSERT_FALSE(png.ok());
+    EXPECT_EQ(png.error().code, Errc::memory_unsupported_type);
+    EXPECT_NE(png.error().message.find("'logo.txt' is binary (byte 0x00 at offset 8)"), std::string::npos) << png.error().message;
+    std::string controls(400, 'a');
+    for (size_t i = 0; i < controls.size(); i += 20) controls[i] = '\x02';
+    auto ctl = extract_document(controls, "data.bin");
+    ASSERT_FALSE(ctl.ok());
+    EXPECT_NE(ctl.error().message.find("'data.bin' is binary (20 control bytes in the first 400, the first 0x02 at offset 0)"),
+              std::string::npos)
+        << ctl.error().message;
+    EXPECT_EQ(extract_document(gzip(std::string("\0\1\2\3", 4)), "blob.gz").error().code, Errc::memory_unsupported_type);
 }
 
 }  // namespace

@@ -98,7 +98,7 @@ TEST(MemoryEndToEnd, IngestCorpusSearchAndReingest) {
     std::string all_errors;
     for (auto& e : errors) all_errors += e + "\n";
     EXPECT_NE(all_errors.find("E6002 'broken.pdf' is a broken PDF"), std::string::npos) << all_errors;
-    EXPECT_NE(all_errors.find("E6003 'report.docx': unsupported file type '.docx'"), std::string::npos) << all_errors;
+    EXPECT_NE(all_errors.find("E6003 'report.docx' is binary"), std::string::npos) << all_errors;
     EXPECT_EQ(*f->mem->store().check_consistency(), "");
 
     auto docs = f->mem->store().list_documents("default");

@@ -144,9 +144,35 @@ TEST(MemoryStore, TagsAndIds) {
     EXPECT_EQ(sanitize_id("../x y"), "x_y");
 }
 
-// A process killed in the middle of writing a document (after its placeholder committed and
-// while its chunks are being inserted) leaves a store that reopens consistent: the old
-// documents intact, nothing of the new one.
+// Document ids from paths (docs/memory.md, "Document ids"): relative to the working
+// directory, the same however the file was named, different for different files.
+TEST(MemoryIds, FileIdsFollowThePathAndNeverCollideSilently) {
+    const std::string cwd = "/home/u/work";
+    EXPECT_EQ(file_doc_id("a/README.md", cwd), "a_README.md");
+    EXPECT_EQ(file_doc_id("b/README.md", cwd), "b_README.md");
+    // Named through a folder (as the directory walk yields it), absolutely, or with dots: the same id.
+    EXPECT_EQ(file_doc_id("./a/../a/README.md", cwd), "a_README.md");
+    EXPECT_EQ(file_doc_id("/home/u/work/a/README.md", cwd), "a_README.md");
+    EXPECT_EQ(file_doc_id("README.md", cwd), "README.md");
+    // Outside the working directory: the absolute path.
+    EXPECT_EQ(file_doc_id("../other/README.md", cwd), "home_u_other_README.md");
+    EXPECT_EQ(file_doc_id("/usr/share/doc/git/README", cwd), "usr_share_doc_git_README");
+    // Sanitising can map two paths to one id; the second file gets a suffix from its path.
+    EXPECT_EQ(file_doc_id("a b/x.txt", cwd), file_doc_id("a_b/x.txt", cwd));
+    const std::string d1 = disambiguated_id("a_b_x.txt", "/home/u/work/a b/x.txt");
+    const std::string d2 = disambiguated_id("a_b_x.txt", "/home/u/work/a_b/x.txt");
+    EXPECT_NE(d1, d2);
+    EXPECT_EQ(d1.rfind("a_b_x.txt-", 0), 0u) << d1;
+    EXPECT_EQ(d1.size(), std::string("a_b_x.txt-").size() + 8);
+    EXPECT_TRUE(valid_id(d1));
+    const std::string long_id = disambiguated_id(std::string(128, 'x') , "k");
+    EXPECT_EQ(long_id.size(), 128u);
+    EXPECT_TRUE(valid_id(long_id));
+}
+
+// A process killed in the middle of writing a document (its job claimed, its chunks being
+// inserted by finish_job) leaves a store that reopens consistent: the old documents intact,
+// nothing of the new one, and its job queued again.
 TEST(MemoryStore, KillDuringIngestionLeavesConsistentStore) {
     const auto dir = testing::temp_dir("kill");
     {
@@ -161,11 +187,19 @@ TEST(MemoryStore, KillDuringIngestionLeavesConsistentStore) {
         if (pid == 0) {
             auto st = Store::open(dir.string());
             if (!st) _exit(3);
-            if (!(*st)->mark_ingesting("default", "victim", "victim.txt", "test")) _exit(4);
+            NewJob job;
+            job.index = "default";
+            job.doc_id = "victim";
+            job.name = "victim.txt";
+            job.files = {SourceFile{"victim.txt", "text/plain", "victim text"}};
+            auto id = (*st)->enqueue(job);
+            if (!id) _exit(4);
+            auto claimed = (*st)->claim_job();
+            if (!claimed || !*claimed || (*claimed)->job_id != *id) _exit(6);
             (*st)->fault_hook = [kill_at](int32_t i) {
                 if (i == kill_at) kill(getpid(), SIGKILL);
             };
-            (void)(*st)->write_document(doc("victim", 50));
+            (void)(*st)->finish_job(*id, doc("victim", 50));
             _exit(5);  // not reached
         }
         int status = 0;
@@ -175,11 +209,19 @@ TEST(MemoryStore, KillDuringIngestionLeavesConsistentStore) {
 
         auto st = Store::open(dir.string());
         ASSERT_TRUE(st.ok()) << st.error().what();
-        EXPECT_EQ((*st)->n_cleaned_at_open(), 1) << "the 'ingesting' placeholder is removed at open";
+        EXPECT_EQ((*st)->n_requeued_at_open(), 1) << "the running job is queued again at open";
         EXPECT_EQ(*(*st)->check_consistency(), "");
         auto docs = (*st)->list_documents();
-        ASSERT_EQ(docs->size(), 1u);
+        ASSERT_EQ(docs->size(), 2u);
         EXPECT_EQ((*docs)[0].doc_id, "kept");
+        EXPECT_EQ((*docs)[0].state, "ready");
+        EXPECT_EQ((*docs)[1].doc_id, "victim");
+        EXPECT_EQ((*docs)[1].state, "ingesting");
+        EXPECT_EQ((*docs)[1].n_chunks, 0);
+        auto jobs = (*st)->list_jobs();
+        ASSERT_EQ(jobs->size(), 1u);
+        EXPECT_EQ((*jobs)[0].state, "queued");
+        EXPECT_EQ((*(*st)->source_files("default", "victim"))[0].bytes, "victim text");
         EXPECT_EQ((*(*st)->vectors("default"))->size(), 4u);
         EXPECT_TRUE((*st)->lexical("default", "victim", 10)->empty());
     }

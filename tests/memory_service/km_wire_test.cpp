@@ -209,7 +209,7 @@ TEST_F(KmWireTest, ImportDocumentWithSeveralFilesStatusSearchAskDownloadDelete) 
     auto up = upload(dotnet_upload_body("", "manual", {"team:red"}, {{"lighthouse.txt", a}, {"keepers.md", b}},
                                         {"extract", "partition", "gen_embeddings", "save_records"}));
     ASSERT_TRUE(up);
-    ASSERT_EQ(up->status, 200) << up->body;
+    ASSERT_EQ(up->status, 202) << up->body;
     const json acc = json::parse(up->body);  // UploadAccepted
     EXPECT_EQ(acc["index"], "default");
     EXPECT_EQ(acc["documentId"], "manual");
@@ -334,7 +334,7 @@ TEST_F(KmWireTest, ImportDocumentWithSeveralFilesStatusSearchAskDownloadDelete) 
 
     // Re-importing the document with one file replaces both.
     auto again = upload(dotnet_upload_body("", "manual", {}, {{"lighthouse.txt", a}}));
-    ASSERT_EQ(again->status, 200) << again->body;
+    ASSERT_EQ(again->status, 202) << again->body;
     ASSERT_TRUE(ready("/upload-status?index=&documentId=manual"));
     EXPECT_EQ(json::parse(client().Get("/upload-status?index=&documentId=manual")->body)["files"].size(), 1u);
     EXPECT_EQ(client().Get("/download?index=&documentId=manual&filename=keepers.md")->status, 404);
@@ -355,7 +355,7 @@ TEST_F(KmWireTest, ImportTextListIndexesDeleteIndex) {
     // ImportTextAsync(text, documentId: "note-1", index: "notes"): one file "content.txt".
     auto up = upload(dotnet_upload_body("notes", "note-1", {"kind:memo"}, {{"content.txt", "Remember the tide tables for Quillback cove."}}));
     ASSERT_TRUE(up);
-    ASSERT_EQ(up->status, 200) << up->body;
+    ASSERT_EQ(up->status, 202) << up->body;
     ASSERT_TRUE(ready("/upload-status?index=notes&documentId=note-1"));
 
     // ListIndexesAsync: IndexCollection.
@@ -400,7 +400,7 @@ TEST_F(KmWireTest, ImportTextListIndexesDeleteIndex) {
 
 TEST_F(KmWireTest, AFileIdThatIsAnotherDocumentsIdIsRefused) {
     auto two = upload(dotnet_upload_body("clash", "pair", {}, {{"one.txt", "first file"}, {"two.txt", "second file"}}));
-    ASSERT_EQ(two->status, 200) << two->body;
+    ASSERT_EQ(two->status, 202) << two->body;
     // "pair__0" is the first file of "pair": a document of that id must not replace it.
     auto other = upload(dotnet_upload_body("clash", "pair__0", {}, {{"three.txt", "third file"}}));
     ASSERT_TRUE(other);

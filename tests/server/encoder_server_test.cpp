@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <vector>
 
 #include "server_process.h"
@@ -198,7 +200,16 @@ TEST_F(EncoderServerTest, MemoryEmbedsWithTheEmbeddingModelAndReranks) {
         };
         auto up = cli.Post("/upload", items);
         ASSERT_TRUE(up);
-        ASSERT_EQ(up->status, 200) << up->body;
+        ASSERT_EQ(up->status, 202) << up->body;  // queued; the worker embeds through the bert model
+        for (const char* id : {"lighthouse.txt", "bread.txt"}) {
+            json st;
+            for (int i = 0; i < 600; ++i) {
+                st = get(srv.port(), std::string("/upload-status?documentId=") + id).j();
+                if (st.value("completed", false) || st.value("failed", false)) break;
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+            ASSERT_TRUE(st.value("completed", false)) << st.dump() << srv.log();
+        }
         for (bool rerank : {true, false}) {
             auto se = cli.Post("/search", json{{"query", "Quillback lighthouse"}, {"rerank", rerank}}.dump(), "application/json");
             ASSERT_TRUE(se);
