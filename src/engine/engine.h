@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -22,6 +23,7 @@
 #include "engine/loaded_model.h"
 #include "kvcache/kv_cache.h"
 #include "model/forward.h"
+#include "sampling/grammar.h"
 #include "sampling/sampler.h"
 #include "sampling/stop_strings.h"
 #include "tokenizer/stream_decoder.h"
@@ -56,6 +58,11 @@ struct GenerateOptions {
     bool parse_special = false;      // recognise special-token texts in the prompt
     ContextPolicy policy = ContextPolicy::error;
     int32_t n_keep = 0;              // prompt tokens truncate/shift never drop (besides BOS)
+    // Constrained decoding: when set, every sampled token keeps the output inside this grammar
+    // (tokens that cannot continue it are masked before sampling; end-of-generation tokens
+    // only once it is complete, whatever stop_at_eog says). The request ends with "stop" when
+    // the grammar is complete and nothing more can follow, or when an eog token is chosen.
+    std::shared_ptr<const sampling::Grammar> grammar;
 };
 
 enum class FinishReason { none, stop, length, cancelled, error };
@@ -108,6 +115,7 @@ private:
     kvcache::Sequence seq_;
     sampling::Sampler sampler_;
     sampling::StopStringMatcher stops_;
+    std::optional<sampling::GrammarMatcher> grammar_;  // when opt_.grammar is set
     tokenizer::StreamDecoder decoder_;
     GenerateResult result_;
     int32_t n_prefilled_ = 0;            // prompt positions already in the cache
@@ -169,6 +177,8 @@ private:
     void finish(Request& r, FinishReason why, Error err = {});
     // Feeds one sampled token's text through the stop matcher; returns false when it ended r.
     bool emit_token(Request& r, int32_t id);
+    // The vocabulary's piece trie, built on the first request with a grammar.
+    const sampling::TokenMask& token_mask();
 
     LoadedModel model_;
     EngineConfig config_;
@@ -179,6 +189,8 @@ private:
     std::vector<Request*> batch_owner_;      // request of each batch token wanting logits
     std::vector<float> logits_;
     std::vector<float> hidden_;
+    std::once_flag mask_once_;
+    std::unique_ptr<const sampling::TokenMask> token_mask_;
     std::mutex run_mu_;                      // one forward pass at a time (step, embed)
     std::atomic<int64_t> next_request_id_{1};
     std::atomic<uint64_t> prompt_tokens_{0}, generated_tokens_{0}, steps_{0}, decode_tokens_{0};
