@@ -349,10 +349,16 @@ private:
         if (s.contains("exclusiveMinimum")) lo = std::max(lo, std::floor(num("exclusiveMinimum")) + 1);
         if (s.contains("maximum")) hi = std::min(hi, std::floor(num("maximum")));
         if (s.contains("exclusiveMaximum")) hi = std::min(hi, std::ceil(num("exclusiveMaximum")) - 1);
-        lo = std::max(lo, -static_cast<double>(kIntLimit));
-        hi = std::min(hi, static_cast<double>(kIntLimit));
-        if (lo > hi) fail("integer bounds at " + at + " leave no value (" + std::to_string(lo) + " > " + std::to_string(hi) + ")");
-        return {static_cast<int64_t>(lo), static_cast<int64_t>(hi)};
+        // kIntLimit (10^16 - 1) is not a double: the clamp is done on the integers, else an
+        // unbounded side would round up to 10^16 and allow a 17-digit number.
+        auto clamp = [](double v) {
+            if (v >= static_cast<double>(kIntLimit)) return kIntLimit;
+            if (v <= -static_cast<double>(kIntLimit)) return -kIntLimit;
+            return static_cast<int64_t>(v);
+        };
+        const int64_t ilo = clamp(lo), ihi = clamp(hi);
+        if (ilo > ihi) fail("integer bounds at " + at + " leave no value (" + std::to_string(ilo) + " > " + std::to_string(ihi) + ")");
+        return {ilo, ihi};
     }
 
     std::string integer(const json& s, const std::string& at) {
