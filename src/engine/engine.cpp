@@ -90,7 +90,8 @@ std::vector<int32_t> Engine::tokenize(std::string_view text, const GenerateOptio
     return model_.tokenizer->encode(text, options.add_special, options.parse_special);
 }
 
-Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, const GenerateOptions& opt, TextCallback on_text) {
+Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, const GenerateOptions& opt, TextCallback on_text,
+                                               LogprobCallback on_logprobs) {
     if (auto v = sampling::validate(opt.sampling); !v) return v.error();
     if (prompt.empty()) return Error{Errc::request_invalid, "the prompt is empty (0 tokens); give at least one token"};
     if (opt.max_tokens < 0) return Error{Errc::request_invalid, "max_tokens " + std::to_string(opt.max_tokens) + " must be >= 0"};
@@ -107,6 +108,17 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
         token_mask();  // built here, off the step loop, so the first step does not pay for it
     }
     const int32_t n_vocab = model_.model->hparams().n_vocab;
+    for (const auto& [t, bias] : opt.logit_bias) {
+        if (t < 0 || t >= n_vocab) {
+            return Error{Errc::request_invalid, "logit_bias token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                                    std::to_string(n_vocab) + ")"};
+        }
+        if (!std::isfinite(bias)) return Error{Errc::request_invalid, "logit_bias of token " + std::to_string(t) + " is not a finite number"};
+    }
+    if (opt.n_logprobs > sampling::kMaxTopLogprobs) {
+        return Error{Errc::request_invalid, "top logprobs " + std::to_string(opt.n_logprobs) + " > the limit of " +
+                                                std::to_string(sampling::kMaxTopLogprobs)};
+    }
     for (int32_t t : prompt) {
         if (t < 0 || t >= n_vocab) {
             return Error{Errc::tokenizer_bad_token, "prompt token " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -165,6 +177,7 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
     r->seq_ = std::move(*seq);
     r->id_ = next_request_id_.fetch_add(1);
     r->on_text_ = std::move(on_text);
+    r->on_logprobs_ = std::move(on_logprobs);
     r->limit_ = limit;
     r->n_keep_ = keep;
     r->n_prefilled_ = r->seq_.n_reused();
@@ -332,6 +345,7 @@ void Engine::step(std::span<Request* const> active) {
         if (r.done()) continue;
         if (k < static_cast<size_t>(n_decode)) r.result_.decode_ms += ms_between(t0, t1);
         float* logits = logits_.data() + k * static_cast<size_t>(n_vocab);
+        for (const auto& [t, bias] : r.opt_.logit_bias) logits[t] += bias;
         if (r.grammar_) {
             // Mask before sampling: the sampler then only ever sees grammar-valid tokens.
             if (token_mask_->apply(*r.grammar_, logits) == 0) {
@@ -353,6 +367,11 @@ void Engine::step(std::span<Request* const> active) {
             // The mask allowed it, so this is a bug, not bad input.
             finish(r, FinishReason::error, Error{Errc::engine_internal, "sampled token " + std::to_string(id) + " does not continue the grammar"});
             continue;
+        }
+        if (r.opt_.n_logprobs >= 0) {
+            // The sampler left the penalised (biased, masked) logits in `logits`.
+            r.result_.logprobs.push_back(sampling::compute_logprobs(logits, n_vocab, r.opt_.sampling.temperature, id, r.opt_.n_logprobs));
+            if (r.on_logprobs_) r.on_logprobs_(r.result_.logprobs.back());
         }
         r.sampler_.accept(id);
         generated_tokens_.fetch_add(1, std::memory_order_relaxed);

@@ -24,6 +24,7 @@
 #include "kvcache/kv_cache.h"
 #include "model/forward.h"
 #include "sampling/grammar.h"
+#include "sampling/logprobs.h"
 #include "sampling/sampler.h"
 #include "sampling/stop_strings.h"
 #include "tokenizer/stream_decoder.h"
@@ -63,6 +64,14 @@ struct GenerateOptions {
     // only once it is complete, whatever stop_at_eog says). The request ends with "stop" when
     // the grammar is complete and nothing more can follow, or when an eog token is chosen.
     std::shared_ptr<const sampling::Grammar> grammar;
+    // (token id, value) pairs added to those logits before the grammar mask and the penalties
+    // (OpenAI's logit_bias; -100 in practice bans a token). Ids outside the vocabulary are
+    // refused by start().
+    std::vector<std::pair<int32_t, float>> logit_bias;
+    // -1: none. n >= 0: every generated token's logprob and its n likeliest alternatives
+    // (n <= sampling::kMaxTopLogprobs; see sampling/logprobs.h for the distribution) go to
+    // GenerateResult::logprobs and to the LogprobCallback.
+    int32_t n_logprobs = -1;
 };
 
 enum class FinishReason { none, stop, length, cancelled, error };
@@ -76,6 +85,7 @@ struct GenerateResult {
     std::vector<int32_t> prompt_tokens;  // as decoded (after truncation)
     std::vector<int32_t> tokens;         // generated ids (an end-of-generation token is not included)
     std::string text;                    // generated text, stop string excluded
+    std::vector<sampling::TokenLogprobs> logprobs;  // (tokens.size()) when n_logprobs >= 0
     FinishReason finish = FinishReason::none;
     Error error;                         // when finish == error
     int32_t n_reused = 0;                // prompt tokens taken from the prefix cache
@@ -89,6 +99,9 @@ struct GenerateResult {
 // Receives each piece of text as it becomes safe to show, with the id that completed it.
 // Returning false cancels the request.
 using TextCallback = std::function<bool(std::string_view piece, int32_t token)>;
+// Receives each generated token's logprobs (n_logprobs >= 0) as soon as it is sampled, before
+// its text is released (streams send them with the next text).
+using LogprobCallback = std::function<void(const sampling::TokenLogprobs&)>;
 
 class Engine;
 
@@ -112,6 +125,7 @@ private:
     int64_t id_ = 0;
     GenerateOptions opt_;
     TextCallback on_text_;
+    LogprobCallback on_logprobs_;
     kvcache::Sequence seq_;
     sampling::Sampler sampler_;
     sampling::StopStringMatcher stops_;
@@ -142,7 +156,7 @@ public:
     //   kv_no_space: it fits but the cache cannot hold it now (busy; retry later);
     //   request_invalid / tokenizer_bad_token: bad parameters or token ids.
     Result<std::unique_ptr<Request>> start(std::vector<int32_t> prompt, const GenerateOptions& options,
-                                           TextCallback on_text = nullptr);
+                                           TextCallback on_text = nullptr, LogprobCallback on_logprobs = nullptr);
 
     // One forward pass over the unfinished requests in `active` (see the file comment).
     // Requests that finish in this step release their cells before it returns.
