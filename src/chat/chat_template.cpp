@@ -471,7 +471,9 @@ Result<std::string> ChatTemplate::render(std::span<const Message> messages,
     }
     for (size_t i = 0; i < messages.size(); ++i) {
         const std::string& role = messages[i].role;
-        if (role != "system" && role != "user" && role != "assistant") {
+        // Llama 3.1's tool results come back in "ipython" turns (chat/tool_calls.cpp writes them).
+        const bool llama3_tool = kind_ == Kind::llama3 && role == "ipython";
+        if (role != "system" && role != "user" && role != "assistant" && !llama3_tool) {
             return Error{Errc::request_invalid,
                          "messages[" + std::to_string(i) + "] has role '" + excerpt(role, 40) +
                              "'; chat template " + std::string(name()) +

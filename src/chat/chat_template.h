@@ -26,9 +26,18 @@ class GgufFile;
 
 namespace kvrag::chat {
 
+// A function call the assistant made (OpenAI's message.tool_calls[i]).
+struct ToolCall {
+    std::string id;         // "call_..." as the API gave or made it
+    std::string name;
+    std::string arguments;  // JSON text of the arguments object
+};
+
 struct Message {
-    std::string role;  // "system", "user" or "assistant"
+    std::string role;  // "system", "user" or "assistant"; chat/tool_calls.h also takes "tool"
     std::string content;
+    std::vector<ToolCall> tool_calls{};  // assistant messages that called tools (tool_calls.h renders them)
+    std::string tool_call_id{};        // role "tool": the call this result answers
 };
 
 class ChatTemplate {

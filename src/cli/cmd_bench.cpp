@@ -14,6 +14,8 @@
 #include "core/thread_pool.h"
 #include "kvcache/kv_store.h"
 #include "model/model.h"
+#include "tokenizer/tokenizer.h"
+#include "tools/grammar_bench.h"
 #include "tools/model_bench.h"
 
 namespace kvrag::cli {
@@ -78,6 +80,7 @@ Runner add_bench(CLI::App& app) {
         std::string n_prompt = "128", n_gen = "64", depth = "0";
         int32_t reps = 3, threads = 0, n_ctx = 0;
         std::string kv_type = "f16";
+        std::string grammar;
     };
     auto a = std::make_shared<Args>();
     app.add_option("-m,--model", a->model_path, "GGUF model file")->required();
@@ -89,6 +92,9 @@ Runner add_bench(CLI::App& app) {
     app.add_option("-c,--ctx", a->n_ctx, "context limit in tokens (default and maximum: the model's)")
         ->check(CLI::Range(0, kMaxListValue));
     app.add_option("--kv-type", a->kv_type, "KV cell type: f16, q8_0 or f32 (default f16)");
+    app.add_option("--grammar", a->grammar,
+                   "also time constrained decoding's per-token work (token mask + matcher) for a JSON answer: "
+                   "json (a schema grammar) or json_object");
     return [a] {
         // Every argument is checked before the model is loaded: a typo should not cost a load.
         auto n_prompt = parse_list("-p", a->n_prompt, 1);
@@ -99,6 +105,9 @@ Runner add_bench(CLI::App& app) {
         if (!depths) return fail(depths.error());
         auto kv_type = parse_kv_type(a->kv_type);
         if (!kv_type) return fail(kv_type.error());
+        if (!a->grammar.empty() && a->grammar != "json" && a->grammar != "json_object") {
+            return fail(Error{Errc::cli_usage, "--grammar '" + a->grammar + "' is not one of json, json_object"});
+        }
         warn_threads(a->threads);
 
         auto m = model::Model::load(a->model_path, terminal_progress("loading"));
@@ -155,6 +164,25 @@ Runner add_bench(CLI::App& app) {
         }
         std::snprintf(num, sizeof(num), "%.2f", bw);
         line += std::string(" bw_gbs=") + num;
+        if (!a->grammar.empty()) {
+            // The mask work adds to every decode step; tg t/s with a grammar is about
+            // 1 / (1 / tg + mask time), which the lead can check with a real run.
+            auto tok = tokenizer::Tokenizer::from_gguf((*m)->file());
+            if (!tok) return fail(tok.error());
+            auto g = tools::run_grammar_bench(**tok, a->grammar, a->reps);
+            if (!g) return fail(g.error());
+            std::printf("\ngrammar %s: %d tokens replayed, mask + advance %.1f us/token median (min %.1f, max %.1f); "
+                        "vocabulary trie built in %.1f ms\n",
+                        g->kind.c_str(), g->n_tokens, g->median_us(), g->us_per_token.front(), g->us_per_token.back(), g->build_ms);
+            std::snprintf(num, sizeof(num), "%.1f", g->median_us());
+            line += " grammar_" + g->kind + "_us_per_token=" + num;
+            for (const auto& res : results) {
+                if (res.test.kind != tools::BenchKind::decode || res.median() <= 0) continue;
+                const double tg_us = 1e6 / res.median();
+                std::snprintf(num, sizeof(num), "%.2f", 1e6 / (tg_us + g->median_us()));
+                line += " " + res.test.name() + "_grammar_" + g->kind + "_est=" + num;
+            }
+        }
         for (const auto& res : results) {
             if (res.test.kind != tools::BenchKind::decode) continue;
             std::snprintf(num, sizeof(num), "%.3f", res.bytes_per_token * res.median() / 1e9 / bw);

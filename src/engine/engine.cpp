@@ -93,12 +93,35 @@ std::vector<int32_t> Engine::tokenize(std::string_view text, const GenerateOptio
     return model_.tokenizer->encode(text, options.add_special, options.parse_special);
 }
 
-Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, const GenerateOptions& opt, TextCallback on_text) {
+Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, const GenerateOptions& opt, TextCallback on_text,
+                                               LogprobCallback on_logprobs) {
     if (auto v = sampling::validate(opt.sampling); !v) return v.error();
     if (prompt.empty()) return Error{Errc::request_invalid, "the prompt is empty (0 tokens); give at least one token"};
     if (opt.max_tokens < 0) return Error{Errc::request_invalid, "max_tokens " + std::to_string(opt.max_tokens) + " must be >= 0"};
     if (opt.n_keep < 0) return Error{Errc::request_invalid, "n_keep " + std::to_string(opt.n_keep) + " must be >= 0"};
+    // The grammar is checked before admission: an error after it would hold cells.
+    std::optional<sampling::GrammarMatcher> grammar;
+    if (opt.grammar) {
+        grammar.emplace(opt.grammar);
+        if (grammar->dead()) {
+            return Error{Errc::request_invalid, "the grammar cannot match anything within the matcher's bounds (" +
+                                                    std::to_string(sampling::kMaxStacks) + " stacks, depth " +
+                                                    std::to_string(sampling::kMaxDepth) + ")"};
+        }
+        token_mask();  // built here, off the step loop, so the first step does not pay for it
+    }
     const int32_t n_vocab = model_.model->hparams().n_vocab;
+    for (const auto& [t, bias] : opt.logit_bias) {
+        if (t < 0 || t >= n_vocab) {
+            return Error{Errc::request_invalid, "logit_bias token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                                    std::to_string(n_vocab) + ")"};
+        }
+        if (!std::isfinite(bias)) return Error{Errc::request_invalid, "logit_bias of token " + std::to_string(t) + " is not a finite number"};
+    }
+    if (opt.n_logprobs > sampling::kMaxTopLogprobs) {
+        return Error{Errc::request_invalid, "top logprobs " + std::to_string(opt.n_logprobs) + " > the limit of " +
+                                                std::to_string(sampling::kMaxTopLogprobs)};
+    }
     for (int32_t t : prompt) {
         if (t < 0 || t >= n_vocab) {
             return Error{Errc::tokenizer_bad_token, "prompt token " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -157,6 +180,7 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
     r->seq_ = std::move(*seq);
     r->id_ = next_request_id_.fetch_add(1);
     r->on_text_ = std::move(on_text);
+    r->on_logprobs_ = std::move(on_logprobs);
     r->limit_ = limit;
     r->n_keep_ = keep;
     r->n_prefilled_ = r->seq_.n_reused();
@@ -164,8 +188,24 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
     r->result_.n_truncated = n_truncated;
     for (int32_t t : prompt) r->sampler_.accept(t);
     r->result_.prompt_tokens = std::move(prompt);
+    r->grammar_ = std::move(grammar);
     if (opt.max_tokens == 0) finish(*r, FinishReason::length);
     return r;
+}
+
+const sampling::TokenMask& Engine::token_mask() {
+    std::call_once(mask_once_, [this] {
+        const tokenizer::Tokenizer& tok = *model_.tokenizer;
+        const int32_t n_vocab = model_.model->hparams().n_vocab;
+        std::vector<std::string> pieces(static_cast<size_t>(n_vocab));
+        std::vector<bool> eog(static_cast<size_t>(n_vocab), false);
+        for (int32_t i = 0; i < n_vocab; ++i) {
+            pieces[static_cast<size_t>(i)] = tok.token_to_piece(i);
+            eog[static_cast<size_t>(i)] = tok.is_eog(i);
+        }
+        token_mask_ = std::make_unique<const sampling::TokenMask>(pieces, eog);
+    });
+    return *token_mask_;
 }
 
 void Engine::finish(Request& r, FinishReason why, Error err) {
@@ -308,14 +348,41 @@ void Engine::step(std::span<Request* const> active) {
         if (r.done()) continue;
         if (k < static_cast<size_t>(n_decode)) r.result_.decode_ms += ms_between(t0, t1);
         float* logits = logits_.data() + k * static_cast<size_t>(n_vocab);
+        for (const auto& [t, bias] : r.opt_.logit_bias) logits[t] += bias;
+        if (r.grammar_) {
+            // Mask before sampling: the sampler then only ever sees grammar-valid tokens.
+            if (token_mask_->apply(*r.grammar_, logits) == 0) {
+                if (r.grammar_->accepting()) {
+                    finish(r, FinishReason::stop);
+                } else {
+                    finish(r, FinishReason::error, Error{Errc::request_invalid, "no token of the vocabulary can continue the grammar after " +
+                                                                                    std::to_string(r.result_.tokens.size()) + " generated tokens"});
+                }
+                continue;
+            }
+        }
         const int32_t id = r.sampler_.sample(logits);
-        if (r.opt_.stop_at_eog && model_.tokenizer->is_eog(id)) {
+        if ((r.opt_.stop_at_eog || r.grammar_) && model_.tokenizer->is_eog(id)) {
             finish(r, FinishReason::stop);
             continue;
+        }
+        if (r.grammar_ && !r.grammar_->advance(token_mask_->piece(id))) {
+            // The mask allowed it, so this is a bug, not bad input.
+            finish(r, FinishReason::error, Error{Errc::engine_internal, "sampled token " + std::to_string(id) + " does not continue the grammar"});
+            continue;
+        }
+        if (r.opt_.n_logprobs >= 0) {
+            // The sampler left the penalised (biased, masked) logits in `logits`.
+            r.result_.logprobs.push_back(sampling::compute_logprobs(logits, n_vocab, r.opt_.sampling.temperature, id, r.opt_.n_logprobs));
+            if (r.on_logprobs_) r.on_logprobs_(r.result_.logprobs.back());
         }
         r.sampler_.accept(id);
         generated_tokens_.fetch_add(1, std::memory_order_relaxed);
         if (!emit_token(r, id)) continue;
+        if (r.grammar_ && r.grammar_->finished()) {
+            finish(r, FinishReason::stop);
+            continue;
+        }
         if (r.cancel_.load(std::memory_order_relaxed)) {
             finish(r, FinishReason::cancelled);
             continue;

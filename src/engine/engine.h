@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -22,6 +23,8 @@
 #include "engine/loaded_model.h"
 #include "kvcache/kv_cache.h"
 #include "model/forward.h"
+#include "sampling/grammar.h"
+#include "sampling/logprobs.h"
 #include "sampling/sampler.h"
 #include "sampling/stop_strings.h"
 #include "tokenizer/stream_decoder.h"
@@ -56,6 +59,19 @@ struct GenerateOptions {
     bool parse_special = false;      // recognise special-token texts in the prompt
     ContextPolicy policy = ContextPolicy::error;
     int32_t n_keep = 0;              // prompt tokens truncate/shift never drop (besides BOS)
+    // Constrained decoding: when set, every sampled token keeps the output inside this grammar
+    // (tokens that cannot continue it are masked before sampling; end-of-generation tokens
+    // only once it is complete, whatever stop_at_eog says). The request ends with "stop" when
+    // the grammar is complete and nothing more can follow, or when an eog token is chosen.
+    std::shared_ptr<const sampling::Grammar> grammar;
+    // (token id, value) pairs added to those logits before the grammar mask and the penalties
+    // (OpenAI's logit_bias; -100 in practice bans a token). Ids outside the vocabulary are
+    // refused by start().
+    std::vector<std::pair<int32_t, float>> logit_bias;
+    // -1: none. n >= 0: every generated token's logprob and its n likeliest alternatives
+    // (n <= sampling::kMaxTopLogprobs; see sampling/logprobs.h for the distribution) go to
+    // GenerateResult::logprobs and to the LogprobCallback.
+    int32_t n_logprobs = -1;
 };
 
 enum class FinishReason { none, stop, length, cancelled, error };
@@ -69,6 +85,7 @@ struct GenerateResult {
     std::vector<int32_t> prompt_tokens;  // as decoded (after truncation)
     std::vector<int32_t> tokens;         // generated ids (an end-of-generation token is not included)
     std::string text;                    // generated text, stop string excluded
+    std::vector<sampling::TokenLogprobs> logprobs;  // (tokens.size()) when n_logprobs >= 0
     FinishReason finish = FinishReason::none;
     Error error;                         // when finish == error
     int32_t n_reused = 0;                // prompt tokens taken from the prefix cache
@@ -82,6 +99,9 @@ struct GenerateResult {
 // Receives each piece of text as it becomes safe to show, with the id that completed it.
 // Returning false cancels the request.
 using TextCallback = std::function<bool(std::string_view piece, int32_t token)>;
+// Receives each generated token's logprobs (n_logprobs >= 0) as soon as it is sampled, before
+// its text is released (streams send them with the next text).
+using LogprobCallback = std::function<void(const sampling::TokenLogprobs&)>;
 
 class Engine;
 
@@ -105,9 +125,11 @@ private:
     int64_t id_ = 0;
     GenerateOptions opt_;
     TextCallback on_text_;
+    LogprobCallback on_logprobs_;
     kvcache::Sequence seq_;
     sampling::Sampler sampler_;
     sampling::StopStringMatcher stops_;
+    std::optional<sampling::GrammarMatcher> grammar_;  // when opt_.grammar is set
     tokenizer::StreamDecoder decoder_;
     GenerateResult result_;
     int32_t n_prefilled_ = 0;            // prompt positions already in the cache
@@ -134,7 +156,7 @@ public:
     //   kv_no_space: it fits but the cache cannot hold it now (busy; retry later);
     //   request_invalid / tokenizer_bad_token: bad parameters or token ids.
     Result<std::unique_ptr<Request>> start(std::vector<int32_t> prompt, const GenerateOptions& options,
-                                           TextCallback on_text = nullptr);
+                                           TextCallback on_text = nullptr, LogprobCallback on_logprobs = nullptr);
 
     // One forward pass over the unfinished requests in `active` (see the file comment).
     // Requests that finish in this step release their cells before it returns.
@@ -169,6 +191,8 @@ private:
     void finish(Request& r, FinishReason why, Error err = {});
     // Feeds one sampled token's text through the stop matcher; returns false when it ended r.
     bool emit_token(Request& r, int32_t id);
+    // The vocabulary's piece trie, built on the first request with a grammar.
+    const sampling::TokenMask& token_mask();
 
     LoadedModel model_;
     EngineConfig config_;
@@ -179,6 +203,8 @@ private:
     std::vector<Request*> batch_owner_;      // request of each batch token wanting logits
     std::vector<float> logits_;
     std::vector<float> hidden_;
+    std::once_flag mask_once_;
+    std::unique_ptr<const sampling::TokenMask> token_mask_;
     std::mutex run_mu_;                      // one forward pass at a time (step, embed)
     std::atomic<int64_t> next_request_id_{1};
     std::atomic<uint64_t> prompt_tokens_{0}, generated_tokens_{0}, steps_{0}, decode_tokens_{0};

@@ -18,6 +18,7 @@ Job::Update Job::take(std::chrono::milliseconds wait) {
     cv_.wait_for(lock, wait, [&] { return !pieces_.empty() || state_ == JobState::done; });
     Update u;
     u.pieces.swap(pieces_);
+    u.logprobs.swap(logprobs_);
     u.done = state_ == JobState::done;
     return u;
 }

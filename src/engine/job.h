@@ -68,6 +68,7 @@ public:
     // are none yet and the job runs. `done` tells whether the job has ended (no more pieces).
     struct Update {
         std::vector<std::string> pieces;
+        std::vector<sampling::TokenLogprobs> logprobs;  // options.n_logprobs >= 0: tokens sampled since
         bool done = false;
     };
     Update take(std::chrono::milliseconds wait);
@@ -100,6 +101,7 @@ private:
     // Guarded by mu_ (written by the scheduler, read by the submitter).
     JobState state_ = JobState::queued;
     std::vector<std::string> pieces_;
+    std::vector<sampling::TokenLogprobs> logprobs_;
     int32_t n_generated_ = 0;
     double ttft_ms_ = -1.0;
     // Written by the scheduler before mark_done(); read by the submitter after it saw done.

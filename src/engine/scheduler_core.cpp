@@ -176,7 +176,15 @@ void SchedulerCore::admit(StepPlan& plan) {
             }
             return !raw->cancel_requested();
         };
-        auto started = engine_->start(head->prompt, head->options, std::move(on_text));
+        LogprobCallback on_logprobs = nullptr;
+        if (raw->keep_pieces && raw->options.n_logprobs >= 0) {
+            // Not notified: the text piece that follows wakes the reader.
+            on_logprobs = [raw](const sampling::TokenLogprobs& lp) {
+                std::lock_guard<std::mutex> lock(raw->mu_);
+                raw->logprobs_.push_back(lp);
+            };
+        }
+        auto started = engine_->start(head->prompt, head->options, std::move(on_text), std::move(on_logprobs));
         if (!started && started.error().code == Errc::kv_no_space) {
             head->busy_message_ = started.error().message;  // fits, but not now: keeps its place
             return;

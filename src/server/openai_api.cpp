@@ -1,6 +1,7 @@
 #include "server/openai_api.h"
 
 #include "server/json_fields.h"
+#include "server/openai_structured.h"
 
 #include <algorithm>
 #include <cmath>
@@ -69,8 +70,30 @@ std::optional<ApiError> parse_messages(const json& body, GenerationRequest& out)
         chat::Message msg;
         msg.role = role->get<std::string>();
         if (msg.role == "developer") msg.role = "system";
-        if (msg.role != "system" && msg.role != "user" && msg.role != "assistant") {
-            return ApiError::bad_request(at + ".role '" + msg.role + "' is not supported (system, user, assistant)", at + ".role");
+        if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" && msg.role != "tool") {
+            return ApiError::bad_request(at + ".role '" + msg.role + "' is not supported (system, developer, user, assistant, tool)", at + ".role");
+        }
+        if (msg.role == "tool") {
+            auto id = m.find("tool_call_id");
+            if (id == m.end() || !id->is_string()) return ApiError::bad_request(at + " (role tool) needs a string 'tool_call_id'", at + ".tool_call_id");
+            msg.tool_call_id = id->get<std::string>();
+        }
+        if (auto calls = m.find("tool_calls"); calls != m.end() && !calls->is_null()) {
+            if (msg.role != "assistant" || !calls->is_array()) return ApiError::bad_request(at + ".tool_calls must be an array on an assistant message", at + ".tool_calls");
+            for (size_t k = 0; k < calls->size(); ++k) {
+                const json& c = (*calls)[k];
+                const std::string cat = at + ".tool_calls[" + std::to_string(k) + "]";
+                if (!c.is_object() || !c.contains("function") || !c["function"].is_object() || !c["function"].contains("name") ||
+                    !c["function"]["name"].is_string()) {
+                    return ApiError::bad_request(cat + " must be {id, type: function, function: {name, arguments}}", cat);
+                }
+                chat::ToolCall call;
+                call.id = c.contains("id") && c["id"].is_string() ? c["id"].get<std::string>() : "";
+                call.name = c["function"]["name"].get<std::string>();
+                const json& args = c["function"].value("arguments", json("{}"));
+                call.arguments = args.is_string() ? args.get<std::string>() : args.dump();
+                msg.tool_calls.push_back(std::move(call));
+            }
         }
         auto content = m.find("content");
         if (content == m.end() || content->is_null()) {
@@ -173,41 +196,45 @@ std::optional<ApiError> parse_body(const std::string& body, json& out) {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-std::optional<ApiError> parse_generation_request(const json& body, bool chat, const ApiLimits& limits, GenerationRequest& out) {
+std::optional<ApiError> parse_generation_request(const json& body, bool chat, const ApiLimits& limits, GenerationRequest& out,
+                                                 std::string_view raw_body) {
     out = GenerationRequest{};
     out.chat = chat;
     if (auto e = check_model(body, limits, out.model)) return e;
     if (auto e = chat ? parse_messages(body, out) : parse_prompt(body, out)) return e;
 
-    // n: one choice per request.
+    // n: choices, each its own sequence sharing the prompt's cells (openai_routes.cpp).
     std::optional<int64_t> n;
     if (auto e = get_integer(body, "n", n)) return e;
-    if (n && *n != 1) return ApiError::bad_request("'n' " + std::to_string(*n) + " is not supported; this server returns one choice (n = 1)", "n");
-    for (const char* unsupported : {"logprobs", "echo", "top_logprobs"}) {
-        auto it = body.find(unsupported);
-        if (it != body.end() && !it->is_null() && !(it->is_boolean() && !it->get<bool>()) && !(it->is_number_integer() && it->get<int64_t>() == 0)) {
-            return ApiError::bad_request(std::string("'") + unsupported + "' is not supported by this server", unsupported);
-        }
+    if (n && (*n < 1 || *n > kMaxChoices)) {
+        return ApiError::bad_request("'n' " + std::to_string(*n) + " is outside [1, " + std::to_string(kMaxChoices) + "]", "n");
     }
-    if (auto it = body.find("tools"); it != body.end() && !it->is_null() && !(it->is_array() && it->empty())) {
-        return ApiError::bad_request("'tools' (function calling) is not supported by this server", "tools");
+    out.n = static_cast<int32_t>(n.value_or(1));
+    if (!chat && body.contains("top_logprobs")) return ApiError::bad_request("'top_logprobs' is a chat field; completions take 'logprobs': N", "top_logprobs");
+    if (!chat && body.contains("tools")) return ApiError::bad_request("'tools' is a chat completions field", "tools");
+    for (const char* f : {"tool_choice", "parallel_tool_calls"}) {
+        if (!chat && body.contains(f)) return ApiError::bad_request(std::string("'") + f + "' is a chat completions field", f);
     }
+    if (chat && body.contains("echo")) return ApiError::bad_request("'echo' is a completions field; chat completions do not echo", "echo");
 
-    // Nothing is silently ignored: a field this server does not act on is refused by name.
-    // response_format {"type":"text"} and an empty logit_bias are what the server does anyway.
-    if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
-        if (!(it->is_object() && it->size() == 1 && it->contains("type") && (*it)["type"] == "text")) {
-            return ApiError::bad_request("'response_format' other than {\"type\": \"text\"} (structured output) is not supported by this server yet", "response_format");
-        }
+    // JSON schemas are generated in their written key order: read them from the text again.
+    nlohmann::ordered_json ordered;
+    const nlohmann::ordered_json* ordered_ptr = nullptr;
+    if (!raw_body.empty() && (body.contains("response_format") || body.contains("tools"))) {
+        ordered = nlohmann::ordered_json::parse(raw_body, nullptr, false);
+        if (!ordered.is_discarded()) ordered_ptr = &ordered;
     }
-    if (auto it = body.find("logit_bias"); it != body.end() && !it->is_null() && !(it->is_object() && it->empty())) {
-        return ApiError::bad_request("'logit_bias' is not supported by this server yet", "logit_bias");
+    if (auto e = parse_response_format(body, ordered_ptr, out)) return e;
+    if (auto e = parse_logit_bias(body, out)) return e;
+    if (auto e = parse_logprobs(body, chat, out)) return e;
+    if (chat) {
+        if (auto e = parse_tools(body, ordered_ptr, out)) return e;
     }
     if (auto e = refuse_unknown_fields(body,
                                        {"model", chat ? "messages" : "prompt", "max_tokens", "max_completion_tokens", "n", "stream", "stream_options",
                                         "temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p", "repeat_penalty", "top_k", "seed",
-                                        "ignore_eos", "stop", "logprobs", "echo", "top_logprobs", "tools", "response_format", "logit_bias", "user",
-                                        chat ? "chat_history" : "model"},
+                                        "ignore_eos", "stop", "logprobs", "echo", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
+                                        "response_format", "logit_bias", "user", chat ? "chat_history" : "model"},
                                        chat ? "/v1/chat/completions" : "/v1/completions")) {
         return e;
     }
@@ -220,6 +247,7 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
     if (auto it = body.find("user"); it != body.end() && !it->is_null() && !it->is_string()) return wrong_type("user", "a string", *it);
 
     if (auto e = get_bool(body, "stream", out.stream)) return e;
+    if (out.stream && out.n > 1) return ApiError::bad_request("'n' > 1 with 'stream' is not supported; stream one choice per request, or drop 'stream'", "n");
     if (auto it = body.find("stream_options"); it != body.end() && !it->is_null() && !it->is_object()) {
         return wrong_type("stream_options", "an object", *it);
     }
@@ -367,16 +395,25 @@ const char* openai_finish_reason(const engine::GenerateResult& r) {
 }
 
 json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
-                         const engine::GenerateResult& r) {
+                         const engine::GenerateResult& r, const json& logprobs, const chat::ParsedToolCalls* calls,
+                         const std::string& echo_prefix) {
     json choice;
     choice["index"] = 0;
+    const char* finish = openai_finish_reason(r);
     if (chat) {
-        choice["message"] = json{{"role", "assistant"}, {"content", r.text}};
+        if (calls && !calls->calls.empty()) {
+            choice["message"] = json{{"role", "assistant"},
+                                     {"content", calls->content.empty() ? json(nullptr) : json(calls->content)},
+                                     {"tool_calls", tool_calls_json(calls->calls)}};
+            finish = "tool_calls";
+        } else {
+            choice["message"] = json{{"role", "assistant"}, {"content", r.text}};
+        }
     } else {
-        choice["text"] = r.text;
+        choice["text"] = echo_prefix + r.text;
     }
-    choice["logprobs"] = nullptr;
-    choice["finish_reason"] = openai_finish_reason(r);
+    choice["logprobs"] = logprobs;
+    choice["finish_reason"] = finish;
     Usage u{static_cast<int64_t>(r.prompt_tokens.size()), static_cast<int64_t>(r.tokens.size())};
     return json{{"id", id},
                 {"object", chat ? "chat.completion" : "text_completion"},
@@ -387,7 +424,7 @@ json completion_response(const std::string& id, int64_t created, const std::stri
 }
 
 json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, const std::string& text,
-                  bool with_role, const char* finish, const Usage* usage) {
+                  bool with_role, const char* finish, const Usage* usage, const json& logprobs) {
     json choice;
     choice["index"] = 0;
     if (chat) {
@@ -398,7 +435,7 @@ json stream_chunk(const std::string& id, int64_t created, const std::string& mod
     } else {
         choice["text"] = text;
     }
-    choice["logprobs"] = nullptr;
+    choice["logprobs"] = logprobs;
     choice["finish_reason"] = finish ? json(finish) : json(nullptr);
     json j{{"id", id},
            {"object", chat ? "chat.completion.chunk" : "text_completion"},

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "chat/tool_calls.h"
 #include "engine/engine.h"
 #include "server/api_error.h"
 #include "server/chat_history.h"
@@ -39,6 +40,10 @@ struct ApiLimits {
     HistoryPolicy history = HistoryPolicy::drop;  // chat: when the conversation does not fit
 };
 
+// tool_choice: none (tools are not offered), auto (the model decides; its answer is parsed for
+// calls), required (a call is forced by the grammar), named (that function is forced).
+enum class ToolChoice { none, automatic, required, named };
+
 // A parsed /v1/completions or /v1/chat/completions request.
 struct GenerationRequest {
     bool chat = false;
@@ -52,10 +57,24 @@ struct GenerationRequest {
     engine::GenerateOptions options;         // sampling, stop, policy (max_tokens set later)
     bool seed_given = false;
     std::optional<HistoryPolicy> history;    // chat: the request's chat_history, if given
+    bool echo = false;                       // completions: the prompt's text before the answer
+    // chat: logprobs true; options.n_logprobs then holds top_logprobs (0..20). completions:
+    // options.n_logprobs = logprobs N.
+    bool logprobs = false;
+    std::vector<chat::ToolFunction> tools;   // chat: offered tools (empty with tool_choice none)
+    ToolChoice tool_choice = ToolChoice::automatic;
+    std::string tool_choice_name;            // ToolChoice::named
+    std::string response_format = "text";    // "text", "json_object" or "json_schema" (grammar in options)
+    int32_t n = 1;                           // choices (1..kMaxChoices; not with stream)
 };
 
-// Validates fields and types. The returned error names the field in `param`.
-std::optional<ApiError> parse_generation_request(const json& body, bool chat, const ApiLimits& limits, GenerationRequest& out);
+inline constexpr int32_t kMaxChoices = 16;
+
+// Validates fields and types. The returned error names the field in `param`. raw_body, when
+// given, is the body's text: JSON schemas (response_format, tool parameters) are read from it
+// in their written key order, the order objects' properties are generated in.
+std::optional<ApiError> parse_generation_request(const json& body, bool chat, const ApiLimits& limits, GenerationRequest& out,
+                                                 std::string_view raw_body = {});
 
 // Fills options.max_tokens from the request (or the default, capped so prompt + max_tokens fits
 // the context when the client gave none).
@@ -81,12 +100,16 @@ struct Usage {
 // "stop" or "length" for a finished result (a stop string or end-of-generation token -> stop).
 const char* openai_finish_reason(const engine::GenerateResult& r);
 
+// logprobs: the choice's "logprobs" value (null when not asked for). calls: the tool calls
+// parsed from the answer (chat; finish_reason becomes "tool_calls" and content the text
+// outside them, null when empty). echo_prefix goes before a completion's text.
 json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
-                         const engine::GenerateResult& r);
+                         const engine::GenerateResult& r, const json& logprobs = nullptr,
+                         const chat::ParsedToolCalls* calls = nullptr, const std::string& echo_prefix = {});
 // One streamed chunk: `text` as delta (chat: content; first chat chunk also carries the role),
 // finish_reason null unless `finish` is given; usage only when given (the final chunk).
 json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, const std::string& text,
-                  bool with_role, const char* finish, const Usage* usage);
+                  bool with_role, const char* finish, const Usage* usage, const json& logprobs = nullptr);
 json embedding_response(const std::string& model, const std::vector<std::vector<float>>& vectors, bool base64,
                         int64_t prompt_tokens);
 

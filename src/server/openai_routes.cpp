@@ -12,6 +12,7 @@
 #include "server/metrics.h"
 #include "server/middleware.h"
 #include "server/openai_api.h"
+#include "server/openai_structured.h"
 #include "server/streaming.h"
 
 namespace kvrag::server {
@@ -143,7 +144,7 @@ Result<std::vector<int32_t>> fit_chat(ServerState& st, GenerationRequest& gr, Hi
     const std::string budget_what = gr.max_tokens ? "max_tokens " + std::to_string(out.budget)
                                                   : "the default answer budget " + std::to_string(out.budget) + " (min(--default-max-tokens " +
                                                         std::to_string(st.limits.default_max_tokens) + ", context / 4))";
-    const RenderFn render = [&st](std::span<const chat::Message> m) { return chat_prompt(st, m, nullptr); };
+    const RenderFn render = [&st, &gr](std::span<const chat::Message> m) { return chat_prompt(st, m, nullptr, gr.tools); };
     auto fit = fit_history(gr.messages, out.budget, budget_what, n_ctx, policy, render);
     if (!fit) return fit.error();
     out.n_dropped = static_cast<int32_t>(fit->dropped.size());
@@ -163,7 +164,9 @@ Result<std::vector<int32_t>> fit_chat(ServerState& st, GenerationRequest& gr, Hi
         }  // else the summary itself does not fit: the prompt without it stands
     }
     // Once more with the stop strings: the template's end-of-turn strings join gr's stop list.
-    return chat_prompt(st, fit->kept, &gr.options.stop);
+    // Not under a grammar: such a string may be valid inside its JSON, and the grammar ends
+    // the answer itself (or lets the end-of-turn token through once it is complete).
+    return chat_prompt(st, fit->kept, gr.options.grammar ? nullptr : &gr.options.stop, gr.tools);
 }
 
 void handle_generation(ServerState& st, const httplib::Request& req, httplib::Response& res, bool chat) {
@@ -177,7 +180,13 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     json body;
     if (auto e = parse_body(req.body, body)) return send_error(res, *e);
     GenerationRequest gr;
-    if (auto e = parse_generation_request(body, chat, st.limits, gr)) return send_error(res, *e);
+    if (auto e = parse_generation_request(body, chat, st.limits, gr, req.body)) return send_error(res, *e);
+    const chat::ToolFormat tool_format = st.chat_template ? chat::tool_format(*st.chat_template) : chat::ToolFormat::hermes;
+    if (chat && (gr.tool_choice == ToolChoice::required || gr.tool_choice == ToolChoice::named)) {
+        auto g = tool_call_grammar(gr, tool_format);
+        if (!g) return send_error(res, g.error(), "tools");
+        gr.options.grammar = *g;
+    }
     if (!gr.seed_given) gr.options.sampling.seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
 
     // Prompt tokens: chat through the template; text prompts as the model's tokenizer says.
@@ -217,23 +226,87 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     }
     if (job->state() == JobState::done && job->error().code != Errc::ok) return send_error(res, job->error());
 
-    StreamHeader header{job->label, gr.model.empty() ? st.model_id : gr.model, static_cast<int64_t>(std::time(nullptr)), chat};
+    std::string echo_prefix;
+    if (gr.echo) echo_prefix = gr.has_token_prompt ? st.engine->model().tokenizer->decode(job->prompt) : gr.prompt_text;
+    StreamHeader header;
+    header.id = job->label;
+    header.model = gr.model.empty() ? st.model_id : gr.model;
+    header.created = static_cast<int64_t>(std::time(nullptr));
+    header.chat = chat;
+    header.logprobs = gr.logprobs;
+    header.echo_prefix = echo_prefix;
+    header.tools = gr.tools;
+    header.tool_format = tool_format;
     if (gr.stream) return stream_job(res, st, job, conn, std::move(header));
-    while (!job->wait_done(kPoll)) {
-        if (!conn->alive()) job->cancel();  // the scheduler frees its cells at the next step
+    // n > 1: the other choices start once the first has prefilled, when its prompt blocks are in
+    // the prefix cache: their sequences take those cells instead of computing the prompt again
+    // (all but the last partial block, which each recomputes). Each has its own seed and sampler.
+    std::vector<std::shared_ptr<Job>> jobs = {job};
+    auto cancel_all = [&jobs] {
+        for (auto& j : jobs) j->cancel();
+    };
+    if (gr.n > 1) {
+        while (job->n_generated() == 0 && !job->wait_done(kPoll)) {
+            if (!conn->alive()) cancel_all();
+        }
+        for (int32_t i = 1; i < gr.n && job->error().code == Errc::ok; ++i) {
+            auto more = std::make_shared<Job>();
+            more->label = job->label;
+            more->prompt = job->prompt;
+            more->options = job->options;
+            more->options.sampling.seed += static_cast<uint64_t>(i);
+            if (auto s = st.scheduler->submit(more); !s) {
+                cancel_all();
+                for (auto& j : jobs) j->wait_done(milliseconds(2000));
+                return send_error(res, s.error());
+            }
+            jobs.push_back(std::move(more));
+        }
     }
-    log_tokens(static_cast<int64_t>(job->result().tokens.size()));
-    if (job->error().code != Errc::ok) return send_error(res, job->error());
-    json out = completion_response(header.id, header.created, header.model, chat, job->result());
+    for (auto& j : jobs) {
+        while (!j->wait_done(kPoll)) {
+            if (!conn->alive()) cancel_all();  // the scheduler frees their cells at the next step
+        }
+    }
+    json out;
+    int64_t completion_tokens = 0;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+        const Job& j = *jobs[i];
+        log_tokens(static_cast<int64_t>(j.result().tokens.size()));
+        if (j.error().code != Errc::ok) {
+            cancel_all();
+            return send_error(res, j.error());
+        }
+        const engine::GenerateResult& result = j.result();
+        std::optional<chat::ParsedToolCalls> calls;
+        if (chat && !gr.tools.empty()) {
+            calls = chat::parse_tool_calls(tool_format, result.text, gr.tools);
+            for (auto& c : calls->calls) c.id = new_tool_call_id();
+        }
+        const json lp = gr.logprobs ? logprobs_json(chat, result.logprobs, *st.engine->model().tokenizer, echo_prefix.size()) : json(nullptr);
+        json one = completion_response(header.id, header.created, header.model, chat, result, lp, calls ? &*calls : nullptr, echo_prefix);
+        completion_tokens += static_cast<int64_t>(result.tokens.size());
+        if (i == 0) {
+            out = std::move(one);
+        } else {
+            one["choices"][0]["index"] = i;
+            out["choices"].push_back(one["choices"][0]);
+        }
+    }
+    // usage: the prompt once (the choices share it), every choice's tokens.
+    out["usage"] = Usage{out["usage"]["prompt_tokens"].get<int64_t>(), completion_tokens}.to_json();
     if (chat) out["kvrag"] = history.to_json();
     send_json(res, 200, out);
 }
 
 }  // namespace
 
-Result<std::vector<int32_t>> chat_prompt(ServerState& st, std::span<const chat::Message> messages, std::vector<std::string>* stop) {
+Result<std::vector<int32_t>> chat_prompt(ServerState& st, std::span<const chat::Message> messages, std::vector<std::string>* stop,
+                                         std::span<const chat::ToolFunction> tools) {
     if (!st.engine || !st.chat_template) return Error{Errc::request_invalid, "this server has no chat model (only encoder models)"};
-    auto text = st.chat_template->render(messages, /*add_generation_prompt=*/true);
+    const bool tool_turns = std::any_of(messages.begin(), messages.end(), [](const chat::Message& m) { return m.role == "tool" || !m.tool_calls.empty(); });
+    auto text = tools.empty() && !tool_turns ? st.chat_template->render(messages, /*add_generation_prompt=*/true)
+                                             : chat::render_with_tools(*st.chat_template, messages, tools, /*add_generation_prompt=*/true);
     if (!text) return text.error();
     if (stop) {
         for (auto& s : st.chat_template->end_of_turn_strings()) {

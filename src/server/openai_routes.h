@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "chat/tool_calls.h"
 #include "core/error.h"
 #include "server/server_state.h"
 
@@ -22,7 +23,9 @@ namespace kvrag::server {
 void add_openai_routes(httplib::Server& http, ServerState& state);
 
 // Chat messages -> prompt tokens with the model's chat template (BOS as the model wants); the
-// template's end-of-turn strings are appended to `stop` when given.
-Result<std::vector<int32_t>> chat_prompt(ServerState& state, std::span<const chat::Message> messages, std::vector<std::string>* stop);
+// template's end-of-turn strings are appended to `stop` when given. With tools offered, or tool
+// calls and results in the conversation, they are rendered as chat/tool_calls.h says.
+Result<std::vector<int32_t>> chat_prompt(ServerState& state, std::span<const chat::Message> messages, std::vector<std::string>* stop,
+                                         std::span<const chat::ToolFunction> tools = {});
 
 }  // namespace kvrag::server

@@ -4,6 +4,7 @@
 
 #include "server/middleware.h"
 #include "server/openai_api.h"
+#include "server/openai_structured.h"
 
 namespace kvrag::server {
 namespace {
@@ -16,21 +17,28 @@ struct StreamProgress {
     std::shared_ptr<engine::Job> job;
     std::shared_ptr<ClientConnection> conn;
     StreamHeader h;
-    bool sent_role = false;
+    bool sent_role = false;  // chat: the role chunk; completions: the echoed prompt
     bool finished = false;
+    std::vector<sampling::TokenLogprobs> pending_logprobs;  // sampled, not yet sent
+    size_t text_bytes = 0;   // completions' text_offset: bytes of the tokens already sent
+    std::string held;        // tools offered: the answer so far, parsed at the end
 };
 
 }  // namespace
 
 void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engine::Job> job, std::shared_ptr<ClientConnection> conn,
                 StreamHeader header) {
-    auto st = std::make_shared<StreamProgress>(StreamProgress{std::move(job), std::move(conn), std::move(header)});
+    auto st = std::make_shared<StreamProgress>();
+    st->job = std::move(job);
+    st->conn = std::move(conn);
+    st->h = std::move(header);
+    std::shared_ptr<const tokenizer::Tokenizer> tok_ptr = state.engine->model().tokenizer;
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     state.open_streams.fetch_add(1);
     res.set_chunked_content_provider(
         "text/event-stream",
-        [st](size_t, httplib::DataSink& sink) {
+        [st, tok_ptr](size_t, httplib::DataSink& sink) {
             if (st->finished) {
                 sink.done();
                 return true;
@@ -38,17 +46,53 @@ void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engi
             const StreamHeader& h = st->h;
             auto u = st->job->take(kPoll);
             std::string out;
+            const tokenizer::Tokenizer& tok = *tok_ptr;
             if (h.chat && !st->sent_role) {
                 out += sse(stream_chunk(h.id, h.created, h.model, h.chat, "", true, nullptr, nullptr));
                 st->sent_role = true;
             }
-            for (const auto& piece : u.pieces) out += sse(stream_chunk(h.id, h.created, h.model, h.chat, piece, false, nullptr, nullptr));
+            if (!h.chat && !h.echo_prefix.empty() && !st->sent_role) {
+                out += sse(stream_chunk(h.id, h.created, h.model, h.chat, h.echo_prefix, false, nullptr, nullptr));
+                st->sent_role = true;
+            }
+            st->pending_logprobs.insert(st->pending_logprobs.end(), u.logprobs.begin(), u.logprobs.end());
+            if (!h.tools.empty()) {
+                for (const auto& piece : u.pieces) st->held += piece;
+            } else {
+                for (size_t i = 0; i < u.pieces.size(); ++i) {
+                    // The tokens sampled since the last chunk go with the update's last piece.
+                    json lp = nullptr;
+                    if (h.logprobs && i + 1 == u.pieces.size()) {
+                        lp = logprobs_json(h.chat, st->pending_logprobs, tok, st->text_bytes);
+                        for (const auto& t : st->pending_logprobs) st->text_bytes += tok.token_to_piece(t.token.id).size();
+                        st->pending_logprobs.clear();
+                    }
+                    out += sse(stream_chunk(h.id, h.created, h.model, h.chat, u.pieces[i], false, nullptr, nullptr, lp));
+                }
+            }
             if (u.done) {
                 const auto& r = st->job->result();
                 log_tokens(static_cast<int64_t>(r.tokens.size()));
                 if (st->job->error().code == Errc::ok) {
+                    const char* finish = openai_finish_reason(r);
+                    if (!h.tools.empty()) {
+                        auto parsed = chat::parse_tool_calls(h.tool_format, st->held, h.tools);
+                        json lp = h.logprobs ? logprobs_json(true, st->pending_logprobs, tok) : json(nullptr);
+                        st->pending_logprobs.clear();
+                        if (!parsed.calls.empty()) {
+                            for (auto& c : parsed.calls) c.id = new_tool_call_id();
+                            json chunk = stream_chunk(h.id, h.created, h.model, true, parsed.content, false, nullptr, nullptr, lp);
+                            chunk["choices"][0]["delta"]["tool_calls"] = tool_calls_json(parsed.calls);
+                            out += sse(chunk);
+                            finish = "tool_calls";
+                        } else {
+                            out += sse(stream_chunk(h.id, h.created, h.model, true, st->held, false, nullptr, nullptr, lp));
+                        }
+                    }
+                    json lp = nullptr;
+                    if (h.logprobs && !st->pending_logprobs.empty()) lp = logprobs_json(h.chat, st->pending_logprobs, tok, st->text_bytes);
                     const Usage usage{static_cast<int64_t>(r.prompt_tokens.size()), static_cast<int64_t>(r.tokens.size())};
-                    out += sse(stream_chunk(h.id, h.created, h.model, h.chat, "", false, openai_finish_reason(r), &usage));
+                    out += sse(stream_chunk(h.id, h.created, h.model, h.chat, "", false, finish, &usage, lp));
                 } else {
                     out += sse(api_error_from(st->job->error()).to_json());
                 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "chat/tool_calls.h"
 #include "engine/job.h"
 #include "server/client_connection.h"
 #include "server/server_state.h"
@@ -23,6 +24,12 @@ struct StreamHeader {
     std::string model;    // as the client named it (or the served id)
     int64_t created = 0;
     bool chat = false;
+    bool logprobs = false;              // chunks carry the logprobs of the tokens they hold
+    std::string echo_prefix;            // completions with echo: sent first
+    // chat with tools offered: the answer is held back, parsed for calls at the end and sent
+    // as one tool_calls delta (finish_reason tool_calls) or as content when it holds none.
+    std::vector<chat::ToolFunction> tools;
+    chat::ToolFormat tool_format = chat::ToolFormat::hermes;
 };
 
 // Sets `res` up to stream `job` (admitted or ended already) to its client.

@@ -1,5 +1,6 @@
 // `kvrag serve` driven by the official `openai` npm client: completions, chat (plain and
-// streamed), embeddings, models, errors and API keys. Run by ctest as `node --test` with
+// streamed), embeddings, models, errors and API keys; structured output with a zod schema,
+// a tool-calling round trip, logprobs. Run by ctest as `node --test` with
 // KVRAG_BINARY set; starts its own server on a free loopback port and stops it with SIGTERM.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
+import { zodResponseFormat } from 'openai/helpers/zod';
+import { z } from 'zod';
 
 const BINARY = process.env.KVRAG_BINARY;
 const KEY = 'node-test-key';
@@ -151,4 +154,99 @@ test('errors come back as OpenAI API errors', { timeout: 30000 }, async () => {
   // Still serving.
   const ok = await client.completions.create({ model: 'tiny', prompt: 'still', max_tokens: 2, temperature: 0 });
   assert.equal(ok.choices.length, 1);
+});
+
+test('chat.completions.parse with a zod schema: every seed parses', { timeout: 60000 }, async () => {
+  const Person = z.object({
+    // No .max(): zod counts UTF-16 units, JSON Schema's maxLength (and the grammar) code points.
+    name: z.string(),
+    age: z.number().int().min(0).max(120),
+    kind: z.enum(['a', 'b']),
+    tags: z.array(z.string().max(4)).max(2),
+  });
+  for (const seed of [1, 2, 3]) {
+    const r = await client.chat.completions.parse({
+      model: 'tiny',
+      messages: [{ role: 'user', content: 'Describe someone.' }],
+      max_tokens: 400,
+      seed,
+      response_format: zodResponseFormat(Person, 'person'),
+    });
+    const msg = r.choices[0].message;
+    assert.equal(r.choices[0].finish_reason, 'stop', msg.content);
+    // parse() ran the zod schema on the content; check the values again here.
+    const p = msg.parsed;
+    assert.ok(p, 'parsed is set');
+    assert.equal(Person.safeParse(p).success, true, msg.content);
+    assert.ok(Number.isInteger(p.age) && p.age >= 0 && p.age <= 120, msg.content);
+  }
+});
+
+test('tool calling round trip: a forced call, its result, the answer', { timeout: 60000 }, async () => {
+  const tools = [{
+    type: 'function',
+    function: {
+      name: 'get_weather',
+      description: 'Weather for a city',
+      parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 12 }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false },
+    },
+  }];
+  const messages = [{ role: 'user', content: 'Weather in Oslo for two days?' }];
+  const first = await client.chat.completions.create({ model: 'tiny', messages, tools, tool_choice: 'required', max_tokens: 300, seed: 4 });
+  assert.equal(first.choices[0].finish_reason, 'tool_calls');
+  const call = first.choices[0].message.tool_calls[0];
+  assert.equal(call.type, 'function');
+  assert.equal(call.function.name, 'get_weather');
+  const args = JSON.parse(call.function.arguments);
+  assert.equal(typeof args.city, 'string');
+  assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7, call.function.arguments);
+
+  // Streamed, the same request ends with the call as a tool_calls delta.
+  const stream = await client.chat.completions.create({ model: 'tiny', messages, tools, tool_choice: 'required', max_tokens: 300, seed: 4, stream: true });
+  let streamed;
+  let finish;
+  for await (const chunk of stream) {
+    const tc = chunk.choices[0]?.delta?.tool_calls;
+    if (tc) streamed = tc[0];
+    if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+  }
+  assert.equal(finish, 'tool_calls');
+  assert.equal(streamed.function.name, 'get_weather');
+  JSON.parse(streamed.function.arguments);
+
+  messages.push(first.choices[0].message);
+  messages.push({ role: 'tool', tool_call_id: call.id, content: JSON.stringify({ temp_c: 4 }) });
+  const answer = await client.chat.completions.create({ model: 'tiny', messages, tools, max_tokens: 8, temperature: 0 });
+  assert.equal(typeof answer.choices[0].message.content, 'string');
+  assert.ok(answer.usage.prompt_tokens > first.usage.prompt_tokens, 'the call and its result are in the prompt');
+});
+
+test('logprobs with top_logprobs', { timeout: 30000 }, async () => {
+  const r = await client.chat.completions.create({
+    model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, temperature: 0, ignore_eos: true, logprobs: true, top_logprobs: 2,
+  });
+  const content = r.choices[0].logprobs.content;
+  assert.equal(content.length, r.usage.completion_tokens);
+  for (const e of content) {
+    assert.ok(e.logprob <= 0);
+    assert.equal(e.top_logprobs.length, 2);
+    assert.equal(e.top_logprobs[0].token, e.token, 'greedy picks the likeliest');
+    assert.ok(e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob);
+  }
+  for (const e of content) assert.ok(Array.isArray(e.bytes) && e.bytes.length > 0);
+});
+
+test('n = 2: two choices with their own seeds', { timeout: 30000 }, async () => {
+  const r = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Two answers please.' }], max_tokens: 5, n: 2, seed: 7, ignore_eos: true });
+  assert.equal(r.choices.length, 2);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1]);
+  for (const c of r.choices) {
+    assert.equal(c.message.role, 'assistant');
+    assert.equal(typeof c.message.content, 'string');
+    assert.equal(c.finish_reason, 'length');
+  }
+  assert.equal(r.usage.completion_tokens, 10);
+  // The second choice is what n = 1 gives with the next seed.
+  const one = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Two answers please.' }], max_tokens: 5, seed: 8, ignore_eos: true });
+  assert.equal(one.choices[0].message.content, r.choices[1].message.content);
 });

@@ -92,10 +92,15 @@ TEST(OpenAiApi, RejectsBadFieldsNamingThem) {
         {R"({"prompt":"x","top_p":2})", false, 400, "top_p"},
         {R"({"prompt":"x","seed":"7"})", false, 400, "seed"},
         {R"({"prompt":"x","stop":5})", false, 400, "stop"},
-        {R"({"prompt":"x","logprobs":3})", false, 400, "logprobs"},
+        {R"({"prompt":"x","logprobs":30})", false, 400, "logprobs"},
+        {R"({"prompt":"x","logit_bias":{"a":1}})", false, 400, "logit_bias"},
+        {R"({"prompt":"x","tool_choice":"auto"})", false, 400, "tool_choice"},
+        {R"({"messages":[{"role":"user","content":"x"}],"echo":true})", true, 400, "echo"},
+        {R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a b"}}})", true, 400, "response_format"},
         {R"({"prompt":[-1]})", false, 400, "prompt"},
         {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", true, 400, "messages[0].content[0]"},
-        {R"({"messages":[{"role":"tool","content":"x"}]})", true, 400, "messages[0].role"},
+        {R"({"messages":[{"role":"tool","content":"x"}]})", true, 400, "messages[0].tool_call_id"},
+        {R"({"messages":[{"role":"robot","content":"x"}]})", true, 400, "messages[0].role"},
         {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})", true, 400, "tools"},
     };
     for (const Case& c : cases) {

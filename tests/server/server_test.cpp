@@ -330,7 +330,7 @@ TEST_F(ServerTest, BadInputGetsFourHundredsAndTheServerKeepsServing) {
         {"/v1/completions", R"({"prompt": "x", "top_p": "high"})", 400, "'top_p' must be a number"},
         {"/v1/completions", R"({"prompt": "x", "stream": "yes"})", 400, "'stream' must be a boolean"},
         {"/v1/completions", R"({"prompt": "x", "stop": [1]})", 400, "stop[0]"},
-        {"/v1/completions", R"({"prompt": "x", "n": 3})", 400, "'n' 3"},
+        {"/v1/completions", R"({"prompt": "x", "n": 30})", 400, "'n' 30"},
         {"/v1/completions", R"({"prompt": [999999]})", 400, "outside the vocabulary"},
         {"/v1/completions", "{\"prompt\": \"caf\xC3\x28\"}", 400, "not valid UTF-8"},
         {"/v1/completions", "{\"prompt\": \"\xFF\xFE\"}", 400, "not valid UTF-8"},

@@ -1,0 +1,436 @@
+#include "sampling/json_schema.h"
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <vector>
+
+namespace kvrag::sampling {
+
+namespace {
+
+// ordered_json keeps the schema's key order, which is the order properties are generated in.
+using json = nlohmann::ordered_json;
+
+// The largest magnitude an integer (or a bounded number's integer part) may take when the
+// schema gives no bound: kMaxIntDigits nines.
+constexpr int64_t kIntLimit = 9999999999999999LL;
+static_assert(kMaxIntDigits == 16, "kIntLimit spells out kMaxIntDigits nines");
+
+const std::set<std::string> kAnnotations = {"title", "description", "default", "examples", "$schema", "$id",
+                                            "$comment", "deprecated", "readOnly", "writeOnly"};
+const std::set<std::string> kSupported = {"type", "properties", "required", "additionalProperties", "items", "minItems",
+                                          "maxItems", "enum", "const", "minLength", "maxLength", "format", "minimum",
+                                          "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "$ref",
+                                          "$defs", "definitions"};
+
+// Shared rules. `char` is one JSON string character (an escape counts as one, as JSON Schema
+// lengths count characters of the decoded string). \u escapes of surrogates (D800-DFFF) are
+// excluded: a lone one is invalid JSON text for strict parsers, and pairs are not worth the
+// rules when the character can be written as raw UTF-8.
+const char* kCommonRules = R"(ws ::= [ \t\n]{0,8}
+char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-Ce-fE-F] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2}))
+string ::= "\"" char* "\""
+number ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?
+integer ::= "-"? ("0" | [1-9] [0-9]{0,15})
+boolean ::= "true" | "false"
+null ::= "null"
+value ::= object | array | string | number | boolean | null
+object ::= "{" ws ( string ws ":" ws value ws ( "," ws string ws ":" ws value ws )* )? "}"
+array ::= "[" ws ( value ws ( "," ws value ws )* )? "]"
+date ::= [0-9]{4} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [12] [0-9] | "3" [01])
+time ::= ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,6})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])
+uuid ::= [0-9a-fA-F]{8} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{12}
+)";
+static_assert(kMaxWs == 8, "kCommonRules spells out the whitespace bound");
+
+// GBNF string literal for raw bytes (UTF-8 passes through; quotes, backslashes and control
+// bytes are escaped).
+std::string literal(std::string_view bytes) {
+    std::string out = "\"";
+    for (char c : bytes) {
+        const auto u = static_cast<uint8_t>(c);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (u < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof(buf), "\\x%02X", u);
+            out += buf;
+        } else {
+            out += c;
+        }
+    }
+    return out + "\"";
+}
+
+std::string any_digits(size_t n) { return n == 0 ? "" : " [0-9]{" + std::to_string(n) + "}"; }
+
+// Decimal strings of equal length with a <= b: every string s of that length, a <= s <= b.
+std::string same_length_range(const std::string& a, const std::string& b) {
+    if (a.empty()) return "";
+    if (a == b) return literal(a);
+    const size_t rest = a.size() - 1;
+    if (a[0] == b[0]) return literal(a.substr(0, 1)) + " " + same_length_range(a.substr(1), b.substr(1));
+    const bool a_low = a.find_first_not_of('0', 1) == std::string::npos;
+    const bool b_high = b.find_first_not_of('9', 1) == std::string::npos;
+    auto cls = [](char lo, char hi) { return lo == hi ? literal(std::string(1, lo)) : std::string("[") + lo + "-" + hi + "]"; };
+    // The first digit splits the range into a partial low part, full middle digits and a
+    // partial high part; the full parts take any digits after them.
+    std::vector<std::string> alts;
+    const char mid_lo = a_low ? a[0] : static_cast<char>(a[0] + 1);
+    const char mid_hi = b_high ? b[0] : static_cast<char>(b[0] - 1);
+    if (!a_low) alts.push_back(literal(a.substr(0, 1)) + " " + same_length_range(a.substr(1), std::string(rest, '9')));
+    if (mid_lo <= mid_hi) alts.push_back(cls(mid_lo, mid_hi) + any_digits(rest));
+    if (!b_high) alts.push_back(literal(b.substr(0, 1)) + " " + same_length_range(std::string(rest, '0'), b.substr(1)));
+    if (alts.size() == 1) return alts[0];
+    std::string out = "(";
+    for (size_t i = 0; i < alts.size(); ++i) out += (i ? " | " : "") + alts[i];
+    return out + ")";
+}
+
+// Canonical decimals (no leading zeros) of every n in [lo, hi], 0 <= lo <= hi.
+std::string nonneg_range(int64_t lo, int64_t hi) {
+    std::vector<std::string> alts;
+    int64_t low_of_len = 0, high_of_len = 9;
+    for (size_t len = 1; len <= 19 && low_of_len <= hi; ++len) {
+        const int64_t a = std::max(lo, low_of_len), b = std::min(hi, high_of_len);
+        if (a <= b) alts.push_back(same_length_range(std::to_string(a), std::to_string(b)));
+        if (len == 18) break;  // 10^18 would be the next lower bound; kIntLimit is far below
+        low_of_len = high_of_len + 1;
+        high_of_len = high_of_len * 10 + 9;
+    }
+    if (alts.size() == 1) return alts[0];
+    std::string out = "(";
+    for (size_t i = 0; i < alts.size(); ++i) out += (i ? " | " : "") + alts[i];
+    return out + ")";
+}
+
+// Every integer in [lo, hi] as JSON writes it ("-0" excluded).
+std::string int_range(int64_t lo, int64_t hi) {
+    std::vector<std::string> alts;
+    if (hi >= 0) alts.push_back(nonneg_range(std::max<int64_t>(lo, 0), hi));
+    if (lo < 0) alts.push_back("\"-\" " + nonneg_range(std::max<int64_t>(1, -hi), -lo));
+    if (alts.size() == 1) return alts[0];
+    return "(" + alts[0] + " | " + alts[1] + ")";
+}
+
+class SchemaCompiler {
+public:
+    explicit SchemaCompiler(const json& root) : root_(root) {}
+
+    std::string run() {
+        const std::string body = visit(root_, "#");
+        std::string out = "root ::= " + body + "\n";
+        for (const auto& [name, rule] : rules_) out += name + " ::= " + rule + "\n";
+        return out + kCommonRules;
+    }
+
+private:
+    [[noreturn]] static void fail(const std::string& msg) { throw Exception(Errc::request_invalid, "json_schema " + msg); }
+
+    std::string add_rule(std::string body) {
+        const std::string name = "s" + std::to_string(rules_.size());
+        rules_.emplace_back(name, std::move(body));
+        return name;
+    }
+
+    static std::string join_alts(const std::vector<std::string>& alts) {
+        if (alts.size() == 1) return alts[0];
+        std::string out = "(";
+        for (size_t i = 0; i < alts.size(); ++i) out += (i ? " | " : "") + alts[i];
+        return out + ")";
+    }
+
+    static int64_t get_count(const json& s, const char* key, const std::string& at, int64_t dflt, int64_t limit) {
+        if (!s.contains(key)) return dflt;
+        const json& v = s[key];
+        if (!v.is_number_integer() || v.get<int64_t>() < 0) fail("'" + std::string(key) + "' at " + at + " must be a non-negative integer");
+        const int64_t n = v.get<int64_t>();
+        if (n > limit) fail("'" + std::string(key) + "' " + std::to_string(n) + " at " + at + " is over the limit of " + std::to_string(limit));
+        return n;
+    }
+
+    std::string visit(const json& s, const std::string& at) {
+        if (++depth_ > 64) fail("at " + at + " nests deeper than 64 schemas");
+        std::string r = visit_inner(s, at);
+        --depth_;
+        return r;
+    }
+
+    // `key` decides the value alone here; a constraint beside it would be silently dropped.
+    static void only_with(const json& s, const std::string& key, const std::string& at) {
+        for (const auto& [k, v] : s.items()) {
+            if (k != key && k != "$defs" && k != "definitions" && !kAnnotations.count(k)) {
+                fail("keyword '" + k + "' beside '" + key + "' at " + at + " is not supported (move it into each alternative)");
+            }
+        }
+    }
+
+    std::string visit_inner(const json& s, const std::string& at) {
+        if (s.is_boolean()) {
+            if (!s.get<bool>()) fail("at " + at + " is 'false': no value can match it");
+            return "value";
+        }
+        if (!s.is_object()) fail("at " + at + " must be an object or a boolean, got " + std::string(s.type_name()));
+        for (const auto& [key, v] : s.items()) {
+            if (!kSupported.count(key) && !kAnnotations.count(key)) fail("keyword '" + key + "' at " + at + " is not supported");
+        }
+        if (s.contains("$ref")) {
+            only_with(s, "$ref", at);
+            return ref(s["$ref"], at);
+        }
+        for (const char* key : {"anyOf", "oneOf"}) {
+            if (!s.contains(key)) continue;
+            only_with(s, key, at);
+            const json& list = s[key];
+            if (!list.is_array() || list.empty()) fail("'" + std::string(key) + "' at " + at + " must be a non-empty array");
+            std::vector<std::string> alts;
+            for (size_t i = 0; i < list.size(); ++i) alts.push_back(visit(list[i], at + "/" + key + "/" + std::to_string(i)));
+            return add_rule(join_alts(alts));
+        }
+        if (s.contains("const")) return literal(s["const"].dump());
+        if (s.contains("enum")) {
+            const json& list = s["enum"];
+            if (!list.is_array() || list.empty()) fail("'enum' at " + at + " must be a non-empty array");
+            std::vector<std::string> alts;
+            for (const json& v : list) alts.push_back(literal(v.dump()));
+            return add_rule(join_alts(alts));
+        }
+        if (!s.contains("type")) {
+            if (s.contains("properties") || s.contains("additionalProperties")) return object(s, at);
+            if (s.contains("items")) return array(s, at);
+            return "value";
+        }
+        const json& type = s["type"];
+        if (type.is_array()) {
+            if (type.empty()) fail("'type' at " + at + " is an empty array");
+            std::vector<std::string> alts;
+            for (const json& t : type) {
+                if (!t.is_string()) fail("'type' at " + at + " lists a non-string");
+                alts.push_back(typed(s, t.get<std::string>(), at));
+            }
+            return add_rule(join_alts(alts));
+        }
+        if (!type.is_string()) fail("'type' at " + at + " must be a string or an array of strings");
+        return typed(s, type.get<std::string>(), at);
+    }
+
+    std::string typed(const json& s, const std::string& type, const std::string& at) {
+        if (type == "object") return object(s, at);
+        if (type == "array") return array(s, at);
+        if (type == "string") return string(s, at);
+        if (type == "integer") return integer(s, at);
+        if (type == "number") return number(s, at);
+        if (type == "boolean") return "boolean";
+        if (type == "null") return "null";
+        fail("type '" + type + "' at " + at + " is not a JSON Schema type");
+    }
+
+    std::string ref(const json& r, const std::string& at) {
+        if (!r.is_string()) fail("'$ref' at " + at + " must be a string");
+        const std::string target = r.get<std::string>();
+        auto it = refs_.find(target);
+        if (it != refs_.end()) return it->second;
+        std::string section, name;
+        for (const char* prefix : {"#/$defs/", "#/definitions/"}) {
+            if (target.rfind(prefix, 0) == 0) {
+                section = std::string(prefix).substr(2, std::string(prefix).size() - 3);
+                name = target.substr(std::string(prefix).size());
+            }
+        }
+        if (section.empty() || name.empty() || name.find('/') != std::string::npos) {
+            fail("'$ref' '" + target + "' at " + at + " is not supported (only #/$defs/NAME and #/definitions/NAME)");
+        }
+        if (!root_.contains(section) || !root_[section].contains(name)) fail("'$ref' '" + target + "' at " + at + " points to nothing");
+        // The rule is named before its body is built, so a recursive reference finds it.
+        const std::string rule = "s" + std::to_string(rules_.size());
+        rules_.emplace_back(rule, "");
+        const size_t slot = rules_.size() - 1;
+        refs_[target] = rule;
+        const std::string body = visit(root_[section][name], target);
+        rules_[slot].second = body;
+        return rule;
+    }
+
+    std::string object(const json& s, const std::string& at) {
+        const json empty = json::object();
+        const json& props = s.contains("properties") ? s["properties"] : empty;
+        if (!props.is_object()) fail("'properties' at " + at + " must be an object");
+        std::set<std::string> required;
+        if (s.contains("required")) {
+            if (!s["required"].is_array()) fail("'required' at " + at + " must be an array");
+            for (const json& n : s["required"]) {
+                if (!n.is_string()) fail("'required' at " + at + " lists a non-string");
+                if (!props.contains(n.get<std::string>())) {
+                    fail("required property '" + n.get<std::string>() + "' at " + at + " is not in 'properties' (extra keys are never generated)");
+                }
+                required.insert(n.get<std::string>());
+            }
+        }
+        if (props.empty()) {
+            const json& extra = s.contains("additionalProperties") ? s["additionalProperties"] : json(true);
+            if (extra.is_boolean() && !extra.get<bool>()) return literal("{") + " ws " + literal("}");
+            const std::string v = visit(extra, at + "/additionalProperties");
+            const std::string kv = "string ws \":\" ws " + v + " ws";
+            return add_rule("\"{\" ws ( " + kv + " ( \",\" ws " + kv + " )* )? \"}\"");
+        }
+        if (s.contains("additionalProperties")) {
+            const json& extra = s["additionalProperties"];
+            if (!extra.is_boolean()) visit(extra, at + "/additionalProperties");  // checked, never generated
+        }
+        // rest[i][c]: properties i.. in order, c = a comma must precede the next one.
+        std::vector<std::string> names, values;
+        for (const auto& [name, sub] : props.items()) {
+            names.push_back(name);
+            values.push_back(visit(sub, at + "/properties/" + name));
+        }
+        const size_t n = names.size();
+        std::vector<std::array<std::string, 2>> rest(n + 1);
+        rest[n] = {"", ""};
+        for (size_t i = n; i-- > 0;) {
+            const std::string kv = literal(json(names[i]).dump()) + " ws \":\" ws " + values[i] + " ws";
+            for (int c = 0; c < 2; ++c) {
+                const std::string take = std::string(c ? "\",\" ws " : "") + kv + (rest[i + 1][1].empty() ? "" : " " + rest[i + 1][1]);
+                if (required.count(names[i])) {
+                    rest[i][c] = add_rule(take);
+                } else {
+                    const std::string skip = rest[i + 1][c].empty() ? "\"\"" : rest[i + 1][c];
+                    rest[i][c] = add_rule(take + " | " + skip);
+                }
+            }
+        }
+        return add_rule("\"{\" ws " + rest[0][0] + " \"}\"");
+    }
+
+    std::string array(const json& s, const std::string& at) {
+        const std::string item = s.contains("items") ? visit(s["items"], at + "/items") : "value";
+        const int64_t lo = get_count(s, "minItems", at, 0, kMaxRepeat);
+        const int64_t hi = get_count(s, "maxItems", at, -1, kMaxRepeat);
+        if (hi >= 0 && hi < lo) fail("maxItems " + std::to_string(hi) + " < minItems " + std::to_string(lo) + " at " + at);
+        if (hi == 0) return add_rule("\"[\" ws \"]\"");
+        const std::string more_lo = std::to_string(lo > 0 ? lo - 1 : 0);
+        const std::string more = "( \",\" ws " + item + " ws ){" + more_lo + "," + (hi < 0 ? "" : std::to_string(hi - 1)) + "}";
+        const std::string items = item + " ws " + more;
+        return add_rule("\"[\" ws " + (lo > 0 ? items : "( " + items + " )?") + " \"]\"");
+    }
+
+    std::string string(const json& s, const std::string& at) {
+        if (s.contains("format")) {
+            const std::string f = s["format"].is_string() ? s["format"].get<std::string>() : "";
+            std::string body;
+            if (f == "date") body = "date";
+            else if (f == "time") body = "time";
+            else if (f == "date-time") body = "date \"T\" time";
+            else if (f == "uuid") body = "uuid";
+            else fail("format '" + f + "' at " + at + " is not supported (date, time, date-time, uuid are)");
+            return add_rule("\"\\\"\" " + body + " \"\\\"\"");
+        }
+        const int64_t lo = get_count(s, "minLength", at, 0, kMaxRepeat);
+        const int64_t hi = get_count(s, "maxLength", at, -1, kMaxRepeat);
+        if (hi >= 0 && hi < lo) fail("maxLength " + std::to_string(hi) + " < minLength " + std::to_string(lo) + " at " + at);
+        if (lo == 0 && hi < 0) return "string";
+        return add_rule("\"\\\"\" char{" + std::to_string(lo) + "," + (hi < 0 ? "" : std::to_string(hi)) + "} \"\\\"\"");
+    }
+
+    // [lo, hi] for an integer from the bound keywords; bounds past kIntLimit are clamped to it
+    // (the grammar never writes more than kMaxIntDigits digits anyway).
+    static std::pair<int64_t, int64_t> int_bounds(const json& s, const std::string& at, bool* bounded) {
+        double lo = -static_cast<double>(kIntLimit), hi = static_cast<double>(kIntLimit);
+        *bounded = false;
+        auto num = [&](const char* key) {
+            if (!s[key].is_number()) fail("'" + std::string(key) + "' at " + at + " must be a number");
+            *bounded = true;
+            return s[key].get<double>();
+        };
+        if (s.contains("minimum")) lo = std::max(lo, std::ceil(num("minimum")));
+        if (s.contains("exclusiveMinimum")) lo = std::max(lo, std::floor(num("exclusiveMinimum")) + 1);
+        if (s.contains("maximum")) hi = std::min(hi, std::floor(num("maximum")));
+        if (s.contains("exclusiveMaximum")) hi = std::min(hi, std::ceil(num("exclusiveMaximum")) - 1);
+        // kIntLimit (10^16 - 1) is not a double: the clamp is done on the integers, else an
+        // unbounded side would round up to 10^16 and allow a 17-digit number.
+        auto clamp = [](double v) {
+            if (v >= static_cast<double>(kIntLimit)) return kIntLimit;
+            if (v <= -static_cast<double>(kIntLimit)) return -kIntLimit;
+            return static_cast<int64_t>(v);
+        };
+        const int64_t ilo = clamp(lo), ihi = clamp(hi);
+        if (ilo > ihi) fail("integer bounds at " + at + " leave no value (" + std::to_string(ilo) + " > " + std::to_string(ihi) + ")");
+        return {ilo, ihi};
+    }
+
+    std::string integer(const json& s, const std::string& at) {
+        bool bounded = false;
+        const auto [lo, hi] = int_bounds(s, at, &bounded);
+        if (!bounded) return "integer";
+        return add_rule(int_range(lo, hi));
+    }
+
+    std::string number(const json& s, const std::string& at) {
+        if (s.contains("exclusiveMinimum") || s.contains("exclusiveMaximum")) {
+            fail("exclusiveMinimum/exclusiveMaximum on a number at " + at + " are not supported (they are on integers)");
+        }
+        for (const char* key : {"minimum", "maximum"}) {
+            if (s.contains(key) && (!s[key].is_number() || std::floor(s[key].get<double>()) != s[key].get<double>())) {
+                fail("'" + std::string(key) + "' of a number at " + at + " must be an integer to be enforced exactly");
+            }
+        }
+        bool bounded = false;
+        const auto [lo, hi] = int_bounds(s, at, &bounded);
+        if (!bounded) return "number";
+        // Integers in range, plus i.fff with i.fff inside [lo, hi]: a non-negative integer part
+        // i needs lo <= i and i + 1 <= hi; a negative "-i.fff" lies in (-(i+1), -i], so it needs
+        // -i <= hi and -(i+1) >= lo.
+        const std::string frac = " \".\" [0-9]{1,16}";
+        std::vector<std::string> alts = {int_range(lo, hi)};
+        const int64_t p_lo = std::max<int64_t>(lo, 0), p_hi = hi - 1;
+        if (p_lo <= p_hi) alts.push_back(nonneg_range(p_lo, p_hi) + frac);
+        const int64_t n_lo = std::max<int64_t>(0, -hi), n_hi = -lo - 1;
+        if (n_lo <= n_hi) alts.push_back("\"-\" " + nonneg_range(n_lo, n_hi) + frac);
+        return add_rule(join_alts(alts));
+    }
+
+    const json& root_;
+    std::vector<std::pair<std::string, std::string>> rules_;
+    std::map<std::string, std::string> refs_;
+    int depth_ = 0;
+};
+
+}  // namespace
+
+Result<std::string> json_schema_to_gbnf(const nlohmann::json& schema) {
+    return json_schema_to_gbnf(nlohmann::ordered_json::parse(schema.dump()));
+}
+
+Result<std::string> json_schema_to_gbnf(const nlohmann::ordered_json& schema) {
+    try {
+        SchemaCompiler c(schema);
+        return c.run();
+    } catch (const Exception& e) {
+        return e.error();
+    } catch (const nlohmann::json::exception& e) {
+        return Error{Errc::request_invalid, std::string("json_schema: ") + e.what()};
+    }
+}
+
+Result<std::shared_ptr<const Grammar>> compile_json_schema(const nlohmann::ordered_json& schema) {
+    auto text = json_schema_to_gbnf(schema);
+    if (!text) return text.error();
+    return Grammar::parse(*text);
+}
+
+Result<std::shared_ptr<const Grammar>> compile_json_schema(const nlohmann::json& schema) {
+    return compile_json_schema(nlohmann::ordered_json::parse(schema.dump()));
+}
+
+std::string json_object_gbnf() { return std::string("root ::= object\n") + kCommonRules; }
+
+std::shared_ptr<const Grammar> json_object_grammar() {
+    auto g = Grammar::parse(json_object_gbnf());
+    // A fixed text: failing to parse it is a bug in this file, caught by the tests.
+    return g.ok() ? *g : nullptr;
+}
+
+}  // namespace kvrag::sampling
