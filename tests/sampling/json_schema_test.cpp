@@ -305,7 +305,9 @@ TEST(JsonSchemaEngine, JsonObjectAndGreedyUnchangedWithoutGrammar) {
     ASSERT_TRUE(r.ok()) << r.error().what();
     GrammarMatcher m(o.grammar);
     EXPECT_TRUE(m.advance(r->text)) << r->text;
-    if (r->finish == engine::FinishReason::stop) EXPECT_TRUE(json::parse(r->text).is_object()) << r->text;
+    if (r->finish == engine::FinishReason::stop) {
+        EXPECT_TRUE(json::parse(r->text).is_object()) << r->text;
+    }
 }
 
 }  // namespace
