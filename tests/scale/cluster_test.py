@@ -148,8 +148,8 @@ try:
 
     # 2. Affinity: 20 turns with X-Conversation-Id, all on one replica; from the third turn on
     # each turn reuses the conversation's prefix there (one hit, more tokens each turn), and no
-    # other replica sees it. (The second turn does not reuse the first: the first turn's prompt
-    # fills too few blocks to match; see docs/scale.md.)
+    # other replica sees it. (The second turn does not reuse the first: the prefix cache keeps a
+    # block once two prompts have held it, docs/kv-cache.md "Prefix reuse".)
     history, seen, per_turn = [], [], []
     rng = random.Random(7)
     words = "the keeper wrote in the log about storms ships lights tides and the long winter nights".split()
