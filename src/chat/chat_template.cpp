@@ -28,6 +28,7 @@ constexpr std::array kNames = {
     NameEntry{"mistral", Kind::mistral_v3, true},
     NameEntry{"gemma", Kind::gemma},
     NameEntry{"phi3", Kind::phi3},
+    NameEntry{"qwen3", Kind::qwen3},
     NameEntry{"llama2-sys", Kind::llama2_sys},
     NameEntry{"llama2-sys-bos", Kind::llama2_sys_bos},
     NameEntry{"llama2-sys-strip", Kind::llama2_sys_strip},
@@ -36,6 +37,7 @@ constexpr std::array kNames = {
     NameEntry{"mistral-v3-tekken", Kind::mistral_v3_tekken},
     NameEntry{"mistral-v7", Kind::mistral_v7},
     NameEntry{"mistral-v7-tekken", Kind::mistral_v7_tekken},
+    NameEntry{"phi4-mini", Kind::phi4_mini},
 };
 
 const NameEntry* find_name(std::string_view name) {
@@ -259,6 +261,73 @@ void render_phi3(std::span<const Message> msgs, bool add_gen, std::string& out) 
     if (add_gen) out += "<|assistant|>\n";
 }
 
+// <|{role}|>{content}<|end|> ... [<|assistant|>] (Phi-4-mini: no newlines anywhere).
+void render_phi4_mini(std::span<const Message> msgs, bool add_gen, std::string& out) {
+    for (const auto& m : msgs) {
+        out += "<|";
+        out += m.role;
+        out += "|>";
+        out += m.content;
+        out += "<|end|>";
+    }
+    if (add_gen) out += "<|assistant|>";
+}
+
+// Python's str.strip / lstrip / rstrip of newlines only (Qwen3's template uses '\n' args).
+std::string_view strip_newlines(std::string_view s, bool left, bool right) {
+    while (left && !s.empty() && s.front() == '\n') s.remove_prefix(1);
+    while (right && !s.empty() && s.back() == '\n') s.remove_suffix(1);
+    return s;
+}
+
+// Qwen3's template without tools: chatml turns, but an assistant message's "<think>...</think>"
+// part is split off. Assistant turns before the last user message keep only the answer; after
+// it, the last message (or one with non-empty reasoning) is written as
+// "<think>\n{reasoning}\n</think>\n\n{answer}". With thinking off the generation prompt is
+// followed by an empty think block (the template's enable_thinking=false).
+void render_qwen3(std::span<const Message> msgs, bool add_gen, bool thinking, std::string& out) {
+    size_t last_query = msgs.size() - 1;
+    for (size_t i = msgs.size(); i-- > 0;) {
+        if (msgs[i].role == "user") {
+            last_query = i;
+            break;
+        }
+    }
+    for (size_t i = 0; i < msgs.size(); ++i) {
+        const Message& m = msgs[i];
+        if (m.role != "assistant") {
+            out += "<|im_start|>";
+            out += m.role;
+            out += '\n';
+            out += m.content;
+            out += "<|im_end|>\n";
+            continue;
+        }
+        std::string_view content = m.content, reasoning;
+        if (const size_t end = content.find("</think>"); end != std::string_view::npos) {
+            std::string_view before = strip_newlines(content.substr(0, end), false, true);
+            if (const size_t open = before.rfind("<think>"); open != std::string_view::npos) before = before.substr(open + 7);
+            reasoning = strip_newlines(before, true, false);
+            content = strip_newlines(content.substr(content.rfind("</think>") + 8), true, false);
+        }
+        out += "<|im_start|>assistant\n";
+        const bool after_query = i > last_query;
+        if (after_query && (i + 1 == msgs.size() || !reasoning.empty())) {
+            out += "<think>\n";
+            out += strip_newlines(reasoning, true, true);
+            out += "\n</think>\n\n";
+            out += strip_newlines(content, true, false);
+        } else {
+            out += content;
+        }
+        out += "<|im_end|>\n";
+    }
+    if (add_gen) {
+        out += "<|im_start|>assistant\n";
+        if (!thinking) out += "<think>\n\n</think>\n\n";
+    }
+}
+
 // ============================================================================================
 // Detection: llama.cpp's llm_chat_detect_template order, restricted to kvrag's families.
 // Markers of formats kvrag does not render (phi4, SmolVLM) that share a marker with one it
@@ -271,7 +340,8 @@ Detected detect_kind(std::string_view t, Kind& kind) {
     if (contains(t, "<|im_start|>")) {
         if (contains(t, "<|im_sep|>")) return Detected::none;          // phi4
         if (contains(t, "<end_of_utterance>")) return Detected::none;  // SmolVLM
-        kind = Kind::chatml;
+        // Qwen3's hybrid-thinking templates are the ones with the enable_thinking switch.
+        kind = contains(t, "enable_thinking") ? Kind::qwen3 : Kind::chatml;
         return Detected::found;
     }
     if (t.substr(0, 7) == "mistral" || contains(t, "[INST]")) {
@@ -305,7 +375,8 @@ Detected detect_kind(std::string_view t, Kind& kind) {
         return Detected::found;
     }
     if (contains(t, "<|assistant|>") && contains(t, "<|end|>")) {
-        kind = Kind::phi3;
+        // Phi-4-mini writes the role tag and the content with nothing between them.
+        kind = contains(t, "'|>' + message['content']") ? Kind::phi4_mini : Kind::phi3;
         return Detected::found;
     }
     if (contains(t, "<start_of_turn>")) {
@@ -386,7 +457,9 @@ std::string_view ChatTemplate::family() const {
         case Kind::mistral_v7:
         case Kind::mistral_v7_tekken: return "mistral";
         case Kind::gemma: return "gemma";
-        case Kind::phi3: return "phi3";
+        case Kind::phi3:
+        case Kind::phi4_mini: return "phi3";
+        case Kind::qwen3: return "qwen3";
     }
     return "chatml";
 }
@@ -421,13 +494,15 @@ Result<std::string> ChatTemplate::render(std::span<const Message> messages,
         case Kind::mistral_v7_tekken: render_mistral_v7(kind_, messages, out); break;
         case Kind::gemma: render_gemma(messages, add_generation_prompt, out); break;
         case Kind::phi3: render_phi3(messages, add_generation_prompt, out); break;
+        case Kind::phi4_mini: render_phi4_mini(messages, add_generation_prompt, out); break;
+        case Kind::qwen3: render_qwen3(messages, add_generation_prompt, thinking_, out); break;
     }
     return out;
 }
 
 std::vector<std::string> ChatTemplate::end_of_turn_strings() const {
     const std::string_view f = family();
-    if (f == "chatml") return {"<|im_end|>"};
+    if (f == "chatml" || f == "qwen3") return {"<|im_end|>"};
     if (f == "llama3") return {"<|eot_id|>"};
     if (f == "gemma") return {"<end_of_turn>"};
     if (f == "phi3") return {"<|end|>"};

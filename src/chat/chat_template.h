@@ -49,10 +49,12 @@ public:
         mistral_v7_tekken,
         gemma,
         phi3,
+        qwen3,             // chatml + Qwen3's <think> handling (thinking off unless enabled)
+        phi4_mini,         // <|{role}|>{content}<|end|>, no newlines (Phi-4-mini)
     };
 
     // Family names: "chatml", "llama2", "llama3", "mistral" (= "mistral-v3"), "gemma",
-    // "phi3"; variant names: "llama2-sys", "llama2-sys-bos", "llama2-sys-strip",
+    // "phi3", "qwen3"; variant names: "phi4-mini", "llama2-sys", "llama2-sys-bos", "llama2-sys-strip",
     // "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7", "mistral-v7-tekken".
     // Error: request_invalid, listing the known names.
     static Result<ChatTemplate> by_name(std::string_view name);
@@ -68,12 +70,20 @@ public:
 
     // The exact format: one of the names by_name accepts ("mistral" reports "mistral-v3").
     std::string_view name() const;
-    // The family: "chatml", "llama2", "llama3", "mistral", "gemma" or "phi3".
+    // The family: "chatml", "llama2", "llama3", "mistral", "gemma", "phi3" or "qwen3"
+    // (phi4-mini belongs to phi3).
     std::string_view family() const;
     Kind kind() const { return kind_; }
     // Empty, unless for_model fell back to chatml: then why, e.g.
     // "no tokenizer.chat_template in the model; using chatml".
     std::string note() const { return note_; }
+
+    // Qwen3's thinking switch (the template's enable_thinking). Off by default: the generation
+    // prompt then ends with an empty "<think>\n\n</think>\n\n" block, as Qwen3's template
+    // writes it for enable_thinking=false, so the model answers without reasoning first. Other
+    // formats ignore it (they have no such switch).
+    void set_thinking(bool enable) { thinking_ = enable; }
+    bool thinking() const { return thinking_; }
 
     // Renders the conversation. add_generation_prompt appends the assistant header for the
     // formats that have one (chatml, llama3, gemma, phi3); llama2 and mistral need none, the
@@ -94,6 +104,7 @@ private:
 
     Kind kind_;
     std::string note_;
+    bool thinking_ = false;
 };
 
 }  // namespace kvrag::chat

@@ -79,6 +79,23 @@ Runner add_info(CLI::App& app) {
             }
         }
         std::printf("\n");
+        if (h.has_swa()) {
+            // Local layers need only the last n_swa positions of a sequence; per token beyond
+            // that, only the global layers' K/V grow.
+            int32_t n_local = 0;
+            for (int il = 0; il < h.n_layer; ++il) n_local += h.is_swa(il) ? 1 : 0;
+            const size_t layer_bytes = 2 * ggml_row_size(GgmlType::F16, h.n_embd_kv());
+            std::printf("sliding window: %d positions on %d of %d layers (pattern %d, local rope base %g); f16 kv per token "
+                        "%zu bytes without the window, %zu bytes with it (+ %zu bytes per sequence for the window)\n",
+                        h.n_swa, n_local, h.n_layer, h.swa_pattern, h.rope_freq_base_swa, layer_bytes * h.n_layer,
+                        layer_bytes * (h.n_layer - n_local), layer_bytes * n_local * static_cast<size_t>(h.n_swa));
+            std::printf("                (kvrag's cache does not release cells outside the window yet: it allocates the "
+                        "bytes without the window)\n");
+        }
+        if (h.n_ctx_orig > 0) {
+            std::printf("longrope:      original context %d, attn_factor %g (long factors when the per-sequence context "
+                        "rounded up to 256 exceeds it)\n", h.n_ctx_orig, h.rope_attn_factor);
+        }
         if (auto geo = kvcache::make_geometry(h, GgmlType::F16)) {
             const int32_t ctx = engine::default_context_size(h, 0).n_ctx;  // kvrag generate's default --ctx
             std::printf("kv cache:      %d cells (default --ctx) x %zu bytes = %zu bytes (%.2f MiB) in f16\n", ctx, geo->bytes_per_cell(),

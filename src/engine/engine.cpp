@@ -71,8 +71,11 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel model, const EngineCo
     kc.type = config.kv_type;
     kc.block_tokens = config.prefix_block;
     kc.prefix_reuse = config.prefix_reuse;
-    // Context shift re-rotates stored keys with the model's own RoPE (frequency factors included).
-    model::KeyRotation rotation(model.model->hparams(), model.model->weights().rope_freq_factors);
+    // Context shift re-rotates stored keys with the model's own RoPE (frequency factors included;
+    // a LongRoPE model's set is chosen by the per-sequence context, as the forward pass does).
+    const int32_t n_ctx_seq = config.n_ctx_seq > 0 ? config.n_ctx_seq : config.n_ctx;
+    model::KeyRotation rotation(model.model->hparams(),
+                                model::rope_factors(model.model->weights(), model.model->hparams(), n_ctx_seq));
     auto cache = kvcache::KvCache::create(model.model->hparams(), kc, std::move(rotation));
     if (!cache) return cache.error();
     return std::unique_ptr<Engine>(new Engine(std::move(model), config, std::move(*cache)));
@@ -83,7 +86,7 @@ Engine::Engine(LoadedModel model, const EngineConfig& config, std::shared_ptr<kv
     config_.n_threads = config.n_threads > 0 ? config.n_threads : physical_core_count();
     if (config_.n_ctx_seq == 0) config_.n_ctx_seq = config_.n_ctx;
     pool_ = std::make_unique<ThreadPool>(config_.n_threads);
-    forward_ = std::make_unique<model::ForwardPass>(model_.model->hparams(), model_.model->weights());
+    forward_ = std::make_unique<model::ForwardPass>(model_.model->hparams(), model_.model->weights(), config_.n_ctx_seq);
 }
 
 std::vector<int32_t> Engine::tokenize(std::string_view text, const GenerateOptions& options) const {

@@ -123,7 +123,11 @@ Result<std::optional<std::vector<SearchFilter>>> parse_km_filters(const json& bo
         if (!obj.is_object()) return bad("filter " + std::to_string(i) + " is not an object of key -> [values]");
         std::set<std::string> doc_ids;
         Tags tags;
-        for (const auto& [k, v] : obj.items()) {
+        for (const auto& item : obj.items()) {
+            // Named copies, not a structured binding: clang 14 (the sanitizer build) cannot
+            // capture a binding in the lambda below.
+            const std::string& k = item.key();
+            const json& v = item.value();
             std::vector<std::string> values;
             auto add = [&](const json& x) -> Result<void> {
                 if (x.is_null()) values.emplace_back();

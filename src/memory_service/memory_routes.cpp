@@ -226,7 +226,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
 
     // POST /upload: Kernel Memory's form (upload_form.h). Each file is kept for /download and
     // ingested before the answer; files a previous upload of the same document had and this
-    // one lacks are removed. 202 UploadAccepted.
+    // one lacks are removed. 200 UploadAccepted.
     http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& content_reader) {
         auto boundary = multipart_boundary(req.get_header_value("Content-Type"));
         if (!boundary) return send_error(res, boundary.error());
@@ -249,6 +249,18 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
             }
         }
         if (!valid_id(index)) return send_error(res, Error{Errc::memory_bad_input, "index name '" + index + "' is not 1-128 characters of [A-Za-z0-9._-]"});
+        // A kvrag id of one Kernel Memory document's file ("D__0") may be another document's
+        // own id: refuse rather than replace that document.
+        for (const auto& d : docs) {
+            auto existing = svc->mem->store().get_document(index, d.doc_id);
+            if (!existing) return send_error(res, existing.error());
+            if (*existing && km_document_id((*existing)->doc_id, (*existing)->tags) != d.km_document_id) {
+                return send_error(res, Error{Errc::memory_bad_input, "file '" + d.file->filename + "' of document '" + d.km_document_id +
+                                                                         "' would be stored as '" + d.doc_id + "', which holds document '" +
+                                                                         km_document_id((*existing)->doc_id, (*existing)->tags) +
+                                                                         "'; delete that one or choose another documentId"});
+            }
+        }
         json results = json::array();
         std::vector<std::string> kept;
         std::vector<std::string> km_ids;
@@ -280,7 +292,8 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
             if (auto r = delete_km_document(*svc->mem, index, km_id, kept); !r) return send_error(res, r.error());
         }
         res.set_header("Location", "/upload-status?index=" + index + "&documentId=" + docs.front().km_document_id);
-        send_json(res, 202, json{{"index", index}, {"documentId", docs.front().km_document_id},
+        // 200, not Kernel Memory's 202: the files are ingested already (MemoryWebClient accepts any 2xx).
+        send_json(res, 200, json{{"index", index}, {"documentId", docs.front().km_document_id},
                                  {"message", "Document upload completed, ingestion finished"}, {"documents", results}});
     });
 
@@ -430,7 +443,7 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         res.set_chunked_content_provider("text/event-stream; charset=utf-8", [svc, shared_q, model, updated_at_fn](size_t, httplib::DataSink& sink) {
             const AskRequest& q = *shared_q;
             auto send = [&sink](const json& part) {
-                const std::string ev = "data: " + part.dump() + "\n\n";
+                const std::string ev = "data: " + server::dump(part) + "\n\n";  // invalid UTF-8 replaced, never thrown
                 return sink.write(ev.data(), ev.size());
             };
             AskStream stream;

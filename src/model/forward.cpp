@@ -11,7 +11,8 @@
 
 namespace kvrag::model {
 
-ForwardPass::ForwardPass(const ModelHParams& hp, const ModelWeights& w) : hp_(hp), w_(w) {}
+ForwardPass::ForwardPass(const ModelHParams& hp, const ModelWeights& w, int32_t n_ctx_seq)
+    : hp_(hp), w_(w), rope_factors_(model::rope_factors(w, hp, n_ctx_seq > 0 ? n_ctx_seq : hp.n_ctx_train)) {}
 
 void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads) {
     if (n > cap_tokens_) {
@@ -25,6 +26,7 @@ void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads)
         gate_.assign(n * hp_.n_ff, 0.0f);
         up_.assign(n * hp_.n_ff, 0.0f);
         rope_.assign(n * hp_.n_rot, 0.0f);
+        rope_swa_.assign(hp_.has_swa() ? n * hp_.n_rot : 0, 0.0f);
         // Prepared rows of the widest input (n_ff or n_embd_q): 4 bytes per element bounds
         // every quantised dot format (Q8_1 takes 36 bytes per 32).
         const int64_t widest = std::max<int64_t>({hp_.n_embd, hp_.n_ff, hp_.n_embd_q()});
@@ -75,7 +77,34 @@ void ForwardPass::matmul(const MatrixRef& W, const float* x, int64_t n, float* y
     matmul_prepared(W, xp.data, xp.row_bytes, n, y, pool);
 }
 
-void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, ThreadPool& pool) {
+void ForwardPass::rotate_qk(int64_t n, int il) {
+    const int32_t n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), hd = hp_.head_dim;
+    const LayerWeights& L = w_.layers[il];
+    if (hp_.qk_norm) {
+        for (int64_t t = 0; t < n; ++t) {
+            for (int32_t h = 0; h < hp_.n_head; ++h) {
+                float* q = &q_[t * n_q + h * hd];
+                kernels::rmsnorm(q, q, L.q_norm.data(), hd, hp_.rms_eps);
+            }
+            for (int32_t h = 0; h < hp_.n_head_kv; ++h) {
+                float* k = &k_[t * n_kv + h * hd];
+                kernels::rmsnorm(k, k, L.k_norm.data(), hd, hp_.rms_eps);
+            }
+        }
+    }
+    const std::vector<float>& table = hp_.is_swa(il) ? rope_swa_ : rope_;
+    for (int64_t t = 0; t < n; ++t) {
+        const float* cs = &table[t * hp_.n_rot];
+        for (int32_t h = 0; h < hp_.n_head; ++h) kernels::rope_apply(&q_[t * n_q + h * hd], cs, hp_.n_rot, hp_.rope_neox);
+        for (int32_t h = 0; h < hp_.n_head_kv; ++h) kernels::rope_apply(&k_[t * n_kv + h * hd], cs, hp_.n_rot, hp_.rope_neox);
+    }
+    if (hp_.q_prescale > 0.0f) {
+        // Scaled before Q is rounded for the Q.K product, as the reference does for these models.
+        for (int64_t i = 0; i < n * n_q; ++i) q_[i] *= hp_.q_prescale;
+    }
+}
+
+void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, bool local, ThreadPool& pool) {
     const int32_t hd = hp_.head_dim, n_head_kv = hp_.n_head_kv, group = hp_.n_head / hp_.n_head_kv;
     const int64_t n_items = static_cast<int64_t>(batch.size()) * n_head_kv;  // (token, kv head) pairs
     const size_t per_thread = kernels::attention_scratch_floats(cap_visible_, hd, group);
@@ -97,9 +126,14 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef&
             a.type = kv.type;
             a.cells = batch[t].visible;
             a.n_visible = batch[t].n_visible;
+            if (local && a.n_visible > hp_.n_swa) {
+                // Positions (pos - n_swa, pos]: the last n_swa of the consecutive visible cells.
+                a.cells += a.n_visible - hp_.n_swa;
+                a.n_visible = hp_.n_swa;
+            }
             a.head_dim = hd;
             a.n_q_heads = group;
-            a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+            a.scale = hp_.q_prescale > 0.0f ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd));
             kernels::attention(a, &attn_[t * hp_.n_embd_q() + static_cast<int64_t>(hk) * group * hd], scratch);
         }
     });
@@ -133,11 +167,24 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
         kernels::dequantize_row(w_.tok_embd.type, w_.tok_embd.data + static_cast<size_t>(batch[t].token) * w_.tok_embd.row_bytes,
                                 &x_[t * n_embd], n_embd);
     }
-    // RoPE angles per token, shared by all layers and heads.
-    const float* ff = w_.rope_freq_factors.empty() ? nullptr : w_.rope_freq_factors.data();
+    if (hp_.arch == Arch::gemma3) {
+        // Gemma scales token embeddings by sqrt(n_embd), in f32.
+        const float scale = std::sqrt(static_cast<float>(n_embd));
+        for (int64_t i = 0; i < n * n_embd; ++i) x_[i] *= scale;
+    }
+    // RoPE angles per token, shared by all layers (local layers have their own table) and heads.
+    // LongRoPE's attn_factor multiplies both cos and sin.
+    const float* ff = rope_factors_.empty() ? nullptr : rope_factors_.data();
     for (int64_t t = 0; t < n; ++t) {
-        kernels::rope_table(&rope_[t * hp_.n_rot], static_cast<float>(batch[t].pos), hp_.n_rot, hp_.rope_freq_base,
-                            hp_.rope_freq_scale, ff);
+        float* cs = &rope_[t * hp_.n_rot];
+        kernels::rope_table(cs, static_cast<float>(batch[t].pos), hp_.n_rot, hp_.rope_freq_base, hp_.rope_freq_scale, ff);
+        if (hp_.rope_attn_factor != 1.0f) {
+            for (int32_t i = 0; i < hp_.n_rot; ++i) cs[i] *= hp_.rope_attn_factor;
+        }
+        if (hp_.has_swa()) {
+            kernels::rope_table(&rope_swa_[t * hp_.n_rot], static_cast<float>(batch[t].pos), hp_.n_rot, hp_.rope_freq_base_swa,
+                                1.0f, nullptr);
+        }
     }
 
     for (int il = 0; il < hp_.n_layer; ++il) {
@@ -162,12 +209,8 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
                 kernels::add_inplace(&v_[t * n_kv], L.bv.data(), n_kv);
             }
         }
-        // Rotate q and k heads by their positions.
-        for (int64_t t = 0; t < n; ++t) {
-            const float* cs = &rope_[t * hp_.n_rot];
-            for (int32_t h = 0; h < hp_.n_head; ++h) kernels::rope_apply(&q_[t * n_q + h * hd], cs, hp_.n_rot, hp_.rope_neox);
-            for (int32_t h = 0; h < hp_.n_head_kv; ++h) kernels::rope_apply(&k_[t * n_kv + h * hd], cs, hp_.n_rot, hp_.rope_neox);
-        }
+        // q/k norms, then rotate q and k heads by their positions.
+        rotate_qk(n, il);
         // Store k, v of every batch token in its cell before any token attends (a token sees
         // the earlier tokens of its own sequence from the same batch).
         const KvLayerRef kvl = kv.layer(il);
@@ -179,12 +222,17 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
                 kernels::quantize_row(kvl.type, &v_[t * n_kv + h * hd], kvl.v + hoff, hd);
             }
         }
-        attention(batch, kvl, pool);
-        // x += attn Wo
+        attention(batch, kvl, hp_.is_swa(il), pool);
+        // x += attn Wo (gemma3: normed by post_attention_norm first)
         matmul(L.wo, attn_.data(), n, xn_.data(), pool);
+        if (!L.post_attn_norm.empty()) {
+            for (int64_t t = 0; t < n; ++t) {
+                kernels::rmsnorm(&xn_[t * n_embd], &xn_[t * n_embd], L.post_attn_norm.data(), n_embd, hp_.rms_eps);
+            }
+        }
         for (int64_t t = 0; t < n; ++t) kernels::add_inplace(&x_[t * n_embd], &xn_[t * n_embd], n_embd);
 
-        // 3. Feed-forward: x += W_down (silu(W_gate xn) * (W_up xn))
+        // 3. Feed-forward: x += W_down (act(W_gate xn) * (W_up xn)); act is silu, or GELU for gemma3
         for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.ffn_norm.data(), n_embd, hp_.rms_eps);
         if (L.w_gate.type == L.w_up.type) {
             const Prepared xp = prepare(L.w_gate.type, xn_.data(), n, n_embd, pool);
@@ -194,8 +242,18 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
             matmul(L.w_gate, xn_.data(), n, gate_.data(), pool);
             matmul(L.w_up, xn_.data(), n, up_.data(), pool);
         }
-        for (int64_t t = 0; t < n; ++t) kernels::silu_mul(&gate_[t * n_ff], &gate_[t * n_ff], &up_[t * n_ff], n_ff);
+        if (hp_.arch == Arch::gemma3) {
+            kernels::gelu(gate_.data(), gate_.data(), n * n_ff);
+            for (int64_t i = 0; i < n * n_ff; ++i) gate_[i] *= up_[i];
+        } else {
+            for (int64_t t = 0; t < n; ++t) kernels::silu_mul(&gate_[t * n_ff], &gate_[t * n_ff], &up_[t * n_ff], n_ff);
+        }
         matmul(L.w_down, gate_.data(), n, xn_.data(), pool);
+        if (!L.post_ffn_norm.empty()) {
+            for (int64_t t = 0; t < n; ++t) {
+                kernels::rmsnorm(&xn_[t * n_embd], &xn_[t * n_embd], L.post_ffn_norm.data(), n_embd, hp_.rms_eps);
+            }
+        }
         for (int64_t t = 0; t < n; ++t) kernels::add_inplace(&x_[t * n_embd], &xn_[t * n_embd], n_embd);
     }
 
@@ -216,6 +274,10 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
     logits_out.resize(static_cast<size_t>(n_out) * n_vocab);
     if (n_out > cap_tokens_) ensure_capacity(n_out, max_visible, pool.size());
     matmul(w_.output, out_rows_.data(), n_out, logits_out.data(), pool);
+    if (hp_.final_logit_softcap > 0.0f) {
+        const float c = hp_.final_logit_softcap;
+        for (float& l : logits_out) l = c * std::tanh(l / c);
+    }
     return {};
 }
 

@@ -20,8 +20,17 @@ namespace kvrag::model {
 
 class ForwardPass {
 public:
-    ForwardPass(const ModelHParams& hp, const ModelWeights& w);
+    // n_ctx_seq: the most positions one sequence may hold in this context; it selects a LongRoPE
+    // model's factor set (see rope_factors in weights.h). 0 means the trained context.
+    ForwardPass(const ModelHParams& hp, const ModelWeights& w, int32_t n_ctx_seq = 0);
 
+    // The RoPE divisors in use (what a KeyRotation for this context must be given).
+    std::span<const float> rope_factors() const { return rope_factors_; }
+
+    // Sliding-window models (hp.has_swa()): each token's visible list must hold consecutive
+    // positions ending at its own (position pos - n_visible + 1 ... pos), which is what a
+    // sequence's cell list gives; a local layer attends to the last min(n_visible, n_swa) of
+    // them.
     // Runs the batch; K/V of every token are written to its cell. For each token with
     // want_logits, in batch order, appends (n_vocab) logits to logits_out (resized to
     // n_out * n_vocab). When hidden_out is given, it receives the final-normed hidden state
@@ -44,10 +53,14 @@ private:
     };
     Prepared prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool);
     void matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool);
-    void attention(std::span<const BatchToken> batch, const KvLayerRef& kv, ThreadPool& pool);
+    void attention(std::span<const BatchToken> batch, const KvLayerRef& kv, bool local, ThreadPool& pool);
+    // q_, k_ of the batch: per-head RMSNorm (qk_norm models), RoPE with layer il's table,
+    // and the query pre-scale of gemma3 / phi3.
+    void rotate_qk(int64_t n, int il);
 
     const ModelHParams& hp_;
     const ModelWeights& w_;
+    std::span<const float> rope_factors_;   // (n_rot / 2) divisors or empty
     int64_t cap_tokens_ = 0;
     int32_t cap_visible_ = 0;
     int cap_threads_ = 0;
@@ -61,7 +74,8 @@ private:
     std::vector<float> gate_;   // (n, n_ff)
     std::vector<float> up_;     // (n, n_ff)
     std::vector<uint8_t> xp_;   // prepared activations (n, row bytes of the vec_dot type)
-    std::vector<float> rope_;   // (n, n_rot / 2, 2) cos/sin per token
+    std::vector<float> rope_;   // (n, n_rot / 2, 2) cos/sin per token (global layers)
+    std::vector<float> rope_swa_;  // (n, n_rot / 2, 2) the same for local (sliding-window) layers
     std::vector<float> att_scratch_;  // per thread: scores (max_visible) + q/row buffers
     std::vector<float> out_rows_;     // (n_out, n_embd) final-normed rows that want logits
 };

@@ -1,5 +1,7 @@
 #include "model/hparams.h"
 
+#include <cmath>
+
 namespace kvrag::model {
 namespace {
 
@@ -54,6 +56,65 @@ void read_encoder_hparams(const gguf::GgufFile& f, ModelHParams& hp) {
     }
 }
 
+// Sliding window, its layer pattern and the local layers' RoPE base; the query scale; the
+// optional final soft-capping. Defaults are llama.cpp's where a converted file has no key.
+void read_gemma3_hparams(const gguf::GgufFile& f, ModelHParams& hp) {
+    const std::string a = hp.arch_name + ".";
+    if (auto w = opt_int(f, a + "attention.sliding_window")) {
+        if (*w < 0 || *w > (1 << 24)) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "attention.sliding_window " + std::to_string(*w) +
+                                                     " is outside 0..16777216");
+        }
+        hp.n_swa = static_cast<int32_t>(*w);
+    }
+    hp.swa_pattern = 6;
+    // An array value of the pattern key is ignored, as the reference engine does.
+    if (const gguf::Value* v = f.find(a + "attention.sliding_window_pattern"); v && v->type != gguf::ValueType::ARRAY) {
+        auto p = opt_int(f, a + "attention.sliding_window_pattern");
+        if (!p || *p < 1 || *p > 4096) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "attention.sliding_window_pattern must be in 1..4096");
+        }
+        hp.swa_pattern = static_cast<int32_t>(*p);
+    }
+    if (auto b = opt_float(f, a + "rope.freq_base_swa")) hp.rope_freq_base_swa = static_cast<float>(*b);
+    if (!(hp.rope_freq_base_swa > 0.0f)) {
+        throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "rope.freq_base_swa must be > 0");
+    }
+    if (auto c = opt_float(f, a + "final_logit_softcapping")) hp.final_logit_softcap = static_cast<float>(*c);
+    if (hp.final_logit_softcap < 0.0f) {
+        throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "final_logit_softcapping must be >= 0");
+    }
+    // Gemma 3 27B (62 layers) scales queries by 1/sqrt(n_embd / n_head), the others by
+    // 1/sqrt(head_dim) (the reference engine's rule).
+    const float d = hp.n_layer == 62 ? static_cast<float>(hp.n_embd) / static_cast<float>(hp.n_head)
+                                     : static_cast<float>(hp.head_dim);
+    hp.q_prescale = 1.0f / std::sqrt(d);
+}
+
+// LongRoPE's original context and attention factor; phi3 needs n_head * head_dim == n_embd
+// (its attn_output is square). attention.sliding_window is read by nobody: the reference
+// engine disables Phi's window, so every layer is global.
+void read_phi3_hparams(const gguf::GgufFile& f, ModelHParams& hp) {
+    const std::string a = hp.arch_name + ".";
+    if (hp.n_embd_q() != hp.n_embd) {
+        throw_error(Errc::model_bad_hparams, f.path() + ": phi3 needs head_count * head_dim == embedding_length; got " +
+                                                 std::to_string(hp.n_head) + " * " + std::to_string(hp.head_dim) +
+                                                 " != " + std::to_string(hp.n_embd));
+    }
+    if (auto o = opt_int(f, a + "rope.scaling.original_context_length")) {
+        if (*o < 1 || *o > (1 << 24)) {
+            throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "rope.scaling.original_context_length " +
+                                                     std::to_string(*o) + " is outside 1..16777216");
+        }
+        hp.n_ctx_orig = static_cast<int32_t>(*o);
+    }
+    if (auto af = opt_float(f, a + "rope.scaling.attn_factor")) hp.rope_attn_factor = static_cast<float>(*af);
+    if (!(hp.rope_attn_factor > 0.0f)) {
+        throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "rope.scaling.attn_factor must be > 0");
+    }
+    hp.q_prescale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+}
+
 }  // namespace
 
 const char* pooling_type_name(PoolingType p) {
@@ -78,6 +139,9 @@ std::string arch_name(Arch arch) {
     switch (arch) {
         case Arch::llama: return "llama";
         case Arch::qwen2: return "qwen2";
+        case Arch::qwen3: return "qwen3";
+        case Arch::gemma3: return "gemma3";
+        case Arch::phi3: return "phi3";
         case Arch::bert: return "bert";
         case Arch::nomic_bert: return "nomic-bert";
     }
@@ -94,6 +158,17 @@ Result<ModelHParams> read_hparams(const gguf::GgufFile& f) {
             hp.arch = Arch::llama;
         } else if (hp.arch_name == "qwen2") {
             hp.arch = Arch::qwen2;
+            hp.rope_neox = true;
+        } else if (hp.arch_name == "qwen3") {
+            hp.arch = Arch::qwen3;
+            hp.rope_neox = true;
+            hp.qk_norm = true;
+        } else if (hp.arch_name == "gemma3") {
+            hp.arch = Arch::gemma3;
+            hp.rope_neox = true;
+            hp.qk_norm = true;
+        } else if (hp.arch_name == "phi3") {
+            hp.arch = Arch::phi3;
             hp.rope_neox = true;
         } else if (hp.arch_name == "bert") {
             hp.arch = Arch::bert;
@@ -164,6 +239,8 @@ Result<ModelHParams> read_hparams(const gguf::GgufFile& f) {
         if (!(hp.rms_eps > 0.0f) || hp.rms_eps > 1.0f) {
             throw_error(Errc::model_bad_hparams, f.path() + ": layer_norm_rms_epsilon " + std::to_string(hp.rms_eps) + " must be in (0, 1]");
         }
+        if (hp.arch == Arch::gemma3) read_gemma3_hparams(f, hp);
+        if (hp.arch == Arch::phi3) read_phi3_hparams(f, hp);
         if (is_encoder(hp.arch)) read_encoder_hparams(f, hp);
         // The vocabulary size comes from the embedding matrix, checked when weights are bound.
         if (const auto* t = f.find_tensor("token_embd.weight"); t && t->ne.size() == 2) {

@@ -20,7 +20,9 @@ namespace kvrag::model {
 class KeyRotation {
 public:
     // freq_factors: (n_rot / 2) per-dimension divisors of the angle (the model's rope_freqs
-    // tensor), or empty; must be what the forward pass uses.
+    // tensor, or the LongRoPE set of this context), or empty; must be what the forward pass uses.
+    // LongRoPE's attn_factor is not applied: it scales a key once, when it is first rotated, and
+    // a shift must only turn it further.
     explicit KeyRotation(const ModelHParams& hp, std::span<const float> freq_factors = {});
 
     // Rotates the K rows of `cell` in every layer of kv by delta positions (negative moves the
@@ -37,11 +39,10 @@ private:
     int32_t n_head_kv_ = 0;
     int32_t head_dim_ = 0;
     int32_t n_rot_ = 0;
-    float freq_base_ = 10000.0f;
-    float freq_scale_ = 1.0f;
     bool neox_ = false;
+    ModelHParams hp_;                   // per-layer RoPE base and scale (sliding-window layers differ)
     std::vector<float> freq_factors_;   // (n_rot / 2) or empty
-    std::vector<float> scratch_;        // (head_dim + n_rot): one head, then its cos/sin table
+    std::vector<float> scratch_;        // (head_dim + 2 * n_rot): one head, then the global and local cos/sin tables
 };
 
 }  // namespace kvrag::model

@@ -45,7 +45,24 @@ std::vector<float> vector_f32(const gguf::GgufFile& f, const std::string& name, 
     return out;
 }
 
+// Rows [r0, r0 + n_rows) of a fused matrix, as a matrix of their own (rows are stored one after
+// another, each quantised on its own, so a row range is a valid matrix of any type).
+MatrixRef row_slice(const MatrixRef& m, int64_t r0, int64_t n_rows) {
+    MatrixRef s = m;
+    s.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+    s.n_rows = n_rows;
+    return s;
+}
+
 }  // namespace
+
+std::span<const float> rope_factors(const ModelWeights& w, const ModelHParams& hp, int32_t n_ctx_seq) {
+    if (!w.rope_factors_long.empty()) {
+        const int64_t padded = (static_cast<int64_t>(n_ctx_seq) + 255) / 256 * 256;
+        return padded > hp.n_ctx_orig ? std::span<const float>(w.rope_factors_long) : std::span<const float>(w.rope_factors_short);
+    }
+    return w.rope_freq_factors;
+}
 
 Result<ModelWeights> bind_weights(const gguf::GgufFile& f, const ModelHParams& hp) {
     return catch_errors([&]() {
@@ -73,22 +90,56 @@ Result<ModelWeights> bind_weights(const gguf::GgufFile& f, const ModelHParams& h
             w.tied_output = true;
         }
         if (f.find_tensor("rope_freqs.weight")) w.rope_freq_factors = vector_f32(f, "rope_freqs.weight", hp.n_rot / 2);
+        if (f.find_tensor("rope_factors_long.weight") || f.find_tensor("rope_factors_short.weight")) {
+            // LongRoPE needs both sets and the original context length that chooses between them.
+            w.rope_factors_long = vector_f32(f, "rope_factors_long.weight", hp.n_rot / 2);
+            w.rope_factors_short = vector_f32(f, "rope_factors_short.weight", hp.n_rot / 2);
+            if (hp.n_ctx_orig <= 0) {
+                throw_error(Errc::model_bad_hparams, f.path() + ": rope_factors_long/short are present but " + a +
+                                                         "rope.scaling.original_context_length is missing");
+            }
+        }
+        const bool fused = hp.arch == Arch::phi3;   // attn_qkv and gate+up in ffn_up
         for (int il = 0; il < hp.n_layer; ++il) {
             const std::string p = "blk." + std::to_string(il) + ".";
             LayerWeights l;
             l.attn_norm = vector_f32(f, p + "attn_norm.weight", n_embd);
-            l.wq = matrix(f, p + "attn_q.weight", n_embd, n_q);
-            l.wk = matrix(f, p + "attn_k.weight", n_embd, n_kv);
-            l.wv = matrix(f, p + "attn_v.weight", n_embd, n_kv);
+            if (fused) {
+                // attn_qkv rows: Q (n_embd_q), then K (n_embd_kv), then V (n_embd_kv).
+                const MatrixRef qkv = matrix(f, p + "attn_qkv.weight", n_embd, n_q + 2 * n_kv);
+                l.wq = row_slice(qkv, 0, n_q);
+                l.wk = row_slice(qkv, n_q, n_kv);
+                l.wv = row_slice(qkv, n_q + n_kv, n_kv);
+            } else {
+                l.wq = matrix(f, p + "attn_q.weight", n_embd, n_q);
+                l.wk = matrix(f, p + "attn_k.weight", n_embd, n_kv);
+                l.wv = matrix(f, p + "attn_v.weight", n_embd, n_kv);
+            }
             l.wo = matrix(f, p + "attn_output.weight", n_q, n_embd);
             if (hp.arch == Arch::qwen2) {
                 l.bq = vector_f32(f, p + "attn_q.bias", n_q);
                 l.bk = vector_f32(f, p + "attn_k.bias", n_kv);
                 l.bv = vector_f32(f, p + "attn_v.bias", n_kv);
             }
+            if (hp.qk_norm) {
+                l.q_norm = vector_f32(f, p + "attn_q_norm.weight", hp.head_dim);
+                l.k_norm = vector_f32(f, p + "attn_k_norm.weight", hp.head_dim);
+            }
+            if (hp.arch == Arch::gemma3) {
+                // Stored as Hugging Face's (1 + w): the converter already added the 1.
+                l.post_attn_norm = vector_f32(f, p + "post_attention_norm.weight", n_embd);
+                l.post_ffn_norm = vector_f32(f, p + "post_ffw_norm.weight", n_embd);
+            }
             l.ffn_norm = vector_f32(f, p + "ffn_norm.weight", n_embd);
-            l.w_gate = matrix(f, p + "ffn_gate.weight", n_embd, n_ff);
-            l.w_up = matrix(f, p + "ffn_up.weight", n_embd, n_ff);
+            if (fused) {
+                // ffn_up rows: the gate (n_ff), then up (n_ff).
+                const MatrixRef gate_up = matrix(f, p + "ffn_up.weight", n_embd, 2 * n_ff);
+                l.w_gate = row_slice(gate_up, 0, n_ff);
+                l.w_up = row_slice(gate_up, n_ff, n_ff);
+            } else {
+                l.w_gate = matrix(f, p + "ffn_gate.weight", n_embd, n_ff);
+                l.w_up = matrix(f, p + "ffn_up.weight", n_embd, n_ff);
+            }
             l.w_down = matrix(f, p + "ffn_down.weight", n_ff, n_embd);
             w.layers.push_back(std::move(l));
         }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,8 +35,11 @@ struct LayerWeights {
     std::vector<float> attn_norm;     // (n_embd)
     MatrixRef wq, wk, wv, wo;         // (n_embd_q, n_embd), (n_embd_kv, n_embd) x2, (n_embd, n_embd_q)
     std::vector<float> bq, bk, bv;    // qwen2 biases: (n_embd_q), (n_embd_kv) x2; empty for llama
+    std::vector<float> q_norm, k_norm;  // qwen3, gemma3: (head_dim) RMSNorm weights shared by every head
+    std::vector<float> post_attn_norm;  // gemma3: (n_embd) norm of the attention output
     std::vector<float> ffn_norm;      // (n_embd)
     MatrixRef w_gate, w_up, w_down;   // (n_ff, n_embd) x2, (n_embd, n_ff)
+    std::vector<float> post_ffn_norm;   // gemma3: (n_embd) norm of the feed-forward output
 };
 
 struct ModelWeights {
@@ -44,8 +48,18 @@ struct ModelWeights {
     MatrixRef output;                 // (n_vocab, n_embd); tok_embd when the model ties them
     bool tied_output = false;
     std::vector<float> rope_freq_factors;  // (n_rot / 2) or empty
+    // phi3 LongRoPE (rope_factors_long / rope_factors_short): (n_rot / 2) each, or empty.
+    // rope_factors() picks the set for a context length.
+    std::vector<float> rope_factors_long, rope_factors_short;
     std::vector<LayerWeights> layers;
 };
+
+// The per-dimension RoPE divisors the forward pass and the key rotation use for sequences of up
+// to n_ctx_seq positions: rope_freqs when the model has it; for LongRoPE models the long set
+// when n_ctx_seq, rounded up to a multiple of 256 as the reference engine rounds its context,
+// exceeds rope.scaling.original_context_length, else the short set. The choice is made once per
+// context (as the reference engine does), not per current length. Empty: no factors.
+std::span<const float> rope_factors(const ModelWeights& w, const ModelHParams& hp, int32_t n_ctx_seq);
 
 // "[64, 32]": a tensor shape as the loaders' messages print it.
 std::string shape_string(const std::vector<int64_t>& ne);

@@ -8,6 +8,9 @@
 //   gemma   - google/gemma-3 template (system text + "\n\n" prefixed to the first user turn,
 //             role "model", content | trim).
 //   phi3    - microsoft/Phi-3.5-mini-instruct template (system/user/assistant blocks).
+//   qwen3   - Qwen/Qwen3 template (chatml turns; "<think>" split off assistant messages;
+//             enable_thinking=false writes an empty think block after the generation prompt).
+//   phi4-mini - microsoft/Phi-4-mini-instruct template ('<|' + role + '|>' + content + '<|end|>').
 //   llama2  - Meta Llama-2-chat format as rendered by llama.cpp's four llama2 variants
 //             (llama.cpp's llm_chat_apply_template; kvrag follows its BOS and spacing rules).
 //   mistral - Mistral's documented v1 / v3 / v3-tekken / v7 / v7-tekken instruct formats
@@ -103,6 +106,60 @@ TEST(ChatTemplateRender, Phi3) {
               "<|assistant|>\n  4  <|end|>\n"
               "<|user|>\nThanks<|end|>\n"
               "<|assistant|>\n");
+}
+
+TEST(ChatTemplateRender, Qwen3ThinkingOffByDefault) {
+    // As Qwen3's template renders with enable_thinking=false.
+    EXPECT_EQ(render_by_name("qwen3"),
+              "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n"
+              "<|im_start|>user\nHello<|im_end|>\n"
+              "<|im_start|>assistant\nHi there<|im_end|>\n"
+              "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+              "<|im_start|>assistant\n  4  <|im_end|>\n"
+              "<|im_start|>user\nThanks<|im_end|>\n"
+              "<|im_start|>assistant\n<think>\n\n</think>\n\n");
+    auto t = ChatTemplate::by_name("qwen3").value();
+    EXPECT_FALSE(t.thinking());
+    t.set_thinking(true);  // enable_thinking=true (the template's own default): no think block
+    const std::vector<Message> one = {{"user", "Hi"}};
+    EXPECT_EQ(t.render(one, true).value(), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_EQ(t.render(one, false).value(), "<|im_start|>user\nHi<|im_end|>\n");
+}
+
+TEST(ChatTemplateRender, Qwen3DropsReasoningOfEarlierTurns) {
+    auto t = ChatTemplate::by_name("qwen3").value();
+    // A reply before the last user message keeps only its answer.
+    const std::vector<Message> history = {
+        {"user", "2+2?"},
+        {"assistant", "<think>\nadd them\n</think>\n\n4"},
+        {"user", "and 3+3?"},
+    };
+    EXPECT_EQ(t.render(history, true).value(),
+              "<|im_start|>user\n2+2?<|im_end|>\n"
+              "<|im_start|>assistant\n4<|im_end|>\n"
+              "<|im_start|>user\nand 3+3?<|im_end|>\n"
+              "<|im_start|>assistant\n<think>\n\n</think>\n\n");
+    // The last message, after the last user turn, keeps its reasoning in a think block (and
+    // gets an empty one when it has none).
+    const std::vector<Message> tail = {{"user", "2+2?"}, {"assistant", "<think>\nadd\n</think>\n\n4"}};
+    EXPECT_EQ(t.render(tail, false).value(),
+              "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\nadd\n</think>\n\n4<|im_end|>\n");
+    const std::vector<Message> plain = {{"user", "2+2?"}, {"assistant", "4"}};
+    EXPECT_EQ(t.render(plain, false).value(),
+              "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n4<|im_end|>\n");
+    EXPECT_EQ(t.end_of_turn_strings(), std::vector<std::string>{"<|im_end|>"});
+}
+
+TEST(ChatTemplateRender, Phi4Mini) {
+    EXPECT_EQ(render_by_name("phi4-mini"),
+              "<|system|>You are a terse assistant.<|end|>"
+              "<|user|>Hello<|end|>"
+              "<|assistant|>Hi there<|end|>"
+              "<|user|>What is 2+2?<|end|>"
+              "<|assistant|>  4  <|end|>"
+              "<|user|>Thanks<|end|>"
+              "<|assistant|>");
+    EXPECT_EQ(ChatTemplate::by_name("phi4-mini").value().end_of_turn_strings(), std::vector<std::string>{"<|end|>"});
 }
 
 TEST(ChatTemplateRender, Llama2Variants) {
@@ -207,6 +264,7 @@ TEST(ChatTemplateNames, FamiliesAndVariants) {
         {"chatml", "chatml", "chatml"},         {"llama2", "llama2", "llama2"},
         {"llama3", "llama3", "llama3"},         {"mistral", "mistral-v3", "mistral"},
         {"gemma", "gemma", "gemma"},            {"phi3", "phi3", "phi3"},
+        {"qwen3", "qwen3", "qwen3"},            {"phi4-mini", "phi4-mini", "phi3"},
         {"llama2-sys-bos", "llama2-sys-bos", "llama2"},
         {"mistral-v7-tekken", "mistral-v7-tekken", "mistral"},
     };
@@ -270,6 +328,33 @@ TEST(ChatTemplateDetect, Families) {
                        "{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}"
                        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"),
               "phi3");
+}
+
+TEST(ChatTemplateDetect, Qwen3Gemma3Phi4Mini) {
+    // Qwen/Qwen3-8B (the parts around the thinking switch).
+    EXPECT_EQ(detected("{%- for message in messages %}{%- if (message.role == \"user\") %}"
+                       "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}"
+                       "{%- elif message.role == \"assistant\" %}{%- if '</think>' in content %}"
+                       "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}{%- endif %}"
+                       "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+                       "{%- if enable_thinking is defined and enable_thinking is false %}"
+                       "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"),
+              "qwen3");
+    // google/gemma-3-4b-it.
+    EXPECT_EQ(detected("{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}"
+                       "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+                       "{%- set loop_messages = messages[1:] -%}{%- endif -%}{%- for message in loop_messages -%}"
+                       "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}"
+                       "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{%- endfor -%}"
+                       "{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}"),
+              "gemma");
+    // microsoft/Phi-4-mini-instruct.
+    EXPECT_EQ(detected("{% for message in messages %}{% if message['role'] == 'system' and 'tools' in message and "
+                       "message['tools'] is not none %}{{ '<|' + message['role'] + '|>' + message['content'] + "
+                       "'<|tool|>' + message['tools'] + '<|/tool|>' + '<|end|>' }}{% else %}{{ '<|' + "
+                       "message['role'] + '|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}"
+                       "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"),
+              "phi4-mini");
 }
 
 TEST(ChatTemplateDetect, Llama2Variants) {

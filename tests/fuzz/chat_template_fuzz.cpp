@@ -72,7 +72,8 @@ void check_render(const ChatTemplate& t, const std::vector<Message>& msgs, bool 
         if (family == "chatml") header = "<|im_start|>assistant\n";
         if (family == "llama3") header = "<|start_header_id|>assistant<|end_header_id|>\n\n";
         if (family == "gemma") header = "<start_of_turn>model\n";
-        if (family == "phi3") header = "<|assistant|>\n";
+        if (family == "phi3") header = t.name() == "phi4-mini" ? "<|assistant|>" : "<|assistant|>\n";
+        if (family == "qwen3") header = t.thinking() ? "<|im_start|>assistant\n" : "<|im_start|>assistant\n<think>\n\n</think>\n\n";
         KVRAG_FUZZ_CHECK(std::string_view(out).substr(out.size() - std::min(out.size(), header.size())) == header,
                          "the generation prompt does not end the text");
     }

@@ -926,6 +926,37 @@ TEST(KvCacheTest, ShiftUsesTheModelsFrequencyFactors) {
     EXPECT_INVARIANTS(*cache);
 }
 
+// Sliding-window models (gemma3) rotate local layers with their own base: a shift must move
+// each layer's keys with that layer's frequencies.
+TEST(KvCacheTest, ShiftUsesEachLayersRopeBaseOnSlidingWindowModels) {
+    model::ModelHParams hp = tiny_hparams();
+    hp.rope_freq_base = 1e6f;        // global layer 1
+    hp.rope_freq_base_swa = 10000.0f;  // local layer 0
+    hp.n_swa = 4;
+    hp.swa_pattern = 2;
+    ASSERT_TRUE(hp.is_swa(0));
+    ASSERT_FALSE(hp.is_swa(1));
+    auto cache = make_cache(kCells, hp);
+    Sequence s = prefill(*cache, toks(12), 12);
+    std::vector<float> raw(static_cast<size_t>(cache->geometry().n_embd_kv));
+    for (size_t j = 0; j < raw.size(); ++j) raw[j] = 0.4f - 0.03f * static_cast<float>(j);
+    for (int il = 0; il < 2; ++il) {
+        for (int32_t p = 0; p < 12; ++p) {
+            const std::vector<float> k = ref_rotate(raw, hp.head_dim, hp.n_rot, hp.rope_base(il), p, false);
+            std::memcpy(k_row(*cache, il, s.cells()[static_cast<size_t>(p)]), k.data(), k.size() * sizeof(float));
+        }
+    }
+    ASSERT_TRUE(cache->shift(s, 2, 5));
+    for (int il = 0; il < 2; ++il) {
+        for (int32_t p = 0; p < 7; ++p) {
+            expect_row_near(k_row(*cache, il, s.cells()[static_cast<size_t>(p)]),
+                            ref_rotate(raw, hp.head_dim, hp.n_rot, hp.rope_base(il), p, false), 1e-4f,
+                            "layer " + std::to_string(il) + " pos " + std::to_string(p));
+        }
+    }
+    EXPECT_INVARIANTS(*cache);
+}
+
 TEST(KvCacheTest, ShiftRejectsBadRanges) {
     auto cache = make_cache();
     Sequence s = prefill(*cache, toks(10), 10);

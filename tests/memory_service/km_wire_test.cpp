@@ -209,7 +209,7 @@ TEST_F(KmWireTest, ImportDocumentWithSeveralFilesStatusSearchAskDownloadDelete) 
     auto up = upload(dotnet_upload_body("", "manual", {"team:red"}, {{"lighthouse.txt", a}, {"keepers.md", b}},
                                         {"extract", "partition", "gen_embeddings", "save_records"}));
     ASSERT_TRUE(up);
-    ASSERT_EQ(up->status, 202) << up->body;
+    ASSERT_EQ(up->status, 200) << up->body;
     const json acc = json::parse(up->body);  // UploadAccepted
     EXPECT_EQ(acc["index"], "default");
     EXPECT_EQ(acc["documentId"], "manual");
@@ -253,6 +253,21 @@ TEST_F(KmWireTest, ImportDocumentWithSeveralFilesStatusSearchAskDownloadDelete) 
     auto none = post_json("/search", R"({"index":null,"query":"Quillback","minRelevance":0,"limit":-1,"filters":[{"team":["blue"]}],"args":{}})");
     ASSERT_EQ(none->status, 200) << none->body;
     EXPECT_TRUE(json::parse(none->body)["noResult"].get<bool>());
+
+    // One object naming two document ids matches nothing; alone, it filters everything out.
+    auto two_ids = post_json("/search", R"({"index":null,"query":"Quillback","limit":-1,"filters":[{"__document_id":["manual","other"]}],"args":{}})");
+    ASSERT_EQ(two_ids->status, 200) << two_ids->body;
+    EXPECT_TRUE(json::parse(two_ids->body)["noResult"].get<bool>());
+
+    // Nothing relevant, not streamed: noResult with its reason and custom_rag_empty_answer_str.
+    auto nothing = post_json("/ask", R"({"index":null,"question":"anything","minRelevance":0,"stream":false,"filters":[{"team":["blue"]}],)"
+                                     R"("args":{"custom_rag_empty_answer_str":"INFO NOT FOUND"}})");
+    ASSERT_EQ(nothing->status, 200) << nothing->body;
+    const json na = json::parse(nothing->body);
+    expect_memory_answer(na);
+    EXPECT_TRUE(na["noResult"].get<bool>());
+    EXPECT_EQ(na["text"], "INFO NOT FOUND");
+    expect_string(na, "noResultReason");
 
     // AskAsync (MemoryQuery, stream false) with km-cli's args.
     auto ask = post_json("/ask", R"({"index":null,"question":"When was the lighthouse automated?","minRelevance":0,"stream":false,)"
@@ -319,7 +334,7 @@ TEST_F(KmWireTest, ImportDocumentWithSeveralFilesStatusSearchAskDownloadDelete) 
 
     // Re-importing the document with one file replaces both.
     auto again = upload(dotnet_upload_body("", "manual", {}, {{"lighthouse.txt", a}}));
-    ASSERT_EQ(again->status, 202) << again->body;
+    ASSERT_EQ(again->status, 200) << again->body;
     ASSERT_TRUE(ready("/upload-status?index=&documentId=manual"));
     EXPECT_EQ(json::parse(client().Get("/upload-status?index=&documentId=manual")->body)["files"].size(), 1u);
     EXPECT_EQ(client().Get("/download?index=&documentId=manual&filename=keepers.md")->status, 404);
@@ -340,7 +355,7 @@ TEST_F(KmWireTest, ImportTextListIndexesDeleteIndex) {
     // ImportTextAsync(text, documentId: "note-1", index: "notes"): one file "content.txt".
     auto up = upload(dotnet_upload_body("notes", "note-1", {"kind:memo"}, {{"content.txt", "Remember the tide tables for Quillback cove."}}));
     ASSERT_TRUE(up);
-    ASSERT_EQ(up->status, 202) << up->body;
+    ASSERT_EQ(up->status, 200) << up->body;
     ASSERT_TRUE(ready("/upload-status?index=notes&documentId=note-1"));
 
     // ListIndexesAsync: IndexCollection.
@@ -380,6 +395,20 @@ TEST_F(KmWireTest, ImportTextListIndexesDeleteIndex) {
     EXPECT_EQ(client().Get("/upload-status?index=notes&documentId=note-1")->status, 404);
     EXPECT_EQ(client().Get("/indexes")->body.find("\"notes\""), std::string::npos);
     EXPECT_EQ(client().Delete("/indexes?index=notes")->status, 404);
+}
+
+
+TEST_F(KmWireTest, AFileIdThatIsAnotherDocumentsIdIsRefused) {
+    auto two = upload(dotnet_upload_body("clash", "pair", {}, {{"one.txt", "first file"}, {"two.txt", "second file"}}));
+    ASSERT_EQ(two->status, 200) << two->body;
+    // "pair__0" is the first file of "pair": a document of that id must not replace it.
+    auto other = upload(dotnet_upload_body("clash", "pair__0", {}, {{"three.txt", "third file"}}));
+    ASSERT_TRUE(other);
+    EXPECT_EQ(other->status, 400);
+    EXPECT_NE(other->body.find("holds document 'pair'"), std::string::npos) << other->body;
+    const json st = json::parse(client().Get("/upload-status?index=clash&documentId=pair")->body);
+    EXPECT_EQ(st["files"].size(), 2u);
+    EXPECT_EQ(client().Delete("/indexes?index=clash")->status, 202);
 }
 
 }  // namespace
