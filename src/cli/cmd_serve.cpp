@@ -1,5 +1,6 @@
 // `kvrag serve`: the OpenAI-compatible HTTP server (src/server, docs/server.md).
 #include <algorithm>
+#include <cctype>
 
 #include "cli/commands.h"
 #include "engine/engine.h"
@@ -25,6 +26,16 @@ int run_serve(ServeArgs& a) {
         return fail(Error{Errc::cli_usage, "serve needs a model: -m MODEL.gguf (and/or --embed-model EMBED.gguf, --rerank-model RERANK.gguf)"});
     }
     warn_threads(a.cfg.threads);
+    // The name goes into a response header: keep it to characters no client or proxy mangles.
+    for (const char ch : a.cfg.replica_name) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') {
+            return fail(Error{Errc::cli_usage, "--replica-name '" + a.cfg.replica_name +
+                                                   "' may hold only letters, digits, '-', '_' and '.' (it is sent as the X-Kvrag-Replica header)"});
+        }
+    }
+    if (a.cfg.replica_name.size() > 64) {
+        return fail(Error{Errc::cli_usage, "--replica-name is " + std::to_string(a.cfg.replica_name.size()) + " characters; at most 64"});
+    }
     auto kv_type = parse_kv_type(a.kv_type);
     if (!kv_type) return fail(kv_type.error());
     a.cfg.kv_type = *kv_type;
@@ -89,6 +100,7 @@ Runner add_serve(CLI::App& app) {
     app.add_option("--memory", a->memory_dir, "memory store directory: adds /upload, /upload-status, /documents, /search, /ask (docs/api.md)");
     app.add_option("--chunk-tokens", a->chunk_tokens, "memory: max tokens per chunk")->check(CLI::Range(8, 1 << 16));
     app.add_option("--chunk-overlap", a->chunk_overlap, "memory: overlap tokens between chunks")->check(CLI::Range(0, 1 << 15));
+    app.add_option("--replica-name", c.replica_name, "name sent as the X-Kvrag-Replica header on every response (replicas behind a proxy, docs/scale.md)");
     app.add_option("--chat-template", c.chat_template, "force a chat template: chatml, llama2, llama3, mistral, gemma, phi3 (or a variant)");
     return [a] { return run_serve(*a); };
 }

@@ -78,12 +78,14 @@ void install_middleware(httplib::Server& http, ServerState& st) {
 
     http.set_pre_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
         t_log = RequestLog{Clock::now(), true, -1};
+        // Behind a load balancer (deploy/haproxy.cfg) the header tells which replica answered.
+        if (!st.cfg.replica_name.empty()) res.set_header("X-Kvrag-Replica", st.cfg.replica_name);
         // CORS (--cors): the allow-origin header goes on every response, and a preflight is
         // answered here, before the API-key check (browsers send no credentials with it).
         if (auto allow = cors_allow_origin(st.cfg.cors_origins, req.get_header_value("Origin"))) {
             res.set_header("Access-Control-Allow-Origin", *allow);
             if (*allow != "*") res.set_header("Vary", "Origin");
-            res.set_header("Access-Control-Expose-Headers", "Retry-After, X-Kvrag-Messages-Dropped");
+            res.set_header("Access-Control-Expose-Headers", "Retry-After, X-Kvrag-Messages-Dropped, X-Kvrag-Replica");
             if (req.method == "OPTIONS") {
                 res.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
                 const std::string asked = req.get_header_value("Access-Control-Request-Headers");

@@ -42,6 +42,7 @@ struct ServeConfig {
     size_t max_body_bytes = 4u << 20;   // larger bodies get 413
     double shutdown_grace_s = 5.0;      // running requests may finish this long after a signal
     std::string chat_template;          // forced template name (or Jinja source); "" = the model's
+    std::string replica_name;           // --replica-name: sent as X-Kvrag-Replica on every response; "" = none
     std::vector<ServerExtension> extensions;
 };
 

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Three kvrag replicas behind HAProxy (scripts/cluster-up, deploy/haproxy.cfg; docs/scale.md).
+
+Checks, through the proxy:
+  1. each replica names itself (serve --replica-name -> X-Kvrag-Replica); a bad name is refused;
+  2. a 20-turn conversation carrying X-Conversation-Id lands on one replica every turn, and that
+     replica's prefix-cache hit counter (/metrics) rises by one a turn while the others' stay put;
+     the OpenAI `user` field and the memory API's `conversationId` pin a conversation the same way;
+  3. requests without an id spread over all replicas (leastconn);
+  4. SIGKILL of one replica under 16 concurrent clients: every client sees only 200, 4xx, or 503
+     with Retry-After (never a refused connection, a 502 or a cut response), and the two other
+     replicas carry on, the killed replica's conversations included;
+  5. cluster-up refuses a taken port; cluster-down stops everything and is idempotent.
+Exits 77 (ctest skip) when haproxy is not installed, unless KVRAG_REQUIRE_SHARED=1 (CI, which runs
+scripts/setup.sh and so has it). Only the standard library.
+
+usage: tests/scale/cluster_test.py [--kvrag build/kvrag]
+"""
+import argparse, collections, http.client, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+
+here = os.path.dirname(os.path.abspath(__file__))
+repo = os.path.abspath(os.path.join(here, "..", ".."))
+p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+p.add_argument("--kvrag", default=os.environ.get("KVRAG_BINARY", os.path.join(repo, "build", "kvrag")))
+a = p.parse_args()
+
+if shutil.which("haproxy") is None:
+    if os.environ.get("KVRAG_REQUIRE_SHARED") == "1":
+        sys.exit("cluster_test: haproxy is not installed but KVRAG_REQUIRE_SHARED=1 (run scripts/setup.sh)")
+    print("cluster_test: SKIP: haproxy is not installed (apt-get install haproxy; scripts/setup.sh does it)")
+    sys.exit(77)
+if shutil.which("curl") is None:
+    sys.exit("cluster_test: curl is not installed (scripts/cluster-up needs it; scripts/setup.sh installs it)")
+
+N_REPLICAS = 3
+tmp = tempfile.mkdtemp(prefix="kvrag-cluster-test-")
+cluster_dir = os.path.join(tmp, "cluster")
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+    return cond
+
+
+def free_port_run(n):
+    """A port P with P..P+n-1 all free on loopback (the proxy, then the replicas)."""
+    rng = random.Random(os.getpid())
+    for _ in range(200):
+        base = rng.randint(20000, 60000 - n)
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    sys.exit("cluster_test: no run of free ports found")
+
+
+def run(args, **kw):
+    return subprocess.run(args, capture_output=True, text=True, timeout=180, **kw)
+
+
+port = free_port_run(N_REPLICAS + 1)
+
+
+def request(method, path, body=None, headers=None, port_=None, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", port_ or port, timeout=timeout)
+    try:
+        h = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            h["Content-Type"] = "application/json"
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        return r.status, r.getheader("X-Kvrag-Replica"), r.getheader("Retry-After"), data
+    finally:
+        c.close()
+
+
+def metric(replica_index, name):
+    status, _, _, body = request("GET", "/metrics", port_=port + replica_index)
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", body.decode(), re.M)
+    return float(m.group(1)) if status == 200 and m else -1.0
+
+
+def hits():
+    return {f"r{i}": metric(i, "kvrag_prefix_cache_hits_total") for i in range(1, N_REPLICAS + 1)}
+
+
+def hit_tokens():
+    return {f"r{i}": metric(i, "kvrag_prefix_cache_hit_tokens_total") for i in range(1, N_REPLICAS + 1)}
+
+
+def pids():
+    d = os.path.join(cluster_dir, "pids")
+    return {f[:-4]: int(open(os.path.join(d, f)).read()) for f in os.listdir(d) if f.endswith(".pid")} if os.path.isdir(d) else {}
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+started_pids = {}
+try:
+    t0 = time.time()
+    up = run([os.path.join(repo, "scripts", "cluster-up"), "--replicas", str(N_REPLICAS), "--port", str(port), "--dir", cluster_dir,
+              "--kvrag", a.kvrag, "--", "--ctx", "2048", "-t", "1", "--parallel", "4", "--max-queue", "64", "--queue-timeout", "10",
+              "--timeout", "60"])
+    if up.returncode != 0:
+        sys.exit("cluster_test: cluster-up failed:\n" + up.stdout + up.stderr)
+    check(up.stdout.strip() == f"http://127.0.0.1:{port}", f"cluster-up prints the proxy URL (got {up.stdout.strip()!r})")
+    started_pids = pids()
+    check(sorted(started_pids) == ["haproxy", "r1", "r2", "r3"], f"pid files for haproxy and 3 replicas (got {sorted(started_pids)})")
+    print(f"cluster up in {time.time() - t0:.1f} s on port {port}")
+
+    # Idempotent: a second cluster-up on the same folder finds it up and prints the same URL.
+    again = run([os.path.join(repo, "scripts", "cluster-up"), "--replicas", str(N_REPLICAS), "--port", str(port), "--dir", cluster_dir,
+                 "--kvrag", a.kvrag])
+    check(again.returncode == 0 and again.stdout.strip() == f"http://127.0.0.1:{port}" and pids() == started_pids,
+          f"a second cluster-up on a running cluster changes nothing (rc {again.returncode}, {again.stderr.strip()!r})")
+    # A taken port is refused by name, and the other cluster's processes are untouched.
+    taken = run([os.path.join(repo, "scripts", "cluster-up"), "--replicas", "1", "--port", str(port), "--dir", os.path.join(tmp, "other"),
+                 "--kvrag", a.kvrag])
+    check(taken.returncode != 0 and f"port {port}" in taken.stderr and "taken" in taken.stderr,
+          f"cluster-up on a taken port fails naming it (rc {taken.returncode}, {taken.stderr.strip()!r})")
+
+    # 1. Each replica names itself; a bad name is refused before the model loads.
+    for i in range(1, N_REPLICAS + 1):
+        status, name, _, _ = request("GET", "/health", port_=port + i)
+        check(status == 200 and name == f"r{i}", f"replica {i} answers /health naming itself r{i} (got {status}, {name!r})")
+    bad = run([a.kvrag, "serve", "-m", os.path.join(cluster_dir, "model.gguf"), "--port", "0", "--replica-name", "r 1\r\nX-Evil: 1"])
+    check(bad.returncode != 0 and "--replica-name" in bad.stderr, f"a replica name with spaces/CRLF is refused (rc {bad.returncode}, {bad.stderr.strip()!r})")
+
+    # 2. Affinity: 20 turns with X-Conversation-Id, all on one replica; from the third turn on
+    # each turn reuses the conversation's prefix there (one hit, more tokens each turn), and no
+    # other replica sees it. (The second turn does not reuse the first: the prefix cache keeps a
+    # block once two prompts have held it, docs/kv-cache.md "Prefix reuse".)
+    history, seen, per_turn = [], [], []
+    rng = random.Random(7)
+    words = "the keeper wrote in the log about storms ships lights tides and the long winter nights".split()
+    first = hits()
+    for turn in range(20):
+        history.append({"role": "user", "content": " ".join(rng.choice(words) for _ in range(6))})
+        b_hits, b_tokens = hits(), hit_tokens()
+        status, name, _, body = request("POST", "/v1/chat/completions", {"messages": history, "max_tokens": 4, "temperature": 0},
+                                        headers={"X-Conversation-Id": "conversation-one"})
+        a_hits, a_tokens = hits(), hit_tokens()
+        check(status == 200, f"turn {turn + 1} answered 200 (got {status}: {body[:200]!r})")
+        if status == 200:
+            history.append({"role": "assistant", "content": json.loads(body)["choices"][0]["message"]["content"]})
+        seen.append(name)
+        per_turn.append((a_hits.get(name, 0) - b_hits.get(name, 0), a_tokens.get(name, 0) - b_tokens.get(name, 0)))
+    last = hits()
+    sticky = seen[0]
+    check(len(set(seen)) == 1, f"all 20 turns on one replica (got {collections.Counter(seen)})")
+    print("affinity: replica", sticky, "(prefix-cache hits, hit tokens) per turn:", per_turn)
+    check(all(h == 1 for h, _ in per_turn[2:]), f"turns 3..20 each hit the prefix cache of {sticky} (got {per_turn})")
+    check(all(per_turn[i][1] > per_turn[i - 1][1] for i in range(3, 20)), f"each turn reuses more tokens than the one before (got {per_turn})")
+    check(all(last[r] == first[r] for r in last if r != sticky), f"no other replica's prefix cache moved (before {first}, after {last})")
+
+    # The `user` field and the memory API's conversationId pin a conversation too; different ids
+    # reach more than one replica (so the pinning is by id, not to one replica for everything).
+    by_user = collections.defaultdict(set)
+    for conv in range(8):
+        for _ in range(3):
+            status, name, _, _ = request("POST", "/v1/chat/completions",
+                                         {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 1, "user": f"user-{conv}"})
+            check(status == 200, f"user-{conv} answered 200 (got {status})")
+            by_user[conv].add(name)
+    check(all(len(s) == 1 for s in by_user.values()), f"each `user` stays on one replica (got {dict(by_user)})")
+    check(len(set().union(*by_user.values())) >= 2, f"8 users spread over more than one replica (got {dict(by_user)})")
+    by_conv = collections.defaultdict(set)
+    for conv in range(4):
+        for _ in range(2):
+            status, name, _, body = request("POST", "/ask", {"question": "what did the keeper write?", "conversationId": f"mem-{conv}",
+                                                             "maxTokens": 2})
+            check(status == 200, f"/ask mem-{conv} answered 200 (got {status}: {body[:200]!r})")
+            by_conv[conv].add(name)
+    check(all(len(s) == 1 for s in by_conv.values()), f"each conversationId stays on one replica (got {dict(by_conv)})")
+
+    # 3. Without an id: least connections spreads requests over every replica.
+    spread = collections.Counter()
+    for _ in range(9):
+        status, name, _, _ = request("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+        check(status == 200, f"a request without an id answered 200 (got {status})")
+        spread[name] += 1
+    check(sorted(spread) == ["r1", "r2", "r3"], f"9 requests without an id reach all 3 replicas (got {dict(spread)})")
+
+    # 4. SIGKILL one replica under 16 concurrent clients. Half of them carry a conversation id.
+    victim = "r2"
+    outcomes = collections.Counter()
+    bad = []
+    after_kill = collections.Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+    killed_at = [None]
+
+    def client(k):
+        crng = random.Random(100 + k)
+        headers = {"X-Conversation-Id": f"load-{k}"} if k % 2 == 0 else {}
+        while not stop.is_set():
+            t_start = time.time()
+            try:
+                status, name, retry_after, body = request("POST", "/v1/chat/completions",
+                                                          {"messages": [{"role": "user", "content": " ".join(crng.choice(words) for _ in range(8))}],
+                                                           "max_tokens": crng.randint(1, 8)}, headers=headers, timeout=60)
+            except Exception as e:  # a refused or cut connection reached the client: a failure
+                with lock:
+                    bad.append(("exception", repr(e)))
+                continue
+            ok = status == 200 or (400 <= status < 500 and status != 429) or (status in (429, 503) and retry_after)
+            with lock:
+                outcomes[status] += 1
+                if not ok:
+                    bad.append((status, body[:200]))
+                if killed_at[0] is not None and t_start > killed_at[0] and status == 200:
+                    after_kill[(name, k % 2 == 0)] += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(4)
+    with lock:
+        before_kill = sum(outcomes.values())
+        killed_at[0] = time.time()
+    os.kill(started_pids[victim], signal.SIGKILL)
+    time.sleep(7)
+    stop.set()
+    for t in threads:
+        t.join(timeout=90)
+    print("load: outcomes", dict(outcomes), "before the kill", before_kill, "; 200s started after the kill by (replica, has id):", dict(after_kill))
+    check(not bad, f"every client saw 200, 4xx or 503/429 with Retry-After (bad: {bad[:5]}, {len(bad)} in all)")
+    check(before_kill > 0, "requests completed before the kill")
+    survivors = [f"r{i}" for i in range(1, N_REPLICAS + 1) if f"r{i}" != victim]
+    for r in survivors:
+        check(sum(n for (name, _), n in after_kill.items() if name == r) > 0, f"replica {r} carried on after the kill (got {dict(after_kill)})")
+    check(sum(n for (name, _), n in after_kill.items() if name == victim) == 0, f"nothing started after the kill was answered by {victim}")
+    check(sum(n for (_, pinned), n in after_kill.items() if pinned) > 0, "conversations with an id were answered after the kill")
+    for r in survivors:
+        check(alive(started_pids[r]), f"replica {r} still runs")
+
+    # 5. cluster-down stops exactly the cluster's processes; again, it has nothing to stop.
+    down = run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir])
+    check(down.returncode == 0, f"cluster-down exits 0 ({down.stderr.strip()!r})")
+    time.sleep(0.2)
+    check(not any(alive(pid) for pid in started_pids.values()), "cluster-down stopped every process")
+    down2 = run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir])
+    check(down2.returncode == 0 and "stopped 0" in down2.stdout, f"a second cluster-down stops nothing and exits 0 ({down2.stdout.strip()!r})")
+finally:
+    if any(alive(pid) for pid in pids().values()):
+        subprocess.run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir], capture_output=True)
+    if failures:
+        for name in ("haproxy.log", "r1/server.log", "r2/server.log", "r3/server.log"):
+            path = os.path.join(cluster_dir, name)
+            if os.path.exists(path):
+                print(f"--- last lines of {name}:\n" + "".join(open(path, errors="replace").readlines()[-15:]))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+if failures:
+    print(f"cluster_test: {len(failures)} checks failed")
+    sys.exit(1)
+print(f"cluster_test: all checks passed in {time.time() - t0:.1f} s")
