@@ -9,7 +9,7 @@
 namespace kvrag::server {
 namespace {
 
-constexpr std::chrono::milliseconds kPoll{50};  // how often a stream looks at its client
+constexpr std::chrono::milliseconds kStreamPoll{50};  // how often a stream looks at its client
 
 std::string sse(const json& j) { return "data: " + dump(j) + "\n\n"; }
 
@@ -44,7 +44,7 @@ void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engi
                 return true;
             }
             const StreamHeader& h = st->h;
-            auto u = st->job->take(kPoll);
+            auto u = st->job->take(kStreamPoll);
             std::string out;
             const tokenizer::Tokenizer& tok = *tok_ptr;
             if (h.chat && !st->sent_role) {

@@ -15,7 +15,7 @@ namespace {
 
 using Symbol = MergeSymbol;
 
-struct Bigram {
+struct BpeBigram {
     int32_t rank = 0;
     int32_t left = 0;
     int32_t right = 0;
@@ -23,8 +23,8 @@ struct Bigram {
     uint32_t right_n = 0;
 };
 
-struct BigramGreater {  // min-heap on (rank, left)
-    bool operator()(const Bigram& a, const Bigram& b) const {
+struct BpeBigramGreater {  // min-heap on (rank, left)
+    bool operator()(const BpeBigram& a, const BpeBigram& b) const {
         return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
     }
 };
@@ -43,7 +43,7 @@ void bpe_tokenize_word(const Vocab& vocab, std::string_view word, std::vector<in
 
     std::vector<Symbol> symbols = split_into_symbols(word);
 
-    std::priority_queue<Bigram, std::vector<Bigram>, BigramGreater> queue;
+    std::priority_queue<BpeBigram, std::vector<BpeBigram>, BpeBigramGreater> queue;
     std::string key;
     auto try_add = [&](int32_t left, int32_t right) {
         if (left < 0 || right < 0) return;
@@ -57,13 +57,13 @@ void bpe_tokenize_word(const Vocab& vocab, std::string_view word, std::vector<in
         key += r;
         auto it = vocab.merge_rank.find(key);
         if (it == vocab.merge_rank.end()) return;
-        queue.push(Bigram{it->second, left, right, symbols[left].n, symbols[right].n});
+        queue.push(BpeBigram{it->second, left, right, symbols[left].n, symbols[right].n});
     };
 
     for (int32_t i = 1; i < static_cast<int32_t>(symbols.size()); ++i) try_add(i - 1, i);
 
     while (!queue.empty()) {
-        const Bigram b = queue.top();
+        const BpeBigram b = queue.top();
         queue.pop();
         Symbol& l = symbols[b.left];
         Symbol& r = symbols[b.right];

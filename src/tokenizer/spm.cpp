@@ -16,15 +16,15 @@ namespace {
 
 using Symbol = MergeSymbol;
 
-struct Bigram {
+struct SpmBigram {
     float score = 0.0f;
     int32_t left = 0;
     int32_t right = 0;
     uint32_t size = 0;  // left.n + right.n when queued: a changed sum means the pair is stale
 };
 
-struct BigramLess {
-    bool operator()(const Bigram& a, const Bigram& b) const {
+struct SpmBigramLess {
+    bool operator()(const SpmBigram& a, const SpmBigram& b) const {
         return a.score < b.score || (a.score == b.score && a.left > b.left);
     }
 };
@@ -48,19 +48,19 @@ void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<int32_t
 
     std::vector<Symbol> symbols = split_into_symbols(text);
 
-    std::priority_queue<Bigram, std::vector<Bigram>, BigramLess> queue;
+    std::priority_queue<SpmBigram, std::vector<SpmBigram>, SpmBigramLess> queue;
     auto try_add = [&](int32_t left, int32_t right) {
         if (left < 0 || right < 0) return;
         const uint32_t size = symbols[left].n + symbols[right].n;
         auto id = vocab.find(text.substr(symbols[left].start, size));
         if (!id) return;
-        queue.push(Bigram{vocab.tokens[*id].score, left, right, size});
+        queue.push(SpmBigram{vocab.tokens[*id].score, left, right, size});
     };
 
     for (int32_t i = 1; i < static_cast<int32_t>(symbols.size()); ++i) try_add(i - 1, i);
 
     while (!queue.empty()) {
-        const Bigram b = queue.top();
+        const SpmBigram b = queue.top();
         queue.pop();
         Symbol& l = symbols[b.left];
         Symbol& r = symbols[b.right];

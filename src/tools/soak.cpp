@@ -13,13 +13,13 @@ const char* const kSystem =
     "You are a helpful assistant. Answer the question using only the context below. "
     "If the context does not contain the answer, say that you do not know.\n\nContext:\n";
 
-const char* const kWords[] = {
+const char* const kSoakWords[] = {
     "the", "cache", "model", "token", "context", "memory", "request", "answer", "question", "document",
     "search", "time", "people", "year", "good", "work", "first", "day", "little", "girl", "boy", "dog",
     "cat", "play", "happy", "sun", "tree", "park", "friend", "once", "upon", "new", "way", "back", "after",
     "think", "also", "come", "look", "only", "other", "than", "then", "now", "because", "give", "most",
 };
-constexpr size_t kNumWords = sizeof(kWords) / sizeof(kWords[0]);
+constexpr size_t kSoakNumWords = sizeof(kSoakWords) / sizeof(kSoakWords[0]);
 
 uint64_t next_rand(uint64_t& s) {
     uint64_t z = (s += 0x9e3779b97f4a7c15ull);
@@ -66,14 +66,14 @@ SoakReport run_soak(Engine& engine, const SoakConfig& cfg, const std::function<b
         std::vector<int32_t> chunk_tokens;
         while (static_cast<int32_t>(chunk_tokens.size()) < target) {
             std::string sentence;
-            for (int w = 0; w < 12; ++w) sentence += std::string(w ? " " : "") + kWords[next_rand(rng) % kNumWords];
+            for (int w = 0; w < 12; ++w) sentence += std::string(w ? " " : "") + kSoakWords[next_rand(rng) % kSoakNumWords];
             sentence += ". ";
             const auto t = engine.tokenize(sentence, plain);
             chunk_tokens.insert(chunk_tokens.end(), t.begin(), t.end());
         }
         chunk_tokens.resize(static_cast<size_t>(target));
         prompt.insert(prompt.end(), chunk_tokens.begin(), chunk_tokens.end());
-        const std::string question = std::string("\n\nQuestion: what about the ") + kWords[next_rand(rng) % kNumWords] + "?\nAnswer:";
+        const std::string question = std::string("\n\nQuestion: what about the ") + kSoakWords[next_rand(rng) % kSoakNumWords] + "?\nAnswer:";
         const auto q = engine.tokenize(question, plain);
         prompt.insert(prompt.end(), q.begin(), q.end());
 
