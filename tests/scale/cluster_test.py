@@ -88,6 +88,42 @@ def request(method, path, body=None, headers=None, port_=None, timeout=60):
         c.close()
 
 
+def request_to_close(method, path, body=None, headers=None, timeout=60):
+    """One request on its own connection with `Connection: close`, read until the proxy closes
+    it. The proxy closes the client side only after its transaction has ended, so the replica's
+    connection count (which hash-balance-factor weighs) is back down before the next request:
+    back-to-back requests otherwise overlap the previous stream's last instants, and at this low
+    load bounded-load hashing (docs/scale.md) moves a key off a replica that holds one stream."""
+    data = json.dumps(body).encode() if body is not None else b""
+    h = {"Host": f"127.0.0.1:{port}", "Connection": "close", "Content-Length": str(len(data))}
+    if body is not None:
+        h["Content-Type"] = "application/json"
+    h.update(headers or {})
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head.encode() + data)
+        raw = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+    head_bytes, _, payload = raw.partition(b"\r\n\r\n")
+    lines = head_bytes.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    fields = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    if "chunked" in fields.get("transfer-encoding", ""):
+        out, rest = b"", payload
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        payload = out
+    return status, fields.get("x-kvrag-replica"), fields.get("retry-after"), payload
+
+
 def metric(replica_index, name):
     status, _, _, body = request("GET", "/metrics", port_=port + replica_index)
     m = re.search(r"^" + re.escape(name) + r" (\S+)$", body.decode(), re.M)
@@ -157,7 +193,7 @@ try:
     for turn in range(20):
         history.append({"role": "user", "content": " ".join(rng.choice(words) for _ in range(6))})
         b_hits, b_tokens = hits(), hit_tokens()
-        status, name, _, body = request("POST", "/v1/chat/completions", {"messages": history, "max_tokens": 4, "temperature": 0},
+        status, name, _, body = request_to_close("POST", "/v1/chat/completions", {"messages": history, "max_tokens": 4, "temperature": 0},
                                         headers={"X-Conversation-Id": "conversation-one"})
         a_hits, a_tokens = hits(), hit_tokens()
         check(status == 200, f"turn {turn + 1} answered 200 (got {status}: {body[:200]!r})")
@@ -178,7 +214,7 @@ try:
     by_user = collections.defaultdict(set)
     for conv in range(8):
         for _ in range(3):
-            status, name, _, _ = request("POST", "/v1/chat/completions",
+            status, name, _, _ = request_to_close("POST", "/v1/chat/completions",
                                          {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 1, "user": f"user-{conv}"})
             check(status == 200, f"user-{conv} answered 200 (got {status})")
             by_user[conv].add(name)
@@ -187,7 +223,7 @@ try:
     by_conv = collections.defaultdict(set)
     for conv in range(4):
         for _ in range(2):
-            status, name, _, body = request("POST", "/ask", {"question": "what did the keeper write?", "conversationId": f"mem-{conv}",
+            status, name, _, body = request_to_close("POST", "/ask", {"question": "what did the keeper write?", "conversationId": f"mem-{conv}",
                                                              "maxTokens": 2})
             check(status == 200, f"/ask mem-{conv} answered 200 (got {status}: {body[:200]!r})")
             by_conv[conv].add(name)
