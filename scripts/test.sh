@@ -15,6 +15,6 @@ fi
 if [ "${KVRAG_TSAN_STEP:-0}" = "1" ]; then
   bash scripts/tsan.sh
 fi
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DKVRAG_UNITY=ON >/dev/null
 cmake --build "$BUILD_DIR" -j "$JOBS"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The ThreadSanitizer step: builds kvrag_tests and the kvrag binary with clang under
-# -fsanitize=thread (KVRAG_TSAN, build dir build-tsan) and runs the tests whose code runs on
-# several threads: the thread pool (ThreadPool), the scheduler (SchedulerCore, Scheduler) and the
+# The ThreadSanitizer step: builds kvrag_tsan_tests (only the test files below, so the step
+# does not compile the whole suite a third time) and the kvrag binary with clang under
+# -fsanitize=thread (KVRAG_TSAN, build dir build-tsan, the library as a unity build) and runs the
+# tests whose code runs on several threads: the thread pool (ThreadPool), the scheduler (SchedulerCore, Scheduler) and the
 # server end to end (Server*, EncoderServer*, ChatHistoryServer*, which start the TSan-built
 # `kvrag serve` as a child).
 # Every report, from the test process or a server child, is written to $BUILD_DIR/tsan-reports/
@@ -14,9 +15,9 @@ JOBS=${JOBS:-$(nproc)}
 FILTER=${TSAN_FILTER:-'ThreadPool.*:SchedulerCore.*:Scheduler.*:Server*:EncoderServer*:ChatHistoryServer*'}
 start=$(date +%s)
 # -gline-tables-only: file:line in every report stack at a fraction of full -g's build time.
-CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVRAG_TSAN=ON \
+CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVRAG_TSAN=ON -DKVRAG_UNITY=ON \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -gline-tables-only -DNDEBUG" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -gline-tables-only -DNDEBUG" >/dev/null
-cmake --build "$BUILD_DIR" -j "$JOBS" --target kvrag_tests kvrag
+cmake --build "$BUILD_DIR" -j "$JOBS" --target kvrag_tsan_tests kvrag
 REPORTS="$BUILD_DIR/tsan-reports"
 rm -rf "$REPORTS"
 mkdir -p "$REPORTS"
@@ -25,7 +26,7 @@ mkdir -p "$REPORTS"
 export TSAN_OPTIONS="log_path=$PWD/$REPORTS/tsan second_deadlock_stack=1 exitcode=66 ${TSAN_OPTIONS:-}"
 status=0
 source scripts/lib/gtest_shards.sh
-run_gtest_shards "$BUILD_DIR/kvrag_tests" "$BUILD_DIR/test-shards" "$JOBS" --gtest_brief=1 --gtest_filter="$FILTER" || status=$?
+run_gtest_shards "$BUILD_DIR/kvrag_tsan_tests" "$BUILD_DIR/test-shards" "$JOBS" --gtest_brief=1 --gtest_filter="$FILTER" || status=$?
 if compgen -G "$REPORTS/tsan.*" >/dev/null; then
   echo "tsan: ThreadSanitizer reports:" >&2
   cat "$REPORTS"/tsan.* >&2

@@ -9,7 +9,7 @@ namespace kvrag::memory_service {
 
 namespace {
 
-Error bad(std::string msg) { return Error{Errc::memory_bad_input, std::move(msg)}; }
+Error form_error(std::string msg) { return Error{Errc::memory_bad_input, std::move(msg)}; }
 
 std::string lower(std::string_view s) {
     std::string out(s);
@@ -96,14 +96,14 @@ Result<void> read_part_headers(std::string_view block, FormPart& part, size_t in
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         if (line.empty()) continue;
         const size_t colon = line.find(':');
-        if (colon == std::string_view::npos) return bad("multipart part " + std::to_string(index) + ": header line without ':'");
+        if (colon == std::string_view::npos) return form_error("multipart part " + std::to_string(index) + ": header line without ':'");
         const std::string name = lower(trim(line.substr(0, colon)));
         const std::string_view value = trim(line.substr(colon + 1));
         if (name == "content-type") {
             part.content_type = std::string(value);
         } else if (name == "content-disposition") {
             if (lower(trim(value.substr(0, value.find(';')))) != "form-data") {
-                return bad("multipart part " + std::to_string(index) + ": Content-Disposition is '" + std::string(value) +
+                return form_error("multipart part " + std::to_string(index) + ": Content-Disposition is '" + std::string(value) +
                            "', not form-data");
             }
             disposition = true;
@@ -124,7 +124,7 @@ Result<void> read_part_headers(std::string_view block, FormPart& part, size_t in
         }
         // Other part headers (Content-Transfer-Encoding, Content-Length) carry nothing kvrag uses.
     }
-    if (!disposition) return bad("multipart part " + std::to_string(index) + " has no Content-Disposition header");
+    if (!disposition) return form_error("multipart part " + std::to_string(index) + " has no Content-Disposition header");
     return {};
 }
 
@@ -132,15 +132,15 @@ Result<void> read_part_headers(std::string_view block, FormPart& part, size_t in
 
 Result<std::string> multipart_boundary(std::string_view content_type) {
     if (lower(trim(content_type.substr(0, content_type.find(';')))) != "multipart/form-data") {
-        return bad("/upload needs multipart/form-data; the Content-Type is '" + std::string(content_type) + "'");
+        return form_error("/upload needs multipart/form-data; the Content-Type is '" + std::string(content_type) + "'");
     }
     for (auto& [k, v] : header_params(content_type)) {
         if (k != "boundary") continue;
-        if (v.empty()) return bad("the multipart boundary is empty");
-        if (v.size() > 70) return bad("the multipart boundary has " + std::to_string(v.size()) + " characters; at most 70 are allowed");
+        if (v.empty()) return form_error("the multipart boundary is empty");
+        if (v.size() > 70) return form_error("the multipart boundary has " + std::to_string(v.size()) + " characters; at most 70 are allowed");
         return std::move(v);
     }
-    return bad("the multipart Content-Type names no boundary");
+    return form_error("the multipart Content-Type names no boundary");
 }
 
 Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string_view boundary) {
@@ -152,7 +152,7 @@ Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string
         pos = 0;
     } else {
         pos = body.find("\n" + dash);
-        if (pos == std::string_view::npos) return bad("the body holds no multipart delimiter '" + dash + "'");
+        if (pos == std::string_view::npos) return form_error("the body holds no multipart delimiter '" + dash + "'");
         pos += 1;
     }
     const std::string delim = "\r\n" + dash;
@@ -163,8 +163,8 @@ Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string
         while (p < body.size() && (body[p] == ' ' || body[p] == '\t')) ++p;
         if (body.substr(p, 2) == "\r\n") p += 2;
         else if (body.substr(p, 1) == "\n") p += 1;
-        else return bad("multipart delimiter " + std::to_string(parts.size()) + " is not followed by a line end");
-        if (parts.size() == kMaxParts) return bad("the form has more than " + std::to_string(kMaxParts) + " parts");
+        else return form_error("multipart delimiter " + std::to_string(parts.size()) + " is not followed by a line end");
+        if (parts.size() == kMaxParts) return form_error("the form has more than " + std::to_string(kMaxParts) + " parts");
         // Headers end at the first blank line.
         size_t hend = body.find("\r\n\r\n", p);
         size_t skip = 4;
@@ -177,9 +177,9 @@ Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string
             hend = p;
             skip = 2;
         }
-        if (hend == std::string_view::npos) return bad("multipart part " + std::to_string(parts.size()) + ": its headers never end");
+        if (hend == std::string_view::npos) return form_error("multipart part " + std::to_string(parts.size()) + ": its headers never end");
         if (hend - p > kMaxPartHeaderBytes) {
-            return bad("multipart part " + std::to_string(parts.size()) + ": headers of " + std::to_string(hend - p) + " bytes; at most " +
+            return form_error("multipart part " + std::to_string(parts.size()) + ": headers of " + std::to_string(hend - p) + " bytes; at most " +
                        std::to_string(kMaxPartHeaderBytes));
         }
         FormPart part;
@@ -188,7 +188,7 @@ Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string
         // The content ends at CRLF + the next delimiter.
         const size_t cend = body.find(delim, cstart);
         if (cend == std::string_view::npos) {
-            return bad("multipart part " + std::to_string(parts.size()) + " ('" + part.name + "') is not closed by a delimiter: the body was cut");
+            return form_error("multipart part " + std::to_string(parts.size()) + " ('" + part.name + "') is not closed by a delimiter: the body was cut");
         }
         part.content = body.substr(cstart, cend - cstart);
         parts.push_back(std::move(part));
@@ -203,16 +203,16 @@ Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts) {
     for (const auto& part : parts) {
         const std::string value(part.content);
         if (part.has_filename) {
-            if (part.filename.empty()) return bad("file part '" + part.name + "' has an empty file name");
-            if (!file_names.insert(part.filename).second) return bad("file name '" + part.filename + "' is given twice in one upload");
+            if (part.filename.empty()) return form_error("file part '" + part.name + "' has an empty file name");
+            if (!file_names.insert(part.filename).second) return form_error("file name '" + part.filename + "' is given twice in one upload");
             form.files.push_back(&part);
         } else if (part.name == "index") {
-            if (seen_index) return bad("field 'index' is given twice; one index per upload");
+            if (seen_index) return form_error("field 'index' is given twice; one index per upload");
             seen_index = true;
             const std::string_view v = trim(value);
             if (!v.empty()) form.index = std::string(v);
         } else if (part.name == "documentId") {
-            if (seen_doc) return bad("field 'documentId' is given twice; one document per upload");
+            if (seen_doc) return form_error("field 'documentId' is given twice; one document per upload");
             seen_doc = true;
             if (!trim(value).empty()) form.doc_id = value;
         } else if (part.name == "tags") {
@@ -223,9 +223,9 @@ Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts) {
             const std::string val = colon == std::string_view::npos ? "" : std::string(trim(t.substr(colon + 1)));
             if (key.empty()) {
                 if (val.empty()) continue;  // an empty tag field, as Kernel Memory skips it
-                return bad("tag '" + std::string(t) + "' has an empty key");
+                return form_error("tag '" + std::string(t) + "' has an empty key");
             }
-            if (key.rfind("__", 0) == 0) return bad("tag '" + key + "': names starting with '__' are reserved");
+            if (key.rfind("__", 0) == 0) return form_error("tag '" + key + "': names starting with '__' are reserved");
             form.tags.emplace_back(key, val);
         } else if (part.name == "steps") {
             std::string s = value;
@@ -240,19 +240,19 @@ Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts) {
                 i = e == std::string::npos ? s.size() : e;
             }
         } else if (part.name == "args") {
-            if (seen_args) return bad("field 'args' is given twice; send one JSON object");
+            if (seen_args) return form_error("field 'args' is given twice; send one JSON object");
             seen_args = true;
             if (trim(value).empty()) continue;
             const auto j = nlohmann::json::parse(value, nullptr, false);
-            if (j.is_discarded() || !(j.is_object() || j.is_null())) return bad("field 'args' is not a JSON object: '" + value.substr(0, 80) + "'");
+            if (j.is_discarded() || !(j.is_object() || j.is_null())) return form_error("field 'args' is not a JSON object: '" + value.substr(0, 80) + "'");
             if (j.is_object() && !j.empty()) {
-                return bad("upload argument '" + j.begin().key() + "' is not supported: kvrag chunks with the server's --chunk-tokens/--chunk-overlap and takes no upload arguments");
+                return form_error("upload argument '" + j.begin().key() + "' is not supported: kvrag chunks with the server's --chunk-tokens/--chunk-overlap and takes no upload arguments");
             }
         } else {
-            return bad("form field '" + part.name + "' is not one of index, documentId, tags, steps, args or a file");
+            return form_error("form field '" + part.name + "' is not one of index, documentId, tags, steps, args or a file");
         }
     }
-    if (form.files.empty()) return bad("/upload carries no file (no part has a filename)");
+    if (form.files.empty()) return form_error("/upload carries no file (no part has a filename)");
     if (!form.steps.empty()) {
         const bool is_default = form.steps.size() == std::size(memory::kIngestSteps) &&
                                 std::equal(form.steps.begin(), form.steps.end(), std::begin(memory::kIngestSteps));
@@ -261,10 +261,10 @@ Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts) {
             for (const auto& s : form.steps) named += (named.empty() ? "" : ",") + s;
             for (const auto& s : form.steps) {
                 if (std::find(std::begin(memory::kIngestSteps), std::end(memory::kIngestSteps), s) == std::end(memory::kIngestSteps)) {
-                    return bad("pipeline step '" + s + "' is not supported; kvrag runs extract,partition,gen_embeddings,save_records (steps given: " + named + ")");
+                    return form_error("pipeline step '" + s + "' is not supported; kvrag runs extract,partition,gen_embeddings,save_records (steps given: " + named + ")");
                 }
             }
-            return bad("steps '" + named + "' are not kvrag's pipeline; send extract,partition,gen_embeddings,save_records or no steps");
+            return form_error("steps '" + named + "' are not kvrag's pipeline; send extract,partition,gen_embeddings,save_records or no steps");
         }
     }
     return form;

@@ -6,7 +6,6 @@
 namespace kvrag::model {
 namespace {
 
-const auto& shape_str = shape_string;  // model/weights.h
 
 // Looks tensors up by name, checking shape and type; every failure names the tensor.
 class Binder {
@@ -19,11 +18,11 @@ public:
         if (!t) {
             if (!required) return nullptr;
             throw_error(Errc::model_missing_tensor,
-                        f_.path() + ": required tensor '" + name + "' " + shape_str(ne) + " is missing");
+                        f_.path() + ": required tensor '" + name + "' " + shape_string(ne) + " is missing");
         }
         if (t->ne != ne) {
             throw_error(Errc::model_bad_shape, f_.path() + ": tensor '" + name + "' has shape " + t->shape_string() +
-                                                   "; expected " + shape_str(ne));
+                                                   "; expected " + shape_string(ne));
         }
         if (!kernels::has_weight_kernels(t->type)) {
             throw_error(Errc::gguf_unsupported_type,

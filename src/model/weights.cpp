@@ -12,17 +12,16 @@ std::string shape_string(const std::vector<int64_t>& ne) {
 
 namespace {
 
-const auto& shape_str = shape_string;
 
 const gguf::TensorInfo& need(const gguf::GgufFile& f, const std::string& name, const std::vector<int64_t>& ne) {
     const gguf::TensorInfo* t = f.find_tensor(name);
     if (!t) {
-        throw_error(Errc::model_missing_tensor, f.path() + ": required tensor '" + name + "' " + shape_str(ne) +
+        throw_error(Errc::model_missing_tensor, f.path() + ": required tensor '" + name + "' " + shape_string(ne) +
                                                     " is missing");
     }
     if (t->ne != ne) {
         throw_error(Errc::model_bad_shape, f.path() + ": tensor '" + name + "' has shape " + t->shape_string() +
-                                               "; expected " + shape_str(ne));
+                                               "; expected " + shape_string(ne));
     }
     if (!ggml_type_traits(t->type).supported) {
         throw_error(Errc::gguf_unsupported_type,

@@ -11,7 +11,7 @@
 namespace kvrag::tools {
 namespace {
 
-const char* const kWords[] = {"the", "and", "a", "to", "of", "in", "is", "it", "for", "on", "with", "cache", "model",
+const char* const kEncoderWords[] = {"the", "and", "a", "to", "of", "in", "is", "it", "for", "on", "with", "cache", "model",
                               "token", "context", "memory", "request", "answer", "question", "document", "search",
                               "hello", "world", "what", "panda", "bear", "capital", "city", "france", "paris"};
 
@@ -31,7 +31,7 @@ std::vector<std::string> builtin_wpm_vocab_tokens() {
         add(sp + std::string(1, c));
         add(std::string(1, c));
     }
-    for (const char* w : kWords) add(sp + w);
+    for (const char* w : kEncoderWords) add(sp + w);
     return toks;
 }
 
