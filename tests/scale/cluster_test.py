@@ -13,7 +13,10 @@ Checks, through the proxy:
   5. cluster-up refuses a taken port; cluster-down stops everything and is idempotent;
   6. one shared memory (cluster-up's default --store postgres): a document uploaded through the
      proxy is ingested once, then /upload-status, /search and /ask find it on every replica
-     asked directly.
+     asked directly;
+  7. a replica SIGKILLed while it runs an ingestion it claimed: after its lease (15 s) another
+     replica takes the job over and the document is written exactly once (one row, its chunk
+     count equal to its chunks, no job left).
 Exits 77 (ctest skip) when haproxy is not installed, unless KVRAG_REQUIRE_SHARED=1 (CI, which runs
 scripts/setup.sh and so has it), and likewise when PostgreSQL 15 is not installed. Only the
 standard library.
@@ -307,6 +310,53 @@ try:
     check(sum(n for (_, pinned), n in after_kill.items() if pinned) > 0, "conversations with an id were answered after the kill")
     for r in survivors:
         check(alive(started_pids[r]), f"replica {r} still runs")
+
+    # 7. SIGKILL the replica running an ingestion: another takes the job over when the lease
+    # runs out, and the document is written once. The claim (claimed_by = host:pid:nonce) is
+    # read from PostgreSQL, so the replica killed is the one holding the job.
+    def sql(q):
+        r = run(["psql", store_uri, "-Atc", q])
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    live = [r for r in survivors if alive(started_pids[r])]
+    big = " ".join(f"Entry {i}: the keeper of the northern light counted {i % 97} ships and {i % 13} storms." for i in range(1200))
+    status, via, body = upload("/upload", {"index": "default", "documentId": "logbook"}, "logbook.txt", big)
+    check(status == 202, f"the large /upload answered 202 (got {status}: {body[:200]!r})")
+    claim, t_claim = None, time.time()
+    while claim is None and time.time() - t_claim < 30:
+        row = sql("SELECT claimed_by, n_chunks_done, n_chunks_total FROM ingest_jobs WHERE doc_id = 'logbook' AND state = 'running'")
+        if row:
+            claim = row.split("|")
+        else:
+            time.sleep(0.02)
+    holder = None
+    if check(claim is not None, "a replica claimed the large upload within 30 s"):
+        holder_pid = int(claim[0].split(":")[-2])
+        holder = next((r for r in live if started_pids[r] == holder_pid), None)
+        check(holder is not None, f"the claimer {claim[0]} is one of the live replicas {live}")
+    if holder:
+        os.kill(started_pids[holder], signal.SIGKILL)
+        t_kill = time.time()
+        check(sql("SELECT count(*) FROM ingest_jobs WHERE doc_id = 'logbook'") == "1",
+              "the job was still unfinished when its replica was killed (make the document bigger if this fails)")
+        other = next(r for r in live if r != holder)
+        done = None
+        while time.time() - t_kill < 90 and done is None:
+            st, _, _, b = request("GET", "/upload-status?index=default&documentId=logbook", port_=port + int(other[1:]))
+            if st == 200 and json.loads(b).get("completed"):
+                done = json.loads(b)
+            time.sleep(0.2)
+        print(f"takeover: {holder} killed at chunk {claim[1]} of {claim[2]}; {other} finished the job {time.time() - t_kill:.1f} s later")
+        check(done is not None and not done.get("failed"), f"{other} finished the killed replica's ingestion within 90 s (got {done})")
+        row = sql("SELECT count(*), min(d.n_chunks), min((SELECT count(*) FROM chunks c WHERE c.doc = d.id)), min(d.state)"
+                  " FROM documents d WHERE d.doc_id = 'logbook'")
+        n_docs, n_chunks, n_rows, state = (row or "|||").split("|")
+        check(n_docs == "1" and state == "ready" and n_chunks == n_rows and int(n_rows or 0) > 0,
+              f"the document is written exactly once (documents, n_chunks, chunk rows, state: {row!r})")
+        check(sql("SELECT count(*) FROM ingest_jobs") == "0", "no job is left in the queue")
+        st, _, _, b = request("POST", "/search", {"query": "northern light", "limit": 1}, port_=port + int(other[1:]))
+        check(st == 200 and json.loads(b).get("results") and json.loads(b)["results"][0]["documentId"] == "logbook",
+              f"{other} finds the taken-over document (got {st}: {b[:200]!r})")
 
     # 5. cluster-down stops exactly the cluster's processes; again, it has nothing to stop.
     down = run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir])
