@@ -1,11 +1,15 @@
 // A throwaway PostgreSQL server for the tests of the PostgreSQL memory store.
 //
-// One server per test process, started on first use and stopped (its folder removed) when
-// the process exits. It listens on a unix socket in its own temporary folder only (no TCP
-// port: parallel test processes never collide), with fsync off. initdb is slow (seconds), so
-// its output is made once per machine and user into ${TMPDIR:-/tmp}/kvrag-test-pg-template-15
-// and copied per process (a fraction of a second). As root, the server runs as the
-// `postgres` user (Debian's package makes it), else `nobody`: initdb refuses root.
+// Under ctest the server is shared: the fixture test `postgres_test_server_start`
+// (scripts/test-postgres) starts one before the suite and writes its folder to the file named
+// by KVRAG_TEST_POSTGRES_STATE; every test process uses it (each gtest case is its own process
+// there, and a server start costs about a second). Otherwise (kvrag_tests run by hand, or a
+// test that restarts the server) the process starts its own, on first use, and stops it (its
+// folder removed) when the process exits. Either listens on a unix socket in its own temporary
+// folder only (no TCP port: parallel runs never collide), with fsync off. initdb is slow
+// (seconds), so a private server copies an initdb output made once per machine and user into
+// ${TMPDIR:-/tmp}/kvrag-test-pg-template-15-UID. As root, the server runs as the `postgres`
+// user (Debian's package makes it), else `nobody`: initdb refuses root.
 //
 // Tests call KVRAG_REQUIRE_POSTGRES(uri) to get the URI of a fresh, empty database. Without
 // the PostgreSQL 15 binaries (Debian: postgresql-15; scripts/setup.sh installs it) the test
@@ -36,19 +40,25 @@ namespace kvrag::testing {
 
 class TestPostgres {
 public:
-    // The process's server; null with *why set when it cannot run here.
-    static TestPostgres* get(std::string* why) {
+    // The shared server when ctest started one, else this process's own; null with *why set
+    // when none can run here. private_server: always this process's own (a test that stops
+    // and starts it must not disturb other processes).
+    static TestPostgres* get(std::string* why, bool private_server = false) {
         static std::mutex mu;
-        static std::unique_ptr<TestPostgres> instance;
+        static std::unique_ptr<TestPostgres> shared, own;
         static std::string failure;
         std::lock_guard lk(mu);
-        if (!instance && failure.empty()) {
+        if (!private_server) {
+            if (!shared) shared = attach_shared();
+            if (shared) return shared.get();
+        }
+        if (!own && failure.empty()) {
             auto pg = std::unique_ptr<TestPostgres>(new TestPostgres());
             failure = pg->start();
-            if (failure.empty()) instance = std::move(pg);
+            if (failure.empty()) own = std::move(pg);
         }
         if (why) *why = failure;
-        return instance.get();
+        return own.get();
     }
 
     ~TestPostgres() { stop(); }
@@ -77,8 +87,10 @@ public:
     std::string uri(const std::string& db) const { return "postgresql:///" + db + "?host=" + dir_ + "&port=5432&user=kvrag"; }
     const std::string& dir() const { return dir_; }
 
-    // Runs pg_ctl with `args` on this server (stop/start in restart tests). True on success.
+    // Runs pg_ctl with `args` on this server (stop/start in restart tests, on a private
+    // server only). True on success.
     bool pg_ctl(const std::string& args) {
+        if (attached_) return false;
         return run(as_user_ + bin_ + "/pg_ctl -D " + dir_ + "/data -s -w " + args + " >>" + dir_ + "/pg_ctl.log 2>&1");
     }
     bool start_server() {
@@ -87,6 +99,20 @@ public:
 
 private:
     TestPostgres() = default;
+
+    // The server scripts/test-postgres started, when KVRAG_TEST_POSTGRES_STATE names its state
+    // file and its socket is there; not stopped by this process.
+    static std::unique_ptr<TestPostgres> attach_shared() {
+        const char* state = std::getenv("KVRAG_TEST_POSTGRES_STATE");
+        if (!state || !*state) return nullptr;
+        std::ifstream f(state);
+        std::string dir;
+        if (!std::getline(f, dir) || dir.empty() || !std::filesystem::exists(dir + "/.s.PGSQL.5432")) return nullptr;
+        auto pg = std::unique_ptr<TestPostgres>(new TestPostgres());
+        pg->dir_ = dir;
+        pg->attached_ = true;
+        return pg;
+    }
 
     static bool run(const std::string& cmd) { return std::system(cmd.c_str()) == 0; }
 
@@ -139,7 +165,7 @@ private:
 
     void stop() {
         // A forked child (the crash tests fork) must not stop its parent's server at exit.
-        if (dir_.empty() || getpid() != owner_) return;
+        if (dir_.empty() || attached_ || getpid() != owner_) return;
         if (started_) pg_ctl("-m immediate stop");
         std::error_code ec;
         std::filesystem::remove_all(dir_, ec);
@@ -166,6 +192,7 @@ private:
     std::string as_user_;
     std::string dir_;
     bool started_ = false;
+    bool attached_ = false;  // the shared server: used, never stopped here
     pid_t owner_ = getpid();
 };
 
@@ -173,11 +200,13 @@ private:
 
 // Sets `uri` (a std::string) to a fresh database's URI, or skips the test (fails under
 // KVRAG_REQUIRE_SHARED=1) when no PostgreSQL server can run here.
-#define KVRAG_REQUIRE_POSTGRES(uri)                                                                     \
+#define KVRAG_REQUIRE_POSTGRES(uri) KVRAG_REQUIRE_POSTGRES_SERVER(uri, false)
+// The same on a server of this process's own (restart tests).
+#define KVRAG_REQUIRE_POSTGRES_SERVER(uri, private_server)                                              \
     std::string uri;                                                                                    \
     do {                                                                                                \
         std::string why_;                                                                               \
-        auto* pg_ = ::kvrag::testing::TestPostgres::get(&why_);                                         \
+        auto* pg_ = ::kvrag::testing::TestPostgres::get(&why_, private_server);                         \
         if (!pg_) {                                                                                     \
             if (::kvrag::testing::shared_required()) FAIL() << "PostgreSQL is required here: " << why_; \
             GTEST_SKIP() << "no PostgreSQL: " << why_;                                                  \

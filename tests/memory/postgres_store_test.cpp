@@ -321,13 +321,13 @@ TEST(PostgresStore, VectorsFollowAnotherReplicaWithinASecond) {
 // The server goes away: calls fail with a clear error, nothing hangs; when it is back the
 // store reconnects by itself and its vectors catch up with what changed meanwhile.
 TEST(PostgresStore, ServerRestartFailsCleanlyThenRecovers) {
-    KVRAG_REQUIRE_POSTGRES(uri);
+    KVRAG_REQUIRE_POSTGRES_SERVER(uri, true);  // its own server: others' tests keep theirs
     auto a = open_pg(uri);
     ASSERT_TRUE(a);
     ASSERT_TRUE(a->ensure_index("default", kModel).ok());
     ASSERT_TRUE(a->write_document(one_chunk_doc("one", "one")).ok());
     ASSERT_EQ((*a->vectors("default"))->size(), 1u);
-    auto* server = ::kvrag::testing::TestPostgres::get(nullptr);
+    auto* server = ::kvrag::testing::TestPostgres::get(nullptr, true);
     ASSERT_TRUE(server->pg_ctl("-m fast stop"));
     auto down = a->list_documents();
     ASSERT_FALSE(down.ok());
