@@ -16,6 +16,7 @@ PACKAGES=(
   libssl-dev                          # memory: SHA-256 via OpenSSL's EVP (pkg-config openssl)
   chromium                            # web page tests: headless browser driven by playwright-core (tests/web)
   haproxy curl                        # scale-out: HAProxy 2.6 in front of replicas (deploy/, scripts/cluster-up, tests/scale)
+  libpq-dev postgresql-15             # scale-out: the shared PostgreSQL memory store (libpq; the server for cluster-up and tests)
 )
 # Server client tests use the official openai npm package: Debian's nodejs/npm only when no
 # node/npm is on the PATH (one installed another way is left alone).

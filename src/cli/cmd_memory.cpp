@@ -59,7 +59,10 @@ void add_model_options(CLI::App& app, ModelArgs& a, bool with_store = true) {
     app.add_option("-m,--model", a.model_path, "GGUF model (tokenizer, embeddings and answers)")->required();
     app.add_option("--embed-model", a.embed_model_path, "separate GGUF model for the embeddings");
     app.add_option("--rerank-model", a.rerank_model_path, "GGUF reranking model (cross-encoder) for search and ask");
-    if (with_store) app.add_option("--memory", a.memory_dir, "store directory (ingest creates it; search and ask need it)")->required();
+    if (with_store) app.add_option("--memory,--store", a.memory_dir,
+                                 "store directory, or a PostgreSQL URI postgresql://... shared by several replicas (ingest creates "
+                                 "it; search and ask need it)")
+                      ->required();
     app.add_option("--index", a.index, "index name (default: default)");
     app.add_option("-c,--ctx", a.ctx, "context size; default min(" + std::to_string(engine::kDefaultMaxCtx) + ", trained context)")
         ->check(CLI::Range(0, 1 << 22));
@@ -704,7 +707,7 @@ Runner add_ask(CLI::App& app) {
 
 Runner add_docs(CLI::App& app) {
     auto a = std::make_shared<DocsArgs>();
-    app.add_option("--memory", a->memory_dir, "store directory")->required();
+    app.add_option("--memory,--store", a->memory_dir, "store directory or PostgreSQL URI (postgresql://...)")->required();
     app.add_option("action", a->action, "list or delete")->required();
     app.add_option("id", a->doc_id, "document id (delete)");
     app.add_option("--index", a->index, "only this index");

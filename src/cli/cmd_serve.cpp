@@ -97,7 +97,9 @@ Runner add_serve(CLI::App& app) {
     app.add_option("--default-max-tokens", c.default_max_tokens, "max_tokens when a request gives none (capped to the context)")->check(CLI::Range(1, 1 << 22));
     app.add_option("--max-body", c.max_body_bytes, "largest request body in bytes; larger gets 413")->check(CLI::Range(1024, 1 << 30));
     app.add_option("--shutdown-grace", c.shutdown_grace_s, "seconds running requests may finish after SIGINT/SIGTERM")->check(CLI::Range(0.0, 3600.0));
-    app.add_option("--memory", a->memory_dir, "memory store directory: adds /upload, /upload-status, /documents, /search, /ask (docs/api.md)");
+    app.add_option("--memory,--store", a->memory_dir,
+                   "memory store directory, or a PostgreSQL URI postgresql://... that several replicas share (docs/scale.md): adds "
+                   "/upload, /upload-status, /documents, /search, /ask (docs/api.md)");
     app.add_option("--chunk-tokens", a->chunk_tokens, "memory: max tokens per chunk")->check(CLI::Range(8, 1 << 16));
     app.add_option("--chunk-overlap", a->chunk_overlap, "memory: overlap tokens between chunks")->check(CLI::Range(0, 1 << 15));
     app.add_option("--replica-name", c.replica_name, "name sent as the X-Kvrag-Replica header on every response (replicas behind a proxy, docs/scale.md)");

@@ -7,6 +7,8 @@
 
 #include <filesystem>
 
+#include "memory/pg_db.h"
+#include "memory/postgres_store.h"
 #include "memory/sqlite_db.h"
 
 namespace kvrag::memory {
@@ -97,7 +99,11 @@ CREATE TABLE IF NOT EXISTS source_files(
 // ---------------------------------------------------------------------------------------------
 // Opening
 
-Result<std::unique_ptr<Store>> Store::open(const std::string& dir, OpenMode mode) { return SqliteStore::open(dir, mode); }
+// The one place that picks the backend: a libpq URI is PostgreSQL, anything else a directory.
+Result<std::unique_ptr<Store>> Store::open(const std::string& dir, OpenMode mode) {
+    if (pg::is_postgres_uri(dir)) return PostgresStore::open(dir, mode);
+    return SqliteStore::open(dir, mode);
+}
 
 Result<std::unique_ptr<Store>> SqliteStore::open(const std::string& dir, OpenMode mode) {
     std::unique_ptr<SqliteStore> st(new SqliteStore());

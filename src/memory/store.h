@@ -1,8 +1,9 @@
 // The memory store's interface: indexes, documents, chunks with their embeddings, full-text
 // search over the chunk texts, conversation turns, and the durable ingestion queue with the
-// files uploaded. Memory reaches storage only through this abstract class; SqliteStore
-// (sqlite_store.h: one SQLite database in WAL mode under a directory) is the implementation,
-// and a PostgreSQL one can follow behind the same methods.
+// files uploaded. Memory reaches storage only through this abstract class, implemented by
+// SqliteStore (sqlite_store.h: one SQLite database in WAL mode under a directory; the
+// embedded default) and PostgresStore (postgres_store.h: one PostgreSQL database that several
+// kvrag replicas share). Store::open picks one from the path it is given.
 //
 // Invariants (checked by check_consistency):
 //   - a document in state 'ready' has exactly n_chunks chunks, positions [0, n_chunks);
@@ -164,7 +165,8 @@ enum class OpenMode {
 class Store {
 public:
     // dir: the store directory (the database is DIR/memory.sqlite3), or ":memory:" for a
-    // private in-memory database (unit tests). Returns a SqliteStore. Puts jobs left running by
+    // private in-memory database (unit tests): a SqliteStore; or a libpq URI
+    // (postgresql://... or postgres://...): a PostgresStore (whose open differs: see there). Puts jobs left running by
     // a stopped or killed process back in the queue, and deletes 'ingesting' placeholders
     // without a job (left by older versions). Errors: memory_store with SQLite's message;
     // memory_not_found for OpenMode::existing and no store at dir.

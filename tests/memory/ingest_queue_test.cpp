@@ -14,6 +14,7 @@
 #include "memory/ingest_worker.h"
 #include "memory/memory.h"
 #include "memory/memory_test_util.h"
+#include "test_postgres.h"
 
 namespace kvrag::memory {
 namespace {
@@ -159,8 +160,25 @@ struct Gate {
     }
 };
 
-TEST(MemoryQueue, DeleteWhileIngestingNeverResurrects) {
-    auto st = Store::open(":memory:");
+// The queue rules every Store must keep, run on each backend ("sqlite", "postgres").
+class MemoryQueueBackends : public ::testing::TestWithParam<std::string> {
+protected:
+    void SetUp() override {
+        if (GetParam() == "postgres") {
+            KVRAG_REQUIRE_POSTGRES(uri);
+            spec_ = uri;
+        } else {
+            spec_ = ":memory:";
+        }
+    }
+    std::string spec_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, MemoryQueueBackends, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(MemoryQueueBackends, DeleteWhileIngestingNeverResurrects) {
+    auto st = Store::open(spec_);
     ASSERT_TRUE(st.ok());
     Gate gate;
     Memory mem(std::shared_ptr<Store>(std::move(*st)), fake_hooks([&] { gate.wait(); }), ChunkOptions{16, 0});
@@ -184,8 +202,8 @@ TEST(MemoryQueue, DeleteWhileIngestingNeverResurrects) {
     EXPECT_EQ(*mem.store().check_consistency(), "");
 }
 
-TEST(MemoryQueue, UploadAgainWhileIngestingWritesTheNewVersionOnce) {
-    auto st = Store::open(":memory:");
+TEST_P(MemoryQueueBackends, UploadAgainWhileIngestingWritesTheNewVersionOnce) {
+    auto st = Store::open(spec_);
     ASSERT_TRUE(st.ok());
     Gate gate;
     std::atomic<int> calls{0};

@@ -1,4 +1,6 @@
-// Store units on SQLite :memory:, plus crash safety on a real directory (fork + kill).
+// Store units on both backends (SQLite :memory: and a fresh PostgreSQL database from
+// tests/test_postgres.h: MemoryStoreBackends/...), plus crash safety on a real directory
+// (fork + kill).
 #include "memory/store.h"
 
 #include <gtest/gtest.h>
@@ -7,6 +9,7 @@
 #include <unistd.h>
 
 #include "memory/memory_test_util.h"
+#include "test_postgres.h"
 
 namespace kvrag::memory {
 namespace {
@@ -32,14 +35,31 @@ DocumentInput doc(const std::string& id, int n_chunks, const std::string& hash =
     return d;
 }
 
-std::unique_ptr<Store> open_memory() {
-    auto s = Store::open(":memory:");
-    EXPECT_TRUE(s.ok()) << s.error().what();
-    return std::move(*s);
-}
+// The behaviour every Store must have, run on each backend ("sqlite", "postgres").
+class MemoryStoreBackends : public ::testing::TestWithParam<std::string> {
+protected:
+    void SetUp() override {
+        if (GetParam() == "postgres") {
+            KVRAG_REQUIRE_POSTGRES(uri);
+            spec_ = uri;
+        } else {
+            spec_ = ":memory:";
+        }
+    }
+    std::unique_ptr<Store> open_store() {
+        auto s = Store::open(spec_);
+        EXPECT_TRUE(s.ok()) << s.error().what();
+        return s ? std::move(*s) : nullptr;
+    }
+    std::string spec_;
+};
 
-TEST(MemoryStore, IndexRecordsModelAndRefusesAnother) {
-    auto st = open_memory();
+INSTANTIATE_TEST_SUITE_P(Backends, MemoryStoreBackends, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(MemoryStoreBackends, IndexRecordsModelAndRefusesAnother) {
+    auto st = open_store();
+    ASSERT_TRUE(st);
     ASSERT_TRUE(st->ensure_index("default", model_a()).ok());
     ASSERT_TRUE(st->ensure_index("default", model_a()).ok());
     auto other = model_a();
@@ -55,8 +75,9 @@ TEST(MemoryStore, IndexRecordsModelAndRefusesAnother) {
     EXPECT_TRUE(st->ensure_index("other", dim).ok());  // another index may use another model
 }
 
-TEST(MemoryStore, InsertReplaceDeleteNeverDuplicates) {
-    auto st = open_memory();
+TEST_P(MemoryStoreBackends, InsertReplaceDeleteNeverDuplicates) {
+    auto st = open_store();
+    ASSERT_TRUE(st);
     ASSERT_TRUE(st->ensure_index("default", model_a()).ok());
     auto w1 = st->write_document(doc("d1", 3));
     ASSERT_TRUE(w1.ok()) << w1.error().what();
@@ -83,8 +104,9 @@ TEST(MemoryStore, InsertReplaceDeleteNeverDuplicates) {
     EXPECT_EQ(*st->check_consistency(), "");
 }
 
-TEST(MemoryStore, InjectedFailureMidDocumentRollsBack) {
-    auto st = open_memory();
+TEST_P(MemoryStoreBackends, InjectedFailureMidDocumentRollsBack) {
+    auto st = open_store();
+    ASSERT_TRUE(st);
     ASSERT_TRUE(st->ensure_index("default", model_a()).ok());
     ASSERT_TRUE(st->write_document(doc("d1", 3)).ok());
     st->fault_hook = [](int32_t i) {
@@ -105,8 +127,9 @@ TEST(MemoryStore, InjectedFailureMidDocumentRollsBack) {
     EXPECT_EQ(*st->check_consistency(), "");
 }
 
-TEST(MemoryStore, TagAndDocumentFilters) {
-    auto st = open_memory();
+TEST_P(MemoryStoreBackends, TagAndDocumentFilters) {
+    auto st = open_store();
+    ASSERT_TRUE(st);
     ASSERT_TRUE(st->ensure_index("default", model_a()).ok());
     auto a = doc("a", 1);
     a.tags = {{"team", "red"}, {"year", "2024"}};
@@ -121,8 +144,9 @@ TEST(MemoryStore, TagAndDocumentFilters) {
     EXPECT_EQ((*st->filter_documents("default", "b", {}))->size(), 1u);
 }
 
-TEST(MemoryStore, ConversationsKeepOrder) {
-    auto st = open_memory();
+TEST_P(MemoryStoreBackends, ConversationsKeepOrder) {
+    auto st = open_store();
+    ASSERT_TRUE(st);
     ASSERT_TRUE(st->append_turns("c1", {{"user", "q1", 2}, {"assistant", "a1", 2}}).ok());
     ASSERT_TRUE(st->append_turns("c1", {{"user", "q2", 2}, {"assistant", "a2", 2}}).ok());
     auto t = st->conversation("c1");

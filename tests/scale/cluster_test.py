@@ -10,9 +10,16 @@ Checks, through the proxy:
   4. SIGKILL of one replica under 16 concurrent clients: every client sees only 200, 4xx, or 503
      with Retry-After (never a refused connection, a 502 or a cut response), and the two other
      replicas carry on, the killed replica's conversations included;
-  5. cluster-up refuses a taken port; cluster-down stops everything and is idempotent.
+  5. cluster-up refuses a taken port; cluster-down stops everything and is idempotent;
+  6. one shared memory (cluster-up's default --store postgres): a document uploaded through the
+     proxy is ingested once, then /upload-status, /search and /ask find it on every replica
+     asked directly;
+  7. a replica SIGKILLed while it runs an ingestion it claimed: after its lease (15 s) another
+     replica takes the job over and the document is written exactly once (one row, its chunk
+     count equal to its chunks, no job left).
 Exits 77 (ctest skip) when haproxy is not installed, unless KVRAG_REQUIRE_SHARED=1 (CI, which runs
-scripts/setup.sh and so has it). Only the standard library.
+scripts/setup.sh and so has it), and likewise when PostgreSQL 15 is not installed. Only the
+standard library.
 
 usage: tests/scale/cluster_test.py [--kvrag build/kvrag]
 """
@@ -29,11 +36,17 @@ if shutil.which("haproxy") is None:
         sys.exit("cluster_test: haproxy is not installed but KVRAG_REQUIRE_SHARED=1 (run scripts/setup.sh)")
     print("cluster_test: SKIP: haproxy is not installed (apt-get install haproxy; scripts/setup.sh does it)")
     sys.exit(77)
+if not os.path.exists("/usr/lib/postgresql/15/bin/initdb"):
+    if os.environ.get("KVRAG_REQUIRE_SHARED") == "1":
+        sys.exit("cluster_test: PostgreSQL 15 is not installed but KVRAG_REQUIRE_SHARED=1 (run scripts/setup.sh)")
+    print("cluster_test: SKIP: PostgreSQL 15 is not installed (apt-get install postgresql-15; scripts/setup.sh does it)")
+    sys.exit(77)
 if shutil.which("curl") is None:
     sys.exit("cluster_test: curl is not installed (scripts/cluster-up needs it; scripts/setup.sh installs it)")
 
 N_REPLICAS = 3
 tmp = tempfile.mkdtemp(prefix="kvrag-cluster-test-")
+os.chmod(tmp, 0o755)  # as root, cluster-up runs PostgreSQL as the `postgres` user, which must enter it
 cluster_dir = os.path.join(tmp, "cluster")
 failures = []
 
@@ -69,7 +82,7 @@ def run(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, timeout=180, **kw)
 
 
-port = free_port_run(N_REPLICAS + 1)
+port = free_port_run(N_REPLICAS + 2)  # the proxy, the replicas, PostgreSQL
 
 
 def request(method, path, body=None, headers=None, port_=None, timeout=60):
@@ -124,6 +137,22 @@ def request_to_close(method, path, body=None, headers=None, timeout=60):
     return status, fields.get("x-kvrag-replica"), fields.get("retry-after"), payload
 
 
+def upload(path, fields, file_name, text, port_=None):
+    """POST a multipart/form-data body as curl -F writes it."""
+    boundary = "kvrag-test-boundary-7d3f"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+                 f'Content-Type: text/plain\r\n\r\n{text}\r\n')
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    c = http.client.HTTPConnection("127.0.0.1", port_ or port, timeout=60)
+    try:
+        c.request("POST", path, body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        r = c.getresponse()
+        return r.status, r.getheader("X-Kvrag-Replica"), r.read()
+    finally:
+        c.close()
+
+
 def metric(replica_index, name):
     status, _, _, body = request("GET", "/metrics", port_=port + replica_index)
     m = re.search(r"^" + re.escape(name) + r" (\S+)$", body.decode(), re.M)
@@ -161,7 +190,8 @@ try:
         sys.exit("cluster_test: cluster-up failed:\n" + up.stdout + up.stderr)
     check(up.stdout.strip() == f"http://127.0.0.1:{port}", f"cluster-up prints the proxy URL (got {up.stdout.strip()!r})")
     started_pids = pids()
-    check(sorted(started_pids) == ["haproxy", "r1", "r2", "r3"], f"pid files for haproxy and 3 replicas (got {sorted(started_pids)})")
+    check(sorted(started_pids) == ["haproxy", "postgres", "r1", "r2", "r3"],
+          f"pid files for haproxy, PostgreSQL and 3 replicas (got {sorted(started_pids)})")
     print(f"cluster up in {time.time() - t0:.1f} s on port {port}")
 
     # Idempotent: a second cluster-up on the same folder finds it up and prints the same URL.
@@ -181,6 +211,33 @@ try:
         check(status == 200 and name == f"r{i}", f"replica {i} answers /health naming itself r{i} (got {status}, {name!r})")
     bad = run([a.kvrag, "serve", "-m", os.path.join(cluster_dir, "model.gguf"), "--port", "0", "--replica-name", "r 1\r\nX-Evil: 1"])
     check(bad.returncode != 0 and "--replica-name" in bad.stderr, f"a replica name with spaces/CRLF is refused (rc {bad.returncode}, {bad.stderr.strip()!r})")
+
+    # 6. One shared memory: upload through the proxy, then every replica, asked directly, has it.
+    store_uri = open(os.path.join(cluster_dir, "store-uri")).read().strip()
+    check(store_uri == f"postgresql://kvrag@127.0.0.1:{port + N_REPLICAS + 1}/kvrag", f"the replicas share one PostgreSQL store (got {store_uri!r})")
+    text = ("The lighthouse on Skerryvore was kept by Zephyrine Okonkwo-Lindqvist for forty winters. "
+            "She logged every storm and every ship that passed the reef.")
+    status, via, body = upload("/upload", {"index": "default", "documentId": "skerryvore"}, "skerryvore.txt", text)
+    check(status == 202, f"/upload through the proxy answered 202 (got {status}: {body[:200]!r})")
+    t_up = time.time()
+    ready = {}
+    while time.time() - t_up < 30 and len(ready) < N_REPLICAS:
+        for i in range(1, N_REPLICAS + 1):
+            st, _, _, b = request("GET", "/upload-status?index=default&documentId=skerryvore", port_=port + i)
+            if st == 200 and json.loads(b).get("completed"):
+                ready[i] = json.loads(b)
+        time.sleep(0.1)
+    check(len(ready) == N_REPLICAS, f"every replica reports the upload completed within 30 s (got {sorted(ready)})")
+    check(len({r.get("chunks") for r in ready.values()}) == 1, f"every replica reports the same chunks (got {[r.get('chunks') for r in ready.values()]})")
+    print(f"shared store: uploaded through {via}, ready on all replicas in {time.time() - t_up:.1f} s")
+    for i in range(1, N_REPLICAS + 1):
+        st, name, _, b = request("POST", "/search", {"query": "Zephyrine Okonkwo-Lindqvist", "limit": 3}, port_=port + i)
+        results = json.loads(b).get("results", []) if st == 200 else []
+        check(st == 200 and results and results[0]["documentId"] == "skerryvore",
+              f"/search on r{i} directly finds the document uploaded through {via} (got {st}: {b[:200]!r})")
+        st, name, _, b = request("POST", "/ask", {"question": "Who kept the Skerryvore lighthouse?", "maxTokens": 2}, port_=port + i)
+        sources = [c.get("documentId") for c in json.loads(b).get("relevantSources", [])] if st == 200 else []
+        check(st == 200 and "skerryvore" in sources, f"/ask on r{i} directly cites the shared document (got {st}: {b[:200]!r})")
 
     # 2. Affinity: 20 turns with X-Conversation-Id, all on one replica; from the third turn on
     # each turn reuses the conversation's prefix there (one hit, more tokens each turn), and no
@@ -290,6 +347,53 @@ try:
     for r in survivors:
         check(alive(started_pids[r]), f"replica {r} still runs")
 
+    # 7. SIGKILL the replica running an ingestion: another takes the job over when the lease
+    # runs out, and the document is written once. The claim (claimed_by = host:pid:nonce) is
+    # read from PostgreSQL, so the replica killed is the one holding the job.
+    def sql(q):
+        r = run(["psql", store_uri, "-Atc", q])
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    live = [r for r in survivors if alive(started_pids[r])]
+    big = " ".join(f"Entry {i}: the keeper of the northern light counted {i % 97} ships and {i % 13} storms." for i in range(1200))
+    status, via, body = upload("/upload", {"index": "default", "documentId": "logbook"}, "logbook.txt", big)
+    check(status == 202, f"the large /upload answered 202 (got {status}: {body[:200]!r})")
+    claim, t_claim = None, time.time()
+    while claim is None and time.time() - t_claim < 30:
+        row = sql("SELECT claimed_by, n_chunks_done, n_chunks_total FROM ingest_jobs WHERE doc_id = 'logbook' AND state = 'running'")
+        if row:
+            claim = row.split("|")
+        else:
+            time.sleep(0.02)
+    holder = None
+    if check(claim is not None, "a replica claimed the large upload within 30 s"):
+        holder_pid = int(claim[0].split(":")[-2])
+        holder = next((r for r in live if started_pids[r] == holder_pid), None)
+        check(holder is not None, f"the claimer {claim[0]} is one of the live replicas {live}")
+    if holder:
+        os.kill(started_pids[holder], signal.SIGKILL)
+        t_kill = time.time()
+        check(sql("SELECT count(*) FROM ingest_jobs WHERE doc_id = 'logbook'") == "1",
+              "the job was still unfinished when its replica was killed (make the document bigger if this fails)")
+        other = next(r for r in live if r != holder)
+        done = None
+        while time.time() - t_kill < 90 and done is None:
+            st, _, _, b = request("GET", "/upload-status?index=default&documentId=logbook", port_=port + int(other[1:]))
+            if st == 200 and json.loads(b).get("completed"):
+                done = json.loads(b)
+            time.sleep(0.2)
+        print(f"takeover: {holder} killed at chunk {claim[1]} of {claim[2]}; {other} finished the job {time.time() - t_kill:.1f} s later")
+        check(done is not None and not done.get("failed"), f"{other} finished the killed replica's ingestion within 90 s (got {done})")
+        row = sql("SELECT count(*), min(d.n_chunks), min((SELECT count(*) FROM chunks c WHERE c.doc = d.id)), min(d.state)"
+                  " FROM documents d WHERE d.doc_id = 'logbook'")
+        n_docs, n_chunks, n_rows, state = (row or "|||").split("|")
+        check(n_docs == "1" and state == "ready" and n_chunks == n_rows and int(n_rows or 0) > 0,
+              f"the document is written exactly once (documents, n_chunks, chunk rows, state: {row!r})")
+        check(sql("SELECT count(*) FROM ingest_jobs") == "0", "no job is left in the queue")
+        st, _, _, b = request("POST", "/search", {"query": "northern light", "limit": 1}, port_=port + int(other[1:]))
+        check(st == 200 and json.loads(b).get("results") and json.loads(b)["results"][0]["documentId"] == "logbook",
+              f"{other} finds the taken-over document (got {st}: {b[:200]!r})")
+
     # 5. cluster-down stops exactly the cluster's processes; again, it has nothing to stop.
     down = run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir])
     check(down.returncode == 0, f"cluster-down exits 0 ({down.stderr.strip()!r})")
@@ -301,7 +405,7 @@ finally:
     if any(alive(pid) for pid in pids().values()):
         subprocess.run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir], capture_output=True)
     if failures:
-        for name in ("haproxy.log", "r1/server.log", "r2/server.log", "r3/server.log"):
+        for name in ("haproxy.log", "r1/server.log", "r2/server.log", "r3/server.log", "pg/server.log"):
             path = os.path.join(cluster_dir, name)
             if os.path.exists(path):
                 print(f"--- last lines of {name}:\n" + "".join(open(path, errors="replace").readlines()[-15:]))
