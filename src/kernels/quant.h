@@ -72,9 +72,11 @@ void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
 }  // namespace ref
 
 // AVX2/FMA/F16C versions (x86-64 builds only). Types without a dedicated kernel forward to ref.
-// The activation quantisers (Q8_0, Q8_1, Q8_K) give bit-identical blocks to ref. The Q4_0, Q4_K,
-// Q5_K and Q6_K dots are bit-identical to ref too (the packed kernels of repack.h need the reference's
-// order); the others differ from ref only by float summation order.
+// The activation quantisers (Q8_0, Q8_1, Q8_K) give bit-identical blocks to ref. The F16, Q4_0,
+// Q8_0, Q4_K, Q5_K and Q6_K dots are bit-identical to ref too (the packed kernels of repack.h need
+// the reference's order); the others differ from ref only by float summation order. The F16
+// order is one fused multiply-add chain per output in element order, so a single F16 vec_dot is
+// latency-bound: the matrix products (matmul_rows, matmul_packed) run eight rows' chains at once.
 namespace avx2 {
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);
 void quantize_row(GgmlType type, const float* src, void* dst, int64_t n);

@@ -22,9 +22,11 @@
 #include <vector>
 
 #include "kernels/fp16.h"
+#include "kernels/gemm_f16.h"
 #include "kernels/quant.h"
 #include "kernels/quant_act_avx2.h"
 #include "kernels/quant_blocks.h"
+#include "kernels/repack.h"
 
 namespace kvrag::kernels::avx2 {
 namespace {
@@ -133,6 +135,24 @@ struct DotFloat {
     }
 };
 
+// F16 weights in the reference's order: one fused multiply-add chain per output, element by
+// element (ref::vec_dot). One row is latency-bound this way (4 cycles per element); the matrix
+// products keep the same chains but run a lane per weight row (gemm_f16_avx2.cpp), and
+// matmul_rows sends F16 there.
+struct DotF16 {
+    template <int NT>
+    static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
+        const auto* w = at<uint16_t>(wv);
+        __m128 acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = _mm_setzero_ps();
+        for (int64_t i = 0; i < n; ++i) {
+            const __m128 wi = _mm_set_ss(_cvtsh_ss(w[i]));
+            for (int t = 0; t < NT; ++t) acc[t] = _mm_fmadd_ss(wi, _mm_set_ss(_cvtsh_ss(at<uint16_t>(xs[t])[i])), acc[t]);
+        }
+        for (int t = 0; t < NT; ++t) out[t] = _mm_cvtss_f32(acc[t]);
+    }
+};
+
 // ------------------------------------------------------------------------------------------
 // 32-element blocks against Q8_0 (signed weights) or Q8_1 (unsigned weights + min)
 // ------------------------------------------------------------------------------------------
@@ -233,19 +253,20 @@ inline int hsum_i32x8(__m256i v) {
     return hsum_i32(_mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
 }
 
-// Q4_0 in the reference's order: one float per output, block by block,
+// Q4_0 and Q8_0 in the reference's order: one float per output, block by block,
 // acc = acc + float(isum) * (dw * dx), the integer block sum exact and dw * dx exact. This is
 // the order the packed 8-row kernels (repack_avx2.cpp) can keep with a lane per row, so vec_dot,
 // matmul_rows, matmul_packed and ref::vec_dot all agree bit for bit.
-struct DotQ4_0 {
+template <class D>
+struct DotRefOrderQ8_0 {
     template <int NT>
     static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
-        const int64_t nb = n / kQK4_0;
-        const auto* w = at<BlockQ4_0>(wv);
+        const int64_t nb = n / kQK8_0;
+        const auto* w = at<typename D::Block>(wv);
         float acc[NT];
         for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
         for (int64_t i = 0; i < nb; ++i) {
-            const __m256i qw = DecodeQ4_0::decode(w[i]);
+            const __m256i qw = D::decode(w[i]);
             const __m256i aw = _mm256_sign_epi8(qw, qw);
             const float dw = h2f(w[i].d);
             for (int t = 0; t < NT; ++t) {
@@ -579,7 +600,7 @@ void float_tile_any(int rm, int rn, int64_t n, const typename LW::Elem* const* w
     }
 }
 
-// F32, F16 and BF16 weights. f16/bf16 activations (their vec_dot_type) are widened to f32 once
+// F32 and BF16 weights (F16 keeps its own order: matmul_f16_rows). bf16 activations (their vec_dot_type) are widened to f32 once
 // per product; f32 ones are used in place. Rows in tiles of ~64 KiB (L2); inside a tile, groups
 // of 4 tokens sweep the rows 3 at a time.
 template <class LW>
@@ -629,16 +650,38 @@ void matmul_float(int64_t n_in, const void* W, size_t row_bytes, const void* x, 
     }
 }
 
+// F16 rows that were not repacked at load (the encoder's weights, tests): the rows of [r0, r1)
+// are packed into 8-row groups per call (a copy of those rows, per thread, reused), then
+// multiplied by the packed kernel. Bit-identical to DotF16 and ref::vec_dot.
+void matmul_f16_rows(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens,
+                     float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    if (r0 >= r1 || n_tokens <= 0) return;
+    const int64_t g0 = r0 / kPackRows, g1 = (r1 + kPackRows - 1) / kPackRows;
+    const size_t group_bytes = f16_group_bytes(n_in);
+    thread_local std::vector<uint8_t> packed;
+    packed.resize(group_bytes * static_cast<size_t>(g1 - g0));
+    const auto* wb = static_cast<const uint8_t*>(W);
+    for (int64_t g = g0; g < g1; ++g) {
+        const uint8_t* rows[kPackRows];
+        for (int r = 0; r < kPackRows; ++r) {
+            const int64_t row = g * kPackRows + r;  // only rows in [r0, r1) are read
+            rows[r] = row >= r0 && row < r1 ? wb + static_cast<size_t>(row) * row_bytes : nullptr;
+        }
+        pack_f16_group(rows, n_in, packed.data() + group_bytes * static_cast<size_t>(g - g0));
+    }
+    matmul_f16_groups(packed.data(), g0, n_in, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+}
+
 // Calls f.template operator()<K>() with the kernel type for `type`; false if none.
 template <class F>
 bool with_kernel(GgmlType type, F&& f) {
     switch (type) {
     case GgmlType::F32: f.template operator()<DotFloat<LoadF32>>(); return true;
-    case GgmlType::F16: f.template operator()<DotFloat<LoadF16>>(); return true;
+    case GgmlType::F16: f.template operator()<DotF16>(); return true;
     case GgmlType::BF16: f.template operator()<DotFloat<LoadBF16>>(); return true;
-    case GgmlType::Q4_0: f.template operator()<DotQ4_0>(); return true;
+    case GgmlType::Q4_0: f.template operator()<DotRefOrderQ8_0<DecodeQ4_0>>(); return true;
     case GgmlType::Q5_0: f.template operator()<DotQ8_0Family<DecodeQ5_0>>(); return true;
-    case GgmlType::Q8_0: f.template operator()<DotQ8_0Family<DecodeQ8_0>>(); return true;
+    case GgmlType::Q8_0: f.template operator()<DotRefOrderQ8_0<DecodeQ8_0>>(); return true;
     case GgmlType::Q4_1: f.template operator()<DotQ8_1Family<DecodeQ4_1>>(); return true;
     case GgmlType::Q5_1: f.template operator()<DotQ8_1Family<DecodeQ5_1>>(); return true;
     case GgmlType::Q4_K: f.template operator()<DotQ45K<BlockQ4_K, false>>(); return true;
@@ -730,12 +773,20 @@ void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
     // (float weights) register tiles over several rows and tokens.
     switch (type) {
     case GgmlType::Q5_0: return matmul_q8_0_family<DecodeQ5_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q8_0: return matmul_q8_0_family<DecodeQ8_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q8_0:
+        // Q8_0 rows not repacked at load (the encoder's weights): a prefill-sized product packs
+        // its rows once and runs the packed kernel (same results as DotRefOrderQ8_0).
+        if (n_tokens >= 4 && r0 < r1 && can_repack(type, n_in)) {
+            const auto P = repack(type, static_cast<const uint8_t*>(W) + static_cast<size_t>(r0) * row_bytes, row_bytes,
+                                  r1 - r0, n_in);
+            return avx2::matmul_packed(*P, x, x_row_bytes, n_tokens, y + r0, ldy, 0, r1 - r0);
+        }
+        break;
     default: break;
     }
     switch (type) {
     case GgmlType::F32: return matmul_float<LoadF32>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::F16: return matmul_float<LoadF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::F16: return matmul_f16_rows(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::BF16: return matmul_float<LoadBF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: break;
     }

@@ -422,13 +422,18 @@ void quant_q6_k(const float* x, BlockQ6_K* y, int64_t nb) {
 // Dot products. Integer sums per block, then one float multiply-add per block.
 // ------------------------------------------------------------------------------------------
 
-// Float types accumulate in double: the reference should be the most accurate answer.
+// F16: one float accumulator, a fused multiply-add per element, in element order. This is the
+// order the packed AVX2 kernel keeps with one lane per weight row (kernels/repack.h), so every F16
+// path equals this one bit for bit. std::fma is exact (correctly rounded) with or without an FMA
+// unit.
 float dot_f16(int64_t n, const uint16_t* w, const uint16_t* x) {
     const float* tab = fp16_table();
-    double acc = 0.0;
-    for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(tab[w[i]]) * tab[x[i]];
-    return static_cast<float>(acc);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) acc = std::fma(tab[w[i]], tab[x[i]], acc);
+    return acc;
 }
+
+// F32 and BF16 accumulate in double: the reference should be the most accurate answer.
 
 float dot_bf16(int64_t n, const uint16_t* w, const uint16_t* x) {
     double acc = 0.0;

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/gemm_f16.h"
 #include "kernels/quant.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/repack_layout.h"
@@ -31,6 +32,19 @@ void pack_q4_0_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* 
                         static_cast<uint8_t>(q4_0_nibble(b, 4 * m + j) | (q4_0_nibble(b, 16 + 4 * m + j) << 4));
                 }
             }
+        }
+    }
+}
+
+void pack_q8_0_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+    for (int64_t i = 0; i < nb; ++i) {
+        uint8_t* out = dst + static_cast<size_t>(i) * kPackQ8_0BlockBytes;
+        std::memset(out, 0, kPackQ8_0BlockBytes);  // padding rows: scale 0, quants 0
+        for (int r = 0; r < kPackRows; ++r) {
+            if (rows[r] == nullptr) continue;
+            const auto& b = reinterpret_cast<const BlockQ8_0*>(rows[r])[i];
+            std::memcpy(out + 2 * r, &b.d, 2);
+            for (int m = 0; m < 8; ++m) std::memcpy(out + 16 + 32 * m + 4 * r, b.qs + 4 * m, 4);
         }
     }
 }
@@ -103,6 +117,17 @@ void pack_q6_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* 
 
 }  // namespace
 
+void pack_f16_group(const uint8_t* const rows[kPackRows], int64_t n_cols, uint8_t* dst) {
+    // Element k of the eight rows, then k + 1: the group is written front to back.
+    for (int64_t k = 0; k < n_cols; ++k) {
+        for (int r = 0; r < kPackRows; ++r) {
+            uint16_t v = 0;  // padding rows: zeros
+            if (rows[r] != nullptr) std::memcpy(&v, rows[r] + 2 * k, 2);
+            std::memcpy(dst + 16 * k + 2 * r, &v, 2);
+        }
+    }
+}
+
 void PackedMatrix::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
 
 PackedMatrix::PackedMatrix(GgmlType type, int64_t n_rows, int64_t n_cols, size_t group_bytes)
@@ -117,7 +142,9 @@ bool can_repack(GgmlType type, int64_t n_cols) {
     if (!using_avx2() || n_cols <= 0) return false;
     switch (type) {
     case GgmlType::Q4_0: return n_cols % kQK4_0 == 0;
+    case GgmlType::Q8_0: return n_cols % kQK8_0 == 0;
     case GgmlType::Q4_K: case GgmlType::Q6_K: return n_cols % kQK_K == 0;
+    case GgmlType::F16: return true;
     default: return false;
     }
 #else
@@ -130,10 +157,15 @@ bool can_repack(GgmlType type, int64_t n_cols) {
 std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t row_bytes, int64_t n_rows,
                                            int64_t n_cols) {
     if (!can_repack(type, n_cols) || n_rows <= 0) return nullptr;
-    const bool q4_0 = type == GgmlType::Q4_0;
-    const int64_t nb = n_cols / (q4_0 ? kQK4_0 : kQK_K);
-    const size_t block_bytes = q4_0 ? kPackQ4_0BlockBytes : type == GgmlType::Q4_K ? kPackQ4_KBlockBytes : kPackQ6_KBlockBytes;
-    auto p = std::make_shared<PackedMatrix>(type, n_rows, n_cols, static_cast<size_t>(nb) * block_bytes);
+    size_t group_bytes = 0;
+    switch (type) {
+    case GgmlType::Q4_0: group_bytes = static_cast<size_t>(n_cols / kQK4_0) * kPackQ4_0BlockBytes; break;
+    case GgmlType::Q8_0: group_bytes = static_cast<size_t>(n_cols / kQK8_0) * kPackQ8_0BlockBytes; break;
+    case GgmlType::Q4_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ4_KBlockBytes; break;
+    case GgmlType::Q6_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ6_KBlockBytes; break;
+    default: group_bytes = f16_group_bytes(n_cols); break;  // F16
+    }
+    auto p = std::make_shared<PackedMatrix>(type, n_rows, n_cols, group_bytes);
     const auto* wb = static_cast<const uint8_t*>(W);
     for (int64_t g = 0; g < p->n_groups(); ++g) {
         const uint8_t* rows[kPackRows];
@@ -142,9 +174,11 @@ std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t 
             rows[r] = row < n_rows ? wb + static_cast<size_t>(row) * row_bytes : nullptr;
         }
         switch (type) {
-        case GgmlType::Q4_0: pack_q4_0_group(rows, nb, p->mutable_group(g)); break;
-        case GgmlType::Q4_K: pack_q4_k_group(rows, nb, p->mutable_group(g)); break;
-        default: pack_q6_k_group(rows, nb, p->mutable_group(g)); break;
+        case GgmlType::Q4_0: pack_q4_0_group(rows, n_cols / kQK4_0, p->mutable_group(g)); break;
+        case GgmlType::Q8_0: pack_q8_0_group(rows, n_cols / kQK8_0, p->mutable_group(g)); break;
+        case GgmlType::Q4_K: pack_q4_k_group(rows, n_cols / kQK_K, p->mutable_group(g)); break;
+        case GgmlType::Q6_K: pack_q6_k_group(rows, n_cols / kQK_K, p->mutable_group(g)); break;
+        default: pack_f16_group(rows, n_cols, p->mutable_group(g)); break;
         }
     }
     return p;

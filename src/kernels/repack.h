@@ -11,8 +11,10 @@
 // whatever the number of tokens or the row range: the integer part of each block is exact, and
 // the float steps per output are the reference's, block by block, in block order.
 //
-// Packed types: Q4_0 (activations Q8_0), Q4_K and Q6_K (activations Q8_K). Anything else: can_repack() is false and the caller
-// keeps using matmul_rows on the original rows.
+// Packed types: Q4_0 and Q8_0 (activations Q8_0), Q4_K and Q6_K (activations Q8_K), F16
+// (activations F16; element k of the eight rows side by side, one FMA chain per lane, see
+// gemm_f16_avx2.cpp). Anything else: can_repack() is false and the caller keeps using
+// matmul_rows on the original rows.
 #pragma once
 
 #include <cstddef>
@@ -53,7 +55,8 @@ private:
 };
 
 // True when repack() packs this type on the path the kernels use now: AVX2 in use (not
-// KVRAG_FORCE_SCALAR), a packed type, n_cols a positive multiple of its block size.
+// KVRAG_FORCE_SCALAR), a packed type, n_cols a positive multiple of its block size (F16: any
+// positive n_cols).
 bool can_repack(GgmlType type, int64_t n_cols);
 
 // Packs W: (n_rows, n_cols) of `type`, rows row_bytes apart. nullptr when !can_repack(type, n_cols).

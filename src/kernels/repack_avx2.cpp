@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kernels/fp16.h"
+#include "kernels/gemm_f16.h"
 #include "kernels/quant.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/repack.h"
@@ -117,6 +118,35 @@ inline void q4_0_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
             const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), broadcast_i32(xa + kActSums + 4 * t));
             const __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActScales + 4 * t)));
             acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), s)));
+        }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+// Q8_0 x Q8_0: out[t] lane r = row r of the group . token t, for t < NT, in ref's order like
+// q4_0_tile: acc = acc + float(isum) * (dw * dx). Signed weights use the sign trick,
+// |w| * (x * sign(w)): a maddubs pair is at most 2 * 128 * 127 = 32512 (|w| = 128 only for a
+// stored -128; activations are never -128), so each is widened to int32 at once; exact.
+template <int NT>
+inline void q8_0_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, w += kPackQ8_0BlockBytes, xa += kActQ8_0Bytes) {
+        __m256i isum[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+        for (int m = 0; m < 8; ++m) {
+            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16 + 32 * m));
+            const __m256i aw = _mm256_abs_epi8(raw);
+            for (int t = 0; t < NT; ++t) {
+                const __m256i sx = _mm256_sign_epi8(broadcast_i32(xa + 32 * t + 4 * m), raw);
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        for (int t = 0; t < NT; ++t) {
+            const __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActScales + 4 * t)));
+            acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), s)));
         }
     }
     for (int t = 0; t < NT; ++t) out[t] = acc[t];
@@ -317,6 +347,15 @@ struct KernelQ4_0 {
     template <int NT>
     static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q4_0_tile<NT>(nb, w, xa, out); }
 };
+struct KernelQ8_0 {
+    static constexpr int64_t kBlock = kQK8_0;
+    static constexpr size_t kActBytes = kActQ8_0Bytes;
+    static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+        group_q8_0(x, x_row_bytes, n_tokens, nb, dst);  // the 8 * sums go unused
+    }
+    template <int NT>
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q8_0_tile<NT>(nb, w, xa, out); }
+};
 struct KernelQ4_K {
     static constexpr int64_t kBlock = kQK_K;
     static constexpr size_t kActBytes = kActQ8_KBytes;
@@ -386,8 +425,10 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
     if (r0 >= r1 || n_tokens <= 0) return;
     switch (w.type()) {
     case GgmlType::Q4_0: return matmul_kernel<KernelQ4_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q8_0: return matmul_kernel<KernelQ8_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q4_K: return matmul_kernel<KernelQ4_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q6_K: return matmul_kernel<KernelQ6_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::F16: return matmul_f16_groups(w.group(0), 0, w.n_cols(), x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: unsupported_type("matmul_packed", w.type());
     }
 }

@@ -9,6 +9,15 @@
 //              [4m, 4m + 4) of all eight rows, int32 lane r = row r; the high nibbles are
 //              elements [16 + 4m, 16 + 4m + 4).
 //
+// Q8_0, per 32-element block column i, kPackQ8_0BlockBytes = 272 bytes at i * 272:
+//   [0, 16)    d[r]: the eight rows' fp16 scales
+//   [16, 272)  quants: byte 16 + 32m + 4r + j (m in [0, 8), j in [0, 4)) holds element 4m + j of
+//              row r (int8 as stored), so the 32 bytes at 16 + 32m are elements [4m, 4m + 4)
+//              of all eight rows, int32 lane r = row r.
+//
+// F16, per element k (no blocks), 16 bytes at 16k: the eight rows' element k as stored (fp16),
+// lane r = row r, so one vcvtph2ps widens element k of the whole group.
+//
 // Q4_K, per 256-element super-block i, kPackQ4_KBlockBytes = 1184 bytes at i * 1184:
 //   [0, 16)       d[r]: fp16 scales of the 6-bit scales
 //   [16, 32)      dmin[r]: fp16 scales of the 6-bit mins
@@ -34,6 +43,7 @@
 namespace kvrag::kernels {
 
 inline constexpr size_t kPackQ4_0BlockBytes = 16 + 128;
+inline constexpr size_t kPackQ8_0BlockBytes = 16 + 256;
 
 inline constexpr size_t kPackQ4_KScales = 32;
 inline constexpr size_t kPackQ4_KMins = 96;

@@ -20,9 +20,10 @@
 namespace kvrag::kernels {
 namespace {
 
-const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K};
+const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16};
 // Types whose AVX2 vec_dot keeps the reference's float order (the packed ones need it).
-const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                                   GgmlType::F16};
 
 std::string type_param_name(const testing::TestParamInfo<GgmlType>& info) {
     return std::string(ggml_type_name(info.param));
@@ -39,7 +40,7 @@ std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
 // Offsets of the fp16 scale fields in one block: random bits there would be inf/NaN.
 std::vector<size_t> scale_offsets(GgmlType t) {
     switch (t) {
-    case GgmlType::Q4_0: return {0};
+    case GgmlType::Q4_0: case GgmlType::Q8_0: return {0};
     case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
     case GgmlType::Q6_K: return {208};
     default: return {};
@@ -48,7 +49,23 @@ std::vector<size_t> scale_offsets(GgmlType t) {
 
 // A row of n elements. Kinds: 0 quantised Gaussian; 1 random bits with sane scales (every
 // quant and sub-scale value); 2 extreme quants (all bits set: the largest magnitudes).
+// F16 kinds 1 and 2: random finite bit patterns (subnormals included), and the extremes
+// (+-65504, the largest and smallest subnormals, signed zeros).
+std::vector<uint8_t> f16_row(int64_t n, uint32_t seed, int kind) {
+    std::mt19937 rng(seed);
+    const uint16_t extremes[] = {0x7BFF, 0xFBFF, 0x0001, 0x8001, 0x03FF, 0x0000, 0x8000, 0x0400};
+    std::vector<uint8_t> q(static_cast<size_t>(n) * 2);
+    for (int64_t k = 0; k < n; ++k) {
+        uint16_t h = static_cast<uint16_t>(rng());
+        if ((h & 0x7C00) == 0x7C00) h = static_cast<uint16_t>(h & ~0x4000);  // no inf / NaN
+        if (kind == 2) h = extremes[rng() % 8];
+        std::memcpy(&q[static_cast<size_t>(k) * 2], &h, 2);
+    }
+    return q;
+}
+
 std::vector<uint8_t> weight_row(GgmlType t, int64_t n, uint32_t seed, int kind) {
+    if (t == GgmlType::F16 && kind != 0) return f16_row(n, seed, kind);
     std::vector<uint8_t> q(ggml_row_size(t, n));
     if (kind == 0) {
         const auto x = gaussian(n, seed);
@@ -62,7 +79,7 @@ std::vector<uint8_t> weight_row(GgmlType t, int64_t n, uint32_t seed, int kind) 
     for (size_t blk = 0; blk < q.size() / bs; ++blk) {
         for (size_t off : scale_offsets(t)) {
             float v = scale(rng);
-            if ((t == GgmlType::Q4_0 || t == GgmlType::Q6_K) && (rng() & 1)) v = -v;
+            if ((t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q6_K) && (rng() & 1)) v = -v;
             const uint16_t h = fp32_to_fp16(v);
             std::memcpy(&q[blk * bs + off], &h, 2);
         }
@@ -159,17 +176,66 @@ TEST_P(RepackTest, PackedMatmulEqualsVecDotBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(PackedTypes, RepackTest, testing::ValuesIn(kPackedTypes), type_param_name);
 
+// F16 past the kernel's blocking: rows longer than one 256-element panel and not a multiple of
+// 8 elements, more tokens than one 48-token panel, a decode-sized call; the packed product, the
+// unpacked AVX2 matmul_rows (packs per call) and the dispatching matmul_rows all equal
+// ref::vec_dot bit for bit.
+TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
+    if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
+    const GgmlType t = GgmlType::F16;
+    for (int64_t n_in : {7, 300, 777}) {
+        const size_t row_bytes = ggml_row_size(t, n_in) + 6;
+        const size_t x_row_bytes = ggml_row_size(t, n_in) + 2;
+        const int64_t n_rows = 21, n_tokens = 50;
+        std::vector<uint8_t> W(row_bytes * n_rows), X(x_row_bytes * n_tokens);
+        for (int64_t r = 0; r < n_rows; ++r) {
+            const auto row = weight_row(t, n_in, 5000 + static_cast<uint32_t>(r), static_cast<int>(r % 3));
+            std::memcpy(&W[static_cast<size_t>(r) * row_bytes], row.data(), row.size());
+        }
+        for (int64_t tk = 0; tk < n_tokens; ++tk) {
+            const auto xr = activation_row(t, n_in, 6000 + static_cast<uint32_t>(tk));
+            std::memcpy(&X[static_cast<size_t>(tk) * x_row_bytes], xr.data(), xr.size());
+        }
+        std::vector<float> expect(static_cast<size_t>(n_rows * n_tokens));
+        for (int64_t tk = 0; tk < n_tokens; ++tk)
+            for (int64_t r = 0; r < n_rows; ++r)
+                expect[static_cast<size_t>(tk * n_rows + r)] =
+                    ref::vec_dot(t, n_in, &W[static_cast<size_t>(r) * row_bytes], &X[static_cast<size_t>(tk) * x_row_bytes]);
+        const auto P = repack(t, W.data(), row_bytes, n_rows, n_in);
+        for (int64_t tokens : {int64_t{1}, n_tokens}) {
+            for (int path = 0; path < 3; ++path) {
+                if (path == 0 && P == nullptr) continue;  // KVRAG_FORCE_SCALAR: not packed
+                std::vector<float> y(static_cast<size_t>(n_rows * tokens), std::nanf(""));
+                for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 5}, {5, 19}, {19, n_rows}}) {
+                    if (path == 0) matmul_packed(*P, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
+                    if (path == 1) avx2::matmul_rows(t, n_in, W.data(), row_bytes, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
+                    if (path == 2) matmul_rows(t, n_in, W.data(), row_bytes, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
+                }
+                for (size_t i = 0; i < y.size(); ++i) {
+                    ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(expect[i]))
+                        << "n_in " << n_in << " tokens " << tokens << " path " << path << " token " << i / n_rows
+                        << " row " << i % n_rows << " got " << y[i] << " ref " << expect[i];
+                }
+            }
+        }
+    }
+}
+
 TEST(RepackTest, OnlyPackedTypesRepack) {
     std::vector<uint8_t> w(ggml_row_size(GgmlType::F32, 64) * 8);
-    for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q5_K}) {
+    for (GgmlType t : {GgmlType::F32, GgmlType::BF16, GgmlType::Q5_0, GgmlType::Q5_K}) {
         EXPECT_FALSE(can_repack(t, 256)) << ggml_type_name(t);
         EXPECT_EQ(repack(t, w.data(), ggml_row_size(t, 64), 1, 64), nullptr) << ggml_type_name(t);
     }
     EXPECT_FALSE(can_repack(GgmlType::Q4_0, 48));  // not whole blocks
     EXPECT_FALSE(can_repack(GgmlType::Q4_K, 128));
+    EXPECT_FALSE(can_repack(GgmlType::Q8_0, 48));
     EXPECT_EQ(can_repack(GgmlType::Q4_0, 64), using_avx2());
+    EXPECT_EQ(can_repack(GgmlType::Q8_0, 64), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::Q4_K, 512), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::Q6_K, 512), using_avx2());
+    EXPECT_EQ(can_repack(GgmlType::F16, 7), using_avx2());  // any width: no blocks
+    EXPECT_FALSE(can_repack(GgmlType::F16, 0));
 }
 
 }  // namespace

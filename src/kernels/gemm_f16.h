@@ -1,0 +1,29 @@
+// Internal to kernels/: the F16 packed layout's packer and the AVX2 product over packed F16
+// groups, shared by repack (groups packed once at load) and avx2::matmul_rows (rows packed per
+// call, for matrices that were not repacked). Layout in repack_layout.h.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/repack.h"
+
+namespace kvrag::kernels {
+
+// Bytes of one packed F16 group of kPackRows rows of n_cols elements.
+inline size_t f16_group_bytes(int64_t n_cols) { return static_cast<size_t>(n_cols) * 2 * kPackRows; }
+
+// Interleaves kPackRows f16 rows (null = padding row, stored as zeros) into one group at dst.
+void pack_f16_group(const uint8_t* const rows[kPackRows], int64_t n_cols, uint8_t* dst);
+
+namespace avx2 {
+
+// For each token t in [0, n_tokens) and row r in [r0, r1):
+//   y[t*ldy + r] = ref::vec_dot(F16, n_cols, row r, x + t*x_row_bytes), bit for bit.
+// Row r lives in group r / kPackRows, found at groups + (r / kPackRows - g_first) * group_bytes.
+// x: (n_tokens, n_cols) f16 rows, x_row_bytes apart. Only outputs in [r0, r1) are written.
+void matmul_f16_groups(const uint8_t* groups, int64_t g_first, int64_t n_cols, const void* x, size_t x_row_bytes,
+                       int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1);
+
+}  // namespace avx2
+}  // namespace kvrag::kernels
