@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 namespace kvrag::engine {
 namespace {
@@ -349,7 +350,30 @@ void Engine::step(std::span<Request* const> active) {
         if (k < static_cast<size_t>(n_decode)) r.result_.decode_ms += ms_between(t0, t1);
         float* logits = logits_.data() + k * static_cast<size_t>(n_vocab);
         for (const auto& [t, bias] : r.opt_.logit_bias) logits[t] += bias;
-        if (r.grammar_) {
+        // Under a grammar, the token the unmasked distribution draws is tried first: when the
+        // grammar accepts it, it stands and the full mask (a walk of the vocabulary's trie,
+        // milliseconds on a 50k vocabulary) is skipped. Otherwise the step masks the logits as
+        // they were and draws again. Drawing t unmasked with probability p(t), or on a rejection
+        // (probability 1 - Z, Z = the allowed mass) from the masked p(t) / Z, gives t with
+        // probability p(t) / Z: the masked distribution, exactly for greedy and plain
+        // temperature sampling (top-k/top-p/min-p cut the unmasked list on the first draw, as
+        // llama.cpp's sampler does). logprobs need the masked distribution: those requests
+        // always mask.
+        std::optional<int32_t> fast;
+        if (r.grammar_ && r.opt_.n_logprobs < 0) {
+            thread_local std::vector<float> raw;
+            raw.assign(logits, logits + n_vocab);
+            const int32_t t = r.sampler_.sample(logits);
+            const bool eog = model_.tokenizer->is_eog(t);
+            const std::string_view piece = token_mask_->piece(t);
+            if (eog ? r.grammar_->accepting() : (!piece.empty() && r.grammar_->accepts(piece))) {
+                fast = t;
+            } else {
+                std::copy(raw.begin(), raw.end(), logits);
+            }
+        }
+        if (r.grammar_ && !fast) {
+            ++r.result_.n_grammar_masked;
             // Mask before sampling: the sampler then only ever sees grammar-valid tokens.
             if (token_mask_->apply(*r.grammar_, logits) == 0) {
                 if (r.grammar_->accepting()) {
@@ -361,7 +385,7 @@ void Engine::step(std::span<Request* const> active) {
                 continue;
             }
         }
-        const int32_t id = r.sampler_.sample(logits);
+        const int32_t id = fast ? *fast : r.sampler_.sample(logits);
         if ((r.opt_.stop_at_eog || r.grammar_) && model_.tokenizer->is_eog(id)) {
             finish(r, FinishReason::stop);
             continue;

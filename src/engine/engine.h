@@ -91,6 +91,7 @@ struct GenerateResult {
     int32_t n_reused = 0;                // prompt tokens taken from the prefix cache
     int32_t n_truncated = 0;             // prompt tokens dropped by the truncate policy
     int32_t n_shifts = 0;                // context shifts during generation
+    int32_t n_grammar_masked = 0;        // steps whose token needed the full grammar mask (see Engine::step)
     double prefill_ms = 0.0;
     double decode_ms = 0.0;
     std::string finish_reason() const { return finish_reason_name(finish); }
