@@ -52,6 +52,16 @@ Result<void> check_tool_messages(std::span<const Message> msgs) {
 }
 
 // ---- hermes: everything becomes system / user / assistant text, rendered by the template.
+// The tools block joins the leading system message (consumed from msgs), or becomes one.
+void push_tools_system(std::vector<Message>& out, std::span<const Message>& msgs, const std::string& block) {
+    if (!msgs.empty() && msgs[0].role == "system") {
+        out.push_back(Message{"system", msgs[0].content + "\n\n" + block, {}, {}});
+        msgs = msgs.subspan(1);
+    } else {
+        out.push_back(Message{"system", block, {}, {}});
+    }
+}
+
 Result<std::string> render_hermes(const ChatTemplate& t, std::span<const Message> msgs, std::span<const ToolFunction> tools, bool add_gen) {
     std::vector<Message> out;
     if (!tools.empty()) {
@@ -59,12 +69,7 @@ Result<std::string> render_hermes(const ChatTemplate& t, std::span<const Message
         for (const auto& tool : tools) block += "\n" + tool_json(tool).dump();
         block += "\n</tools>\n\nTo call a function, answer with one JSON object per call, each inside <tool_call></tool_call> tags:\n"
                  "<tool_call>\n{\"name\": <function-name>, \"arguments\": <arguments-json-object>}\n</tool_call>";
-        if (!msgs.empty() && msgs[0].role == "system") {
-            out.push_back(Message{"system", msgs[0].content + "\n\n" + block, {}, {}});
-            msgs = msgs.subspan(1);
-        } else {
-            out.push_back(Message{"system", block, {}, {}});
-        }
+        push_tools_system(out, msgs, block);
     }
     for (const auto& m : msgs) {
         if (m.role == "tool") {
@@ -94,12 +99,7 @@ Result<std::string> render_llama3_tools(const ChatTemplate& t, std::span<const M
         std::string block = "You have access to the following functions. To call one, answer with only a JSON object of the form "
                             "{\"name\": function name, \"parameters\": object of argument names and values}. Do not use variables.\n";
         for (const auto& tool : tools) block += "\n" + tool_json(tool).dump(4) + "\n";
-        if (!msgs.empty() && msgs[0].role == "system") {
-            out.push_back(Message{"system", msgs[0].content + "\n\n" + block, {}, {}});
-            msgs = msgs.subspan(1);
-        } else {
-            out.push_back(Message{"system", block, {}, {}});
-        }
+        push_tools_system(out, msgs, block);
     }
     for (const auto& m : msgs) {
         if (m.role == "tool") {

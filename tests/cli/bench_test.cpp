@@ -26,22 +26,7 @@ namespace fs = std::filesystem;
 using RunOutput = testing::RunResult;
 using testing::run_kvrag;
 
-// The "bench key=value ..." line's pairs; empty when there is no such line.
-std::map<std::string, std::string> summary(const std::string& out) {
-    std::map<std::string, std::string> kv;
-    std::istringstream lines(out);
-    std::string line;
-    while (std::getline(lines, line)) {
-        if (line.rfind("bench ", 0) != 0) continue;
-        std::istringstream words(line.substr(6));
-        std::string w;
-        while (words >> w) {
-            const size_t eq = w.find('=');
-            if (eq != std::string::npos) kv[w.substr(0, eq)] = w.substr(eq + 1);
-        }
-    }
-    return kv;
-}
+std::map<std::string, std::string> summary(const std::string& out) { return testing::summary_pairs(out, "bench "); }
 
 // A table row: the test label then its depth, e.g. "pp16" and 16.
 bool has_row(const std::string& out, const std::string& label, int depth) {

@@ -23,21 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::run_kvrag;
 
-// The "demo key=value ..." line's pairs; empty when there is no such line.
-std::map<std::string, std::string> summary(const std::string& out) {
-    std::map<std::string, std::string> kv;
-    std::istringstream lines(out);
-    std::string line;
-    while (std::getline(lines, line)) {
-        if (line.rfind("demo ", 0) != 0) continue;
-        std::istringstream words(line.substr(5));
-        for (std::string w; words >> w;) {
-            const size_t eq = w.find('=');
-            if (eq != std::string::npos) kv[w.substr(0, eq)] = w.substr(eq + 1);
-        }
-    }
-    return kv;
-}
+std::map<std::string, std::string> summary(const std::string& out) { return testing::summary_pairs(out, "demo "); }
 
 class DemoCliTest : public ::testing::Test {
 protected:

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -37,6 +38,23 @@ inline RunResult run_kvrag(const std::string& args) {
     r.err = ss.str();
     fs::remove(err_file);
     return r;
+}
+
+// The pairs of the output's summary line that starts with `prefix` ("bench ", "demo "); empty
+// when there is no such line.
+inline std::map<std::string, std::string> summary_pairs(const std::string& out, const std::string& prefix) {
+    std::map<std::string, std::string> kv;
+    std::istringstream lines(out);
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (line.rfind(prefix, 0) != 0) continue;
+        std::istringstream words(line.substr(prefix.size()));
+        for (std::string w; words >> w;) {
+            const size_t eq = w.find('=');
+            if (eq != std::string::npos) kv[w.substr(0, eq)] = w.substr(eq + 1);
+        }
+    }
+    return kv;
 }
 
 }  // namespace kvrag::testing

@@ -166,7 +166,8 @@ TEST_F(StructuredServerTest, LogitBiasBansAndForcesTokens) {
     ASSERT_EQ(t.status, 200) << t.body;
     json ban = json::object();
     std::set<std::string> banned;
-    for (const auto& p : t.j()["tokens"]) {
+    const json tokenized = t.j();  // a named copy: a range-for over t.j()[...] would iterate a destroyed temporary
+    for (const auto& p : tokenized["tokens"]) {
         ban[std::to_string(p["id"].get<int32_t>())] = -100;
         if (p["piece"].is_string()) banned.insert(p["piece"].get<std::string>());
     }
@@ -174,7 +175,8 @@ TEST_F(StructuredServerTest, LogitBiasBansAndForcesTokens) {
     banned_body["logit_bias"] = ban;
     const Reply b = post(port(), "/v1/completions", banned_body.dump());
     ASSERT_EQ(b.status, 200) << b.body;
-    for (const auto& tok : b.j()["choices"][0]["logprobs"]["tokens"]) EXPECT_EQ(banned.count(tok.get<std::string>()), 0u) << tok << " in " << b.body;
+    const json banned_reply = b.j();
+    for (const auto& tok : banned_reply["choices"][0]["logprobs"]["tokens"]) EXPECT_EQ(banned.count(tok.get<std::string>()), 0u) << tok << " in " << b.body;
 
     // +100 on one token: greedy picks it every time.
     const Reply w = post(port(), "/tokenize", json{{"content", "the"}, {"with_pieces", true}}.dump());
@@ -184,7 +186,8 @@ TEST_F(StructuredServerTest, LogitBiasBansAndForcesTokens) {
     forced["logit_bias"] = json{{std::to_string(first["id"].get<int32_t>()), 100}};
     const Reply f = post(port(), "/v1/completions", forced.dump());
     ASSERT_EQ(f.status, 200) << f.body;
-    for (const auto& tok : f.j()["choices"][0]["logprobs"]["tokens"]) EXPECT_EQ(tok, first["piece"]) << f.body;
+    const json forced_reply = f.j();
+    for (const auto& tok : forced_reply["choices"][0]["logprobs"]["tokens"]) EXPECT_EQ(tok, first["piece"]) << f.body;
 
     for (const char* bad : {R"({"x": 1})", R"({"5": 101})", R"({"99999999": 1})"}) {
         json e = body;
