@@ -17,6 +17,17 @@ TEST(GrammarStep, AGrammarTheModelFollowsNeedsNoMaskAndChangesNothing) {
     auto e = testing::make_engine(testing::load_synthetic("grammar-step"), 512);
     GenerateOptions free = testing::greedy(40);
     free.stop_at_eog = true;
+    // [^\x00]* takes any valid UTF-8 without NUL. A random-weights model also draws byte
+    // tokens (<0xE3> then a word: not UTF-8, which the matcher rightly refuses, whatever the
+    // grammar), NUL and control tokens with no text; banned here in both runs, so what the
+    // model draws is text the grammar takes.
+    const tokenizer::Tokenizer& tok = *e->model().tokenizer;
+    for (int32_t t = 0; t < tok.n_vocab(); ++t) {
+        const std::string piece = tok.token_to_piece(t);
+        const bool lone_byte = piece.size() == 1 && static_cast<unsigned char>(piece[0]) >= 0x80;
+        if (lone_byte || piece.find('\0') != std::string::npos || (piece.empty() && !tok.is_eog(t))) free.logit_bias.emplace_back(t, -100.0f);
+    }
+    ASSERT_GT(free.logit_bias.size(), 128u);
     auto plain = e->generate("Once upon a time", free);
     ASSERT_TRUE(plain.ok()) << plain.error().what();
     ASSERT_FALSE(plain->tokens.empty());

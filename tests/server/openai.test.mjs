@@ -201,16 +201,24 @@ test('tool calling round trip: a forced call, its result, the answer', { timeout
   assert.equal(typeof args.city, 'string');
   assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7, call.function.arguments);
 
-  // Streamed, the same request ends with the call as a tool_calls delta.
+  // Streamed, the same request ends with the call as tool_calls deltas: the first with the
+  // id and name, then the arguments in pieces, which a client concatenates.
   const stream = await client.chat.completions.create({ model: 'tiny', messages, tools, tool_choice: 'required', max_tokens: 300, seed: 4, stream: true });
   let streamed;
   let finish;
+  let argDeltas = 0;
   for await (const chunk of stream) {
     const tc = chunk.choices[0]?.delta?.tool_calls;
-    if (tc) streamed = tc[0];
+    if (tc && tc[0].id) {
+      streamed = { ...tc[0], function: { ...tc[0].function } };
+    } else if (tc) {
+      streamed.function.arguments += tc[0].function.arguments;
+      argDeltas += 1;
+    }
     if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
   }
   assert.equal(finish, 'tool_calls');
+  assert.ok(argDeltas > 1, `arguments in ${argDeltas} deltas`);
   assert.equal(streamed.function.name, 'get_weather');
   JSON.parse(streamed.function.arguments);
 
