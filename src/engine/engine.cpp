@@ -7,6 +7,26 @@
 namespace kvrag::engine {
 namespace {
 
+using sampling::ConstrainedDraw;
+
+// A request's grammar as the sampler's constraint. allowed() and the mask agree: a token is
+// allowed when the matcher takes its piece; an end-of-generation token when the grammar is
+// complete; any other token with an empty piece never.
+class GrammarConstraint final : public sampling::TokenConstraint {
+public:
+    GrammarConstraint(const sampling::GrammarMatcher& m, const sampling::TokenMask& mask) : m_(m), mask_(mask) {}
+    bool allowed(int32_t t) override {
+        if (mask_.is_eog(t)) return m_.accepting();
+        const std::string_view piece = mask_.piece(t);
+        return !piece.empty() && m_.accepts(piece);
+    }
+    size_t mask(float* logits) override { return mask_.apply(m_, logits); }
+
+private:
+    const sampling::GrammarMatcher& m_;
+    const sampling::TokenMask& mask_;
+};
+
 using Clock = std::chrono::steady_clock;
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
@@ -44,6 +64,17 @@ const char* finish_reason_name(FinishReason r) {
 
 Request::Request(const tokenizer::Tokenizer& tok, const GenerateOptions& opt, int32_t n_vocab)
     : opt_(opt), sampler_(opt.sampling, n_vocab), stops_(opt.stop), decoder_(tok) {}
+
+Request::~Request() {
+    // Normally both lists are empty by now (finish() detaches); a request destroyed unfinished
+    // (a scheduler failure) must not leave a pointer to itself behind.
+    if (fork_parent_) std::erase(fork_parent_->forks_, this);
+    for (Request* f : forks_) {
+        f->fork_parent_ = nullptr;
+        f->result_.finish = FinishReason::error;
+        f->result_.error = Error{Errc::engine_internal, "the first choice ended before its prompt was computed"};
+    }
+}
 
 Result<std::unique_ptr<Engine>> Engine::create(LoadedModel model, const EngineConfig& config) {
     if (model.model->is_encoder()) {
@@ -93,14 +124,11 @@ std::vector<int32_t> Engine::tokenize(std::string_view text, const GenerateOptio
     return model_.tokenizer->encode(text, options.add_special, options.parse_special);
 }
 
-Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, const GenerateOptions& opt, TextCallback on_text,
-                                               LogprobCallback on_logprobs) {
+Result<void> Engine::check_options(const GenerateOptions& opt, std::optional<sampling::GrammarMatcher>& grammar) {
     if (auto v = sampling::validate(opt.sampling); !v) return v.error();
-    if (prompt.empty()) return Error{Errc::request_invalid, "the prompt is empty (0 tokens); give at least one token"};
     if (opt.max_tokens < 0) return Error{Errc::request_invalid, "max_tokens " + std::to_string(opt.max_tokens) + " must be >= 0"};
     if (opt.n_keep < 0) return Error{Errc::request_invalid, "n_keep " + std::to_string(opt.n_keep) + " must be >= 0"};
     // The grammar is checked before admission: an error after it would hold cells.
-    std::optional<sampling::GrammarMatcher> grammar;
     if (opt.grammar) {
         grammar.emplace(opt.grammar);
         if (grammar->dead()) {
@@ -122,6 +150,16 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
         return Error{Errc::request_invalid, "top logprobs " + std::to_string(opt.n_logprobs) + " > the limit of " +
                                                 std::to_string(sampling::kMaxTopLogprobs)};
     }
+    return {};
+}
+
+Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, const GenerateOptions& opt, TextCallback on_text,
+                                               LogprobCallback on_logprobs, int32_t n_forks) {
+    std::optional<sampling::GrammarMatcher> grammar;
+    if (auto v = check_options(opt, grammar); !v) return v.error();
+    if (prompt.empty()) return Error{Errc::request_invalid, "the prompt is empty (0 tokens); give at least one token"};
+    if (n_forks < 0) return Error{Errc::request_invalid, "n_forks " + std::to_string(n_forks) + " must be >= 0"};
+    const int32_t n_vocab = model_.model->hparams().n_vocab;
     for (int32_t t : prompt) {
         if (t < 0 || t >= n_vocab) {
             return Error{Errc::tokenizer_bad_token, "prompt token " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -169,8 +207,18 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
             }
             break;
     }
+    // Each fork holds the prompt but its last position shared, and computes up to worst - that.
+    const int32_t fork_reserve = worst - (static_cast<int32_t>(prompt.size()) - 1);
+    const int64_t total = worst + static_cast<int64_t>(n_forks) * fork_reserve;
+    if (n_forks > 0 && total > cache_->n_cells()) {
+        cache_->note_rejection(kvcache::RejectReason::never_fits);
+        return Error{Errc::request_too_long, std::to_string(n_forks + 1) + " choices need up to " + std::to_string(total) + " cells (prompt " +
+                                                 std::to_string(prompt.size()) + " tokens, shared, + " + std::to_string(n_forks + 1) +
+                                                 " x max_tokens " + std::to_string(opt.max_tokens) + "), more than the KV cache's " +
+                                                 std::to_string(cache_->n_cells()) + "; lower n or max_tokens, or raise --ctx"};
+    }
     auto r = std::unique_ptr<Request>(new Request(*model_.tokenizer, opt, n_vocab));
-    auto seq = cache_->admit(prompt, worst);
+    auto seq = cache_->admit(prompt, static_cast<int32_t>(total));
     if (!seq) {
         const auto st = cache_->stats();
         return Error{Errc::kv_no_space, "KV cache busy: this request needs up to " + std::to_string(worst) + " cells, " +
@@ -189,8 +237,55 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
     for (int32_t t : prompt) r->sampler_.accept(t);
     r->result_.prompt_tokens = std::move(prompt);
     r->grammar_ = std::move(grammar);
+    r->n_forks_left_ = n_forks;
+    r->fork_reserve_ = fork_reserve;
     if (opt.max_tokens == 0) finish(*r, FinishReason::length);
     return r;
+}
+
+Result<std::unique_ptr<Request>> Engine::fork(Request& parent, const GenerateOptions& opt, TextCallback on_text, LogprobCallback on_logprobs) {
+    std::optional<sampling::GrammarMatcher> grammar;
+    if (auto v = check_options(opt, grammar); !v) return v.error();
+    if (parent.n_forks_left_ <= 0) return Error{Errc::request_invalid, "fork: the first choice was started without a reservation for another"};
+    if (opt.max_tokens > 0 && (parent.done() || parent.n_prefilled_ > parent.result_.n_reused)) {
+        return Error{Errc::request_invalid, "fork: the first choice has already run; forks are made right after it starts"};
+    }
+    if (opt.max_tokens != parent.opt_.max_tokens || opt.policy != parent.opt_.policy || opt.n_keep != parent.opt_.n_keep) {
+        return Error{Errc::request_invalid, "fork: max_tokens, the context policy and n_keep must be the first choice's (its admission "
+                                            "reserved the cells for them)"};
+    }
+    auto r = std::unique_ptr<Request>(new Request(*model_.tokenizer, opt, model_.model->hparams().n_vocab));
+    r->id_ = next_request_id_.fetch_add(1);
+    r->on_text_ = std::move(on_text);
+    r->on_logprobs_ = std::move(on_logprobs);
+    r->limit_ = parent.limit_;
+    r->n_keep_ = parent.n_keep_;
+    r->result_.n_truncated = parent.result_.n_truncated;
+    r->result_.prompt_tokens = parent.result_.prompt_tokens;
+    for (int32_t t : r->result_.prompt_tokens) r->sampler_.accept(t);
+    r->grammar_ = std::move(grammar);
+    r->fork_reserve_ = parent.fork_reserve_;
+    --parent.n_forks_left_;
+    if (opt.max_tokens == 0) {
+        finish(*r, FinishReason::length);
+        return r;
+    }
+    r->fork_parent_ = &parent;
+    parent.forks_.push_back(r.get());
+    return r;
+}
+
+void Engine::hand_out_forks(Request& r) {
+    const int32_t n_prompt = static_cast<int32_t>(r.result_.prompt_tokens.size());
+    for (Request* f : r.forks_) {
+        f->fork_parent_ = nullptr;
+        f->seq_ = cache_->fork_reserved(r.seq_, f->fork_reserve_);
+        // The last prompt position is computed again, by the fork, for its own first logits.
+        cache_->truncate(f->seq_, n_prompt - 1);
+        f->n_prefilled_ = n_prompt - 1;
+        f->result_.n_reused = n_prompt - 1;
+    }
+    r.forks_.clear();
 }
 
 const sampling::TokenMask& Engine::token_mask() {
@@ -210,6 +305,24 @@ const sampling::TokenMask& Engine::token_mask() {
 
 void Engine::finish(Request& r, FinishReason why, Error err) {
     if (r.done()) return;
+    if (r.fork_parent_) {
+        std::erase(r.fork_parent_->forks_, &r);  // its reserved cells go back with the parent's
+        r.fork_parent_ = nullptr;
+    }
+    if (!r.forks_.empty()) {
+        // Ended before its prompt was computed: the waiting forks have nothing to share.
+        const std::vector<Request*> forks = std::move(r.forks_);
+        r.forks_.clear();
+        for (Request* f : forks) {
+            f->fork_parent_ = nullptr;
+            if (why == FinishReason::cancelled) {
+                finish(*f, FinishReason::cancelled);
+            } else {
+                finish(*f, FinishReason::error, Error{err.code == Errc::ok ? Errc::engine_internal : err.code,
+                                                      "the first choice ended before its prompt was computed: " + err.message});
+            }
+        }
+    }
     if (why == FinishReason::stop || why == FinishReason::length || why == FinishReason::cancelled) {
         // Release text held back for a possible stop string or an unfinished UTF-8 character.
         const auto tail = r.stops_.feed(r.decoder_.flush());
@@ -262,7 +375,7 @@ void Engine::step(std::span<Request* const> active) {
             finish(*r, FinishReason::cancelled);
             continue;
         }
-        if (r->prefilling()) continue;
+        if (r->prefilling() || r->waiting_for_fork()) continue;
         if (r->opt_.policy == ContextPolicy::shift && r->seq_.n_tokens() >= r->limit_) {
             const int32_t n = r->seq_.n_tokens();
             const int32_t n_discard = std::max(1, (n - r->n_keep_) / 2);
@@ -286,7 +399,7 @@ void Engine::step(std::span<Request* const> active) {
     int32_t budget = std::max(1, config_.n_batch - n_decode);
     std::vector<std::pair<Request*, int32_t>> prefills;  // request, first batch index
     for (Request* r : active) {
-        if (r->done() || !r->prefilling() || budget <= 0) continue;
+        if (r->done() || !r->prefilling() || r->waiting_for_fork() || budget <= 0) continue;
         const int32_t n_prompt = static_cast<int32_t>(r->result_.prompt_tokens.size());
         const int32_t n = std::min(budget, n_prompt - r->n_prefilled_);
         const std::span<const int32_t> toks(r->result_.prompt_tokens.data() + r->n_prefilled_, static_cast<size_t>(n));
@@ -336,7 +449,10 @@ void Engine::step(std::span<Request* const> active) {
         r->n_prefilled_ += n;
         prompt_tokens_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
         r->result_.prefill_ms += ms_between(t0, t1);
-        if (!r->prefilling()) cache_->publish_prefix(r->seq_, static_cast<int32_t>(r->result_.prompt_tokens.size()));
+        if (!r->prefilling()) {
+            cache_->publish_prefix(r->seq_, static_cast<int32_t>(r->result_.prompt_tokens.size()));
+            hand_out_forks(*r);  // before r samples, so r ending at its first token shares anyway
+        }
     }
     if (n_decode > 0) {
         decode_micros_.fetch_add(static_cast<uint64_t>(ms_between(t0, t1) * 1000.0), std::memory_order_relaxed);
@@ -349,9 +465,22 @@ void Engine::step(std::span<Request* const> active) {
         if (k < static_cast<size_t>(n_decode)) r.result_.decode_ms += ms_between(t0, t1);
         float* logits = logits_.data() + k * static_cast<size_t>(n_vocab);
         for (const auto& [t, bias] : r.opt_.logit_bias) logits[t] += bias;
+        // Under a grammar the drawn token is tried first and the full mask (a walk of the
+        // vocabulary's trie) is computed only when it is needed: Sampler::sample_constrained,
+        // exact for greedy and for every filter (docs/grammar.md). logprobs report the masked
+        // distribution, so those requests always mask.
+        int32_t id = -1;
         if (r.grammar_) {
-            // Mask before sampling: the sampler then only ever sees grammar-valid tokens.
-            if (token_mask_->apply(*r.grammar_, logits) == 0) {
+            ConstrainedDraw drawn;
+            if (r.opt_.n_logprobs < 0) {
+                GrammarConstraint gc(*r.grammar_, *token_mask_);
+                drawn = r.sampler_.sample_constrained(logits, gc);
+            } else {
+                drawn.masked = true;
+                if (token_mask_->apply(*r.grammar_, logits) > 0) drawn.token = r.sampler_.sample(logits);
+            }
+            if (drawn.masked) ++r.result_.n_grammar_masked;
+            if (drawn.token < 0) {
                 if (r.grammar_->accepting()) {
                     finish(r, FinishReason::stop);
                 } else {
@@ -360,8 +489,10 @@ void Engine::step(std::span<Request* const> active) {
                 }
                 continue;
             }
+            id = drawn.token;
+        } else {
+            id = r.sampler_.sample(logits);
         }
-        const int32_t id = r.sampler_.sample(logits);
         if ((r.opt_.stop_at_eog || r.grammar_) && model_.tokenizer->is_eog(id)) {
             finish(r, FinishReason::stop);
             continue;

@@ -91,6 +91,7 @@ struct GenerateResult {
     int32_t n_reused = 0;                // prompt tokens taken from the prefix cache
     int32_t n_truncated = 0;             // prompt tokens dropped by the truncate policy
     int32_t n_shifts = 0;                // context shifts during generation
+    int32_t n_grammar_masked = 0;        // steps whose token needed the full grammar mask (see Engine::step)
     double prefill_ms = 0.0;
     double decode_ms = 0.0;
     std::string finish_reason() const { return finish_reason_name(finish); }
@@ -117,6 +118,12 @@ public:
     int32_t n_cells() const { return seq_.n_tokens(); }
     int64_t seq_id() const { return seq_.id(); }
     bool prefilling() const { return n_prefilled_ < static_cast<int32_t>(result_.prompt_tokens.size()); }
+    // A fork (Engine::fork) whose parent has not finished its prompt yet: it holds no cells
+    // and is skipped by step() until the parent's prefill completes.
+    bool waiting_for_fork() const { return fork_parent_ != nullptr; }
+    ~Request();
+    Request(const Request&) = delete;
+    Request& operator=(const Request&) = delete;
 
 private:
     friend class Engine;
@@ -136,6 +143,14 @@ private:
     int32_t next_token_ = -1;            // sampled, not yet fed back
     int32_t n_keep_ = 0;                 // effective keep for shift
     int32_t limit_ = 0;                  // max positions of this sequence
+    // n > 1 choices (Engine::start with n_forks, Engine::fork). Parent side: forks not yet
+    // given their sequence, the forks start() reserved cells for and not yet handed out, and
+    // the cells each fork takes from this sequence's reservation. Fork side: the parent while
+    // waiting for it. All touched only by the thread that drives step().
+    std::vector<Request*> forks_;
+    int32_t n_forks_left_ = 0;
+    int32_t fork_reserve_ = 0;
+    Request* fork_parent_ = nullptr;
     std::atomic<bool> cancel_{false};
 };
 
@@ -155,8 +170,25 @@ public:
     //   request_too_long: it can never fit (the message names prompt, max_tokens and context);
     //   kv_no_space: it fits but the cache cannot hold it now (busy; retry later);
     //   request_invalid / tokenizer_bad_token: bad parameters or token ids.
+    // n_forks > 0 (n > 1 choices of one prompt): also reserves the cells of n_forks further
+    // sequences (each max_tokens + 1: the shared prompt less its last position, which each
+    // fork computes for its own logits), for fork() to hand out. request_too_long when the
+    // total can never fit the cache (the message names n, prompt, max_tokens and the cache).
     Result<std::unique_ptr<Request>> start(std::vector<int32_t> prompt, const GenerateOptions& options,
-                                           TextCallback on_text = nullptr, LogprobCallback on_logprobs = nullptr);
+                                           TextCallback on_text = nullptr, LogprobCallback on_logprobs = nullptr,
+                                           int32_t n_forks = 0);
+    // Another choice of parent's prompt, as its own sequence: once parent has computed its
+    // prompt (in the same step), the fork takes parent's prompt cells instead of computing
+    // them, except the last position, which it computes for its own first logits. So the
+    // prompt is prefilled once for all choices, whether or not the prefix cache keeps it.
+    // Call right after start(..., n_forks), before any step, at most n_forks times; options
+    // may differ from the parent's only in sampling, logprobs and the callbacks (the
+    // reservation was sized from max_tokens and the context policy). Errors: request_invalid
+    // (bad options, or no fork left / parent already prefilled: a caller bug).
+    // If the parent ends before its prompt is computed (cancelled, failed), its waiting forks
+    // end with an error in that step too.
+    Result<std::unique_ptr<Request>> fork(Request& parent, const GenerateOptions& options, TextCallback on_text = nullptr,
+                                          LogprobCallback on_logprobs = nullptr);
 
     // One forward pass over the unfinished requests in `active` (see the file comment).
     // Requests that finish in this step release their cells before it returns.
@@ -189,6 +221,10 @@ public:
 private:
     Engine(LoadedModel model, const EngineConfig& config, std::shared_ptr<kvcache::KvCache> cache);
     void finish(Request& r, FinishReason why, Error err = {});
+    // The checks start() and fork() share; fills `grammar` when options.grammar is set.
+    Result<void> check_options(const GenerateOptions& opt, std::optional<sampling::GrammarMatcher>& grammar);
+    // r has computed its prompt: its waiting forks take its cells (step()).
+    void hand_out_forks(Request& r);
     // Feeds one sampled token's text through the stop matcher; returns false when it ended r.
     bool emit_token(Request& r, int32_t id);
     // The vocabulary's piece trie, built on the first request with a grammar.

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -51,6 +52,11 @@ public:
     std::vector<std::vector<int32_t>> inputs;  // encode only: each input's token ids
     EmbedOptions encode_options;            // encode only
     bool keep_pieces = false;               // buffer text pieces for take() (streaming)
+    // generate only: further choices of this prompt (n > 1). Submitted with this job, not on
+    // their own: they are admitted with it and fork its sequence once its prompt is computed
+    // (Engine::fork), so the prompt is computed once. Each has its own options (seed) and
+    // ends like any job; its prompt is this job's.
+    std::vector<std::shared_ptr<Job>> forks;
     Clock::time_point submitted{};          // set by submit
 
     // ---- for the submitting thread (all thread-safe) ----

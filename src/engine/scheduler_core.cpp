@@ -51,6 +51,10 @@ Result<void> SchedulerCore::submit(const std::shared_ptr<Job>& job, Clock::time_
     }
     job->id = next_job_id_++;
     job->submitted = now;
+    for (const auto& f : job->forks) {
+        f->id = next_job_id_++;
+        f->submitted = now;
+    }
     queue_.push_back(job);
     ++n_submitted_;
     return {};
@@ -106,6 +110,7 @@ void SchedulerCore::drop_from_queue(Clock::time_point now) {
             continue;
         }
         it = queue_.erase(it);
+        for (const auto& f : job->forks) end(f, err);
         end(job, std::move(err));
     }
 }
@@ -162,45 +167,72 @@ void SchedulerCore::admit(StepPlan& plan) {
             embedding_ = head;
             return;
         }
-        if (static_cast<int32_t>(running_.size()) >= config_.max_running) return;
-        Job* raw = head.get();
-        // Runs inside Engine::step (on the thread that executes the plan). Returning false
-        // cancels the request.
-        TextCallback on_text = [raw](std::string_view piece, int32_t) {
-            if (raw->keep_pieces && !piece.empty()) {
-                {
-                    std::lock_guard<std::mutex> lock(raw->mu_);
-                    raw->pieces_.emplace_back(piece);
-                }
-                raw->cv_.notify_all();
-            }
-            return !raw->cancel_requested();
-        };
-        LogprobCallback on_logprobs = nullptr;
-        if (raw->keep_pieces && raw->options.n_logprobs >= 0) {
-            // Not notified: the text piece that follows wakes the reader.
-            on_logprobs = [raw](const sampling::TokenLogprobs& lp) {
-                std::lock_guard<std::mutex> lock(raw->mu_);
-                raw->logprobs_.push_back(lp);
-            };
-        }
-        auto started = engine_->start(head->prompt, head->options, std::move(on_text), std::move(on_logprobs));
+        // A job with forks (n > 1 choices) takes a slot per choice; when there are fewer slots
+        // than choices in all it runs once nothing else does.
+        const auto group = static_cast<int32_t>(1 + head->forks.size());
+        if (static_cast<int32_t>(running_.size()) + group > config_.max_running && !(running_.empty() && group > config_.max_running)) return;
+        auto started = start_job(*head);
         if (!started && started.error().code == Errc::kv_no_space) {
             head->busy_message_ = started.error().message;  // fits, but not now: keeps its place
             return;
         }
         queue_.pop_front();
         if (!started) {
+            for (const auto& f : head->forks) end(f, started.error());
             end(head, started.error());
             continue;
         }
-        {
-            std::lock_guard<std::mutex> lock(head->mu_);
-            head->state_ = JobState::running;
-        }
-        head->cv_.notify_all();
+        Request& parent = **started;
         running_.push_back(Running{head, std::move(*started), Errc::ok});
+        mark_running(*head);
+        for (const auto& f : head->forks) {
+            auto forked = engine_->fork(parent, f->options, text_callback(*f), logprob_callback(*f));
+            if (!forked) {
+                end(f, forked.error());
+                continue;
+            }
+            running_.push_back(Running{f, std::move(*forked), Errc::ok});
+            mark_running(*f);
+        }
     }
+}
+
+void SchedulerCore::mark_running(Job& job) {
+    {
+        std::lock_guard<std::mutex> lock(job.mu_);
+        job.state_ = JobState::running;
+    }
+    job.cv_.notify_all();
+}
+
+Result<std::unique_ptr<Request>> SchedulerCore::start_job(Job& job) {
+    return engine_->start(job.prompt, job.options, text_callback(job), logprob_callback(job), static_cast<int32_t>(job.forks.size()));
+}
+
+LogprobCallback SchedulerCore::logprob_callback(Job& job) {
+    Job* raw = &job;
+    if (!raw->keep_pieces || raw->options.n_logprobs < 0) return nullptr;
+    // Not notified: the text piece that follows wakes the reader.
+    return [raw](const sampling::TokenLogprobs& lp) {
+        std::lock_guard<std::mutex> lock(raw->mu_);
+        raw->logprobs_.push_back(lp);
+    };
+}
+
+TextCallback SchedulerCore::text_callback(Job& job) {
+    Job* raw = &job;
+    // Runs inside Engine::step (on the thread that executes the plan). Returning false cancels
+    // the request.
+    return [raw](std::string_view piece, int32_t) {
+        if (raw->keep_pieces && !piece.empty()) {
+            {
+                std::lock_guard<std::mutex> lock(raw->mu_);
+                raw->pieces_.emplace_back(piece);
+            }
+            raw->cv_.notify_all();
+        }
+        return !raw->cancel_requested();
+    };
 }
 
 void SchedulerCore::ask_to_stop(Clock::time_point now) {

@@ -134,6 +134,11 @@ private:
     void end(const std::shared_ptr<Job>& job, Error err);
     Error forced_error(Errc why, int32_t n_generated) const;
 
+    // Engine::start for a generate job (reserving its forks' cells), with its callbacks.
+    Result<std::unique_ptr<Request>> start_job(Job& job);
+    TextCallback text_callback(Job& job);
+    LogprobCallback logprob_callback(Job& job);
+    void mark_running(Job& job);
     void note_rejection(kvcache::RejectReason why);
     void take_encode_group(StepPlan& plan);
 

@@ -175,6 +175,23 @@ std::optional<Sequence> KvCache::fork(const Sequence& parent, int32_t reserve) {
     return Sequence(shared_from_this(), std::move(st));
 }
 
+Sequence KvCache::fork_reserved(Sequence& parent, int32_t reserve) {
+    check_own(parent);
+    std::lock_guard<std::mutex> lock(mu_);
+    KVRAG_CHECK(reserve >= 0 && reserve <= parent.state_->reserved, "fork_reserved beyond the parent's reservation");
+    auto st = std::make_unique<Sequence::State>();
+    st->cells = parent.state_->cells;
+    st->tokens = parent.state_->tokens;
+    for (int32_t c : st->cells) ref_seq_locked(c);
+    st->id = next_seq_id_++;
+    // The pool's reservation total is unchanged: the cells only change holder.
+    parent.state_->reserved -= reserve;
+    st->reserved = reserve;
+    ++counters_.admissions;
+    live_[st->id] = st.get();
+    return Sequence(shared_from_this(), std::move(st));
+}
+
 void KvCache::release_locked(Sequence::State& s) {
     for (int32_t c : s.cells) unref_seq_locked(c);
     pool_.unreserve(s.reserved);

@@ -156,6 +156,11 @@ public:
     // the reservation is not available. Preconditions: parent is a live sequence of this cache;
     // reserve >= 0.
     std::optional<Sequence> fork(const Sequence& parent, int32_t reserve);
+    // fork() whose `reserve` cells move out of the parent's reservation rather than coming
+    // from the free cells, so it cannot fail: the parent's admission reserved them for the
+    // child (n > 1 choices of one prompt, engine/engine.h). Preconditions: parent is a live
+    // sequence of this cache; 0 <= reserve <= parent.reserved().
+    Sequence fork_reserved(Sequence& parent, int32_t reserve);
 
     // ---- while a sequence runs (scheduler) ----
     // Every call below requires seq to be a live sequence of this cache (checked).

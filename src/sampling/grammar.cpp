@@ -625,6 +625,28 @@ bool GrammarMatcher::accepting() const {
     return std::any_of(stacks_.begin(), stacks_.end(), [](const Stack& s) { return s.empty(); });
 }
 
+bool GrammarMatcher::same_state(const GrammarMatcher& o) const {
+    return g_ == o.g_ && need_ == o.need_ && (need_ == 0 || (cp_ == o.cp_ && len_ == o.len_ && lo2_ == o.lo2_ && hi2_ == o.hi2_)) &&
+           stacks_ == o.stacks_;
+}
+
+size_t GrammarMatcher::state_hash() const {
+    // FNV-1a over the grammar's address, the partial character and the (sorted) stacks.
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](uint64_t v) {
+        h ^= v;
+        h *= 1099511628211ull;
+    };
+    mix(reinterpret_cast<uintptr_t>(g_.get()));
+    mix(static_cast<uint64_t>(need_));
+    if (need_ != 0) mix((static_cast<uint64_t>(cp_) << 24) ^ (static_cast<uint64_t>(len_) << 16) ^ (lo2_ << 8) ^ hi2_);
+    for (const Stack& st : stacks_) {
+        mix(st.size());
+        for (uint32_t p : st) mix(p);
+    }
+    return static_cast<size_t>(h);
+}
+
 bool GrammarMatcher::finished() const { return need_ == 0 && stacks_.size() == 1 && stacks_[0].empty(); }
 
 // ---------------------------------------------------------------------------------------------
@@ -632,6 +654,7 @@ bool GrammarMatcher::finished() const { return need_ == 0 && stacks_.size() == 1
 
 TokenMask::TokenMask(const std::vector<std::string>& pieces, const std::vector<bool>& eog) : pieces_(pieces), eog_(eog) {
     eog_.resize(pieces.size(), false);
+    cache_capacity_ = std::clamp<size_t>(kMaskCacheBytes / std::max<size_t>(1, pieces.size()), 2, 64);
     for (size_t i = 0; i < eog_.size(); ++i) {
         if (eog_[i]) eog_ids_.push_back(static_cast<int32_t>(i));
     }
@@ -677,11 +700,15 @@ void TokenMask::walk(uint32_t node, const GrammarMatcher& m, std::vector<uint8_t
     }
 }
 
-size_t TokenMask::apply(const GrammarMatcher& m, float* logits) const {
+std::vector<uint8_t> TokenMask::allowed_after(const GrammarMatcher& m) const {
     std::vector<uint8_t> allowed(eog_.size(), 0);
     if (!m.dead()) walk(0, m, allowed);
     const bool acc = m.accepting();
     for (int32_t t : eog_ids_) allowed[static_cast<size_t>(t)] = acc ? 1 : 0;
+    return allowed;
+}
+
+size_t TokenMask::apply_allowed(const std::vector<uint8_t>& allowed, float* logits) const {
     size_t n = 0;
     for (size_t i = 0; i < allowed.size(); ++i) {
         if (allowed[i]) {
@@ -691,6 +718,33 @@ size_t TokenMask::apply(const GrammarMatcher& m, float* logits) const {
         }
     }
     return n;
+}
+
+size_t TokenMask::apply_uncached(const GrammarMatcher& m, float* logits) const { return apply_allowed(allowed_after(m), logits); }
+
+size_t TokenMask::apply(const GrammarMatcher& m, float* logits) const {
+    const size_t h = m.state_hash();
+    {
+        std::lock_guard<std::mutex> lock(cache_mu_);
+        for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+            if (it->hash != h || !it->state.same_state(m)) continue;
+            cache_.splice(cache_.begin(), cache_, it);  // most recently used first
+            return apply_allowed(cache_.front().allowed, logits);
+        }
+    }
+    // The walk runs unlocked: other requests' lookups do not wait for it. Two requests that
+    // miss on the same state both walk and both insert; the duplicate ages out.
+    std::vector<uint8_t> allowed = allowed_after(m);
+    const size_t n = apply_allowed(allowed, logits);
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    cache_.push_front(CacheEntry{h, m, std::move(allowed)});
+    while (cache_.size() > cache_capacity_) cache_.pop_back();
+    return n;
+}
+
+void TokenMask::clear_cache() const {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    cache_.clear();
 }
 
 }  // namespace kvrag::sampling

@@ -32,7 +32,9 @@
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -105,6 +107,9 @@ public:
     // fail (an ASCII byte at a character boundary that no stack top holds).
     bool may_take_byte(uint8_t b) const;
     size_t n_stacks() const { return stacks_.size(); }
+    // Same grammar and same state: every continuation is accepted by both or by neither.
+    bool same_state(const GrammarMatcher& o) const;
+    size_t state_hash() const;
 
 private:
     using Stack = std::vector<uint32_t>;
@@ -133,7 +138,16 @@ public:
 
     // Sets logits of tokens that cannot continue `m` to -inf; eog tokens stay only when
     // m.accepting(). logits: (n_vocab). Returns the number of tokens left allowed.
+    // Thread-safe. The allowed set is cached per matcher state (see the cache below), so a
+    // state met again (inside a JSON string, where every character leads back to the same
+    // state; the same schema in another request) costs one pass over the logits.
     size_t apply(const GrammarMatcher& m, float* logits) const;
+    // apply() without the cache: always walks the trie. For the bench and tests.
+    size_t apply_uncached(const GrammarMatcher& m, float* logits) const;
+    // Entries the cache holds at most: kMaskCacheBytes of allowed flags, 2..64 entries.
+    size_t cache_capacity() const { return cache_capacity_; }
+    void clear_cache() const;
+    static constexpr size_t kMaskCacheBytes = size_t{16} << 20;
     int32_t n_vocab() const { return static_cast<int32_t>(eog_.size()); }
     bool is_eog(int32_t id) const { return id >= 0 && id < n_vocab() && eog_[static_cast<size_t>(id)]; }
     // The bytes of token id ("" outside the vocabulary): what the matcher advances by.
@@ -146,6 +160,20 @@ private:
         std::vector<int32_t> tokens;  // tokens whose piece ends here
     };
     void walk(uint32_t node, const GrammarMatcher& m, std::vector<uint8_t>& allowed) const;
+    // (n_vocab) 1 for each token allowed after m (the walk plus the eog rule).
+    std::vector<uint8_t> allowed_after(const GrammarMatcher& m) const;
+    size_t apply_allowed(const std::vector<uint8_t>& allowed, float* logits) const;
+
+    // Most recently used first. An entry keeps its matcher (and so its grammar) alive, so a
+    // grammar's address cannot be reused by another while its states are cached.
+    struct CacheEntry {
+        size_t hash;
+        GrammarMatcher state;
+        std::vector<uint8_t> allowed;
+    };
+    size_t cache_capacity_ = 2;
+    mutable std::mutex cache_mu_;
+    mutable std::list<CacheEntry> cache_;
     std::vector<Node> nodes_;  // nodes_[0] is the root (the empty prefix)
     std::vector<std::string> pieces_;  // (n_vocab)
     std::vector<bool> eog_;            // (n_vocab)

@@ -428,9 +428,14 @@ Result<std::shared_ptr<const Grammar>> compile_json_schema(const nlohmann::json&
 std::string json_object_gbnf() { return std::string("root ::= object\n") + kCommonRules; }
 
 std::shared_ptr<const Grammar> json_object_grammar() {
-    auto g = Grammar::parse(json_object_gbnf());
-    // A fixed text: failing to parse it is a bug in this file, caught by the tests.
-    return g.ok() ? *g : nullptr;
+    // One shared instance: the token mask's cache keys states by their grammar object, so
+    // json_object requests then reuse each other's masks.
+    static const std::shared_ptr<const Grammar> shared = [] {
+        auto g = Grammar::parse(json_object_gbnf());
+        // A fixed text: failing to parse it is a bug in this file, caught by the tests.
+        return g.ok() ? *g : nullptr;
+    }();
+    return shared;
 }
 
 }  // namespace kvrag::sampling

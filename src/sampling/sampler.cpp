@@ -254,6 +254,10 @@ std::span<const TokenProb> Sampler::candidates(float* logits) {
 int32_t Sampler::sample(float* logits) {
     const std::span<const TokenProb> c = candidates(logits);
     if (params_.temperature <= 0.0f) return c[0].id;
+    return draw(c);
+}
+
+int32_t Sampler::draw(std::span<const TokenProb> c) {
     const double u = rng_.next_double();
     double cum = 0.0;
     for (const TokenProb& tp : c) {
@@ -261,6 +265,99 @@ int32_t Sampler::sample(float* logits) {
         if (u < cum) return tp.id;
     }
     return c.back().id;  // u landed past a sum that rounded to slightly under 1
+}
+
+}  // namespace kvrag::sampling
+
+// ---------------------------------------------------------------------------------------------
+// Constrained draw (see sampler.h for why it is exact)
+
+namespace kvrag::sampling {
+
+bool Sampler::surely_kept(const float* logits, int32_t t, TokenConstraint& c) {
+    const float lt = logits[t];
+    // The tokens ranked above t (ranks_higher: higher logit, ties to the lowest id).
+    above_.clear();
+    for (int32_t i = 0; i < n_vocab_; ++i) {
+        const float l = logits[i];
+        if (l > lt || (l == lt && i < t)) {
+            if (above_.size() == kMaxRankedAbove) return false;  // t ranks too low to decide cheaply
+            above_.push_back({i, l, 0.0f});
+        }
+    }
+    std::sort(above_.begin(), above_.end(), ranks_higher);
+    // Those of them the constraint allows, in rank order: the masked ranking above t.
+    size_t n_allowed = 0;
+    for (const TokenProb& tp : above_) {
+        if (c.allowed(tp.id)) above_[n_allowed++] = tp;
+    }
+    // top_k after masking: t survives iff fewer than k allowed tokens rank above it.
+    if (params_.top_k > 0 && n_allowed >= static_cast<size_t>(params_.top_k)) return false;
+    // Weights relative to the best allowed token, as filter() computes them after masking.
+    const float best = n_allowed > 0 ? above_[0].logit : lt;
+    const float inv_t = 1.0f / params_.temperature;
+    const float wt = std::exp((lt - best) * inv_t);
+    if (!(wt > 0.0f)) return false;  // filter() drops zero weights
+    // A relative margin well above float rounding: near a boundary the full path decides.
+    constexpr double kMargin = 1e-3;
+    if (params_.min_p > 0.0f && wt < params_.min_p * (1.0 + kMargin)) return false;
+    if (params_.top_p < 1.0f) {
+        // t is in the nucleus iff the mass ranked above it is < top_p. That mass is W / total
+        // with total (the masked top-k survivors) >= W + wt, so W < top_p (W + wt) suffices.
+        double w_above = 0.0;
+        for (size_t i = 0; i < n_allowed; ++i) w_above += std::exp((above_[i].logit - best) * inv_t);
+        if (!(w_above < params_.top_p * (w_above + wt) * (1.0 - kMargin))) return false;
+    }
+    return true;
+}
+
+ConstrainedDraw Sampler::sample_constrained(float* logits, TokenConstraint& c) {
+    const size_t n = static_cast<size_t>(n_vocab_);
+    raw_.assign(logits, logits + n);
+    apply_penalties(logits);
+    // 1. The proposal: the argmax (greedy) or a draw from the full softmax.
+    int32_t t = -1;
+    float top = kNegInf;
+    for (int32_t i = 0; i < n_vocab_; ++i) {
+        if (logits[i] > top) {  // never NaN; ties keep the lowest id
+            top = logits[i];
+            t = i;
+        }
+    }
+    const bool greedy = params_.temperature <= 0.0f;
+    if (t >= 0 && !greedy) {
+        const float inv_t = 1.0f / params_.temperature;
+        double total = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+            const float l = logits[i];
+            if (!std::isnan(l)) total += std::exp((l - top) * inv_t);
+        }
+        const double target = rng_.next_double() * total;
+        double cum = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+            const float l = logits[i];
+            if (std::isnan(l)) continue;
+            const double w = std::exp((l - top) * inv_t);
+            if (w <= 0.0) continue;
+            cum += w;
+            t = static_cast<int32_t>(i);
+            if (target < cum) break;
+        }
+    }
+    // 2. Accept t when it is allowed and surely survives the filters after masking.
+    const bool t_allowed = t >= 0 && c.allowed(t);
+    if (t_allowed && (greedy || surely_kept(logits, t, c))) return {t, false};
+    // 3. The full path: mask the logits as they came in and filter as sample() does.
+    std::copy(raw_.begin(), raw_.end(), logits);
+    if (c.mask(logits) == 0) return {-1, true};
+    const std::span<const TokenProb> kept = candidates(logits);
+    if (greedy) return {kept[0].id, true};
+    if (t_allowed) {
+        for (const TokenProb& tp : kept) {
+            if (tp.id == t) return {t, true};
+        }
+    }
+    return {draw(kept), true};
 }
 
 }  // namespace kvrag::sampling

@@ -66,6 +66,23 @@ struct TokenProb {
     float p;      // probability after filtering and renormalisation
 };
 
+// A constraint on the next token that can be tested one token at a time (cheap) or applied to
+// the whole vocabulary at once (expensive): a grammar (engine/engine.cpp). Both must agree:
+// allowed(t) is true exactly for the tokens mask() leaves finite.
+class TokenConstraint {
+public:
+    virtual ~TokenConstraint() = default;
+    virtual bool allowed(int32_t token) = 0;
+    // Sets the logits of every disallowed token to -inf; returns how many tokens stay allowed.
+    virtual size_t mask(float* logits) = 0;
+};
+
+// What sample_constrained did.
+struct ConstrainedDraw {
+    int32_t token = -1;   // -1: mask() left no token allowed
+    bool masked = false;  // the full mask was needed
+};
+
 class Sampler {
 public:
     // Precondition: validate(params) passed (out-of-range values are not rejected here, they
@@ -75,6 +92,26 @@ public:
     // logits: (n_vocab) raw next-token scores; overwritten with the penalised logits (scratch).
     // NaN logits are treated as -inf. Allocates nothing.
     int32_t sample(float* logits);
+
+    // Draws with exactly the distribution sample() gives on the logits after c.mask(), but
+    // usually without calling c.mask() (see docs/grammar.md, "First try, then mask"):
+    //   1. t is drawn from the full (untruncated) softmax of the penalised logits / temperature
+    //      (greedy: the argmax). The target distribution, the masked-then-filtered one, is that
+    //      softmax restricted to a set K (the allowed tokens that survive top-k/top-p/min-p after
+    //      masking), so t stands if t is in K.
+    //   2. t in K is decided from t and the few tokens ranked above it (each tested with
+    //      c.allowed): at most kMaxRankedAbove of them, and only when every filter passes with
+    //      a margin against rounding. Otherwise, or when t is not allowed:
+    //   3. the logits are masked and filtered as sample() would; t stands if it survived, else
+    //      the token is drawn from the survivors.
+    // Drawing t with probability pi(t), or (with probability 1 - pi(K)) from pi restricted to
+    // K, gives each t in K probability pi(t) + (1 - pi(K)) pi(t) / pi(K) = pi(t) / pi(K):
+    // exactly the target. Greedy: the argmax, if allowed, is the masked argmax. Uses one Rng
+    // draw, two when step 3 redraws: seeded output is reproducible but differs from sample()
+    // on pre-masked logits. logits: (n_vocab) raw scores; left as the penalised, masked
+    // logits when the mask was needed, else the penalised unmasked logits.
+    ConstrainedDraw sample_constrained(float* logits, TokenConstraint& c);
+    static constexpr size_t kMaxRankedAbove = 64;
 
     // Steps 1-7 without the draw: the survivors in descending probability (ties to the lowest
     // id), p summing to 1. Greedy gives the single argmax with p = 1. Does not touch the Rng.
@@ -104,7 +141,14 @@ private:
     size_t window_;  // history capacity; SIZE_MAX when repeat_last_n is -1
     Rng rng_;
 
+    // Step 2 of sample_constrained: t (allowed; logits penalised, unmasked) surely survives
+    // the filters after masking. false also when undecided.
+    bool surely_kept(const float* logits, int32_t t, TokenConstraint& c);
+    int32_t draw(std::span<const TokenProb> c);
+
     std::vector<TokenProb> cands_;  // (n_vocab) scratch for filtering
+    std::vector<float> raw_;        // (n_vocab) sample_constrained: the logits before penalties
+    std::vector<TokenProb> above_;  // (<= kMaxRankedAbove + 1) tokens ranked above the draw
     std::vector<int32_t> history_;  // (<= window_) ring of the last accepted tokens
     size_t history_head_ = 0;       // oldest entry, once the ring is full
     std::vector<int32_t> counts_;   // (n_vocab) occurrences of each token in history_

@@ -213,6 +213,17 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     job->prompt = std::move(prompt);
     job->options = gr.options;
     job->keep_pieces = gr.stream;
+    // n > 1: the other choices are forks of this job (engine/job.h): admitted with it, they
+    // take its prompt's cells once it has computed them, so the prompt is computed once.
+    // Each has its own seed and sampler.
+    for (int32_t i = 1; i < gr.n; ++i) {
+        auto more = std::make_shared<Job>();
+        more->label = job->label;
+        more->prompt = job->prompt;
+        more->options = job->options;
+        more->options.sampling.seed += static_cast<uint64_t>(i);
+        job->forks.push_back(std::move(more));
+    }
     if (auto s = st.scheduler->submit(job); !s) return send_error(res, s.error());
 
     // Wait for admission (or an early end), watching the client.
@@ -238,31 +249,11 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     header.tools = gr.tools;
     header.tool_format = tool_format;
     if (gr.stream) return stream_job(res, st, job, conn, std::move(header));
-    // n > 1: the other choices start once the first has prefilled, when its prompt blocks are in
-    // the prefix cache: their sequences take those cells instead of computing the prompt again
-    // (all but the last partial block, which each recomputes). Each has its own seed and sampler.
     std::vector<std::shared_ptr<Job>> jobs = {job};
+    jobs.insert(jobs.end(), job->forks.begin(), job->forks.end());
     auto cancel_all = [&jobs] {
         for (auto& j : jobs) j->cancel();
     };
-    if (gr.n > 1) {
-        while (job->n_generated() == 0 && !job->wait_done(kPoll)) {
-            if (!conn->alive()) cancel_all();
-        }
-        for (int32_t i = 1; i < gr.n && job->error().code == Errc::ok; ++i) {
-            auto more = std::make_shared<Job>();
-            more->label = job->label;
-            more->prompt = job->prompt;
-            more->options = job->options;
-            more->options.sampling.seed += static_cast<uint64_t>(i);
-            if (auto s = st.scheduler->submit(more); !s) {
-                cancel_all();
-                for (auto& j : jobs) j->wait_done(milliseconds(2000));
-                return send_error(res, s.error());
-            }
-            jobs.push_back(std::move(more));
-        }
-    }
     for (auto& j : jobs) {
         while (!j->wait_done(kPoll)) {
             if (!conn->alive()) cancel_all();  // the scheduler frees their cells at the next step

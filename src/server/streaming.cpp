@@ -81,9 +81,16 @@ void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engi
                         st->pending_logprobs.clear();
                         if (!parsed.calls.empty()) {
                             for (auto& c : parsed.calls) c.id = new_tool_call_id();
-                            json chunk = stream_chunk(h.id, h.created, h.model, true, parsed.content, false, nullptr, nullptr, lp);
-                            chunk["choices"][0]["delta"]["tool_calls"] = tool_calls_json(parsed.calls);
-                            out += sse(chunk);
+                            // The text is parsed once complete; its calls then go out as OpenAI
+                            // streams them: a header delta per call, its arguments in pieces.
+                            if (!parsed.content.empty() || !lp.is_null()) {
+                                out += sse(stream_chunk(h.id, h.created, h.model, true, parsed.content, false, nullptr, nullptr, lp));
+                            }
+                            for (json& delta : tool_call_deltas(parsed.calls)) {
+                                json chunk = stream_chunk(h.id, h.created, h.model, true, "", false, nullptr, nullptr);
+                                chunk["choices"][0]["delta"]["tool_calls"] = std::move(delta);
+                                out += sse(chunk);
+                            }
                             finish = "tool_calls";
                         } else {
                             out += sse(stream_chunk(h.id, h.created, h.model, true, st->held, false, nullptr, nullptr, lp));

@@ -61,13 +61,20 @@ Result<GrammarBenchResult> run_grammar_bench(const tokenizer::Tokenizer& tok, co
     const std::vector<int32_t> ids = tok.encode(kAnswer, /*add_special=*/false, /*parse_special=*/false);
     res.n_tokens = static_cast<int32_t>(ids.size());
     std::vector<float> logits(static_cast<size_t>(n_vocab));
-    for (int32_t rep = 0; rep < reps; ++rep) {
+    // The full mask per token: the trie walk every time (cached false), or through the mask
+    // cache, emptied before each replay so only states repeated within one answer hit it.
+    auto replay = [&](bool cached) -> Result<double> {
         sampling::GrammarMatcher m(g);
+        if (cached) mask.clear_cache();
         double total_us = 0.0;
         for (int32_t id : ids) {
             std::fill(logits.begin(), logits.end(), 0.0f);  // untimed: the forward pass writes these
             const auto a = Clock::now();
-            mask.apply(m, logits.data());
+            if (cached) {
+                mask.apply(m, logits.data());
+            } else {
+                mask.apply_uncached(m, logits.data());
+            }
             const bool allowed = logits[static_cast<size_t>(id)] != -std::numeric_limits<float>::infinity();
             const bool advanced = allowed && m.advance(mask.piece(id));
             total_us += std::chrono::duration<double, std::micro>(Clock::now() - a).count();
@@ -76,9 +83,34 @@ Result<GrammarBenchResult> run_grammar_bench(const tokenizer::Tokenizer& tok, co
             }
         }
         if (!m.accepting()) return Error{Errc::engine_internal, "grammar bench: the replayed answer does not complete its grammar"};
-        res.us_per_token.push_back(ids.empty() ? 0.0 : total_us / static_cast<double>(ids.size()));
+        return ids.empty() ? 0.0 : total_us / static_cast<double>(ids.size());
+    };
+    for (int32_t rep = 0; rep < reps; ++rep) {
+        auto walked = replay(false);
+        if (!walked) return walked.error();
+        res.us_per_token.push_back(*walked);
+        auto cached = replay(true);
+        if (!cached) return cached.error();
+        res.cached_us_per_token.push_back(*cached);
+    }
+    // The fast path: the drawn token (here the answer's own) checked without a mask.
+    std::vector<float> raw(static_cast<size_t>(n_vocab));
+    for (int32_t rep = 0; rep < reps; ++rep) {
+        sampling::GrammarMatcher m(g);
+        double total_us = 0.0;
+        for (int32_t id : ids) {
+            const auto a = Clock::now();
+            raw.assign(logits.begin(), logits.end());
+            const std::string_view piece = mask.piece(id);
+            const bool advanced = !piece.empty() && m.accepts(piece) && m.advance(piece);
+            total_us += std::chrono::duration<double, std::micro>(Clock::now() - a).count();
+            if (!advanced) return Error{Errc::engine_internal, "grammar bench: token " + std::to_string(id) + " rejected on the fast path"};
+        }
+        res.fast_us_per_token.push_back(ids.empty() ? 0.0 : total_us / static_cast<double>(ids.size()));
     }
     std::sort(res.us_per_token.begin(), res.us_per_token.end());
+    std::sort(res.fast_us_per_token.begin(), res.fast_us_per_token.end());
+    std::sort(res.cached_us_per_token.begin(), res.cached_us_per_token.end());
     return res;
 }
 

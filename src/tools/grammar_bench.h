@@ -19,8 +19,16 @@ struct GrammarBenchResult {
     std::string kind;            // "json" (the schema grammar) or "json_object"
     int32_t n_tokens = 0;        // tokens of the replayed answer
     double build_ms = 0.0;       // building the vocabulary's piece trie (once per model)
-    std::vector<double> us_per_token;  // mask + advance, one mean per repetition, ascending
+    std::vector<double> us_per_token;  // full mask (the trie walk) + advance, one mean per repetition, ascending
+    // The same through TokenMask's cache of masks per matcher state, emptied before each
+    // repetition (hits only on states repeated within the answer).
+    std::vector<double> cached_us_per_token;
+    // The engine's first try (Engine::step): copy the logits, check the drawn token, advance.
+    // What a step costs when the model's own choice fits the grammar.
+    std::vector<double> fast_us_per_token;
     double median_us() const { return us_per_token[us_per_token.size() / 2]; }
+    double cached_median_us() const { return cached_us_per_token[cached_us_per_token.size() / 2]; }
+    double fast_median_us() const { return fast_us_per_token[fast_us_per_token.size() / 2]; }
 };
 
 // kind: "json" or "json_object". Errors: request_invalid for another kind; engine_internal if

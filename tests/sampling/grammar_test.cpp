@@ -202,5 +202,38 @@ TEST(TokenMask, AgreesWithPerTokenChecks) {
     }
 }
 
+
+TEST(TokenMask, CachedMasksEqualTheWalk) {
+    std::vector<std::string> pieces;
+    for (const char* p : {"{", "}", "\"", "\":", " ", "a", "ab", "abc", "1", "12", "-", "\xc3", "\xa9", "b", "bb"}) pieces.emplace_back(p);
+    TokenMask mask(pieces, std::vector<bool>(pieces.size(), false));
+    ASSERT_GE(mask.cache_capacity(), 2u);
+    auto g = must_parse("root ::= \"{\" (\"\\\"\" [a-c\u00e9]* \"\\\":\" \"-\"? [0-9]+)? \"}\"");
+    const std::vector<std::string> prefixes = {"", "{", "{\"", "{\"a", "{\"ab", "{\"abc", "{\"\xc3", "{\"ab\":", "{\"ab\":-1"};
+    // Twice over: the second round is served from the cache (repeated states in between too).
+    for (int round = 0; round < 2; ++round) {
+        for (const auto& pre : prefixes) {
+            GrammarMatcher m(g);
+            ASSERT_TRUE(m.advance(pre)) << pre;
+            std::vector<float> cached(pieces.size(), 1.0f), walked(pieces.size(), 1.0f);
+            const size_t n_cached = mask.apply(m, cached.data());
+            EXPECT_EQ(n_cached, mask.apply_uncached(m, walked.data())) << pre;
+            EXPECT_EQ(cached, walked) << "round " << round << " prefix '" << pre << "'";
+        }
+    }
+    // Two grammars of the same shape have states with equal stacks: the grammar is part of
+    // the key, so neither gets the other's mask.
+    auto ga = must_parse("root ::= [a]*");
+    auto gb = must_parse("root ::= [b]*");
+    GrammarMatcher ma(ga), mb(gb);
+    std::vector<float> la(pieces.size(), 1.0f), lb(pieces.size(), 1.0f);
+    mask.apply(ma, la.data());
+    mask.apply(mb, lb.data());
+    EXPECT_FALSE(std::isinf(la[5]));  // "a"
+    EXPECT_TRUE(std::isinf(lb[5]));
+    EXPECT_FALSE(std::isinf(lb[14]));  // "bb"
+    EXPECT_TRUE(std::isinf(la[14]));
+}
+
 }  // namespace
 }  // namespace kvrag::sampling

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
+import { LengthFinishReasonError } from 'openai/error';
 import { zodResponseFormat } from 'openai/helpers/zod';
 import { z } from 'zod';
 
@@ -156,7 +157,7 @@ test('errors come back as OpenAI API errors', { timeout: 30000 }, async () => {
   assert.equal(ok.choices.length, 1);
 });
 
-test('chat.completions.parse with a zod schema: every seed parses', { timeout: 60000 }, async () => {
+test('chat.completions.parse with a zod schema: every finished answer parses', { timeout: 60000 }, async () => {
   const Person = z.object({
     // No .max(): zod counts UTF-16 units, JSON Schema's maxLength (and the grammar) code points.
     name: z.string(),
@@ -164,14 +165,30 @@ test('chat.completions.parse with a zod schema: every seed parses', { timeout: 6
     kind: z.enum(['a', 'b']),
     tags: z.array(z.string().max(4)).max(2),
   });
-  for (const seed of [1, 2, 3]) {
-    const r = await client.chat.completions.parse({
+  // The random-weights model closes the unbounded `name` string only by chance: over 200 seeds
+  // about 60% of answers finished within 400 tokens, whether every step was masked or not
+  // (session 5). An answer cut by max_tokens cannot parse, and the client says so; every
+  // finished one must parse.
+  let parsed = 0;
+  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    const request = {
       model: 'tiny',
       messages: [{ role: 'user', content: 'Describe someone.' }],
       max_tokens: 400,
       seed,
       response_format: zodResponseFormat(Person, 'person'),
-    });
+    };
+    let r;
+    try {
+      r = await client.chat.completions.parse(request);
+    } catch (e) {
+      assert.ok(e instanceof LengthFinishReasonError, String(e));
+      const cut = await client.chat.completions.create(request);
+      assert.equal(cut.choices[0].finish_reason, 'length');
+      assert.equal(cut.usage.completion_tokens, 400);
+      continue;
+    }
+    parsed += 1;
     const msg = r.choices[0].message;
     assert.equal(r.choices[0].finish_reason, 'stop', msg.content);
     // parse() ran the zod schema on the content; check the values again here.
@@ -180,6 +197,7 @@ test('chat.completions.parse with a zod schema: every seed parses', { timeout: 6
     assert.equal(Person.safeParse(p).success, true, msg.content);
     assert.ok(Number.isInteger(p.age) && p.age >= 0 && p.age <= 120, msg.content);
   }
+  assert.ok(parsed >= 3, `${parsed} of 8 answers finished`);
 });
 
 test('tool calling round trip: a forced call, its result, the answer', { timeout: 60000 }, async () => {
@@ -201,16 +219,24 @@ test('tool calling round trip: a forced call, its result, the answer', { timeout
   assert.equal(typeof args.city, 'string');
   assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7, call.function.arguments);
 
-  // Streamed, the same request ends with the call as a tool_calls delta.
+  // Streamed, the same request ends with the call as tool_calls deltas: the first with the
+  // id and name, then the arguments in pieces, which a client concatenates.
   const stream = await client.chat.completions.create({ model: 'tiny', messages, tools, tool_choice: 'required', max_tokens: 300, seed: 4, stream: true });
   let streamed;
   let finish;
+  let argDeltas = 0;
   for await (const chunk of stream) {
     const tc = chunk.choices[0]?.delta?.tool_calls;
-    if (tc) streamed = tc[0];
+    if (tc && tc[0].id) {
+      streamed = { ...tc[0], function: { ...tc[0].function } };
+    } else if (tc) {
+      streamed.function.arguments += tc[0].function.arguments;
+      argDeltas += 1;
+    }
     if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
   }
   assert.equal(finish, 'tool_calls');
+  assert.ok(argDeltas > 1, `arguments in ${argDeltas} deltas`);
   assert.equal(streamed.function.name, 'get_weather');
   JSON.parse(streamed.function.arguments);
 

@@ -20,6 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using testing::get;
 using testing::post;
 using testing::Reply;
 using testing::ServerProcess;
@@ -344,17 +345,33 @@ TEST_F(StructuredServerTest, ToolCallsStreamAndRoundTrip) {
               {"tool_choice", "required"}};
     const Reply s = post(port(), "/v1/chat/completions", body.dump());
     ASSERT_EQ(s.status, 200) << s.body;
+    // As a client does: the first delta of a call has its id, type and name; the arguments
+    // come in several deltas to concatenate.
     json call;
     std::string finish;
+    int n_arg_deltas = 0;
     for (const auto& ev : sse_events(s.body)) {
         if (ev == "[DONE]") continue;
         const json c = json::parse(ev);
         const json& ch = c["choices"][0];
-        if (ch["delta"].contains("tool_calls")) call = ch["delta"]["tool_calls"][0];
+        if (ch["delta"].contains("tool_calls")) {
+            const json& d = ch["delta"]["tool_calls"][0];
+            if (d.contains("id")) {
+                EXPECT_TRUE(call.is_null()) << "one call expected: " << s.body;
+                call = d;
+            } else {
+                ASSERT_TRUE(call.is_object()) << "arguments before the call's first delta: " << s.body;
+                EXPECT_EQ(d["index"], call["index"]);
+                EXPECT_FALSE(d["function"].contains("name"));
+                call["function"]["arguments"] = call["function"]["arguments"].get<std::string>() + d["function"]["arguments"].get<std::string>();
+                ++n_arg_deltas;
+            }
+        }
         if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
     }
     EXPECT_EQ(finish, "tool_calls") << s.body;
     ASSERT_TRUE(call.is_object()) << s.body;
+    EXPECT_GT(n_arg_deltas, 1) << s.body;
     EXPECT_EQ(call["index"], 0);
     EXPECT_EQ(call["function"]["name"], "get_weather");
     expect_weather_args(call["function"]["arguments"].get<std::string>());
@@ -376,23 +393,36 @@ TEST_F(StructuredServerTest, ToolCallsStreamAndRoundTrip) {
     EXPECT_EQ(u.j()["error"]["param"], "tool_choice");
 }
 
-TEST_F(StructuredServerTest, NChoicesAreSeparatelySeededSequences) {
+// The value of an unlabelled Prometheus sample, or -1 when absent.
+double metric(const std::string& text, const std::string& name) {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+    }
+    return -1.0;
+}
+
+TEST_F(StructuredServerTest, NChoicesShareThePromptAndAreSeparatelySeededSequences) {
     // A prompt no earlier test sent, long enough for several 16-token prefix blocks.
     std::string prompt = "Choices test " + std::to_string(getpid()) + ":";
     for (int i = 0; i < 12; ++i) prompt += " the quick brown fox";
-    json body{{"prompt", prompt}, {"max_tokens", 6}, {"n", 3}, {"seed", 11}, {"ignore_eos", true}, {"logprobs", 1}};
+    json body{{"prompt", prompt}, {"max_tokens", 6}, {"n", 4}, {"seed", 11}, {"ignore_eos", true}, {"logprobs", 1}};
+    const double computed_before = metric(get(port(), "/metrics").body, "kvrag_prompt_tokens_total");
     const Reply r = post(port(), "/v1/completions", body.dump());
     ASSERT_EQ(r.status, 200) << r.body;
     const json j = r.j();
-    ASSERT_EQ(j["choices"].size(), 3u) << r.body;
-    for (size_t i = 0; i < 3; ++i) {
+    ASSERT_EQ(j["choices"].size(), 4u) << r.body;
+    for (size_t i = 0; i < 4; ++i) {
         EXPECT_EQ(j["choices"][i]["index"], i);
         EXPECT_EQ(j["choices"][i]["finish_reason"], "length");
         EXPECT_EQ(j["choices"][i]["logprobs"]["tokens"].size(), 6u);
     }
-    EXPECT_EQ(j["usage"]["completion_tokens"], 18);
-    // Sharing the first choice's prompt blocks through the prefix cache is not asserted: runs
-    // saw 160 and 0 reused tokens for this prompt (see the branch report).
+    EXPECT_EQ(j["usage"]["completion_tokens"], 24);
+    // The prompt is computed once: choices 2..4 fork the first's sequence and compute only
+    // their last prompt position (for their own first logits).
+    const auto n_prompt = j["usage"]["prompt_tokens"].get<int64_t>();
+    ASSERT_GT(n_prompt, 100);
+    EXPECT_EQ(metric(get(port(), "/metrics").body, "kvrag_prompt_tokens_total") - computed_before, static_cast<double>(n_prompt + 3));
     // Each choice is its own seeded sequence: choice i equals n = 1 with seed 11 + i.
     json one{{"prompt", prompt}, {"max_tokens", 6}, {"seed", 12}, {"ignore_eos", true}};
     const Reply second = post(port(), "/v1/completions", one.dump());
