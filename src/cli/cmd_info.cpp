@@ -89,8 +89,8 @@ Runner add_info(CLI::App& app) {
                         "%zu bytes without the window, %zu bytes with it (+ %zu bytes per sequence for the window)\n",
                         h.n_swa, n_local, h.n_layer, h.swa_pattern, h.rope_freq_base_swa, layer_bytes * h.n_layer,
                         layer_bytes * (h.n_layer - n_local), layer_bytes * n_local * static_cast<size_t>(h.n_swa));
-            std::printf("                (kvrag's cache does not release cells outside the window yet: it allocates the "
-                        "bytes without the window)\n");
+            std::printf("                (kvrag's cache keeps the local layers only for each running sequence's window "
+                        "plus one batch, in a second pool: /v1/kv \"local\")\n");
         }
         if (h.n_ctx_orig > 0) {
             std::printf("longrope:      original context %d, attn_factor %g (long factors when the per-sequence context "
