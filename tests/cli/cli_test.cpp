@@ -91,6 +91,22 @@ TEST_F(CliTest, InfoReportsArchitectureTypesAndKvBytes) {
     EXPECT_NE(info.out.find("F16 " + std::to_string(2 * 3 * 2 * 16 * 2) + " bytes"), std::string::npos) << info.out;
 }
 
+// gemma3 (shared synth model: window 32 on 3 of 4 layers, 1 KV head of 32): the window and the
+// f16 KV bytes per token with and without it, and the default cache with its local pool.
+TEST_F(CliTest, InfoReportsTheSlidingWindowOfGemma3) {
+    KVRAG_REQUIRE_SHARED_DATA(dir);
+    auto info = run_kvrag("info " + dir + "/models/synth-gemma3-f32.gguf");
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    EXPECT_NE(info.out.find("architecture:  gemma3"), std::string::npos) << info.out;
+    // K+V of one layer: 2 x 32 x 2 bytes = 128; 4 layers without the window, the global one with it.
+    EXPECT_NE(info.out.find("sliding window: 32 positions on 3 of 4 layers"), std::string::npos) << info.out;
+    EXPECT_NE(info.out.find("512 bytes without the window, 128 bytes with it (+ 12288 bytes per sequence for the window)"), std::string::npos)
+        << info.out;
+    // 4096 cells of the global layer + 4 windows of 31 + 15 + 256 local cells of 3 layers.
+    EXPECT_NE(info.out.find("4096 cells (default --ctx) x 128 bytes + 1208 local cells x 384 bytes = 988160 bytes"), std::string::npos)
+        << info.out;
+}
+
 TEST_F(CliTest, BadFilesGiveClearErrorsAndNonZeroExit) {
     const std::string model = path("good.gguf");
     ASSERT_EQ(run_kvrag("make-model -o " + model + " --type f32").exit_code, 0);
