@@ -23,6 +23,7 @@ struct MakeModelArgs {
     int32_t dim = 64, layers = 2, heads = 4, kv_heads = 2, ff = 256, ctx = 2048;
     bool tied = false;
     uint64_t seed = 0;
+    int32_t swa_window = 32, swa_pattern = 4;
 };
 
 Result<void> make_model(const MakeModelArgs& a) {
@@ -33,6 +34,8 @@ Result<void> make_model(const MakeModelArgs& a) {
     s.n_head = a.heads;
     s.n_head_kv = a.kv_heads;
     s.n_ff = a.ff;
+    s.n_swa = a.swa_window;
+    s.swa_pattern = a.swa_pattern;
     s.n_ctx_train = a.ctx;
     s.tied_output = a.tied;
     s.seed = a.seed;
@@ -80,7 +83,9 @@ Result<void> make_model(const MakeModelArgs& a) {
 Runner add_make_model(CLI::App& app) {
     auto a = std::make_shared<MakeModelArgs>();
     app.add_option("-o,--out", a->out, "output GGUF path")->required();
-    app.add_option("--arch", a->arch, "llama, qwen2, bert, nomic-bert or bert-rerank (bert with a classifier head)");
+    app.add_option("--arch", a->arch, "llama, qwen2, qwen3, gemma3, bert, nomic-bert or bert-rerank (bert with a classifier head)");
+    app.add_option("--swa-window", a->swa_window, "gemma3: sliding window of the local layers (default 32)")->check(CLI::Range(1, 1 << 20));
+    app.add_option("--swa-pattern", a->swa_pattern, "gemma3: every Nth layer is global, the others local (default 4)")->check(CLI::Range(1, 4096));
     app.add_option("--type", a->type, "weight type of the matrices (f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k)");
     app.add_option("--output-type", a->output_type, "type of output.weight (default: --type)");
     app.add_option("--embd-type", a->embd_type, "type of token_embd.weight (default: --type)");

@@ -1,8 +1,10 @@
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
 #include "cli/commands.h"
 #include "engine/context_size.h"
+#include "engine/engine.h"
 #include "kvcache/kv_store.h"
 #include "model/encoder_weights.h"
 #include "model/model.h"
@@ -89,17 +91,27 @@ Runner add_info(CLI::App& app) {
                         "%zu bytes without the window, %zu bytes with it (+ %zu bytes per sequence for the window)\n",
                         h.n_swa, n_local, h.n_layer, h.swa_pattern, h.rope_freq_base_swa, layer_bytes * h.n_layer,
                         layer_bytes * (h.n_layer - n_local), layer_bytes * n_local * static_cast<size_t>(h.n_swa));
-            std::printf("                (kvrag's cache does not release cells outside the window yet: it allocates the "
-                        "bytes without the window)\n");
+            std::printf("                (kvrag's cache keeps the local layers only for each running sequence's window "
+                        "plus one batch, in a second pool: /v1/kv \"local\")\n");
         }
         if (h.n_ctx_orig > 0) {
             std::printf("longrope:      original context %d, attn_factor %g (long factors when the per-sequence context "
                         "rounded up to 256 exceeds it)\n", h.n_ctx_orig, h.rope_attn_factor);
         }
-        if (auto geo = kvcache::make_geometry(h, GgmlType::F16)) {
+        if (auto geo = kvcache::make_geometry(h, GgmlType::F16, /*split_local=*/true)) {
             const int32_t ctx = engine::default_context_size(h, 0).n_ctx;  // kvrag generate's default --ctx
-            std::printf("kv cache:      %d cells (default --ctx) x %zu bytes = %zu bytes (%.2f MiB) in f16\n", ctx, geo->bytes_per_cell(),
-                        geo->bytes_per_cell() * static_cast<size_t>(ctx), static_cast<double>(geo->bytes_per_cell()) * ctx / 1048576.0);
+            size_t bytes = geo->bytes_per_cell() * static_cast<size_t>(ctx);
+            std::printf("kv cache:      %d cells (default --ctx) x %zu bytes", ctx, geo->bytes_per_cell());
+            if (geo->split()) {
+                // The engine's local pool with its defaults (kvrag generate's): n_seq_window
+                // sequences' windows of n_swa - 1 + (prefix block - 1) + batch local cells each.
+                const engine::EngineConfig d;
+                const int64_t per_seq = static_cast<int64_t>(h.n_swa) - 1 + (d.prefix_block - 1) + d.n_batch;
+                const int64_t n_local = std::min<int64_t>(ctx, d.n_seq_window * per_seq);
+                bytes += geo->bytes_per_local_cell() * static_cast<size_t>(n_local);
+                std::printf(" + %lld local cells x %zu bytes", static_cast<long long>(n_local), geo->bytes_per_local_cell());
+            }
+            std::printf(" = %zu bytes (%.2f MiB) in f16\n", bytes, static_cast<double>(bytes) / 1048576.0);
         }
         auto w = model::bind_weights(f, h);
         if (!w) return fail(w.error());

@@ -102,6 +102,17 @@ Result<std::unique_ptr<Engine>> Engine::create(LoadedModel model, const EngineCo
     kc.type = config.kv_type;
     kc.block_tokens = config.prefix_block;
     kc.prefix_reuse = config.prefix_reuse;
+    if (const model::ModelHParams& hp = model.model->hparams(); config.swa_split && hp.has_swa()) {
+        if (config.n_seq_window < 1) {
+            return Error{Errc::engine_bad_config, "sliding-window sequences " + std::to_string(config.n_seq_window) + " must be >= 1"};
+        }
+        // Each sequence holds at most its window (from a prefix-block boundary) plus one chunk:
+        // KvCache::local_cap().
+        const int64_t per_seq = static_cast<int64_t>(hp.n_swa) - 1 + (config.prefix_reuse ? config.prefix_block - 1 : 0) + config.n_batch;
+        kc.split_local = true;
+        kc.max_append = config.n_batch;
+        kc.n_local_cells = static_cast<int32_t>(std::min<int64_t>(config.n_ctx, per_seq * config.n_seq_window));
+    }
     // Context shift re-rotates stored keys with the model's own RoPE (frequency factors included;
     // a LongRoPE model's set is chosen by the per-sequence context, as the forward pass does).
     const int32_t n_ctx_seq = config.n_ctx_seq > 0 ? config.n_ctx_seq : config.n_ctx;
@@ -221,9 +232,15 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
     auto seq = cache_->admit(prompt, static_cast<int32_t>(total));
     if (!seq) {
         const auto st = cache_->stats();
+        std::string local;
+        if (st.local_total > 0) {
+            local = "; sliding-window layers: " + std::to_string(std::min(worst, cache_->local_cap())) + " local cells needed, " +
+                    std::to_string(st.local_free) + " of " + std::to_string(st.local_total) + " free and " + std::to_string(st.local_reserved) +
+                    " reserved";
+        }
         return Error{Errc::kv_no_space, "KV cache busy: this request needs up to " + std::to_string(worst) + " cells, " +
                                             std::to_string(st.free) + " of " + std::to_string(st.total) + " are free and " +
-                                            std::to_string(st.reserved) + " reserved by running requests; retry later"};
+                                            std::to_string(st.reserved) + " reserved by running requests" + local + "; retry later"};
     }
     r->seq_ = std::move(*seq);
     r->id_ = next_request_id_.fetch_add(1);
@@ -425,6 +442,14 @@ void Engine::step(std::span<Request* const> active) {
             const int32_t n = r->seq_.n_tokens() - r->n_prefilled_;
             for (int32_t i = 0; i < n; ++i) batch_[first + i].visible = r->seq_.cells().data();
         }
+        if (cache_->split_local()) {  // sliding-window cache only: the local layers' cells
+            at = 0;
+            for (size_t i = 0; i < static_cast<size_t>(n_decode); ++i, ++at) batch_owner_[i]->seq_.fill_local(batch_[at]);
+            for (auto& [r, first] : prefills) {
+                const int32_t n = r->seq_.n_tokens() - r->n_prefilled_;
+                for (int32_t i = 0; i < n; ++i) r->seq_.fill_local(batch_[first + i]);
+            }
+        }
     }
     // batch_owner_ lists the logit-bearing tokens' requests in batch order (decode tokens, then
     // the last token of each completed prefill): the order ForwardPass returns logits in.
@@ -566,6 +591,7 @@ Result<std::vector<float>> Engine::embed_tokens(std::span<const int32_t> tokens,
         for (int32_t i = 0; i < m; ++i) {
             const int32_t pos = at + i;
             batch.push_back({tokens[pos], pos, seq->cells()[pos], seq->cells().data(), pos + 1, true});
+            if (cache_->split_local()) seq->fill_local(batch.back());
         }
         // The forward-pass lock is taken per chunk, so a long embedding does not stall the
         // running requests' decode steps for its whole length.

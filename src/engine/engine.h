@@ -48,6 +48,11 @@ struct EngineConfig {
     GgmlType kv_type = GgmlType::F16;
     int32_t prefix_block = 16;   // tokens per shared prefix block
     bool prefix_reuse = true;
+    // Sliding-window models (gemma3): keep the local layers' K/V only for each sequence's last
+    // n_swa positions, in a pool sized for n_seq_window sequences at once (never more than
+    // n_ctx cells). swa_split false: every cell holds all layers (as for other models).
+    bool swa_split = true;
+    int32_t n_seq_window = 4;
 };
 
 struct GenerateOptions {

@@ -27,6 +27,11 @@ std::string KvStats::summary() const {
     s += " truncations=" + std::to_string(truncations) + " shifts=" + std::to_string(shifts) +
          " prefix_hits=" + std::to_string(prefix_hits) + " prefix_hit_tokens=" + std::to_string(prefix_hit_tokens) +
          " evictions=" + std::to_string(evictions);
+    if (local_total > 0) {
+        s += " window=" + std::to_string(window) + " local_total=" + std::to_string(local_total) + " local_used=" + std::to_string(local_used) +
+             " local_cached=" + std::to_string(local_cached) + " local_free=" + std::to_string(local_free) +
+             " local_reserved=" + std::to_string(local_reserved) + " local_peak=" + std::to_string(local_peak_used);
+    }
     return s;
 }
 
@@ -65,6 +70,22 @@ const std::vector<int32_t>& Sequence::tokens() const {
     static const std::vector<int32_t> kEmpty;
     return state_ ? state_->tokens : kEmpty;
 }
+const std::vector<int32_t>& Sequence::local_cells() const {
+    static const std::vector<int32_t> kEmpty;
+    return state_ ? state_->local : kEmpty;
+}
+int32_t Sequence::local_begin() const { return state_ ? state_->local_begin : 0; }
+
+void Sequence::fill_local(model::BatchToken& bt) const {
+    KVRAG_CHECK(state_ != nullptr && cache_->split_local(), "fill_local on a sequence without local cells");
+    const State& s = *state_;
+    const int32_t n = static_cast<int32_t>(s.cells.size());
+    KVRAG_CHECK(bt.pos >= s.local_begin && bt.pos < n, "fill_local for a position whose local cell is gone");
+    const int32_t from = std::max(s.local_begin, bt.pos - cache_->window_ + 1);
+    bt.local_cell = s.local[static_cast<size_t>(bt.pos - s.local_begin)];
+    bt.local_visible = s.local.data() + (from - s.local_begin);
+    bt.n_local_visible = bt.pos - from + 1;
+}
 
 // ---------------------------------------------------------------- KvCache
 
@@ -76,18 +97,31 @@ Result<std::shared_ptr<KvCache>> KvCache::create(const model::ModelHParams& hp, 
     if (config.block_tokens < 1 || config.block_tokens > 1024) {
         return Error{Errc::engine_bad_config, "prefix block size " + std::to_string(config.block_tokens) + " is outside 1..1024"};
     }
-    auto geo = make_geometry(hp, config.type);
+    auto geo = make_geometry(hp, config.type, config.split_local);
     if (!geo) return geo.error();
+    if (geo->split() && (config.n_local_cells < 1 || config.max_append < 1)) {
+        return Error{Errc::engine_bad_config, "sliding-window KV cache needs >= 1 local cells and max_append >= 1 (got " +
+                                                  std::to_string(config.n_local_cells) + ", " + std::to_string(config.max_append) + ")"};
+    }
     return std::make_shared<KvCache>(*geo, config, std::move(rotation));
 }
 
 KvCache::KvCache(const KvGeometry& geo, const KvCacheConfig& config, model::KeyRotation rotation)
-    : store_(geo, config.n_cells), config_(config), rotation_(std::move(rotation)), pool_(config.n_cells),
-      prefix_(pool_, config.block_tokens) {
+    : store_(geo, config.n_cells, geo.split() ? config.n_local_cells : 0), config_(config), rotation_(std::move(rotation)),
+      pool_(config.n_cells), local_pool_(geo.split() ? std::make_unique<CellPool>(config.n_local_cells) : nullptr),
+      window_(geo.split() ? geo.n_swa : 0), local_align_(config.prefix_reuse ? config.block_tokens : 1),
+      local_cap_(geo.split() ? geo.n_swa - 1 + (local_align_ - 1) + config.max_append : 0),
+      prefix_(pool_, config.block_tokens, local_pool_.get(), geo.split() ? geo.n_swa - 1 : 0) {
     KVRAG_CHECK(rotation_.n_layer() == geo.n_layer, "key rotation built for another model (layer count differs)");
     counters_.total = config.n_cells;
     counters_.bytes = store_.bytes();
     counters_.bytes_per_cell = geo.bytes_per_cell();
+    if (local_pool_) {
+        counters_.window = window_;
+        counters_.local_total = local_pool_->n_cells();
+        counters_.local_bytes = store_.local_bytes();
+        counters_.bytes_per_local_cell = geo.bytes_per_local_cell();
+    }
 }
 
 void KvCache::check_own(const Sequence& seq) const {
@@ -131,8 +165,13 @@ std::optional<Sequence> KvCache::admit(std::span<const int32_t> prompt, int32_t 
     const PrefixMatch m = reuse_prefix && config_.prefix_reuse ? prefix_.match(prompt) : PrefixMatch{};
     const int32_t n_reused = static_cast<int32_t>(m.cells.size());
     const int32_t need = std::max(0, max_tokens - n_reused);
+    // Sliding-window cache: the local cells this sequence may hold at once, less the reused ones
+    // (which stop being reclaimable once held, like the reused blocks below).
+    const int32_t local_need = local_pool_ ? std::max(0, std::min(max_tokens, local_cap_) - static_cast<int32_t>(m.local_cells.size())) : 0;
+    const bool local_short = local_pool_ && (std::min(max_tokens, local_cap_) > local_pool_->n_cells() ||
+                                             local_available_locked() - m.n_local_reclaimable < local_need);
     // Once this sequence holds the reused blocks they stop being evictable: count them out.
-    if (max_tokens > n_cells() || available_locked() - m.n_evictable_cells < need) {
+    if (max_tokens > n_cells() || available_locked() - m.n_evictable_cells < need || local_short) {
         // The peak has always included the reused cells of a refused admission (they used to
         // be referenced before the check and dropped after it); keep reporting the same peak.
         int32_t n_first = 0;
@@ -144,6 +183,13 @@ std::optional<Sequence> KvCache::admit(std::span<const int32_t> prompt, int32_t 
     st->cells = m.cells;
     st->tokens = m.tokens;
     for (int32_t c : st->cells) ref_seq_locked(c);  // held by the cache already, so never free
+    if (local_pool_) {
+        st->local = m.local_cells;
+        st->local_begin = n_reused - static_cast<int32_t>(m.local_cells.size());
+        for (int32_t lc : st->local) ref_local_locked(lc);
+        st->local_reserved = local_need;
+        local_pool_->reserve(local_need);
+    }
     prefix_.touch(m.blocks);
     st->id = next_seq_id_++;
     st->reserved = need;
@@ -162,11 +208,21 @@ std::optional<Sequence> KvCache::fork(const Sequence& parent, int32_t reserve) {
     check_own(parent);
     KVRAG_CHECK(reserve >= 0, "fork with a negative reservation");
     std::lock_guard<std::mutex> lock(mu_);
-    if (available_locked() < reserve) return std::nullopt;
+    const Sequence::State& ps = *parent.state_;
+    const int32_t local_need =
+        local_pool_ ? std::max(0, std::min(static_cast<int32_t>(ps.cells.size()) + reserve, local_cap_) - static_cast<int32_t>(ps.local.size())) : 0;
+    if (available_locked() < reserve || (local_pool_ && local_available_locked() < local_need)) return std::nullopt;
     auto st = std::make_unique<Sequence::State>();
-    st->cells = parent.state_->cells;
-    st->tokens = parent.state_->tokens;
+    st->cells = ps.cells;
+    st->tokens = ps.tokens;
     for (int32_t c : st->cells) ref_seq_locked(c);
+    if (local_pool_) {
+        st->local = ps.local;
+        st->local_begin = ps.local_begin;
+        for (int32_t lc : st->local) ref_local_locked(lc);
+        st->local_reserved = local_need;
+        local_pool_->reserve(local_need);
+    }
     st->id = next_seq_id_++;
     st->reserved = reserve;
     pool_.reserve(reserve);
@@ -195,6 +251,12 @@ Sequence KvCache::fork_reserved(Sequence& parent, int32_t reserve) {
 void KvCache::release_locked(Sequence::State& s) {
     for (int32_t c : s.cells) unref_seq_locked(c);
     pool_.unreserve(s.reserved);
+    if (local_pool_) {
+        for (int32_t lc : s.local) unref_local_locked(lc);
+        local_pool_->unreserve(s.local_reserved);
+        s.local.clear();
+        s.local_reserved = 0;
+    }
     s.cells.clear();
     s.tokens.clear();
     s.reserved = 0;
@@ -210,19 +272,38 @@ bool KvCache::append(Sequence& seq, std::span<const int32_t> tokens) {
     const int32_t extra = n - from_reserve;
     if (extra > 0 && available_locked() < extra) return false;
     const size_t before = s.cells.size();
+    int32_t from_local_reserve = 0;
+    if (local_pool_) {
+        // The new tokens' windows reach back n_swa - 1 positions: older local cells can go,
+        // in whole prefix blocks so that a block published later carries all its local cells.
+        const int32_t reach = std::max(0, static_cast<int32_t>(before) - (window_ - 1));
+        trim_local_locked(s, reach / local_align_ * local_align_);
+        from_local_reserve = std::min(n, s.local_reserved);
+        if (n - from_local_reserve > 0 && local_available_locked() < n - from_local_reserve) return false;
+    }
+    const size_t local_before = s.local.size();
     for (int32_t i = 0; i < n; ++i) {
         const int32_t c = take_cell_locked();
-        if (c < 0) {  // cannot happen while the accounting holds; undo and report no room
+        const int32_t lc = c >= 0 && local_pool_ ? take_local_locked() : 0;
+        if (c < 0 || lc < 0) {  // cannot happen while the accounting holds; undo and report no room
+            if (c >= 0) unref_seq_locked(c);
             for (size_t k = before; k < s.cells.size(); ++k) unref_seq_locked(s.cells[k]);
+            for (size_t k = local_before; k < s.local.size(); ++k) unref_local_locked(s.local[k]);
             s.cells.resize(before);
             s.tokens.resize(before);
+            s.local.resize(local_before);
             return false;
         }
         s.cells.push_back(c);
         s.tokens.push_back(tokens[i]);
+        if (local_pool_) s.local.push_back(lc);
     }
     s.reserved -= from_reserve;
     pool_.unreserve(from_reserve);
+    if (local_pool_) {
+        s.local_reserved -= from_local_reserve;
+        local_pool_->unreserve(from_local_reserve);
+    }
     return true;
 }
 
@@ -236,6 +317,16 @@ void KvCache::truncate(Sequence& seq, int32_t n_keep) {
     for (size_t k = static_cast<size_t>(n_keep); k < s.cells.size(); ++k) unref_seq_locked(s.cells[k]);
     s.cells.resize(static_cast<size_t>(n_keep));
     s.tokens.resize(static_cast<size_t>(n_keep));
+    if (local_pool_) {
+        // Positions >= n_keep lose their local cells too. When the cut goes below the local
+        // cells still held, later tokens see a shorter window (as after a shift).
+        const int32_t keep_local = std::clamp(n_keep - s.local_begin, 0, static_cast<int32_t>(s.local.size()));
+        const int32_t dropped_local = static_cast<int32_t>(s.local.size()) - keep_local;
+        for (size_t k = static_cast<size_t>(keep_local); k < s.local.size(); ++k) unref_local_locked(s.local[k]);
+        s.local.resize(static_cast<size_t>(keep_local));
+        s.local_begin = std::min(s.local_begin, n_keep);
+        grant_local_locked(s, dropped_local);
+    }
     // The sequence may grow back to where it was, so its worst case still holds.
     const int32_t grant = std::clamp(available_locked(), 0, dropped);
     s.reserved += grant;
@@ -245,6 +336,7 @@ void KvCache::truncate(Sequence& seq, int32_t n_keep) {
 void KvCache::copy_cell_locked(int32_t dst, int32_t src) {
     const size_t rb = store_.geometry().row_bytes();
     for (int il = 0; il < store_.geometry().n_layer; ++il) {
+        if (store_.geometry().is_local(il)) continue;  // those rows live in local cells
         const model::KvLayerRef l = store_.layer(il);
         std::memcpy(l.k + static_cast<size_t>(dst) * rb, l.k + static_cast<size_t>(src) * rb, rb);
         std::memcpy(l.v + static_cast<size_t>(dst) * rb, l.v + static_cast<size_t>(src) * rb, rb);
@@ -262,6 +354,7 @@ bool KvCache::shift(Sequence& seq, int32_t n_keep, int32_t n_discard) {
     for (int32_t p = n_keep + n_discard; p < n; ++p) n_copies += pool_.refs(s.cells[p]) > 1 ? 1 : 0;
     for (int32_t p = n_keep; p < n_keep + n_discard; ++p) n_freed += pool_.refs(s.cells[p]) == 1 ? 1 : 0;
     if (n_copies > 0 && available_locked() + n_freed < n_copies) return false;
+    if (local_pool_ && !shift_local_check_locked(s, n_keep, n_discard)) return false;
     for (int32_t p = n_keep; p < n_keep + n_discard; ++p) unref_seq_locked(s.cells[p]);
     for (int32_t p = n_keep + n_discard; p < n; ++p) {
         int32_t c = s.cells[p];
@@ -272,8 +365,9 @@ bool KvCache::shift(Sequence& seq, int32_t n_keep, int32_t n_discard) {
             unref_seq_locked(c);
             s.cells[p] = c = fresh;
         }
-        rotation_.rotate(store_, c, -n_discard);
+        rotation_.rotate(store_, c, -n_discard, local_pool_ ? model::KeyRotation::Layers::global : model::KeyRotation::Layers::all);
     }
+    if (local_pool_) shift_local_locked(s, n_keep, n_discard);
     s.cells.erase(s.cells.begin() + n_keep, s.cells.begin() + n_keep + n_discard);
     s.tokens.erase(s.tokens.begin() + n_keep, s.tokens.begin() + n_keep + n_discard);
     // The sequence will grow again by up to n_discard positions; reserve what is available.
@@ -293,7 +387,17 @@ void KvCache::publish_prefix(Sequence& seq, int32_t n_prompt) {
     if (s.published) return;
     s.published = true;
     const size_t n_blocks = std::min(static_cast<size_t>(std::max(0, n_prompt)), s.cells.size()) / static_cast<size_t>(config_.block_tokens);
-    prefix_.publish(s.tokens, s.cells, n_blocks);
+    if (!local_pool_) {
+        prefix_.publish(s.tokens, s.cells, n_blocks);
+        return;
+    }
+    // Each published position's local cell, -1 where this sequence no longer holds it.
+    std::vector<int32_t> local(n_blocks * static_cast<size_t>(config_.block_tokens), -1);
+    for (size_t i = 0; i < s.local.size(); ++i) {
+        const size_t p = static_cast<size_t>(s.local_begin) + i;
+        if (p < local.size()) local[p] = s.local[i];
+    }
+    prefix_.publish(s.tokens, s.cells, n_blocks, local);
 }
 
 void KvCache::clear_prefix_cache() {
@@ -322,8 +426,14 @@ KvStats KvCache::stats() const {
     st.cached = prefix_.n_cached_cells();
     st.evictions = prefix_.n_evictions();
     for (int32_t c = 0; c < st.total; ++c) st.shared += pool_.refs(c) > 1 ? 1 : 0;
+    if (local_pool_) {
+        st.local_used = local_pool_->n_used();
+        st.local_free = local_pool_->n_free();
+        st.local_reserved = local_pool_->n_reserved();
+        st.local_cached = prefix_.n_cached_local_cells();
+    }
     for (const auto& [id, s] : live_) {
-        SequenceUsage u{id, static_cast<int32_t>(s->cells.size()), 0, s->reserved};
+        SequenceUsage u{id, static_cast<int32_t>(s->cells.size()), 0, s->reserved, static_cast<int32_t>(s->local.size())};
         for (int32_t c : s->cells) u.n_shared += pool_.refs(c) > 1 ? 1 : 0;
         st.sequences.push_back(u);
     }
@@ -356,7 +466,7 @@ std::string KvCache::check_invariants() const {
     if (pool_.n_free() + prefix_.n_evictable_cells() < pool_.n_reserved()) {
         return "reservations " + std::to_string(pool_.n_reserved()) + " exceed free + evictable cells";
     }
-    return "";
+    return check_local_invariants_locked();
 }
 
 }  // namespace kvrag::kvcache

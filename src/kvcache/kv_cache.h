@@ -54,6 +54,14 @@ struct KvCacheConfig {
     GgmlType type = GgmlType::F16;
     int32_t block_tokens = 16;   // prefix-reuse granularity (tokens per shared block)
     bool prefix_reuse = true;
+    // Sliding-window models only (ignored for others): keep the local layers' K/V in a second
+    // pool of n_local_cells cells, of which a sequence holds only its last n_swa - 1 positions
+    // (from a block boundary when prefix reuse is on, so the blocks it publishes can carry
+    // them) plus the tokens being appended; max_append is the most tokens one append() gives
+    // (the engine's batch size). A sequence holds at most local_cap() local cells.
+    bool split_local = false;
+    int32_t n_local_cells = 0;
+    int32_t max_append = 256;
 };
 
 enum class RejectReason { never_fits = 0, busy = 1, timeout = 2, count = 3 };
@@ -64,6 +72,7 @@ struct SequenceUsage {
     int32_t n_tokens = 0;    // positions held == cells referenced
     int32_t n_shared = 0;    // of those, cells also held by someone else
     int32_t reserved = 0;    // cells still reserved for future tokens
+    int32_t n_local = 0;     // local cells held (sliding-window caches; else 0)
 };
 
 struct KvStats {
@@ -83,8 +92,19 @@ struct KvStats {
     uint64_t prefix_hit_tokens = 0;   // prompt tokens whose prefill was skipped by reuse
     uint64_t prefix_hits = 0;         // admissions that reused at least one block
     uint64_t evictions = 0;           // prefix blocks evicted to make room
-    size_t bytes = 0;                 // K/V memory, exactly n_cells * bytes_per_cell
+    size_t bytes = 0;                 // K/V memory, exactly n_cells * bytes_per_cell (+ local_total * bytes_per_local_cell)
     size_t bytes_per_cell = 0;
+    // The local pool of a sliding-window cache (all 0 otherwise): the same meanings for the
+    // cells holding the local layers' K/V of each sequence's last positions.
+    int32_t window = 0;               // n_swa: positions a local layer sees
+    int32_t local_total = 0;
+    int32_t local_used = 0;
+    int32_t local_cached = 0;         // local cells carried by cached prefix blocks
+    int32_t local_free = 0;
+    int32_t local_reserved = 0;
+    int32_t local_peak_used = 0;
+    size_t local_bytes = 0;           // exactly local_total * bytes_per_local_cell (part of bytes)
+    size_t bytes_per_local_cell = 0;
     std::vector<SequenceUsage> sequences;
 
     std::string summary() const;      // one line of key=value pairs
@@ -112,6 +132,16 @@ public:
     const std::vector<int32_t>& cells() const;
     const std::vector<int32_t>& tokens() const;
     int32_t n_reused() const;  // prompt tokens taken from the prefix cache at admission
+    // Sliding-window caches: the local cells of positions [local_begin(), n_tokens()), in
+    // position order (empty otherwise). Only the last n_swa - 1 positions before the latest
+    // append are kept; older ones go back to the pool as the sequence grows.
+    const std::vector<int32_t>& local_cells() const;
+    int32_t local_begin() const;
+    // Sets bt.local_cell / local_visible / n_local_visible for position bt.pos: its local cell
+    // and those of its window (positions max(local_begin, pos - n_swa + 1) .. pos). The pointer
+    // stays valid until the sequence changes. Precondition: a sliding-window cache and
+    // local_begin() <= bt.pos < n_tokens().
+    void fill_local(model::BatchToken& bt) const;
 
 private:
     friend class KvCache;
@@ -122,6 +152,9 @@ private:
         int32_t reserved = 0;
         int32_t n_reused = 0;
         bool published = false;
+        std::vector<int32_t> local;   // local cells of positions [local_begin, cells.size())
+        int32_t local_begin = 0;
+        int32_t local_reserved = 0;   // local cells promised, not yet taken
     };
     Sequence(std::shared_ptr<KvCache> cache, std::unique_ptr<State> state)
         : cache_(std::move(cache)), state_(std::move(state)) {}
@@ -141,6 +174,11 @@ public:
     model::KvView& view() { return store_; }
     int32_t n_cells() const { return store_.n_cells(); }
     const KvGeometry& geometry() const { return store_.geometry(); }
+    // True for a sliding-window cache with a local pool: batch tokens need fill_local().
+    bool split_local() const { return local_pool_ != nullptr; }
+    // The most local cells one sequence holds: n_swa - 1 + (block_tokens - 1 with prefix reuse,
+    // else 0) + max_append. 0 without a local pool.
+    int32_t local_cap() const { return local_cap_; }
 
     // ---- for admission (engine) ----
     // Prompt tokens that admitting this prompt now would take from the prefix cache. Always
@@ -149,6 +187,8 @@ public:
     // Admits a sequence for `prompt` that will hold at most max_tokens positions in all: takes
     // the reusable prefix and reserves the rest. nullopt when the cells are not available now,
     // or never can be (max_tokens > n_cells): a full cache is an empty return, not an error.
+    // Sliding-window caches also reserve min(max_tokens, local_cap()) local cells
+    // (less the reused ones), and reuse only a prefix whose window's local cells are cached.
     // reuse_prefix false: take nothing from the prefix cache (every position gets computed).
     // Precondition: max_tokens >= 0.
     std::optional<Sequence> admit(std::span<const int32_t> prompt, int32_t max_tokens, bool reuse_prefix = true);
@@ -166,7 +206,8 @@ public:
     // Every call below requires seq to be a live sequence of this cache (checked).
     // Gives the next tokens of seq their cells (positions n_tokens ...). Draws on the
     // reservation first, then on free cells (evicting unused prefix blocks). false when there is
-    // no room; seq is unchanged then.
+    // no room; seq is unchanged then (except that a sliding-window cache may already have
+    // released local cells that no later token can see).
     bool append(Sequence& seq, std::span<const int32_t> tokens);
     // Drops positions >= n_keep (e.g. to roll back speculative or rejected tokens); n_keep below
     // 0 means 0, at or past the end is a no-op.
@@ -206,13 +247,31 @@ private:
     void unref_seq_locked(int32_t cell);     // a sequence drops its reference
     void note_used_locked();
     void copy_cell_locked(int32_t dst, int32_t src);
+    // ---- the local pool (sliding-window caches only) ----
+    int32_t take_local_locked();             // -1 when none even after reclaiming cached ones
+    int32_t local_available_locked() const;  // free + reclaimable - reserved
+    void ref_local_locked(int32_t lc);
+    void unref_local_locked(int32_t lc);
+    void copy_local_cell_locked(int32_t dst, int32_t src);
+    // Releases the local cells of positions < keep_from and re-reserves what it can of them.
+    void trim_local_locked(Sequence::State& s, int32_t keep_from);
+    // Reserves up to n local cells (as many as are available) for s.
+    void grant_local_locked(Sequence::State& s, int32_t n);
+    // Local shift: the local part of shift(); false (nothing changed) when copies do not fit.
+    bool shift_local_check_locked(const Sequence::State& s, int32_t n_keep, int32_t n_discard) const;
+    void shift_local_locked(Sequence::State& s, int32_t n_keep, int32_t n_discard);
+    std::string check_local_invariants_locked() const;
 
     mutable std::mutex mu_;
     KvStore store_;
     KvCacheConfig config_;
     model::KeyRotation rotation_;
     CellPool pool_;
-    PrefixCache prefix_;                // holds a reference to pool_ (declared before it)
+    std::unique_ptr<CellPool> local_pool_;  // sliding-window caches only
+    int32_t window_ = 0;                // n_swa of a sliding-window cache
+    int32_t local_align_ = 1;           // local cells are released in whole prefix blocks (1: no reuse)
+    int32_t local_cap_ = 0;             // most local cells a sequence holds: n_swa - 1 + (align - 1) + max_append
+    PrefixCache prefix_;                // holds references to pool_ and local_pool_ (declared before it)
     int64_t next_seq_id_ = 1;
     std::unordered_map<int64_t, const Sequence::State*> live_;
     KvStats counters_;                  // counters and peak; the rest is computed in stats()

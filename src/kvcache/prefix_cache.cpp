@@ -6,9 +6,18 @@
 
 namespace kvrag::kvcache {
 
-PrefixCache::PrefixCache(CellPool& pool, int32_t block_tokens)
-    : pool_(pool), block_tokens_(block_tokens), owner_(static_cast<size_t>(pool.n_cells()), nullptr) {
+PrefixCache::PrefixCache(CellPool& pool, int32_t block_tokens, CellPool* local_pool, int32_t local_span)
+    : pool_(pool), block_tokens_(block_tokens), owner_(static_cast<size_t>(pool.n_cells()), nullptr), local_pool_(local_pool),
+      local_span_(local_span) {
     KVRAG_CHECK(block_tokens >= 1, "a prefix block needs at least one token");
+    KVRAG_CHECK(local_span >= 0, "negative local span");
+    if (local_pool_ != nullptr) {
+        const size_t n = static_cast<size_t>(local_pool_->n_cells());
+        local_owner_.assign(n, nullptr);
+        lprev_.assign(n, -1);
+        lnext_.assign(n, -1);
+        in_lfree_.assign(n, 0);
+    }
 }
 
 uint64_t PrefixCache::block_hash(uint64_t parent, std::span<const int32_t> tokens) {
@@ -46,6 +55,32 @@ PrefixMatch PrefixCache::match(std::span<const int32_t> prompt) const {
         if (!b.pinned()) m.n_evictable_cells += block_tokens_;
         parent = h;
     }
+    if (local_pool_ == nullptr || m.blocks.empty()) return m;
+    // Sliding-window cache: the reuse may end after k blocks only when the blocks covering
+    // positions [k * B - local_span, k * B) all carry local cells. Take the largest such k.
+    const int32_t n_match = static_cast<int32_t>(m.blocks.size());
+    std::vector<const Block*> chain(static_cast<size_t>(n_match));
+    for (int32_t i = 0; i < n_match; ++i) chain[static_cast<size_t>(i)] = &blocks_.find(m.blocks[static_cast<size_t>(i)])->second;
+    int32_t k = n_match;
+    for (; k > 0; --k) {
+        const int32_t end = k * block_tokens_;
+        const int32_t first_block = std::max(0, end - local_span_) / block_tokens_;
+        bool ok = true;
+        for (int32_t i = first_block; i < k && ok; ++i) ok = !chain[static_cast<size_t>(i)]->local.empty();
+        if (ok) break;
+    }
+    const size_t n_pos = static_cast<size_t>(k) * B;
+    m.blocks.resize(static_cast<size_t>(k));
+    m.cells.resize(n_pos);
+    m.tokens.resize(n_pos);
+    m.n_evictable_cells = 0;
+    for (int32_t i = 0; i < k; ++i) m.n_evictable_cells += chain[static_cast<size_t>(i)]->pinned() ? 0 : block_tokens_;
+    const int32_t end = k * block_tokens_;
+    for (int32_t p = std::max(0, end - local_span_); p < end; ++p) {
+        const int32_t lc = chain[static_cast<size_t>(p / block_tokens_)]->local[static_cast<size_t>(p % block_tokens_)];
+        m.local_cells.push_back(lc);
+        m.n_local_reclaimable += local_pool_->seq_refs(lc) == 0 ? 1 : 0;
+    }
     return m;
 }
 
@@ -75,9 +110,11 @@ void PrefixCache::touch(std::span<const uint64_t> blocks) {
 
 // ---------------------------------------------------------------- publishing
 
-void PrefixCache::publish(std::span<const int32_t> tokens, std::span<const int32_t> cells, size_t n_blocks) {
+void PrefixCache::publish(std::span<const int32_t> tokens, std::span<const int32_t> cells, size_t n_blocks,
+                          std::span<const int32_t> local) {
     const size_t B = static_cast<size_t>(block_tokens_);
     KVRAG_CHECK(tokens.size() == cells.size(), "publish with tokens and cells of different lengths");
+    KVRAG_CHECK(local.empty() || (local_pool_ != nullptr && local.size() >= n_blocks * B), "publish with a short local cell list");
     KVRAG_CHECK(n_blocks * B <= cells.size(), "publish of more blocks than the sequence holds");
     if (seen_.size() > (1u << 16)) seen_.clear();  // bounded memory for the admission filter
     ++clock_;
@@ -119,6 +156,20 @@ void PrefixCache::publish(std::span<const int32_t> tokens, std::span<const int32
                     pool_.ref_cache(c);
                     owner_[static_cast<size_t>(c)] = &b;
                     b.n_seq_cells += pool_.seq_refs(c) > 0 ? 1 : 0;
+                }
+                if (!local.empty()) {
+                    const std::span<const int32_t> blk_local = local.subspan(i * B, B);
+                    bool all = true;
+                    for (int32_t lc : blk_local) all = all && lc >= 0 && !local_pool_->cached(lc);
+                    if (all) {
+                        b.local.assign(blk_local.begin(), blk_local.end());
+                        for (int32_t lc : b.local) {
+                            local_pool_->ref_cache(lc);
+                            local_owner_[static_cast<size_t>(lc)] = &b;
+                            if (local_pool_->seq_refs(lc) == 0) lfree_push(lc);
+                        }
+                        n_local_attached_ += block_tokens_;
+                    }
                 }
                 if (parent_block != nullptr) {
                     ++parent_block->n_children;
@@ -165,6 +216,54 @@ void PrefixCache::seq_released(int32_t cell) {
     const bool was = b->pinned();
     --b->n_seq_cells;
     repin(b, was);
+}
+
+void PrefixCache::local_seq_holds(int32_t lc) {
+    KVRAG_CHECK(local_pool_ != nullptr && lc >= 0 && lc < local_pool_->n_cells() && local_owner_[static_cast<size_t>(lc)] != nullptr,
+                "holder change reported for a local cell the prefix cache does not hold");
+    lfree_unlink(lc);
+}
+
+void PrefixCache::local_seq_released(int32_t lc) {
+    KVRAG_CHECK(local_pool_ != nullptr && lc >= 0 && lc < local_pool_->n_cells() && local_owner_[static_cast<size_t>(lc)] != nullptr,
+                "holder change reported for a local cell the prefix cache does not hold");
+    lfree_push(lc);
+}
+
+void PrefixCache::lfree_push(int32_t lc) {
+    KVRAG_CHECK(!in_lfree_[static_cast<size_t>(lc)], "local cell listed reclaimable twice");
+    lprev_[static_cast<size_t>(lc)] = ltail_;
+    lnext_[static_cast<size_t>(lc)] = -1;
+    (ltail_ < 0 ? lhead_ : lnext_[static_cast<size_t>(ltail_)]) = lc;
+    ltail_ = lc;
+    in_lfree_[static_cast<size_t>(lc)] = 1;
+    ++n_lfree_;
+}
+
+void PrefixCache::lfree_unlink(int32_t lc) {
+    KVRAG_CHECK(in_lfree_[static_cast<size_t>(lc)], "local cell is not on the reclaimable list");
+    const int32_t p = lprev_[static_cast<size_t>(lc)], n = lnext_[static_cast<size_t>(lc)];
+    (p < 0 ? lhead_ : lnext_[static_cast<size_t>(p)]) = n;
+    (n < 0 ? ltail_ : lprev_[static_cast<size_t>(n)]) = p;
+    lprev_[static_cast<size_t>(lc)] = lnext_[static_cast<size_t>(lc)] = -1;
+    in_lfree_[static_cast<size_t>(lc)] = 0;
+    --n_lfree_;
+}
+
+void PrefixCache::detach_local(Block* b) {
+    for (int32_t lc : b->local) {
+        if (in_lfree_[static_cast<size_t>(lc)]) lfree_unlink(lc);
+        local_owner_[static_cast<size_t>(lc)] = nullptr;
+        local_pool_->unref_cache(lc);  // frees it unless a sequence still holds it
+    }
+    n_local_attached_ -= static_cast<int32_t>(b->local.size());
+    b->local.clear();
+}
+
+bool PrefixCache::evict_local_one() {
+    if (lhead_ < 0) return false;
+    detach_local(local_owner_[static_cast<size_t>(lhead_)]);
+    return true;
 }
 
 void PrefixCache::repin(Block* b, bool was_pinned) {
@@ -235,6 +334,7 @@ bool PrefixCache::evict_one() {
     if (v == nullptr) return false;
     lru_unlink(v);
     n_evictable_cells_ -= block_tokens_;
+    if (!v->local.empty()) detach_local(v);
     for (int32_t c : v->cells) {
         owner_[static_cast<size_t>(c)] = nullptr;
         pool_.unref_cache(c);  // no sequence holds it (unpinned), so the cell is free now
@@ -261,7 +361,7 @@ std::optional<uint64_t> PrefixCache::next_victim() const {
 std::vector<PrefixBlockInfo> PrefixCache::blocks() const {
     std::vector<PrefixBlockInfo> out;
     out.reserve(blocks_.size());
-    for (const auto& [h, b] : blocks_) out.push_back(PrefixBlockInfo{h, b.parent, b.cells, b.last_used});
+    for (const auto& [h, b] : blocks_) out.push_back(PrefixBlockInfo{h, b.parent, b.cells, b.last_used, b.local});
     return out;
 }
 
@@ -357,6 +457,44 @@ std::string PrefixCache::check_invariants() const {
     }
     if (const int32_t bf = brute_force_evictable_cells(); bf != n_evictable_cells_) {
         return "evictable cells " + std::to_string(n_evictable_cells_) + " != brute-force count " + std::to_string(bf);
+    }
+    return check_local_invariants();
+}
+
+std::string PrefixCache::check_local_invariants() const {
+    if (local_pool_ == nullptr) {
+        for (const auto& [h, b] : blocks_) {
+            if (!b.local.empty()) return "prefix block " + std::to_string(h) + " carries local cells in a cache without them";
+        }
+        return "";
+    }
+    const size_t n = local_owner_.size();
+    std::vector<const Block*> holder(n, nullptr);
+    int32_t attached = 0, reclaimable = 0;
+    for (const auto& [h, b] : blocks_) {
+        if (b.local.empty()) continue;
+        if (b.local.size() != static_cast<size_t>(block_tokens_)) return "prefix block " + std::to_string(h) + " has a partial local cell list";
+        for (int32_t lc : b.local) {
+            if (lc < 0 || static_cast<size_t>(lc) >= n) return "prefix block " + std::to_string(h) + " carries local cell " + std::to_string(lc) + " outside the pool";
+            if (holder[static_cast<size_t>(lc)] != nullptr) return "local cell " + std::to_string(lc) + " is in two prefix blocks";
+            holder[static_cast<size_t>(lc)] = &b;
+            ++attached;
+            reclaimable += local_pool_->seq_refs(lc) == 0 ? 1 : 0;
+        }
+    }
+    for (size_t c = 0; c < n; ++c) {
+        if (local_owner_[c] != holder[c]) return "local cell " + std::to_string(c) + " owner pointer does not match the blocks";
+        if (local_pool_->cached(static_cast<int32_t>(c)) != (holder[c] != nullptr)) return "local cell " + std::to_string(c) + " cache flag is wrong";
+        const bool should = holder[c] != nullptr && local_pool_->seq_refs(static_cast<int32_t>(c)) == 0;
+        if (static_cast<bool>(in_lfree_[c]) != should) return "local cell " + std::to_string(c) + (should ? " is reclaimable but not listed" : " is listed but not reclaimable");
+    }
+    int32_t listed = 0;
+    for (int32_t c = lhead_; c >= 0; c = lnext_[static_cast<size_t>(c)]) {
+        if (++listed > static_cast<int32_t>(n)) return "local reclaimable list has a cycle";
+    }
+    if (attached != n_local_attached_) return "attached local cells " + std::to_string(n_local_attached_) + " != actual " + std::to_string(attached);
+    if (listed != n_lfree_ || reclaimable != n_lfree_) {
+        return "reclaimable local cells " + std::to_string(n_lfree_) + " != listed " + std::to_string(listed) + " / actual " + std::to_string(reclaimable);
     }
     return "";
 }

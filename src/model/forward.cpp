@@ -104,7 +104,7 @@ void ForwardPass::rotate_qk(int64_t n, int il) {
     }
 }
 
-void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, bool local, ThreadPool& pool) {
+void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, bool local, bool local_cells, ThreadPool& pool) {
     const int32_t hd = hp_.head_dim, n_head_kv = hp_.n_head_kv, group = hp_.n_head / hp_.n_head_kv;
     const int64_t n_items = static_cast<int64_t>(batch.size()) * n_head_kv;  // (token, kv head) pairs
     const size_t per_thread = kernels::attention_scratch_floats(cap_visible_, hd, group);
@@ -124,8 +124,8 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef&
             a.row_bytes = kv.row_bytes;
             a.head_offset = static_cast<size_t>(hk) * head_bytes;
             a.type = kv.type;
-            a.cells = batch[t].visible;
-            a.n_visible = batch[t].n_visible;
+            a.cells = local_cells ? batch[t].local_visible : batch[t].visible;
+            a.n_visible = local_cells ? batch[t].n_local_visible : batch[t].n_visible;
             if (local && a.n_visible > hp_.n_swa) {
                 // Positions (pos - n_swa, pos]: the last n_swa of the consecutive visible cells.
                 a.cells += a.n_visible - hp_.n_swa;
@@ -157,6 +157,18 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
                                                     " visible cells, cache has " + std::to_string(kv.n_cells())};
         }
         max_visible = std::max(max_visible, bt.n_visible);
+    }
+    if (kv.n_local_cells() > 0) {
+        // Local layers keep their own cells (a sliding-window cache): check those lists too.
+        for (const BatchToken& bt : batch) {
+            if (bt.local_cell < 0 || bt.local_cell >= kv.n_local_cells() || bt.n_local_visible < 1 ||
+                bt.n_local_visible > kv.n_local_cells() || bt.local_visible == nullptr) {
+                return Error{Errc::engine_internal, "batch token at pos " + std::to_string(bt.pos) + " has local cell " +
+                                                        std::to_string(bt.local_cell) + " / " + std::to_string(bt.n_local_visible) +
+                                                        " visible local cells, cache has " + std::to_string(kv.n_local_cells())};
+            }
+            max_visible = std::max(max_visible, bt.n_local_visible);
+        }
     }
     ensure_capacity(n, max_visible, pool.size());
     const int32_t n_embd = hp_.n_embd, n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), n_ff = hp_.n_ff;
@@ -214,15 +226,17 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
         // Store k, v of every batch token in its cell before any token attends (a token sees
         // the earlier tokens of its own sequence from the same batch).
         const KvLayerRef kvl = kv.layer(il);
+        // A local layer of a sliding-window cache writes to the token's local cell instead.
+        const bool own_cells = hp_.is_swa(il) && kv.n_local_cells() > 0;
         for (int64_t t = 0; t < n; ++t) {
-            const size_t off = static_cast<size_t>(batch[t].cell) * kvl.row_bytes;
+            const size_t off = static_cast<size_t>(own_cells ? batch[t].local_cell : batch[t].cell) * kvl.row_bytes;
             for (int32_t h = 0; h < hp_.n_head_kv; ++h) {
                 const size_t hoff = off + h * ggml_row_size(kvl.type, hd);
                 kernels::quantize_row(kvl.type, &k_[t * n_kv + h * hd], kvl.k + hoff, hd);
                 kernels::quantize_row(kvl.type, &v_[t * n_kv + h * hd], kvl.v + hoff, hd);
             }
         }
-        attention(batch, kvl, hp_.is_swa(il), pool);
+        attention(batch, kvl, hp_.is_swa(il), own_cells, pool);
         // x += attn Wo (gemma3: normed by post_attention_norm first)
         matmul(L.wo, attn_.data(), n, xn_.data(), pool);
         if (!L.post_attn_norm.empty()) {

@@ -30,7 +30,8 @@ public:
     // Sliding-window models (hp.has_swa()): each token's visible list must hold consecutive
     // positions ending at its own (position pos - n_visible + 1 ... pos), which is what a
     // sequence's cell list gives; a local layer attends to the last min(n_visible, n_swa) of
-    // them.
+    // them. When the view keeps local layers in cells of their own (kv.n_local_cells() > 0),
+    // each token's local_cell / local_visible serve the local layers instead.
     // Runs the batch; K/V of every token are written to its cell. For each token with
     // want_logits, in batch order, appends (n_vocab) logits to logits_out (resized to
     // n_out * n_vocab). When hidden_out is given, it receives the final-normed hidden state
@@ -53,7 +54,9 @@ private:
     };
     Prepared prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool);
     void matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool);
-    void attention(std::span<const BatchToken> batch, const KvLayerRef& kv, bool local, ThreadPool& pool);
+    // local: a sliding-window layer (sees the last n_swa positions); local_cells: its K/V live
+    // in the view's local cells, so each token attends to its local_visible list.
+    void attention(std::span<const BatchToken> batch, const KvLayerRef& kv, bool local, bool local_cells, ThreadPool& pool);
     // q_, k_ of the batch: per-head RMSNorm (qk_norm models), RoPE with layer il's table,
     // and the query pre-scale of gemma3 / phi3.
     void rotate_qk(int64_t n, int il);

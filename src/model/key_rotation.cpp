@@ -14,8 +14,8 @@ KeyRotation::KeyRotation(const ModelHParams& hp, std::span<const float> freq_fac
                 "rope freq_factors must hold n_rot / 2 values");
 }
 
-void KeyRotation::rotate(KvView& kv, int32_t cell, int32_t delta) {
-    KVRAG_CHECK(cell >= 0 && cell < kv.n_cells(), "cell outside the KV view");
+void KeyRotation::rotate(KvView& kv, int32_t cell, int32_t delta, Layers layers) {
+    KVRAG_CHECK(cell >= 0 && cell < (layers == Layers::local ? kv.n_local_cells() : kv.n_cells()), "cell outside the KV view");
     float* head = scratch_.data();          // (head_dim)
     float* cos_sin = head + head_dim_;      // (n_rot / 2, 2) global layers
     float* cos_sin_swa = cos_sin + n_rot_;  // (n_rot / 2, 2) sliding-window layers: own base, no scaling or factors
@@ -24,6 +24,7 @@ void KeyRotation::rotate(KvView& kv, int32_t cell, int32_t delta) {
                         freq_factors_.empty() ? nullptr : freq_factors_.data());
     if (hp_.has_swa()) kernels::rope_table(cos_sin_swa, static_cast<float>(delta), n_rot_, hp_.rope_freq_base_swa, 1.0f, nullptr);
     for (int il = 0; il < n_layer_; ++il) {
+        if ((layers == Layers::global && hp_.is_swa(il)) || (layers == Layers::local && !hp_.is_swa(il))) continue;
         const float* table = hp_.is_swa(il) ? cos_sin_swa : cos_sin;
         const KvLayerRef l = kv.layer(il);
         const size_t head_bytes = ggml_row_size(l.type, head_dim_);

@@ -28,9 +28,12 @@ public:
     // Rotates the K rows of `cell` in every layer of kv by delta positions (negative moves the
     // keys towards the start). Each head is dequantised, rotated and written back in the row's
     // type. V rows are left alone. Not thread-safe (one scratch row): the owner serialises calls.
-    // Preconditions: 0 <= cell < kv.n_cells(), kv has this model's n_layer layers of
+    // Preconditions: 0 <= cell < kv.n_cells() (kv.n_local_cells() for Layers::local), kv has this model's n_layer layers of
     // n_head_kv * head_dim elements.
-    void rotate(KvView& kv, int32_t cell, int32_t delta);
+    // layers: which layers to turn (a sliding-window cache keeps local and global layers in
+    // different cells, so each of its cells is rotated in its own layers only).
+    enum class Layers { all, global, local };
+    void rotate(KvView& kv, int32_t cell, int32_t delta, Layers layers = Layers::all);
 
     int32_t n_layer() const { return n_layer_; }
 

@@ -23,6 +23,10 @@ public:
     virtual ~KvView() = default;
     virtual KvLayerRef layer(int il) = 0;
     virtual int32_t n_cells() const = 0;
+    // Sliding-window models whose cache keeps the local (windowed) layers in cells of their
+    // own: how many such local cells there are. 0 (the default, and every model without a
+    // window): local layers live in the ordinary cells and BatchToken's local_* fields are unused.
+    virtual int32_t n_local_cells() const { return 0; }
 };
 
 // One token of a forward batch. Tokens of different sequences may share a batch; each sees
@@ -34,6 +38,12 @@ struct BatchToken {
     const int32_t* visible = nullptr;    // cells it attends to, in position order, own cell included
     int32_t n_visible = 0;
     bool want_logits = false;
+    // Only when the view has local cells (n_local_cells() > 0): the local layers write this
+    // token's K/V to local_cell and attend to local_visible, its window's local cells in
+    // position order (own cell last, at most n_swa of them).
+    int32_t local_cell = -1;
+    const int32_t* local_visible = nullptr;
+    int32_t n_local_visible = 0;
 };
 
 }  // namespace kvrag::model

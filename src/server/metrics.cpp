@@ -52,6 +52,16 @@ std::string render_metrics(const kvcache::KvStats& kv, const engine::Engine::Tot
     w.one("kvrag_kv_usage_ratio", "gauge", "Cells held (sequences and prefix cache) / total.",
           kv.total > 0 ? static_cast<double>(kv.total - kv.free) / kv.total : 0.0);
     w.one("kvrag_kv_cache_bytes", "gauge", "K/V memory in bytes.", static_cast<double>(kv.bytes));
+    if (kv.local_total > 0) {
+        // Sliding-window models: the local layers' cells, held only for each sequence's window.
+        w.one("kvrag_kv_local_cells_total", "gauge", "Local-layer KV cells in all (sliding-window models).", kv.local_total);
+        w.one("kvrag_kv_local_cells_used", "gauge", "Local-layer KV cells held by running sequences (their last window positions).", kv.local_used);
+        w.one("kvrag_kv_local_cells_cached", "gauge", "Local-layer KV cells carried by cached prefix blocks.", kv.local_cached);
+        w.one("kvrag_kv_local_cells_free", "gauge", "Local-layer KV cells nobody holds.", kv.local_free);
+        w.one("kvrag_kv_local_cells_reserved", "gauge", "Local-layer KV cells promised to admitted requests.", kv.local_reserved);
+        w.one("kvrag_kv_local_cells_peak_used", "gauge", "Most local-layer KV cells running sequences held at once.", kv.local_peak_used);
+        w.one("kvrag_kv_window", "gauge", "Sliding window of the local layers, in positions.", kv.window);
+    }
     w.one("kvrag_prefix_cache_hit_tokens_total", "counter", "Prompt tokens whose prefill was skipped by prefix reuse.",
           static_cast<double>(kv.prefix_hit_tokens));
     w.one("kvrag_prefix_cache_hits_total", "counter", "Admissions that reused at least one prefix block.", static_cast<double>(kv.prefix_hits));
@@ -93,6 +103,13 @@ nlohmann::json render_kv(const kvcache::KvStats& kv, const engine::SchedulerSnap
                {"prefix_blocks", kv.prefix_blocks},
                {"prefix_hit_tokens", kv.prefix_hit_tokens},
                {"summary", kv.summary()}};
+    if (kv.local_total > 0) {
+        cache["window"] = kv.window;
+        cache["local"] = json{{"cells_total", kv.local_total},     {"cells_used", kv.local_used},
+                              {"cells_cached", kv.local_cached},   {"cells_free", kv.local_free},
+                              {"cells_reserved", kv.local_reserved}, {"cells_peak_used", kv.local_peak_used},
+                              {"bytes", kv.local_bytes},           {"bytes_per_cell", kv.bytes_per_local_cell}};
+    }
     std::unordered_map<int64_t, const engine::SchedulerSnapshot::Entry*> by_seq;
     for (const auto& e : s.entries) {
         if (e.seq_id != 0) by_seq[e.seq_id] = &e;
@@ -100,6 +117,7 @@ nlohmann::json render_kv(const kvcache::KvStats& kv, const engine::SchedulerSnap
     json seqs = json::array();
     for (const auto& u : kv.sequences) {
         json j{{"id", u.seq_id}, {"tokens", u.n_tokens}, {"cells", u.n_tokens}, {"shared_cells", u.n_shared}, {"reserved_cells", u.reserved}};
+        if (kv.local_total > 0) j["local_cells"] = u.n_local;
         auto it = by_seq.find(u.seq_id);
         if (it != by_seq.end()) {
             const auto& e = *it->second;

@@ -216,6 +216,18 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
         if (!chat && body.contains(f)) return ApiError::bad_request(std::string("'") + f + "' is a chat completions field", f);
     }
     if (chat && body.contains("echo")) return ApiError::bad_request("'echo' is a completions field; chat completions do not echo", "echo");
+    if (auto it = body.find("chat_template_kwargs"); it != body.end() && !it->is_null()) {
+        if (!chat) return ApiError::bad_request("'chat_template_kwargs' is a chat completions field", "chat_template_kwargs");
+        if (!it->is_object()) return wrong_type("chat_template_kwargs", "an object", *it);
+        for (auto kv = it->begin(); kv != it->end(); ++kv) {
+            const std::string field = "chat_template_kwargs." + kv.key();
+            if (kv.key() != "enable_thinking") {
+                return ApiError::bad_request("'" + field + "' is not supported; the one chat template argument is enable_thinking (true/false)", field);
+            }
+            if (!kv.value().is_boolean()) return wrong_type(field, "a boolean", kv.value());
+            out.enable_thinking = kv.value().get<bool>();
+        }
+    }
 
     // JSON schemas are generated in their written key order: read them from the text again.
     nlohmann::ordered_json ordered;
@@ -234,7 +246,8 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
                                        {"model", chat ? "messages" : "prompt", "max_tokens", "max_completion_tokens", "n", "stream", "stream_options",
                                         "temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p", "repeat_penalty", "top_k", "seed",
                                         "ignore_eos", "stop", "logprobs", "echo", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
-                                        "response_format", "logit_bias", "user", chat ? "chat_history" : "model"},
+                                        "response_format", "logit_bias", "user", chat ? "chat_history" : "model",
+                                        chat ? "chat_template_kwargs" : "model"},
                                        chat ? "/v1/chat/completions" : "/v1/completions")) {
         return e;
     }

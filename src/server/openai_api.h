@@ -66,6 +66,9 @@ struct GenerationRequest {
     std::string tool_choice_name;            // ToolChoice::named
     std::string response_format = "text";    // "text", "json_object" or "json_schema" (grammar in options)
     int32_t n = 1;                           // choices (1..kMaxChoices; not with stream)
+    // chat: chat_template_kwargs.enable_thinking (Qwen3's thinking switch), as llama.cpp's and
+    // vLLM's servers take it; unset = the template's default here (off).
+    std::optional<bool> enable_thinking;
 };
 
 inline constexpr int32_t kMaxChoices = 16;

@@ -144,7 +144,8 @@ Result<std::vector<int32_t>> fit_chat(ServerState& st, GenerationRequest& gr, Hi
     const std::string budget_what = gr.max_tokens ? "max_tokens " + std::to_string(out.budget)
                                                   : "the default answer budget " + std::to_string(out.budget) + " (min(--default-max-tokens " +
                                                         std::to_string(st.limits.default_max_tokens) + ", context / 4))";
-    const RenderFn render = [&st, &gr](std::span<const chat::Message> m) { return chat_prompt(st, m, nullptr, gr.tools); };
+    const bool thinking = gr.enable_thinking.value_or(false);
+    const RenderFn render = [&st, &gr, thinking](std::span<const chat::Message> m) { return chat_prompt(st, m, nullptr, gr.tools, thinking); };
     auto fit = fit_history(gr.messages, out.budget, budget_what, n_ctx, policy, render);
     if (!fit) return fit.error();
     out.n_dropped = static_cast<int32_t>(fit->dropped.size());
@@ -166,7 +167,7 @@ Result<std::vector<int32_t>> fit_chat(ServerState& st, GenerationRequest& gr, Hi
     // Once more with the stop strings: the template's end-of-turn strings join gr's stop list.
     // Not under a grammar: such a string may be valid inside its JSON, and the grammar ends
     // the answer itself (or lets the end-of-turn token through once it is complete).
-    return chat_prompt(st, fit->kept, gr.options.grammar ? nullptr : &gr.options.stop, gr.tools);
+    return chat_prompt(st, fit->kept, gr.options.grammar ? nullptr : &gr.options.stop, gr.tools, thinking);
 }
 
 void handle_generation(ServerState& st, const httplib::Request& req, httplib::Response& res, bool chat) {
@@ -181,6 +182,12 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     if (auto e = parse_body(req.body, body)) return send_error(res, *e);
     GenerationRequest gr;
     if (auto e = parse_generation_request(body, chat, st.limits, gr, req.body)) return send_error(res, *e);
+    if (gr.enable_thinking.value_or(false) && st.chat_template && st.chat_template->kind() != chat::ChatTemplate::Kind::qwen3) {
+        // Off is what every other template does anyway; on would be silently ignored.
+        return send_error(res, ApiError::bad_request("'chat_template_kwargs.enable_thinking' true needs a template with a thinking switch (qwen3); "
+                                                     "this model's chat template is " + std::string(st.chat_template->name()),
+                                                     "chat_template_kwargs.enable_thinking"));
+    }
     const chat::ToolFormat tool_format = st.chat_template ? chat::tool_format(*st.chat_template) : chat::ToolFormat::hermes;
     if (chat && (gr.tool_choice == ToolChoice::required || gr.tool_choice == ToolChoice::named)) {
         auto g = tool_call_grammar(gr, tool_format);
@@ -293,11 +300,13 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
 }  // namespace
 
 Result<std::vector<int32_t>> chat_prompt(ServerState& st, std::span<const chat::Message> messages, std::vector<std::string>* stop,
-                                         std::span<const chat::ToolFunction> tools) {
+                                         std::span<const chat::ToolFunction> tools, bool thinking) {
     if (!st.engine || !st.chat_template) return Error{Errc::request_invalid, "this server has no chat model (only encoder models)"};
     const bool tool_turns = std::any_of(messages.begin(), messages.end(), [](const chat::Message& m) { return m.role == "tool" || !m.tool_calls.empty(); });
-    auto text = tools.empty() && !tool_turns ? st.chat_template->render(messages, /*add_generation_prompt=*/true)
-                                             : chat::render_with_tools(*st.chat_template, messages, tools, /*add_generation_prompt=*/true);
+    chat::ChatTemplate tmpl = *st.chat_template;  // per request: the shared one is read by every thread
+    tmpl.set_thinking(thinking);
+    auto text = tools.empty() && !tool_turns ? tmpl.render(messages, /*add_generation_prompt=*/true)
+                                             : chat::render_with_tools(tmpl, messages, tools, /*add_generation_prompt=*/true);
     if (!text) return text.error();
     if (stop) {
         for (auto& s : st.chat_template->end_of_turn_strings()) {

@@ -25,7 +25,8 @@ void add_openai_routes(httplib::Server& http, ServerState& state);
 // Chat messages -> prompt tokens with the model's chat template (BOS as the model wants); the
 // template's end-of-turn strings are appended to `stop` when given. With tools offered, or tool
 // calls and results in the conversation, they are rendered as chat/tool_calls.h says.
+// thinking: Qwen3's enable_thinking (other templates have no such switch).
 Result<std::vector<int32_t>> chat_prompt(ServerState& state, std::span<const chat::Message> messages, std::vector<std::string>* stop,
-                                         std::span<const chat::ToolFunction> tools = {});
+                                         std::span<const chat::ToolFunction> tools = {}, bool thinking = false);
 
 }  // namespace kvrag::server

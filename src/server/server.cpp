@@ -224,6 +224,7 @@ Result<void> Server::load_chat(engine::LoadedModel loaded_model) {
     ec.n_threads = cfg.threads;
     ec.n_batch = cfg.batch;
     ec.kv_type = cfg.kv_type;
+    ec.n_seq_window = std::max(1, cfg.parallel) + 1;  // sliding-window models: windows of the running requests and one embedding
     auto tmpl = chat::ChatTemplate::for_model(loaded->model->file(), cfg.chat_template);
     if (!tmpl) return tmpl.error();
     st_.chat_template = *tmpl;

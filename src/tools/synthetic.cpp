@@ -48,8 +48,13 @@ std::vector<std::string> builtin_vocab_tokens() {
 }
 
 Result<std::vector<uint8_t>> synthetic_model_bytes(const SyntheticSpec& s) {
-    if (s.arch != "llama" && s.arch != "qwen2") {
-        return Error{Errc::model_unsupported_arch, "synthetic arch '" + s.arch + "'; supported: llama, qwen2"};
+    if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3" && s.arch != "gemma3") {
+        return Error{Errc::model_unsupported_arch, "synthetic arch '" + s.arch + "'; supported: llama, qwen2, qwen3, gemma3"};
+    }
+    const bool gemma3 = s.arch == "gemma3";
+    if (gemma3 && (s.n_swa < 1 || s.swa_pattern < 1)) {
+        return Error{Errc::model_bad_hparams, "synthetic gemma3: sliding window " + std::to_string(s.n_swa) + " and pattern " +
+                                                  std::to_string(s.swa_pattern) + " must be >= 1"};
     }
     if (s.n_head <= 0 || s.n_head_kv <= 0 || s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0) {
         return Error{Errc::model_bad_hparams, "synthetic spec: n_embd " + std::to_string(s.n_embd) + ", n_head " +
@@ -69,6 +74,11 @@ Result<std::vector<uint8_t>> synthetic_model_bytes(const SyntheticSpec& s) {
     w.set_u32(a + "rope.dimension_count", s.n_embd / s.n_head);
     w.set_f32(a + "rope.freq_base", s.rope_freq_base);
     w.set_f32(a + "attention.layer_norm_rms_epsilon", s.rms_eps);
+    if (gemma3) {
+        w.set_u32(a + "attention.sliding_window", s.n_swa);
+        w.set_u32(a + "attention.sliding_window_pattern", s.swa_pattern);
+        w.set_f32(a + "rope.freq_base_swa", s.rope_freq_base_swa);
+    }
 
     int64_t n_vocab = 0;
     if (s.vocab_from) {
@@ -133,7 +143,15 @@ Result<std::vector<uint8_t>> synthetic_model_bytes(const SyntheticSpec& s) {
                 check(add(p + "attn_k.bias", GgmlType::F32, n_kv, 1, 0.1f, 0.0f));
                 check(add(p + "attn_v.bias", GgmlType::F32, n_kv, 1, 0.1f, 0.0f));
             }
+            if (s.arch == "qwen3" || gemma3) {
+                check(add(p + "attn_q_norm.weight", GgmlType::F32, hd, 1, 0.1f, 1.0f));
+                check(add(p + "attn_k_norm.weight", GgmlType::F32, hd, 1, 0.1f, 1.0f));
+            }
             check(add(p + "attn_output.weight", s.weight_type, n_q, s.n_embd, 1.0f / std::sqrt(float(n_q)), 0.0f));
+            if (gemma3) {
+                check(add(p + "post_attention_norm.weight", GgmlType::F32, s.n_embd, 1, 0.1f, 1.0f));
+                check(add(p + "post_ffw_norm.weight", GgmlType::F32, s.n_embd, 1, 0.1f, 1.0f));
+            }
             check(add(p + "ffn_norm.weight", GgmlType::F32, s.n_embd, 1, 0.1f, 1.0f));
             check(add(p + "ffn_gate.weight", s.weight_type, s.n_embd, s.n_ff, in_scale, 0.0f));
             check(add(p + "ffn_up.weight", s.weight_type, s.n_embd, s.n_ff, in_scale, 0.0f));

@@ -1,4 +1,4 @@
-// Synthetic llama/qwen2 GGUF models with random weights: for tests, benchmarks and the demo,
+// Synthetic llama/qwen2/qwen3/gemma3 GGUF models with random weights: for tests, benchmarks and the demo,
 // so nothing has to be downloaded. Weights ~ N(0, 1/fan_in), norms ~ 1 + 0.1 N(0, 1), stored
 // in any supported type; the vocabulary is copied from another GGUF or is a small built-in
 // SPM vocabulary (byte fallback + common English pieces).
@@ -15,7 +15,9 @@
 namespace kvrag::tools {
 
 struct SyntheticSpec {
-    std::string arch = "llama";     // "llama" or "qwen2" (adds q/k/v biases)
+    std::string arch = "llama";     // "llama", "qwen2" (adds q/k/v biases), "qwen3" (per-head q/k
+                                    // norms) or "gemma3" (q/k norms, post-attention/-FFN norms,
+                                    // sliding window on the local layers)
     int32_t n_embd = 64;
     int32_t n_layer = 2;
     int32_t n_head = 4;
@@ -31,6 +33,10 @@ struct SyntheticSpec {
     uint64_t seed = 0;
     const gguf::GgufFile* vocab_from = nullptr;  // copy tokenizer.* keys from here; null = built-in
     std::string name = "kvrag-synthetic";
+    // gemma3 only: attention.sliding_window / sliding_window_pattern / rope.freq_base_swa.
+    int32_t n_swa = 32;
+    int32_t swa_pattern = 4;
+    float rope_freq_base_swa = 10000.0f;
 };
 
 // The built-in vocabulary's tokens (used when vocab_from is null).

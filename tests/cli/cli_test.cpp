@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -89,6 +90,41 @@ TEST_F(CliTest, InfoReportsArchitectureTypesAndKvBytes) {
     EXPECT_NE(info.out.find("Q8_0 x"), std::string::npos) << info.out;
     // K and V, 3 layers, 2 kv heads x 16 dims, 2 bytes each in f16.
     EXPECT_NE(info.out.find("F16 " + std::to_string(2 * 3 * 2 * 16 * 2) + " bytes"), std::string::npos) << info.out;
+}
+
+// gemma3 (shared synth model: window 32 on 3 of 4 layers, 1 KV head of 32): the window and the
+// f16 KV bytes per token with and without it, and the default cache with its local pool.
+TEST_F(CliTest, InfoReportsTheSlidingWindowOfGemma3) {
+    KVRAG_REQUIRE_SHARED_DATA(dir);
+    auto info = run_kvrag("info " + dir + "/models/synth-gemma3-f32.gguf");
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    EXPECT_NE(info.out.find("architecture:  gemma3"), std::string::npos) << info.out;
+    // K+V of one layer: 2 x 32 x 2 bytes = 128; 4 layers without the window, the global one with it.
+    EXPECT_NE(info.out.find("sliding window: 32 positions on 3 of 4 layers"), std::string::npos) << info.out;
+    EXPECT_NE(info.out.find("512 bytes without the window, 128 bytes with it (+ 12288 bytes per sequence for the window)"), std::string::npos)
+        << info.out;
+    // 4096 cells of the global layer + 4 windows of 31 + 15 + 256 local cells of 3 layers.
+    EXPECT_NE(info.out.find("4096 cells (default --ctx) x 128 bytes + 1208 local cells x 384 bytes = 988160 bytes"), std::string::npos)
+        << info.out;
+}
+
+// make-model writes qwen3 and gemma3 (no ../shared needed); both load and generate.
+TEST_F(CliTest, MakeModelWritesQwen3AndGemma3) {
+    const std::string qwen3 = path("q3.gguf"), gemma3 = path("g3.gguf");
+    ASSERT_EQ(run_kvrag("make-model -o " + qwen3 + " --arch qwen3 --type f32").exit_code, 0);
+    ASSERT_EQ(run_kvrag("make-model -o " + gemma3 + " --arch gemma3 --type f32 --layers 4 --swa-window 16 --swa-pattern 2").exit_code, 0);
+    auto info = run_kvrag("info " + qwen3);
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    EXPECT_NE(info.out.find("architecture:  qwen3"), std::string::npos) << info.out;
+    info = run_kvrag("info " + gemma3);
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    EXPECT_NE(info.out.find("sliding window: 16 positions on 2 of 4 layers (pattern 2"), std::string::npos) << info.out;
+    for (const std::string& m : {qwen3, gemma3}) {
+        const auto gen = run_kvrag("generate -m " + m + " -p 'Once upon a time' -n 40 --temp 0 --ids --ignore-eos -t 1");
+        ASSERT_EQ(gen.exit_code, 0) << m << ": " << gen.err;
+        EXPECT_EQ(std::count(gen.out.begin(), gen.out.end(), ' ') + 1, 40) << gen.out;
+    }
+    EXPECT_NE(run_kvrag("make-model -o " + path("x.gguf") + " --arch mamba").exit_code, 0);
 }
 
 TEST_F(CliTest, BadFilesGiveClearErrorsAndNonZeroExit) {

@@ -25,6 +25,42 @@ TEST(OpenAiApi, FindsInvalidUtf8) {
     EXPECT_EQ(find_invalid_utf8("\xF4\x90\x80\x80"), 0u);      // past U+10FFFF
 }
 
+// chat_template_kwargs as llama.cpp's and vLLM's servers take it: only enable_thinking.
+TEST(OpenAiApi, ChatTemplateKwargsTakeOnlyEnableThinking) {
+    const std::string msgs = R"("messages": [{"role": "user", "content": "hi"}])";
+    GenerationRequest r;
+    ASSERT_FALSE(parse_generation_request(json::parse("{" + msgs + "}"), true, limits(), r));
+    EXPECT_FALSE(r.enable_thinking.has_value());
+    ASSERT_FALSE(parse_generation_request(json::parse("{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": true}})"), true, limits(), r));
+    EXPECT_EQ(r.enable_thinking, std::optional<bool>(true));
+    ASSERT_FALSE(parse_generation_request(json::parse("{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": false}})"), true, limits(), r));
+    EXPECT_EQ(r.enable_thinking, std::optional<bool>(false));
+    ASSERT_FALSE(parse_generation_request(json::parse("{" + msgs + R"(, "chat_template_kwargs": {}})"), true, limits(), r));
+    EXPECT_FALSE(r.enable_thinking.has_value());
+
+    struct Case {
+        std::string body;
+        bool chat;
+        const char* param;
+        const char* needle;
+    };
+    const std::vector<Case> bad = {
+        {"{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": true, "reasoning_budget": 5}})", true,
+         "chat_template_kwargs.reasoning_budget", "is not supported"},
+        {"{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": "yes"}})", true, "chat_template_kwargs.enable_thinking", "must be a boolean"},
+        {"{" + msgs + R"(, "chat_template_kwargs": [true]})", true, "chat_template_kwargs", "must be an object"},
+        {R"({"prompt": "x", "chat_template_kwargs": {"enable_thinking": true}})", false, "chat_template_kwargs", "chat completions field"},
+    };
+    for (const auto& c : bad) {
+        GenerationRequest g;
+        const auto e = parse_generation_request(json::parse(c.body), c.chat, limits(), g);
+        ASSERT_TRUE(e.has_value()) << c.body;
+        EXPECT_EQ(e->status, 400) << c.body;
+        EXPECT_EQ(e->param, c.param) << c.body;
+        EXPECT_NE(e->message.find(c.needle), std::string::npos) << e->message;
+    }
+}
+
 TEST(OpenAiApi, Base64MatchesRfc4648) {
     EXPECT_EQ(base64_encode(""), "");
     EXPECT_EQ(base64_encode("f"), "Zg==");

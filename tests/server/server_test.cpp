@@ -684,6 +684,38 @@ TEST_F(ServerLimitsTest, ModelNamesAliasesAndStrictMode) {
     EXPECT_EQ(strict.stop(), 0) << strict.log();
 }
 
+// Qwen3's thinking switch per request: off by default (the generation prompt ends with an
+// empty think block, which costs prompt tokens), on with chat_template_kwargs.enable_thinking;
+// a template without the switch refuses true and names the field.
+TEST_F(ServerLimitsTest, ChatTemplateKwargsSwitchQwen3Thinking) {
+    ServerProcess srv;
+    ASSERT_TRUE(srv.start({"-m", model(), "--chat-template", "qwen3", "-t", "1"}, log("qwen3.log"))) << srv.log();
+    const std::string msgs = R"("messages": [{"role": "user", "content": "hello there"}], "max_tokens": 1)";
+    const auto prompt_tokens = [&](const std::string& extra) {
+        const Reply r = post(srv.port(), "/v1/chat/completions", "{" + msgs + extra + "}");
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.status == 200 ? r.j()["usage"]["prompt_tokens"].get<int64_t>() : -1;
+    };
+    const int64_t by_default = prompt_tokens("");
+    const int64_t off = prompt_tokens(R"(, "chat_template_kwargs": {"enable_thinking": false})");
+    const int64_t on = prompt_tokens(R"(, "chat_template_kwargs": {"enable_thinking": true})");
+    EXPECT_EQ(by_default, off);
+    EXPECT_GT(off, on);  // "<think>\n\n</think>\n\n" after the assistant header
+    const Reply bad = post(srv.port(), "/v1/chat/completions", "{" + msgs + R"(, "chat_template_kwargs": {"foo": 1}})");
+    EXPECT_EQ(bad.status, 400) << bad.body;
+    EXPECT_EQ(bad.j()["error"]["param"], "chat_template_kwargs.foo");
+    EXPECT_EQ(srv.stop(), 0) << srv.log();
+
+    ServerProcess chatml;
+    ASSERT_TRUE(chatml.start({"-m", model(), "--chat-template", "chatml", "-t", "1"}, log("chatml.log"))) << chatml.log();
+    const Reply refused = post(chatml.port(), "/v1/chat/completions", "{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": true}})");
+    EXPECT_EQ(refused.status, 400) << refused.body;
+    EXPECT_EQ(refused.j()["error"]["param"], "chat_template_kwargs.enable_thinking");
+    const Reply fine = post(chatml.port(), "/v1/chat/completions", "{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": false}})");
+    EXPECT_EQ(fine.status, 200) << fine.body;
+    EXPECT_EQ(chatml.stop(), 0) << chatml.log();
+}
+
 TEST_F(ServerLimitsTest, ApiKeyAndPerRequestTimeout) {
     ServerProcess srv;
     ASSERT_TRUE(srv.start({"-m", model(), "--api-key", "s3cret", "--timeout", "0.4", "-t", "1"}, log("auth.log"))) << srv.log();
