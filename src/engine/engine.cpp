@@ -218,6 +218,13 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
             }
             break;
     }
+    // A fork would also need its own window of local cells, which admission does not reserve
+    // yet (KvCache::fork_reserved moves global cells only): refused rather than run short.
+    if (n_forks > 0 && cache_->split_local()) {
+        return Error{Errc::request_invalid, "n = " + std::to_string(n_forks + 1) + " choices of one prompt are not supported yet on a "
+                                            "sliding-window model (" + std::to_string(cache_->n_cells()) + "-cell cache with a local pool); "
+                                            "send one request per choice"};
+    }
     // Each fork holds the prompt but its last position shared, and computes up to worst - that.
     const int32_t fork_reserve = worst - (static_cast<int32_t>(prompt.size()) - 1);
     const int64_t total = worst + static_cast<int64_t>(n_forks) * fork_reserve;

@@ -68,7 +68,9 @@ TEST(Fork, FourChoicesComputeThePromptOnceAndEqualSeparateRequests) {
     for (size_t i = 0; i < jobs.size(); ++i) {
         ASSERT_TRUE(jobs[i]->finished()) << i << ": " << jobs[i]->error().what();
         EXPECT_EQ(jobs[i]->result().tokens.size(), 10u) << i;
-        if (i > 0) EXPECT_EQ(jobs[i]->result().n_reused, static_cast<int32_t>(n_prompt) - 1) << i;
+        if (i > 0) {
+            EXPECT_EQ(jobs[i]->result().n_reused, static_cast<int32_t>(n_prompt) - 1) << i;
+        }
     }
     EXPECT_EQ(e->cache().stats().reserved, 0);
 

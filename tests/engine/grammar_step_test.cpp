@@ -65,7 +65,7 @@ TEST(GrammarStep, GreedyWithTheFirstTryEqualsMaskingEveryStep) {
         EXPECT_LE(b->n_grammar_masked, n + 1) << prompt;
         EXPECT_LE(a->n_grammar_masked, b->n_grammar_masked) << prompt;
         ASSERT_EQ(a->finish, FinishReason::stop) << prompt << ": " << a->text;
-        EXPECT_NO_THROW((void)nlohmann::json::parse(a->text)) << prompt << ": " << a->text;
+        EXPECT_TRUE(nlohmann::json::accept(a->text)) << prompt << ": " << a->text;
     }
 }
 
