@@ -101,12 +101,36 @@ def request(method, path, body=None, headers=None, port_=None, timeout=60):
         c.close()
 
 
+def proxy_sessions():
+    """Current sessions per replica in the affinity backend, from the proxy's stats socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(os.path.join(cluster_dir, "haproxy.sock"))
+        s.sendall(b"show stat\n")
+        raw = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+    lines = raw.decode().splitlines()
+    cols = lines[0].lstrip("# ").split(",")
+    out = {}
+    for line in lines[1:]:
+        row = dict(zip(cols, line.split(",")))
+        if row.get("pxname") == "kvrag_affinity" and row.get("svname", "").startswith("r"):
+            out[row["svname"]] = int(row["scur"] or 0)
+    return out
+
+
 def request_to_close(method, path, body=None, headers=None, timeout=60):
-    """One request on its own connection with `Connection: close`, read until the proxy closes
-    it. The proxy closes the client side only after its transaction has ended, so the replica's
-    connection count (which hash-balance-factor weighs) is back down before the next request:
-    back-to-back requests otherwise overlap the previous stream's last instants, and at this low
-    load bounded-load hashing (docs/scale.md) moves a key off a replica that holds one stream."""
+    """One request on its own connection with `Connection: close`, sent once the proxy holds no
+    session on any replica. Bounded-load hashing (docs/scale.md) counts open sessions, and at
+    this low load a key moves off a replica that still holds one: back-to-back requests would
+    otherwise meet the previous request's session in its last instants (the proxy closes the
+    client side before it lets go of the server side)."""
+    deadline = time.time() + 5
+    while any(proxy_sessions().values()) and time.time() < deadline:
+        time.sleep(0.005)
     data = json.dumps(body).encode() if body is not None else b""
     h = {"Host": f"127.0.0.1:{port}", "Connection": "close", "Content-Length": str(len(data))}
     if body is not None:
