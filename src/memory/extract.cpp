@@ -1,5 +1,7 @@
 #include "memory/extract.h"
 
+#include "core/ascii.h"
+
 #include <cmark.h>
 #include <gumbo.h>
 #include <poppler-document.h>
@@ -15,11 +17,6 @@
 namespace kvrag::memory {
 namespace {
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return out;
-}
 
 // Replaces each byte that does not start a well-formed UTF-8 sequence by U+FFFD so SQLite and
 // the tokenizer see valid text. Well-formed is RFC 3629's table: the lead byte's range fixes the
@@ -222,12 +219,12 @@ const char* doc_type_name(DocType t) {
 }
 
 Result<DocType> doc_type_for(std::string_view file_name, std::string_view mime_type) {
-    const std::string mime = lower(mime_type.substr(0, mime_type.find(';')));
+    const std::string mime = ascii_lower(mime_type.substr(0, mime_type.find(';')));
     if (mime == "text/plain") return DocType::text;
     if (mime == "text/markdown" || mime == "text/x-markdown") return DocType::markdown;
     if (mime == "text/html" || mime == "application/xhtml+xml") return DocType::html;
     if (mime == "application/pdf") return DocType::pdf;
-    std::string name = lower(file_name);
+    std::string name = ascii_lower(file_name);
     if (name.size() > 3 && name.ends_with(".gz")) name.resize(name.size() - 3);
     const size_t dot = name.rfind('.');
     const size_t slash = name.find_last_of("/\\");
@@ -348,7 +345,7 @@ Result<Extracted> extract_document(std::string_view bytes, std::string_view name
         if (!g) return g.error();
         inflated = std::move(*g);
         bytes = inflated;
-        if (lower(inner_name).ends_with(".gz")) inner_name.resize(inner_name.size() - 3);
+        if (ascii_lower(inner_name).ends_with(".gz")) inner_name.resize(inner_name.size() - 3);
         mime_type = "";  // the MIME type described the compressed file
     }
     auto type = doc_type_for(inner_name, mime_type);

@@ -1,5 +1,7 @@
 #include "memory/lexical_query.h"
 
+#include "core/ascii.h"
+
 #include <cctype>
 
 namespace kvrag::memory {
@@ -11,11 +13,6 @@ bool is_connector(unsigned char c) {
 }
 bool ends_sentence(unsigned char c) { return c == '.' || c == '!' || c == '?' || c == ':'; }
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
 
 bool has_alnum(std::string_view s) {
     for (unsigned char c : s) {
@@ -48,7 +45,7 @@ std::vector<QueryTerm> parse_query_terms(std::string_view q) {
         for (auto& c : text) {
             if (c == '"') c = ' ';
         }
-        const std::string key = lower(text);
+        const std::string key = ascii_lower(text);
         for (const auto& s : seen) {
             if (s == key) return;
         }

@@ -1,5 +1,7 @@
 #include "memory_service/upload_form.h"
 
+#include "core/ascii.h"
+
 #include <algorithm>
 #include <cctype>
 #include <nlohmann/json.hpp>
@@ -11,11 +13,6 @@ namespace {
 
 Error form_error(std::string msg) { return Error{Errc::memory_bad_input, std::move(msg)}; }
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n')) s.remove_prefix(1);
@@ -36,7 +33,7 @@ std::vector<std::pair<std::string, std::string>> header_params(std::string_view 
             i = eq;  // a parameter without '=': skipped
             continue;
         }
-        std::string key = lower(trim(header_value.substr(i, eq - i)));
+        std::string key = ascii_lower(trim(header_value.substr(i, eq - i)));
         size_t j = eq + 1;
         while (j < header_value.size() && (header_value[j] == ' ' || header_value[j] == '\t')) ++j;
         std::string value;
@@ -72,7 +69,7 @@ bool decode_ext_value(std::string_view v, std::string& out) {
     if (q1 == std::string_view::npos) return false;
     const size_t q2 = v.find('\'', q1 + 1);
     if (q2 == std::string_view::npos) return false;
-    const std::string charset = lower(v.substr(0, q1));
+    const std::string charset = ascii_lower(v.substr(0, q1));
     if (charset != "utf-8" && charset != "us-ascii") return false;
     out.clear();
     for (size_t i = q2 + 1; i < v.size(); ++i) {
@@ -97,12 +94,12 @@ Result<void> read_part_headers(std::string_view block, FormPart& part, size_t in
         if (line.empty()) continue;
         const size_t colon = line.find(':');
         if (colon == std::string_view::npos) return form_error("multipart part " + std::to_string(index) + ": header line without ':'");
-        const std::string name = lower(trim(line.substr(0, colon)));
+        const std::string name = ascii_lower(trim(line.substr(0, colon)));
         const std::string_view value = trim(line.substr(colon + 1));
         if (name == "content-type") {
             part.content_type = std::string(value);
         } else if (name == "content-disposition") {
-            if (lower(trim(value.substr(0, value.find(';')))) != "form-data") {
+            if (ascii_lower(trim(value.substr(0, value.find(';')))) != "form-data") {
                 return form_error("multipart part " + std::to_string(index) + ": Content-Disposition is '" + std::string(value) +
                            "', not form-data");
             }
@@ -131,7 +128,7 @@ Result<void> read_part_headers(std::string_view block, FormPart& part, size_t in
 }  // namespace
 
 Result<std::string> multipart_boundary(std::string_view content_type) {
-    if (lower(trim(content_type.substr(0, content_type.find(';')))) != "multipart/form-data") {
+    if (ascii_lower(trim(content_type.substr(0, content_type.find(';')))) != "multipart/form-data") {
         return form_error("/upload needs multipart/form-data; the Content-Type is '" + std::string(content_type) + "'");
     }
     for (auto& [k, v] : header_params(content_type)) {
@@ -283,7 +280,7 @@ std::vector<FileDocument> file_documents(const UploadForm& form) {
             d.doc_id = form.files.size() == 1 ? form.doc_id : form.doc_id + "__" + std::to_string(i);
         }
         std::string type(trim(std::string_view(f->content_type).substr(0, f->content_type.find(';'))));
-        type = lower(type);
+        type = ascii_lower(type);
         d.content_type = type == "application/octet-stream" ? "" : type;
         out.push_back(std::move(d));
     }
