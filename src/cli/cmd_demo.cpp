@@ -42,14 +42,23 @@ Result<void> make_model(const MakeModelArgs& a) {
     auto parse = [](const std::string& name, GgmlType& out) -> Result<void> {
         auto t = ggml_type_from_name(name);
         if (!t || !ggml_type_traits(*t).supported) {
-            return Error{Errc::cli_usage, "type '" + name + "' is not one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k"};
+            return Error{Errc::cli_usage, "type '" + name + "' is not one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k (q4_k_m for --type)"};
         }
         out = *t;
         return {};
     };
-    if (auto r = parse(a.type, s.weight_type); !r) return r;
-    s.output_type = s.weight_type;
-    s.embd_type = s.weight_type;
+    if (a.type == "q4_k_m") {
+        // llama-quantize's Q4_K_M mix: Q4_K, with Q6_K for attn_v and ffn_down of the layers
+        // that get more bits and for output.weight.
+        s.weight_type = GgmlType::Q4_K;
+        s.more_bits_type = GgmlType::Q6_K;
+        s.output_type = GgmlType::Q6_K;
+        s.embd_type = GgmlType::Q4_K;
+    } else {
+        if (auto r = parse(a.type, s.weight_type); !r) return r;
+        s.output_type = s.weight_type;
+        s.embd_type = s.weight_type;
+    }
     if (!a.output_type.empty()) if (auto r = parse(a.output_type, s.output_type); !r) return r;
     if (!a.embd_type.empty()) if (auto r = parse(a.embd_type, s.embd_type); !r) return r;
     std::shared_ptr<gguf::GgufFile> vocab;
@@ -86,7 +95,7 @@ Runner add_make_model(CLI::App& app) {
     app.add_option("--arch", a->arch, "llama, qwen2, qwen3, gemma3, bert, nomic-bert or bert-rerank (bert with a classifier head)");
     app.add_option("--swa-window", a->swa_window, "gemma3: sliding window of the local layers (default 32)")->check(CLI::Range(1, 1 << 20));
     app.add_option("--swa-pattern", a->swa_pattern, "gemma3: every Nth layer is global, the others local (default 4)")->check(CLI::Range(1, 4096));
-    app.add_option("--type", a->type, "weight type of the matrices (f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k)");
+    app.add_option("--type", a->type, "weight type of the matrices (f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k, or q4_k_m: llama-quantize's Q4_K_M mix)");
     app.add_option("--output-type", a->output_type, "type of output.weight (default: --type)");
     app.add_option("--embd-type", a->embd_type, "type of token_embd.weight (default: --type)");
     app.add_option("--vocab-from", a->vocab_from, "copy the tokenizer from this GGUF (default: built-in 600-token SPM vocabulary)");

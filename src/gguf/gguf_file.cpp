@@ -320,6 +320,17 @@ Result<std::shared_ptr<GgufFile>> GgufFile::open(const std::string& path) {
     });
 }
 
+uint64_t GgufFile::release_pages(const uint8_t* data, uint64_t n_bytes) const {
+    if (!mapped_ || n_bytes == 0 || data < base_ || data + n_bytes > base_ + size_) return 0;
+    const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    // Inward to whole pages: a page shared with a neighbouring tensor stays.
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + n_bytes) / page * page;
+    if (end <= begin) return 0;
+    if (madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED) != 0) return 0;
+    return end - begin;
+}
+
 Result<std::shared_ptr<GgufFile>> GgufFile::from_bytes(std::vector<uint8_t> bytes, std::string name) {
     return catch_errors([&]() {
         std::shared_ptr<GgufFile> f(new GgufFile());

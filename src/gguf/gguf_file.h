@@ -106,6 +106,17 @@ public:
     const std::vector<TensorInfo>& tensors() const { return tensors_; }
     const TensorInfo* find_tensor(std::string_view name) const;
 
+    // Whether the bytes are a read-only mapping of the file (open) rather than owned memory
+    // (from_bytes).
+    bool is_mapped() const { return mapped_; }
+    // Drops the process's mapped pages wholly inside [data, data + n_bytes), which must lie in
+    // this file's bytes, and returns how many bytes that released. For a copy the model no
+    // longer reads (a matrix the kernels use repacked). The bytes stay valid: the mapping is a
+    // read-only MAP_SHARED view of the file, so a later read faults the page back in from the
+    // page cache or the file. Owned memory (from_bytes) is never released: MADV_DONTNEED on
+    // anonymous memory would zero it. Returns 0 then, and when the range holds no whole page.
+    uint64_t release_pages(const uint8_t* data, uint64_t n_bytes) const;
+
 private:
     GgufFile() = default;
     void parse();  // throws kvrag::Exception

@@ -32,6 +32,10 @@ public:
     bool is_encoder() const { return model::is_encoder(hp_.arch); }
     uint64_t n_params() const { return n_params_; }
     uint64_t weight_bytes() const { return weight_bytes_; }
+    // Bytes of matrices the kernels read repacked (kernels/repack.h), and how many bytes of
+    // their mapped file pages were released after packing (0 for a model from memory).
+    uint64_t packed_bytes() const { return packed_bytes_; }
+    uint64_t released_bytes() const { return released_bytes_; }
 
 private:
     std::shared_ptr<gguf::GgufFile> file_;
@@ -40,6 +44,8 @@ private:
     EncoderWeights enc_;
     uint64_t n_params_ = 0;
     uint64_t weight_bytes_ = 0;
+    uint64_t packed_bytes_ = 0;
+    uint64_t released_bytes_ = 0;
 };
 
 }  // namespace kvrag::model

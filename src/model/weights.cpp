@@ -146,14 +146,16 @@ Result<ModelWeights> bind_weights(const gguf::GgufFile& f, const ModelHParams& h
     });
 }
 
-void pack_weights(ModelWeights& w) {
-    auto pack = [](MatrixRef& m) {
+void pack_weights(ModelWeights& w, const OnPacked& on_packed) {
+    auto pack = [&](MatrixRef& m, bool rows_still_read) {
         m.packed = kernels::repack(m.type, m.data, m.row_bytes, m.n_rows, m.n_cols);
+        if (m.packed && !rows_still_read && on_packed) on_packed(m);
     };
     for (LayerWeights& l : w.layers) {
-        for (MatrixRef* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pack(*m);
+        for (MatrixRef* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pack(*m, false);
     }
-    pack(w.output);  // when tied, tok_embd keeps no packed copy: the lookup reads rows as stored
+    // When tied, tok_embd keeps no packed copy: the lookup reads the rows as stored.
+    pack(w.output, w.tied_output);
 }
 
 }  // namespace kvrag::model

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -69,8 +70,12 @@ std::string shape_string(const std::vector<int64_t>& ne);
 // "tensor 'blk.0.attn_k.weight' has shape [64, 32]; expected [64, 16]".
 Result<ModelWeights> bind_weights(const gguf::GgufFile& file, const ModelHParams& hp);
 
+// Called after a matrix got its packed copy, when nothing reads its stored rows any more (not
+// for a tied output, whose rows the embedding lookup reads): the loader releases their pages.
+using OnPacked = std::function<void(const MatrixRef&)>;
+
 // Repacks every matrix the kernels can use packed (kernels::can_repack) and sets its `packed`.
 // Costs one pass over those matrices and memory about their size; outputs do not change.
-void pack_weights(ModelWeights& w);
+void pack_weights(ModelWeights& w, const OnPacked& on_packed = nullptr);
 
 }  // namespace kvrag::model

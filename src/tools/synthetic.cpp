@@ -133,11 +133,14 @@ Result<std::vector<uint8_t>> synthetic_model_bytes(const SyntheticSpec& s) {
         if (!s.tied_output) check(add("output.weight", s.output_type, s.n_embd, n_vocab, 1.0f / std::sqrt(float(s.n_embd)), 0.0f));
         for (int il = 0; il < s.n_layer; ++il) {
             const std::string p = "blk." + std::to_string(il) + ".";
+            const int n8 = s.n_layer / 8;
+            const bool more_bits = il < n8 || il >= 7 * s.n_layer / 8 || (il - n8) % 3 == 2;
+            const GgmlType mixed_type = s.more_bits_type && more_bits ? *s.more_bits_type : s.weight_type;
             const float in_scale = 1.0f / std::sqrt(static_cast<float>(s.n_embd));
             check(add(p + "attn_norm.weight", GgmlType::F32, s.n_embd, 1, 0.1f, 1.0f));
             check(add(p + "attn_q.weight", s.weight_type, s.n_embd, n_q, in_scale, 0.0f));
             check(add(p + "attn_k.weight", s.weight_type, s.n_embd, n_kv, in_scale, 0.0f));
-            check(add(p + "attn_v.weight", s.weight_type, s.n_embd, n_kv, in_scale, 0.0f));
+            check(add(p + "attn_v.weight", mixed_type, s.n_embd, n_kv, in_scale, 0.0f));
             if (s.arch == "qwen2") {
                 check(add(p + "attn_q.bias", GgmlType::F32, n_q, 1, 0.1f, 0.0f));
                 check(add(p + "attn_k.bias", GgmlType::F32, n_kv, 1, 0.1f, 0.0f));
@@ -155,7 +158,7 @@ Result<std::vector<uint8_t>> synthetic_model_bytes(const SyntheticSpec& s) {
             check(add(p + "ffn_norm.weight", GgmlType::F32, s.n_embd, 1, 0.1f, 1.0f));
             check(add(p + "ffn_gate.weight", s.weight_type, s.n_embd, s.n_ff, in_scale, 0.0f));
             check(add(p + "ffn_up.weight", s.weight_type, s.n_embd, s.n_ff, in_scale, 0.0f));
-            check(add(p + "ffn_down.weight", s.weight_type, s.n_ff, s.n_embd, 1.0f / std::sqrt(float(s.n_ff)), 0.0f));
+            check(add(p + "ffn_down.weight", mixed_type, s.n_ff, s.n_embd, 1.0f / std::sqrt(float(s.n_ff)), 0.0f));
         }
         return w.to_bytes();
     });

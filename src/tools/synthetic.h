@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,10 @@ struct SyntheticSpec {
     GgmlType weight_type = GgmlType::F32;   // attention and FFN matrices
     GgmlType embd_type = GgmlType::F32;     // token_embd
     GgmlType output_type = GgmlType::F32;   // output.weight
+    // When set, attn_v and ffn_down of the layers llama-quantize's "_M" mixes give more bits
+    // (the first and last eighth of the layers and every third one between) take this type:
+    // Q4_K_M is weight_type Q4_K with Q6_K here (and a Q6_K output.weight).
+    std::optional<GgmlType> more_bits_type;
     bool tied_output = false;               // omit output.weight
     uint64_t seed = 0;
     const gguf::GgufFile* vocab_from = nullptr;  // copy tokenizer.* keys from here; null = built-in

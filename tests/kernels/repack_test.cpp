@@ -176,8 +176,9 @@ TEST_P(RepackTest, PackedMatmulEqualsVecDotBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(PackedTypes, RepackTest, testing::ValuesIn(kPackedTypes), type_param_name);
 
-// F16 past the kernel's blocking: rows longer than one 256-element panel and not a multiple of
-// 8 elements, more tokens than one 48-token panel, a decode-sized call; the packed product, the
+// F16 past the kernel's blocking: rows longer than one 512-element panel and not a multiple of
+// 8 elements, more rows than one 64-row block, more tokens than one 48-token block, a
+// decode-sized call, row ranges that split groups; the packed product, the
 // unpacked AVX2 matmul_rows (packs per call) and the dispatching matmul_rows all equal
 // ref::vec_dot bit for bit.
 TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
@@ -186,7 +187,7 @@ TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
     for (int64_t n_in : {7, 300, 777}) {
         const size_t row_bytes = ggml_row_size(t, n_in) + 6;
         const size_t x_row_bytes = ggml_row_size(t, n_in) + 2;
-        const int64_t n_rows = 21, n_tokens = 50;
+        const int64_t n_rows = 75, n_tokens = 50;
         std::vector<uint8_t> W(row_bytes * n_rows), X(x_row_bytes * n_tokens);
         for (int64_t r = 0; r < n_rows; ++r) {
             const auto row = weight_row(t, n_in, 5000 + static_cast<uint32_t>(r), static_cast<int>(r % 3));
@@ -206,7 +207,7 @@ TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
             for (int path = 0; path < 3; ++path) {
                 if (path == 0 && P == nullptr) continue;  // KVRAG_FORCE_SCALAR: not packed
                 std::vector<float> y(static_cast<size_t>(n_rows * tokens), std::nanf(""));
-                for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 5}, {5, 19}, {19, n_rows}}) {
+                for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 5}, {5, 69}, {69, n_rows}}) {
                     if (path == 0) matmul_packed(*P, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
                     if (path == 1) avx2::matmul_rows(t, n_in, W.data(), row_bytes, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
                     if (path == 2) matmul_rows(t, n_in, W.data(), row_bytes, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
