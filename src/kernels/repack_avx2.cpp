@@ -26,17 +26,12 @@
 #include "kernels/quant_blocks.h"
 #include "kernels/repack.h"
 #include "kernels/repack_layout.h"
+#include "kernels/simd_avx2.h"
 
 namespace kvrag::kernels::avx2 {
 namespace {
 
 constexpr int kTok = 4;  // tokens per activation group, the widest tile
-
-// An opaque use of v: the multiply that produced it cannot be fused into a later add.
-inline __m256 no_contract(__m256 v) {
-    __asm__("" : "+x"(v));
-    return v;
-}
 
 // Pins v to a register at this point. GCC otherwise reassociates the int16 sums of a block
 // (integer adds are associative) into a tree over all its maddubs results and spills them.
