@@ -97,12 +97,13 @@ void attention_one_head(const AttentionArgs& a, float* out, float* scratch) {
 
 }  // namespace
 
-size_t attention_scratch_floats(int32_t n_visible, int32_t head_dim, int32_t n_q_heads) {
+size_t attention_scratch_floats(int32_t n_visible, int32_t head_dim, int32_t n_q_heads, int32_t n_queries) {
     // Reference: scores (n_visible) + q and one row (2 x head_dim) + padding. AVX2 f16: scores
-    // (n_q_heads, n_visible) + rounded q (n_q_heads, head_dim) + a converted tile of rows
-    // (kTile, head_dim) + alignment slack; the larger of the two.
+    // (n_queries, n_q_heads, n_visible) + rounded q (n_queries, n_q_heads, head_dim) + a
+    // converted tile of rows (kTile, head_dim) + alignment slack; the larger of the two.
     const size_t ref = static_cast<size_t>(n_visible) + 3 * static_cast<size_t>(head_dim) + 64;
-    const size_t simd = static_cast<size_t>(n_q_heads) * (static_cast<size_t>(n_visible) + head_dim) + 32 * static_cast<size_t>(head_dim) + 64;
+    const size_t simd = static_cast<size_t>(n_queries) * n_q_heads * (static_cast<size_t>(n_visible) + head_dim) +
+                        32 * static_cast<size_t>(head_dim) + 64;
     return ref > simd ? ref : simd;
 }
 
@@ -120,6 +121,14 @@ void attention(const AttentionArgs& a, float* out, float* scratch) {
         avx2::attention_f16(a, out, scratch);
     } else {
         attention_ref(a, out, scratch);
+    }
+}
+
+void attention_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
+    if (qs[0].type == GgmlType::F16 && qs[0].head_dim % 8 == 0 && using_avx2()) {
+        avx2::attention_f16_multi(qs, n_queries, outs, scratch);
+    } else {
+        for (int j = 0; j < n_queries; ++j) attention(qs[j], outs[j], scratch);
     }
 }
 

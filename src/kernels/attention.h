@@ -23,8 +23,11 @@ struct AttentionArgs {
     float scale = 1.0f;                // 1 / sqrt(head_dim)
 };
 
-// Floats of scratch attention() needs.
-size_t attention_scratch_floats(int32_t n_visible, int32_t head_dim, int32_t n_q_heads);
+// Floats of scratch attention() needs; attention_multi() with n_queries queries.
+size_t attention_scratch_floats(int32_t n_visible, int32_t head_dim, int32_t n_q_heads, int32_t n_queries = 1);
+
+// Most queries attention_multi() takes at once.
+inline constexpr int kAttentionMaxQueries = 4;
 
 // out (n_q_heads, head_dim): for each query head, softmax(scale * q K^T) V over the visible
 // cells. Two passes, as the reference engine computes attention without flash attention: all
@@ -35,12 +38,19 @@ size_t attention_scratch_floats(int32_t n_visible, int32_t head_dim, int32_t n_q
 // so the result depends only on this group's inputs.
 void attention(const AttentionArgs& a, float* out, float* scratch);
 
+// attention() for n_queries (1..kAttentionMaxQueries) queries over one cell list: every field
+// of qs[j] but q and n_visible equal qs[0]'s (the same cells pointer: consecutive prompt tokens
+// of one sequence, each seeing a prefix of it). outs[j] gets exactly what attention(qs[j])
+// gives; the f16 kernel converts each cached row once for all of them.
+void attention_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
+
 // The scalar reference (one head at a time), for tests and KVRAG_FORCE_SCALAR.
 void attention_ref(const AttentionArgs& a, float* out, float* scratch);
 
 namespace avx2 {
 // f16 cells, head_dim a multiple of 8; call only when avx2_supported().
 void attention_f16(const AttentionArgs& a, float* out, float* scratch);
+void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
 }  // namespace avx2
 
 }  // namespace kvrag::kernels

@@ -1,9 +1,10 @@
 // AVX2/FMA/F16C attention over f16 cells for one GQA group (see attention.h for the contract).
 //
 // The work is blocked by tiles of kTile cells: a tile's K (then V) rows are converted to f32
-// once into scratch and then used by every query head of the group from L1, so each cached row
-// is read and converted once per group instead of once per head, and the inner loops are pure
-// FMAs. Scores: eight cells at a time, one accumulator per cell (eight independent FMA chains),
+// once into scratch and then used by every query head of the group from L1, and by every query
+// of the call (attention_f16_multi: consecutive prompt tokens of one sequence), so each cached
+// row is read and converted once per group and query block instead of once per head and token,
+// and the inner loops are pure FMAs. Scores: eight cells at a time, one accumulator per cell (eight independent FMA chains),
 // reduced to eight scores with a transpose-style hadd. P V: each head keeps up to 64 output
 // floats in registers across the tile's cells. Both reductions run over cells in position order
 // and tiles start at fixed positions (0, kTile, ...), so a token's result never depends on the
@@ -125,39 +126,52 @@ void softmax8(float* x, int32_t n) {
 
 }  // namespace
 
-void attention_f16(const AttentionArgs& a, float* out, float* scratch) {
-    const int32_t hd = a.head_dim, nq = a.n_q_heads, nv = a.n_visible;
-    // scratch: scores (nq, nv) | q rounded to f16 (nq, hd) | tile (kTile, hd), 32-byte aligned
+void attention_f16(const AttentionArgs& a, float* out, float* scratch) { attention_f16_multi(&a, 1, &out, scratch); }
+
+void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
+    const AttentionArgs& a = qs[0];  // k, v, row_bytes, head_offset, cells, head_dim, n_q_heads, scale: shared
+    const int32_t hd = a.head_dim, nq = a.n_q_heads;
+    int32_t nv_max = 0;
+    for (int j = 0; j < n_queries; ++j) nv_max = qs[j].n_visible > nv_max ? qs[j].n_visible : nv_max;
+    // scratch: scores (n_queries, nq, nv_max) | q rounded to f16 (n_queries, nq, hd) | tile (kTile, hd), 32-byte aligned
+    const size_t scores_per_query = static_cast<size_t>(nq) * nv_max;
     float* scores = scratch;
-    float* qr = scores + static_cast<size_t>(nq) * nv;
-    float* tile = qr + static_cast<size_t>(nq) * hd;
+    float* qr = scores + scores_per_query * n_queries;
+    float* tile = qr + static_cast<size_t>(n_queries) * nq * hd;
     tile = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(tile) + 31) & ~static_cast<uintptr_t>(31));
 
-    for (int32_t i = 0; i < nq * hd; i += 8) _mm256_storeu_ps(qr + i, round_f16(_mm256_loadu_ps(a.q + i)));
+    for (int j = 0; j < n_queries; ++j) {
+        float* qj = qr + static_cast<size_t>(j) * nq * hd;
+        for (int32_t i = 0; i < nq * hd; i += 8) _mm256_storeu_ps(qj + i, round_f16(_mm256_loadu_ps(qs[j].q + i)));
+    }
 
-    // 1. scores = scale * q K^T, eight cells per step.
+    // 1. scores = scale * q K^T, eight cells per step; each tile converted once for every query.
     const __m256 scale = _mm256_set1_ps(a.scale);
-    for (int32_t c0 = 0; c0 < nv; c0 += kTile) {
-        const int32_t n = nv - c0 < kTile ? nv - c0 : kTile;
-        load_tile(a, a.k, c0, n, tile);
-        for (int32_t g = 0; g < nq; ++g) {
-            const float* q = qr + static_cast<size_t>(g) * hd;
-            float* s = scores + static_cast<size_t>(g) * nv + c0;
-            for (int32_t i = 0; i < n; i += 8) {
-                const float* k = tile + static_cast<size_t>(i) * hd;
-                __m256 acc[8];
-                for (auto& x : acc) x = _mm256_setzero_ps();
-                for (int32_t d = 0; d < hd; d += 8) {
-                    const __m256 qv = _mm256_loadu_ps(q + d);
-                    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, _mm256_load_ps(k + static_cast<size_t>(j) * hd + d), acc[j]);
-                }
-                const __m256 r = _mm256_mul_ps(reduce8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]), scale);
-                if (n - i >= 8) {
-                    _mm256_storeu_ps(s + i, r);
-                } else {
-                    alignas(32) float tmp[8];
-                    _mm256_store_ps(tmp, r);
-                    std::memcpy(s + i, tmp, static_cast<size_t>(n - i) * sizeof(float));
+    for (int32_t c0 = 0; c0 < nv_max; c0 += kTile) {
+        load_tile(a, a.k, c0, nv_max - c0 < kTile ? nv_max - c0 : kTile, tile);
+        for (int j = 0; j < n_queries; ++j) {
+            const int32_t nv = qs[j].n_visible;
+            if (c0 >= nv) continue;
+            const int32_t n = nv - c0 < kTile ? nv - c0 : kTile;
+            for (int32_t g = 0; g < nq; ++g) {
+                const float* q = qr + (static_cast<size_t>(j) * nq + g) * hd;
+                float* s = scores + scores_per_query * j + static_cast<size_t>(g) * nv + c0;
+                for (int32_t i = 0; i < n; i += 8) {
+                    const float* k = tile + static_cast<size_t>(i) * hd;
+                    __m256 acc[8];
+                    for (auto& x : acc) x = _mm256_setzero_ps();
+                    for (int32_t d = 0; d < hd; d += 8) {
+                        const __m256 qv = _mm256_loadu_ps(q + d);
+                        for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(qv, _mm256_load_ps(k + static_cast<size_t>(c) * hd + d), acc[c]);
+                    }
+                    const __m256 r = _mm256_mul_ps(reduce8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]), scale);
+                    if (n - i >= 8) {
+                        _mm256_storeu_ps(s + i, r);
+                    } else {
+                        alignas(32) float tmp[8];
+                        _mm256_store_ps(tmp, r);
+                        std::memcpy(s + i, tmp, static_cast<size_t>(n - i) * sizeof(float));
+                    }
                 }
             }
         }
@@ -165,34 +179,41 @@ void attention_f16(const AttentionArgs& a, float* out, float* scratch) {
 
     // 2. Softmax per head (the exact two-pass one; exponentials eight at a time), then the
     // probabilities rounded to f16 once, not once per output block that uses them.
-    for (int32_t g = 0; g < nq; ++g) {
-        float* p = scores + static_cast<size_t>(g) * nv;
-        softmax8(p, nv);
-        int32_t i = 0;
-        for (; i + 8 <= nv; i += 8) _mm256_storeu_ps(p + i, round_f16(_mm256_loadu_ps(p + i)));
-        for (; i < nv; ++i) p[i] = round_f16(p[i]);
+    for (int j = 0; j < n_queries; ++j) {
+        const int32_t nv = qs[j].n_visible;
+        for (int32_t g = 0; g < nq; ++g) {
+            float* p = scores + scores_per_query * j + static_cast<size_t>(g) * nv;
+            softmax8(p, nv);
+            int32_t i = 0;
+            for (; i + 8 <= nv; i += 8) _mm256_storeu_ps(p + i, round_f16(_mm256_loadu_ps(p + i)));
+            for (; i < nv; ++i) p[i] = round_f16(p[i]);
+        }
+        std::memset(outs[j], 0, static_cast<size_t>(nq) * hd * sizeof(float));
     }
 
     // 3. out = P V; up to 64 output floats per head in registers.
-    std::memset(out, 0, static_cast<size_t>(nq) * hd * sizeof(float));
-    for (int32_t c0 = 0; c0 < nv; c0 += kTile) {
-        const int32_t n = nv - c0 < kTile ? nv - c0 : kTile;
-        load_tile(a, a.v, c0, n, tile);
-        for (int32_t g = 0; g < nq; ++g) {
-            const float* p = scores + static_cast<size_t>(g) * nv + c0;
-            float* o = out + static_cast<size_t>(g) * hd;
-            for (int32_t d0 = 0; d0 < hd; d0 += 8 * kDBlock) {
-                const int32_t nb = (hd - d0) / 8 < kDBlock ? (hd - d0) / 8 : kDBlock;
-                const float* t = tile + d0;
-                switch (nb) {
-                    case 1: accumulate_pv<1>(p, t, hd, n, o + d0); break;
-                    case 2: accumulate_pv<2>(p, t, hd, n, o + d0); break;
-                    case 3: accumulate_pv<3>(p, t, hd, n, o + d0); break;
-                    case 4: accumulate_pv<4>(p, t, hd, n, o + d0); break;
-                    case 5: accumulate_pv<5>(p, t, hd, n, o + d0); break;
-                    case 6: accumulate_pv<6>(p, t, hd, n, o + d0); break;
-                    case 7: accumulate_pv<7>(p, t, hd, n, o + d0); break;
-                    default: accumulate_pv<8>(p, t, hd, n, o + d0); break;
+    for (int32_t c0 = 0; c0 < nv_max; c0 += kTile) {
+        load_tile(a, a.v, c0, nv_max - c0 < kTile ? nv_max - c0 : kTile, tile);
+        for (int j = 0; j < n_queries; ++j) {
+            const int32_t nv = qs[j].n_visible;
+            if (c0 >= nv) continue;
+            const int32_t n = nv - c0 < kTile ? nv - c0 : kTile;
+            for (int32_t g = 0; g < nq; ++g) {
+                const float* p = scores + scores_per_query * j + static_cast<size_t>(g) * nv + c0;
+                float* o = outs[j] + static_cast<size_t>(g) * hd;
+                for (int32_t d0 = 0; d0 < hd; d0 += 8 * kDBlock) {
+                    const int32_t nb = (hd - d0) / 8 < kDBlock ? (hd - d0) / 8 : kDBlock;
+                    const float* t = tile + d0;
+                    switch (nb) {
+                        case 1: accumulate_pv<1>(p, t, hd, n, o + d0); break;
+                        case 2: accumulate_pv<2>(p, t, hd, n, o + d0); break;
+                        case 3: accumulate_pv<3>(p, t, hd, n, o + d0); break;
+                        case 4: accumulate_pv<4>(p, t, hd, n, o + d0); break;
+                        case 5: accumulate_pv<5>(p, t, hd, n, o + d0); break;
+                        case 6: accumulate_pv<6>(p, t, hd, n, o + d0); break;
+                        case 7: accumulate_pv<7>(p, t, hd, n, o + d0); break;
+                        default: accumulate_pv<8>(p, t, hd, n, o + d0); break;
+                    }
                 }
             }
         }

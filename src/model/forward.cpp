@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "kernels/attention.h"
 #include "kernels/ops.h"
@@ -36,7 +37,9 @@ void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads)
         cap_visible_ = std::max(cap_visible_, max_visible);
         cap_threads_ = std::max(cap_threads_, n_threads);
         const int32_t group = hp_.n_head / hp_.n_head_kv;
-        att_scratch_.assign(static_cast<size_t>(cap_threads_) * kernels::attention_scratch_floats(cap_visible_, hp_.head_dim, group), 0.0f);
+        att_scratch_.assign(static_cast<size_t>(cap_threads_) *
+                                kernels::attention_scratch_floats(cap_visible_, hp_.head_dim, group, kernels::kAttentionMaxQueries),
+                            0.0f);
     }
 }
 
@@ -106,35 +109,58 @@ void ForwardPass::rotate_qk(int64_t n, int il) {
 
 void ForwardPass::attention(std::span<const BatchToken> batch, const KvLayerRef& kv, bool local, bool local_cells, ThreadPool& pool) {
     const int32_t hd = hp_.head_dim, n_head_kv = hp_.n_head_kv, group = hp_.n_head / hp_.n_head_kv;
-    const int64_t n_items = static_cast<int64_t>(batch.size()) * n_head_kv;  // (token, kv head) pairs
-    const size_t per_thread = kernels::attention_scratch_floats(cap_visible_, hd, group);
+    const size_t per_thread = kernels::attention_scratch_floats(cap_visible_, hd, group, kernels::kAttentionMaxQueries);
     const size_t head_bytes = ggml_row_size(kv.type, hd);
+    // The cells token t attends over: its visible list, for a local (sliding-window) layer only
+    // the last n_swa of them.
+    auto cells_of = [&](int64_t t) {
+        const int32_t* cells = local_cells ? batch[t].local_visible : batch[t].visible;
+        int32_t n = local_cells ? batch[t].n_local_visible : batch[t].n_visible;
+        if (local && n > hp_.n_swa) {
+            // Positions (pos - n_swa, pos]: the last n_swa of the consecutive visible cells.
+            cells += n - hp_.n_swa;
+            n = hp_.n_swa;
+        }
+        return std::pair<const int32_t*, int32_t>{cells, n};
+    };
+    // Blocks of up to kAttentionMaxQueries consecutive tokens over the same cell list (a prompt's
+    // tokens in one sequence): attention_multi converts each cached row once for the block.
+    blocks_.clear();
+    for (int64_t t = 0; t < static_cast<int64_t>(batch.size());) {
+        int64_t end = t + 1;
+        while (end < static_cast<int64_t>(batch.size()) && end - t < kernels::kAttentionMaxQueries &&
+               cells_of(end).first == cells_of(t).first) {
+            ++end;
+        }
+        blocks_.emplace_back(t, end);
+        t = end;
+    }
+    const int64_t n_items = static_cast<int64_t>(blocks_.size()) * n_head_kv;  // (block, kv head) pairs
     pool.run([&](int ith, int nth) {
         float* scratch = att_scratch_.data() + ith * per_thread;
-        // Round-robin over (token, kv head): under the causal mask later tokens see more cells,
+        // Round-robin over (block, kv head): under the causal mask later tokens see more cells,
         // and contiguous ranges would give the last thread most of the work. Which thread runs
-        // an item never changes its result.
+        // an item, and which block a token is in, never changes its result.
         for (int64_t j = ith; j < n_items; j += nth) {
-            const int64_t t = j / n_head_kv;
+            const auto [t0, t1] = blocks_[static_cast<size_t>(j / n_head_kv)];
             const int32_t hk = static_cast<int32_t>(j % n_head_kv);
-            kernels::AttentionArgs a;
-            a.q = &q_[t * hp_.n_embd_q() + static_cast<int64_t>(hk) * group * hd];
-            a.k = kv.k;
-            a.v = kv.v;
-            a.row_bytes = kv.row_bytes;
-            a.head_offset = static_cast<size_t>(hk) * head_bytes;
-            a.type = kv.type;
-            a.cells = local_cells ? batch[t].local_visible : batch[t].visible;
-            a.n_visible = local_cells ? batch[t].n_local_visible : batch[t].n_visible;
-            if (local && a.n_visible > hp_.n_swa) {
-                // Positions (pos - n_swa, pos]: the last n_swa of the consecutive visible cells.
-                a.cells += a.n_visible - hp_.n_swa;
-                a.n_visible = hp_.n_swa;
+            kernels::AttentionArgs args[kernels::kAttentionMaxQueries];
+            float* outs[kernels::kAttentionMaxQueries];
+            for (int64_t t = t0; t < t1; ++t) {
+                kernels::AttentionArgs& a = args[t - t0];
+                a.q = &q_[t * hp_.n_embd_q() + static_cast<int64_t>(hk) * group * hd];
+                a.k = kv.k;
+                a.v = kv.v;
+                a.row_bytes = kv.row_bytes;
+                a.head_offset = static_cast<size_t>(hk) * head_bytes;
+                a.type = kv.type;
+                std::tie(a.cells, a.n_visible) = cells_of(t);
+                a.head_dim = hd;
+                a.n_q_heads = group;
+                a.scale = hp_.q_prescale > 0.0f ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd));
+                outs[t - t0] = &attn_[t * hp_.n_embd_q() + static_cast<int64_t>(hk) * group * hd];
             }
-            a.head_dim = hd;
-            a.n_q_heads = group;
-            a.scale = hp_.q_prescale > 0.0f ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd));
-            kernels::attention(a, &attn_[t * hp_.n_embd_q() + static_cast<int64_t>(hk) * group * hd], scratch);
+            kernels::attention_multi(args, static_cast<int>(t1 - t0), outs, scratch);
         }
     });
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -80,6 +81,7 @@ private:
     std::vector<float> rope_;   // (n, n_rot / 2, 2) cos/sin per token (global layers)
     std::vector<float> rope_swa_;  // (n, n_rot / 2, 2) the same for local (sliding-window) layers
     std::vector<float> att_scratch_;  // per thread: scores (max_visible) + q/row buffers
+    std::vector<std::pair<int64_t, int64_t>> blocks_;  // attention's token blocks [t0, t1)
     std::vector<float> out_rows_;     // (n_out, n_embd) final-normed rows that want logits
 };
 

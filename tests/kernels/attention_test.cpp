@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -153,6 +154,48 @@ TEST(Attention, ResultDoesNotDependOnScratchOrRepetition) {
         AttentionArgs one = args_for(p, cells, qg, 0, 1);
         attention(one, og.data(), s1.data());
         for (int d = 0; d < 64; ++d) EXPECT_EQ(og[d], o1[static_cast<size_t>(g) * 64 + d]) << g << " " << d;
+    }
+}
+
+// Several queries over one cell list (a prompt's consecutive tokens) give each exactly what a
+// call of its own gives: any number of queries, n_visible differing between them (a prefix of
+// the list each, inside and across tiles and 8-cell steps), GQA groups, scattered cells, and
+// a scratch left dirty by the previous call.
+TEST(Attention, MultiQueryEqualsOneQueryAtATime) {
+    std::mt19937 rng(99);
+    const Plane p = make_plane(300, 64, 2, rng);
+    std::vector<int32_t> cells(300);
+    std::iota(cells.begin(), cells.end(), 0);
+    std::shuffle(cells.begin(), cells.end(), rng);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int32_t group = 4;
+    const std::vector<std::vector<int32_t>> visible_sets = {{1}, {7, 8, 9, 33}, {31, 32, 33}, {64, 200}, {299, 300, 5, 100}};
+    std::vector<float> scratch(attention_scratch_floats(300, 64, group, kAttentionMaxQueries), 7.0f);
+    for (const auto& visible : visible_sets) {
+        for (int32_t kv_head = 0; kv_head < 2; ++kv_head) {
+            const int n = static_cast<int>(visible.size());
+            std::vector<std::vector<float>> q(n, std::vector<float>(static_cast<size_t>(group) * 64));
+            for (auto& qj : q)
+                for (float& x : qj) x = nd(rng);
+            std::vector<AttentionArgs> args;
+            std::vector<std::vector<float>> got(n, std::vector<float>(static_cast<size_t>(group) * 64, NAN));
+            std::vector<float*> outs;
+            for (int j = 0; j < n; ++j) {
+                AttentionArgs a = args_for(p, cells, q[j], kv_head, group);
+                a.n_visible = visible[j];
+                args.push_back(a);
+                outs.push_back(got[j].data());
+            }
+            attention_multi(args.data(), n, outs.data(), scratch.data());
+            for (int j = 0; j < n; ++j) {
+                std::vector<float> want(static_cast<size_t>(group) * 64), own(attention_scratch_floats(300, 64, group));
+                attention(args[j], want.data(), own.data());
+                for (size_t i = 0; i < want.size(); ++i) {
+                    ASSERT_EQ(std::bit_cast<uint32_t>(got[j][i]), std::bit_cast<uint32_t>(want[i]))
+                        << "query " << j << " of " << n << ", n_visible " << visible[j] << ", kv head " << kv_head << ", element " << i;
+                }
+            }
+        }
     }
 }
 
