@@ -154,7 +154,10 @@ Result<std::vector<std::pair<int64_t, double>>> PostgresStore::lexical(const std
     // chunk matching any term is a match. BM25's idea carried over: each matched term adds
     // idf(term) * ts_rank_cd(chunk, term), ts_rank_cd normalised by log(chunk length), so a
     // rare term outweighs a common one. The document frequencies are counted over every
-    // chunk, as FTS5's are over its whole table.
+    // chunk, as FTS5's are over its whole table. MATERIALIZED: each CTE runs once; inlined,
+    // the planner (misled by row estimates of 1 before ANALYZE) recounted the idf and the
+    // chunk total for every matching chunk: 800 ms instead of milliseconds for two common
+    // words over 600 chunks (EXPLAIN ANALYZE, docs/scale.md).
     std::vector<std::string> terms;
     for (const auto& t : parse_query_terms(query)) terms.push_back(t.text);
     if (terms.empty() || n_max <= 0) return out;
@@ -163,8 +166,8 @@ Result<std::vector<std::pair<int64_t, double>>> PostgresStore::lexical(const std
     pg::Connection& db = **lease;
     auto s = db.exec(
         "WITH terms AS (SELECT phraseto_tsquery('simple', t) AS q FROM unnest($2::text[]) AS t),"
-        " n AS (SELECT greatest(coalesce(sum(n_chunks), 0), 1)::float8 AS total FROM documents WHERE state = 'ready'),"
-        " weighted AS (SELECT terms.q, ln(1 + (n.total - x.df + 0.5) / (x.df + 0.5)) AS idf FROM terms CROSS JOIN n,"
+        " n AS MATERIALIZED (SELECT greatest(coalesce(sum(n_chunks), 0), 1)::float8 AS total FROM documents WHERE state = 'ready'),"
+        " weighted AS MATERIALIZED (SELECT terms.q, ln(1 + (n.total - x.df + 0.5) / (x.df + 0.5)) AS idf FROM terms CROSS JOIN n,"
         "   LATERAL (SELECT count(*)::float8 AS df FROM chunks c WHERE c.tsv @@ terms.q) x WHERE numnode(terms.q) > 0)"
         " SELECT c.id, -sum(w.idf * ts_rank_cd(c.tsv, w.q, 1)) AS score"
         " FROM weighted w JOIN chunks c ON c.tsv @@ w.q JOIN documents d ON d.id = c.doc"
