@@ -55,6 +55,7 @@ enum class Errc : int {
     memory_model_mismatch = 6004, // the index was embedded by another model / dimension
     memory_not_found = 6005,      // no such index, document or conversation
     memory_bad_input = 6006,      // bad id, tags, parameters; a question that cannot fit
+    memory_unavailable = 6007,    // the store's server cannot be reached now (restarting, down): retry later
     // 7xxx: model binding
     model_unsupported_arch = 7001,
     model_missing_tensor = 7002,

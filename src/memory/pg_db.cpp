@@ -1,5 +1,6 @@
 #include "memory/pg_db.h"
 
+#include <poll.h>
 #include <postgresql/libpq-fe.h>
 
 #include <cstdlib>
@@ -176,15 +177,58 @@ std::string int_array(const std::vector<int64_t>& values) {
     return out + "}";
 }
 
+std::optional<std::string> take_uri_option(std::string& uri, const std::string& key) {
+    const size_t q = uri.find('?');
+    if (q == std::string::npos) return std::nullopt;
+    std::optional<std::string> value;
+    std::string kept;
+    size_t pos = q + 1;
+    while (pos <= uri.size()) {
+        size_t end = uri.find('&', pos);
+        if (end == std::string::npos) end = uri.size();
+        const std::string item = uri.substr(pos, end - pos);
+        if (item.rfind(key + "=", 0) == 0) {
+            value = item.substr(key.size() + 1);
+        } else if (!item.empty()) {
+            kept += (kept.empty() ? "" : "&") + item;
+        }
+        pos = end + 1;
+    }
+    if (value) uri = uri.substr(0, q) + (kept.empty() ? "" : "?" + kept);
+    return value;
+}
+
 bool is_postgres_uri(const std::string& spec) { return spec.rfind("postgresql://", 0) == 0 || spec.rfind("postgres://", 0) == 0; }
 
 std::string Connection::safe_uri() const { return mask_password(uri_); }
 
+namespace {
+
+// SQLSTATEs that mean "the server is going away or not there", not "this statement is wrong":
+// class 08 (connection exception) and 57P01-57P03 (admin shutdown, crash shutdown, cannot
+// connect now). A statement that fails so may succeed on a later try.
+bool unavailable_state(const char* sqlstate) {
+    if (!sqlstate) return false;
+    const std::string st(sqlstate);
+    return st.rfind("08", 0) == 0 || st == "57P01" || st == "57P02" || st == "57P03";
+}
+
+void trim_newlines(std::string& msg) {
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+}
+
+constexpr const char* kSessionSetup = "SET bytea_output = 'hex'; SET client_encoding = 'UTF8'";
+
+}  // namespace
+
 Error Connection::error(const std::string& what) const {
     std::string msg = c_ ? PQerrorMessage(c_) : "out of memory";
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-    if (c_ && PQstatus(c_) != CONNECTION_OK && what.find("is the PostgreSQL server running") == std::string::npos) {
-        msg += "; is the PostgreSQL server running? (the next call reconnects)";
+    trim_newlines(msg);
+    if (!c_ || PQstatus(c_) != CONNECTION_OK) {
+        if (what.find("is the PostgreSQL server running") == std::string::npos) {
+            msg += "; is the PostgreSQL server running? (the next call reconnects)";
+        }
+        return Error{Errc::memory_unavailable, what + ": " + msg};
     }
     return Error{Errc::memory_store, what + ": " + msg};
 }
@@ -192,13 +236,16 @@ Error Connection::error(const std::string& what) const {
 Result<std::unique_ptr<Connection>> Connection::open(const std::string& uri) {
     std::unique_ptr<Connection> c(new Connection());
     c->uri_ = uri;
-    c->c_ = PQconnectdb(uri.c_str());
+    // connect_timeout first: the URI's own (expanded from dbname, later in the list) wins.
+    const char* keys[] = {"connect_timeout", "dbname", nullptr};
+    const char* values[] = {kConnectTimeoutS, uri.c_str(), nullptr};
+    c->c_ = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
     if (!c->c_ || PQstatus(c->c_) != CONNECTION_OK) {
         return c->error("cannot connect to " + c->safe_uri() + " (is the PostgreSQL server running, and the URI right?)");
     }
     // Notices (e.g. "relation already exists, skipping") are not errors; keep stderr quiet.
     PQsetNoticeProcessor(c->c_, [](void*, const char*) {}, nullptr);
-    if (auto r = c->exec_script("SET bytea_output = 'hex'; SET client_encoding = 'UTF8'"); !r) return r.error();
+    if (auto r = c->exec_script(kSessionSetup); !r) return r.error();
     return c;
 }
 
@@ -207,13 +254,22 @@ Connection::~Connection() {
 }
 
 Result<void> Connection::ensure_open() {
+    // Idle, nothing should arrive; anything readable is the server's goodbye (a FATAL
+    // "terminating connection" message, then end of file). Reading it lets libpq see the
+    // connection is gone (the second read meets the end of file) before a statement is sent.
+    for (int i = 0; i < 4 && !in_tx_ && PQstatus(c_) == CONNECTION_OK; ++i) {
+        pollfd pfd{PQsocket(c_), POLLIN, 0};
+        if (pfd.fd < 0 || poll(&pfd, 1, 0) <= 0) break;
+        if (!PQconsumeInput(c_)) break;
+    }
     if (PQstatus(c_) == CONNECTION_OK) return {};
     in_tx_ = false;
     PQreset(c_);
+    ++n_resets_;
     if (PQstatus(c_) != CONNECTION_OK) {
         return error("lost the connection to " + safe_uri() + " and cannot reconnect (is the PostgreSQL server running?)");
     }
-    return exec_script("SET bytea_output = 'hex'; SET client_encoding = 'UTF8'");
+    return exec_script(kSessionSetup);
 }
 
 Result<Rows> Connection::exec(const char* sql, const Params& params, bool binary_results) {
@@ -225,12 +281,13 @@ Result<Rows> Connection::exec(const char* sql, const Params& params, bool binary
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         std::string msg = r ? PQresultErrorMessage(r) : "";
         if (msg.empty()) msg = PQerrorMessage(c_);
+        const bool gone = PQstatus(c_) != CONNECTION_OK || (r && unavailable_state(PQresultErrorField(r, PG_DIAG_SQLSTATE)));
         if (r) PQclear(r);
-        while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+        trim_newlines(msg);
         std::string head(sql, std::min<size_t>(std::strlen(sql), 60));
-        if (PQstatus(c_) != CONNECTION_OK) {
-            return Error{Errc::memory_store, "lost the connection to " + safe_uri() + ": " + msg +
-                                                 "; is the PostgreSQL server running? (the next call reconnects)"};
+        if (gone) {
+            return Error{Errc::memory_unavailable, "lost the connection to " + safe_uri() + ": " + msg +
+                                                       "; is the PostgreSQL server running? (the next call reconnects)"};
         }
         return Error{Errc::memory_store, "PostgreSQL store " + safe_uri() + ": " + msg + " (in: " + head + "...)"};
     }
@@ -243,6 +300,71 @@ Result<void> Connection::exec_script(const char* sql) {
     if (r) PQclear(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return error("PostgreSQL store " + safe_uri());
     return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pool
+
+Result<std::unique_ptr<Pool>> Pool::open(const std::string& uri, int32_t n_max, std::chrono::milliseconds wait) {
+    if (n_max < 1) {
+        return Error{Errc::memory_bad_input, "PostgreSQL store: a pool of " + std::to_string(n_max) + " connections (at least 1)"};
+    }
+    std::unique_ptr<Pool> p(new Pool());
+    p->uri_ = uri;
+    p->n_max_ = n_max;
+    p->wait_ = wait;
+    auto c = Connection::open(uri);
+    if (!c) return c.error();
+    p->idle_.push_back(std::move(*c));
+    p->n_open_ = 1;
+    return p;
+}
+
+Pool::Lease::~Lease() {
+    if (c_) pool_->give_back(std::move(c_));
+}
+
+void Pool::give_back(std::unique_ptr<Connection> c) {
+    {
+        std::lock_guard lk(mu_);
+        idle_.push_back(std::move(c));
+    }
+    cv_.notify_one();
+}
+
+int32_t Pool::n_open() const {
+    std::lock_guard lk(mu_);
+    return n_open_;
+}
+
+Result<Pool::Lease> Pool::acquire() {
+    std::unique_lock lk(mu_);
+    if (idle_.empty() && n_open_ >= n_max_) {
+        if (!cv_.wait_for(lk, wait_, [&] { return !idle_.empty() || n_open_ < n_max_; })) {
+            return Error{Errc::memory_unavailable, "all " + std::to_string(n_max_) + " connections to " + mask_password(uri_) +
+                                                       " stayed busy for " + std::to_string(wait_.count()) +
+                                                       " ms; the PostgreSQL server is slow or stuck: retry later"};
+        }
+    }
+    if (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        return Lease(this, std::move(c));
+    }
+    // Open one more, outside the lock (a connection takes milliseconds, or up to the
+    // connect timeout when the server is away); the slot is reserved meanwhile.
+    ++n_open_;
+    lk.unlock();
+    auto c = Connection::open(uri_);
+    if (!c) {
+        {
+            std::lock_guard relock(mu_);
+            --n_open_;
+        }
+        cv_.notify_one();
+        return c.error();
+    }
+    return Lease(this, std::move(*c));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,15 +1,23 @@
 // Thin RAII wrappers over libpq (PostgreSQL's C API), for the PostgreSQL memory store: a
-// connection that reconnects when the server went away, a result that clears itself, query
-// parameters that always travel apart from the SQL text (PQexecParams: user data is never
-// spliced into a statement), and a transaction that rolls back unless committed.
+// connection that reconnects when the server went away, a small pool of them, a result that
+// clears itself, query parameters that always travel apart from the SQL text (PQexecParams:
+// user data is never spliced into a statement), and a transaction that rolls back unless
+// committed.
 //
-// Errors are Errc::memory_store and carry what failed, libpq's message and what to do.
-// None of these take a lock: PostgresStore serialises every use of a connection.
+// Errors carry what failed, libpq's message and what to do. Two codes: memory_unavailable
+// (E6007) when the server cannot be reached now (stopped, restarting, a connection cut): the
+// caller may retry later, and the HTTP layer answers 503 with Retry-After; memory_store (E6001)
+// for everything else (a statement the server refused).
+// A Connection takes no lock: one thread uses it at a time (Pool hands each out to one caller).
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,17 +92,25 @@ private:
 
 class Connection {
 public:
-    // Connects with a libpq URI (postgresql://user@host:port/db?...). Error memory_store
-    // naming the URI (without its password) and libpq's message.
+    // Connects with a libpq URI (postgresql://user@host:port/db?...), waiting at most
+    // kConnectTimeoutS for the server unless the URI sets connect_timeout. Error
+    // memory_unavailable naming the URI (without its password) and libpq's message.
     static Result<std::unique_ptr<Connection>> open(const std::string& uri);
+    static constexpr const char* kConnectTimeoutS = "5";
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
 
-    // Reconnects when the connection was lost (the server restarted); memory_store when the
-    // server is still away. Called by exec before each statement outside a transaction.
+    // Reconnects when the connection was lost (the server restarted); memory_unavailable when
+    // the server is still away. Called by exec before each statement outside a transaction and
+    // by Transaction::begin. A server that restarted while this connection sat idle closed it
+    // without libpq noticing; what the server sent meanwhile is read here first (without
+    // blocking), so the first statement after a restart goes out on a fresh connection
+    // instead of failing on the dead one.
     Result<void> ensure_open();
-    // One statement with parameters. Error memory_store: "<what>: <server message>".
+    // One statement with parameters. Error memory_store: "<what>: <server message>";
+    // memory_unavailable when the connection broke or the server is shutting down (the
+    // statement's effect is then unknown: it is never retried here).
     // binary_results: every column comes back in PostgreSQL's binary format (read with
     // Rows::data / binary_i64): bulk bytea without the hex text's doubling.
     Result<Rows> exec(const char* sql, const Params& params = {}, bool binary_results = false);
@@ -106,6 +122,8 @@ public:
     // The URI with any password replaced by ***, for messages.
     std::string safe_uri() const;
     bool in_transaction() const { return in_tx_; }
+    // How many times ensure_open reconnected: session state (LISTEN) is gone after each.
+    uint64_t n_resets() const { return n_resets_; }
 
 private:
     friend class Transaction;
@@ -115,6 +133,52 @@ private:
     pg_conn* c_ = nullptr;
     std::string uri_;
     bool in_tx_ = false;
+    uint64_t n_resets_ = 0;
+};
+
+// At most n_max connections to one server, opened on demand and kept; each caller holds one
+// for a few statements (or one transaction) and gives it back. A replica's concurrent requests
+// then run side by side instead of queueing on one connection. Thread-safe.
+class Pool {
+public:
+    // One connection is opened at once (so a wrong URI fails here); errors as Connection::open.
+    // wait: how long acquire() waits for a busy pool before giving up.
+    static Result<std::unique_ptr<Pool>> open(const std::string& uri, int32_t n_max,
+                                              std::chrono::milliseconds wait = std::chrono::seconds(30));
+
+    // A connection held by one caller; back to the pool when destroyed.
+    class Lease {
+    public:
+        Lease(Pool* pool, std::unique_ptr<Connection> c) : pool_(pool), c_(std::move(c)) {}
+        Lease(Lease&& o) noexcept = default;
+        Lease& operator=(Lease&&) = delete;
+        ~Lease();
+        Connection& operator*() { return *c_; }
+        Connection* operator->() { return c_.get(); }
+
+    private:
+        Pool* pool_;
+        std::unique_ptr<Connection> c_;
+    };
+
+    // An idle connection, else a new one while fewer than n_max are open, else waits for one.
+    // Errors: memory_unavailable when a new connection fails (the server is away) or none came
+    // free within `wait` (the message has the numbers).
+    Result<Lease> acquire();
+    int32_t n_open() const;
+    int32_t n_max() const { return n_max_; }
+
+private:
+    Pool() = default;
+    void give_back(std::unique_ptr<Connection> c);
+
+    std::string uri_;
+    int32_t n_max_ = 1;
+    std::chrono::milliseconds wait_{30000};
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<std::unique_ptr<Connection>> idle_;
+    int32_t n_open_ = 0;  // idle ones plus those lent out
 };
 
 // BEGIN ... COMMIT; rolls back unless commit() was called, so every early return is safe.
@@ -140,6 +204,10 @@ std::string mask_password(const std::string& uri);
 // parameter data (array_in parses them), every element double-quoted with \ and " escaped.
 std::string text_array(const std::vector<std::string>& values);
 std::string int_array(const std::vector<int64_t>& values);
+
+// Removes the query parameter `key` (key=value) from a libpq URI and returns its value, or
+// nullopt when absent: for kvrag's own options in the URI, which libpq would refuse.
+std::optional<std::string> take_uri_option(std::string& uri, const std::string& key);
 
 // True when spec names a PostgreSQL store (postgresql:// or postgres://).
 bool is_postgres_uri(const std::string& spec);

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <random>
 
@@ -128,19 +129,35 @@ int32_t PostgresStore::schema_version() { return kNumMigrations; }
 // ---------------------------------------------------------------------------------------------
 // Opening
 
-Result<std::unique_ptr<Store>> PostgresStore::open(const std::string& uri, OpenMode mode, const PostgresOptions& options) {
+Result<std::unique_ptr<Store>> PostgresStore::open(const std::string& uri_in, OpenMode mode, const PostgresOptions& options_in) {
     std::unique_ptr<PostgresStore> st(new PostgresStore());
+    std::string uri = uri_in;
+    PostgresOptions options = options_in;
+    // kvrag's own URI option: the pool's size (libpq would refuse the unknown parameter).
+    if (auto pool = pg::take_uri_option(uri, "kvrag_pool")) {
+        char* end = nullptr;
+        const long n = std::strtol(pool->c_str(), &end, 10);
+        if (pool->empty() || *end != '\0' || n < 1 || n > 64) {
+            return Error{Errc::memory_bad_input, "PostgreSQL store " + pg::mask_password(uri_in) + ": kvrag_pool='" + *pool +
+                                                     "' is not a number of connections in 1..64"};
+        }
+        options.n_connections = static_cast<int32_t>(n);
+    }
     st->uri_ = uri;
-    st->path_ = pg::mask_password(uri);
+    st->path_ = pg::mask_password(uri_in);
     st->options_ = options;
     if (st->options_.lease < std::chrono::milliseconds(100)) {
         return Error{Errc::memory_bad_input, "PostgreSQL store: a job lease of " + std::to_string(options.lease.count()) +
                                                  " ms is too short (at least 100 ms)"};
     }
+    if (options.n_connections < 1 || options.n_connections > 64) {
+        return Error{Errc::memory_bad_input, "PostgreSQL store: a pool of " + std::to_string(options.n_connections) +
+                                                 " connections is out of range (1..64)"};
+    }
     st->claimer_ = options.claimer.empty() ? make_claimer() : options.claimer;
-    auto c = pg::Connection::open(uri);
-    if (!c) return c.error();
-    st->db_ = std::move(*c);
+    auto pool = pg::Pool::open(uri, options.n_connections);
+    if (!pool) return pool.error();
+    st->pool_ = std::move(*pool);
     if (auto r = st->migrate(mode); !r) return r.error();
     if (auto r = st->clean_at_open(); !r) return r.error();
     if (auto r = st->start_watcher(); !r) return r.error();
@@ -148,11 +165,14 @@ Result<std::unique_ptr<Store>> PostgresStore::open(const std::string& uri, OpenM
 }
 
 Result<void> PostgresStore::migrate(OpenMode mode) {
-    pg::Transaction tx(*db_);
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
+    pg::Transaction tx(db);
     if (auto r = tx.begin(); !r) return r;
     // Replicas starting together queue here; the second finds the schema current.
-    if (auto r = db_->exec(("SELECT pg_advisory_xact_lock(" + std::string(kMigrationLock) + ")").c_str()); !r) return r.error();
-    auto exists = db_->exec("SELECT to_regclass('kvrag_schema_version') IS NOT NULL");
+    if (auto r = db.exec(("SELECT pg_advisory_xact_lock(" + std::string(kMigrationLock) + ")").c_str()); !r) return r.error();
+    auto exists = db.exec("SELECT to_regclass('kvrag_schema_version') IS NOT NULL");
     if (!exists) return exists.error();
     if (exists->text(0, 0) != "t") {
         if (mode == OpenMode::existing) {
@@ -160,10 +180,10 @@ Result<void> PostgresStore::migrate(OpenMode mode) {
                                                      " (the database has no kvrag schema); check the URI, or create the store with "
                                                      "`kvrag ingest --memory URI FILES` or `kvrag serve --memory URI`"};
         }
-        auto r = db_->exec("CREATE TABLE kvrag_schema_version(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+        auto r = db.exec("CREATE TABLE kvrag_schema_version(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
         if (!r) return r.error();
     }
-    auto v = db_->exec("SELECT coalesce(max(version), 0) FROM kvrag_schema_version");
+    auto v = db.exec("SELECT coalesce(max(version), 0) FROM kvrag_schema_version");
     if (!v) return v.error();
     const int64_t have = v->i64(0, 0);
     if (have > kNumMigrations) {
@@ -171,24 +191,27 @@ Result<void> PostgresStore::migrate(OpenMode mode) {
                                              std::to_string(kNumMigrations) + ". Use a newer kvrag"};
     }
     for (int64_t step = have; step < kNumMigrations; ++step) {
-        if (auto r = db_->exec_script(kMigrations[step]); !r) {
+        if (auto r = db.exec_script(kMigrations[step]); !r) {
             return Error{Errc::memory_store, "migrating " + path_ + " to schema version " + std::to_string(step + 1) + ": " + r.error().message};
         }
-        if (auto r = db_->exec("INSERT INTO kvrag_schema_version(version) VALUES ($1)", pg::Params::of(step + 1)); !r) return r.error();
+        if (auto r = db.exec("INSERT INTO kvrag_schema_version(version) VALUES ($1)", pg::Params::of(step + 1)); !r) return r.error();
     }
     return tx.commit();
 }
 
 Result<void> PostgresStore::clean_at_open() {
-    pg::Transaction tx(*db_);
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
+    pg::Transaction tx(db);
     if (auto r = tx.begin(); !r) return r;
     // Only jobs whose lease ran out: a running job of another live replica is left alone.
-    auto requeued = db_->exec(
+    auto requeued = db.exec(
         "UPDATE ingest_jobs SET state = 'queued', claimed_by = NULL, lease_until = NULL, n_steps_done = 0, n_chunks_done = 0,"
         " n_tokens_done = 0 WHERE state = 'running' AND lease_until < clock_timestamp()");
     if (!requeued) return requeued.error();
     n_requeued_ = requeued->affected();
-    auto cleaned = db_->exec(
+    auto cleaned = db.exec(
         "DELETE FROM documents d WHERE state = 'ingesting' AND NOT EXISTS"
         " (SELECT 1 FROM ingest_jobs j WHERE j.idx = d.idx AND j.doc_id = d.doc_id)");
     if (!cleaned) return cleaned.error();
@@ -225,15 +248,19 @@ void PostgresStore::watch_loop() {
     auto last_renew = std::chrono::steady_clock::now();
     auto last_reconnect = std::chrono::steady_clock::time_point{};
     const std::string lease_ms = std::to_string(options_.lease.count());
+    // The connection's reconnect count when LISTEN was issued: a reconnect by exec (the lease
+    // renewal below) drops the LISTEN with the old session, so it must be issued again.
+    uint64_t listened_at = watch_db_->n_resets();
     while (!stop_) {
         PGconn* c = watch_db_->raw();
         if (!listening_) {
-            // Lost: try again every second; notifications sent meanwhile are gone, so every
-            // cached set reloads in full once listening again.
+            // Lost: try again every 250 ms (a refused connection costs nothing); notifications
+            // sent meanwhile are gone, so every cached set reloads in full once listening again.
             const auto now = std::chrono::steady_clock::now();
-            if (now - last_reconnect >= std::chrono::seconds(1)) {
+            if (now - last_reconnect >= std::chrono::milliseconds(250)) {
                 last_reconnect = now;
                 if (watch_db_->ensure_open() && watch_db_->exec_script("LISTEN kvrag_chunks")) {
+                    listened_at = watch_db_->n_resets();
                     listening_ = true;
                     mark_all_stale();
                 }
@@ -264,11 +291,15 @@ void PostgresStore::watch_loop() {
         const auto now = std::chrono::steady_clock::now();
         if (options_.renew_leases && now - last_renew >= renew_every) {
             last_renew = now;
+            // Only the jobs a worker here still runs: one given up while the server was away
+            // is left to expire and be taken over.
+            const std::vector<int64_t> held = held_jobs();
+            if (held.empty()) continue;
             auto r = watch_db_->exec(
                 "UPDATE ingest_jobs SET lease_until = clock_timestamp() + $2::bigint * interval '1 millisecond'"
-                " WHERE claimed_by = $1 AND state = 'running'",
-                pg::Params::of(claimer_, lease_ms));
-            if (!r) {
+                " WHERE claimed_by = $1 AND state = 'running' AND id = ANY($3::bigint[])",
+                pg::Params::of(claimer_, lease_ms, pg::int_array(held)));
+            if (!r || watch_db_->n_resets() != listened_at) {
                 listening_ = false;
                 mark_all_stale();
             }
@@ -279,15 +310,34 @@ void PostgresStore::watch_loop() {
 // ---------------------------------------------------------------------------------------------
 // Private helpers shared by the write paths
 
-Result<void> PostgresStore::lock_document(const std::string& doc_id) {
-    auto r = db_->exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 18))", pg::Params::of(doc_id));
+void PostgresStore::hold_job(int64_t job_id) {
+    std::lock_guard lk(held_mu_);
+    held_jobs_.insert(job_id);
+}
+
+void PostgresStore::release_job(int64_t job_id) {
+    std::lock_guard lk(held_mu_);
+    held_jobs_.erase(job_id);
+}
+
+std::vector<int64_t> PostgresStore::held_jobs() const {
+    std::lock_guard lk(held_mu_);
+    std::vector<int64_t> out(held_jobs_.begin(), held_jobs_.end());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+int32_t PostgresStore::n_connections_open() const { return pool_->n_open(); }
+
+Result<void> PostgresStore::lock_document(pg::Connection& db, const std::string& doc_id) {
+    auto r = db.exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 18))", pg::Params::of(doc_id));
     if (!r) return r.error();
     return {};
 }
 
-Result<void> PostgresStore::delete_doc_rows(int64_t rowid) {
+Result<void> PostgresStore::delete_doc_rows(pg::Connection& db, int64_t rowid) {
     for (const char* sql : {"DELETE FROM chunks WHERE doc = $1", "DELETE FROM tags WHERE doc = $1", "DELETE FROM documents WHERE id = $1"}) {
-        if (auto r = db_->exec(sql, pg::Params::of(rowid)); !r) return r.error();
+        if (auto r = db.exec(sql, pg::Params::of(rowid)); !r) return r.error();
     }
     return {};
 }
@@ -296,14 +346,16 @@ Result<void> PostgresStore::delete_doc_rows(int64_t rowid) {
 // Indexes
 
 Result<void> PostgresStore::ensure_index(const std::string& index, const EmbeddingModelInfo& model) {
-    std::lock_guard lk(mu_);
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
     // Insert-if-absent first, so two replicas creating the index at once agree on one row.
-    auto ins = db_->exec(
+    auto ins = db.exec(
         "INSERT INTO indexes(name, embed_model, embed_fingerprint, embed_dim, created_at) VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (name) DO NOTHING",
         pg::Params::of(index, model.name, model.fingerprint, model.dim, now_seconds()));
     if (!ins) return ins.error();
-    auto s = db_->exec("SELECT embed_model, embed_fingerprint, embed_dim FROM indexes WHERE name = $1", pg::Params::of(index));
+    auto s = db.exec("SELECT embed_model, embed_fingerprint, embed_dim FROM indexes WHERE name = $1", pg::Params::of(index));
     if (!s) return s.error();
     if (s->empty()) return Error{Errc::memory_store, "index '" + index + "' was deleted while it was being created; try again"};
     const std::string name = s->text(0, 0), fp = s->text(0, 1);
@@ -317,13 +369,16 @@ Result<void> PostgresStore::ensure_index(const std::string& index, const Embeddi
     return {};
 }
 
-Result<std::vector<IndexInfo>> PostgresStore::list_indexes() {
-    std::lock_guard lk(mu_);
-    auto s = db_->exec(
+namespace {
+
+// Every index, or only `only` when it is not null, with its counts of ready documents and chunks.
+Result<std::vector<IndexInfo>> select_indexes(pg::Connection& db, const std::string* only) {
+    auto s = db.exec(
         "SELECT i.name, i.embed_model, i.embed_fingerprint, i.embed_dim,"
         " (SELECT count(*) FROM documents d WHERE d.idx = i.name AND d.state = 'ready'),"
         " (SELECT coalesce(sum(d.n_chunks), 0) FROM documents d WHERE d.idx = i.name AND d.state = 'ready')"
-        " FROM indexes i ORDER BY i.name");
+        " FROM indexes i WHERE ($1::text IS NULL OR i.name = $1::text) ORDER BY i.name",
+        only ? pg::Params::of(*only) : pg::Params().null());
     if (!s) return s.error();
     std::vector<IndexInfo> out;
     for (int r = 0; r < s->size(); ++r) {
@@ -337,26 +392,37 @@ Result<std::vector<IndexInfo>> PostgresStore::list_indexes() {
     return out;
 }
 
+}  // namespace
+
+Result<std::vector<IndexInfo>> PostgresStore::list_indexes() {
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    return select_indexes(**lease, nullptr);
+}
+
+// Every search asks (twice): only the one index's counts are computed.
 Result<std::optional<IndexInfo>> PostgresStore::find_index(const std::string& index) {
-    auto all = list_indexes();
-    if (!all) return all.error();
-    for (auto& i : *all) {
-        if (i.name == index) return std::optional<IndexInfo>(std::move(i));
-    }
-    return std::optional<IndexInfo>();
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    auto found = select_indexes(**lease, &index);
+    if (!found) return found.error();
+    if (found->empty()) return std::optional<IndexInfo>();
+    return std::optional<IndexInfo>(std::move(found->front()));
 }
 
 Result<int64_t> PostgresStore::delete_index(const std::string& index) {
-    std::lock_guard lk(mu_);
-    pg::Transaction tx(*db_);
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
+    pg::Transaction tx(db);
     if (auto r = tx.begin(); !r) return r.error();
     const auto p = pg::Params::of(index);
     for (const char* sql : {"DELETE FROM chunks c USING documents d WHERE d.id = c.doc AND d.idx = $1",
                             "DELETE FROM tags t USING documents d WHERE d.id = t.doc AND d.idx = $1", "DELETE FROM documents WHERE idx = $1",
                             "DELETE FROM ingest_jobs WHERE idx = $1", "DELETE FROM source_files WHERE idx = $1"}) {
-        if (auto r = db_->exec(sql, p); !r) return r.error();
+        if (auto r = db.exec(sql, p); !r) return r.error();
     }
-    auto n = db_->exec("DELETE FROM indexes WHERE name = $1", p);
+    auto n = db.exec("DELETE FROM indexes WHERE name = $1", p);
     if (!n) return n.error();
     if (auto r = tx.commit(); !r) return r.error();
     return n->affected();
@@ -366,7 +432,9 @@ Result<int64_t> PostgresStore::delete_index(const std::string& index) {
 // Consistency
 
 Result<std::string> PostgresStore::check_consistency() {
-    std::lock_guard lk(mu_);
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
     std::string problems;
     struct Check {
         const char* what;
@@ -395,7 +463,7 @@ Result<std::string> PostgresStore::check_consistency() {
          " WHERE length(c.embedding) != 4 * i.embed_dim"},
     };
     for (const auto& c : checks) {
-        auto n = db_->exec(c.sql);
+        auto n = db.exec(c.sql);
         if (!n) return n.error();
         if (n->i64(0, 0) != 0) problems += std::to_string(n->i64(0, 0)) + " " + c.what + "; ";
     }

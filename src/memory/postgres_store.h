@@ -14,21 +14,29 @@
 //     thread renews; a job whose lease ran out (its claimer died) is claimable again, and the
 //     old claimer's update_job / finish_job then find it is no longer theirs and write nothing,
 //     so each job's document is written exactly once. Opening does NOT requeue other replicas'
-//     running jobs (they may be alive); only expired ones.
+//     running jobs (they may be alive); only expired ones. The watcher renews only the jobs
+//     this store still works on: a job its worker gave up (fail_job that could not reach the
+//     server) runs out of lease and is taken over, instead of being held forever.
+//   - Server restarts: calls fail with memory_unavailable (E6007) while the server is away and
+//     reconnect by themselves after; the watcher re-LISTENs and every cached vector set
+//     reloads once (notifications sent meanwhile are lost). A job that failed only because the
+//     server was away (fail_job with an E6007 error) goes back to the queue, not to 'failed'.
 //   - Vectors: each replica keeps its in-memory matrix per index for the exact scan. Triggers
 //     on chunks NOTIFY kvrag_chunks with the document row id on every insert and delete; the
 //     watcher LISTENs and marks those documents stale, and vectors() re-reads only their
 //     chunks. While the watcher's connection is down every vectors() call reloads in full.
 //   - Concurrency: writes to one document take an advisory lock on its id, appends to one
 //     conversation one on the conversation id.
-// Thread safety: every method may be called from any thread (one connection, serialised by a
-// mutex; the watcher has its own).
+// Thread safety: every method may be called from any thread: each call borrows a connection
+// from a pool (PostgresOptions::n_connections) for its statements, so concurrent requests run
+// side by side; the watcher has a connection of its own.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 
 #include "memory/store.h"
 
@@ -36,6 +44,7 @@ namespace kvrag::memory {
 
 namespace pg {
 class Connection;
+class Pool;
 }
 
 struct PostgresOptions {
@@ -46,13 +55,19 @@ struct PostgresOptions {
     std::string claimer;
     // Test hook: false stops the lease renewal, as if this process had hung or died.
     bool renew_leases = true;
+    // Connections for the store's calls (the watcher's is extra). Searches run a few short
+    // statements each; 4 lets a replica's concurrent requests overlap without holding many
+    // server processes per replica (PostgreSQL's max_connections is 100 by default).
+    int32_t n_connections = 4;
 };
 
 class PostgresStore final : public Store {
 public:
-    // uri: a libpq connection URI. Errors: memory_store "cannot connect to URI: <libpq>; is the
-    // server running?"; memory_not_found for OpenMode::existing and a database without a kvrag
-    // schema; memory_store when the schema is newer than this kvrag reads.
+    // uri: a libpq connection URI. Errors: memory_unavailable "cannot connect to URI: <libpq>;
+    // is the server running?"; memory_not_found for OpenMode::existing and a database without a
+    // kvrag schema; memory_store when the schema is newer than this kvrag reads. The URI may
+    // carry kvrag_pool=N (1..64), which overrides options.n_connections (`kvrag serve --memory
+    // 'postgresql://...?kvrag_pool=8'`); it is removed before libpq sees the URI.
     static Result<std::unique_ptr<Store>> open(const std::string& uri, OpenMode mode, const PostgresOptions& options = {});
     ~PostgresStore() override;
 
@@ -104,28 +119,34 @@ public:
 
     Result<std::string> check_consistency() override;
 
-    // Test hooks: notifications the watcher has handled, and whether it is listening now.
+    // Test hooks: notifications the watcher has handled, whether it is listening now, the
+    // pool's open connections, and the jobs whose lease the watcher renews.
     uint64_t n_notifications() const { return n_notifications_.load(); }
     bool listening() const { return listening_.load(); }
+    int32_t n_connections_open() const;
+    std::vector<int64_t> held_jobs() const;
 
 private:
     PostgresStore() = default;
     Result<void> migrate(OpenMode mode);
     Result<void> clean_at_open();
-    // The helpers below expect mu_ held (and, for writes, a transaction open).
-    Result<void> lock_document(const std::string& doc_id);  // transaction-scoped advisory lock
-    Result<void> delete_doc_rows(int64_t rowid);
-    Result<WriteOutcome> write_document_rows(const DocumentInput& doc);
-    Result<void> delete_jobs_and_files(const std::string& index, const std::string& doc_id);
-    Result<std::shared_ptr<VectorSet>> load_vectors(const std::string& index, const std::vector<int64_t>* only_docs);
+    // The helpers below run on the caller's connection (for writes, in its open transaction).
+    static Result<void> lock_document(pg::Connection& db, const std::string& doc_id);  // transaction-scoped advisory lock
+    static Result<void> delete_doc_rows(pg::Connection& db, int64_t rowid);
+    Result<WriteOutcome> write_document_rows(pg::Connection& db, const DocumentInput& doc);
+    static Result<void> delete_jobs_and_files(pg::Connection& db, const std::string& index, const std::string& doc_id);
+    static Result<std::shared_ptr<VectorSet>> load_vectors(pg::Connection& db, const std::string& index,
+                                                           const std::vector<int64_t>* only_docs);
+    // The jobs this store works on (claimed and not yet finished, failed or requeued).
+    void hold_job(int64_t job_id);
+    void release_job(int64_t job_id);
 
     // The watcher thread: LISTEN kvrag_chunks, lease renewal, reconnection.
     Result<void> start_watcher();
     void watch_loop();
     void mark_all_stale();
 
-    std::mutex mu_;
-    std::unique_ptr<pg::Connection> db_;
+    std::unique_ptr<pg::Pool> pool_;
     std::string uri_;
     std::string path_;  // the URI without its password
     PostgresOptions options_;
@@ -138,8 +159,12 @@ private:
         bool full_reload = true;                // nothing loaded yet, or notifications may be lost
         std::unordered_set<int64_t> stale_docs;  // document row ids whose chunks changed
     };
-    std::mutex cache_mu_;  // vector_cache_'s flags (the watcher writes them); taken after mu_
+    std::mutex vectors_mu_;  // one vectors() reload at a time (others wait and reuse its set)
+    std::mutex cache_mu_;    // vector_cache_'s flags (the watcher writes them); taken after vectors_mu_
     std::unordered_map<std::string, CachedVectors> vector_cache_;
+
+    mutable std::mutex held_mu_;
+    std::unordered_set<int64_t> held_jobs_;
 
     std::unique_ptr<pg::Connection> watch_db_;
     std::thread watcher_;

@@ -10,14 +10,15 @@
 
 namespace kvrag::memory {
 
-// Expects mu_ held. only_docs: just the chunks of those document rows (still ready in index).
-Result<std::shared_ptr<VectorSet>> PostgresStore::load_vectors(const std::string& index, const std::vector<int64_t>* only_docs) {
+// only_docs: just the chunks of those document rows (still ready in index).
+Result<std::shared_ptr<VectorSet>> PostgresStore::load_vectors(pg::Connection& db, const std::string& index,
+                                                               const std::vector<int64_t>* only_docs) {
     auto set = std::make_shared<VectorSet>();
-    auto d = db_->exec("SELECT embed_dim FROM indexes WHERE name = $1", pg::Params::of(index));
+    auto d = db.exec("SELECT embed_dim FROM indexes WHERE name = $1", pg::Params::of(index));
     if (!d) return d.error();
     if (d->empty()) return Error{Errc::memory_not_found, "index '" + index + "' does not exist"};
     set->dim = static_cast<int32_t>(d->i64(0, 0));
-    auto s = db_->exec(
+    auto s = db.exec(
         "SELECT c.id, c.doc, c.embedding FROM chunks c JOIN documents d ON d.id = c.doc"
         " WHERE d.idx = $1 AND d.state = 'ready' AND ($2::bigint[] IS NULL OR c.doc = ANY($2::bigint[])) ORDER BY c.id",
         only_docs ? pg::Params::of(index, pg::int_array(*only_docs)) : pg::Params::of(index).null(), /*binary_results=*/true);
@@ -41,7 +42,9 @@ Result<std::shared_ptr<VectorSet>> PostgresStore::load_vectors(const std::string
 }
 
 Result<std::shared_ptr<const VectorSet>> PostgresStore::vectors(const std::string& index) {
-    std::lock_guard lk(mu_);
+    // One reload at a time: a search arriving during another's reload waits for it and then
+    // finds the set current, instead of reading the same rows again.
+    std::lock_guard vk(vectors_mu_);
     std::shared_ptr<const VectorSet> old;
     bool full = true;
     std::unordered_set<int64_t> stale;
@@ -54,7 +57,7 @@ Result<std::shared_ptr<const VectorSet>> PostgresStore::vectors(const std::strin
         stale.swap(c.stale_docs);
         c.full_reload = false;
     }
-    if (!full && stale.empty()) return old;
+    if (!full && stale.empty()) return old;  // current: no statement, no connection
     auto restore = [&] {  // a failed load leaves the cache as stale as it was
         std::lock_guard ck(cache_mu_);
         auto& c = vector_cache_[index];
@@ -62,10 +65,16 @@ Result<std::shared_ptr<const VectorSet>> PostgresStore::vectors(const std::strin
         c.stale_docs.insert(stale.begin(), stale.end());
     };
 
+    auto lease = pool_->acquire();
+    if (!lease) {
+        restore();
+        return lease.error();
+    }
+    pg::Connection& db = **lease;
     std::shared_ptr<VectorSet> next;
     if (!full) {
         const std::vector<int64_t> docs(stale.begin(), stale.end());
-        auto fresh = load_vectors(index, &docs);
+        auto fresh = load_vectors(db, index, &docs);
         if (!fresh) {
             restore();
             return fresh.error();
@@ -101,7 +110,7 @@ Result<std::shared_ptr<const VectorSet>> PostgresStore::vectors(const std::strin
         }
     }
     if (full) {
-        auto all = load_vectors(index, nullptr);
+        auto all = load_vectors(db, index, nullptr);
         if (!all) {
             restore();
             return all.error();
@@ -118,15 +127,17 @@ Result<std::optional<std::unordered_set<int64_t>>> PostgresStore::filter_documen
                                                                                    const Tags& tags) {
     using Out = std::optional<std::unordered_set<int64_t>>;
     if (doc_id.empty() && tags.empty()) return Out();
-    std::lock_guard lk(mu_);
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
     std::unordered_set<int64_t> allowed;
-    auto s = db_->exec("SELECT id FROM documents WHERE idx = $1 AND state = 'ready' AND ($2::text = '' OR doc_id = $2::text)",
+    auto s = db.exec("SELECT id FROM documents WHERE idx = $1 AND state = 'ready' AND ($2::text = '' OR doc_id = $2::text)",
                        pg::Params::of(index, doc_id));
     if (!s) return s.error();
     for (int r = 0; r < s->size(); ++r) allowed.insert(s->i64(r, 0));
     for (const auto& [k, v] : tags) {
         std::unordered_set<int64_t> with;
-        auto t = db_->exec("SELECT doc FROM tags WHERE key = $1 AND value = $2", pg::Params::of(k, v));
+        auto t = db.exec("SELECT doc FROM tags WHERE key = $1 AND value = $2", pg::Params::of(k, v));
         if (!t) return t.error();
         for (int r = 0; r < t->size(); ++r) {
             if (allowed.count(t->i64(r, 0))) with.insert(t->i64(r, 0));
@@ -143,15 +154,20 @@ Result<std::vector<std::pair<int64_t, double>>> PostgresStore::lexical(const std
     // chunk matching any term is a match. BM25's idea carried over: each matched term adds
     // idf(term) * ts_rank_cd(chunk, term), ts_rank_cd normalised by log(chunk length), so a
     // rare term outweighs a common one. The document frequencies are counted over every
-    // chunk, as FTS5's are over its whole table.
+    // chunk, as FTS5's are over its whole table. MATERIALIZED: each CTE runs once; inlined,
+    // the planner (misled by row estimates of 1 before ANALYZE) recounted the idf and the
+    // chunk total for every matching chunk: 800 ms instead of milliseconds for two common
+    // words over 600 chunks (EXPLAIN ANALYZE, docs/scale.md).
     std::vector<std::string> terms;
     for (const auto& t : parse_query_terms(query)) terms.push_back(t.text);
     if (terms.empty() || n_max <= 0) return out;
-    std::lock_guard lk(mu_);
-    auto s = db_->exec(
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
+    auto s = db.exec(
         "WITH terms AS (SELECT phraseto_tsquery('simple', t) AS q FROM unnest($2::text[]) AS t),"
-        " n AS (SELECT greatest(coalesce(sum(n_chunks), 0), 1)::float8 AS total FROM documents WHERE state = 'ready'),"
-        " weighted AS (SELECT terms.q, ln(1 + (n.total - x.df + 0.5) / (x.df + 0.5)) AS idf FROM terms CROSS JOIN n,"
+        " n AS MATERIALIZED (SELECT greatest(coalesce(sum(n_chunks), 0), 1)::float8 AS total FROM documents WHERE state = 'ready'),"
+        " weighted AS MATERIALIZED (SELECT terms.q, ln(1 + (n.total - x.df + 0.5) / (x.df + 0.5)) AS idf FROM terms CROSS JOIN n,"
         "   LATERAL (SELECT count(*)::float8 AS df FROM chunks c WHERE c.tsv @@ terms.q) x WHERE numnode(terms.q) > 0)"
         " SELECT c.id, -sum(w.idf * ts_rank_cd(c.tsv, w.q, 1)) AS score"
         " FROM weighted w JOIN chunks c ON c.tsv @@ w.q JOIN documents d ON d.id = c.doc"
@@ -168,9 +184,11 @@ Result<std::vector<int64_t>> PostgresStore::term_chunks(const std::string& index
     // fts_phrase's quotes are FTS5 syntax; the text inside is the phrase.
     std::string text = phrase;
     if (text.size() >= 2 && text.front() == '"' && text.back() == '"') text = text.substr(1, text.size() - 2);
-    std::lock_guard lk(mu_);
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
     // The LIMIT bounds the work, as in SqliteStore::term_chunks.
-    auto s = db_->exec(
+    auto s = db.exec(
         "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc"
         " WHERE c.tsv @@ phraseto_tsquery('simple', $2) AND d.idx = $1 AND d.state = 'ready' LIMIT $3",
         pg::Params::of(index, text, n_max));
@@ -182,8 +200,10 @@ Result<std::vector<int64_t>> PostgresStore::term_chunks(const std::string& index
 Result<std::vector<ChunkRow>> PostgresStore::chunks(const std::vector<int64_t>& chunk_ids) {
     std::vector<ChunkRow> out;
     if (chunk_ids.empty()) return out;
-    std::lock_guard lk(mu_);
-    auto s = db_->exec(
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg::Connection& db = **lease;
+    auto s = db.exec(
         "SELECT c.id, c.doc, d.idx, d.doc_id, d.name, d.source, c.position, c.n_tokens, c.text, d.tags"
         " FROM chunks c JOIN documents d ON d.id = c.doc WHERE c.id = ANY($1::bigint[])",
         pg::Params::of(pg::int_array(chunk_ids)));

@@ -30,6 +30,7 @@ HttpMapping mapping(Errc code) {
         case Errc::kv_no_space:
         case Errc::request_queue_timeout: return {503, "server_error", "kv_cache_busy", 1};
         case Errc::server_loading: return {503, "server_error", "model_loading", 1};
+        case Errc::memory_unavailable: return {503, "server_error", "store_unavailable", 1};
         case Errc::server_shutting_down: return {503, "server_error", "shutting_down", 0};
         case Errc::request_timed_out: return {504, "timeout_error", "request_timeout", 0};
         case Errc::server_failed: return {500, "server_error", "server_failed", 0};

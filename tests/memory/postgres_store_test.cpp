@@ -104,7 +104,7 @@ TEST(PostgresStore, UnreachableServerIsAClearError) {
     const std::string uri = "postgresql://kvrag:secret@/nodb?host=/nonexistent-kvrag-dir&port=1";
     auto s = Store::open(uri);
     ASSERT_FALSE(s.ok());
-    EXPECT_EQ(s.error().code, Errc::memory_store);
+    EXPECT_EQ(s.error().code, Errc::memory_unavailable);  // HTTP 503 + Retry-After
     EXPECT_NE(s.error().message.find("cannot connect to postgresql://kvrag:***@"), std::string::npos) << s.error().message;
     EXPECT_NE(s.error().message.find("is the PostgreSQL server running"), std::string::npos) << s.error().message;
     EXPECT_EQ(s.error().message.find("secret"), std::string::npos) << "the password leaked: " << s.error().message;
@@ -331,7 +331,7 @@ TEST(PostgresStore, ServerRestartFailsCleanlyThenRecovers) {
     ASSERT_TRUE(server->pg_ctl("-m fast stop"));
     auto down = a->list_documents();
     ASSERT_FALSE(down.ok());
-    EXPECT_EQ(down.error().code, Errc::memory_store);
+    EXPECT_EQ(down.error().code, Errc::memory_unavailable);
     EXPECT_NE(down.error().message.find("is the PostgreSQL server running"), std::string::npos) << down.error().message;
     ASSERT_TRUE(server->start_server());
     // Another store writes while a's watcher may still be reconnecting.
