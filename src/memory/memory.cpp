@@ -156,10 +156,10 @@ std::string files_hash(const std::vector<SourceFile>& files) {
     return h.hex();
 }
 
-Result<EnqueueResult> Memory::enqueue(const IngestRequest& req) {
+Result<EnqueueResult> Memory::enqueue(IngestRequest req) {
     EnqueueResult out;
-    std::vector<SourceFile> files = req.files;
-    if (files.empty()) files.push_back(SourceFile{req.name, req.mime, req.bytes});
+    std::vector<SourceFile> files = std::move(req.files);
+    if (files.empty()) files.push_back(SourceFile{req.name, req.mime, std::move(req.bytes)});
     out.index = req.index;
     out.doc_id = req.doc_id.empty() ? sanitize_id(files[0].name) : req.doc_id;
     if (!valid_id(out.index)) return Error{Errc::memory_bad_input, "index name '" + out.index + "' is not 1-128 characters of [A-Za-z0-9._-]"};

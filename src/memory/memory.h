@@ -273,8 +273,9 @@ public:
     // files with a queued job in one committed transaction; the job runs on an IngestWorker
     // (or run_job). A document whose files, tags and chunking equal its ready version queues
     // nothing (job_id 0). Errors: memory_bad_input, memory_unsupported_type (binary), the
-    // store's.
-    Result<EnqueueResult> enqueue(const IngestRequest& req);
+    // store's. By value: a caller that moves its request in (the /upload route) hands over
+    // the files' bytes without a copy.
+    Result<EnqueueResult> enqueue(IngestRequest req);
     // Runs a claimed job: extract each file, partition, embed in groups of kEmbedBatchChunks
     // (stop and the job's existence are checked between groups), save with finish_job.
     // `stop` may be null; progress may be empty.

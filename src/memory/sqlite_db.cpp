@@ -38,6 +38,11 @@ Stmt& Stmt::bind_blob(int i, const void* p, size_t n) {
     return *this;
 }
 
+Stmt& Stmt::bind_blob_static(int i, const void* p, size_t n) {
+    sqlite3_bind_blob(s_, i, p, static_cast<int>(n), SQLITE_STATIC);
+    return *this;
+}
+
 bool Stmt::step() {
     const int rc = sqlite3_step(s_);
     if (rc == SQLITE_ROW) return true;

@@ -34,6 +34,9 @@ public:
     Stmt& bind(int i, const std::string& v);
     Stmt& bind(int i, int64_t v);
     Stmt& bind_blob(int i, const void* p, size_t n);
+    // Without SQLite's own copy: p must stay valid and unchanged until the statement is reset
+    // (for large blobs: an uploaded file is then copied once, into its row, not twice).
+    Stmt& bind_blob_static(int i, const void* p, size_t n);
     // SQLITE_ROW -> true, SQLITE_DONE -> false; anything else sets error().
     bool step();
     bool failed() const { return failed_; }

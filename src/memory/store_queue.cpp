@@ -56,7 +56,7 @@ Result<int64_t> SqliteStore::enqueue(const NewJob& job) {
         for (size_t i = 0; i < job.files.size(); ++i) {
             const auto& file = job.files[i];
             f.bind(1, job.index).bind(2, job.doc_id).bind(3, static_cast<int64_t>(i)).bind(4, file.name).bind(5, file.content_type);
-            f.bind_blob(6, file.bytes.data(), file.bytes.size());
+            f.bind_blob_static(6, file.bytes.data(), file.bytes.size());  // `job` outlives the step and reset
             f.step();
             if (f.failed()) return f.error();
             f.reset();

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -13,7 +14,9 @@
 
 #include "memory/ingest_worker.h"
 #include "memory/memory.h"
+#include "memory/pg_db.h"
 #include "memory_service/km_json.h"
+#include "memory_service/upload_body.h"
 #include "memory_service/upload_form.h"
 #include "server/http_io.h"
 
@@ -111,13 +114,25 @@ ModelHooks server_hooks(server::ServerContext& ctx, const HttpMemoryConfig& cfg,
     return h;
 }
 
-// Reads the raw /upload body through httplib's content reader. cpp-httplib 0.11 runs its own
-// multipart parser on any request whose Content-Type is multipart/form-data, and that parser
-// loses .NET's unquoted part names (upload_form.h). While the body is read, the request's
-// Content-Type is set to application/octet-stream so httplib hands over the bytes unparsed;
-// it is put back afterwards. The Request is the server's own non-const object (httplib
-// passes it to handlers as const), so writing through const_cast is defined.
-Result<std::string> read_raw_body(const httplib::Request& req, const httplib::ContentReader& content_reader, size_t limit) {
+// Where an upload's body is written while it is parsed and stored (upload_body.h): the
+// configured directory, else the store's own directory; a PostgreSQL store has no directory
+// here, so the system's temporary directory ($TMPDIR or /tmp).
+std::string upload_temp_dir(const HttpMemoryConfig& cfg) {
+    if (!cfg.upload_temp_dir.empty()) return cfg.upload_temp_dir;
+    if (pg::is_postgres_uri(cfg.dir)) return std::filesystem::temp_directory_path().string();
+    return cfg.dir;
+}
+
+// Streams the /upload body through httplib's content reader into a temporary file.
+// cpp-httplib 0.11 runs its own multipart parser on any request whose Content-Type is
+// multipart/form-data, and that parser loses .NET's unquoted part names (upload_form.h). While
+// the body is read, the request's Content-Type is set to application/octet-stream so httplib
+// hands over the bytes unparsed; it is put back afterwards. The Request is the server's own
+// non-const object (httplib passes it to handlers as const), so writing through const_cast is
+// defined.
+Result<UploadBody> receive_upload(const httplib::Request& req, const httplib::ContentReader& content_reader, const MemoryService& svc) {
+    auto body = UploadBody::create(upload_temp_dir(svc.config));
+    if (!body) return body.error();
     auto& writable = const_cast<httplib::Request&>(req);
     auto it = writable.headers.find("Content-Type");
     std::string original;
@@ -125,21 +140,11 @@ Result<std::string> read_raw_body(const httplib::Request& req, const httplib::Co
         original = it->second;
         it->second = "application/octet-stream";
     }
-    std::string body;
-    bool too_large = false;
-    const bool ok = content_reader([&](const char* data, size_t n) {
-        if (body.size() + n > limit) {
-            too_large = true;
-            return false;
-        }
-        body.append(data, n);
-        return true;
-    });
+    const uint64_t limit = static_cast<uint64_t>(svc.config.max_upload_bytes) * 4;
+    auto r = body->receive([&](const ChunkSink& sink) { return content_reader(sink); }, limit,
+                           "4 times the per-file limit of " + std::to_string(svc.config.max_upload_bytes) + " bytes", svc.stopping.get());
     if (it != writable.headers.end()) it->second = original;
-    if (too_large) {
-        return Error{Errc::request_too_large, "the upload body exceeds " + std::to_string(limit) + " bytes (4 times the per-file limit)"};
-    }
-    if (!ok) return Error{Errc::memory_bad_input, "the upload body could not be read to its end (" + std::to_string(body.size()) + " bytes read)"};
+    if (!r) return r.error();
     return body;
 }
 
@@ -240,17 +245,19 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
     http.Post("/upload", [svc](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& content_reader) {
         auto boundary = multipart_boundary(req.get_header_value("Content-Type"));
         if (!boundary) return send_error(res, boundary.error());
-        auto body = read_raw_body(req, content_reader, svc->config.max_upload_bytes * 4);
+        // The body goes to an unlinked temporary file (gone however this handler ends) and is
+        // parsed from there a window at a time; only the file being stored is read into memory.
+        auto body = receive_upload(req, content_reader, *svc);
         if (!body) return send_error(res, body.error());
         auto parts = parse_multipart(*body, *boundary);
         if (!parts) return send_error(res, parts.error());
-        auto form = parse_upload_form(*parts);
+        auto form = parse_upload_form(*parts, *body);
         if (!form) return send_error(res, form.error());
         const std::string& index = form->index;
         const auto docs = file_documents(*form);
         for (const auto& d : docs) {
-            if (d.file->content.size() > svc->config.max_upload_bytes) {
-                return send_error(res, Error{Errc::request_too_large, "file '" + d.file->filename + "' is " + std::to_string(d.file->content.size()) +
+            if (d.file->size > svc->config.max_upload_bytes) {
+                return send_error(res, Error{Errc::request_too_large, "file '" + d.file->filename + "' is " + std::to_string(d.file->size) +
                                                                           " bytes; the limit is " + std::to_string(svc->config.max_upload_bytes)});
             }
             if (!valid_id(d.doc_id)) {
@@ -287,11 +294,15 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
             ir.name = d.file->filename;
             ir.source = "upload";
             ir.mime = d.content_type;
-            ir.bytes = std::string(d.file->content);
+            // The one copy of the file in memory: the store takes its bytes as a string
+            // (SourceFile); moved, not copied, into the job.
+            auto bytes = body->read_string(d.file->offset, static_cast<size_t>(d.file->size));
+            if (!bytes) return send_error(res, bytes.error());
+            ir.bytes = std::move(*bytes);
             ir.tags = form->tags;
             ir.tags.emplace_back(kDocumentIdTag, d.km_document_id);
             if (!d.content_type.empty()) ir.tags.emplace_back(kFileTypeTag, d.content_type);
-            auto r = svc->mem->enqueue(ir);
+            auto r = svc->mem->enqueue(std::move(ir));
             if (!r) return send_error(res, r.error());
             kept.push_back(r->doc_id);
             results.push_back(json{{"documentId", d.km_document_id}, {"fileId", r->doc_id}, {"fileName", d.file->filename},

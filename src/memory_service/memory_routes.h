@@ -19,7 +19,9 @@ struct HttpMemoryConfig {
     std::string dir;                 // --memory DIR
     memory::ChunkOptions chunking;           // --chunk-tokens / --chunk-overlap
     std::string chat_template;       // forced template name ("" = the model's)
-    size_t max_upload_bytes = 64u << 20;
+    size_t max_upload_bytes = 64u << 20;  // per file; an /upload body may hold 4 times this
+    std::string upload_temp_dir;     // where /upload bodies are streamed ("" = the store's
+                                     // directory, or the system temp dir for a PostgreSQL store)
 };
 
 // Add the result to ServeConfig::extensions. on_ready opens the store (an error stops the

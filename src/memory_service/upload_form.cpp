@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -125,6 +126,44 @@ Result<void> read_part_headers(std::string_view block, FormPart& part, size_t in
     return {};
 }
 
+constexpr uint64_t kNotFound = ~uint64_t{0};
+
+// Reads a body a window at a time: find() scans forward holding one window (kScanWindowBytes
+// plus the needle), so a part of any size is crossed in bounded memory.
+class BodyScanner {
+public:
+    explicit BodyScanner(const BodyReader& body) : body_(body) {}
+
+    // Up to n bytes from offset (fewer at the end of the body, none past it).
+    Result<std::string> bytes(uint64_t offset, size_t n) const {
+        const uint64_t size = body_.size();
+        if (offset >= size) return std::string();
+        return body_.read_string(offset, static_cast<size_t>(std::min<uint64_t>(n, size - offset)));
+    }
+
+    // The first offset >= from where `needle` starts, or kNotFound.
+    Result<uint64_t> find(std::string_view needle, uint64_t from) {
+        const uint64_t size = body_.size();
+        uint64_t at = from;
+        while (at < size && size - at >= needle.size()) {
+            // Consecutive windows overlap by needle.size() - 1 bytes, so a needle that crosses
+            // a window's end is found in the next one.
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(kScanWindowBytes + needle.size() - 1, size - at));
+            window_.resize(n);
+            if (auto r = body_.read(at, n, window_.data()); !r) return r.error();
+            const size_t i = std::string_view(window_).find(needle);
+            if (i != std::string_view::npos) return at + i;
+            if (at + n >= size) break;
+            at += n - (needle.size() - 1);
+        }
+        return kNotFound;
+    }
+
+private:
+    const BodyReader& body_;
+    std::string window_;  // (kScanWindowBytes + needle size) bytes, reused
+};
+
 }  // namespace
 
 Result<std::string> multipart_boundary(std::string_view content_type) {
@@ -140,65 +179,133 @@ Result<std::string> multipart_boundary(std::string_view content_type) {
     return form_error("the multipart Content-Type names no boundary");
 }
 
-Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string_view boundary) {
+Result<std::string> BodyReader::read_string(uint64_t offset, size_t n) const {
+    std::string out(n, '\0');
+    if (auto r = read(offset, n, out.data()); !r) return r.error();
+    return out;
+}
+
+Result<void> MemoryBody::read(uint64_t offset, size_t n, char* out) const {
+    if (offset > bytes_.size() || n > bytes_.size() - offset) {
+        return Error{Errc::memory_store, "read of bytes [" + std::to_string(offset) + ", " + std::to_string(offset + n) + ") past the body's " +
+                                             std::to_string(bytes_.size())};
+    }
+    std::memcpy(out, bytes_.data() + offset, n);
+    return {};
+}
+
+Result<std::vector<FormPart>> parse_multipart(const BodyReader& body, std::string_view boundary) {
+    BodyScanner scan(body);
     std::vector<FormPart> parts;
+    const uint64_t size = body.size();
     const std::string dash = "--" + std::string(boundary);
     // The first delimiter: at the very start, or after a preamble and a line end.
-    size_t pos;
-    if (body.substr(0, dash.size()) == dash) {
+    uint64_t pos;
+    auto head = scan.bytes(0, dash.size());
+    if (!head) return head.error();
+    if (*head == dash) {
         pos = 0;
     } else {
-        pos = body.find("\n" + dash);
-        if (pos == std::string_view::npos) return form_error("the body holds no multipart delimiter '" + dash + "'");
-        pos += 1;
+        auto f = scan.find("\n" + dash, 0);
+        if (!f) return f.error();
+        if (*f == kNotFound) return form_error("the body holds no multipart delimiter '" + dash + "'");
+        pos = *f + 1;
     }
     const std::string delim = "\r\n" + dash;
     for (;;) {
         // At a delimiter line: "--boundary" then "--" (the end) or optional blanks and a line end.
-        size_t p = pos + dash.size();
-        if (body.substr(p, 2) == "--") return parts;
-        while (p < body.size() && (body[p] == ' ' || body[p] == '\t')) ++p;
-        if (body.substr(p, 2) == "\r\n") p += 2;
-        else if (body.substr(p, 1) == "\n") p += 1;
+        uint64_t p = pos + dash.size();
+        auto after = scan.bytes(p, 2);
+        if (!after) return after.error();
+        if (*after == "--") return parts;
+        for (;;) {  // blanks, read a little at a time (a line of them is not bounded)
+            auto blanks = scan.bytes(p, 256);
+            if (!blanks) return blanks.error();
+            const size_t k = blanks->find_first_not_of(" \t");
+            if (k != std::string::npos) {
+                p += k;
+                break;
+            }
+            p += blanks->size();
+            if (blanks->empty()) break;
+        }
+        auto eol = scan.bytes(p, 2);
+        if (!eol) return eol.error();
+        if (*eol == "\r\n") p += 2;
+        else if (!eol->empty() && (*eol)[0] == '\n') p += 1;
         else return form_error("multipart delimiter " + std::to_string(parts.size()) + " is not followed by a line end");
         if (parts.size() == kMaxParts) return form_error("the form has more than " + std::to_string(kMaxParts) + " parts");
-        // Headers end at the first blank line.
-        size_t hend = body.find("\r\n\r\n", p);
+        // Headers end at the first blank line, within kMaxPartHeaderBytes (read as one block).
+        auto block = scan.bytes(p, kMaxPartHeaderBytes + 4);
+        if (!block) return block.error();
+        size_t hend = block->find("\r\n\r\n");
         size_t skip = 4;
-        const size_t lf = body.find("\n\n", p);
-        if (lf != std::string_view::npos && (hend == std::string_view::npos || lf < hend)) {
+        const size_t lf = block->find("\n\n");
+        if (lf != std::string::npos && (hend == std::string::npos || lf < hend)) {
             hend = lf;
             skip = 2;
         }
-        if (body.substr(p, 2) == "\r\n") {  // a part without headers
-            hend = p;
+        if (block->rfind("\r\n", 0) == 0) {  // a part without headers
+            hend = 0;
             skip = 2;
         }
-        if (hend == std::string_view::npos) return form_error("multipart part " + std::to_string(parts.size()) + ": its headers never end");
-        if (hend - p > kMaxPartHeaderBytes) {
-            return form_error("multipart part " + std::to_string(parts.size()) + ": headers of " + std::to_string(hend - p) + " bytes; at most " +
-                       std::to_string(kMaxPartHeaderBytes));
+        if (hend == std::string::npos) {
+            if (p + block->size() >= size) return form_error("multipart part " + std::to_string(parts.size()) + ": its headers never end");
+            return form_error("multipart part " + std::to_string(parts.size()) + ": headers of more than " + std::to_string(kMaxPartHeaderBytes) +
+                              " bytes; at most " + std::to_string(kMaxPartHeaderBytes));
+        }
+        if (hend > kMaxPartHeaderBytes) {
+            return form_error("multipart part " + std::to_string(parts.size()) + ": headers of " + std::to_string(hend) + " bytes; at most " +
+                              std::to_string(kMaxPartHeaderBytes));
         }
         FormPart part;
-        if (auto r = read_part_headers(body.substr(p, hend - p), part, parts.size()); !r) return r.error();
-        const size_t cstart = hend + skip;
+        if (auto r = read_part_headers(std::string_view(*block).substr(0, hend), part, parts.size()); !r) return r.error();
+        const uint64_t cstart = p + hend + skip;
         // The content ends at CRLF + the next delimiter.
-        const size_t cend = body.find(delim, cstart);
-        if (cend == std::string_view::npos) {
+        auto cend = scan.find(delim, cstart);
+        if (!cend) return cend.error();
+        if (*cend == kNotFound) {
             return form_error("multipart part " + std::to_string(parts.size()) + " ('" + part.name + "') is not closed by a delimiter: the body was cut");
         }
-        part.content = body.substr(cstart, cend - cstart);
+        part.offset = cstart;
+        part.size = *cend - cstart;
         parts.push_back(std::move(part));
-        pos = cend + 2;
+        pos = *cend + 2;
     }
 }
 
-Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts) {
+Result<std::vector<FormPart>> parse_multipart(std::string_view body, std::string_view boundary) {
+    const MemoryBody reader(body);
+    auto parts = parse_multipart(reader, boundary);
+    if (!parts) return parts.error();
+    for (auto& p : *parts) p.content = body.substr(p.offset, p.size);
+    return parts;
+}
+
+namespace {
+
+// The form rules over the parts; a field's value comes from `body` (when given) or from the
+// part's in-memory content.
+Result<UploadForm> read_form(const std::vector<FormPart>& parts, const BodyReader* body) {
     UploadForm form;
     bool seen_index = false, seen_doc = false, seen_args = false;
     std::set<std::string> file_names;
     for (const auto& part : parts) {
-        const std::string value(part.content);
+        std::string value;
+        if (!part.has_filename) {
+            const uint64_t n = body ? part.size : part.content.size();
+            if (n > kMaxFieldBytes) {
+                return form_error("form field '" + part.name + "' holds " + std::to_string(n) + " bytes; a field may hold at most " +
+                                  std::to_string(kMaxFieldBytes) + " (a file part needs a filename)");
+            }
+            if (body) {
+                auto v = body->read_string(part.offset, static_cast<size_t>(part.size));
+                if (!v) return v.error();
+                value = std::move(*v);
+            } else {
+                value = std::string(part.content);
+            }
+        }
         if (part.has_filename) {
             if (part.filename.empty()) return form_error("file part '" + part.name + "' has an empty file name");
             if (!file_names.insert(part.filename).second) return form_error("file name '" + part.filename + "' is given twice in one upload");
@@ -266,6 +373,12 @@ Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts) {
     }
     return form;
 }
+
+}  // namespace
+
+Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts, const BodyReader& body) { return read_form(parts, &body); }
+
+Result<UploadForm> parse_upload_form(const std::vector<FormPart>& parts) { return read_form(parts, nullptr); }
 
 std::vector<FileDocument> file_documents(const UploadForm& form) {
     std::vector<FileDocument> out;

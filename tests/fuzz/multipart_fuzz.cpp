@@ -7,7 +7,9 @@
 //
 // Invariants: parse_multipart and parse_upload_form fail only with memory_bad_input; every
 // part's content lies inside the body, parts do not overlap and come in body order, at most
-// kMaxParts; an accepted form obeys upload_form.h (at least one file, each with a non-empty
+// kMaxParts; each part's offset and size name its content; parse_upload_form reading the
+// fields through a BodyReader (as the route does from its temporary file) decides exactly as
+// it does from the in-memory parts; an accepted form obeys upload_form.h (at least one file, each with a non-empty
 // name, a non-empty index, tag keys non-empty and not reserved, steps empty or kvrag's
 // pipeline); file_documents gives one document per file with non-empty ids, and each file
 // name sanitises to a valid id (memory/ids.h) and gets a document type or
@@ -40,13 +42,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         KVRAG_FUZZ_CHECK(p.content.data() >= body.data() && p.content.data() + p.content.size() <= body.data() + body.size(),
                          "a part's content lies outside the body");
         KVRAG_FUZZ_CHECK(p.content.data() >= end_of_last, "parts overlap or are out of order");
+        KVRAG_FUZZ_CHECK(p.content.data() == body.data() + p.offset && p.content.size() == p.size, "a part's offset and size do not name its content");
         end_of_last = p.content.data() + p.content.size();
     }
     auto form = ms::parse_upload_form(*parts);
+    auto form_read = ms::parse_upload_form(*parts, ms::MemoryBody(body));
+    KVRAG_FUZZ_CHECK(form.ok() == form_read.ok(), "reading the fields through a BodyReader decided otherwise");
     if (!form) {
         KVRAG_FUZZ_CHECK(form.error().code == Errc::memory_bad_input, "parse_upload_form failed with another code than E6006");
+        KVRAG_FUZZ_CHECK(form_read.error().message == form.error().message, "reading the fields through a BodyReader gave another error");
         return 0;
     }
+    KVRAG_FUZZ_CHECK(form_read->index == form->index && form_read->doc_id == form->doc_id && form_read->tags == form->tags &&
+                         form_read->files == form->files,
+                     "reading the fields through a BodyReader gave another form");
     KVRAG_FUZZ_CHECK(!form->files.empty(), "a form without files was accepted");
     KVRAG_FUZZ_CHECK(!form->index.empty(), "an empty index");
     KVRAG_FUZZ_CHECK(form->steps.empty() || form->steps.size() == 4, "steps other than kvrag's pipeline were accepted");

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -137,6 +138,60 @@ TEST(MemoryHttp, UploadStatusSearchAskListDelete) {
     auto badjson = cli.Post("/ask", "{not json", "application/json");
     EXPECT_EQ(badjson->status, 400);
 
+    ctx.http().stop();
+    th.join();
+    std::filesystem::remove_all(dir);
+}
+
+// The body limit (4 times the per-file limit) holds while the body streams in, the per-file
+// limit after parsing; both answers name the numbers, and no temporary file is left in the
+// store's directory (where bodies are streamed) whatever the outcome.
+TEST(MemoryHttp, UploadLimitsNameTheNumbersAndLeaveNoTemporaryFile) {
+    auto eng = engine::testing::make_engine(engine::testing::load_synthetic("memory-http-limits", 32, 1, 64), 512, 2, 128);
+    const auto dir = testing::temp_dir("http-limits");
+    FakeContext ctx(*eng);
+    memory_service::HttpMemoryConfig cfg;
+    cfg.dir = (dir / "store").string();
+    cfg.chunking = {64, 8};
+    cfg.max_upload_bytes = 4096;  // a body may hold 16384 bytes
+    auto ext = memory_service::memory_extension(cfg);
+    ext.add_routes(ctx);
+    ASSERT_TRUE(ext.on_ready(ctx).ok());
+    const int port = ctx.http().bind_to_any_port("127.0.0.1");
+    ASSERT_GT(port, 0);
+    std::thread th([&] { ctx.http().listen_after_bind(); });
+    auto temp_files = [&] {
+        int n = 0;
+        for (const auto& e : std::filesystem::directory_iterator(cfg.dir)) n += e.path().filename().string().rfind(".kvrag-upload", 0) == 0;
+        return n;
+    };
+
+    {
+        httplib::Client cli("127.0.0.1", port);
+        auto r = cli.Post("/upload", httplib::MultipartFormDataItems{{"file", std::string(5000, 'a'), "five.txt", "text/plain"}});
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 413) << r->body;
+        EXPECT_NE(r->body.find("'five.txt' is 5000 bytes; the limit is 4096"), std::string::npos) << r->body;
+    }
+    {
+        httplib::Client cli("127.0.0.1", port);
+        auto r = cli.Post("/upload", httplib::MultipartFormDataItems{{"file", std::string(40000, 'a'), "big.txt", "text/plain"}});
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 413) << r->body;
+        EXPECT_NE(r->body.find("over the limit of 16384 bytes (4 times the per-file limit of 4096 bytes)"), std::string::npos) << r->body;
+    }
+    {
+        httplib::Client cli("127.0.0.1", port);
+        auto r = cli.Post("/upload", httplib::MultipartFormDataItems{{"file", "A short note about tides.", "note.txt", "text/plain"}});
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 202) << r->body;
+        auto dl = cli.Get("/download?documentId=note.txt&filename=note.txt");
+        ASSERT_TRUE(dl);
+        EXPECT_EQ(dl->body, "A short note about tides.");  // stored from the streamed body, byte for byte
+    }
+    EXPECT_EQ(temp_files(), 0);
+
+    ext.on_stop();  // the worker may still be ingesting note.txt
     ctx.http().stop();
     th.join();
     std::filesystem::remove_all(dir);
