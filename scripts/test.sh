@@ -5,7 +5,7 @@
 # 5.5 minutes on 2 cores, its build included), then the Release build's suite with ctest, whose
 # summary closes the output. KVRAG_SKIP_SANITIZE=1 skips the sanitizer step and
 # KVRAG_TSAN_STEP=0 the ThreadSanitizer step (quick local runs). Every build compiles the
-# library as a unity build (KVRAG_UNITY): several times less compile CPU.
+# library and the test binaries as unity builds (KVRAG_UNITY): several times less compile CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}

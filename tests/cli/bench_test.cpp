@@ -26,7 +26,7 @@ namespace fs = std::filesystem;
 using RunOutput = testing::RunResult;
 using testing::run_kvrag;
 
-std::map<std::string, std::string> summary(const std::string& out) { return testing::summary_pairs(out, "bench "); }
+std::map<std::string, std::string> bench_summary(const std::string& out) { return testing::summary_pairs(out, "bench "); }
 
 // A table row: the test label then its depth, e.g. "pp16" and 16.
 bool has_row(const std::string& out, const std::string& label, int depth) {
@@ -64,7 +64,7 @@ TEST_F(BenchCliTest, PrintsRowsPerTestAndDepthAndOneSummaryLine) {
         EXPECT_TRUE(has_row(r.out, "pp16", depth)) << r.out;
         EXPECT_TRUE(has_row(r.out, "tg4", depth)) << r.out;
     }
-    const auto kv = summary(r.out);
+    const auto kv = bench_summary(r.out);
     EXPECT_EQ(kv.at("model"), "tiny.gguf");
     EXPECT_EQ(kv.at("type"), "q8_0");
     EXPECT_EQ(kv.at("kv"), "f16");
@@ -98,7 +98,7 @@ TEST_F(BenchCliTest, DecodeBytesPerTokenGrowWithDepth) {
     };
     EXPECT_GT(mib(0), 0.0) << r.out;
     EXPECT_GT(mib(48), mib(0)) << r.out;
-    EXPECT_EQ(summary(r.out).at("kv"), "f32");
+    EXPECT_EQ(bench_summary(r.out).at("kv"), "f32");
 }
 
 TEST_F(BenchCliTest, PointsPastTheContextAreWarnedAndSkipped) {
@@ -107,7 +107,7 @@ TEST_F(BenchCliTest, PointsPastTheContextAreWarnedAndSkipped) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.err.find("warning: skipping pp16_depth16"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("= 32 > context 24"), std::string::npos) << r.err;
-    const auto kv = summary(r.out);
+    const auto kv = bench_summary(r.out);
     EXPECT_TRUE(kv.count("pp8_depth16"));
     EXPECT_TRUE(kv.count("tg4_depth16"));
     EXPECT_FALSE(kv.count("pp16_depth16")) << r.out;
@@ -116,7 +116,7 @@ TEST_F(BenchCliTest, PointsPastTheContextAreWarnedAndSkipped) {
     const RunOutput big = bench("-p 60 -n 4 -r 1 --depth 8 --ctx 4096");
     ASSERT_EQ(big.exit_code, 0) << big.err;
     EXPECT_NE(big.err.find("skipping pp60_depth8"), std::string::npos) << big.err;
-    EXPECT_TRUE(summary(big.out).count("tg4_depth8")) << big.out;
+    EXPECT_TRUE(bench_summary(big.out).count("tg4_depth8")) << big.out;
 }
 
 TEST_F(BenchCliTest, BadListsAreRefusedNamingTheValue) {

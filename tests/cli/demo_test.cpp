@@ -23,7 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::run_kvrag;
 
-std::map<std::string, std::string> summary(const std::string& out) { return testing::summary_pairs(out, "demo "); }
+std::map<std::string, std::string> demo_summary(const std::string& out) { return testing::summary_pairs(out, "demo "); }
 
 class DemoCliTest : public ::testing::Test {
 protected:
@@ -46,7 +46,7 @@ TEST_F(DemoCliTest, ShortRunReturnsEveryCellAndKeepsTheChatInsideTheContext) {
                              " --asks " + std::to_string(kAsks) + " --turns " + std::to_string(kTurns) + " --ctx " + std::to_string(kCtx) +
                              " -n " + std::to_string(kMaxTokens) + " -t 1");
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    auto kv = summary(r.out);
+    auto kv = demo_summary(r.out);
     ASSERT_FALSE(kv.empty()) << r.out;
     EXPECT_EQ(kv["files"], "2");
     EXPECT_EQ(kv["files_failed"], "1");

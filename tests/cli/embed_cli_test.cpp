@@ -20,7 +20,7 @@ namespace kvrag {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
+using json = nlohmann::json;
 using testing::run_kvrag;
 
 std::vector<std::string> lines_of(const std::string& s) {
@@ -38,7 +38,7 @@ json oracle_cases(const std::string& dir, const std::string& model) {
     return json::parse(in)[model];
 }
 
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+float max_abs_diff_f32(const std::vector<float>& a, const std::vector<float>& b) {
     EXPECT_EQ(a.size(), b.size());
     float m = 0.0f;
     for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
@@ -57,7 +57,7 @@ TEST(EmbedCli, PrintsOneJsonArrayPerTextMatchingTheReference) {
         ASSERT_EQ(lines.size(), 2u) << r.out;
         for (size_t i = 0; i < 2; ++i) {
             const auto got = json::parse(lines[i]).get<std::vector<float>>();
-            EXPECT_LE(max_abs_diff(got, cases[i][raw ? "embedding_raw" : "embedding"].get<std::vector<float>>()), 2e-4f);
+            EXPECT_LE(max_abs_diff_f32(got, cases[i][raw ? "embedding_raw" : "embedding"].get<std::vector<float>>()), 2e-4f);
         }
     }
     // --pooling none: one array of per-token rows ([CLS] hello world [SEP]: 4 rows of 64).

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "engine/embedder.h"
+#include "engine/engine_test_util.h"
 #include "gguf/gguf_writer.h"
 #include "kernels/fp16.h"
 #include "kernels/quant.h"
@@ -196,16 +197,6 @@ void write_converted(const std::string& src, const std::string& dst, GgmlType ty
     ASSERT_TRUE(r.ok()) << r.error().what();
 }
 
-double cosine(const std::vector<float>& a, const std::vector<float>& b) {
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-        ab += double(a[i]) * b[i];
-        aa += double(a[i]) * a[i];
-        bb += double(b[i]) * b[i];
-    }
-    return ab / std::sqrt(aa * bb);
-}
-
 // The same texts and pairs through two embedders: the largest differences (normalised, raw,
 // score) and the smallest cosine between their embeddings, asserted at least min_cosine.
 struct Comparison {
@@ -229,7 +220,7 @@ Comparison compare_embedders(Embedder& a, Embedder& b, const json& cases, double
             const float d = max_abs_diff(x->vectors[i], y->vectors[i]);
             float& m = normalize ? cmp.max.embedding : cmp.max.raw;
             m = std::max(m, d);
-            const double cs = cosine(x->vectors[i], y->vectors[i]);
+            const double cs = testing::cosine(x->vectors[i], y->vectors[i]);
             EXPECT_GE(cs, min_cosine) << texts[i];
             cmp.min_cosine = std::min(cmp.min_cosine, cs);
         }

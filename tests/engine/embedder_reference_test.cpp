@@ -25,7 +25,7 @@ using nlohmann::json;
 
 TEST(EmbedderReference, Q8_0AndF16WeightsMatchLlamaEmbeddingOnTheSameFiles) {
     KVRAG_REQUIRE_SHARED_DATA(shared);
-    std::ifstream in(testing::source_dir() + "/tests/data/embeddings/llama-embedding-q8_0-f16.json");
+    std::ifstream in(kvrag::testing::source_dir() + "/tests/data/embeddings/llama-embedding-q8_0-f16.json");
     ASSERT_TRUE(in.good());
     const json ref = json::parse(in);
     const fs::path dir = fs::temp_directory_path() / ("kvrag-embed-ref-" + std::to_string(getpid()));
@@ -35,7 +35,7 @@ TEST(EmbedderReference, Q8_0AndF16WeightsMatchLlamaEmbeddingOnTheSameFiles) {
         const std::string path = (dir / (std::string(type) + ".gguf")).string();
         std::string args = "make-model -o " + path + " --vocab-from " + shared + "/vocab/" + ref["vocab"].get<std::string>() + " --type " + type;
         for (const auto& a : ref["make_model_args"]) args += " " + a.get<std::string>();
-        ASSERT_EQ(testing::run_kvrag(args).exit_code, 0) << args;
+        ASSERT_EQ(kvrag::testing::run_kvrag(args).exit_code, 0) << args;
         std::ifstream f(path, std::ios::binary);
         const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
         const json& m = ref["models"][type];

@@ -74,12 +74,6 @@ const std::vector<std::string> kTexts = {
     "0123456789 !?",
 };
 
-double cosine(const std::vector<float>& a, const std::vector<float>& b) {
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t i = 0; i < a.size(); ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
-    return ab / std::sqrt(aa * bb);
-}
-
 struct TypeCase {
     const char* arch;
     GgmlType type;
@@ -114,7 +108,7 @@ TEST_P(EmbedderTypes, QuantisedWeightsAgreeWithTheirF32Twin) {
     double worst = 1.0;
     bool any_diff = false;
     for (size_t i = 0; i < kTexts.size(); ++i) {
-        worst = std::min(worst, cosine(a->vectors[i], b->vectors[i]));
+        worst = std::min(worst, testing::cosine(a->vectors[i], b->vectors[i]));
         any_diff = any_diff || a->vectors[i] != b->vectors[i];
     }
     EXPECT_GE(worst, c.min_cosine);

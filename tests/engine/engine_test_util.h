@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "engine/engine.h"
 #include "tools/synthetic.h"
@@ -43,6 +45,17 @@ inline std::unique_ptr<Engine> make_engine(LoadedModel m, int32_t n_ctx, int n_t
     auto e = Engine::create(std::move(m), cfg);
     EXPECT_TRUE(e.ok()) << e.error().what();
     return std::move(*e);
+}
+
+// The cosine of the angle between two embeddings (over their common length), in double.
+inline double cosine(const std::vector<float>& a, const std::vector<float>& b) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+        ab += double(a[i]) * b[i];
+        aa += double(a[i]) * a[i];
+        bb += double(b[i]) * b[i];
+    }
+    return ab / std::sqrt(aa * bb);
 }
 
 inline GenerateOptions greedy(int32_t max_tokens) {

@@ -14,6 +14,7 @@
 #include "core/ggml_type.h"
 #include "kernels/fp16.h"
 #include "kernels/quant.h"
+#include "kernels/kernel_test_util.h"
 #include "kernels/quant_blocks.h"
 
 namespace kvrag::kernels {
@@ -25,10 +26,6 @@ const GgmlType kWeightTypes[] = {
 };
 
 bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
-
-std::string type_param_name(const testing::TestParamInfo<GgmlType>& info) {
-    return std::string(ggml_type_name(info.param));
-}
 
 std::vector<float> gaussian(int64_t n, uint32_t seed, float mean = 0.0f, float sigma = 1.0f) {
     std::mt19937 rng(seed);
@@ -316,7 +313,7 @@ TEST(QuantDispatchTest, VecDotTypesFollowGgml) {
 // quantise -> dequantise error bounds, one per format, derived from its quantiser
 // ------------------------------------------------------------------------------------------
 
-class QuantRoundTripTest : public testing::TestWithParam<GgmlType> {};
+class QuantRoundTripTest : public ::testing::TestWithParam<GgmlType> {};
 
 // Max allowed |x - deq(x)| for element i of x, from the block it lives in.
 double error_bound(GgmlType t, const std::vector<float>& x, size_t i) {
@@ -428,7 +425,7 @@ TEST_P(QuantRoundTripTest, ZeroRowStaysZero) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, QuantRoundTripTest,
-                         testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0,
+                         ::testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0,
                                          GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
                                          GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::Q4_K, GgmlType::Q5_K,
                                          GgmlType::Q6_K),
@@ -438,7 +435,7 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, QuantRoundTripTest,
 // Dot products: ref against the dequantised definition, AVX2 against ref
 // ------------------------------------------------------------------------------------------
 
-class QuantDotTest : public testing::TestWithParam<GgmlType> {};
+class QuantDotTest : public ::testing::TestWithParam<GgmlType> {};
 
 // The reference dot must equal sum_i deq(w)_i * deq(x)_i. Integer sums make it exact up to float
 // rounding of per-block terms; Q4_1/Q5_1 use the fp16 s = dy * sum(y) of Q8_1, whose rounding
@@ -508,7 +505,7 @@ TEST_P(QuantDotTest, Avx2DequantizeMatchesRefExactly) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(WeightTypes, QuantDotTest, testing::ValuesIn(kWeightTypes), type_param_name);
+INSTANTIATE_TEST_SUITE_P(WeightTypes, QuantDotTest, ::testing::ValuesIn(kWeightTypes), type_param_name);
 
 TEST(QuantAvx2Test, ActivationQuantisersMatchRefBitForBit) {
     if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
@@ -579,7 +576,7 @@ void check_matmul_bit_exact(GgmlType t, int64_t n_in, DotFn dot, MatmulFn matmul
     }
 }
 
-class QuantMatmulTest : public testing::TestWithParam<GgmlType> {};
+class QuantMatmulTest : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(QuantMatmulTest, RowsBitIdenticalToVecDot) {
     const GgmlType t = GetParam();
@@ -611,7 +608,7 @@ TEST_P(QuantMatmulTest, LargeRowTiles) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(WeightTypes, QuantMatmulTest, testing::ValuesIn(kWeightTypes), type_param_name);
+INSTANTIATE_TEST_SUITE_P(WeightTypes, QuantMatmulTest, ::testing::ValuesIn(kWeightTypes), type_param_name);
 
 }  // namespace
 }  // namespace kvrag::kernels

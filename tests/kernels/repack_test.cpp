@@ -14,6 +14,7 @@
 #include "core/ggml_type.h"
 #include "kernels/fp16.h"
 #include "kernels/quant.h"
+#include "kernels/kernel_test_util.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/repack.h"
 
@@ -25,11 +26,7 @@ const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K,
 const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
                                    GgmlType::F16};
 
-std::string type_param_name(const testing::TestParamInfo<GgmlType>& info) {
-    return std::string(ggml_type_name(info.param));
-}
-
-std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
+std::vector<float> zero_mean_gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> dist(0.0f, sigma);
     std::vector<float> v(static_cast<size_t>(n));
@@ -68,7 +65,7 @@ std::vector<uint8_t> weight_row(GgmlType t, int64_t n, uint32_t seed, int kind) 
     if (t == GgmlType::F16 && kind != 0) return f16_row(n, seed, kind);
     std::vector<uint8_t> q(ggml_row_size(t, n));
     if (kind == 0) {
-        const auto x = gaussian(n, seed);
+        const auto x = zero_mean_gaussian(n, seed);
         ref::quantize_row(t, x.data(), q.data(), n);
         return q;
     }
@@ -89,7 +86,7 @@ std::vector<uint8_t> weight_row(GgmlType t, int64_t n, uint32_t seed, int kind) 
 
 // Activations: Gaussian, except token kinds that hit the quantiser's extremes (+-127 runs).
 std::vector<uint8_t> activation_row(GgmlType xt, int64_t n, uint32_t seed) {
-    auto x = gaussian(n, seed, 1.0f + static_cast<float>(seed % 3));
+    auto x = zero_mean_gaussian(n, seed, 1.0f + static_cast<float>(seed % 3));
     if (seed % 4 == 3) {
         for (int64_t j = 0; j < n; ++j) x[static_cast<size_t>(j)] = (j % 7 == 0) ? 1.0f : -1.0f;
     }
@@ -98,7 +95,7 @@ std::vector<uint8_t> activation_row(GgmlType xt, int64_t n, uint32_t seed) {
     return q;
 }
 
-class RefOrderTest : public testing::TestWithParam<GgmlType> {};
+class RefOrderTest : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(RefOrderTest, Avx2VecDotEqualsRefBitForBit) {
     if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
@@ -116,9 +113,9 @@ TEST_P(RefOrderTest, Avx2VecDotEqualsRefBitForBit) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(RefOrderTypes, RefOrderTest, testing::ValuesIn(kRefOrderTypes), type_param_name);
+INSTANTIATE_TEST_SUITE_P(RefOrderTypes, RefOrderTest, ::testing::ValuesIn(kRefOrderTypes), type_param_name);
 
-class RepackTest : public testing::TestWithParam<GgmlType> {};
+class RepackTest : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(RepackTest, PackedMatmulEqualsVecDotBitForBit) {
     const GgmlType t = GetParam();
@@ -174,7 +171,7 @@ TEST_P(RepackTest, PackedMatmulEqualsVecDotBitForBit) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(PackedTypes, RepackTest, testing::ValuesIn(kPackedTypes), type_param_name);
+INSTANTIATE_TEST_SUITE_P(PackedTypes, RepackTest, ::testing::ValuesIn(kPackedTypes), type_param_name);
 
 // F16 past the kernel's blocking: rows longer than one 512-element panel and not a multiple of
 // 8 elements, more rows than one 64-row block, more tokens than one 48-token block, a

@@ -163,5 +163,9 @@ TEST(CellPoolTest, MisuseStopsTheProcess) {
     EXPECT_POOL_OK(pool);
 }
 
+// File-local macros: the unity build compiles several test files as one.
+#undef EXPECT_POOL_OK
+#undef EXPECT_MISUSE
+
 }  // namespace
 }  // namespace kvrag::kvcache

@@ -27,11 +27,12 @@
 #include <string>
 #include <vector>
 
+#include "kvcache/kv_cache_test_util.h"
+
 namespace kvrag::kvcache {
 namespace {
 
-constexpr int32_t kCells = 96;
-constexpr int32_t kBlock = 4;
+constexpr int32_t kPropertyCacheCells = 96;
 constexpr int32_t kHeadDim = 8;
 constexpr int32_t kRot = 8;
 constexpr float kBase = 10000.0f;
@@ -90,7 +91,7 @@ class Runner {
 public:
     Runner(uint32_t seed, Options opt) : rng_(seed), opt_(opt) {
         KvCacheConfig cfg;
-        cfg.n_cells = kCells;
+        cfg.n_cells = kPropertyCacheCells;
         cfg.type = GgmlType::F32;
         cfg.block_tokens = kBlock;
         auto r = KvCache::create(hparams(), cfg, model::KeyRotation(hparams()));
@@ -280,7 +281,7 @@ private:
         const KvStats st = cache_->stats();
         const std::vector<int32_t> prompt{rand_int(0, 999)};
         note("admit greedy free=" + std::to_string(st.free) + " cached=" + std::to_string(st.cached) + " reserved=" + std::to_string(st.reserved));
-        for (int32_t max_tokens = std::min(kCells, st.free + st.cached - st.reserved); max_tokens >= 1; --max_tokens) {
+        for (int32_t max_tokens = std::min(kPropertyCacheCells, st.free + st.cached - st.reserved); max_tokens >= 1; --max_tokens) {
             std::optional<Sequence> s = cache_->admit(prompt, max_tokens);
             if (!s) continue;
             ModelSeq m;
@@ -304,7 +305,7 @@ private:
     std::string op_append(ModelSeq& m, bool fill) {
         int32_t n = fill ? m.h.reserved() : rand_int(1, 6);
         if (n == 0) n = 1;
-        if (m.h.n_tokens() + n > kCells) return "";
+        if (m.h.n_tokens() + n > kPropertyCacheCells) return "";
         std::vector<int32_t> t(static_cast<size_t>(n));
         for (auto& x : t) x = gen_token();
         const KvStats before = cache_->stats();
@@ -467,7 +468,7 @@ private:
         if (std::string e = cache_->check_invariants(); !e.empty()) return "check_invariants: " + e;
         const KvStats st = cache_->stats();
         // used: cells live sequences hold; free: cells nobody holds; the rest only the prefix cache holds.
-        if (st.total != kCells) return "total " + std::to_string(st.total) + " != " + std::to_string(kCells);
+        if (st.total != kPropertyCacheCells) return "total " + std::to_string(st.total) + " != " + std::to_string(kPropertyCacheCells);
         const int32_t held = st.total - st.free;
         if (st.free < 0 || held < st.used) return "free " + std::to_string(st.free) + " + used " + std::to_string(st.used) + " > total";
         if (st.n_sequences != static_cast<int32_t>(live_.size())) return "n_sequences " + std::to_string(st.n_sequences) + " != live " + std::to_string(live_.size());
@@ -486,7 +487,7 @@ private:
             if (std::set<int32_t>(cells.begin(), cells.end()).size() != cells.size()) return who + " holds a cell twice";
             for (size_t p = 0; p < cells.size(); ++p) {
                 const int32_t c = cells[p];
-                if (c < 0 || c >= kCells) return who + " holds cell " + std::to_string(c) + " outside the cache";
+                if (c < 0 || c >= kPropertyCacheCells) return who + " holds cell " + std::to_string(c) + " outside the cache";
                 auto [it, fresh] = holder.emplace(c, std::make_pair(&m, p));
                 if (!fresh) {
                     // Shared only through fork or prefix reuse: same origin, same position.

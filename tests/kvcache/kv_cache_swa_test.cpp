@@ -10,13 +10,13 @@
 #include <vector>
 
 #include "kvcache/kv_cache.h"
+#include "kvcache/kv_cache_test_util.h"
 
 namespace kvrag::kvcache {
 namespace {
 
 constexpr int32_t kWindow = 8;      // n_swa
 constexpr int32_t kAppend = 4;      // max_append
-constexpr int32_t kBlock = 4;
 // A sequence holds at most 7 positions back (from a block boundary: up to 3 more) + 4 new.
 constexpr int32_t kLocalCap = kWindow - 1 + kBlock - 1 + kAppend;
 
@@ -49,12 +49,6 @@ std::shared_ptr<KvCache> make_swa_cache(int32_t n_cells, int32_t n_local_cells, 
     auto r = KvCache::create(hp, cfg, model::KeyRotation(hp));
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().what());
     return r.ok() ? *r : nullptr;
-}
-
-std::vector<int32_t> toks(int32_t n, int32_t first = 100) {
-    std::vector<int32_t> v(static_cast<size_t>(n));
-    std::iota(v.begin(), v.end(), first);
-    return v;
 }
 
 // Appends `tokens` kAppend at a time (as the engine's chunked prefill does), checking the

@@ -15,11 +15,12 @@
 #include <utility>
 #include <vector>
 
+#include "kvcache/kv_cache_test_util.h"
+
 namespace kvrag::kvcache {
 namespace {
 
 constexpr int32_t kCells = 64;
-constexpr int32_t kBlock = 4;
 
 model::ModelHParams tiny_hparams(int32_t n_rot = 8, bool neox = false) {
     model::ModelHParams hp;
@@ -46,13 +47,6 @@ std::shared_ptr<KvCache> make_cache(int32_t n_cells = kCells, const model::Model
     auto r = KvCache::create(hp, cfg, model::KeyRotation(hp));
     EXPECT_TRUE(r.ok());
     return r.ok() ? *r : nullptr;
-}
-
-// n tokens first, first + 1, ...
-std::vector<int32_t> toks(int32_t n, int32_t first = 100) {
-    std::vector<int32_t> v(static_cast<size_t>(n));
-    std::iota(v.begin(), v.end(), first);
-    return v;
 }
 
 std::vector<int32_t> concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
@@ -1163,6 +1157,10 @@ TEST(KvCacheTest, MisuseStopsTheProcess) {
     EXPECT_FALSE(cache->admit(toks(1, 900), 9).has_value());
     EXPECT_FALSE(cache->append(taker, toks(9, 900)));
 }
+
+// File-local macros: the unity build compiles several test files as one.
+#undef EXPECT_INVARIANTS
+#undef EXPECT_MISUSE
 
 }  // namespace
 }  // namespace kvrag::kvcache

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "kvcache/kv_cache_test_util.h"
+
 namespace kvrag::kvcache {
 namespace {
-
-constexpr int32_t kBlock = 4;
 
 // Death tests re-run the binary for the one test ("threadsafe"), so threads other tests left
 // behind cannot deadlock the forked child.
@@ -121,12 +121,6 @@ std::optional<uint64_t> brute_victim(const PrefixCache& prefix, const CellPool& 
         }
     }
     return victim;
-}
-
-std::vector<int32_t> toks(int32_t n, int32_t first) {
-    std::vector<int32_t> v(static_cast<size_t>(n));
-    std::iota(v.begin(), v.end(), first);
-    return v;
 }
 
 // Runs a prompt twice through compute + publish + release, so its full blocks get cached.
@@ -340,6 +334,9 @@ TEST(PrefixCacheTest, MisuseStopsTheProcess) {
     EXPECT_MISUSE(PrefixCache(h.pool(), 0), "at least one token");
     EXPECT_EQ(h.prefix().check_invariants(), "");
 }
+
+// File-local macros: the unity build compiles several test files as one.
+#undef EXPECT_MISUSE
 
 }  // namespace
 }  // namespace kvrag::kvcache

@@ -7,21 +7,10 @@
 
 #include "engine/engine_test_util.h"
 #include "memory/memory.h"
+#include "memory/memory_test_util.h"
 
 namespace kvrag::memory {
 namespace {
-
-constexpr int32_t kDim = 4;
-
-// A deterministic unit vector per text.
-std::vector<float> fake_embedding(std::string_view text) {
-    std::vector<float> v(kDim, 0.0f);
-    for (size_t i = 0; i < text.size(); ++i) v[i % kDim] += static_cast<float>(static_cast<unsigned char>(text[i]) % 17);
-    double n = 0;
-    for (float x : v) n += double(x) * x;
-    for (float& x : v) x = static_cast<float>(x / std::sqrt(n));
-    return v;
-}
 
 struct Ingested {
     std::vector<size_t> batch_sizes;
@@ -36,16 +25,16 @@ Ingested ingest_and_search(bool batch, const std::string& text) {
     EXPECT_TRUE(st.ok());
     ModelHooks h;
     h.tokenizer = m.tokenizer;
-    h.embed_model = EmbeddingModelInfo{"fake", "size:0 sha256:fake", kDim};
+    h.embed_model = EmbeddingModelInfo{"fake", "size:0 sha256:fake", testing::kFakeEmbeddingDim};
     h.embed = [&out](std::string_view t) -> Result<std::vector<float>> {
         ++out.n_single;
-        return fake_embedding(t);
+        return testing::fake_embedding(t);
     };
     if (batch) {
         h.embed_batch = [&out](std::span<const std::string> texts) -> Result<std::vector<std::vector<float>>> {
             out.batch_sizes.push_back(texts.size());
             std::vector<std::vector<float>> v;
-            for (const auto& t : texts) v.push_back(fake_embedding(t));
+            for (const auto& t : texts) v.push_back(testing::fake_embedding(t));
             return v;
         };
     }

@@ -20,16 +20,6 @@ namespace kvrag::memory {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr int32_t kDim = 4;
-
-std::vector<float> fake_embedding(std::string_view text) {
-    std::vector<float> v(kDim, 0.0f);
-    for (size_t i = 0; i < text.size(); ++i) v[i % kDim] += static_cast<float>(static_cast<unsigned char>(text[i]) % 17);
-    double n = 0;
-    for (float x : v) n += double(x) * x;
-    for (float& x : v) x = static_cast<float>(x / std::sqrt(n));
-    return v;
-}
 
 std::shared_ptr<const tokenizer::Tokenizer> shared_tokenizer() {
     static auto m = engine::testing::load_synthetic("ingest-queue");
@@ -40,12 +30,12 @@ std::shared_ptr<const tokenizer::Tokenizer> shared_tokenizer() {
 ModelHooks fake_hooks(std::function<void()> before_batch = nullptr) {
     ModelHooks h;
     h.tokenizer = shared_tokenizer();
-    h.embed_model = EmbeddingModelInfo{"fake", "size:0 sha256:fake", kDim};
-    h.embed = [](std::string_view t) -> Result<std::vector<float>> { return fake_embedding(t); };
+    h.embed_model = EmbeddingModelInfo{"fake", "size:0 sha256:fake", testing::kFakeEmbeddingDim};
+    h.embed = [](std::string_view t) -> Result<std::vector<float>> { return testing::fake_embedding(t); };
     h.embed_batch = [before_batch](std::span<const std::string> texts) -> Result<std::vector<std::vector<float>>> {
         if (before_batch) before_batch();
         std::vector<std::vector<float>> v;
-        for (const auto& t : texts) v.push_back(fake_embedding(t));
+        for (const auto& t : texts) v.push_back(testing::fake_embedding(t));
         return v;
     };
     return h;

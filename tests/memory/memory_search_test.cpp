@@ -41,7 +41,7 @@ struct Doc {
 // The corpus: three "weak vector matches" that share the common words of the exact-term
 // queries and sit at the top of the vector list (cosine 0.30-0.40 with e0), the chunks that
 // hold the exact terms far down it (cosine 0.00-0.05), and fillers in between.
-std::vector<Doc> corpus(int n_fillers) {
+std::vector<Doc> search_corpus(int n_fillers) {
     std::vector<Doc> d = {
         {"weak1", "The rules of the garden club: each member requires a key to the root cellar. What does the club do in a package deal?", at_cosine(0.40, 1)},
         {"weak2", "Tree root growth requires water; the rules of pruning matter. The error in the cache file was a build error.", at_cosine(0.35, 2)},
@@ -62,21 +62,21 @@ std::vector<Doc> corpus(int n_fillers) {
     return d;
 }
 
-struct Fixture {
+struct SearchFixture {
     std::unique_ptr<Memory> mem;
     std::map<std::string, std::vector<float>> query_vectors;  // query -> embedding; default e0
     int n_rerank_calls = 0;
     size_t last_rerank_docs = 0;
 };
 
-std::unique_ptr<Fixture> make(int n_fillers = 6, RerankFn rerank = nullptr) {
-    auto f = std::make_unique<Fixture>();
+std::unique_ptr<SearchFixture> make(int n_fillers = 6, RerankFn rerank = nullptr) {
+    auto f = std::make_unique<SearchFixture>();
     auto st = Store::open(":memory:");
     EXPECT_TRUE(st.ok());
     std::shared_ptr<Store> store(std::move(*st));
     const EmbeddingModelInfo model{"fake", "size:0 sha256:fake", kDim};
     EXPECT_TRUE(store->ensure_index("default", model).ok());
-    for (const auto& doc : corpus(n_fillers)) {
+    for (const auto& doc : search_corpus(n_fillers)) {
         DocumentInput in;
         in.index = "default";
         in.doc_id = doc.id;
@@ -87,7 +87,7 @@ std::unique_ptr<Fixture> make(int n_fillers = 6, RerankFn rerank = nullptr) {
     }
     ModelHooks hooks;
     hooks.embed_model = model;
-    Fixture* raw = f.get();
+    SearchFixture* raw = f.get();
     hooks.embed = [raw](std::string_view text) -> Result<std::vector<float>> {
         auto it = raw->query_vectors.find(std::string(text));
         if (it != raw->query_vectors.end()) return unit(it->second);

@@ -25,7 +25,7 @@ engine::Engine& shared_engine() {
     return *e;
 }
 
-struct Fixture {
+struct EndToEndFixture {
     fs::path dir;
     std::unique_ptr<Memory> mem;
     int n_generate_calls = 0;
@@ -34,16 +34,16 @@ struct Fixture {
 };
 
 // A Memory over the shared engine whose generate hook checks the context bound on every call.
-std::unique_ptr<Fixture> make_fixture(const std::string& tag, ChunkOptions chunking = {64, 12}, engine::Engine* eng = nullptr,
+std::unique_ptr<EndToEndFixture> make_fixture(const std::string& tag, ChunkOptions chunking = {64, 12}, engine::Engine* eng = nullptr,
                                       RerankFn rerank = nullptr) {
     engine::Engine& e = eng ? *eng : shared_engine();
-    auto f = std::make_unique<Fixture>();
+    auto f = std::make_unique<EndToEndFixture>();
     f->dir = testing::temp_dir(tag);
     auto store = Store::open(f->dir.string());
     EXPECT_TRUE(store.ok()) << store.error().what();
     auto hooks = engine_hooks(e, e);
     EXPECT_TRUE(hooks.ok()) << hooks.error().what();
-    Fixture* raw = f.get();
+    EndToEndFixture* raw = f.get();
     auto inner = hooks->generate;
     const int64_t n_ctx = e.config().n_ctx;
     hooks->generate = [raw, inner, n_ctx](std::vector<int32_t> prompt, const engine::GenerateOptions& o) -> Result<engine::GenerateResult> {
@@ -60,7 +60,7 @@ std::unique_ptr<Fixture> make_fixture(const std::string& tag, ChunkOptions chunk
 }
 
 // The corpus: the project's docs/*.md, tests/data/memory/*, and a generated PDF.
-std::vector<std::string> corpus(const fs::path& scratch) {
+std::vector<std::string> project_corpus(const fs::path& scratch) {
     std::vector<std::string> files;
     for (const auto& e : fs::directory_iterator(std::string(KVRAG_SOURCE_DIR) + "/docs")) {
         if (e.path().extension() == ".md") files.push_back(e.path().string());
@@ -76,7 +76,7 @@ std::vector<std::string> corpus(const fs::path& scratch) {
     return files;
 }
 
-int count_ok(Fixture& f, const std::vector<std::string>& files, std::vector<std::string>* errors = nullptr) {
+int count_ok(EndToEndFixture& f, const std::vector<std::string>& files, std::vector<std::string>* errors = nullptr) {
     int ok = 0;
     for (const auto& p : files) {
         const bool ours = p.find("tests/data/memory") != std::string::npos;
@@ -89,7 +89,7 @@ int count_ok(Fixture& f, const std::vector<std::string>& files, std::vector<std:
 
 TEST(MemoryEndToEnd, IngestCorpusSearchAndReingest) {
     auto f = make_fixture("corpus");
-    const auto files = corpus(f->dir);
+    const auto files = project_corpus(f->dir);
     std::vector<std::string> errors;
     const int ok = count_ok(*f, files, &errors);
     // broken.pdf and report.docx fail with clear errors; the batch carries on.
@@ -193,7 +193,7 @@ TEST(MemoryEndToEnd, AnotherModelIsRefused) {
 
 TEST(MemoryEndToEnd, AskAnswersWithSourcesOrSaysNothingFound) {
     auto f = make_fixture("ask");
-    count_ok(*f, corpus(f->dir));
+    count_ok(*f, project_corpus(f->dir));
     AskOptions o;
     o.max_tokens = 16;
     auto a = f->mem->ask("When was the Quillback lighthouse automated?", o);
@@ -234,7 +234,7 @@ TEST(MemoryEndToEnd, AskUsesTheRerankStage) {
         return s;
     };
     auto f = make_fixture("askrerank", {64, 12}, nullptr, reverse);
-    count_ok(*f, corpus(f->dir));
+    count_ok(*f, project_corpus(f->dir));
     AskOptions o;
     o.max_tokens = 8;
     auto a = f->mem->ask("When was the Quillback lighthouse automated?", o);

@@ -8,7 +8,11 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <cmath>
+#include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "engine/engine_test_util.h"
 #include "memory/memory.h"
@@ -65,5 +69,18 @@ inline void write_file(const std::filesystem::path& p, const std::string& bytes)
 }
 
 inline std::string data_dir() { return std::string(KVRAG_SOURCE_DIR) + "/tests/data/memory"; }
+
+// The width of fake_embedding's vectors.
+inline constexpr int32_t kFakeEmbeddingDim = 4;
+
+// A deterministic unit vector per text: an embedding hook for tests that need no model.
+inline std::vector<float> fake_embedding(std::string_view text) {
+    std::vector<float> v(kFakeEmbeddingDim, 0.0f);
+    for (size_t i = 0; i < text.size(); ++i) v[i % kFakeEmbeddingDim] += static_cast<float>(static_cast<unsigned char>(text[i]) % 17);
+    double n = 0;
+    for (float x : v) n += double(x) * x;
+    for (float& x : v) x = static_cast<float>(x / std::sqrt(n));
+    return v;
+}
 
 }  // namespace kvrag::memory::testing

@@ -15,7 +15,7 @@
 namespace kvrag::memory {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::json;
 
 class FakeContext : public server::ServerContext {
 public:

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "sampling/grammar_test_util.h"
+
 namespace kvrag::sampling {
 namespace {
 
@@ -15,12 +17,6 @@ std::shared_ptr<const Grammar> must_parse(const std::string& text) {
     auto g = Grammar::parse(text);
     EXPECT_TRUE(g.ok()) << (g.ok() ? "" : g.error().what()) << "\n" << text;
     return g.ok() ? *g : nullptr;
-}
-
-// Whole-input match: every byte advances and the grammar accepts at the end.
-bool matches(const std::shared_ptr<const Grammar>& g, const std::string& input) {
-    GrammarMatcher m(g);
-    return m.advance(input) && m.accepting();
 }
 
 struct ErrorCase {

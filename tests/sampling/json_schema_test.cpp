@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/engine_test_util.h"
+#include "sampling/grammar_test_util.h"
 
 namespace kvrag::sampling {
 namespace {
@@ -19,11 +20,6 @@ std::shared_ptr<const Grammar> must_compile(const std::string& schema) {
     auto g = compile_json_schema(ojson::parse(schema));
     EXPECT_TRUE(g.ok()) << (g.ok() ? "" : g.error().what()) << "\n" << schema;
     return g.ok() ? *g : nullptr;
-}
-
-bool matches(const std::shared_ptr<const Grammar>& g, const std::string& input) {
-    GrammarMatcher m(g);
-    return m.advance(input) && m.accepting();
 }
 
 // ---- a validator for the keywords the compiler supports (the property test's oracle)
