@@ -1,7 +1,7 @@
 // Tool calls streamed as they are generated, through the real `kvrag serve` on a synthetic
 // model with a forced (grammar-constrained) call: the call's first delta comes once its name is
-// written, the arguments follow token by token and add up to the non-streamed answer's, and a
-// call cut off by max_tokens is sent as far as it got with finish_reason "length".
+// written, and the arguments follow token by token and add up to the non-streamed answer's.
+// (A call cut off mid-answer: tests/chat/tool_call_parser_test.cpp.)
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,7 +12,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "chat/tool_call_parser.h"
 #include "server/server_process.h"
 
 namespace kvrag {
@@ -125,57 +124,6 @@ TEST_F(ToolStreamServerTest, ArgumentsStreamTokenByTokenAndMatchTheResponse) {
         // synthetic model's tokens are short, where the old end-of-answer pieces were 16 bytes.
         EXPECT_GE(a.n_argument_deltas * 4, static_cast<int>(expected.size())) << s.body;
     }
-}
-
-TEST_F(ToolStreamServerTest, ACallCutOffByMaxTokensIsSentAsFarAsItGot) {
-    // The answer's tokens (from logprobs), to find a max_tokens that ends inside the arguments.
-    json body = forced_call(31);
-    body["logprobs"] = true;
-    const Reply r = post(port(), "/v1/chat/completions", body.dump());
-    ASSERT_EQ(r.status, 200) << r.body;
-    std::vector<std::string> pieces;
-    for (const auto& t : r.j()["choices"][0]["logprobs"]["content"]) {
-        std::string bytes;
-        for (const auto& b : t["bytes"]) bytes += static_cast<char>(b.get<int>());
-        pieces.push_back(bytes);
-    }
-    // The first token count at which a streaming parser has begun the call and holds some, but
-    // not all, of its arguments.
-    const std::vector<chat::ToolFunction> tools = {chat::ToolFunction{"get_weather", "", "{}"}};
-    int cut = 0;
-    std::string partial;
-    for (size_t k = 1; k <= pieces.size() && cut == 0; ++k) {
-        chat::ToolCallParser p(chat::ToolFormat::hermes, tools, true);
-        std::vector<chat::ToolCallEvent> ev;
-        for (size_t i = 0; i < k; ++i) p.feed(pieces[i], ev);
-        p.finish(ev);
-        chat::ParsedToolCalls parsed;
-        chat::collect_tool_call_events(ev, parsed);
-        if (p.n_calls() == 1 && !p.calls_complete() && parsed.calls[0].arguments.size() >= 3) {
-            cut = static_cast<int>(k);
-            partial = parsed.calls[0].arguments;
-        }
-    }
-    ASSERT_GT(cut, 0) << r.body;
-
-    body.erase("logprobs");
-    body["max_tokens"] = cut;
-    body["stream"] = true;
-    const Reply s = post(port(), "/v1/chat/completions", body.dump());
-    ASSERT_EQ(s.status, 200) << s.body;
-    const StreamedAnswer a = read_stream(s.body);
-    EXPECT_EQ(a.n_calls, 1) << s.body;
-    EXPECT_EQ(a.name, "get_weather");
-    EXPECT_EQ(a.arguments, partial) << s.body;
-    EXPECT_EQ(a.finish, "length") << s.body;
-    // Not streamed, a cut-off call is no call: the text stays content.
-    body.erase("stream");
-    const Reply n = post(port(), "/v1/chat/completions", body.dump());
-    ASSERT_EQ(n.status, 200) << n.body;
-    const json choice = n.j()["choices"][0];
-    EXPECT_FALSE(choice["message"].contains("tool_calls")) << n.body;
-    EXPECT_NE(choice["message"]["content"].get<std::string>().find("<tool_call>"), std::string::npos) << n.body;
-    EXPECT_EQ(choice["finish_reason"], "length");
 }
 
 }  // namespace
