@@ -1,7 +1,6 @@
 #include "chat/tool_calls.h"
 
-#include <algorithm>
-#include <cctype>
+#include "chat/tool_call_parser.h"
 
 #include <nlohmann/json.hpp>
 
@@ -10,13 +9,6 @@ namespace {
 
 using ojson = nlohmann::ordered_json;
 using Kind = ChatTemplate::Kind;
-
-std::string trim_copy(std::string_view s) {
-    size_t b = 0, e = s.size();
-    while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-    while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-    return std::string(s.substr(b, e - b));
-}
 
 // Schema text -> JSON (an unparsable one, which the server never passes, becomes {}).
 ojson schema_json(const std::string& text) {
@@ -159,19 +151,6 @@ Result<std::string> render_mistral_tools(const ChatTemplate& t, std::span<const 
     return out;
 }
 
-// One call object {"name": N, args_key: {...}} naming an offered tool, or nothing.
-bool read_call(const ojson& j, const std::string& args_key, std::span<const ToolFunction> tools, ToolCall& out) {
-    if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return false;
-    const std::string name = j["name"].get<std::string>();
-    bool known = false;
-    for (const auto& t : tools) known = known || t.name == name;
-    if (!known) return false;
-    const ojson* args = j.contains(args_key) ? &j[args_key] : j.contains("arguments") ? &j["arguments"] : nullptr;
-    out.name = name;
-    out.arguments = args ? (args->is_string() ? args->get<std::string>() : args->dump()) : "{}";
-    return true;
-}
-
 }  // namespace
 
 ToolFormat tool_format(const ChatTemplate& t) {
@@ -216,53 +195,13 @@ ToolCallSyntax tool_call_syntax(ToolFormat f) {
 }
 
 ParsedToolCalls parse_tool_calls(ToolFormat f, std::string_view text, std::span<const ToolFunction> tools) {
+    // The streaming parser in its finished-answer mode: calls count only once whole.
+    ToolCallParser parser(f, tools, /*commit_at_name=*/false);
+    std::vector<ToolCallEvent> events;
+    parser.feed(text, events);
+    parser.finish(events);
     ParsedToolCalls out;
-    const ToolCallSyntax syn = tool_call_syntax(f);
-    if (f == ToolFormat::hermes) {
-        std::string rest;
-        size_t at = 0;
-        while (at < text.size()) {
-            const size_t open = text.find("<tool_call>", at);
-            if (open == std::string_view::npos) break;
-            const size_t close = text.find("</tool_call>", open);
-            const size_t body_end = close == std::string_view::npos ? text.size() : close;
-            const ojson j = ojson::parse(text.substr(open + 11, body_end - open - 11), nullptr, false);
-            ToolCall c;
-            if (!j.is_discarded() && read_call(j, syn.args_key, tools, c)) {
-                rest += text.substr(at, open - at);
-                out.calls.push_back(std::move(c));
-            } else {
-                rest += text.substr(at, body_end - at);
-            }
-            at = close == std::string_view::npos ? text.size() : close + 12;
-        }
-        rest += text.substr(std::min(at, text.size()));
-        out.content = trim_copy(rest);
-        return out;
-    }
-    std::string body = trim_copy(text);
-    if (f == ToolFormat::mistral && body.rfind("[TOOL_CALLS]", 0) == 0) body = trim_copy(body.substr(12));
-    if (f == ToolFormat::llama3 && body.rfind("<|python_tag|>", 0) == 0) body = trim_copy(body.substr(14));
-    const ojson j = ojson::parse(body, nullptr, false);
-    std::vector<ToolCall> calls;
-    bool all = !j.is_discarded();
-    if (all) {
-        const ojson list = j.is_array() ? j : ojson::array({j});
-        for (const auto& item : list) {
-            ToolCall c;
-            if (!read_call(item, syn.args_key, tools, c)) {
-                all = false;
-                break;
-            }
-            calls.push_back(std::move(c));
-        }
-        all = all && !calls.empty();
-    }
-    if (all) {
-        out.calls = std::move(calls);
-    } else {
-        out.content = trim_copy(text);
-    }
+    collect_tool_call_events(events, out);
     return out;
 }
 

@@ -50,9 +50,10 @@ struct ToolCallSyntax {
 };
 ToolCallSyntax tool_call_syntax(ToolFormat f);
 
-// The model's answer split into text and calls. Calls whose JSON does not parse, or that name
-// no offered tool, are left in the text (the client sees what the model wrote). Arguments are
-// re-serialised compactly.
+// The finished answer split into text and calls (chat/tool_call_parser.h, commit when closed:
+// its rules). Calls whose JSON does not parse, that are cut off, or that name no offered tool
+// are left in the text (the client sees what the model wrote). Arguments are the value's JSON
+// text without the whitespace between tokens (the same text a stream sends).
 struct ParsedToolCalls {
     std::string content;  // the text outside the calls, trimmed
     std::vector<ToolCall> calls;

@@ -218,13 +218,6 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
             }
             break;
     }
-    // A fork would also need its own window of local cells, which admission does not reserve
-    // yet (KvCache::fork_reserved moves global cells only): refused rather than run short.
-    if (n_forks > 0 && cache_->split_local()) {
-        return Error{Errc::request_invalid, "n = " + std::to_string(n_forks + 1) + " choices of one prompt are not supported yet on a "
-                                            "sliding-window model (" + std::to_string(cache_->n_cells()) + "-cell cache with a local pool); "
-                                            "send one request per choice"};
-    }
     // Each fork holds the prompt but its last position shared, and computes up to worst - that.
     const int32_t fork_reserve = worst - (static_cast<int32_t>(prompt.size()) - 1);
     const int64_t total = worst + static_cast<int64_t>(n_forks) * fork_reserve;
@@ -235,13 +228,27 @@ Result<std::unique_ptr<Request>> Engine::start(std::vector<int32_t> prompt, cons
                                                  " x max_tokens " + std::to_string(opt.max_tokens) + "), more than the KV cache's " +
                                                  std::to_string(cache_->n_cells()) + "; lower n or max_tokens, or raise --ctx"};
     }
+    // Sliding-window cache: every choice needs a window of local cells of its own (a fork
+    // copies the prompt's, kvcache/kv_cache.h), all reserved now.
+    if (n_forks > 0 && cache_->split_local()) {
+        const int64_t each = std::min(worst, cache_->local_cap());
+        const int64_t local_total = cache_->stats().local_total;
+        if (each * (n_forks + 1) > local_total) {
+            cache_->note_rejection(kvcache::RejectReason::never_fits);
+            return Error{Errc::request_too_long, std::to_string(n_forks + 1) + " choices need " + std::to_string(each) +
+                                                     " local cells each for their sliding windows (" + std::to_string(each * (n_forks + 1)) +
+                                                     " in all), more than the local pool's " + std::to_string(local_total) +
+                                                     "; lower n, or raise --parallel (the pool holds windows for --parallel + 1 sequences)"};
+        }
+    }
     auto r = std::unique_ptr<Request>(new Request(*model_.tokenizer, opt, n_vocab));
-    auto seq = cache_->admit(prompt, static_cast<int32_t>(total));
+    auto seq = cache_->admit(prompt, static_cast<int32_t>(total), /*reuse_prefix=*/true, kvcache::ForkPlan{n_forks, worst});
     if (!seq) {
         const auto st = cache_->stats();
         std::string local;
         if (st.local_total > 0) {
-            local = "; sliding-window layers: " + std::to_string(std::min(worst, cache_->local_cap())) + " local cells needed, " +
+            local = "; sliding-window layers: " + std::to_string(static_cast<int64_t>(std::min(worst, cache_->local_cap())) * (n_forks + 1)) +
+                    " local cells needed, " +
                     std::to_string(st.local_free) + " of " + std::to_string(st.local_total) + " free and " + std::to_string(st.local_reserved) +
                     " reserved";
         }
@@ -303,9 +310,8 @@ void Engine::hand_out_forks(Request& r) {
     const int32_t n_prompt = static_cast<int32_t>(r.result_.prompt_tokens.size());
     for (Request* f : r.forks_) {
         f->fork_parent_ = nullptr;
-        f->seq_ = cache_->fork_reserved(r.seq_, f->fork_reserve_);
         // The last prompt position is computed again, by the fork, for its own first logits.
-        cache_->truncate(f->seq_, n_prompt - 1);
+        f->seq_ = cache_->fork_reserved(r.seq_, n_prompt - 1, f->fork_reserve_);
         f->n_prefilled_ = n_prompt - 1;
         f->result_.n_reused = n_prompt - 1;
     }

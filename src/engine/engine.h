@@ -177,8 +177,10 @@ public:
     //   request_invalid / tokenizer_bad_token: bad parameters or token ids.
     // n_forks > 0 (n > 1 choices of one prompt): also reserves the cells of n_forks further
     // sequences (each max_tokens + 1: the shared prompt less its last position, which each
-    // fork computes for its own logits), for fork() to hand out. request_too_long when the
-    // total can never fit the cache (the message names n, prompt, max_tokens and the cache).
+    // fork computes for its own logits), for fork() to hand out; on a sliding-window model
+    // also a window of local cells per choice (a fork copies the prompt's window into its own).
+    // request_too_long when the total can never fit the cache or the local pool (the message
+    // names n, prompt, max_tokens and the cache).
     Result<std::unique_ptr<Request>> start(std::vector<int32_t> prompt, const GenerateOptions& options,
                                            TextCallback on_text = nullptr, LogprobCallback on_logprobs = nullptr,
                                            int32_t n_forks = 0);

@@ -159,16 +159,19 @@ int32_t KvCache::take_cell_locked() {
     return c;
 }
 
-std::optional<Sequence> KvCache::admit(std::span<const int32_t> prompt, int32_t max_tokens, bool reuse_prefix) {
+std::optional<Sequence> KvCache::admit(std::span<const int32_t> prompt, int32_t max_tokens, bool reuse_prefix, ForkPlan forks) {
     KVRAG_CHECK(max_tokens >= 0, "admit with a negative max_tokens");
+    KVRAG_CHECK(forks.n_forks >= 0, "admit with a negative fork count");
     std::lock_guard<std::mutex> lock(mu_);
     const PrefixMatch m = reuse_prefix && config_.prefix_reuse ? prefix_.match(prompt) : PrefixMatch{};
     const int32_t n_reused = static_cast<int32_t>(m.cells.size());
     const int32_t need = std::max(0, max_tokens - n_reused);
     // Sliding-window cache: the local cells this sequence may hold at once, less the reused ones
     // (which stop being reclaimable once held, like the reused blocks below).
-    const int32_t local_need = local_pool_ ? std::max(0, std::min(max_tokens, local_cap_) - static_cast<int32_t>(m.local_cells.size())) : 0;
-    const bool local_short = local_pool_ && (std::min(max_tokens, local_cap_) > local_pool_->n_cells() ||
+    // With forks, each choice's window on top (fork_reserved() moves them to the forks).
+    const int32_t local_each = local_pool_ ? std::min(forks.n_forks > 0 ? forks.choice_tokens : max_tokens, local_cap_) : 0;
+    const int32_t local_need = local_pool_ ? std::max(0, local_each - static_cast<int32_t>(m.local_cells.size())) + forks.n_forks * local_each : 0;
+    const bool local_short = local_pool_ && (static_cast<int64_t>(local_each) * (forks.n_forks + 1) > local_pool_->n_cells() ||
                                              local_available_locked() - m.n_local_reclaimable < local_need);
     // Once this sequence holds the reused blocks they stop being evictable: count them out.
     if (max_tokens > n_cells() || available_locked() - m.n_evictable_cells < need || local_short) {
@@ -231,18 +234,21 @@ std::optional<Sequence> KvCache::fork(const Sequence& parent, int32_t reserve) {
     return Sequence(shared_from_this(), std::move(st));
 }
 
-Sequence KvCache::fork_reserved(Sequence& parent, int32_t reserve) {
+Sequence KvCache::fork_reserved(Sequence& parent, int32_t n_keep, int32_t reserve) {
     check_own(parent);
     std::lock_guard<std::mutex> lock(mu_);
-    KVRAG_CHECK(reserve >= 0 && reserve <= parent.state_->reserved, "fork_reserved beyond the parent's reservation");
+    Sequence::State& ps = *parent.state_;
+    KVRAG_CHECK(n_keep >= 0 && static_cast<size_t>(n_keep) <= ps.cells.size(), "fork_reserved keeps positions the parent does not hold");
+    KVRAG_CHECK(reserve >= 0 && reserve <= ps.reserved, "fork_reserved beyond the parent's reservation");
     auto st = std::make_unique<Sequence::State>();
-    st->cells = parent.state_->cells;
-    st->tokens = parent.state_->tokens;
+    st->cells.assign(ps.cells.begin(), ps.cells.begin() + n_keep);
+    st->tokens.assign(ps.tokens.begin(), ps.tokens.begin() + n_keep);
     for (int32_t c : st->cells) ref_seq_locked(c);
-    st->id = next_seq_id_++;
     // The pool's reservation total is unchanged: the cells only change holder.
-    parent.state_->reserved -= reserve;
+    ps.reserved -= reserve;
     st->reserved = reserve;
+    if (local_pool_) fork_local_locked(ps, *st, n_keep, std::min(n_keep + reserve, local_cap_));
+    st->id = next_seq_id_++;
     ++counters_.admissions;
     live_[st->id] = st.get();
     return Sequence(shared_from_this(), std::move(st));

@@ -112,6 +112,13 @@ struct KvStats {
 
 class KvCache;
 
+// n > 1 choices of one prompt, for KvCache::admit: forks to be made later with
+// KvCache::fork_reserved, and the most positions one choice holds.
+struct ForkPlan {
+    int32_t n_forks = 0;
+    int32_t choice_tokens = 0;
+};
+
 // A live sequence: the positions [0, n_tokens) of one request and the cells holding them.
 // Move-only; releases everything it holds when destroyed or release()d.
 class Sequence {
@@ -190,17 +197,29 @@ public:
     // Sliding-window caches also reserve min(max_tokens, local_cap()) local cells
     // (less the reused ones), and reuse only a prefix whose window's local cells are cached.
     // reuse_prefix false: take nothing from the prefix cache (every position gets computed).
-    // Precondition: max_tokens >= 0.
-    std::optional<Sequence> admit(std::span<const int32_t> prompt, int32_t max_tokens, bool reuse_prefix = true);
+    // forks (n > 1 choices of one prompt): max_tokens counts the global cells of every choice;
+    // on a sliding-window cache each choice (this sequence and the n_forks forks that
+    // fork_reserved() makes from it later) gets min(choice_tokens, local_cap()) local cells
+    // instead of min(max_tokens, local_cap()) for this one alone. nullopt also when those never
+    // fit the local pool.
+    // Preconditions: max_tokens >= 0; forks.n_forks >= 0.
+    std::optional<Sequence> admit(std::span<const int32_t> prompt, int32_t max_tokens, bool reuse_prefix = true, ForkPlan forks = {});
     // A new sequence sharing all of parent's cells, with `reserve` cells reserved. nullopt when
     // the reservation is not available. Preconditions: parent is a live sequence of this cache;
     // reserve >= 0.
     std::optional<Sequence> fork(const Sequence& parent, int32_t reserve);
-    // fork() whose `reserve` cells move out of the parent's reservation rather than coming
-    // from the free cells, so it cannot fail: the parent's admission reserved them for the
-    // child (n > 1 choices of one prompt, engine/engine.h). Preconditions: parent is a live
-    // sequence of this cache; 0 <= reserve <= parent.reserved().
-    Sequence fork_reserved(Sequence& parent, int32_t reserve);
+    // A fork for n > 1 choices of one prompt (engine/engine.h): a new sequence holding parent's
+    // positions [0, n_keep), with `reserve` cells reserved; both its reservations move out of the
+    // parent's rather than coming from the free cells, so it cannot fail (the parent's admission
+    // reserved them: admit's ForkPlan). Global cells are shared. On a sliding-window cache the
+    // fork gets min(n_keep + reserve, local_cap()) local cells, into which it copies the local
+    // K/V of the positions its next tokens see (those append() would keep); copies rather than
+    // shares, since each sequence releases its local cells as it grows and a shared one would
+    // not come back to the pool (kv_cache_local.cpp).
+    // Preconditions: parent is a live sequence of this cache; 0 <= n_keep <= parent.n_tokens();
+    // 0 <= reserve <= parent.reserved(); on a sliding-window cache the parent still holds those
+    // local cells and has that many local cells reserved.
+    Sequence fork_reserved(Sequence& parent, int32_t n_keep, int32_t reserve);
 
     // ---- while a sequence runs (scheduler) ----
     // Every call below requires seq to be a live sequence of this cache (checked).
@@ -261,6 +280,10 @@ private:
     bool shift_local_check_locked(const Sequence::State& s, int32_t n_keep, int32_t n_discard) const;
     void shift_local_locked(Sequence::State& s, int32_t n_keep, int32_t n_discard);
     std::string check_local_invariants_locked() const;
+    // fork_reserved()'s local part: moves `budget` local cells of ps's reservation to the fork
+    // and copies into them the local K/V of the positions below n_keep that the fork's next
+    // tokens see.
+    void fork_local_locked(Sequence::State& ps, Sequence::State& fs, int32_t n_keep, int32_t budget);
 
     mutable std::mutex mu_;
     KvStore store_;

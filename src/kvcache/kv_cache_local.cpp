@@ -4,7 +4,9 @@
 // tokens it adds (from a prefix-block boundary): nothing later can see older ones. Accounting
 // mirrors the global pool: a sequence's local reservation plus the local cells it holds stays
 // at most min(max_tokens, local_cap_), and cells it lets go are reserved again for it
-// (they are free, or cached and reclaimable), so an admitted request never runs out.
+// (they are free, or cached and reclaimable), so an admitted request never runs out. That is
+// why a fork (n > 1 choices) copies its window into cells of its own rather than sharing the
+// parent's: a cell still held by a sibling would not come back when one of them lets it go.
 #include <algorithm>
 #include <cstring>
 
@@ -60,6 +62,29 @@ void KvCache::copy_local_cell_locked(int32_t dst, int32_t src) {
         std::memcpy(l.k + static_cast<size_t>(dst) * rb, l.k + static_cast<size_t>(src) * rb, rb);
         std::memcpy(l.v + static_cast<size_t>(dst) * rb, l.v + static_cast<size_t>(src) * rb, rb);
     }
+}
+
+void KvCache::fork_local_locked(Sequence::State& ps, Sequence::State& fs, int32_t n_keep, int32_t budget) {
+    // The positions the fork's next tokens see, from a block boundary, as append() keeps them:
+    // the fork's window then holds what an independent run's would.
+    const int32_t from = std::max(0, n_keep - (window_ - 1)) / local_align_ * local_align_;
+    KVRAG_CHECK(from >= ps.local_begin || from == n_keep, "fork_reserved: the parent has released local cells the fork's window needs");
+    KVRAG_CHECK(budget <= ps.local_reserved, "fork_reserved beyond the parent's local reservation");
+    // The budget changes holder (the pool's total is unchanged), then the copies take from it.
+    ps.local_reserved -= budget;
+    fs.local_reserved = budget;
+    fs.local_begin = from;
+    for (int32_t p = fs.local_begin; p < n_keep; ++p) {
+        const int32_t lc = take_local_locked();
+        KVRAG_CHECK(lc >= 0, "no local cell for a fork's copy although the fork has them reserved");
+        copy_local_cell_locked(lc, ps.local[static_cast<size_t>(p - ps.local_begin)]);
+        fs.local.push_back(lc);
+    }
+    const int32_t n_copied = static_cast<int32_t>(fs.local.size());
+    KVRAG_CHECK(n_copied <= budget, "a fork copies more local cells than its budget");
+    fs.local_reserved -= n_copied;
+    local_pool_->unreserve(n_copied);
+    counters_.local_peak_used = std::max(counters_.local_peak_used, local_pool_->n_used());
 }
 
 bool KvCache::shift_local_check_locked(const Sequence::State& s, int32_t n_keep, int32_t n_discard) const {

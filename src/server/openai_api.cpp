@@ -420,7 +420,9 @@ json completion_response(const std::string& id, int64_t created, const std::stri
                                      {"tool_calls", tool_calls_json(calls->calls)}};
             finish = "tool_calls";
         } else {
-            choice["message"] = json{{"role", "assistant"}, {"content", r.text}};
+            // With tools offered, the text as the tool-call parser gave it (trimmed), as a
+            // stream of the same answer sends it.
+            choice["message"] = json{{"role", "assistant"}, {"content", calls ? calls->content : r.text}};
         }
     } else {
         choice["text"] = echo_prefix + r.text;

@@ -326,24 +326,11 @@ json tool_calls_json(const std::vector<chat::ToolCall>& calls) {
     return out;
 }
 
-std::vector<json> tool_call_deltas(const std::vector<chat::ToolCall>& calls, size_t piece_bytes) {
-    piece_bytes = std::max<size_t>(1, piece_bytes);
-    std::vector<json> out;
-    for (size_t i = 0; i < calls.size(); ++i) {
-        out.push_back(json::array({json{{"index", i},
-                                        {"id", calls[i].id},
-                                        {"type", "function"},
-                                        {"function", json{{"name", calls[i].name}, {"arguments", ""}}}}}));
-        const std::string& args = calls[i].arguments;
-        for (size_t at = 0; at < args.size();) {
-            size_t end = std::min(args.size(), at + piece_bytes);
-            // Never split a UTF-8 character: a JSON string must hold whole characters.
-            while (end < args.size() && (static_cast<unsigned char>(args[end]) & 0xC0) == 0x80) ++end;
-            out.push_back(json::array({json{{"index", i}, {"function", json{{"arguments", args.substr(at, end - at)}}}}}));
-            at = end;
-        }
+json tool_call_delta_json(const chat::ToolCallEvent& e, const std::string& id) {
+    if (e.kind == chat::ToolCallEvent::Kind::call_begin) {
+        return json::array({json{{"index", e.index}, {"id", id}, {"type", "function"}, {"function", json{{"name", e.text}, {"arguments", ""}}}}});
     }
-    return out;
+    return json::array({json{{"index", e.index}, {"function", json{{"arguments", e.text}}}}});
 }
 
 }  // namespace kvrag::server

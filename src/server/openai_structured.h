@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chat/tool_call_parser.h"
 #include "chat/tool_calls.h"
 #include "sampling/grammar.h"
 #include "sampling/logprobs.h"
@@ -44,10 +45,9 @@ json logprobs_json(bool chat, std::span<const sampling::TokenLogprobs> lps, cons
 // message.tool_calls / a stream delta's tool_calls: [{index, id, type: function, function: {name, arguments}}].
 json tool_calls_json(const std::vector<chat::ToolCall>& calls);
 
-// The stream deltas' tool_calls for these calls, as OpenAI streams them: per call, first
-// {index, id, type, function: {name, arguments: ""}}, then {index, function: {arguments}} with
-// the arguments in pieces of about `piece_bytes` (cut only between UTF-8 characters), which a
-// client concatenates. One entry per delta chunk, in order.
-std::vector<json> tool_call_deltas(const std::vector<chat::ToolCall>& calls, size_t piece_bytes = 16);
+// A stream delta's tool_calls for one event of the tool-call parser, as OpenAI streams a call:
+// call_begin -> [{index, id, type: function, function: {name, arguments: ""}}] (id: the call's);
+// call_arguments -> [{index, function: {arguments: fragment}}], which a client concatenates.
+json tool_call_delta_json(const chat::ToolCallEvent& e, const std::string& id);
 
 }  // namespace kvrag::server

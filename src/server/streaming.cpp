@@ -21,8 +21,28 @@ struct StreamProgress {
     bool finished = false;
     std::vector<sampling::TokenLogprobs> pending_logprobs;  // sampled, not yet sent
     size_t text_bytes = 0;   // completions' text_offset: bytes of the tokens already sent
-    std::string held;        // tools offered: the answer so far, parsed at the end
+    // Tools offered: the answer's pieces go through the parser, which sends content and tool
+    // calls as soon as it can tell them apart.
+    std::unique_ptr<chat::ToolCallParser> tool_parser;
+    std::vector<std::string> call_ids;   // per call index
+    std::vector<chat::ToolCallEvent> events;
 };
+
+// The chunks for the parser's events so far (content deltas and tool_calls deltas).
+void tool_event_chunks(StreamProgress& st, std::vector<json>& chunks) {
+    const StreamHeader& h = st.h;
+    for (const chat::ToolCallEvent& e : st.events) {
+        if (e.kind == chat::ToolCallEvent::Kind::content) {
+            chunks.push_back(stream_chunk(h.id, h.created, h.model, true, e.text, false, nullptr, nullptr));
+            continue;
+        }
+        if (e.kind == chat::ToolCallEvent::Kind::call_begin) st.call_ids.push_back(new_tool_call_id());
+        json chunk = stream_chunk(h.id, h.created, h.model, true, "", false, nullptr, nullptr);
+        chunk["choices"][0]["delta"]["tool_calls"] = tool_call_delta_json(e, st.call_ids.at(e.index));
+        chunks.push_back(std::move(chunk));
+    }
+    st.events.clear();
+}
 
 }  // namespace
 
@@ -32,6 +52,7 @@ void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engi
     st->job = std::move(job);
     st->conn = std::move(conn);
     st->h = std::move(header);
+    if (!st->h.tools.empty()) st->tool_parser = std::make_unique<chat::ToolCallParser>(st->h.tool_format, st->h.tools, /*commit_at_name=*/true);
     std::shared_ptr<const tokenizer::Tokenizer> tok_ptr = state.engine->model().tokenizer;
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
@@ -56,8 +77,24 @@ void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engi
                 st->sent_role = true;
             }
             st->pending_logprobs.insert(st->pending_logprobs.end(), u.logprobs.begin(), u.logprobs.end());
-            if (!h.tools.empty()) {
-                for (const auto& piece : u.pieces) st->held += piece;
+            if (st->tool_parser) {
+                // A chunk per piece (token), as plain content streams.
+                std::vector<json> chunks;
+                for (const auto& piece : u.pieces) {
+                    st->tool_parser->feed(piece, st->events);
+                    tool_event_chunks(*st, chunks);
+                }
+                if (u.done && st->job->error().code == Errc::ok) {
+                    st->tool_parser->finish(st->events);
+                    tool_event_chunks(*st, chunks);
+                }
+                // The tokens sampled so far go with the last chunk this update sends (held text
+                // sends none: they wait for the next one, or the final chunk).
+                if (h.logprobs && !chunks.empty() && !st->pending_logprobs.empty()) {
+                    chunks.back()["choices"][0]["logprobs"] = logprobs_json(true, st->pending_logprobs, tok);
+                    st->pending_logprobs.clear();
+                }
+                for (const json& c : chunks) out += sse(c);
             } else {
                 for (size_t i = 0; i < u.pieces.size(); ++i) {
                     // The tokens sampled since the last chunk go with the update's last piece.
@@ -75,27 +112,8 @@ void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engi
                 log_tokens(static_cast<int64_t>(r.tokens.size()));
                 if (st->job->error().code == Errc::ok) {
                     const char* finish = openai_finish_reason(r);
-                    if (!h.tools.empty()) {
-                        auto parsed = chat::parse_tool_calls(h.tool_format, st->held, h.tools);
-                        json lp = h.logprobs ? logprobs_json(true, st->pending_logprobs, tok) : json(nullptr);
-                        st->pending_logprobs.clear();
-                        if (!parsed.calls.empty()) {
-                            for (auto& c : parsed.calls) c.id = new_tool_call_id();
-                            // The text is parsed once complete; its calls then go out as OpenAI
-                            // streams them: a header delta per call, its arguments in pieces.
-                            if (!parsed.content.empty() || !lp.is_null()) {
-                                out += sse(stream_chunk(h.id, h.created, h.model, true, parsed.content, false, nullptr, nullptr, lp));
-                            }
-                            for (json& delta : tool_call_deltas(parsed.calls)) {
-                                json chunk = stream_chunk(h.id, h.created, h.model, true, "", false, nullptr, nullptr);
-                                chunk["choices"][0]["delta"]["tool_calls"] = std::move(delta);
-                                out += sse(chunk);
-                            }
-                            finish = "tool_calls";
-                        } else {
-                            out += sse(stream_chunk(h.id, h.created, h.model, true, st->held, false, nullptr, nullptr, lp));
-                        }
-                    }
+                    // A call cut short (max_tokens) keeps the engine's reason, as OpenAI's does.
+                    if (st->tool_parser && st->tool_parser->n_calls() > 0 && st->tool_parser->calls_complete()) finish = "tool_calls";
                     json lp = nullptr;
                     if (h.logprobs && !st->pending_logprobs.empty()) lp = logprobs_json(h.chat, st->pending_logprobs, tok, st->text_bytes);
                     const Usage usage{static_cast<int64_t>(r.prompt_tokens.size()), static_cast<int64_t>(r.tokens.size())};

@@ -26,8 +26,10 @@ struct StreamHeader {
     bool chat = false;
     bool logprobs = false;              // chunks carry the logprobs of the tokens they hold
     std::string echo_prefix;            // completions with echo: sent first
-    // chat with tools offered: the answer is held back, parsed for calls at the end and sent
-    // as one tool_calls delta (finish_reason tool_calls) or as content when it holds none.
+    // chat with tools offered: the answer goes through chat::ToolCallParser as it is generated;
+    // content streams as content, each call as a header delta (index, id, type, name) once its
+    // name is complete and then its arguments as they grow; finish_reason tool_calls when a
+    // call was sent and every call's arguments closed.
     std::vector<chat::ToolFunction> tools;
     chat::ToolFormat tool_format = chat::ToolFormat::hermes;
 };

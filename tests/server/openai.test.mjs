@@ -247,6 +247,46 @@ test('tool calling round trip: a forced call, its result, the answer', { timeout
   assert.ok(answer.usage.prompt_tokens > first.usage.prompt_tokens, 'the call and its result are in the prompt');
 });
 
+test('tool calls stream as they are written, through the client\'s streaming helper', { timeout: 60000 }, async () => {
+  const tools = [{
+    type: 'function',
+    function: {
+      name: 'get_weather',
+      description: 'Weather for a city',
+      strict: true,
+      parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 12 }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false },
+    },
+  }];
+  const request = {
+    model: 'tiny', messages: [{ role: 'user', content: 'Weather in Bergen?' }], tools,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 300, seed: 11,
+  };
+  const plain = await client.chat.completions.create(request);
+  const expected = plain.choices[0].message.tool_calls[0].function.arguments;
+
+  const stream = client.chat.completions.stream(request);
+  const deltas = [];
+  let done;
+  stream.on('tool_calls.function.arguments.delta', (e) => {
+    assert.equal(e.name, 'get_weather', 'the name comes in the call\'s first delta');
+    if (e.arguments_delta) deltas.push(e.arguments_delta);
+  });
+  stream.on('tool_calls.function.arguments.done', (e) => { done = e; });
+  const final = await stream.finalChatCompletion();
+  assert.equal(final.choices[0].finish_reason, 'tool_calls');
+  const call = final.choices[0].message.tool_calls[0];
+  assert.match(call.id, /^call_/);
+  assert.equal(call.function.name, 'get_weather');
+  // The arguments arrive a token at a time, and add up to what the plain request answers.
+  assert.ok(deltas.length > 3, `arguments in ${deltas.length} deltas`);
+  assert.equal(deltas.join(''), expected);
+  assert.equal(call.function.arguments, expected);
+  // strict: the helper parses the finished arguments; the grammar kept them to the schema.
+  assert.ok(done, 'arguments.done event');
+  assert.equal(typeof done.parsed_arguments.city, 'string');
+  assert.ok(Number.isInteger(done.parsed_arguments.days) && done.parsed_arguments.days >= 1 && done.parsed_arguments.days <= 7, expected);
+});
+
 test('logprobs with top_logprobs', { timeout: 30000 }, async () => {
   const r = await client.chat.completions.create({
     model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, temperature: 0, ignore_eos: true, logprobs: true, top_logprobs: 2,

@@ -1,0 +1,135 @@
+// KvCache::fork_reserved on a sliding-window cache (no model): a fork gets local cells of its
+// own holding a copy of the window its next token sees, its reservations move out of the
+// parent's (admitted with a ForkPlan), and every cell is back in the pools once all end.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <optional>
+#include <vector>
+
+#include "kvcache/kv_cache.h"
+
+namespace kvrag::kvcache {
+namespace {
+
+constexpr int32_t kForkWindow = 8;  // n_swa
+constexpr int32_t kForkAppend = 4;  // max_append
+constexpr int32_t kForkBlock = 4;
+constexpr int32_t kForkCap = kForkWindow - 1 + kForkBlock - 1 + kForkAppend;  // 14
+
+std::shared_ptr<KvCache> make_fork_cache(int32_t n_local_cells) {
+    model::ModelHParams hp;
+    hp.n_vocab = 64;
+    hp.n_layer = 4;
+    hp.n_head = 4;
+    hp.n_head_kv = 2;
+    hp.head_dim = 8;
+    hp.n_embd = 32;
+    hp.n_ff = 64;
+    hp.n_rot = 8;
+    hp.rope_freq_base = 10000.0f;
+    hp.n_swa = kForkWindow;
+    hp.swa_pattern = 4;  // layers 0-2 local, layer 3 global
+    KvCacheConfig cfg;
+    cfg.n_cells = 256;
+    cfg.type = GgmlType::F32;
+    cfg.block_tokens = kForkBlock;
+    cfg.split_local = true;
+    cfg.n_local_cells = n_local_cells;
+    cfg.max_append = kForkAppend;
+    auto r = KvCache::create(hp, cfg, model::KeyRotation(hp));
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().what());
+    return r.ok() ? *r : nullptr;
+}
+
+// Writes a recognisable K/V row (the position, per layer) into a local cell's local layers.
+void write_local(KvCache& cache, int32_t lc, int32_t pos) {
+    for (int il = 0; il < cache.geometry().n_layer; ++il) {
+        if (!cache.geometry().is_local(il)) continue;
+        const model::KvLayerRef l = cache.view().layer(il);
+        std::vector<float> row(l.row_bytes / sizeof(float), static_cast<float>(pos * 10 + il));
+        std::memcpy(l.k + static_cast<size_t>(lc) * l.row_bytes, row.data(), l.row_bytes);
+        std::memcpy(l.v + static_cast<size_t>(lc) * l.row_bytes, row.data(), l.row_bytes);
+    }
+}
+
+float read_local(KvCache& cache, int32_t lc, int il, bool v) {
+    const model::KvLayerRef l = cache.view().layer(il);
+    float x = 0;
+    std::memcpy(&x, (v ? l.v : l.k) + static_cast<size_t>(lc) * l.row_bytes, sizeof(float));
+    return x;
+}
+
+TEST(KvCacheSwaFork, AForkCopiesItsWindowAndTakesItsReservationFromTheParent) {
+    auto cache = make_fork_cache(3 * kForkCap);
+    std::vector<int32_t> prompt(30);
+    std::iota(prompt.begin(), prompt.end(), 100);
+    // Three choices of up to 50 positions: 50 + 2 x (50 - 29) global cells, 3 windows of 14.
+    const int32_t worst = 50, fork_reserve = worst - 29;
+    std::optional<Sequence> parent = cache->admit(prompt, worst + 2 * fork_reserve, true, ForkPlan{2, worst});
+    ASSERT_TRUE(parent.has_value());
+    EXPECT_EQ(cache->stats().local_reserved, 3 * kForkCap);
+    // Too many windows for the pool: never admitted.
+    EXPECT_FALSE(cache->admit(prompt, worst, true, ForkPlan{3, worst}).has_value());
+    for (size_t at = 0; at < prompt.size(); at += kForkAppend) {
+        const size_t n = std::min<size_t>(kForkAppend, prompt.size() - at);
+        ASSERT_TRUE(cache->append(*parent, std::span<const int32_t>(prompt.data() + at, n)));
+        for (int32_t p = static_cast<int32_t>(at); p < static_cast<int32_t>(at + n); ++p) {
+            write_local(*cache, parent->local_cells()[static_cast<size_t>(p - parent->local_begin())], p);
+        }
+        ASSERT_EQ(cache->check_invariants(), "");
+    }
+    ASSERT_EQ(parent->local_begin(), 20);  // the last chunk (28, 29) reaches back to 21: block 20
+
+    std::vector<Sequence> forks;
+    for (int i = 0; i < 2; ++i) {
+        forks.push_back(cache->fork_reserved(*parent, 29, fork_reserve));
+        Sequence& f = forks.back();
+        ASSERT_EQ(cache->check_invariants(), "");
+        EXPECT_EQ(f.n_tokens(), 29);
+        EXPECT_EQ(f.reserved(), fork_reserve);
+        // Position 29's window reaches back to 22 (block 20): positions 20..28, copied.
+        EXPECT_EQ(f.local_begin(), 20);
+        ASSERT_EQ(f.local_cells().size(), size_t{9});
+        for (size_t k = 0; k < f.local_cells().size(); ++k) {
+            const int32_t lc = f.local_cells()[k];
+            EXPECT_EQ(std::count(parent->local_cells().begin(), parent->local_cells().end(), lc), 0) << "a copy, not the parent's cell";
+            for (int il = 0; il < 3; ++il) {
+                EXPECT_EQ(read_local(*cache, lc, il, false), static_cast<float>((20 + static_cast<int32_t>(k)) * 10 + il));
+                EXPECT_EQ(read_local(*cache, lc, il, true), static_cast<float>((20 + static_cast<int32_t>(k)) * 10 + il));
+            }
+        }
+        for (size_t k = 0; k < 29; ++k) EXPECT_EQ(f.cells()[k], parent->cells()[k]);  // global cells shared
+    }
+    // The parent kept its own window's budget: 14 less the 10 it holds.
+    const KvStats st = cache->stats();
+    EXPECT_EQ(st.local_used, 10 + 9 + 9);
+    EXPECT_EQ(st.local_reserved, (kForkCap - 10) + 2 * (kForkCap - 9));
+    EXPECT_EQ(st.reserved, (worst - 30) + 2 * fork_reserve);  // the parent's own and the forks'
+
+    // Each grows to its worst case on its own reservation, never over its window bound.
+    for (int32_t step = 0; step < fork_reserve; ++step) {
+        const int32_t t[1] = {7};
+        for (auto& f : forks) ASSERT_TRUE(cache->append(f, t));
+        if (parent->n_tokens() < worst) {
+            ASSERT_TRUE(cache->append(*parent, t));
+        }
+        ASSERT_EQ(cache->check_invariants(), "");
+        for (auto& f : forks) ASSERT_LE(static_cast<int32_t>(f.local_cells().size()), kForkCap);
+    }
+    EXPECT_EQ(forks[0].n_tokens(), worst);
+    forks.clear();
+    parent.reset();
+    const KvStats end = cache->stats();
+    EXPECT_EQ(end.local_used, 0);
+    EXPECT_EQ(end.local_reserved, 0);
+    EXPECT_EQ(end.used, 0);
+    EXPECT_EQ(end.reserved, 0);
+    EXPECT_EQ(end.local_free + end.local_cached, end.local_total);
+    EXPECT_EQ(cache->check_invariants(), "");
+}
+
+}  // namespace
+}  // namespace kvrag::kvcache
