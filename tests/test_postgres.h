@@ -26,8 +26,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -195,6 +197,17 @@ private:
     bool attached_ = false;  // the shared server: used, never stopped here
     pid_t owner_ = getpid();
 };
+
+// Polls pred() every 10 ms for up to `limit`; true when it held.
+template <class P>
+bool within(std::chrono::milliseconds limit, P pred) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+}
 
 }  // namespace kvrag::testing
 

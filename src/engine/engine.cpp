@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/elapsed.h"
+
 namespace kvrag::engine {
 namespace {
 
@@ -28,10 +30,6 @@ private:
 };
 
 using Clock = std::chrono::steady_clock;
-
-double ms_between(Clock::time_point a, Clock::time_point b) {
-    return std::chrono::duration<double, std::milli>(b - a).count();
-}
 
 }  // namespace
 

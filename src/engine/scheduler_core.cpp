@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/elapsed.h"
+
 namespace kvrag::engine {
 namespace {
-
-double ms_between(Clock::time_point t0, Clock::time_point t1) { return std::chrono::duration<double, std::milli>(t1 - t0).count(); }
 
 std::string seconds_text(double s) {
     char buf[32];

@@ -238,6 +238,12 @@ Result<void> PostgresStore::start_watcher() {
     return {};
 }
 
+void PostgresStore::mark_docs_stale(const std::vector<int64_t>& doc_rowids) {
+    if (doc_rowids.empty()) return;
+    std::lock_guard lk(cache_mu_);
+    for (auto& [name, cached] : vector_cache_) cached.stale_docs.insert(doc_rowids.begin(), doc_rowids.end());
+}
+
 void PostgresStore::mark_all_stale() {
     std::lock_guard lk(cache_mu_);
     for (auto& [name, c] : vector_cache_) c.full_reload = true;

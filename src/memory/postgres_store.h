@@ -133,7 +133,13 @@ private:
     // The helpers below run on the caller's connection (for writes, in its open transaction).
     static Result<void> lock_document(pg::Connection& db, const std::string& doc_id);  // transaction-scoped advisory lock
     static Result<void> delete_doc_rows(pg::Connection& db, int64_t rowid);
-    Result<WriteOutcome> write_document_rows(pg::Connection& db, const DocumentInput& doc);
+    // Appends the document row ids whose chunks it changed (the old version's, the new one's)
+    // to `touched`, for mark_docs_stale once the transaction commits.
+    Result<WriteOutcome> write_document_rows(pg::Connection& db, const DocumentInput& doc, std::vector<int64_t>& touched);
+    // This store's own committed writes: their documents are re-read by the next vectors()
+    // call at once, not only when the watcher hears the NOTIFY (a search right after a delete
+    // must not find the deleted chunks, nor miss a document just written).
+    void mark_docs_stale(const std::vector<int64_t>& doc_rowids);
     static Result<void> delete_jobs_and_files(pg::Connection& db, const std::string& index, const std::string& doc_id);
     static Result<std::shared_ptr<VectorSet>> load_vectors(pg::Connection& db, const std::string& index,
                                                            const std::vector<int64_t>* only_docs);

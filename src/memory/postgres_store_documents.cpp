@@ -27,13 +27,15 @@ Result<WriteOutcome> PostgresStore::write_document(const DocumentInput& doc) {
     pg::Transaction tx(db);
     if (auto r = tx.begin(); !r) return r.error();
     if (auto r = lock_document(db, doc.doc_id); !r) return r.error();
-    auto w = write_document_rows(db, doc);
+    std::vector<int64_t> touched;
+    auto w = write_document_rows(db, doc, touched);
     if (!w) return w.error();
     if (auto r = tx.commit(); !r) return r.error();
+    mark_docs_stale(touched);
     return *w;
 }
 
-Result<WriteOutcome> PostgresStore::write_document_rows(pg::Connection& db, const DocumentInput& doc) {
+Result<WriteOutcome> PostgresStore::write_document_rows(pg::Connection& db, const DocumentInput& doc, std::vector<int64_t>& touched) {
     auto d = db.exec("SELECT embed_dim FROM indexes WHERE name = $1", pg::Params::of(doc.index));
     if (!d) return d.error();
     if (d->empty()) return Error{Errc::memory_not_found, "index '" + doc.index + "' does not exist (call ensure_index first)"};
@@ -53,6 +55,7 @@ Result<WriteOutcome> PostgresStore::write_document_rows(pg::Connection& db, cons
     if (!old->empty()) {
         if (old->text(0, 1) == "ready") outcome = WriteOutcome::replaced;
         if (auto r = delete_doc_rows(db, old->i64(0, 0)); !r) return r.error();
+        touched.push_back(old->i64(0, 0));
     }
 
     int64_t n_tokens = 0;
@@ -65,6 +68,7 @@ Result<WriteOutcome> PostgresStore::write_document_rows(pg::Connection& db, cons
                        static_cast<int64_t>(doc.chunks.size()), n_tokens, now_seconds()));
     if (!ins) return ins.error();
     const int64_t rowid = ins->i64(0, 0);
+    touched.push_back(rowid);
     for (const auto& [k, v] : tags) {
         if (auto r = db.exec("INSERT INTO tags(doc, key, value) VALUES ($1, $2, $3)", pg::Params::of(rowid, k, v)); !r) return r.error();
     }
@@ -151,6 +155,9 @@ Result<int64_t> PostgresStore::delete_document(const std::string& index, const s
     // A queued or running job goes too: its worker (on any replica) finds it gone and writes nothing.
     if (auto r = delete_jobs_and_files(db, index, doc_id); !r) return r.error();
     if (auto r = tx.commit(); !r) return r.error();
+    std::vector<int64_t> touched;
+    for (int r = 0; r < ids->size(); ++r) touched.push_back(ids->i64(r, 0));
+    mark_docs_stale(touched);
     return static_cast<int64_t>(ids->size());
 }
 

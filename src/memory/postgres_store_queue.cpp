@@ -146,9 +146,11 @@ Result<std::optional<WriteOutcome>> PostgresStore::finish_job(int64_t job_id, co
         release_job(job_id);
         return std::optional<WriteOutcome>();
     }
-    auto w = write_document_rows(db, doc);
+    std::vector<int64_t> touched;
+    auto w = write_document_rows(db, doc, touched);
     if (!w) return w.error();
     if (auto r = tx.commit(); !r) return r.error();
+    mark_docs_stale(touched);
     release_job(job_id);
     return std::optional<WriteOutcome>(*w);
 }

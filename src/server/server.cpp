@@ -15,6 +15,7 @@
 #include <ctime>
 #include <filesystem>
 #include <random>
+#include <future>
 #include <thread>
 
 #include "engine/context_size.h"
@@ -293,7 +294,12 @@ int Server::run() {
         std::fprintf(stderr, "kvrag: E9001 cannot listen on %s:%d (in use, or not a local address)\n", cfg.host.c_str(), cfg.port);
         return 1;
     }
-    std::thread listener([this] { http_.listen_after_bind(); });
+    std::promise<void> listener_done;
+    std::future<void> listener_finished = listener_done.get_future();
+    std::thread listener([this, &listener_done] {
+        http_.listen_after_bind();
+        listener_done.set_value();
+    });
     // stop() is a no-op until the listener runs; wait for it (bounded) so shutdown cannot hang.
     for (int i = 0; i < 200 && !http_.is_running(); ++i) std::this_thread::sleep_for(milliseconds(5));
     std::fprintf(stderr, "kvrag serve: listening on http://%s:%d\n", cfg.host.c_str(), port);
@@ -341,11 +347,31 @@ int Server::run() {
         for (int i = 0; i < 100 && st_.open_streams.load() > 0; ++i) std::this_thread::sleep_for(milliseconds(20));
     }
     http_.stop();
-    listener.join();
+    // The listener returns once every connection's thread has finished. A client that stalls in
+    // the middle of sending a request keeps its thread in a read until httplib's read timeout
+    // (30 s), so wait only kStalledClientWait for them, then exit without them. Nothing such a
+    // request holds is lost: a request is acted on only once its body has fully arrived (an
+    // upload's temporary file is unlinked from the start), running requests have drained above,
+    // and the memory service's workers stopped in on_stop.
+    constexpr auto kStalledClientWait = std::chrono::seconds(2);
+    const bool stalled = listener_finished.wait_for(kStalledClientWait) != std::future_status::ready;
+    if (stalled) {
+        std::fprintf(stderr, "kvrag serve: a client stopped sending in the middle of its request; exiting without waiting for it\n");
+        listener.detach();
+    } else {
+        listener.join();
+    }
     if (st_.scheduler) st_.scheduler->stop();
     if (exit_code == 0 && st_.engine) {
         const auto kv = st_.engine->cache().stats();
         std::fprintf(stderr, "kvrag serve: stopped; kv: %s\n", kv.summary().c_str());
+    }
+    if (stalled) {
+        // The detached thread still uses the server's state: end the process here, before any
+        // destructor runs under it.
+        std::fflush(stdout);
+        std::fflush(stderr);
+        std::_Exit(exit_code);
     }
     return exit_code;
 }

@@ -24,6 +24,8 @@
 namespace kvrag::memory {
 namespace {
 
+using ::kvrag::testing::within;
+
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -56,16 +58,6 @@ NewJob job_of(const std::string& id) {
     j.content_hash = id;
     j.files.push_back(SourceFile{id + ".txt", "text/plain", "the text of " + id});
     return j;
-}
-
-template <class P>
-bool within(std::chrono::milliseconds limit, P pred) {
-    const auto end = Clock::now() + limit;
-    while (Clock::now() < end) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return pred();
 }
 
 // Idle across a restart: nothing was called while the server was down, and the first calls

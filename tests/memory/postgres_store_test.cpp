@@ -21,6 +21,8 @@
 namespace kvrag::memory {
 namespace {
 
+using ::kvrag::testing::within;
+
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -53,17 +55,6 @@ NewJob new_job(const std::string& id, const std::string& text) {
     j.content_hash = id;
     j.files.push_back(SourceFile{id + ".txt", "text/plain", text});
     return j;
-}
-
-// Waits up to `limit` for pred(); true when it held.
-template <class P>
-bool within(std::chrono::milliseconds limit, P pred) {
-    const auto end = Clock::now() + limit;
-    while (Clock::now() < end) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(10ms);
-    }
-    return pred();
 }
 
 TEST(PostgresStore, ReplicasStartingTogetherMigrateOnce) {

@@ -104,6 +104,27 @@ TEST_P(MemoryStoreBackends, InsertReplaceDeleteNeverDuplicates) {
     EXPECT_EQ(*st->check_consistency(), "");
 }
 
+// A store's own writes show in its vectors at once: a search right after a delete must not
+// find the deleted chunks, nor one right after a write miss the new ones. (PostgreSQL's
+// replicas hear of changes through NOTIFY, which arrives a moment later; the writer must not
+// wait for it.)
+TEST_P(MemoryStoreBackends, OwnWritesShowInVectorsAtOnce) {
+    auto st = open_store();
+    ASSERT_TRUE(st);
+    ASSERT_TRUE(st->ensure_index("default", model_a()).ok());
+    ASSERT_TRUE(st->write_document(doc("base", 2)).ok());
+    for (int i = 0; i < 30; ++i) {
+        ASSERT_EQ((*st->vectors("default"))->size(), 2u) << "round " << i;
+        const std::string id = "d" + std::to_string(i);
+        ASSERT_TRUE(st->write_document(doc(id, 3)).ok());
+        ASSERT_EQ((*st->vectors("default"))->size(), 5u) << "round " << i << ": the document just written is missing";
+        ASSERT_TRUE(st->write_document(doc(id, 1, "h2")).ok());
+        ASSERT_EQ((*st->vectors("default"))->size(), 3u) << "round " << i << ": the replaced version's chunks are still there";
+        ASSERT_EQ(*st->delete_document("", id), 1);
+        ASSERT_EQ((*st->vectors("default"))->size(), 2u) << "round " << i << ": the deleted document's chunks are still there";
+    }
+}
+
 TEST_P(MemoryStoreBackends, InjectedFailureMidDocumentRollsBack) {
     auto st = open_store();
     ASSERT_TRUE(st);

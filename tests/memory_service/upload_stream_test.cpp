@@ -158,5 +158,48 @@ TEST(UploadStream, ALargeBodyGoesToDiskAndSigintStopsTheServerDuringIt) {
     fs::remove_all(dir);
 }
 
+// A client that stops sending in the middle of its body (without closing) would hold its
+// connection's thread until httplib's 30 s read timeout: SIGINT must still stop the server
+// within a few seconds, with exit status 0 and no temporary file left.
+TEST(UploadStream, AClientThatStallsMidBodyDoesNotHoldShutdown) {
+    const fs::path dir = fs::temp_directory_path() / ("kvrag-upload-stall-" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", (dir / "m.gguf").string(), "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads",
+                                       "2", "--ff", "128"}),
+              0);
+    const std::string store = (dir / "store").string();
+    ServerProcess srv;
+    ASSERT_TRUE(srv.start({"-m", (dir / "m.gguf").string(), "--memory", store, "-t", "1"}, (dir / "serve.log").string())) << srv.log();
+    const pid_t pid = kvrag_child();
+    ASSERT_GT(pid, 0);
+
+    const int s = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(s, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(srv.port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const std::string head =
+        "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 1000000\r\n\r\n"
+        "--B\r\nContent-Disposition: form-data; name=file; filename=stalled.txt\r\n\r\nThe first line arrives, the rest never does.\n";
+    ASSERT_EQ(send(s, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+    // The route is reading the body once its temporary file exists.
+    const auto t_wait = Clock::now();
+    while (open_upload_file_size(pid, store) < 0 && seconds_since(t_wait) < 20) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_GE(open_upload_file_size(pid, store), 0) << "the upload never started\n" << srv.log();
+
+    const auto t0 = Clock::now();
+    const int code = srv.stop(SIGINT, std::chrono::seconds(40));
+    const double took = seconds_since(t0);
+    close(s);
+    EXPECT_EQ(code, 0) << srv.log();
+    EXPECT_LT(took, 4.0) << "a stalled client held shutdown\n" << srv.log();
+    EXPECT_NE(srv.log().find("stopped sending in the middle of its request"), std::string::npos) << srv.log();
+    EXPECT_EQ(temp_files_in(store), 0);
+    fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace kvrag
