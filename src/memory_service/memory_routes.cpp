@@ -268,12 +268,15 @@ void add_routes(server::ServerContext& ctx, const std::shared_ptr<MemoryService>
         if (!valid_id(index)) return send_error(res, Error{Errc::memory_bad_input, "index name '" + index + "' is not 1-128 characters of [A-Za-z0-9._-]"});
         // A kvrag id of one Kernel Memory document's file ("D__0") may be another document's
         // own id: refuse rather than replace that document.
-        // The same for a file still queued for ingestion.
+        // The same for a file still queued for ingestion. The job is looked up first: a worker
+        // finishing it writes the document and removes the job in one transaction, so a job
+        // gone by the first lookup has its document there for the second (the other order let
+        // a job finishing between the two lookups pass unseen).
         for (const auto& d : docs) {
-            auto existing = svc->mem->store().get_document(index, d.doc_id);
-            if (!existing) return send_error(res, existing.error());
             auto job = svc->mem->store().find_job(index, d.doc_id);
             if (!job) return send_error(res, job.error());
+            auto existing = svc->mem->store().get_document(index, d.doc_id);
+            if (!existing) return send_error(res, existing.error());
             std::string holder;
             if (*job) holder = km_document_id((*job)->doc_id, (*job)->tags);
             else if (*existing) holder = km_document_id((*existing)->doc_id, (*existing)->tags);
