@@ -4,7 +4,7 @@
 // same source measures any revision. GFLOP/s = 2 x MACs / thread CPU time (best of the reps):
 // CPU time, not wall time, so time spent descheduled on a loaded machine is not counted.
 //
-//   kernel_bench TYPE [TOKENS [REPS]]     TYPE: f16 or q8_0 (default f16), TOKENS 512, REPS 3
+//   kernel_bench TYPE [TOKENS [REPS]]     TYPE: f16, q8_0, q4_0, q4_k or q6_k (default f16), TOKENS 512, REPS 3
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -34,8 +34,11 @@ int main(int argc, char** argv) {
     GgmlType t;
     if (std::strcmp(type_name, "f16") == 0) t = GgmlType::F16;
     else if (std::strcmp(type_name, "q8_0") == 0) t = GgmlType::Q8_0;
+    else if (std::strcmp(type_name, "q4_0") == 0) t = GgmlType::Q4_0;
+    else if (std::strcmp(type_name, "q4_k") == 0) t = GgmlType::Q4_K;
+    else if (std::strcmp(type_name, "q6_k") == 0) t = GgmlType::Q6_K;
     else {
-        std::fprintf(stderr, "kernel_bench: unknown type '%s' (use f16 or q8_0)\n", type_name);
+        std::fprintf(stderr, "kernel_bench: unknown type '%s' (use f16, q8_0, q4_0, q4_k or q6_k)\n", type_name);
         return 2;
     }
     const int64_t n_tok = argc > 2 ? std::atoll(argv[2]) : 512;
@@ -51,7 +54,7 @@ int main(int argc, char** argv) {
     const Shape shapes[] = {{1024, 1024, "wq"}, {256, 1024, "wk"}, {2816, 1024, "up"}, {1024, 2816, "down"}};
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    double total_flop = 0.0, total_s = 0.0;
+    double total_flop = 0.0, total_s = 0.0, total_bytes = 0.0;
     for (const Shape& s : shapes) {
         std::vector<float> wf(static_cast<size_t>(s.rows * s.cols)), xf(static_cast<size_t>(n_tok * s.cols));
         for (float& v : wf) v = normal(rng) * 0.05f;
@@ -73,11 +76,14 @@ int main(int argc, char** argv) {
         const double flop = 2.0 * static_cast<double>(s.rows * s.cols * n_tok);
         total_flop += flop;
         total_s += best;
+        total_bytes += static_cast<double>(W.size());
         std::printf("%s %s %lldx%lld tokens=%lld packed=%d best=%.3f ms GFLOP/s=%.1f\n", type_name, s.name,
                     static_cast<long long>(s.rows), static_cast<long long>(s.cols), static_cast<long long>(n_tok),
                     P != nullptr, best * 1e3, flop / best * 1e-9);
     }
-    std::printf("kernel_bench type=%s tokens=%lld gflops=%.1f\n", type_name, static_cast<long long>(n_tok),
-                total_flop / total_s * 1e-9);
+    // weight_gbs: weight bytes multiplied per CPU second. For one token this is the rate one
+    // thread can decode at; below the memory bandwidth per thread, decode is compute bound.
+    std::printf("kernel_bench type=%s tokens=%lld gflops=%.1f weight_gbs=%.2f\n", type_name,
+                static_cast<long long>(n_tok), total_flop / total_s * 1e-9, total_bytes / total_s * 1e-9);
     return 0;
 }

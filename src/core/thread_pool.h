@@ -59,6 +59,9 @@ public:
     }
 
 private:
+    // Busy-wait rounds (pause instructions, tens of microseconds) before a thread sleeps.
+    static constexpr int kSpinIterations = 20000;
+
     void worker(int ith);
 
     int n_threads_;
@@ -69,7 +72,9 @@ private:
     std::condition_variable cv_done_;
     const std::function<void(int, int)>* job_ = nullptr;
     uint64_t generation_ = 0;
-    int pending_ = 0;
+    // Workers still running this run's fn. Atomic, so the caller can spin on it; the mutex
+    // still orders the last decrement's notify against a caller going to sleep.
+    std::atomic<int> pending_{0};
     std::exception_ptr error_;  // the first exception thrown by a participant of this run
     bool stop_ = false;
     std::atomic<uint64_t> spin_generation_{0};

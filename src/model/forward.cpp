@@ -48,43 +48,59 @@ ForwardPass::Prepared ForwardPass::prepare(GgmlType type, const float* x, int64_
     const size_t row = ggml_row_size(vt, n_cols);
     if (vt == GgmlType::F32) return {reinterpret_cast<const uint8_t*>(x), row};  // already in dot format
     uint8_t* dst = xp_.data();
-    pool.run([&](int ith, int nth) {
+    auto convert = [&](int ith, int nth) {
         auto [t0, t1] = ThreadPool::split(n, ith, nth);
         for (int64_t t = t0; t < t1; ++t) kernels::quantize_row(vt, x + t * n_cols, dst + t * row, n_cols);
-    });
+    };
+    // A few rows take about a microsecond each: less than handing them to the pool costs.
+    if (n < kMinRowsToSplitPrepare) convert(0, 1);
+    else pool.run(convert);
     return {dst, row};
 }
 
-void ForwardPass::matmul_prepared(const MatrixRef& W, const uint8_t* xp, size_t xp_row_bytes, int64_t n,
-                                  float* y, ThreadPool& pool) {
-    if (W.packed) {
-        // Whole 8-row groups per thread, so no thread computes a group another one stores.
-        const int64_t n_groups = (W.n_rows + kernels::kPackRows - 1) / kernels::kPackRows;
-        pool.run([&](int ith, int nth) {
-            auto [g0, g1] = ThreadPool::split(n_groups, ith, nth);
-            const int64_t r0 = g0 * kernels::kPackRows, r1 = std::min(g1 * kernels::kPackRows, W.n_rows);
-            if (r0 < r1) kernels::matmul_packed(*W.packed, xp, xp_row_bytes, n, y, W.n_rows, r0, r1);
-        });
-        return;
-    }
+void ForwardPass::matmul_prepared(std::initializer_list<Product> products, const uint8_t* xp, size_t xp_row_bytes,
+                                  int64_t n, ThreadPool& pool) {
     pool.run([&](int ith, int nth) {
-        auto [r0, r1] = ThreadPool::split(W.n_rows, ith, nth);
-        if (r0 < r1) {
-            kernels::matmul_rows(W.type, W.n_cols, W.data, W.row_bytes, xp, xp_row_bytes, n, y, W.n_rows, r0, r1);
+        for (const Product& p : products) {
+            const MatrixRef& W = *p.W;
+            if (W.packed) {
+                // Whole 8-row groups per thread, so no thread computes a group another one stores.
+                const int64_t n_groups = (W.n_rows + kernels::kPackRows - 1) / kernels::kPackRows;
+                auto [g0, g1] = ThreadPool::split(n_groups, ith, nth);
+                const int64_t r0 = g0 * kernels::kPackRows, r1 = std::min(g1 * kernels::kPackRows, W.n_rows);
+                if (r0 < r1) kernels::matmul_packed(*W.packed, xp, xp_row_bytes, n, p.y, W.n_rows, r0, r1);
+            } else {
+                auto [r0, r1] = ThreadPool::split(W.n_rows, ith, nth);
+                if (r0 < r1) {
+                    kernels::matmul_rows(W.type, W.n_cols, W.data, W.row_bytes, xp, xp_row_bytes, n, p.y, W.n_rows, r0, r1);
+                }
+            }
         }
     });
 }
 
 void ForwardPass::matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
     const Prepared xp = prepare(W.type, x, n, W.n_cols, pool);
-    matmul_prepared(W, xp.data, xp.row_bytes, n, y, pool);
+    matmul_prepared({{&W, y}}, xp.data, xp.row_bytes, n, pool);
 }
 
-void ForwardPass::rotate_qk(int64_t n, int il) {
+template <class Fn>
+void ForwardPass::for_tokens(int64_t n, ThreadPool& pool, Fn&& fn) {
+    if (n < kMinTokensToSplit || pool.size() == 1) {
+        fn(int64_t{0}, n);
+        return;
+    }
+    pool.run([&](int ith, int nth) {
+        auto [t0, t1] = ThreadPool::split(n, ith, nth);
+        if (t0 < t1) fn(t0, t1);
+    });
+}
+
+void ForwardPass::rotate_qk(int64_t t0, int64_t t1, int il) {
     const int32_t n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), hd = hp_.head_dim;
     const LayerWeights& L = w_.layers[il];
     if (hp_.qk_norm) {
-        for (int64_t t = 0; t < n; ++t) {
+        for (int64_t t = t0; t < t1; ++t) {
             for (int32_t h = 0; h < hp_.n_head; ++h) {
                 float* q = &q_[t * n_q + h * hd];
                 kernels::rmsnorm(q, q, L.q_norm.data(), hd, hp_.rms_eps);
@@ -96,14 +112,14 @@ void ForwardPass::rotate_qk(int64_t n, int il) {
         }
     }
     const std::vector<float>& table = hp_.is_swa(il) ? rope_swa_ : rope_;
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = t0; t < t1; ++t) {
         const float* cs = &table[t * hp_.n_rot];
         for (int32_t h = 0; h < hp_.n_head; ++h) kernels::rope_apply(&q_[t * n_q + h * hd], cs, hp_.n_rot, hp_.rope_neox);
         for (int32_t h = 0; h < hp_.n_head_kv; ++h) kernels::rope_apply(&k_[t * n_kv + h * hd], cs, hp_.n_rot, hp_.rope_neox);
     }
     if (hp_.q_prescale > 0.0f) {
         // Scaled before Q is rounded for the Q.K product, as the reference does for these models.
-        for (int64_t i = 0; i < n * n_q; ++i) q_[i] *= hp_.q_prescale;
+        for (int64_t i = t0 * n_q; i < t1 * n_q; ++i) q_[i] *= hp_.q_prescale;
     }
 }
 
@@ -228,73 +244,80 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
     for (int il = 0; il < hp_.n_layer; ++il) {
         const LayerWeights& L = w_.layers[il];
         // 2. Attention sub-block: xn = rmsnorm(x) * attn_norm
-        for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.attn_norm.data(), n_embd, hp_.rms_eps);
+        for_tokens(n, pool, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.attn_norm.data(), n_embd, hp_.rms_eps);
+        });
         // q, k, v projections; one activation preparation serves all three when types agree.
         if (L.wq.type == L.wk.type && L.wq.type == L.wv.type) {
             const Prepared xp = prepare(L.wq.type, xn_.data(), n, n_embd, pool);
-            matmul_prepared(L.wq, xp.data, xp.row_bytes, n, q_.data(), pool);
-            matmul_prepared(L.wk, xp.data, xp.row_bytes, n, k_.data(), pool);
-            matmul_prepared(L.wv, xp.data, xp.row_bytes, n, v_.data(), pool);
+            matmul_prepared({{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}}, xp.data, xp.row_bytes, n, pool);
         } else {
             matmul(L.wq, xn_.data(), n, q_.data(), pool);
             matmul(L.wk, xn_.data(), n, k_.data(), pool);
             matmul(L.wv, xn_.data(), n, v_.data(), pool);
         }
-        if (!L.bq.empty()) {
-            for (int64_t t = 0; t < n; ++t) {
-                kernels::add_inplace(&q_[t * n_q], L.bq.data(), n_q);
-                kernels::add_inplace(&k_[t * n_kv], L.bk.data(), n_kv);
-                kernels::add_inplace(&v_[t * n_kv], L.bv.data(), n_kv);
-            }
-        }
-        // q/k norms, then rotate q and k heads by their positions.
-        rotate_qk(n, il);
-        // Store k, v of every batch token in its cell before any token attends (a token sees
-        // the earlier tokens of its own sequence from the same batch).
+        // Biases, q/k norms, rotation of q and k by their positions, then k and v of every batch
+        // token stored in its cell before any token attends (a token sees the earlier tokens of
+        // its own sequence from the same batch). A local layer of a sliding-window cache writes
+        // to the token's local cell instead.
         const KvLayerRef kvl = kv.layer(il);
-        // A local layer of a sliding-window cache writes to the token's local cell instead.
         const bool own_cells = hp_.is_swa(il) && kv.n_local_cells() > 0;
-        for (int64_t t = 0; t < n; ++t) {
-            const size_t off = static_cast<size_t>(own_cells ? batch[t].local_cell : batch[t].cell) * kvl.row_bytes;
-            for (int32_t h = 0; h < hp_.n_head_kv; ++h) {
-                const size_t hoff = off + h * ggml_row_size(kvl.type, hd);
-                kernels::quantize_row(kvl.type, &k_[t * n_kv + h * hd], kvl.k + hoff, hd);
-                kernels::quantize_row(kvl.type, &v_[t * n_kv + h * hd], kvl.v + hoff, hd);
+        for_tokens(n, pool, [&](int64_t t0, int64_t t1) {
+            if (!L.bq.empty()) {
+                for (int64_t t = t0; t < t1; ++t) {
+                    kernels::add_inplace(&q_[t * n_q], L.bq.data(), n_q);
+                    kernels::add_inplace(&k_[t * n_kv], L.bk.data(), n_kv);
+                    kernels::add_inplace(&v_[t * n_kv], L.bv.data(), n_kv);
+                }
             }
-        }
+            rotate_qk(t0, t1, il);
+            for (int64_t t = t0; t < t1; ++t) {
+                const size_t off = static_cast<size_t>(own_cells ? batch[t].local_cell : batch[t].cell) * kvl.row_bytes;
+                for (int32_t h = 0; h < hp_.n_head_kv; ++h) {
+                    const size_t hoff = off + h * ggml_row_size(kvl.type, hd);
+                    kernels::quantize_row(kvl.type, &k_[t * n_kv + h * hd], kvl.k + hoff, hd);
+                    kernels::quantize_row(kvl.type, &v_[t * n_kv + h * hd], kvl.v + hoff, hd);
+                }
+            }
+        });
         attention(batch, kvl, hp_.is_swa(il), own_cells, pool);
         // x += attn Wo (gemma3: normed by post_attention_norm first)
         matmul(L.wo, attn_.data(), n, xn_.data(), pool);
-        if (!L.post_attn_norm.empty()) {
-            for (int64_t t = 0; t < n; ++t) {
-                kernels::rmsnorm(&xn_[t * n_embd], &xn_[t * n_embd], L.post_attn_norm.data(), n_embd, hp_.rms_eps);
+        // Residual, then 3. feed-forward: x += W_down (act(W_gate xn) * (W_up xn)); act is silu,
+        // or GELU for gemma3.
+        for_tokens(n, pool, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+                if (!L.post_attn_norm.empty()) {
+                    kernels::rmsnorm(&xn_[t * n_embd], &xn_[t * n_embd], L.post_attn_norm.data(), n_embd, hp_.rms_eps);
+                }
+                kernels::add_inplace(&x_[t * n_embd], &xn_[t * n_embd], n_embd);
+                kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.ffn_norm.data(), n_embd, hp_.rms_eps);
             }
-        }
-        for (int64_t t = 0; t < n; ++t) kernels::add_inplace(&x_[t * n_embd], &xn_[t * n_embd], n_embd);
-
-        // 3. Feed-forward: x += W_down (act(W_gate xn) * (W_up xn)); act is silu, or GELU for gemma3
-        for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.ffn_norm.data(), n_embd, hp_.rms_eps);
+        });
         if (L.w_gate.type == L.w_up.type) {
             const Prepared xp = prepare(L.w_gate.type, xn_.data(), n, n_embd, pool);
-            matmul_prepared(L.w_gate, xp.data, xp.row_bytes, n, gate_.data(), pool);
-            matmul_prepared(L.w_up, xp.data, xp.row_bytes, n, up_.data(), pool);
+            matmul_prepared({{&L.w_gate, gate_.data()}, {&L.w_up, up_.data()}}, xp.data, xp.row_bytes, n, pool);
         } else {
             matmul(L.w_gate, xn_.data(), n, gate_.data(), pool);
             matmul(L.w_up, xn_.data(), n, up_.data(), pool);
         }
-        if (hp_.arch == Arch::gemma3) {
-            kernels::gelu(gate_.data(), gate_.data(), n * n_ff);
-            for (int64_t i = 0; i < n * n_ff; ++i) gate_[i] *= up_[i];
-        } else {
-            for (int64_t t = 0; t < n; ++t) kernels::silu_mul(&gate_[t * n_ff], &gate_[t * n_ff], &up_[t * n_ff], n_ff);
-        }
-        matmul(L.w_down, gate_.data(), n, xn_.data(), pool);
-        if (!L.post_ffn_norm.empty()) {
-            for (int64_t t = 0; t < n; ++t) {
-                kernels::rmsnorm(&xn_[t * n_embd], &xn_[t * n_embd], L.post_ffn_norm.data(), n_embd, hp_.rms_eps);
+        for_tokens(n, pool, [&](int64_t t0, int64_t t1) {
+            if (hp_.arch == Arch::gemma3) {
+                kernels::gelu(&gate_[t0 * n_ff], &gate_[t0 * n_ff], (t1 - t0) * n_ff);
+                for (int64_t i = t0 * n_ff; i < t1 * n_ff; ++i) gate_[i] *= up_[i];
+            } else {
+                for (int64_t t = t0; t < t1; ++t) kernels::silu_mul(&gate_[t * n_ff], &gate_[t * n_ff], &up_[t * n_ff], n_ff);
             }
-        }
-        for (int64_t t = 0; t < n; ++t) kernels::add_inplace(&x_[t * n_embd], &xn_[t * n_embd], n_embd);
+        });
+        matmul(L.w_down, gate_.data(), n, xn_.data(), pool);
+        for_tokens(n, pool, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+                if (!L.post_ffn_norm.empty()) {
+                    kernels::rmsnorm(&xn_[t * n_embd], &xn_[t * n_embd], L.post_ffn_norm.data(), n_embd, hp_.rms_eps);
+                }
+                kernels::add_inplace(&x_[t * n_embd], &xn_[t * n_embd], n_embd);
+            }
+        });
     }
 
     // 4. Final norm and output head, only for the tokens that want logits.

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <utility>
 #include <vector>
@@ -44,8 +45,15 @@ public:
 
 private:
     void ensure_capacity(int64_t n_tokens, int32_t max_visible, int n_threads);
-    // y (n, W.n_rows) = x (n, W.n_cols) W^T, x already prepared for W's vec_dot type.
-    void matmul_prepared(const MatrixRef& W, const uint8_t* xp, size_t xp_row_bytes, int64_t n, float* y,
+    // One product y (n, W->n_rows) = x (n, W->n_cols) W^T of a matmul_prepared call.
+    struct Product {
+        const MatrixRef* W;
+        float* y;
+    };
+    // The products of matrices that share their input (q/k/v, gate/up), x already prepared for
+    // their vec_dot type, in one pool run: each thread does its share of every product, so a
+    // decode step waits at one barrier instead of one per matrix.
+    void matmul_prepared(std::initializer_list<Product> products, const uint8_t* xp, size_t xp_row_bytes, int64_t n,
                          ThreadPool& pool);
     // x (n, n_cols) in the vec_dot format of `type`: x itself when that format is F32, else
     // converted into xp_.
@@ -54,13 +62,21 @@ private:
         size_t row_bytes;
     };
     Prepared prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool);
+    // Fewer rows than this are converted on the calling thread (decode: one row, ~1 us).
+    static constexpr int64_t kMinRowsToSplitPrepare = 4;
     void matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool);
     // local: a sliding-window layer (sees the last n_swa positions); local_cells: its K/V live
     // in the view's local cells, so each token attends to its local_visible list.
     void attention(std::span<const BatchToken> batch, const KvLayerRef& kv, bool local, bool local_cells, ThreadPool& pool);
     // q_, k_ of the batch: per-head RMSNorm (qk_norm models), RoPE with layer il's table,
     // and the query pre-scale of gemma3 / phi3.
-    void rotate_qk(int64_t n, int il);
+    void rotate_qk(int64_t t0, int64_t t1, int il);
+    // fn(t0, t1) over [0, n) in token ranges: split between the pool's threads for a prompt, on
+    // the calling thread for a few tokens (a pool run costs more than they do). Each token's
+    // result is the same either way.
+    template <class Fn>
+    void for_tokens(int64_t n, ThreadPool& pool, Fn&& fn);
+    static constexpr int64_t kMinTokensToSplit = 16;
 
     const ModelHParams& hp_;
     const ModelWeights& w_;
