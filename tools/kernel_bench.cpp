@@ -4,7 +4,8 @@
 // same source measures any revision. GFLOP/s = 2 x MACs / thread CPU time (best of the reps):
 // CPU time, not wall time, so time spent descheduled on a loaded machine is not counted.
 //
-//   kernel_bench TYPE [TOKENS [REPS]]     TYPE: f16, q8_0, q4_0, q4_k or q6_k (default f16), TOKENS 512, REPS 3
+//   kernel_bench TYPE [TOKENS [REPS [dram]]]   TYPE: f16, q8_0, q4_0, q4_k, q5_k or q6_k (default f16), TOKENS 512,
+//                                                REPS 3; dram: one matrix larger than the caches
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -37,8 +38,9 @@ int main(int argc, char** argv) {
     else if (std::strcmp(type_name, "q4_0") == 0) t = GgmlType::Q4_0;
     else if (std::strcmp(type_name, "q4_k") == 0) t = GgmlType::Q4_K;
     else if (std::strcmp(type_name, "q6_k") == 0) t = GgmlType::Q6_K;
+    else if (std::strcmp(type_name, "q5_k") == 0) t = GgmlType::Q5_K;
     else {
-        std::fprintf(stderr, "kernel_bench: unknown type '%s' (use f16, q8_0, q4_0, q4_k or q6_k)\n", type_name);
+        std::fprintf(stderr, "kernel_bench: unknown type '%s' (use f16, q8_0, q4_0, q4_k, q5_k or q6_k)\n", type_name);
         return 2;
     }
     const int64_t n_tok = argc > 2 ? std::atoll(argv[2]) : 512;
@@ -51,7 +53,11 @@ int main(int argc, char** argv) {
         int64_t rows, cols;
         const char* name;
     };
-    const Shape shapes[] = {{1024, 1024, "wq"}, {256, 1024, "wk"}, {2816, 1024, "up"}, {1024, 2816, "down"}};
+    // The bench model's matrices fit in L3 after the first rep; "dram" takes one 16384 x 4096
+    // matrix (128 MiB in F16, 36 MiB in Q4_0) that does not, which is what decode streams.
+    const bool dram = argc > 4 && std::strcmp(argv[4], "dram") == 0;
+    const std::vector<Shape> shapes = dram ? std::vector<Shape>{{16384, 4096, "dram"}}
+                                           : std::vector<Shape>{{1024, 1024, "wq"}, {256, 1024, "wk"}, {2816, 1024, "up"}, {1024, 2816, "down"}};
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     double total_flop = 0.0, total_s = 0.0, total_bytes = 0.0;

@@ -85,6 +85,21 @@ void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t 
     }
 }
 
+// Decode (one token) streams each packed matrix from memory once, and does little work per
+// byte: the hardware prefetchers alone left Q6_K at 4-5 GB/s and Q4_0 at 7-9 GB/s per thread
+// (a 16384 x 4096 matrix, tools/kernel_bench). Prefetching the block kPrefetchBytes ahead at
+// the start of each block raised them to 8-12 and 10-13 GB/s; Q4_K and Q8_0 did not change.
+inline constexpr size_t kPrefetchBytes = 2048;
+
+template <int NT, size_t kBlockBytes>
+inline void prefetch_for_decode(const uint8_t* block) {
+    if constexpr (NT == 1) {
+        for (size_t off = 0; off < kBlockBytes; off += 64) {
+            _mm_prefetch(reinterpret_cast<const char*>(block + kPrefetchBytes + off), _MM_HINT_T0);
+        }
+    }
+}
+
 // out[t] lane r = row r of the group . token t, for t < NT.
 // Bounds: nibbles q <= 15 and |x| <= 127 (128 at most), so a maddubs pair is at most 3840 in
 // magnitude and the eight added per int16 lane at most 30720 < 32767: exact.
@@ -95,6 +110,7 @@ inline void q4_0_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, w += kPackQ4_0BlockBytes, xa += kActQ8_0Bytes) {
+        prefetch_for_decode<NT, kPackQ4_0BlockBytes>(w);
         __m256i s16[NT];
         for (int t = 0; t < NT; ++t) s16[t] = _mm256_setzero_si256();
         for (int m = 0; m < 4; ++m) {
@@ -128,6 +144,7 @@ inline void q8_0_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, w += kPackQ8_0BlockBytes, xa += kActQ8_0Bytes) {
+        prefetch_for_decode<NT, kPackQ8_0BlockBytes>(w);
         __m256i isum[NT];
         for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
         for (int m = 0; m < 8; ++m) {
@@ -205,6 +222,7 @@ inline void q4_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, w += kPackQ4_KBlockBytes, xa += kActQ8_KBytes) {
+        prefetch_for_decode<NT, kPackQ4_KBlockBytes>(w);
         __m256i isum[NT];
         for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
         for (int j = 0; j < 8; ++j) {
@@ -284,6 +302,7 @@ inline void q6_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, w += kPackQ6_KBlockBytes, xa += kActQ8_K16Bytes) {
+        prefetch_for_decode<NT, kPackQ6_KBlockBytes>(w);
         __m256i isum[NT];
         for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
         for (int j = 0; j < 16; ++j) {
