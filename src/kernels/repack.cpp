@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/gemm_f16.h"
 #include "kernels/quant.h"
@@ -49,20 +50,26 @@ void pack_q8_0_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* 
     }
 }
 
-void pack_q4_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+// Q4_K, or Q5_K (Block = BlockQ5_K: the same fields plus the fifth bits in qh).
+template <class Block, size_t kBlockBytes>
+void pack_q45_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+    constexpr bool kHasHighBit = std::is_same_v<Block, BlockQ5_K>;
     for (int64_t i = 0; i < nb; ++i) {
-        uint8_t* out = dst + static_cast<size_t>(i) * kPackQ4_KBlockBytes;
-        std::memset(out, 0, kPackQ4_KBlockBytes);  // padding rows: scales 0, quants 0
+        uint8_t* out = dst + static_cast<size_t>(i) * kBlockBytes;
+        std::memset(out, 0, kBlockBytes);  // padding rows: scales 0, quants 0
         for (int r = 0; r < kPackRows; ++r) {
             if (rows[r] == nullptr) continue;
-            const auto& b = reinterpret_cast<const BlockQ4_K*>(rows[r])[i];
+            const auto& b = reinterpret_cast<const Block*>(rows[r])[i];
             std::memcpy(out + 2 * r, &b.d, 2);
             std::memcpy(out + 16 + 2 * r, &b.dmin, 2);
-            uint8_t q[kQK_K];  // element e of the row, 0..15
+            uint8_t q[kQK_K];     // low four bits of element e of the row, 0..15
+            uint8_t high[kQK_K];  // its fifth bit (Q5_K), else 0
             for (int e = 0; e < kQK_K; ++e) {
                 const int j = e / 32, c = j / 2;
                 const uint8_t byte = b.qs[32 * c + e % 32];
                 q[e] = (j & 1) ? (byte >> 4) : (byte & 0x0F);
+                high[e] = 0;
+                if constexpr (kHasHighBit) high[e] = static_cast<uint8_t>((b.qh[e % 32] >> j) & 1);
             }
             for (int j = 0; j < 8; ++j) {
                 uint8_t sc, m;
@@ -71,8 +78,12 @@ void pack_q4_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* 
                 out[kPackQ4_KMins + 16 * (j / 2) + 2 * r + (j & 1)] = m;
                 for (int m4 = 0; m4 < 4; ++m4) {
                     for (int jj = 0; jj < 4; ++jj) {
-                        out[kPackQ4_KQuants + 128 * j + 32 * m4 + 4 * r + jj] =
-                            static_cast<uint8_t>(q[32 * j + 4 * m4 + jj] | (q[32 * j + 16 + 4 * m4 + jj] << 4));
+                        const int lo = 32 * j + 4 * m4 + jj, hi = lo + 16;
+                        out[kPackQ4_KQuants + 128 * j + 32 * m4 + 4 * r + jj] = static_cast<uint8_t>(q[lo] | (q[hi] << 4));
+                        if constexpr (kHasHighBit) {
+                            out[kPackQ5_KHigh + 32 * j + 4 * r + jj] |=
+                                static_cast<uint8_t>((high[lo] << (2 * m4)) | (high[hi] << (2 * m4 + 1)));
+                        }
                     }
                 }
             }
@@ -143,7 +154,7 @@ bool can_repack(GgmlType type, int64_t n_cols) {
     switch (type) {
     case GgmlType::Q4_0: return n_cols % kQK4_0 == 0;
     case GgmlType::Q8_0: return n_cols % kQK8_0 == 0;
-    case GgmlType::Q4_K: case GgmlType::Q6_K: return n_cols % kQK_K == 0;
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return n_cols % kQK_K == 0;
     case GgmlType::F16: return true;
     default: return false;
     }
@@ -162,6 +173,7 @@ std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t 
     case GgmlType::Q4_0: group_bytes = static_cast<size_t>(n_cols / kQK4_0) * kPackQ4_0BlockBytes; break;
     case GgmlType::Q8_0: group_bytes = static_cast<size_t>(n_cols / kQK8_0) * kPackQ8_0BlockBytes; break;
     case GgmlType::Q4_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ4_KBlockBytes; break;
+    case GgmlType::Q5_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ5_KBlockBytes; break;
     case GgmlType::Q6_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ6_KBlockBytes; break;
     default: group_bytes = f16_group_bytes(n_cols); break;  // F16
     }
@@ -176,7 +188,8 @@ std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t 
         switch (type) {
         case GgmlType::Q4_0: pack_q4_0_group(rows, n_cols / kQK4_0, p->mutable_group(g)); break;
         case GgmlType::Q8_0: pack_q8_0_group(rows, n_cols / kQK8_0, p->mutable_group(g)); break;
-        case GgmlType::Q4_K: pack_q4_k_group(rows, n_cols / kQK_K, p->mutable_group(g)); break;
+        case GgmlType::Q4_K: pack_q45_k_group<BlockQ4_K, kPackQ4_KBlockBytes>(rows, n_cols / kQK_K, p->mutable_group(g)); break;
+        case GgmlType::Q5_K: pack_q45_k_group<BlockQ5_K, kPackQ5_KBlockBytes>(rows, n_cols / kQK_K, p->mutable_group(g)); break;
         case GgmlType::Q6_K: pack_q6_k_group(rows, n_cols / kQK_K, p->mutable_group(g)); break;
         default: pack_f16_group(rows, n_cols, p->mutable_group(g)); break;
         }

@@ -214,32 +214,52 @@ void group_q8_k(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t 
 
 // out[t] lane r = row r of the group . token t, for t < NT; the float steps are ref's:
 //   acc = acc + dx * (d * float(isum) - dmin * float(msum))
-// isum = sum_j sc_j * dot_j and msum = sum_j m_j * ysum_j are exact: a sub-block's int16 lanes
-// hold at most 8 maddubs pairs (<= 30720), times sc <= 63 in madd, and |isum| < 2^31.
-template <int NT>
-inline void q4_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+// isum = sum_j sc_j * dot_j and msum = sum_j m_j * ysum_j are exact. Q4_K (kBlockBytes
+// kPackQ4_KBlockBytes): q <= 15, so a maddubs pair is at most 3840 and a sub-block's int16 lanes
+// take all 8 of them (<= 30720) before the madd by sc <= 63. Q5_K (kPackQ5_KBlockBytes, the
+// fifth bit ORed in as bit 4): q <= 31, a pair is at most 7936, so the int16 lanes are widened
+// after every 4 pairs (<= 31744). |isum| < 2^31 either way.
+template <int NT, size_t kBlockBytes>
+inline void q45_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    constexpr bool kHasHighBit = kBlockBytes == kPackQ5_KBlockBytes;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, w += kPackQ4_KBlockBytes, xa += kActQ8_KBytes) {
-        prefetch_for_decode<NT, kPackQ4_KBlockBytes>(w);
+    for (int64_t i = 0; i < nb; ++i, w += kBlockBytes, xa += kActQ8_KBytes) {
+        prefetch_for_decode<NT, kBlockBytes>(w);
         __m256i isum[NT];
         for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
         for (int j = 0; j < 8; ++j) {
             // Sub-block j's scale of each row in both int16 halves of its int32 lane.
             const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + kPackQ4_KScales + 8 * j)));
             const __m256i scv = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+            __m256i high = _mm256_setzero_si256();
+            if constexpr (kHasHighBit) high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ5_KHigh + 32 * j));
             __m256i s16[NT];
             for (int t = 0; t < NT; ++t) s16[t] = _mm256_setzero_si256();
             for (int m = 0; m < 4; ++m) {
                 const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ4_KQuants + 128 * j + 32 * m));
-                const __m256i lo = _mm256_and_si256(raw, m4);
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                __m256i lo = _mm256_and_si256(raw, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if constexpr (kHasHighBit) {
+                    // Bits 2m and 2m + 1 of each byte to bit 4 (epi16 shifts: what crosses into the
+                    // neighbouring byte is masked off).
+                    const __m256i hm = _mm256_srli_epi16(high, 2 * m);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hm, 4), bit4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hm, 3), bit4));
+                }
                 for (int t = 0; t < NT; ++t) {
                     const uint8_t* xq = xa + kQK_K * t + 32 * j;
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
                     keep(s16[t]);
+                }
+                if (kHasHighBit && m == 1) {
+                    for (int t = 0; t < NT; ++t) {
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], scv));
+                        s16[t] = _mm256_setzero_si256();
+                    }
                 }
             }
             for (int t = 0; t < NT; ++t) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], scv));
@@ -370,14 +390,17 @@ struct KernelQ8_0 {
     template <int NT>
     static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q8_0_tile<NT>(nb, w, xa, out); }
 };
-struct KernelQ4_K {
+template <size_t kBlockBytes>  // kPackQ4_KBlockBytes: Q4_K; kPackQ5_KBlockBytes: Q5_K
+struct KernelQ45_K {
     static constexpr int64_t kBlock = kQK_K;
     static constexpr size_t kActBytes = kActQ8_KBytes;
     static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
         group_q8_k(x, x_row_bytes, n_tokens, nb, dst);
     }
     template <int NT>
-    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q4_k_tile<NT>(nb, w, xa, out); }
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+        q45_k_tile<NT, kBlockBytes>(nb, w, xa, out);
+    }
 };
 
 struct KernelQ6_K {
@@ -440,7 +463,8 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
     switch (w.type()) {
     case GgmlType::Q4_0: return matmul_kernel<KernelQ4_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q8_0: return matmul_kernel<KernelQ8_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q4_K: return matmul_kernel<KernelQ4_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q4_K: return matmul_kernel<KernelQ45_K<kPackQ4_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q5_K: return matmul_kernel<KernelQ45_K<kPackQ5_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q6_K: return matmul_kernel<KernelQ6_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::F16: return matmul_f16_groups(w.group(0), 0, w.n_cols(), x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: unsupported_type("matmul_packed", w.type());

@@ -27,6 +27,13 @@
 //   [160, 1184)   quants: sub-block j at 160 + 128j laid out as a Q4_0 block's quants above
 //                 (byte 32m + 4r + jj: element 32j + 4m + jj low, 32j + 16 + 4m + jj high).
 //
+// Q5_K, per 256-element super-block i, kPackQ5_KBlockBytes = 1440 bytes at i * 1440: the Q4_K
+// layout above for d, dmin, scales, mins and the low four bits (the quants region holds them as
+// Q4_K holds its nibbles), then
+//   [1184, 1440)  fifth bits: sub-block j at 1184 + 32j; byte 4r + jj holds in bit 2m that of
+//                 element 32j + 4m + jj (the low nibble of quants byte 32m + 4r + jj) and in bit
+//                 2m + 1 that of element 32j + 16 + 4m + jj (its high nibble), m in [0, 4)
+//
 // Q6_K, per 256-element super-block i, kPackQ6_KBlockBytes = 1680 bytes (8 x 210) at i * 1680;
 // q below is the stored 6-bit value 0..63 (offset 32 not applied), sub-block j = 16 elements:
 //   [0, 16)       d[r]: fp16 super-block scales
@@ -49,6 +56,9 @@ inline constexpr size_t kPackQ4_KScales = 32;
 inline constexpr size_t kPackQ4_KMins = 96;
 inline constexpr size_t kPackQ4_KQuants = 160;
 inline constexpr size_t kPackQ4_KBlockBytes = kPackQ4_KQuants + 8 * 128;
+
+inline constexpr size_t kPackQ5_KHigh = kPackQ4_KBlockBytes;
+inline constexpr size_t kPackQ5_KBlockBytes = kPackQ5_KHigh + 8 * 32;
 
 inline constexpr size_t kPackQ6_KScales = 16;
 inline constexpr size_t kPackQ6_KLow = 144;

@@ -21,7 +21,8 @@
 namespace kvrag::kernels {
 namespace {
 
-const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16};
+const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                                 GgmlType::F16};
 // Types whose AVX2 vec_dot keeps the reference's float order (the packed ones need it).
 const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
                                    GgmlType::F16};
@@ -221,7 +222,7 @@ TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
 
 TEST(RepackTest, OnlyPackedTypesRepack) {
     std::vector<uint8_t> w(ggml_row_size(GgmlType::F32, 64) * 8);
-    for (GgmlType t : {GgmlType::F32, GgmlType::BF16, GgmlType::Q5_0, GgmlType::Q5_K}) {
+    for (GgmlType t : {GgmlType::F32, GgmlType::BF16, GgmlType::Q5_0, GgmlType::Q4_1}) {
         EXPECT_FALSE(can_repack(t, 256)) << ggml_type_name(t);
         EXPECT_EQ(repack(t, w.data(), ggml_row_size(t, 64), 1, 64), nullptr) << ggml_type_name(t);
     }
@@ -231,6 +232,8 @@ TEST(RepackTest, OnlyPackedTypesRepack) {
     EXPECT_EQ(can_repack(GgmlType::Q4_0, 64), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::Q8_0, 64), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::Q4_K, 512), using_avx2());
+    EXPECT_EQ(can_repack(GgmlType::Q5_K, 512), using_avx2());
+    EXPECT_FALSE(can_repack(GgmlType::Q5_K, 128));
     EXPECT_EQ(can_repack(GgmlType::Q6_K, 512), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::F16, 7), using_avx2());  // any width: no blocks
     EXPECT_FALSE(can_repack(GgmlType::F16, 0));
