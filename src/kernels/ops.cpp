@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/fp16.h"
+#include "kernels/quant.h"
 
 namespace kvrag::kernels {
 
@@ -52,8 +53,15 @@ void softmax(float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void silu_mul(float* y, const float* g, const float* u, int64_t n) {
+void ref::silu_mul(float* y, const float* g, const float* u, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void silu_mul(float* y, const float* g, const float* u, int64_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (using_avx2()) return avx2::silu_mul(y, g, u, n);
+#endif
+    ref::silu_mul(y, g, u, n);
 }
 
 void add_inplace(float* y, const float* x, int64_t n) {

@@ -24,7 +24,8 @@ void rope_table(float* cos_sin, float pos, int32_t n_rot, float freq_base, float
 // In-place softmax of x: (n). Max-subtracted, sum in double.
 void softmax(float* x, int64_t n);
 
-// y = silu(g) * u, element-wise. y, g, u: (n).
+// y = silu(g) * u, element-wise. y, g, u: (n); y may alias g or u. With AVX2 in use
+// (using_avx2()) the exponentials come from a polynomial, within 2 ulp of std::exp.
 void silu_mul(float* y, const float* g, const float* u, int64_t n);
 
 // y += x. y, x: (n)
@@ -44,5 +45,15 @@ void gelu(float* y, const float* x, int64_t n);
 // The same GELU computed in float without the f16 table (for tests: gelu() must stay within
 // one f16 rounding of it).
 float gelu_tanh_f32(float x);
+
+namespace ref {
+// silu_mul with std::exp per element (the path without AVX2).
+void silu_mul(float* y, const float* g, const float* u, int64_t n);
+}  // namespace ref
+
+namespace avx2 {
+// silu_mul eight at a time (call only when avx2_supported()).
+void silu_mul(float* y, const float* g, const float* u, int64_t n);
+}  // namespace avx2
 
 }  // namespace kvrag::kernels
