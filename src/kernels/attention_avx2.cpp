@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "kernels/attention.h"
+#include "kernels/simd_avx2.h"
 
 namespace kvrag::kernels::avx2 {
 namespace {
@@ -65,28 +66,6 @@ void accumulate_pv(const float* p, const float* tile, int32_t hd, int32_t n, flo
     for (int b = 0; b < NB; ++b) _mm256_storeu_ps(o + 8 * b, acc[b]);
 }
 
-// e^x for 8 lanes, x <= 0 (scores minus their max): x = n ln2 + r with |r| <= ln2/2 (ln2 split
-// in two parts so r is exact), e^r by its degree-6 Taylor polynomial (error below 2e-7
-// relative there), 2^n through the exponent bits. Inputs below -87.3 give 0 (as e^x underflows
-// to a subnormal the f16 rounding of p flushes anyway).
-inline __m256 exp_nonpositive(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.3f);
-    const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(x, lo);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-}
-
 // In-place softmax of x (n), as kernels::softmax (max-subtracted, normalised by a double sum)
 // with the exponentials eight at a time.
 void softmax8(float* x, int32_t n) {
@@ -101,7 +80,7 @@ void softmax8(float* x, int32_t n) {
     const __m256 m = _mm256_set1_ps(max);
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     for (i = 0; i + 8 <= n; i += 8) {
-        const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
         _mm256_storeu_ps(x + i, e);
         s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
@@ -113,7 +92,7 @@ void softmax8(float* x, int32_t n) {
         alignas(32) float tail[8] = {};
         for (int32_t j = i; j < n; ++j) tail[j - i] = x[j] - max;
         for (int32_t j = n - i; j < 8; ++j) tail[j] = -INFINITY;
-        _mm256_store_ps(tail, exp_nonpositive(_mm256_load_ps(tail)));
+        _mm256_store_ps(tail, exp_ps(_mm256_load_ps(tail)));
         for (int32_t j = i; j < n; ++j) {
             x[j] = tail[j - i];
             sum += tail[j - i];
