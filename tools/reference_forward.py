@@ -605,10 +605,14 @@ def main(argv):
     ap.add_argument("--flips", default="", metavar="CALL:INDEX,...",
                     help="round these decisions (from near_ties) the other way")
     ap.add_argument("--max-events", type=int, default=1000, help="limit on near-ties replayed")
+    ap.add_argument("--logits-from", type=int, default=0, metavar="P",
+                    help="print the logits of positions P.. only (not with --tie-window)")
     ap.add_argument("--n-ctx", type=int, default=None,
                     help="per-sequence context of the run: selects phi3's LongRoPE factor set "
                          "(default: the trained context)")
     args = ap.parse_args(argv)
+    if args.logits_from and args.tie_window > 0:
+        ap.error("--logits-from cannot be combined with --tie-window (the ties' deltas cover every position)")
     tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
     flips = {tuple(int(v) for v in f.split(":")) for f in args.flips.split(",") if f.strip()}
     gguf = GgufFile(args.model)
@@ -623,7 +627,7 @@ def main(argv):
                             for c, i, p, d in ties]
     else:
         logits = forward(gguf, tokens, Rounding(flips=flips), args.n_ctx)
-    out["logits"] = [[float(v) for v in row] for row in logits]
+    out["logits"] = [[float(v) for v in row] for row in logits[args.logits_from:]]
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0
