@@ -1,13 +1,22 @@
 #!/usr/bin/python3
-"""Independent float64 reference of the llama / qwen2 forward pass, for checking kvrag.
+"""Independent float64 reference of the llama / qwen2 / phi3 forward pass, for checking kvrag.
 
 Nothing here is shared with kvrag's C++: the GGUF reader, the block decoders and the forward
 pass are written from the GGUF / ggml format definitions (ggml-common.h block structs,
 ggml-quants.c reference (de)quantisers). Only numpy is needed (Debian: python3-numpy).
 
 Usage:
-    /usr/bin/python3 tools/reference_forward.py MODEL.gguf --tokens 1,5,9
-prints {"logits": [[n_vocab floats] for every position]} on stdout.
+    /usr/bin/python3 tools/reference_forward.py MODEL.gguf --tokens 1,5,9 [--n-ctx N]
+prints {"logits": [[n_vocab floats] for every position]} on stdout. --n-ctx is the per-sequence
+context the run is for; it selects a phi3 model's LongRoPE factor set (default: the trained
+context).
+
+phi3 (as ../shared/data/README.md describes the reference engine): attn_qkv holds the Q rows,
+then K, then V; ffn_up holds the gate rows, then up; NEOX RoPE over the first
+rope.dimension_count dims of each head; with rope_factors_long/short, pair i's angle is divided
+by f_i, the long set when n_ctx rounded up to a multiple of 256 exceeds
+rope.scaling.original_context_length, else the short set, and cos and sin are multiplied by
+rope.scaling.attn_factor.
 
 Activation quantisation. ggml-style runtimes (llama.cpp, kvrag) do not dot a quantised weight
 row with float activations: the activation row is first rounded to the weight type's "vec_dot
@@ -436,14 +445,18 @@ def rmsnorm(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=1, keepdims=True) + eps) * w
 
 
-def rope(x, positions, n_rot, base, freq_scale, neox):
+def rope(x, positions, n_rot, base, freq_scale, neox, factors=None, attn_factor=1.0):
     """x (n, n_heads, head_dim) rotated in place of the first n_rot dims of each head.
-    Pair i in [0, n_rot/2) rotates by theta = pos * freq_scale * base^(-2i / n_rot);
-    llama pairs dims (2i, 2i + 1), NEOX (qwen2) pairs (i, i + n_rot/2)."""
+    Pair i in [0, n_rot/2) rotates by theta = pos * freq_scale * base^(-2i / n_rot) / factors[i];
+    llama pairs dims (2i, 2i + 1), NEOX (qwen2, phi3) pairs (i, i + n_rot/2). LongRoPE's
+    attn_factor multiplies cos and sin."""
     half = n_rot // 2
     inv_freq = base ** (-2.0 * np.arange(half) / n_rot)             # (half)
+    if factors is not None:
+        inv_freq = inv_freq / factors
     theta = (positions * freq_scale)[:, None] * inv_freq[None, :]   # (n, half)
-    cos, sin = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]  # (n, 1, half)
+    cos = attn_factor * np.cos(theta)[:, None, :]                   # (n, 1, half)
+    sin = attn_factor * np.sin(theta)[:, None, :]
     out = x.copy()
     if neox:
         a, b = x[..., :half], x[..., half:n_rot]
@@ -480,10 +493,10 @@ def silu(x):
 # =============================================================================================
 
 class HParams:
-    def __init__(self, gguf):
+    def __init__(self, gguf, n_ctx):
         md = gguf.metadata
         self.arch = md["general.architecture"]
-        if self.arch not in ("llama", "qwen2"):
+        if self.arch not in ("llama", "qwen2", "phi3"):
             raise ValueError(f"unsupported architecture {self.arch}")
         a = self.arch
         self.n_embd = int(md[f"{a}.embedding_length"])
@@ -497,13 +510,27 @@ class HParams:
         if md.get(f"{a}.rope.scaling.type", "none") == "linear":
             self.freq_scale = 1.0 / float(md[f"{a}.rope.scaling.factor"])
         self.rms_eps = float(md[f"{a}.attention.layer_norm_rms_epsilon"])
-        self.neox = self.arch == "qwen2"
+        self.neox = self.arch in ("qwen2", "phi3")
+        self.fused = self.arch == "phi3"    # attn_qkv and gate+up in ffn_up
+        if self.fused and self.n_head * self.head_dim != self.n_embd:
+            raise ValueError("phi3 needs head_count * head_dim == embedding_length")
+        # LongRoPE: one factor set for the whole run, chosen by the per-sequence context.
+        self.rope_factors = None
+        self.attn_factor = float(md.get(f"{a}.rope.scaling.attn_factor", 1.0)) if self.fused else 1.0
+        if gguf.has_tensor("rope_factors_long.weight"):
+            n_ctx_orig = int(md[f"{a}.rope.scaling.original_context_length"])
+            n_ctx = int(md[f"{a}.context_length"]) if n_ctx is None else n_ctx
+            padded = (n_ctx + 255) // 256 * 256
+            name = "rope_factors_long.weight" if padded > n_ctx_orig else "rope_factors_short.weight"
+            self.rope_factors = gguf.tensor(name)                    # (n_rot / 2)
 
 
-def forward(gguf, tokens, rnd):
+def forward(gguf, tokens, rnd, n_ctx=None):
     """tokens (n) -> logits (n, n_vocab) for one sequence at positions 0 .. n-1.
-    rnd: the Rounding that emulates the runtime's activation formats, or None for none."""
-    hp = HParams(gguf)
+    rnd: the Rounding that emulates the runtime's activation formats, or None for none.
+    n_ctx: the per-sequence context (LongRoPE's set); None: the trained context."""
+    hp = HParams(gguf, n_ctx)
+    n_q, n_kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
     n = len(tokens)
     positions = np.arange(n, dtype=np.float64)
 
@@ -517,18 +544,28 @@ def forward(gguf, tokens, rnd):
         p = f"blk.{il}."
         # attention sub-block: normed input xn (n, n_embd), rounded once for q, k and v
         xn = Activation(rmsnorm(x, weight(gguf, p + "attn_norm.weight"), hp.rms_eps), rnd)
-        q = matmul(gguf, p + "attn_q.weight", xn) + bias(p + "attn_q.bias")   # (n, n_head * head_dim)
-        k = matmul(gguf, p + "attn_k.weight", xn) + bias(p + "attn_k.bias")   # (n, n_head_kv * head_dim)
-        v = matmul(gguf, p + "attn_v.weight", xn) + bias(p + "attn_v.bias")   # (n, n_head_kv * head_dim)
-        q = rope(q.reshape(n, hp.n_head, hp.head_dim), positions, hp.n_rot, hp.rope_base, hp.freq_scale, hp.neox)
-        k = rope(k.reshape(n, hp.n_head_kv, hp.head_dim), positions, hp.n_rot, hp.rope_base, hp.freq_scale, hp.neox)
+        if hp.fused:
+            qkv = matmul(gguf, p + "attn_qkv.weight", xn)                     # (n, n_q + 2 n_kv)
+            q, k, v = qkv[:, :n_q], qkv[:, n_q:n_q + n_kv], qkv[:, n_q + n_kv:]
+        else:
+            q = matmul(gguf, p + "attn_q.weight", xn) + bias(p + "attn_q.bias")   # (n, n_head * head_dim)
+            k = matmul(gguf, p + "attn_k.weight", xn) + bias(p + "attn_k.bias")   # (n, n_head_kv * head_dim)
+            v = matmul(gguf, p + "attn_v.weight", xn) + bias(p + "attn_v.bias")   # (n, n_head_kv * head_dim)
+        rope_args = (positions, hp.n_rot, hp.rope_base, hp.freq_scale, hp.neox, hp.rope_factors, hp.attn_factor)
+        q = rope(q.reshape(n, hp.n_head, hp.head_dim), *rope_args)
+        k = rope(k.reshape(n, hp.n_head_kv, hp.head_dim), *rope_args)
         v = v.reshape(n, hp.n_head_kv, hp.head_dim)
         att = Activation(attention(q, k, v), rnd)                             # (n, n_head * head_dim)
         x = x + matmul(gguf, p + "attn_output.weight", att)                   # residual (n, n_embd)
 
         # feed-forward sub-block (SwiGLU): down(silu(gate(xn)) * up(xn))
         xn = Activation(rmsnorm(x, weight(gguf, p + "ffn_norm.weight"), hp.rms_eps), rnd)
-        h = silu(matmul(gguf, p + "ffn_gate.weight", xn)) * matmul(gguf, p + "ffn_up.weight", xn)  # (n, n_ff)
+        if hp.fused:
+            gate_up = matmul(gguf, p + "ffn_up.weight", xn)                  # (n, 2 n_ff): gate, then up
+            n_ff = gate_up.shape[1] // 2
+            h = silu(gate_up[:, :n_ff]) * gate_up[:, n_ff:]                   # (n, n_ff)
+        else:
+            h = silu(matmul(gguf, p + "ffn_gate.weight", xn)) * matmul(gguf, p + "ffn_up.weight", xn)  # (n, n_ff)
         x = x + matmul(gguf, p + "ffn_down.weight", Activation(h, rnd))       # (n, n_embd)
 
     # final norm and output head (tied to token_embd when output.weight is absent)
@@ -537,7 +574,7 @@ def forward(gguf, tokens, rnd):
     return matmul(gguf, head, xn)                                             # (n, n_vocab)
 
 
-def near_ties(gguf, tokens, rel_window, flips, max_events):
+def near_ties(gguf, tokens, rel_window, flips, max_events, n_ctx=None):
     """Runs the emulated pass (with `flips` applied), then replays it once per near-tie rounding
     decision (see Rounding) with that decision flipped as well.
 
@@ -546,12 +583,12 @@ def near_ties(gguf, tokens, rel_window, flips, max_events):
     the other side of some of these ties matches logits + the sum of their deltas (to first
     order; replay with those flips for the exact values)."""
     base = Rounding(rel_window, flips)
-    logits = forward(gguf, tokens, base)
+    logits = forward(gguf, tokens, base, n_ctx)
     if len(base.events) > max_events:
         raise RuntimeError(f"{len(base.events)} near-ties > --max-events {max_events}; lower --tie-window")
     out = []
     for call, index, position in base.events:
-        flipped = forward(gguf, tokens, Rounding(flips=set(flips) | {(call, index)}))
+        flipped = forward(gguf, tokens, Rounding(flips=set(flips) | {(call, index)}), n_ctx)
         out.append((call, index, position, flipped - logits))
     return logits, out
 
@@ -568,22 +605,29 @@ def main(argv):
     ap.add_argument("--flips", default="", metavar="CALL:INDEX,...",
                     help="round these decisions (from near_ties) the other way")
     ap.add_argument("--max-events", type=int, default=1000, help="limit on near-ties replayed")
+    ap.add_argument("--logits-from", type=int, default=0, metavar="P",
+                    help="print the logits of positions P.. only (not with --tie-window)")
+    ap.add_argument("--n-ctx", type=int, default=None,
+                    help="per-sequence context of the run: selects phi3's LongRoPE factor set "
+                         "(default: the trained context)")
     args = ap.parse_args(argv)
+    if args.logits_from and args.tie_window > 0:
+        ap.error("--logits-from cannot be combined with --tie-window (the ties' deltas cover every position)")
     tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
     flips = {tuple(int(v) for v in f.split(":")) for f in args.flips.split(",") if f.strip()}
     gguf = GgufFile(args.model)
     out = {}
     if args.exact_activations:
-        logits = forward(gguf, tokens, None)
+        logits = forward(gguf, tokens, None, args.n_ctx)
     elif args.tie_window > 0:
-        logits, ties = near_ties(gguf, tokens, args.tie_window, flips, args.max_events)
+        logits, ties = near_ties(gguf, tokens, args.tie_window, flips, args.max_events, args.n_ctx)
         out["near_ties"] = [{"call": c, "index": i, "position": p,
                              # 7 decimals: deltas only need to tell flips apart (>= 1e-5 here)
                              "delta": [[round(float(v), 7) for v in row] for row in d]}
                             for c, i, p, d in ties]
     else:
-        logits = forward(gguf, tokens, Rounding(flips=flips))
-    out["logits"] = [[float(v) for v in row] for row in logits]
+        logits = forward(gguf, tokens, Rounding(flips=flips), args.n_ctx)
+    out["logits"] = [[float(v) for v in row] for row in logits[args.logits_from:]]
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -24,6 +24,9 @@ struct MakeModelArgs {
     bool tied = false;
     uint64_t seed = 0;
     int32_t swa_window = 32, swa_pattern = 4;
+    int32_t rope_dim = 0;
+    bool longrope = false;
+    int32_t orig_ctx = 0;
 };
 
 Result<void> make_model(const MakeModelArgs& a) {
@@ -36,6 +39,12 @@ Result<void> make_model(const MakeModelArgs& a) {
     s.n_ff = a.ff;
     s.n_swa = a.swa_window;
     s.swa_pattern = a.swa_pattern;
+    s.n_rot = a.rope_dim;
+    s.longrope = a.longrope;
+    s.n_ctx_orig = a.orig_ctx;
+    if (a.orig_ctx != 0 && !a.longrope) {
+        return Error{Errc::cli_usage, "--orig-ctx " + std::to_string(a.orig_ctx) + " is LongRoPE's original context: add --longrope"};
+    }
     s.n_ctx_train = a.ctx;
     s.tied_output = a.tied;
     s.seed = a.seed;
@@ -70,6 +79,9 @@ Result<void> make_model(const MakeModelArgs& a) {
     }
     if (a.arch == "bert" || a.arch == "nomic-bert" || a.arch == "bert-rerank") {
         // Encoder-only models (kvrag embed / rerank): see tools/synthetic_encoder.h.
+        if (a.longrope || a.rope_dim != 0) {
+            return Error{Errc::cli_usage, "--longrope and --rope-dim are for decoder models, not --arch " + a.arch};
+        }
         tools::SyntheticEncoderSpec e;
         e.arch = a.arch == "bert-rerank" ? "bert" : a.arch;
         e.rank_head = a.arch == "bert-rerank";
@@ -92,9 +104,13 @@ Result<void> make_model(const MakeModelArgs& a) {
 Runner add_make_model(CLI::App& app) {
     auto a = std::make_shared<MakeModelArgs>();
     app.add_option("-o,--out", a->out, "output GGUF path")->required();
-    app.add_option("--arch", a->arch, "llama, qwen2, qwen3, gemma3, bert, nomic-bert or bert-rerank (bert with a classifier head)");
+    app.add_option("--arch", a->arch, "llama, qwen2, qwen3, gemma3, phi3, bert, nomic-bert or bert-rerank (bert with a classifier head)");
     app.add_option("--swa-window", a->swa_window, "gemma3: sliding window of the local layers (default 32)")->check(CLI::Range(1, 1 << 20));
     app.add_option("--swa-pattern", a->swa_pattern, "gemma3: every Nth layer is global, the others local (default 4)")->check(CLI::Range(1, 4096));
+    app.add_option("--rope-dim", a->rope_dim, "dims of each head that RoPE rotates (even; default: the whole head)")->check(CLI::Range(2, 1024));
+    app.add_flag("--longrope", a->longrope, "phi3: LongRoPE factors (random long and short sets), original context and attn_factor");
+    app.add_option("--orig-ctx", a->orig_ctx, "phi3 --longrope: original context length; a larger per-sequence context takes the "
+                                              "long factors (default: --ctx / 4)")->check(CLI::Range(1, 1 << 22));
     app.add_option("--type", a->type, "weight type of the matrices (f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k, or q4_k_m: llama-quantize's Q4_K_M mix)");
     app.add_option("--output-type", a->output_type, "type of output.weight (default: --type)");
     app.add_option("--embd-type", a->embd_type, "type of token_embd.weight (default: --type)");

@@ -94,10 +94,6 @@ Runner add_info(CLI::App& app) {
             std::printf("                (kvrag's cache keeps the local layers only for each running sequence's window "
                         "plus one batch, in a second pool: /v1/kv \"local\")\n");
         }
-        if (h.n_ctx_orig > 0) {
-            std::printf("longrope:      original context %d, attn_factor %g (long factors when the per-sequence context "
-                        "rounded up to 256 exceeds it)\n", h.n_ctx_orig, h.rope_attn_factor);
-        }
         if (auto geo = kvcache::make_geometry(h, GgmlType::F16, /*split_local=*/true)) {
             const int32_t ctx = engine::default_context_size(h, 0).n_ctx;  // kvrag generate's default --ctx
             size_t bytes = geo->bytes_per_cell() * static_cast<size_t>(ctx);
@@ -115,6 +111,19 @@ Runner add_info(CLI::App& app) {
         }
         auto w = model::bind_weights(f, h);
         if (!w) return fail(w.error());
+        if (!w->rope_factors_long.empty()) {
+            // The set is chosen once per context, from the per-sequence context rounded up to 256
+            // (the reference engine's rule), not from a sequence's current length.
+            const int32_t ctx_seq = engine::default_context_size(h, 0).n_ctx_seq;
+            const bool long_set = model::rope_factors(*w, h, ctx_seq).data() == w->rope_factors_long.data();
+            std::printf("longrope:      rope_factors_long/short present (%zu each), original context %d, attn_factor %g; "
+                        "long factors when the per-sequence context rounded up to 256 exceeds %d (default --ctx %d: %s)\n",
+                        w->rope_factors_long.size(), h.n_ctx_orig, h.rope_attn_factor, h.n_ctx_orig, ctx_seq,
+                        long_set ? "long" : "short");
+        } else if (h.arch == model::Arch::phi3) {
+            std::printf("longrope:      none (no rope_factors_long/short): the same RoPE at every context, attn_factor %g\n",
+                        h.rope_attn_factor);
+        }
         std::printf("output:        %s\n", w->tied_output ? "tied to token_embd" : "output.weight");
         return 0;
     };

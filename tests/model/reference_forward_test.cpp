@@ -2,7 +2,9 @@
 // (tools/reference_forward.py: its own GGUF reader, block decoders and forward pass, written
 // from the GGUF/ggml format definitions, not from kvrag's kernels).
 //
-// For every weight type and both architectures, a synthetic model is written, an 8-token
+// For every weight type and both architectures (and phi3 with LongRoPE and partial rotary for a
+// few types, at a context that takes the long factor set and one that takes the short), a
+// synthetic model is written, an 8-token
 // prompt is run through ForwardPass with an F32 KV cache (so the cache adds no rounding), and
 // the logits of every position are compared with the reference's, as is the greedy token.
 //
@@ -18,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -70,15 +73,20 @@ struct Case {
     const char* arch;
     GgmlType type;
     bool tied = false;  // omit output.weight: the head reuses token_embd
+    // phi3 (always with LongRoPE, original context 512 of 2048): the per-sequence context of the
+    // run, which selects the factor set; 0 = the trained context (long set).
+    int32_t n_ctx = 0;
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
     *os << c.arch << " " << ggml_type_name(c.type) << (c.tied ? " tied" : "");
+    if (c.n_ctx > 0) *os << " n_ctx " << c.n_ctx;
 }
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
     std::string name = std::string(info.param.arch) + "_" + std::string(ggml_type_name(info.param.type));
     if (info.param.tied) name += "_tied";
+    if (info.param.n_ctx > 0) name += "_ctx" + std::to_string(info.param.n_ctx);
     return name;
 }
 
@@ -171,6 +179,11 @@ TEST_P(ReferenceForwardTest, LogitsMatchPythonReference) {
     } else {
         spec.n_ff = 192;  // the default 172 is not a whole number of 32-blocks
     }
+    if (std::string(c.arch) == "phi3") {
+        spec.longrope = true;  // random long and short sets
+        spec.n_ctx_orig = 512;
+        spec.n_rot = spec.n_embd / spec.n_head * 3 / 4;  // partial rotary
+    }
     const fs::path dir = fs::temp_directory_path() / ("kvrag_ref_" + std::to_string(::getpid()));
     fs::create_directories(dir);
     const std::string path = (dir / (case_name({c, 0}) + ".gguf")).string();
@@ -189,7 +202,7 @@ TEST_P(ReferenceForwardTest, LogitsMatchPythonReference) {
     ASSERT_TRUE(geo.ok()) << geo.error().what();
     kvcache::KvStore kv(*geo, 16);
     ThreadPool pool(2);
-    ForwardPass fwd(hp, (*m)->weights());
+    ForwardPass fwd(hp, (*m)->weights(), c.n_ctx);
     std::vector<int32_t> cells(n);
     for (int i = 0; i < n; ++i) cells[i] = i;
     std::vector<BatchToken> batch(n);
@@ -207,11 +220,13 @@ TEST_P(ReferenceForwardTest, LogitsMatchPythonReference) {
     ASSERT_EQ(got.size(), static_cast<size_t>(n) * n_vocab);
 
     // 3. The reference, with the near-tie flips kvrag took replayed.
-    const nlohmann::json base = run_reference(path, tokens, std::string("--tie-window ") + kTieWindow);
+    const std::string ctx_arg = c.n_ctx > 0 ? " --n-ctx " + std::to_string(c.n_ctx) : "";
+    const nlohmann::json base = run_reference(path, tokens, std::string("--tie-window ") + kTieWindow + ctx_arg);
     ASSERT_FALSE(base.is_null());
+    const size_t n_ties = base["near_ties"].size();
     std::string flips;
     const int n_flips = explain_flips(got, base, flips);
-    const nlohmann::json ref = n_flips == 0 ? base : run_reference(path, tokens, "--flips " + flips);
+    const nlohmann::json ref = n_flips == 0 ? base : run_reference(path, tokens, "--flips " + flips + ctx_arg);
     fs::remove(path);
     fs::remove(dir);  // only if empty: other cases may run in other processes
     ASSERT_FALSE(ref.is_null());
@@ -232,7 +247,7 @@ TEST_P(ReferenceForwardTest, LogitsMatchPythonReference) {
             max_abs = std::max(max_abs, err);
             max_rel = std::max(max_rel, err / scale);
             ASSERT_LE(err, tol) << "position " << i << " token " << t << ": kvrag " << g[t] << ", reference "
-                                << row[t] << " (" << base["near_ties"].size() << " near-ties, replayed flips '"
+                                << row[t] << " (" << n_ties << " near-ties, replayed flips '"
                                 << flips << "'; a larger error at few positions may be a flip outside "
                                 << kTieWindow << ")";
         }
@@ -244,8 +259,8 @@ TEST_P(ReferenceForwardTest, LogitsMatchPythonReference) {
             EXPECT_LE(row[best_ref] - row[best_got], 2 * tol) << "position " << i << " greedy token differs";
         }
     }
-    std::printf("[ %-15s ] max |err| %.2g, / max(1, max|logit|) %.2g; near-ties %zu, flipped in kvrag %d\n",
-                case_name({c, 0}).c_str(), max_abs, max_rel, base["near_ties"].size(), n_flips);
+    std::printf("[ %-19s ] max |err| %.2g, / max(1, max|logit|) %.2g; near-ties %zu, flipped in kvrag %d\n",
+                case_name({c, 0}).c_str(), max_abs, max_rel, n_ties, n_flips);
 }
 
 constexpr GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
@@ -259,10 +274,66 @@ std::vector<Case> all_cases() {
     }
     cases.push_back({"qwen2", GgmlType::F32, true});
     cases.push_back({"llama", GgmlType::Q8_0, true});
+    // phi3: fused attn_qkv / ffn_up, LongRoPE. 2048 (the trained context) takes the long set,
+    // 512 the short one. Not F16: with seed 7, kvrag takes one listed near-tie flip and then a
+    // second tie that only exists after the first (a cascade the one-round explanation above
+    // cannot see), 4.9e-4 at one logit against a tolerance of 2.8e-4; listing the ties with the
+    // first flip applied shows the second (delta -4.915e-4 at that logit, kvrag's residual
+    // -4.917e-4). F16 weights are covered here by llama and qwen2, phi3's parts by the other
+    // types, and tests/engine/phi3_engine_test.cpp runs phi3 F16 through the engine.
+    for (GgmlType t : {GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_K}) {
+        cases.push_back({"phi3", t});
+    }
+    cases.push_back({"phi3", GgmlType::F32, false, 512});
+    cases.push_back({"phi3", GgmlType::Q8_0, true, 512});
     return cases;
 }
 
 INSTANTIATE_TEST_SUITE_P(ReferenceForward, ReferenceForwardTest, ::testing::ValuesIn(all_cases()), case_name);
+
+// The reference's phi3 (fused matrices, partial rotary, LongRoPE) is itself checked against the
+// reference engine's greedy oracle on the shared phi3 model, at both factor sets ("Once upon a
+// time", the first 12 greedy steps: 32064-wide rows make every position cost JSON): the same
+// greedy tokens, and the logits of the prompt's last position (its top 10) and of each greedy
+// token within 2e-2. The reference runs all in float64 where llama.cpp keeps K/V and attention
+// probabilities in F16 (README: that alone moves these logits by up to 1.3e-2; measured here
+// 3.5e-3); a wrong factor set moves them by up to 7.2, a missing attn_factor by 2.8.
+TEST(ReferenceForwardShared, Phi3LongRopeMatchesTheReferenceEngine) {
+    KVRAG_REQUIRE_SHARED_DATA(dir);
+    const std::string skip = python_unavailable_reason();
+    KVRAG_SKIP_UNLESS_SHARED(skip.empty()) << "independent reference needs numpy: " << skip;
+    std::ifstream in(dir + "/oracle/synth-phi3-f32-greedy.json");
+    const auto cases = nlohmann::json::parse(in);
+    int n_checked = 0;
+    for (const auto& c : cases) {
+        const auto prompt = c["prompt_tokens"].get<std::vector<int32_t>>();
+        if (c["prompt"] != "Once upon a time") continue;  // at 4096 (long set) and 1024 (short)
+        auto greedy = c["greedy_tokens"].get<std::vector<int32_t>>();
+        greedy.resize(12);
+        const int32_t n_ctx = c["n_ctx"].get<int32_t>();
+        std::vector<int32_t> tokens = prompt;
+        tokens.insert(tokens.end(), greedy.begin(), greedy.end() - 1);
+        const size_t last = prompt.size() - 1;
+        const nlohmann::json ref = run_reference(dir + "/models/synth-phi3-f32.gguf", tokens,
+                                                 "--exact-activations --n-ctx " + std::to_string(n_ctx) +
+                                                     " --logits-from " + std::to_string(last));
+        ASSERT_FALSE(ref.is_null());
+        const auto& logits = ref["logits"];  // positions last ..
+        ASSERT_EQ(logits.size(), greedy.size());
+        for (const auto& top : c["top10_last_prompt_logits"]) {
+            EXPECT_NEAR(logits[0][top["id"].get<int>()].get<double>(), top["logit"].get<double>(), 2e-2)
+                << c["rope_factors"] << " " << c["prompt"];
+        }
+        for (size_t i = 0; i < greedy.size(); ++i) {
+            const auto row = logits[i].get<std::vector<double>>();
+            const int best = static_cast<int>(std::max_element(row.begin(), row.end()) - row.begin());
+            EXPECT_EQ(best, greedy[i]) << c["rope_factors"] << " step " << i;
+            EXPECT_NEAR(row[greedy[i]], c["greedy_logits"][i].get<double>(), 2e-2) << c["rope_factors"] << " step " << i;
+        }
+        ++n_checked;
+    }
+    EXPECT_EQ(n_checked, 2);
+}
 
 }  // namespace
 }  // namespace kvrag::model
