@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <random>
+#include <span>
 
 #include "memory/pg_db.h"
 #include "memory/sqlite_db.h"  // now_seconds
@@ -442,36 +443,18 @@ Result<std::string> PostgresStore::check_consistency() {
     if (!lease) return lease.error();
     pg::Connection& db = **lease;
     std::string problems;
-    struct Check {
-        const char* what;
-        const char* sql;
-    };
-    const Check checks[] = {
-        {"ready documents whose chunk count differs from n_chunks",
-         "SELECT count(*) FROM documents d WHERE d.state = 'ready' AND d.n_chunks != (SELECT count(*) FROM chunks c WHERE c.doc = d.id)"},
-        {"ready documents whose positions are not [0, n_chunks)",
-         "SELECT count(*) FROM documents d WHERE d.state = 'ready' AND d.n_chunks > 0 AND"
-         " ((SELECT min(position) FROM chunks c WHERE c.doc = d.id) != 0 OR"
-         "  (SELECT max(position) FROM chunks c WHERE c.doc = d.id) != d.n_chunks - 1 OR"
-         "  (SELECT count(DISTINCT position) FROM chunks c WHERE c.doc = d.id) != d.n_chunks)"},
-        {"documents not ready that hold chunks",
-         "SELECT count(*) FROM documents d WHERE d.state != 'ready' AND EXISTS (SELECT 1 FROM chunks c WHERE c.doc = d.id)"},
-        {"documents in state 'ingesting' without a job",
-         "SELECT count(*) FROM documents d WHERE d.state = 'ingesting' AND NOT EXISTS"
-         " (SELECT 1 FROM ingest_jobs j WHERE j.idx = d.idx AND j.doc_id = d.doc_id)"},
-        {"jobs without a document row",
-         "SELECT count(*) FROM ingest_jobs j WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.idx = j.idx AND d.doc_id = j.doc_id)"},
-        {"jobs without files",
-         "SELECT count(*) FROM ingest_jobs j WHERE NOT EXISTS (SELECT 1 FROM source_files f WHERE f.idx = j.idx AND f.doc_id = j.doc_id)"},
+    const ConsistencyCheck own[] = {
         {"running jobs without a claim", "SELECT count(*) FROM ingest_jobs WHERE state = 'running' AND (claimed_by IS NULL OR lease_until IS NULL)"},
         {"chunks whose embedding length differs from their index's dimension",
          "SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.doc JOIN indexes i ON i.name = d.idx"
          " WHERE length(c.embedding) != 4 * i.embed_dim"},
     };
-    for (const auto& c : checks) {
-        auto n = db.exec(c.sql);
-        if (!n) return n.error();
-        if (n->i64(0, 0) != 0) problems += std::to_string(n->i64(0, 0)) + " " + c.what + "; ";
+    for (const auto& checks : {std::span<const ConsistencyCheck>(kSharedConsistencyChecks), std::span<const ConsistencyCheck>(own)}) {
+        for (const auto& c : checks) {
+            auto n = db.exec(c.sql);
+            if (!n) return n.error();
+            if (n->i64(0, 0) != 0) problems += std::to_string(n->i64(0, 0)) + " " + c.what + "; ";
+        }
     }
     return problems;
 }

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <span>
 
 #include "memory/pg_db.h"
 #include "memory/postgres_store.h"
@@ -300,33 +301,17 @@ Result<std::string> SqliteStore::check_consistency() {
         if (!s.step()) return s.failed() ? Result<int64_t>(s.error()) : Result<int64_t>(int64_t{0});
         return s.i64(0);
     };
-    struct Check {
-        const char* what;
-        const char* sql;
-    };
-    const Check checks[] = {
-        {"ready documents whose chunk count differs from n_chunks",
-         "SELECT count(*) FROM documents d WHERE d.state = 'ready' AND d.n_chunks != (SELECT count(*) FROM chunks c WHERE c.doc = d.id)"},
-        {"ready documents whose positions are not [0, n_chunks)",
-         "SELECT count(*) FROM documents d WHERE d.state = 'ready' AND d.n_chunks > 0 AND"
-         " ((SELECT min(position) FROM chunks c WHERE c.doc = d.id) != 0 OR"
-         "  (SELECT max(position) FROM chunks c WHERE c.doc = d.id) != d.n_chunks - 1 OR"
-         "  (SELECT count(DISTINCT position) FROM chunks c WHERE c.doc = d.id) != d.n_chunks)"},
-        {"documents not ready that hold chunks",
-         "SELECT count(*) FROM documents d WHERE d.state != 'ready' AND EXISTS (SELECT 1 FROM chunks c WHERE c.doc = d.id)"},
+    // SQLite enforces foreign keys only on connections that turn them on (another program on
+    // the file may not), so a chunk can outlive its document row here.
+    const ConsistencyCheck own[] = {
         {"chunks without a document", "SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = c.doc)"},
-        {"documents in state 'ingesting' without a job",
-         "SELECT count(*) FROM documents d WHERE d.state = 'ingesting' AND NOT EXISTS"
-         " (SELECT 1 FROM ingest_jobs j WHERE j.idx = d.idx AND j.doc_id = d.doc_id)"},
-        {"jobs without a document row",
-         "SELECT count(*) FROM ingest_jobs j WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.idx = j.idx AND d.doc_id = j.doc_id)"},
-        {"jobs without files",
-         "SELECT count(*) FROM ingest_jobs j WHERE NOT EXISTS (SELECT 1 FROM source_files f WHERE f.idx = j.idx AND f.doc_id = j.doc_id)"},
     };
-    for (const auto& c : checks) {
-        auto n = count(c.sql);
-        if (!n) return n.error();
-        if (*n != 0) problems += std::to_string(*n) + " " + c.what + "; ";
+    for (const auto& checks : {std::span<const ConsistencyCheck>(kSharedConsistencyChecks), std::span<const ConsistencyCheck>(own)}) {
+        for (const auto& c : checks) {
+            auto n = count(c.sql);
+            if (!n) return n.error();
+            if (*n != 0) problems += std::to_string(*n) + " " + c.what + "; ";
+        }
     }
     if (auto r = exec(db_, "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)"); !r) {
         problems += "fts: " + r.error().message + "; ";

@@ -255,4 +255,32 @@ public:
     std::function<void(int32_t i)> fault_hook;
 };
 
+// One invariant check_consistency() looks for violations of: what a violation is, and a query
+// counting them (0 when the invariant holds).
+struct ConsistencyCheck {
+    const char* what;
+    const char* sql;
+};
+
+// The checks on the tables both backends share, in SQL that SQLite and PostgreSQL both run.
+// Each backend adds the ones its own schema needs (its full-text index, leases, ...).
+inline constexpr ConsistencyCheck kSharedConsistencyChecks[] = {
+    {"ready documents whose chunk count differs from n_chunks",
+     "SELECT count(*) FROM documents d WHERE d.state = 'ready' AND d.n_chunks != (SELECT count(*) FROM chunks c WHERE c.doc = d.id)"},
+    {"ready documents whose positions are not [0, n_chunks)",
+     "SELECT count(*) FROM documents d WHERE d.state = 'ready' AND d.n_chunks > 0 AND"
+     " ((SELECT min(position) FROM chunks c WHERE c.doc = d.id) != 0 OR"
+     "  (SELECT max(position) FROM chunks c WHERE c.doc = d.id) != d.n_chunks - 1 OR"
+     "  (SELECT count(DISTINCT position) FROM chunks c WHERE c.doc = d.id) != d.n_chunks)"},
+    {"documents not ready that hold chunks",
+     "SELECT count(*) FROM documents d WHERE d.state != 'ready' AND EXISTS (SELECT 1 FROM chunks c WHERE c.doc = d.id)"},
+    {"documents in state 'ingesting' without a job",
+     "SELECT count(*) FROM documents d WHERE d.state = 'ingesting' AND NOT EXISTS"
+     " (SELECT 1 FROM ingest_jobs j WHERE j.idx = d.idx AND j.doc_id = d.doc_id)"},
+    {"jobs without a document row",
+     "SELECT count(*) FROM ingest_jobs j WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.idx = j.idx AND d.doc_id = j.doc_id)"},
+    {"jobs without files",
+     "SELECT count(*) FROM ingest_jobs j WHERE NOT EXISTS (SELECT 1 FROM source_files f WHERE f.idx = j.idx AND f.doc_id = j.doc_id)"},
+};
+
 }  // namespace kvrag::memory

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/engine_test_util.h"
+#include "engine/fork_test_util.h"
 #include "engine/scheduler_core.h"
 
 namespace kvrag::engine {
@@ -12,40 +13,12 @@ namespace {
 using testing::load_synthetic;
 using testing::make_engine;
 
-GenerateOptions sampled(int32_t max_tokens, uint64_t seed) {
-    GenerateOptions o;
-    o.max_tokens = max_tokens;
-    o.stop_at_eog = false;
-    o.sampling.temperature = 0.9f;
-    o.sampling.seed = seed;
-    return o;
-}
+GenerateOptions sampled(int32_t max_tokens, uint64_t seed) { return testing::sampled_options(max_tokens, seed, 0.9f); }
 
 // A generate job with n - 1 forks, seeds seed, seed + 1, ...
 std::shared_ptr<Job> make_group(Engine& e, const std::string& prompt, int32_t n, int32_t max_tokens, uint64_t seed) {
-    auto j = std::make_shared<Job>();
-    j->options = sampled(max_tokens, seed);
-    j->prompt = e.tokenize(prompt, j->options);
-    for (int32_t i = 1; i < n; ++i) {
-        auto f = std::make_shared<Job>();
-        f->options = sampled(max_tokens, seed + static_cast<uint64_t>(i));
-        f->prompt = j->prompt;
-        j->forks.push_back(f);
-    }
-    return j;
-}
-
-// plan/execute/complete until idle, checking the cache's invariants after every iteration.
-void run_until_idle(Engine& e, SchedulerCore& core) {
-    const Clock::time_point t{};
-    for (int i = 0; i < 1000 && !core.idle(); ++i) {
-        StepPlan plan = core.plan(t);
-        core.execute(plan);
-        core.complete(plan, t);
-        for (auto& j : core.take_ended()) j->mark_done();
-        ASSERT_EQ(e.cache().check_invariants(), "");
-    }
-    ASSERT_TRUE(core.idle());
+    const GenerateOptions o = sampled(max_tokens, seed);
+    return testing::choice_group(e.tokenize(prompt, o), n, o);
 }
 
 const std::string kPrompt = "Fork test: the quick brown fox jumps over the lazy dog and runs into the forest, where";
@@ -60,7 +33,7 @@ TEST(Fork, FourChoicesComputeThePromptOnceAndEqualSeparateRequests) {
     ASSERT_GT(n_prompt, 20u);
     const uint64_t before = e->totals().prompt_tokens;
     ASSERT_TRUE(core.submit(group, Clock::time_point{}).ok());
-    run_until_idle(*e, core);
+    testing::run_core_until_idle(*e, core, 1000);
     // The prompt once, plus each fork's last prompt position (its own first logits).
     EXPECT_EQ(e->totals().prompt_tokens - before, n_prompt + 3);
     std::vector<std::shared_ptr<Job>> jobs = {group};
@@ -91,7 +64,7 @@ TEST(Fork, ForksShareEvenWhenTheFirstChoiceEndsAtItsFirstToken) {
     const auto n_prompt = static_cast<uint64_t>(group->prompt.size());
     const uint64_t before = e->totals().prompt_tokens;
     ASSERT_TRUE(core.submit(group, Clock::time_point{}).ok());
-    run_until_idle(*e, core);
+    testing::run_core_until_idle(*e, core, 1000);
     EXPECT_EQ(e->totals().prompt_tokens - before, n_prompt + 3);
     EXPECT_TRUE(group->finished());
     for (const auto& f : group->forks) {

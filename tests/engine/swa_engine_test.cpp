@@ -5,16 +5,12 @@
 // without prefix reuse, and against the reference engine's greedy continuation.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine_test_util.h"
 #include "test_paths.h"
-#include "tools/synthetic.h"
 
 namespace kvrag::engine {
 namespace {
@@ -142,35 +138,8 @@ TEST(EngineSwa, Gemma3PrefixReuseIsBitIdenticalToRecomputing) {
 // 3rd layer global), a 40-token prompt prefilled 4 at a time and 40 generated tokens (10
 // windows). The split cache equals the whole-cell cache bit for bit, with or without reuse.
 TEST(EngineSwa, SyntheticGemma3SplitEqualsWholeCells) {
-    const auto dir = std::filesystem::temp_directory_path() / ("kvrag-swa-" + std::to_string(getpid()));
-    std::filesystem::create_directories(dir);
-    const std::string path = (dir / "gemma3.gguf").string();
-    tools::SyntheticSpec spec;
-    spec.arch = "gemma3";
-    spec.n_embd = 64;
-    spec.n_layer = 3;
-    spec.n_head = 4;
-    spec.n_head_kv = 2;
-    spec.n_ff = 128;
-    spec.n_swa = 8;
-    spec.swa_pattern = 3;
-    spec.tied_output = true;
-    spec.seed = 11;
-    ASSERT_TRUE(tools::write_synthetic_model(spec, path).ok());
-    const auto make = [&](bool split, bool reuse) {
-        auto m = LoadedModel::load(path);
-        EXPECT_TRUE(m.ok()) << m.error().what();
-        EngineConfig cfg;
-        cfg.n_ctx = 256;
-        cfg.n_threads = 2;
-        cfg.n_batch = 4;
-        cfg.prefix_block = 4;
-        cfg.prefix_reuse = reuse;
-        cfg.swa_split = split;
-        auto e = Engine::create(std::move(*m), cfg);
-        EXPECT_TRUE(e.ok()) << e.error().what();
-        return std::move(*e);
-    };
+    ASSERT_FALSE(testing::synthetic_gemma3_path().empty());
+    const auto make = [](bool split, bool reuse) { return testing::synthetic_gemma3_engine(256, split, reuse); };
     auto split = make(true, true);
     auto whole = make(false, false);
     ASSERT_EQ(split->model().model->hparams().n_swa, 8);
@@ -194,7 +163,6 @@ TEST(EngineSwa, SyntheticGemma3SplitEqualsWholeCells) {
     EXPECT_EQ(split->cache().local_cap(), 14);
     EXPECT_EQ(split->cache().check_invariants(), "");
     // n > 1 choices (a window of local cells per fork): tests/engine/swa_fork_test.cpp.
-    std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -4,62 +4,19 @@
 // whole-cell cache), and every cell is back in the pools afterwards.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
-#include <filesystem>
-
 #include "engine/engine_test_util.h"
+#include "engine/fork_test_util.h"
 #include "engine/scheduler_core.h"
-#include "tools/synthetic.h"
 
 namespace kvrag::engine {
 namespace {
 
-// A synthetic gemma3 (window 8, every 3rd layer global), written once per process.
-std::string swa_fork_model() {
-    static const std::string path = [] {
-        const auto dir = std::filesystem::temp_directory_path() / ("kvrag-swa-fork-" + std::to_string(getpid()));
-        std::filesystem::create_directories(dir);
-        const std::string p = (dir / "gemma3.gguf").string();
-        tools::SyntheticSpec spec;
-        spec.arch = "gemma3";
-        spec.n_embd = 64;
-        spec.n_layer = 3;
-        spec.n_head = 4;
-        spec.n_head_kv = 2;
-        spec.n_ff = 128;
-        spec.n_swa = 8;
-        spec.swa_pattern = 3;
-        spec.tied_output = true;
-        spec.seed = 11;
-        EXPECT_TRUE(tools::write_synthetic_model(spec, p).ok());
-        return p;
-    }();
-    return path;
-}
-
-std::unique_ptr<Engine> swa_engine(bool split, bool reuse, int32_t n_seq_window = 4) {
-    auto m = LoadedModel::load(swa_fork_model());
-    EXPECT_TRUE(m.ok()) << m.error().what();
-    EngineConfig cfg;
-    cfg.n_ctx = 512;
-    cfg.n_threads = 2;
-    cfg.n_batch = 4;  // the prompt prefills 4 tokens a step: its window moves while it does
-    cfg.prefix_block = 4;
-    cfg.prefix_reuse = reuse;
-    cfg.swa_split = split;
-    cfg.n_seq_window = n_seq_window;
-    auto e = Engine::create(std::move(*m), cfg);
-    EXPECT_TRUE(e.ok()) << e.error().what();
-    return std::move(*e);
-}
+// The engines here run the synthetic gemma3 (window 8, every 3rd layer global) of
+// engine_test_util.h on 512 cells.
+constexpr int32_t kSwaForkCtx = 512;
 
 GenerateOptions sampled_swa(int32_t max_tokens, uint64_t seed) {
-    GenerateOptions o;
-    o.max_tokens = max_tokens;
-    o.stop_at_eog = false;
-    o.sampling.temperature = 1.5f;
-    o.sampling.seed = seed;
+    GenerateOptions o = testing::sampled_options(max_tokens, seed, 1.5f);
     o.n_logprobs = 0;  // the chosen tokens' logprobs: any difference in K/V shows in them
     return o;
 }
@@ -68,35 +25,6 @@ std::vector<int32_t> swa_prompt(int32_t n) {
     std::vector<int32_t> p;
     for (int i = 0; i < n; ++i) p.push_back(3 + (i * 37) % 500);
     return p;
-}
-
-// The first job of a group with n - 1 forks, seeds seed, seed + 1, ...
-std::shared_ptr<Job> swa_group(const std::vector<int32_t>& prompt, int32_t n, int32_t max_tokens, uint64_t seed) {
-    auto j = std::make_shared<Job>();
-    j->options = sampled_swa(max_tokens, seed);
-    j->prompt = prompt;
-    for (int32_t i = 1; i < n; ++i) {
-        auto f = std::make_shared<Job>();
-        f->options = sampled_swa(max_tokens, seed + static_cast<uint64_t>(i));
-        f->prompt = prompt;
-        j->forks.push_back(f);
-    }
-    return j;
-}
-
-// plan/execute/complete until idle, checking the cache's invariants after every iteration.
-void run_swa_until_idle(Engine& e, SchedulerCore& core) {
-    const Clock::time_point t{};
-    for (int i = 0; i < 2000 && !core.idle(); ++i) {
-        StepPlan plan = core.plan(t);
-        core.execute(plan);
-        core.complete(plan, t);
-        for (auto& j : core.take_ended()) j->mark_done();
-        ASSERT_EQ(e.cache().check_invariants(), "");
-        const kvcache::KvStats st = e.cache().stats();
-        for (const auto& s : st.sequences) ASSERT_LE(s.n_local, e.cache().local_cap());
-    }
-    ASSERT_TRUE(core.idle());
 }
 
 void expect_same_choice(const GenerateResult& a, const GenerateResult& b, const std::string& what) {
@@ -109,7 +37,8 @@ void expect_same_choice(const GenerateResult& a, const GenerateResult& b, const 
 
 TEST(EngineSwaFork, ChoicesEqualSeparateRequestsAndGiveEveryCellBack) {
     for (const bool reuse : {false, true}) {
-        auto e = swa_engine(true, reuse);
+        auto e = testing::synthetic_gemma3_engine(kSwaForkCtx, true, reuse);
+        ASSERT_TRUE(e);
         ASSERT_TRUE(e->cache().split_local());
         const int32_t cap = e->cache().local_cap();  // 7 + 4 (+ 3 with reuse: block alignment)
         SchedulerConfig cfg;
@@ -117,10 +46,10 @@ TEST(EngineSwaFork, ChoicesEqualSeparateRequestsAndGiveEveryCellBack) {
         SchedulerCore core(*e, cfg);
         // 30 prompt tokens (almost four windows) and 24 generated (three more).
         const auto prompt = swa_prompt(30);
-        auto group = swa_group(prompt, 4, 24, 500);
+        auto group = testing::choice_group(prompt, 4, sampled_swa(24, 500));
         const uint64_t before = e->totals().prompt_tokens;
         ASSERT_TRUE(core.submit(group, Clock::time_point{}).ok());
-        run_swa_until_idle(*e, core);
+        testing::run_core_until_idle(*e, core, 2000, /*check_windows=*/true);
         // The prompt once, plus each fork's last prompt position.
         EXPECT_EQ(e->totals().prompt_tokens - before, prompt.size() + 3);
         std::vector<std::shared_ptr<Job>> jobs = {group};
@@ -141,8 +70,9 @@ TEST(EngineSwaFork, ChoicesEqualSeparateRequestsAndGiveEveryCellBack) {
 
         // Each choice is what a request of its own with its seed gives, on a split cache and on
         // the whole-cell cache (every cell holds every layer).
-        auto alone_split = swa_engine(true, false);
-        auto alone_whole = swa_engine(false, false);
+        auto alone_split = testing::synthetic_gemma3_engine(kSwaForkCtx, true, false);
+        auto alone_whole = testing::synthetic_gemma3_engine(kSwaForkCtx, false, false);
+        ASSERT_TRUE(alone_split && alone_whole);
         for (size_t i = 0; i < jobs.size(); ++i) {
             ASSERT_TRUE(jobs[i]->finished()) << i << ": " << jobs[i]->error().what();
             ASSERT_EQ(jobs[i]->result().tokens.size(), 24u) << i;
@@ -160,7 +90,8 @@ TEST(EngineSwaFork, ChoicesEqualSeparateRequestsAndGiveEveryCellBack) {
 }
 
 TEST(EngineSwaFork, AdmissionReservesAWindowPerChoice) {
-    auto e = swa_engine(true, false, /*n_seq_window=*/2);
+    auto e = testing::synthetic_gemma3_engine(kSwaForkCtx, true, false, /*n_seq_window=*/2);
+    ASSERT_TRUE(e);
     const int32_t cap = e->cache().local_cap();
     const kvcache::KvStats empty = e->cache().stats();
     ASSERT_EQ(empty.local_total, 2 * cap);

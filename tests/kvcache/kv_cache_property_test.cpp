@@ -38,15 +38,10 @@ constexpr int32_t kRot = 8;
 constexpr float kBase = 10000.0f;
 constexpr size_t kMaxLive = 10;
 
+// The reference rotation below uses kHeadDim, kRot and kBase: the cache's model must match.
 model::ModelHParams hparams() {
-    model::ModelHParams hp;
-    hp.n_vocab = 64;
-    hp.n_layer = 2;
-    hp.n_head = 4;
-    hp.n_head_kv = 2;
+    model::ModelHParams hp = tiny_kv_hparams();
     hp.head_dim = kHeadDim;
-    hp.n_embd = 32;
-    hp.n_ff = 64;
     hp.n_rot = kRot;
     hp.rope_freq_base = kBase;
     return hp;

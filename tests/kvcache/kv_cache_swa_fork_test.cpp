@@ -10,39 +10,10 @@
 #include <vector>
 
 #include "kvcache/kv_cache.h"
+#include "kvcache/kv_cache_test_util.h"
 
 namespace kvrag::kvcache {
 namespace {
-
-constexpr int32_t kForkWindow = 8;  // n_swa
-constexpr int32_t kForkAppend = 4;  // max_append
-constexpr int32_t kForkBlock = 4;
-constexpr int32_t kForkCap = kForkWindow - 1 + kForkBlock - 1 + kForkAppend;  // 14
-
-std::shared_ptr<KvCache> make_fork_cache(int32_t n_local_cells) {
-    model::ModelHParams hp;
-    hp.n_vocab = 64;
-    hp.n_layer = 4;
-    hp.n_head = 4;
-    hp.n_head_kv = 2;
-    hp.head_dim = 8;
-    hp.n_embd = 32;
-    hp.n_ff = 64;
-    hp.n_rot = 8;
-    hp.rope_freq_base = 10000.0f;
-    hp.n_swa = kForkWindow;
-    hp.swa_pattern = 4;  // layers 0-2 local, layer 3 global
-    KvCacheConfig cfg;
-    cfg.n_cells = 256;
-    cfg.type = GgmlType::F32;
-    cfg.block_tokens = kForkBlock;
-    cfg.split_local = true;
-    cfg.n_local_cells = n_local_cells;
-    cfg.max_append = kForkAppend;
-    auto r = KvCache::create(hp, cfg, model::KeyRotation(hp));
-    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().what());
-    return r.ok() ? *r : nullptr;
-}
 
 // Writes a recognisable K/V row (the position, per layer) into a local cell's local layers.
 void write_local(KvCache& cache, int32_t lc, int32_t pos) {
@@ -63,18 +34,18 @@ float read_local(KvCache& cache, int32_t lc, int il, bool v) {
 }
 
 TEST(KvCacheSwaFork, AForkCopiesItsWindowAndTakesItsReservationFromTheParent) {
-    auto cache = make_fork_cache(3 * kForkCap);
+    auto cache = make_swa_cache(256, 3 * kSwaLocalCap);
     std::vector<int32_t> prompt(30);
     std::iota(prompt.begin(), prompt.end(), 100);
     // Three choices of up to 50 positions: 50 + 2 x (50 - 29) global cells, 3 windows of 14.
     const int32_t worst = 50, fork_reserve = worst - 29;
     std::optional<Sequence> parent = cache->admit(prompt, worst + 2 * fork_reserve, true, ForkPlan{2, worst});
     ASSERT_TRUE(parent.has_value());
-    EXPECT_EQ(cache->stats().local_reserved, 3 * kForkCap);
+    EXPECT_EQ(cache->stats().local_reserved, 3 * kSwaLocalCap);
     // Too many windows for the pool: never admitted.
     EXPECT_FALSE(cache->admit(prompt, worst, true, ForkPlan{3, worst}).has_value());
-    for (size_t at = 0; at < prompt.size(); at += kForkAppend) {
-        const size_t n = std::min<size_t>(kForkAppend, prompt.size() - at);
+    for (size_t at = 0; at < prompt.size(); at += kSwaAppend) {
+        const size_t n = std::min<size_t>(kSwaAppend, prompt.size() - at);
         ASSERT_TRUE(cache->append(*parent, std::span<const int32_t>(prompt.data() + at, n)));
         for (int32_t p = static_cast<int32_t>(at); p < static_cast<int32_t>(at + n); ++p) {
             write_local(*cache, parent->local_cells()[static_cast<size_t>(p - parent->local_begin())], p);
@@ -106,7 +77,7 @@ TEST(KvCacheSwaFork, AForkCopiesItsWindowAndTakesItsReservationFromTheParent) {
     // The parent kept its own window's budget: 14 less the 10 it holds.
     const KvStats st = cache->stats();
     EXPECT_EQ(st.local_used, 10 + 9 + 9);
-    EXPECT_EQ(st.local_reserved, (kForkCap - 10) + 2 * (kForkCap - 9));
+    EXPECT_EQ(st.local_reserved, (kSwaLocalCap - 10) + 2 * (kSwaLocalCap - 9));
     EXPECT_EQ(st.reserved, (worst - 30) + 2 * fork_reserve);  // the parent's own and the forks'
 
     // Each grows to its worst case on its own reservation, never over its window bound.
@@ -117,7 +88,7 @@ TEST(KvCacheSwaFork, AForkCopiesItsWindowAndTakesItsReservationFromTheParent) {
             ASSERT_TRUE(cache->append(*parent, t));
         }
         ASSERT_EQ(cache->check_invariants(), "");
-        for (auto& f : forks) ASSERT_LE(static_cast<int32_t>(f.local_cells().size()), kForkCap);
+        for (auto& f : forks) ASSERT_LE(static_cast<int32_t>(f.local_cells().size()), kSwaLocalCap);
     }
     EXPECT_EQ(forks[0].n_tokens(), worst);
     forks.clear();

@@ -15,89 +15,53 @@
 namespace kvrag::kvcache {
 namespace {
 
-constexpr int32_t kWindow = 8;      // n_swa
-constexpr int32_t kAppend = 4;      // max_append
-// A sequence holds at most 7 positions back (from a block boundary: up to 3 more) + 4 new.
-constexpr int32_t kLocalCap = kWindow - 1 + kBlock - 1 + kAppend;
-
-// 4 layers, pattern 4: layers 0-2 local, layer 3 global.
-model::ModelHParams swa_hparams() {
-    model::ModelHParams hp;
-    hp.n_vocab = 64;
-    hp.n_layer = 4;
-    hp.n_head = 4;
-    hp.n_head_kv = 2;
-    hp.head_dim = 8;
-    hp.n_embd = 32;
-    hp.n_ff = 64;
-    hp.n_rot = 8;
-    hp.rope_freq_base = 10000.0f;
-    hp.n_swa = kWindow;
-    hp.swa_pattern = 4;
-    return hp;
-}
-
-std::shared_ptr<KvCache> make_swa_cache(int32_t n_cells, int32_t n_local_cells, bool split = true) {
-    KvCacheConfig cfg;
-    cfg.n_cells = n_cells;
-    cfg.type = GgmlType::F32;
-    cfg.block_tokens = kBlock;
-    cfg.split_local = split;
-    cfg.n_local_cells = n_local_cells;
-    cfg.max_append = kAppend;
-    const model::ModelHParams hp = swa_hparams();
-    auto r = KvCache::create(hp, cfg, model::KeyRotation(hp));
-    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().what());
-    return r.ok() ? *r : nullptr;
-}
-
-// Appends `tokens` kAppend at a time (as the engine's chunked prefill does), checking the
+// Appends `tokens` kSwaAppend at a time (as the engine's chunked prefill does), checking the
 // window bound and the invariants after each append. The sequence computes every position.
 void append_chunks(KvCache& cache, Sequence& s, const std::vector<int32_t>& tokens) {
-    for (size_t at = 0; at < tokens.size(); at += kAppend) {
-        const size_t n = std::min<size_t>(kAppend, tokens.size() - at);
+    for (size_t at = 0; at < tokens.size(); at += kSwaAppend) {
+        const size_t n = std::min<size_t>(kSwaAppend, tokens.size() - at);
         const int32_t before = s.n_tokens();
         ASSERT_TRUE(cache.append(s, std::span<const int32_t>(tokens.data() + at, n))) << cache.stats().summary();
         // The new tokens' windows reach back 7 positions, kept from the block boundary below.
-        EXPECT_EQ(s.local_begin(), std::max(0, before - (kWindow - 1)) / kBlock * kBlock);
+        EXPECT_EQ(s.local_begin(), std::max(0, before - (kSwaWindow - 1)) / kBlock * kBlock);
         EXPECT_EQ(s.local_begin() + static_cast<int32_t>(s.local_cells().size()), s.n_tokens());
-        EXPECT_LE(static_cast<int32_t>(s.local_cells().size()), kLocalCap);
+        EXPECT_LE(static_cast<int32_t>(s.local_cells().size()), kSwaLocalCap);
         ASSERT_EQ(cache.check_invariants(), "");
     }
 }
 
 TEST(KvCacheSwa, GeometrySplitsTheLocalLayersOff) {
-    auto split = make_swa_cache(64, 2 * kLocalCap);
+    auto split = make_swa_cache(64, 2 * kSwaLocalCap);
     auto whole = make_swa_cache(64, 0, /*split=*/false);
     const KvStats a = split->stats(), b = whole->stats();
     const size_t row = 2 * 8 * sizeof(float);  // n_head_kv * head_dim f32
     EXPECT_EQ(a.bytes_per_cell, 2 * row * 1);   // K+V of the one global layer
     EXPECT_EQ(a.bytes_per_local_cell, 2 * row * 3);
-    EXPECT_EQ(a.local_total, 2 * kLocalCap);
-    EXPECT_EQ(a.window, kWindow);
-    EXPECT_EQ(a.bytes, a.bytes_per_cell * 64 + a.bytes_per_local_cell * 2 * kLocalCap);
+    EXPECT_EQ(a.local_total, 2 * kSwaLocalCap);
+    EXPECT_EQ(a.window, kSwaWindow);
+    EXPECT_EQ(a.bytes, a.bytes_per_cell * 64 + a.bytes_per_local_cell * 2 * kSwaLocalCap);
     EXPECT_EQ(b.bytes_per_cell, 2 * row * 4);   // without the split every cell holds all layers
     EXPECT_EQ(b.local_total, 0);
     EXPECT_FALSE(whole->split_local());
     EXPECT_EQ(b.summary().find("local"), std::string::npos);
-    EXPECT_NE(a.summary().find("local_total=" + std::to_string(2 * kLocalCap)), std::string::npos);
-    EXPECT_EQ(split->local_cap(), kLocalCap);
+    EXPECT_NE(a.summary().find("local_total=" + std::to_string(2 * kSwaLocalCap)), std::string::npos);
+    EXPECT_EQ(split->local_cap(), kSwaLocalCap);
 }
 
 TEST(KvCacheSwa, ASequenceHoldsOnlyItsWindowsLocalCells) {
-    auto cache = make_swa_cache(128, kLocalCap);
+    auto cache = make_swa_cache(128, kSwaLocalCap);
     std::optional<Sequence> s = cache->admit(toks(40), 100);
     ASSERT_TRUE(s.has_value());
     EXPECT_EQ(s->reserved(), 100);
-    EXPECT_EQ(cache->stats().local_reserved, kLocalCap);
+    EXPECT_EQ(cache->stats().local_reserved, kSwaLocalCap);
     append_chunks(*cache, *s, toks(40));
     // Decode-like appends, one token at a time, far past several windows.
     for (int i = 0; i < 50; ++i) {
         const int32_t t = 7;
         ASSERT_TRUE(cache->append(*s, std::span<const int32_t>(&t, 1)));
         // 7 before the new one, from the block boundary at or below: 8 to 11 cells.
-        EXPECT_GE(static_cast<int32_t>(s->local_cells().size()), kWindow);
-        EXPECT_LE(static_cast<int32_t>(s->local_cells().size()), kWindow + kBlock - 1);
+        EXPECT_GE(static_cast<int32_t>(s->local_cells().size()), kSwaWindow);
+        EXPECT_LE(static_cast<int32_t>(s->local_cells().size()), kSwaWindow + kBlock - 1);
         ASSERT_EQ(cache->check_invariants(), "");
     }
     EXPECT_EQ(s->n_tokens(), 90);
@@ -105,25 +69,25 @@ TEST(KvCacheSwa, ASequenceHoldsOnlyItsWindowsLocalCells) {
     EXPECT_EQ(st.used, 90);
     EXPECT_EQ(s->local_begin(), 80);  // the last append (position 89) reached back to 82
     EXPECT_EQ(st.local_used, 10);
-    EXPECT_LE(st.local_peak_used, kLocalCap);
+    EXPECT_LE(st.local_peak_used, kSwaLocalCap);
     EXPECT_EQ(st.sequences.at(0).n_local, 10);
     // The last token's window: its own local cell and the 7 before, in position order.
     model::BatchToken bt;
     bt.pos = 89;
     s->fill_local(bt);
     EXPECT_EQ(bt.local_cell, s->local_cells().back());
-    EXPECT_EQ(bt.n_local_visible, kWindow);
+    EXPECT_EQ(bt.n_local_visible, kSwaWindow);
     EXPECT_EQ(bt.local_visible, s->local_cells().data() + 2);
     s->release();
     st = cache->stats();
     EXPECT_EQ(st.local_used, 0);
     EXPECT_EQ(st.local_reserved, 0);
-    EXPECT_EQ(st.local_free, kLocalCap);
+    EXPECT_EQ(st.local_free, kSwaLocalCap);
     EXPECT_EQ(cache->check_invariants(), "");
 }
 
 TEST(KvCacheSwa, EarlyPositionsSeeOnlyWhatExists) {
-    auto cache = make_swa_cache(64, kLocalCap);
+    auto cache = make_swa_cache(64, kSwaLocalCap);
     std::optional<Sequence> s = cache->admit(toks(3), 10);
     ASSERT_TRUE(s.has_value());
     ASSERT_TRUE(cache->append(*s, toks(3)));
@@ -139,11 +103,11 @@ TEST(KvCacheSwa, EarlyPositionsSeeOnlyWhatExists) {
 
 TEST(KvCacheSwa, AdmissionCountsLocalCells) {
     // Plenty of global cells, local cells for two windows.
-    auto cache = make_swa_cache(256, 2 * kLocalCap);
+    auto cache = make_swa_cache(256, 2 * kSwaLocalCap);
     std::optional<Sequence> a = cache->admit(toks(20), 60);
     std::optional<Sequence> b = cache->admit(toks(20, 300), 60);
     ASSERT_TRUE(a && b);
-    EXPECT_EQ(cache->stats().local_reserved, 2 * kLocalCap);
+    EXPECT_EQ(cache->stats().local_reserved, 2 * kSwaLocalCap);
     // A third long request finds no local cells although 136 global cells are free.
     EXPECT_FALSE(cache->admit(toks(20, 500), 60).has_value());
     EXPECT_EQ(cache->stats().reserved, 120);
@@ -152,7 +116,7 @@ TEST(KvCacheSwa, AdmissionCountsLocalCells) {
     a->release();
     std::optional<Sequence> c = cache->admit(toks(2, 500), 3);
     ASSERT_TRUE(c.has_value());
-    EXPECT_EQ(cache->stats().local_reserved, kLocalCap + 3);
+    EXPECT_EQ(cache->stats().local_reserved, kSwaLocalCap + 3);
     // A request whose window can never fit the local pool is refused, not left waiting.
     auto small = make_swa_cache(256, 5);
     EXPECT_FALSE(small->admit(toks(2), 6).has_value());
@@ -171,7 +135,7 @@ void publish_twice(KvCache& cache, const std::vector<int32_t>& prompt) {
 }
 
 TEST(KvCacheSwa, PrefixReuseEndsOnlyWhereTheWindowsLocalCellsAreCached) {
-    auto cache = make_swa_cache(128, 3 * kLocalCap);
+    auto cache = make_swa_cache(128, 3 * kSwaLocalCap);
     const std::vector<int32_t> p = toks(16);
     publish_twice(*cache, p);
     // At publish the sequence held local cells of positions [4, 16) (the last chunk's windows
@@ -201,7 +165,7 @@ TEST(KvCacheSwa, PrefixReuseEndsOnlyWhereTheWindowsLocalCellsAreCached) {
     EXPECT_EQ(s->n_reused(), 16);
     EXPECT_EQ(s->local_begin(), 9);
     EXPECT_EQ(s->local_cells().size(), size_t{7});
-    EXPECT_EQ(cache->stats().local_reserved, kLocalCap - 7);
+    EXPECT_EQ(cache->stats().local_reserved, kSwaLocalCap - 7);
     ASSERT_TRUE(cache->append(*s, std::span<const int32_t>(&longer.back(), 1)));
     EXPECT_EQ(cache->check_invariants(), "");
     s->release();
@@ -223,7 +187,7 @@ TEST(KvCacheSwa, PrefixReuseEndsOnlyWhereTheWindowsLocalCellsAreCached) {
 }
 
 TEST(KvCacheSwa, TruncateShiftAndForkKeepLocalCellsConsistent) {
-    auto cache = make_swa_cache(128, 4 * kLocalCap);
+    auto cache = make_swa_cache(128, 4 * kSwaLocalCap);
     std::optional<Sequence> s = cache->admit(toks(30), 60);
     ASSERT_TRUE(s.has_value());
     append_chunks(*cache, *s, toks(30));

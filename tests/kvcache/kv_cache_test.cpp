@@ -23,16 +23,8 @@ namespace {
 constexpr int32_t kCells = 64;
 
 model::ModelHParams tiny_hparams(int32_t n_rot = 8, bool neox = false) {
-    model::ModelHParams hp;
-    hp.n_vocab = 64;
-    hp.n_layer = 2;
-    hp.n_head = 4;
-    hp.n_head_kv = 2;
-    hp.head_dim = 8;
-    hp.n_embd = 32;
-    hp.n_ff = 64;
+    model::ModelHParams hp = tiny_kv_hparams();
     hp.n_rot = n_rot;
-    hp.rope_freq_base = 10000.0f;
     hp.rope_neox = neox;
     return hp;
 }

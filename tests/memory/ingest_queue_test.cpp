@@ -14,7 +14,7 @@
 #include "memory/ingest_worker.h"
 #include "memory/memory.h"
 #include "memory/memory_test_util.h"
-#include "test_postgres.h"
+#include "memory/store_test_util.h"
 
 namespace kvrag::memory {
 namespace {
@@ -151,18 +151,7 @@ struct Gate {
 };
 
 // The queue rules every Store must keep, run on each backend ("sqlite", "postgres").
-class MemoryQueueBackends : public ::testing::TestWithParam<std::string> {
-protected:
-    void SetUp() override {
-        if (GetParam() == "postgres") {
-            KVRAG_REQUIRE_POSTGRES(uri);
-            spec_ = uri;
-        } else {
-            spec_ = ":memory:";
-        }
-    }
-    std::string spec_;
-};
+class MemoryQueueBackends : public testing::StoreBackendTest {};
 
 INSTANTIATE_TEST_SUITE_P(Backends, MemoryQueueBackends, ::testing::Values("sqlite", "postgres"),
                          [](const auto& info) { return info.param; });

@@ -19,6 +19,7 @@
 
 #include "memory/pg_db.h"
 #include "memory/postgres_store.h"
+#include "memory/store_test_util.h"
 #include "test_postgres.h"
 
 namespace kvrag::memory {
@@ -29,36 +30,11 @@ using ::kvrag::testing::within;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-const EmbeddingModelInfo kOutageModel{"fake", "size:0 sha256:fake", 4};
-
-std::unique_ptr<Store> open_store(const std::string& uri, PostgresOptions opt = {}) {
-    auto s = PostgresStore::open(uri, OpenMode::create, opt);
-    EXPECT_TRUE(s.ok()) << s.error().what();
-    return s ? std::move(*s) : nullptr;
-}
-
-PostgresStore& pg_of(Store& s) { return static_cast<PostgresStore&>(s); }
-
-DocumentInput doc_of(const std::string& id, const std::string& text) {
-    DocumentInput d;
-    d.index = "default";
-    d.doc_id = id;
-    d.name = id + ".txt";
-    d.content_hash = id + text;
-    d.chunks.push_back(ChunkInput{0, text, 10, {1.0f, 0.0f, 0.0f, 0.0f}});
-    return d;
-}
-
-NewJob job_of(const std::string& id) {
-    NewJob j;
-    j.index = "default";
-    j.doc_id = id;
-    j.name = id + ".txt";
-    j.source = "upload";
-    j.content_hash = id;
-    j.files.push_back(SourceFile{id + ".txt", "text/plain", "the text of " + id});
-    return j;
-}
+using testing::as_pg;
+using testing::kFakeStoreModel;
+using testing::new_job;
+using testing::one_chunk_doc;
+using testing::open_pg;
 
 // Idle across a restart: nothing was called while the server was down, and the first calls
 // after it (on pooled connections the server closed) succeed.
@@ -66,10 +42,10 @@ TEST(PostgresOutage, FirstCallAfterARestartSucceeds) {
     KVRAG_REQUIRE_POSTGRES_SERVER(uri, true);
     PostgresOptions opt;
     opt.n_connections = 2;
-    auto a = open_store(uri, opt);
+    auto a = open_pg(uri, opt);
     ASSERT_TRUE(a);
-    ASSERT_TRUE(a->ensure_index("default", kOutageModel).ok());
-    ASSERT_TRUE(a->write_document(doc_of("one", "first words")).ok());
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
+    ASSERT_TRUE(a->write_document(one_chunk_doc("one", "first words")).ok());
     ASSERT_EQ((*a->vectors("default"))->size(), 1u);
     auto* server = ::kvrag::testing::TestPostgres::get(nullptr, true);
     ASSERT_TRUE(server->pg_ctl("-m fast stop"));
@@ -81,8 +57,8 @@ TEST(PostgresOutage, FirstCallAfterARestartSucceeds) {
     ASSERT_TRUE(lex.ok()) << lex.error().what();
     EXPECT_EQ(lex->size(), 1u);
     // The watcher listens again (it reconnects by itself) and a write reaches the vectors.
-    EXPECT_TRUE(within(5000ms, [&] { return pg_of(*a).listening(); }));
-    ASSERT_TRUE(a->write_document(doc_of("two", "second words")).ok());
+    EXPECT_TRUE(within(5000ms, [&] { return as_pg(*a).listening(); }));
+    ASSERT_TRUE(a->write_document(one_chunk_doc("two", "second words")).ok());
     EXPECT_TRUE(within(3000ms, [&] {
         auto v = a->vectors("default");
         return v.ok() && (*v)->size() == 2u;
@@ -93,20 +69,20 @@ TEST(PostgresOutage, FirstCallAfterARestartSucceeds) {
 // a query, a transaction, the vector reload.
 TEST(PostgresOutage, CallsWhileDownAreUnavailableErrors) {
     KVRAG_REQUIRE_POSTGRES_SERVER(uri, true);
-    auto a = open_store(uri);
+    auto a = open_pg(uri);
     ASSERT_TRUE(a);
-    ASSERT_TRUE(a->ensure_index("default", kOutageModel).ok());
-    ASSERT_TRUE(a->write_document(doc_of("one", "words")).ok());
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
+    ASSERT_TRUE(a->write_document(one_chunk_doc("one", "words")).ok());
     auto* server = ::kvrag::testing::TestPostgres::get(nullptr, true);
     ASSERT_TRUE(server->pg_ctl("-m fast stop"));
     // Wait until the watcher has seen it: vectors() then reloads, and must fail too.
-    EXPECT_TRUE(within(3000ms, [&] { return !pg_of(*a).listening(); }));
+    EXPECT_TRUE(within(3000ms, [&] { return !as_pg(*a).listening(); }));
     const auto t0 = Clock::now();
     auto list = a->list_documents();
-    auto write = a->write_document(doc_of("two", "more"));
+    auto write = a->write_document(one_chunk_doc("two", "more"));
     auto vecs = a->vectors("default");
     auto lex = a->lexical("default", "words", 5);
-    auto enq = a->enqueue(job_of("three"));
+    auto enq = a->enqueue(new_job("three", "the text of three"));
     EXPECT_LT(Clock::now() - t0, 5000ms) << "calls against a stopped server must fail fast";
     for (const Error* e : {list.ok() ? nullptr : &list.error(), write.ok() ? nullptr : &write.error(),
                            vecs.ok() ? nullptr : &vecs.error(), lex.ok() ? nullptr : &lex.error(), enq.ok() ? nullptr : &enq.error()}) {
@@ -132,23 +108,23 @@ TEST(PostgresOutage, JobGivenUpWhileDownIsTakenOverExactlyOnce) {
     PostgresOptions bo;
     bo.claimer = "replica-b";
     bo.lease = 600ms;
-    auto a = open_store(uri, ao);
-    auto b = open_store(uri, bo);
+    auto a = open_pg(uri, ao);
+    auto b = open_pg(uri, bo);
     ASSERT_TRUE(a && b);
-    ASSERT_TRUE(a->ensure_index("default", kOutageModel).ok());
-    auto id = a->enqueue(job_of("doc"));
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
+    auto id = a->enqueue(new_job("doc", "the text of doc"));
     ASSERT_TRUE(id.ok()) << id.error().what();
     auto ja = a->claim_job();
     ASSERT_TRUE(ja.ok() && ja->has_value());
-    EXPECT_EQ(pg_of(*a).held_jobs(), std::vector<int64_t>{*id});
+    EXPECT_EQ(as_pg(*a).held_jobs(), std::vector<int64_t>{*id});
 
     auto* server = ::kvrag::testing::TestPostgres::get(nullptr, true);
     ASSERT_TRUE(server->pg_ctl("-m fast stop"));
-    auto fin = a->finish_job(*id, doc_of("doc", "written by a"));
+    auto fin = a->finish_job(*id, one_chunk_doc("doc", "written by a"));
     ASSERT_FALSE(fin.ok());
     EXPECT_EQ(fin.error().code, Errc::memory_unavailable) << fin.error().what();
     EXPECT_FALSE(a->fail_job(*id, fin.error().what()).ok());
-    EXPECT_TRUE(pg_of(*a).held_jobs().empty()) << "a job given up must not be renewed";
+    EXPECT_TRUE(as_pg(*a).held_jobs().empty()) << "a job given up must not be renewed";
     ASSERT_TRUE(server->start_server());
 
     // Taken over once the lease (600 ms) ran out: a's watcher, renewing every 200 ms, would
@@ -161,10 +137,10 @@ TEST(PostgresOutage, JobGivenUpWhileDownIsTakenOverExactlyOnce) {
     })) << "the abandoned job was never taken over";
     ASSERT_TRUE(jb.has_value());
     EXPECT_EQ(jb->job_id, *id);
-    auto done = b->finish_job(*id, doc_of("doc", "written by b"));
+    auto done = b->finish_job(*id, one_chunk_doc("doc", "written by b"));
     ASSERT_TRUE(done.ok()) << done.error().what();
     ASSERT_TRUE(done->has_value());
-    auto late = a->finish_job(*id, doc_of("doc", "written by a"));
+    auto late = a->finish_job(*id, one_chunk_doc("doc", "written by a"));
     ASSERT_TRUE(late.ok()) << late.error().what();
     EXPECT_FALSE(late->has_value()) << "a's late result must be refused";
     auto docs = b->list_documents();
@@ -181,10 +157,10 @@ TEST(PostgresOutage, JobGivenUpWhileDownIsTakenOverExactlyOnce) {
 // not 'failed' and the job runs again. Any other error fails the document as before.
 TEST(PostgresOutage, JobFailedByAnOutageGoesBackToTheQueue) {
     KVRAG_REQUIRE_POSTGRES(uri);
-    auto a = open_store(uri);
+    auto a = open_pg(uri);
     ASSERT_TRUE(a);
-    ASSERT_TRUE(a->ensure_index("default", kOutageModel).ok());
-    auto id = a->enqueue(job_of("doc"));
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
+    auto id = a->enqueue(new_job("doc", "the text of doc"));
     ASSERT_TRUE(id.ok());
     ASSERT_TRUE(a->claim_job()->has_value());
     const Error outage{Errc::memory_unavailable, "lost the connection to postgresql://x: server closed the connection"};
@@ -192,7 +168,7 @@ TEST(PostgresOutage, JobFailedByAnOutageGoesBackToTheQueue) {
     auto job = a->find_job("default", "doc");
     ASSERT_TRUE(job.ok() && job->has_value()) << "the job must stay queued";
     EXPECT_EQ((*job)->state, "queued");
-    EXPECT_TRUE(pg_of(*a).held_jobs().empty());
+    EXPECT_TRUE(as_pg(*a).held_jobs().empty());
     auto doc = a->get_document("default", "doc");
     ASSERT_TRUE(doc.ok() && doc->has_value());
     EXPECT_EQ((*doc)->state, "ingesting");
@@ -250,10 +226,10 @@ TEST(PostgresPool, ConcurrentStoreCallsShareThePool) {
     KVRAG_REQUIRE_POSTGRES(uri);
     PostgresOptions opt;
     opt.n_connections = 3;
-    auto a = open_store(uri, opt);
+    auto a = open_pg(uri, opt);
     ASSERT_TRUE(a);
-    ASSERT_TRUE(a->ensure_index("default", kOutageModel).ok());
-    for (int i = 0; i < 10; ++i) ASSERT_TRUE(a->write_document(doc_of("d" + std::to_string(i), "word" + std::to_string(i) + " common")).ok());
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(a->write_document(one_chunk_doc("d" + std::to_string(i), "word" + std::to_string(i) + " common")).ok());
     std::atomic<int> n_wrong{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < 8; ++t) {
@@ -270,8 +246,8 @@ TEST(PostgresPool, ConcurrentStoreCallsShareThePool) {
     }
     for (auto& th : threads) th.join();
     EXPECT_EQ(n_wrong.load(), 0);
-    EXPECT_GE(pg_of(*a).n_connections_open(), 1);
-    EXPECT_LE(pg_of(*a).n_connections_open(), 3);
+    EXPECT_GE(as_pg(*a).n_connections_open(), 1);
+    EXPECT_LE(as_pg(*a).n_connections_open(), 3);
     PostgresOptions bad;
     bad.n_connections = 0;
     auto refused = PostgresStore::open(uri, OpenMode::create, bad);
@@ -280,12 +256,12 @@ TEST(PostgresPool, ConcurrentStoreCallsShareThePool) {
     EXPECT_NE(refused.error().message.find("1..64"), std::string::npos) << refused.error().message;
 
     // The pool's size in the URI (kvrag_pool=N), taken out before libpq reads it.
-    auto sized = open_store(uri + "&kvrag_pool=1");
+    auto sized = open_pg(uri + "&kvrag_pool=1");
     ASSERT_TRUE(sized);
     std::vector<std::thread> more;
     for (int t = 0; t < 4; ++t) more.emplace_back([&] { EXPECT_TRUE(sized->lexical("default", "common", 5).ok()); });
     for (auto& th : more) th.join();
-    EXPECT_EQ(pg_of(*sized).n_connections_open(), 1);
+    EXPECT_EQ(as_pg(*sized).n_connections_open(), 1);
     for (const char* v : {"0", "65", "x", ""}) {
         auto r = PostgresStore::open(uri + "&kvrag_pool=" + v, OpenMode::create);
         ASSERT_FALSE(r.ok()) << v;

@@ -16,6 +16,7 @@
 
 #include "memory/memory_test_util.h"
 #include "memory/pg_db.h"
+#include "memory/store_test_util.h"
 #include "test_postgres.h"
 
 namespace kvrag::memory {
@@ -26,36 +27,11 @@ using ::kvrag::testing::within;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-const EmbeddingModelInfo kModel{"fake", "size:0 sha256:fake", 4};
-
-std::unique_ptr<Store> open_pg(const std::string& uri, PostgresOptions opt = {}) {
-    auto s = PostgresStore::open(uri, OpenMode::create, opt);
-    EXPECT_TRUE(s.ok()) << s.error().what();
-    return s ? std::move(*s) : nullptr;
-}
-
-PostgresStore& as_pg(Store& s) { return static_cast<PostgresStore&>(s); }
-
-DocumentInput one_chunk_doc(const std::string& id, const std::string& text, float axis = 0) {
-    DocumentInput d;
-    d.index = "default";
-    d.doc_id = id;
-    d.name = id + ".txt";
-    d.content_hash = id + text;
-    d.chunks.push_back(ChunkInput{0, text, 10, {1.0f, axis, 0.0f, 0.0f}});
-    return d;
-}
-
-NewJob new_job(const std::string& id, const std::string& text) {
-    NewJob j;
-    j.index = "default";
-    j.doc_id = id;
-    j.name = id + ".txt";
-    j.source = "upload";
-    j.content_hash = id;
-    j.files.push_back(SourceFile{id + ".txt", "text/plain", text});
-    return j;
-}
+using testing::as_pg;
+using testing::kFakeStoreModel;
+using testing::new_job;
+using testing::one_chunk_doc;
+using testing::open_pg;
 
 TEST(PostgresStore, ReplicasStartingTogetherMigrateOnce) {
     KVRAG_REQUIRE_POSTGRES(uri);
@@ -125,7 +101,7 @@ TEST(PostgresStore, LexicalRankingAgreesWithSqliteBm25) {
         {"sqlite", "SQLite stores the memory in one file with full-text search over every chunk of every document."},
     };
     for (Store* st : {pg.get(), sq->get()}) {
-        ASSERT_TRUE(st->ensure_index("default", kModel).ok());
+        ASSERT_TRUE(st->ensure_index("default", kFakeStoreModel).ok());
         for (const auto& [id, text] : corpus) ASSERT_TRUE(st->write_document(one_chunk_doc(id, text)).ok());
     }
     auto doc_of = [](Store& st, const std::vector<std::pair<int64_t, double>>& hits) {
@@ -201,7 +177,7 @@ TEST(PostgresStore, ExpiredLeaseIsTakenOverAndFinishedExactlyOnce) {
     live.lease = 1500ms;
     auto b = open_pg(uri, live);
     ASSERT_TRUE(a && b);
-    ASSERT_TRUE(a->ensure_index("default", kModel).ok());
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
     auto id = a->enqueue(new_job("doc", "the text"));
     ASSERT_TRUE(id.ok()) << id.error().what();
     auto ja = a->claim_job();
@@ -246,7 +222,7 @@ TEST(PostgresStore, ConcurrentClaimersNeverShareAJob) {
     auto a = open_pg(uri);
     auto b = open_pg(uri);
     ASSERT_TRUE(a && b);
-    ASSERT_TRUE(a->ensure_index("default", kModel).ok());
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
     constexpr int kJobs = 40;
     for (int i = 0; i < kJobs; ++i) ASSERT_TRUE(a->enqueue(new_job("d" + std::to_string(i), "text")).ok());
     std::mutex mu;
@@ -276,7 +252,7 @@ TEST(PostgresStore, VectorsFollowAnotherReplicaWithinASecond) {
     auto a = open_pg(uri);
     auto b = open_pg(uri);
     ASSERT_TRUE(a && b);
-    ASSERT_TRUE(a->ensure_index("default", kModel).ok());
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
     ASSERT_TRUE(a->write_document(one_chunk_doc("first", "first text")).ok());
     ASSERT_EQ((*b->vectors("default"))->size(), 1u);
     const auto before = (*b->vectors("default")).get();
@@ -315,7 +291,7 @@ TEST(PostgresStore, ServerRestartFailsCleanlyThenRecovers) {
     KVRAG_REQUIRE_POSTGRES_SERVER(uri, true);  // its own server: others' tests keep theirs
     auto a = open_pg(uri);
     ASSERT_TRUE(a);
-    ASSERT_TRUE(a->ensure_index("default", kModel).ok());
+    ASSERT_TRUE(a->ensure_index("default", kFakeStoreModel).ok());
     ASSERT_TRUE(a->write_document(one_chunk_doc("one", "one")).ok());
     ASSERT_EQ((*a->vectors("default"))->size(), 1u);
     auto* server = ::kvrag::testing::TestPostgres::get(nullptr, true);

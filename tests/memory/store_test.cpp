@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "memory/memory_test_util.h"
-#include "test_postgres.h"
+#include "memory/store_test_util.h"
 
 namespace kvrag::memory {
 namespace {
@@ -36,22 +36,13 @@ DocumentInput doc(const std::string& id, int n_chunks, const std::string& hash =
 }
 
 // The behaviour every Store must have, run on each backend ("sqlite", "postgres").
-class MemoryStoreBackends : public ::testing::TestWithParam<std::string> {
+class MemoryStoreBackends : public testing::StoreBackendTest {
 protected:
-    void SetUp() override {
-        if (GetParam() == "postgres") {
-            KVRAG_REQUIRE_POSTGRES(uri);
-            spec_ = uri;
-        } else {
-            spec_ = ":memory:";
-        }
-    }
     std::unique_ptr<Store> open_store() {
         auto s = Store::open(spec_);
         EXPECT_TRUE(s.ok()) << s.error().what();
         return s ? std::move(*s) : nullptr;
     }
-    std::string spec_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, MemoryStoreBackends, ::testing::Values("sqlite", "postgres"),

@@ -17,6 +17,7 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "server/server_process.h"
 
@@ -82,22 +83,57 @@ int temp_files_in(const std::string& dir) {
     return n;
 }
 
-TEST(UploadStream, ALargeBodyGoesToDiskAndSigintStopsTheServerDuringIt) {
-    const fs::path dir = fs::temp_directory_path() / ("kvrag-upload-stream-" + std::to_string(getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", (dir / "m.gguf").string(), "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads",
-                                       "2", "--ff", "128"}),
-              0);
-    const std::string store = (dir / "store").string();
-    ServerProcess srv;
+// A socket connected to 127.0.0.1:port; -1 when it cannot be.
+int connect_loopback(int port) {
+    const int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0) return -1;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        close(s);
+        return -1;
+    }
+    return s;
+}
+
+// Each test's own `kvrag serve --memory` on a small synthetic model, in a fresh folder that
+// is removed afterwards.
+class UploadStream : public ::testing::Test {
+protected:
+    // Makes the model in temp/<tag>-<pid> and starts the server with `extra` arguments; sets
+    // dir_, store_ (the store's folder) and pid_ (the server's). Call in ASSERT_NO_FATAL_FAILURE.
+    void start_server(const std::string& tag, const std::vector<std::string>& extra) {
+        dir_ = fs::temp_directory_path() / (tag + "-" + std::to_string(getpid()));
+        fs::remove_all(dir_);
+        fs::create_directories(dir_);
+        const std::string model = (dir_ / "m.gguf").string();
+        ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", model, "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ff", "128"}),
+                  0);
+        store_ = (dir_ / "store").string();
+        std::vector<std::string> args = {"-m", model, "--memory", store_, "-t", "1"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        ASSERT_TRUE(srv_.start(args, (dir_ / "serve.log").string())) << srv_.log();
+        pid_ = kvrag_child();
+        ASSERT_GT(pid_, 0);
+    }
+    void TearDown() override {
+        srv_.stop(SIGKILL);  // a test that failed early left it running; else a no-op
+        if (!dir_.empty()) fs::remove_all(dir_);
+    }
+
+    fs::path dir_;
+    std::string store_;
+    ServerProcess srv_;
+    pid_t pid_ = -1;
+};
+
+TEST_F(UploadStream, ALargeBodyGoesToDiskAndSigintStopsTheServerDuringIt) {
     // --max-body raised so that httplib lets a 200 MB body through to the route (whose own
     // limit is 4 x 64 MiB).
-    ASSERT_TRUE(srv.start({"-m", (dir / "m.gguf").string(), "--memory", store, "--max-body", "300000000", "-t", "1"}, (dir / "serve.log").string()))
-        << srv.log();
-    const pid_t pid = kvrag_child();
-    ASSERT_GT(pid, 0);
-    const long hwm_before = status_kib(pid, "VmHWM");
+    ASSERT_NO_FATAL_FAILURE(start_server("kvrag-upload-stream", {"--max-body", "300000000"}));
+    const long hwm_before = status_kib(pid_, "VmHWM");
     ASSERT_GT(hwm_before, 0);
 
     // The client: announces 200 MB, sends 96 MiB as fast as it can, then keeps the upload
@@ -105,17 +141,9 @@ TEST(UploadStream, ALargeBodyGoesToDiskAndSigintStopsTheServerDuringIt) {
     constexpr size_t kFast = 96u << 20;
     std::atomic<bool> quit{false};
     std::atomic<long long> sent{0};
-    auto client = std::async(std::launch::async, [&, port = srv.port()] {
-        const int s = socket(AF_INET, SOCK_STREAM, 0);
+    auto client = std::async(std::launch::async, [&, port = srv_.port()] {
+        const int s = connect_loopback(port);
         if (s < 0) return;
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(static_cast<uint16_t>(port));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-            close(s);
-            return;
-        }
         const std::string head =
             "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 200000000\r\n\r\n"
             "--B\r\nContent-Disposition: form-data; name=file; filename=big.txt\r\n\r\n";
@@ -136,69 +164,52 @@ TEST(UploadStream, ALargeBodyGoesToDiskAndSigintStopsTheServerDuringIt) {
     long long on_disk = -1;
     const auto t_wait = Clock::now();
     while (seconds_since(t_wait) < 60) {
-        on_disk = open_upload_file_size(pid, store);
+        on_disk = open_upload_file_size(pid_, store_);
         if (on_disk >= static_cast<long long>(kFast)) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     EXPECT_GE(on_disk, static_cast<long long>(kFast)) << "the server's temporary upload file never reached 96 MiB; sent " << sent.load() << "\n"
-                                                      << srv.log();
-    EXPECT_EQ(temp_files_in(store), 0) << "the temporary file is unlinked while it is written";
-    const long hwm_during = status_kib(pid, "VmHWM");
+                                                      << srv_.log();
+    EXPECT_EQ(temp_files_in(store_), 0) << "the temporary file is unlinked while it is written";
+    const long hwm_during = status_kib(pid_, "VmHWM");
     EXPECT_LT(hwm_during - hwm_before, 16 * 1024) << "96 MiB received raised the server's peak resident set from " << hwm_before << " to "
                                                   << hwm_during << " KiB";
 
     const auto t0 = Clock::now();
-    const int code = srv.stop(SIGINT, std::chrono::seconds(20));
+    const int code = srv_.stop(SIGINT, std::chrono::seconds(20));
     const double took = seconds_since(t0);
     quit = true;
     client.wait();
-    EXPECT_EQ(code, 0) << srv.log();
-    EXPECT_LT(took, 1.5) << "SIGINT during an upload must stop the server within about a second\n" << srv.log();
-    EXPECT_EQ(temp_files_in(store), 0);
-    fs::remove_all(dir);
+    EXPECT_EQ(code, 0) << srv_.log();
+    EXPECT_LT(took, 1.5) << "SIGINT during an upload must stop the server within about a second\n" << srv_.log();
+    EXPECT_EQ(temp_files_in(store_), 0);
 }
 
 // A client that stops sending in the middle of its body (without closing) would hold its
 // connection's thread until httplib's 30 s read timeout: SIGINT must still stop the server
 // within a few seconds, with exit status 0 and no temporary file left.
-TEST(UploadStream, AClientThatStallsMidBodyDoesNotHoldShutdown) {
-    const fs::path dir = fs::temp_directory_path() / ("kvrag-upload-stall-" + std::to_string(getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", (dir / "m.gguf").string(), "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads",
-                                       "2", "--ff", "128"}),
-              0);
-    const std::string store = (dir / "store").string();
-    ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", (dir / "m.gguf").string(), "--memory", store, "-t", "1"}, (dir / "serve.log").string())) << srv.log();
-    const pid_t pid = kvrag_child();
-    ASSERT_GT(pid, 0);
+TEST_F(UploadStream, AClientThatStallsMidBodyDoesNotHoldShutdown) {
+    ASSERT_NO_FATAL_FAILURE(start_server("kvrag-upload-stall", {}));
 
-    const int s = socket(AF_INET, SOCK_STREAM, 0);
+    const int s = connect_loopback(srv_.port());
     ASSERT_GE(s, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(srv.port()));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
     const std::string head =
         "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 1000000\r\n\r\n"
         "--B\r\nContent-Disposition: form-data; name=file; filename=stalled.txt\r\n\r\nThe first line arrives, the rest never does.\n";
     ASSERT_EQ(send(s, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
     // The route is reading the body once its temporary file exists.
     const auto t_wait = Clock::now();
-    while (open_upload_file_size(pid, store) < 0 && seconds_since(t_wait) < 20) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    ASSERT_GE(open_upload_file_size(pid, store), 0) << "the upload never started\n" << srv.log();
+    while (open_upload_file_size(pid_, store_) < 0 && seconds_since(t_wait) < 20) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_GE(open_upload_file_size(pid_, store_), 0) << "the upload never started\n" << srv_.log();
 
     const auto t0 = Clock::now();
-    const int code = srv.stop(SIGINT, std::chrono::seconds(40));
+    const int code = srv_.stop(SIGINT, std::chrono::seconds(40));
     const double took = seconds_since(t0);
     close(s);
-    EXPECT_EQ(code, 0) << srv.log();
-    EXPECT_LT(took, 4.0) << "a stalled client held shutdown\n" << srv.log();
-    EXPECT_NE(srv.log().find("stopped sending in the middle of its request"), std::string::npos) << srv.log();
-    EXPECT_EQ(temp_files_in(store), 0);
-    fs::remove_all(dir);
+    EXPECT_EQ(code, 0) << srv_.log();
+    EXPECT_LT(took, 4.0) << "a stalled client held shutdown\n" << srv_.log();
+    EXPECT_NE(srv_.log().find("stopped sending in the middle of its request"), std::string::npos) << srv_.log();
+    EXPECT_EQ(temp_files_in(store_), 0);
 }
 
 }  // namespace

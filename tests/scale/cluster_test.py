@@ -23,82 +23,36 @@ standard library.
 
 usage: tests/scale/cluster_test.py [--kvrag build/kvrag]
 """
-import argparse, collections, http.client, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import collections, json, os, random, re, signal, socket, sys, threading, time
 
-here = os.path.dirname(os.path.abspath(__file__))
-repo = os.path.abspath(os.path.join(here, "..", ".."))
-p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-p.add_argument("--kvrag", default=os.environ.get("KVRAG_BINARY", os.path.join(repo, "build", "kvrag")))
-a = p.parse_args()
+import cluster_harness as harness
+from cluster_harness import alive, run
 
-if shutil.which("haproxy") is None:
-    if os.environ.get("KVRAG_REQUIRE_SHARED") == "1":
-        sys.exit("cluster_test: haproxy is not installed but KVRAG_REQUIRE_SHARED=1 (run scripts/setup.sh)")
-    print("cluster_test: SKIP: haproxy is not installed (apt-get install haproxy; scripts/setup.sh does it)")
-    sys.exit(77)
-if not os.path.exists("/usr/lib/postgresql/15/bin/initdb"):
-    if os.environ.get("KVRAG_REQUIRE_SHARED") == "1":
-        sys.exit("cluster_test: PostgreSQL 15 is not installed but KVRAG_REQUIRE_SHARED=1 (run scripts/setup.sh)")
-    print("cluster_test: SKIP: PostgreSQL 15 is not installed (apt-get install postgresql-15; scripts/setup.sh does it)")
-    sys.exit(77)
-if shutil.which("curl") is None:
-    sys.exit("cluster_test: curl is not installed (scripts/cluster-up needs it; scripts/setup.sh installs it)")
+a = harness.parse_kvrag_arg(__doc__)
+
+harness.require_cluster_tools("cluster_test", commands=("curl", "psql"))
 
 N_REPLICAS = 3
-tmp = tempfile.mkdtemp(prefix="kvrag-cluster-test-")
-os.chmod(tmp, 0o755)  # as root, cluster-up runs PostgreSQL as the `postgres` user, which must enter it
+tmp = harness.make_temp_dir("kvrag-cluster-test-")
 cluster_dir = os.path.join(tmp, "cluster")
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def free_port_run(n):
-    """A port P with P..P+n-1 all free on loopback (the proxy, then the replicas)."""
-    rng = random.Random(os.getpid())
-    for _ in range(200):
-        base = rng.randint(20000, 60000 - n)
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    sys.exit("cluster_test: no run of free ports found")
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, timeout=180, **kw)
-
-
-port = free_port_run(N_REPLICAS + 2)  # the proxy, the replicas, PostgreSQL
+checks = harness.Checks("cluster_test")
+check = checks.check
+port = harness.free_port_run(N_REPLICAS + 2, "cluster_test")  # the proxy, the replicas, PostgreSQL
 
 
 def request(method, path, body=None, headers=None, port_=None, timeout=60):
-    c = http.client.HTTPConnection("127.0.0.1", port_ or port, timeout=timeout)
-    try:
-        h = dict(headers or {})
-        data = None
-        if body is not None:
-            data = json.dumps(body)
-            h["Content-Type"] = "application/json"
-        c.request(method, path, body=data, headers=h)
-        r = c.getresponse()
-        data = r.read()
-        return r.status, r.getheader("X-Kvrag-Replica"), r.getheader("Retry-After"), data
-    finally:
-        c.close()
+    """harness.request to the proxy, or to replica port_ when given."""
+    return harness.request(port_ or port, method, path, body, headers, timeout)
+
+
+def recv_all(s):
+    """What the socket s receives until the other side closes it."""
+    raw = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return raw
+        raw += chunk
 
 
 def proxy_sessions():
@@ -106,12 +60,7 @@ def proxy_sessions():
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(os.path.join(cluster_dir, "haproxy.sock"))
         s.sendall(b"show stat\n")
-        raw = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            raw += chunk
+        raw = recv_all(s)
     lines = raw.decode().splitlines()
     cols = lines[0].lstrip("# ").split(",")
     out = {}
@@ -139,12 +88,7 @@ def request_to_close(method, path, body=None, headers=None, timeout=60):
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(head.encode() + data)
-        raw = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            raw += chunk
+        raw = recv_all(s)
     head_bytes, _, payload = raw.partition(b"\r\n\r\n")
     lines = head_bytes.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
@@ -159,22 +103,6 @@ def request_to_close(method, path, body=None, headers=None, timeout=60):
             out, rest = out + rest[:size], rest[size + 2:]
         payload = out
     return status, fields.get("x-kvrag-replica"), fields.get("retry-after"), payload
-
-
-def upload(path, fields, file_name, text, port_=None):
-    """POST a multipart/form-data body as curl -F writes it."""
-    boundary = "kvrag-test-boundary-7d3f"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
-                 f'Content-Type: text/plain\r\n\r\n{text}\r\n')
-    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
-    c = http.client.HTTPConnection("127.0.0.1", port_ or port, timeout=60)
-    try:
-        c.request("POST", path, body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        r = c.getresponse()
-        return r.status, r.getheader("X-Kvrag-Replica"), r.read()
-    finally:
-        c.close()
 
 
 def metric(replica_index, name):
@@ -192,24 +120,13 @@ def hit_tokens():
 
 
 def pids():
-    d = os.path.join(cluster_dir, "pids")
-    return {f[:-4]: int(open(os.path.join(d, f)).read()) for f in os.listdir(d) if f.endswith(".pid")} if os.path.isdir(d) else {}
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+    return harness.pids(cluster_dir)
 
 
 started_pids = {}
 try:
     t0 = time.time()
-    up = run([os.path.join(repo, "scripts", "cluster-up"), "--replicas", str(N_REPLICAS), "--port", str(port), "--dir", cluster_dir,
-              "--kvrag", a.kvrag, "--", "--ctx", "2048", "-t", "1", "--parallel", "4", "--max-queue", "64", "--queue-timeout", "10",
-              "--timeout", "60"])
+    up = harness.cluster_up(cluster_dir, port, N_REPLICAS, a.kvrag)
     if up.returncode != 0:
         sys.exit("cluster_test: cluster-up failed:\n" + up.stdout + up.stderr)
     check(up.stdout.strip() == f"http://127.0.0.1:{port}", f"cluster-up prints the proxy URL (got {up.stdout.strip()!r})")
@@ -219,13 +136,11 @@ try:
     print(f"cluster up in {time.time() - t0:.1f} s on port {port}")
 
     # Idempotent: a second cluster-up on the same folder finds it up and prints the same URL.
-    again = run([os.path.join(repo, "scripts", "cluster-up"), "--replicas", str(N_REPLICAS), "--port", str(port), "--dir", cluster_dir,
-                 "--kvrag", a.kvrag])
+    again = harness.cluster_up(cluster_dir, port, N_REPLICAS, a.kvrag, serve_args=())
     check(again.returncode == 0 and again.stdout.strip() == f"http://127.0.0.1:{port}" and pids() == started_pids,
           f"a second cluster-up on a running cluster changes nothing (rc {again.returncode}, {again.stderr.strip()!r})")
     # A taken port is refused by name, and the other cluster's processes are untouched.
-    taken = run([os.path.join(repo, "scripts", "cluster-up"), "--replicas", "1", "--port", str(port), "--dir", os.path.join(tmp, "other"),
-                 "--kvrag", a.kvrag])
+    taken = harness.cluster_up(os.path.join(tmp, "other"), port, 1, a.kvrag, serve_args=())
     check(taken.returncode != 0 and f"port {port}" in taken.stderr and "taken" in taken.stderr,
           f"cluster-up on a taken port fails naming it (rc {taken.returncode}, {taken.stderr.strip()!r})")
 
@@ -241,7 +156,7 @@ try:
     check(store_uri == f"postgresql://kvrag@127.0.0.1:{port + N_REPLICAS + 1}/kvrag", f"the replicas share one PostgreSQL store (got {store_uri!r})")
     text = ("The lighthouse on Skerryvore was kept by Zephyrine Okonkwo-Lindqvist for forty winters. "
             "She logged every storm and every ship that passed the reef.")
-    status, via, body = upload("/upload", {"index": "default", "documentId": "skerryvore"}, "skerryvore.txt", text)
+    status, via, _, body = harness.upload(port, {"index": "default", "documentId": "skerryvore"}, "skerryvore.txt", text)
     check(status == 202, f"/upload through the proxy answered 202 (got {status}: {body[:200]!r})")
     t_up = time.time()
     ready = {}
@@ -375,12 +290,11 @@ try:
     # runs out, and the document is written once. The claim (claimed_by = host:pid:nonce) is
     # read from PostgreSQL, so the replica killed is the one holding the job.
     def sql(q):
-        r = run(["psql", store_uri, "-Atc", q])
-        return r.stdout.strip() if r.returncode == 0 else None
+        return harness.sql(store_uri, q)
 
     live = [r for r in survivors if alive(started_pids[r])]
     big = " ".join(f"Entry {i}: the keeper of the northern light counted {i % 97} ships and {i % 13} storms." for i in range(1200))
-    status, via, body = upload("/upload", {"index": "default", "documentId": "logbook"}, "logbook.txt", big)
+    status, via, _, body = harness.upload(port, {"index": "default", "documentId": "logbook"}, "logbook.txt", big)
     check(status == 202, f"the large /upload answered 202 (got {status}: {body[:200]!r})")
     claim, t_claim = None, time.time()
     while claim is None and time.time() - t_claim < 30:
@@ -419,23 +333,13 @@ try:
               f"{other} finds the taken-over document (got {st}: {b[:200]!r})")
 
     # 5. cluster-down stops exactly the cluster's processes; again, it has nothing to stop.
-    down = run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir])
+    down = harness.cluster_down(cluster_dir)
     check(down.returncode == 0, f"cluster-down exits 0 ({down.stderr.strip()!r})")
     time.sleep(0.2)
     check(not any(alive(pid) for pid in started_pids.values()), "cluster-down stopped every process")
-    down2 = run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir])
+    down2 = harness.cluster_down(cluster_dir)
     check(down2.returncode == 0 and "stopped 0" in down2.stdout, f"a second cluster-down stops nothing and exits 0 ({down2.stdout.strip()!r})")
 finally:
-    if any(alive(pid) for pid in pids().values()):
-        subprocess.run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir], capture_output=True)
-    if failures:
-        for name in ("haproxy.log", "r1/server.log", "r2/server.log", "r3/server.log", "pg/server.log"):
-            path = os.path.join(cluster_dir, name)
-            if os.path.exists(path):
-                print(f"--- last lines of {name}:\n" + "".join(open(path, errors="replace").readlines()[-15:]))
-    shutil.rmtree(tmp, ignore_errors=True)
+    harness.tear_down(cluster_dir, tmp, checks.failures, ("haproxy.log", "r1/server.log", "r2/server.log", "r3/server.log", "pg/server.log"))
 
-if failures:
-    print(f"cluster_test: {len(failures)} checks failed")
-    sys.exit(1)
-print(f"cluster_test: all checks passed in {time.time() - t0:.1f} s")
+checks.finish(time.time() - t0)

@@ -21,94 +21,34 @@ Exits 77 (ctest skip) without haproxy or PostgreSQL 15, unless KVRAG_REQUIRE_SHA
 
 usage: tests/scale/pg_restart_test.py [--kvrag build/kvrag]
 """
-import argparse, collections, http.client, json, os, random, shlex, shutil, socket, subprocess, sys, tempfile, threading, time
+import collections, json, os, random, shlex, sys, threading, time
 
-here = os.path.dirname(os.path.abspath(__file__))
-repo = os.path.abspath(os.path.join(here, "..", ".."))
-p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-p.add_argument("--kvrag", default=os.environ.get("KVRAG_BINARY", os.path.join(repo, "build", "kvrag")))
-a = p.parse_args()
+import cluster_harness as harness
+from cluster_harness import PG_BIN, alive, run, sql
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
-for what, present, how in (("haproxy", shutil.which("haproxy"), "apt-get install haproxy"),
-                           ("PostgreSQL 15", os.path.exists(PG_BIN + "/pg_ctl"), "apt-get install postgresql-15")):
-    if not present:
-        if os.environ.get("KVRAG_REQUIRE_SHARED") == "1":
-            sys.exit(f"pg_restart_test: {what} is not installed but KVRAG_REQUIRE_SHARED=1 (run scripts/setup.sh)")
-        print(f"pg_restart_test: SKIP: {what} is not installed ({how}; scripts/setup.sh does it)")
-        sys.exit(77)
-if shutil.which("curl") is None or shutil.which("psql") is None:
-    sys.exit("pg_restart_test: curl and psql are needed (scripts/setup.sh installs them)")
+a = harness.parse_kvrag_arg(__doc__)
+
+harness.require_cluster_tools("pg_restart_test", commands=("curl", "psql"))
 
 N_REPLICAS = 2
-tmp = tempfile.mkdtemp(prefix="kvrag-pg-restart-test-")
-os.chmod(tmp, 0o755)  # as root, PostgreSQL runs as `postgres`, which must enter it
+tmp = harness.make_temp_dir("kvrag-pg-restart-test-")
 cluster_dir = os.path.join(tmp, "cluster")
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def free_port_run(n):
-    rng = random.Random(os.getpid() * 7)
-    for _ in range(200):
-        base = rng.randint(20000, 60000 - n)
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    sys.exit("pg_restart_test: no run of free ports found")
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kw)
-
-
-port = free_port_run(N_REPLICAS + 2)  # the proxy, the replicas, PostgreSQL
+checks = harness.Checks("pg_restart_test")
+check = checks.check
+port = harness.free_port_run(N_REPLICAS + 2, "pg_restart_test", seed=os.getpid() * 7)  # the proxy, the replicas, PostgreSQL
 data_dir = os.path.join(cluster_dir, "pg", "data")
 
 
-def request(method, path, body=None, headers=None, port_=None, timeout=30):
-    c = http.client.HTTPConnection("127.0.0.1", port_ or port, timeout=timeout)
-    try:
-        h = dict(headers or {})
-        data = None
-        if body is not None:
-            data = json.dumps(body)
-            h["Content-Type"] = "application/json"
-        c.request(method, path, body=data, headers=h)
-        r = c.getresponse()
-        return r.status, r.getheader("Retry-After"), r.read()
-    finally:
-        c.close()
+def request(method, path, body=None, timeout=30):
+    """harness.request to the proxy: (status, Retry-After, body)."""
+    st, _, retry_after, b = harness.request(port, method, path, body, timeout=timeout)
+    return st, retry_after, b
 
 
 def upload(doc_id, text, timeout=30):
-    boundary = "kvrag-pg-restart-7d3f"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="index"\r\n\r\ndefault\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="documentId"\r\n\r\n{doc_id}\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{doc_id}.txt"\r\n'
-            f'Content-Type: text/plain\r\n\r\n{text}\r\n--{boundary}--\r\n').encode()
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request("POST", "/upload", body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        r = c.getresponse()
-        return r.status, r.getheader("Retry-After"), r.read()
-    finally:
-        c.close()
+    """/upload of `text` as document doc_id, through the proxy: (status, Retry-After, body)."""
+    st, _, retry_after, b = harness.upload(port, {"index": "default", "documentId": doc_id}, f"{doc_id}.txt", text, timeout)
+    return st, retry_after, b
 
 
 def marker(doc_id):
@@ -127,22 +67,8 @@ def pg_ctl(*args):
     return run(as_user + [PG_BIN + "/pg_ctl", "-D", data_dir, "-w", "-s"] + list(args))
 
 
-def sql(uri, q):
-    r = run(["psql", uri, "-Atc", q])
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
 def pids():
-    d = os.path.join(cluster_dir, "pids")
-    return {f[:-4]: int(open(os.path.join(d, f)).read()) for f in os.listdir(d) if f.endswith(".pid")} if os.path.isdir(d) else {}
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+    return harness.pids(cluster_dir)
 
 
 def wait_ready(doc_ids, limit_s):
@@ -162,9 +88,7 @@ def wait_ready(doc_ids, limit_s):
 
 t0 = time.time()
 try:
-    up = run([os.path.join(repo, "scripts", "cluster-up"), "--replicas", str(N_REPLICAS), "--port", str(port), "--dir", cluster_dir,
-              "--kvrag", a.kvrag, "--", "--ctx", "2048", "-t", "1", "--parallel", "4", "--max-queue", "64", "--queue-timeout", "10",
-              "--timeout", "60"])
+    up = harness.cluster_up(cluster_dir, port, N_REPLICAS, a.kvrag)
     if up.returncode != 0:
         sys.exit("pg_restart_test: cluster-up failed:\n" + up.stdout + up.stderr)
     started = pids()
@@ -333,16 +257,6 @@ try:
     for name in ("r1", "r2"):
         check(alive(started[name]), f"replica {name} still runs (no restart needed)")
 finally:
-    if any(alive(pid) for pid in pids().values()):
-        subprocess.run([os.path.join(repo, "scripts", "cluster-down"), "--dir", cluster_dir], capture_output=True)
-    if failures:
-        for name in ("haproxy.log", "r1/server.log", "r2/server.log", "pg/server.log"):
-            path = os.path.join(cluster_dir, name)
-            if os.path.exists(path):
-                print(f"--- last lines of {name}:\n" + "".join(open(path, errors="replace").readlines()[-15:]))
-    shutil.rmtree(tmp, ignore_errors=True)
+    harness.tear_down(cluster_dir, tmp, checks.failures, ("haproxy.log", "r1/server.log", "r2/server.log", "pg/server.log"))
 
-if failures:
-    print(f"pg_restart_test: {len(failures)} checks failed")
-    sys.exit(1)
-print(f"pg_restart_test: all checks passed in {time.time() - t0:.1f} s")
+checks.finish(time.time() - t0)

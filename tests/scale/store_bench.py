@@ -18,12 +18,12 @@ usage: tests/scale/store_bench.py [--kvrag build/kvrag] [--setups sqlite:1,postg
   a setup is STORE:REPLICAS, STORE as cluster-up's --store: e.g. 'postgres?kvrag_pool=1:1' is
   one replica whose store has a single connection (the store before its pool).
 """
-import argparse, http.client, json, os, random, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
+import argparse, json, os, random, shutil, statistics, sys, threading, time
 
-here = os.path.dirname(os.path.abspath(__file__))
-repo = os.path.abspath(os.path.join(here, "..", ".."))
+import cluster_harness as harness
+
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-p.add_argument("--kvrag", default=os.path.join(repo, "build", "kvrag"))
+p.add_argument("--kvrag", default=harness.default_kvrag())
 p.add_argument("--setups", default="sqlite:1,postgres:1,postgres:2")
 p.add_argument("--docs", type=int, default=200)
 p.add_argument("--queries", type=int, default=200)
@@ -41,48 +41,15 @@ def doc_text(k):
     return f"Record zq{k}mark of the station. {body}."
 
 
-def free_port_run(n):
-    rng = random.Random(os.getpid())
-    for _ in range(200):
-        base = rng.randint(20000, 60000 - n)
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    sys.exit("store_bench: no run of free ports found")
-
-
-def request(port, method, path, body=None, timeout=60):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request(method, path, body=json.dumps(body) if body is not None else None,
-                  headers={"Content-Type": "application/json"} if body is not None else {})
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+def request(port, method, path, body=None):
+    """harness.request: (status, body)."""
+    st, _, _, b = harness.request(port, method, path, body)
+    return st, b
 
 
 def upload(port, doc_id, text):
-    boundary = "kvrag-bench-7d3f"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="documentId"\r\n\r\n{doc_id}\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{doc_id}.txt"\r\n'
-            f'Content-Type: text/plain\r\n\r\n{text}\r\n--{boundary}--\r\n').encode()
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        c.request("POST", "/upload", body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    st, _, _, b = harness.upload(port, {"documentId": doc_id}, f"{doc_id}.txt", text)
+    return st, b
 
 
 def ready(port, doc_id):
@@ -105,8 +72,7 @@ def search(port, k):
     return dt
 
 
-tmp = tempfile.mkdtemp(prefix="kvrag-store-bench-")
-os.chmod(tmp, 0o755)
+tmp = harness.make_temp_dir("kvrag-store-bench-")
 try:
     print(f"# load average at start: {open('/proc/loadavg').read().split()[:3]}, {os.cpu_count()} cores")
     for setup in a.setups.split(","):
@@ -114,10 +80,8 @@ try:
         store = store_arg.split("?")[0]
         n_rep = int(n_rep)
         d = os.path.join(tmp, "setup-%d" % len(os.listdir(tmp)))
-        port = free_port_run(n_rep + 2)
-        up = subprocess.run([os.path.join(repo, "scripts", "cluster-up"), "--replicas", str(n_rep), "--port", str(port), "--dir", d,
-                             "--kvrag", a.kvrag, "--store", store_arg, "--", "--ctx", "2048", "-t", "1", "--parallel", "4"],
-                            capture_output=True, text=True, timeout=180)
+        port = harness.free_port_run(n_rep + 2, "store_bench")
+        up = harness.cluster_up(d, port, n_rep, a.kvrag, store=store_arg, serve_args=["--ctx", "2048", "-t", "1", "--parallel", "4"])
         if up.returncode != 0:
             sys.exit("store_bench: cluster-up failed:\n" + up.stderr)
         try:
@@ -188,7 +152,7 @@ try:
                       f" -> found by /search on r2: median {statistics.median(found_after):.0f} ms, max {max(found_after):.0f} ms"
                       f" ({a.trials} trials; polling r1 and r2 alternately every ~5 ms)")
         finally:
-            subprocess.run([os.path.join(repo, "scripts", "cluster-down"), "--dir", d], capture_output=True)
+            harness.cluster_down(d)
     print(f"# load average at end: {open('/proc/loadavg').read().split()[:3]}")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -3,38 +3,25 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "server_process.h"
+#include "server_suite.h"
 
 namespace kvrag {
 namespace {
 
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 using testing::get;
 using testing::post;
 using testing::Reply;
 using testing::ServerProcess;
 
-class ChatHistoryServerTest : public ::testing::Test {
+class ChatHistoryServerTest : public testing::ServerSuite<ChatHistoryServerTest> {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new fs::path(fs::temp_directory_path() / ("kvrag-chat-history-" + std::to_string(getpid())));
-        fs::create_directories(*dir_);
-        ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", model(), "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ff", "128"}),
-                  0);
+        make_suite_model("kvrag-chat-history", "chat.gguf", {"--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ff", "128"});
     }
-    static void TearDownTestSuite() {
-        fs::remove_all(*dir_);
-        delete dir_;
-    }
-    static std::string model() { return (*dir_ / "chat.gguf").string(); }
-    static std::string log(const std::string& name) { return (*dir_ / name).string(); }
-    static fs::path* dir_;
 };
-fs::path* ChatHistoryServerTest::dir_ = nullptr;
 
 json chat_body(const json& messages, const char* history = nullptr) {
     json b{{"messages", messages}, {"temperature", 0}};
@@ -44,7 +31,7 @@ json chat_body(const json& messages, const char* history = nullptr) {
 
 TEST_F(ChatHistoryServerTest, FiftyTurnsOnA256TokenContextAllAnswer) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--ctx", "256", "-t", "1"}, log("fifty.log"))) << srv.log();
+    ASSERT_TRUE(srv.start({"-m", model(), "--ctx", "256", "-t", "1"}, path("fifty.log"))) << srv.log();
     const int port = srv.port();
     json messages = json::array({json{{"role", "system"}, {"content", "You are a helpful assistant."}}});
     int dropped_turns = 0;
@@ -93,7 +80,7 @@ TEST_F(ChatHistoryServerTest, FiftyTurnsOnA256TokenContextAllAnswer) {
 
 TEST_F(ChatHistoryServerTest, ServerWideErrorPolicy) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--ctx", "128", "--chat-history", "error", "-t", "1"}, log("error.log"))) << srv.log();
+    ASSERT_TRUE(srv.start({"-m", model(), "--ctx", "128", "--chat-history", "error", "-t", "1"}, path("error.log"))) << srv.log();
     json messages = json::array();
     for (int i = 0; i < 20; ++i) {
         messages.push_back(json{{"role", "user"}, {"content", "a fairly long message number " + std::to_string(i)}});

@@ -18,12 +18,11 @@
 #include <thread>
 #include <tuple>
 
-#include "server_process.h"
+#include "server_suite.h"
 
 namespace kvrag {
 namespace {
 
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using testing::get;
@@ -143,34 +142,13 @@ json greedy_completion(const std::string& prompt, int max_tokens) {
 // ---------------------------------------------------------------------------------------------
 // One shared server for the behaviour tests.
 
-class ServerTest : public ::testing::Test {
+class ServerTest : public testing::ServerSuite<ServerTest> {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new fs::path(fs::temp_directory_path() / ("kvrag-server-test-" + std::to_string(getpid())));
-        fs::create_directories(*dir_);
-        ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", model(), "--type", "f32"}), 0);
-        server_ = new ServerProcess();
-        ASSERT_TRUE(server_->start({"-m", model(), "--parallel", "4", "-t", "2", "--max-body", "100000", "--ctx", "2048"},
-                                   (*dir_ / "main.log").string()))
-            << server_->log();
+        make_suite_model("kvrag-server-test", "fast.gguf", {"--type", "f32"});
+        start_suite_server({"--parallel", "4", "-t", "2", "--max-body", "100000", "--ctx", "2048"}, "main.log");
     }
-    static void TearDownTestSuite() {
-        if (server_) {
-            EXPECT_EQ(server_->stop(), 0) << server_->log();
-        }
-        delete server_;
-        server_ = nullptr;
-        fs::remove_all(*dir_);
-        delete dir_;
-    }
-    static std::string model() { return (*dir_ / "fast.gguf").string(); }
-    static int port() { return server_->port(); }
-
-    static fs::path* dir_;
-    static ServerProcess* server_;
 };
-fs::path* ServerTest::dir_ = nullptr;
-ServerProcess* ServerTest::server_ = nullptr;
 
 TEST_F(ServerTest, HealthAndModels) {
     const Reply h = get(port(), "/health");
@@ -564,28 +542,16 @@ TEST_F(ServerTest, BenchServerReportsThroughputTtftAndKvUsage) {
 // ---------------------------------------------------------------------------------------------
 // Servers with their own limits, on a slower model so a long request really stays running.
 
-class ServerLimitsTest : public ::testing::Test {
+class ServerLimitsTest : public testing::ServerSuite<ServerLimitsTest> {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new fs::path(fs::temp_directory_path() / ("kvrag-server-limits-" + std::to_string(getpid())));
-        fs::create_directories(*dir_);
-        ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", model(), "--type", "q8_0", "--dim", "512", "--layers", "8", "--ff", "1024",
-                                           "--heads", "8", "--kv-heads", "4"}),
-                  0);
+        make_suite_model("kvrag-server-limits", "slow.gguf", testing::kSlowModelArgs);
     }
-    static void TearDownTestSuite() {
-        fs::remove_all(*dir_);
-        delete dir_;
-    }
-    static std::string model() { return (*dir_ / "slow.gguf").string(); }
-    static std::string log(const std::string& name) { return (*dir_ / name).string(); }
-    static fs::path* dir_;
 };
-fs::path* ServerLimitsTest::dir_ = nullptr;
 
 TEST_F(ServerLimitsTest, FullQueueGets429AndAWaitPastTheQueueTimeoutGets503) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--parallel", "1", "--max-queue", "1", "--queue-timeout", "0.5", "-t", "1"}, log("queue.log")))
+    ASSERT_TRUE(srv.start({"-m", model(), "--parallel", "1", "--max-queue", "1", "--queue-timeout", "0.5", "-t", "1"}, path("queue.log")))
         << srv.log();
     const int port = srv.port();
     json long_body = greedy_completion("Once upon a time", 2000);
@@ -624,7 +590,7 @@ TEST_F(ServerLimitsTest, FullQueueGets429AndAWaitPastTheQueueTimeoutGets503) {
 // key; --cors none turns it off.
 TEST_F(ServerLimitsTest, CorsOriginsListAndNone) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--cors", "http://a.example, http://b.example", "--api-key", "k", "-t", "1"}, log("cors.log"))) << srv.log();
+    ASSERT_TRUE(srv.start({"-m", model(), "--cors", "http://a.example, http://b.example", "--api-key", "k", "-t", "1"}, path("cors.log"))) << srv.log();
     httplib::Client cli("127.0.0.1", srv.port());
     auto pre = cli.Options("/v1/models", {{"Origin", "http://b.example"}, {"Access-Control-Request-Method", "GET"}});
     ASSERT_TRUE(pre);
@@ -637,7 +603,7 @@ TEST_F(ServerLimitsTest, CorsOriginsListAndNone) {
     EXPECT_EQ(srv.stop(), 0) << srv.log();
 
     ServerProcess off;
-    ASSERT_TRUE(off.start({"-m", model(), "--cors", "none", "-t", "1"}, log("cors-off.log"))) << off.log();
+    ASSERT_TRUE(off.start({"-m", model(), "--cors", "none", "-t", "1"}, path("cors-off.log"))) << off.log();
     httplib::Client cli2("127.0.0.1", off.port());
     auto r = cli2.Get("/v1/models", {{"Origin", "http://a.example"}});
     ASSERT_TRUE(r);
@@ -649,10 +615,10 @@ TEST_F(ServerLimitsTest, CorsOriginsListAndNone) {
 // instead of sharing the port (SO_REUSEPORT) and splitting the requests.
 TEST_F(ServerLimitsTest, SecondServerOnATakenPortFailsAtStart) {
     ServerProcess first;
-    ASSERT_TRUE(first.start({"-m", model(), "-t", "1"}, log("port-first.log"))) << first.log();
+    ASSERT_TRUE(first.start({"-m", model(), "-t", "1"}, path("port-first.log"))) << first.log();
     const std::string port = std::to_string(first.port());
     ServerProcess second;
-    EXPECT_FALSE(second.start({"--port", port, "-m", model(), "-t", "1"}, log("port-second.log"))) << second.log();
+    EXPECT_FALSE(second.start({"--port", port, "-m", model(), "-t", "1"}, path("port-second.log"))) << second.log();
     EXPECT_NE(second.start_exit_code(), 0) << second.log();
     EXPECT_NE(second.log().find("cannot listen on 127.0.0.1:" + port), std::string::npos) << second.log();
     EXPECT_EQ(get(first.port(), "/health").status, 200);
@@ -663,7 +629,7 @@ TEST_F(ServerLimitsTest, SecondServerOnATakenPortFailsAtStart) {
 // listed names, and --strict-model-names turns unknown names into 404.
 TEST_F(ServerLimitsTest, ModelNamesAliasesAndStrictMode) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--alias", "my-llm", "-t", "1"}, log("names.log"))) << srv.log();
+    ASSERT_TRUE(srv.start({"-m", model(), "--alias", "my-llm", "-t", "1"}, path("names.log"))) << srv.log();
     const Reply any = post(srv.port(), "/v1/completions", R"({"prompt": "x", "max_tokens": 1, "model": "gpt-4o-mini"})");
     ASSERT_EQ(any.status, 200) << any.body;
     EXPECT_EQ(any.j()["model"], "slow");
@@ -677,7 +643,7 @@ TEST_F(ServerLimitsTest, ModelNamesAliasesAndStrictMode) {
     EXPECT_EQ(srv.stop(), 0) << srv.log();
 
     ServerProcess strict;
-    ASSERT_TRUE(strict.start({"-m", model(), "--strict-model-names", "-t", "1"}, log("strict.log"))) << strict.log();
+    ASSERT_TRUE(strict.start({"-m", model(), "--strict-model-names", "-t", "1"}, path("strict.log"))) << strict.log();
     const Reply missing = post(strict.port(), "/v1/completions", R"({"prompt": "x", "max_tokens": 1, "model": "gpt-4o-mini"})");
     EXPECT_EQ(missing.status, 404) << missing.body;
     EXPECT_EQ(missing.j()["error"]["code"], "model_not_found");
@@ -689,7 +655,7 @@ TEST_F(ServerLimitsTest, ModelNamesAliasesAndStrictMode) {
 // a template without the switch refuses true and names the field.
 TEST_F(ServerLimitsTest, ChatTemplateKwargsSwitchQwen3Thinking) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--chat-template", "qwen3", "-t", "1"}, log("qwen3.log"))) << srv.log();
+    ASSERT_TRUE(srv.start({"-m", model(), "--chat-template", "qwen3", "-t", "1"}, path("qwen3.log"))) << srv.log();
     const std::string msgs = R"("messages": [{"role": "user", "content": "hello there"}], "max_tokens": 1)";
     const auto prompt_tokens = [&](const std::string& extra) {
         const Reply r = post(srv.port(), "/v1/chat/completions", "{" + msgs + extra + "}");
@@ -707,7 +673,7 @@ TEST_F(ServerLimitsTest, ChatTemplateKwargsSwitchQwen3Thinking) {
     EXPECT_EQ(srv.stop(), 0) << srv.log();
 
     ServerProcess chatml;
-    ASSERT_TRUE(chatml.start({"-m", model(), "--chat-template", "chatml", "-t", "1"}, log("chatml.log"))) << chatml.log();
+    ASSERT_TRUE(chatml.start({"-m", model(), "--chat-template", "chatml", "-t", "1"}, path("chatml.log"))) << chatml.log();
     const Reply refused = post(chatml.port(), "/v1/chat/completions", "{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": true}})");
     EXPECT_EQ(refused.status, 400) << refused.body;
     EXPECT_EQ(refused.j()["error"]["param"], "chat_template_kwargs.enable_thinking");
@@ -718,7 +684,7 @@ TEST_F(ServerLimitsTest, ChatTemplateKwargsSwitchQwen3Thinking) {
 
 TEST_F(ServerLimitsTest, ApiKeyAndPerRequestTimeout) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--api-key", "s3cret", "--timeout", "0.4", "-t", "1"}, log("auth.log"))) << srv.log();
+    ASSERT_TRUE(srv.start({"-m", model(), "--api-key", "s3cret", "--timeout", "0.4", "-t", "1"}, path("auth.log"))) << srv.log();
     const int port = srv.port();
     const httplib::Headers good = {{"Authorization", "Bearer s3cret"}};
     // /health is open; everything else needs the key.
@@ -760,7 +726,7 @@ TEST_F(ServerLimitsTest, ApiKeyAndPerRequestTimeout) {
 
 TEST_F(ServerLimitsTest, SigtermEndsRunningStreamsAndExitsZero) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--shutdown-grace", "0.3", "-t", "1"}, log("term.log"))) << srv.log();
+    ASSERT_TRUE(srv.start({"-m", model(), "--shutdown-grace", "0.3", "-t", "1"}, path("term.log"))) << srv.log();
     json body = greedy_completion("Once upon a time", 2000);
     body["stream"] = true;
     Stream s(srv.port(), "/v1/completions", body);
@@ -780,7 +746,7 @@ TEST_F(ServerLimitsTest, SigtermEndsRunningStreamsAndExitsZero) {
 
 TEST_F(ServerLimitsTest, UnknownChatTemplateFailsAtStartWithTheKnownNames) {
     ServerProcess srv;
-    EXPECT_FALSE(srv.start({"-m", model(), "--chat-template", "klingon"}, log("tmpl.log")));
+    EXPECT_FALSE(srv.start({"-m", model(), "--chat-template", "klingon"}, path("tmpl.log")));
     const std::string out = srv.log();
     EXPECT_NE(out.find("klingon"), std::string::npos) << out;
     EXPECT_NE(out.find("chatml"), std::string::npos) << out;

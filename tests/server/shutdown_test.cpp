@@ -5,17 +5,15 @@
 #include <httplib.h>
 
 #include <chrono>
-#include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "server_process.h"
+#include "server_suite.h"
 
 namespace kvrag {
 namespace {
 
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using testing::get;
@@ -23,25 +21,13 @@ using testing::post;
 using testing::Reply;
 using testing::ServerProcess;
 
-class ShutdownTest : public ::testing::Test {
+class ShutdownTest : public testing::ServerSuite<ShutdownTest> {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new fs::path(fs::temp_directory_path() / ("kvrag-shutdown-" + std::to_string(getpid())));
-        fs::create_directories(*dir_);
         // Slow enough that a long document takes many seconds to embed on one thread.
-        ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", model(), "--type", "q8_0", "--dim", "512", "--layers", "8", "--ff", "1024",
-                                           "--heads", "8", "--kv-heads", "4"}),
-                  0);
+        make_suite_model("kvrag-shutdown", "slow.gguf", testing::kSlowModelArgs);
     }
-    static void TearDownTestSuite() {
-        fs::remove_all(*dir_);
-        delete dir_;
-    }
-    static std::string model() { return (*dir_ / "slow.gguf").string(); }
-    static std::string path(const std::string& name) { return (*dir_ / name).string(); }
-    static fs::path* dir_;
 };
-fs::path* ShutdownTest::dir_ = nullptr;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 

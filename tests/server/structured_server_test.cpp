@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <filesystem>
 #include <set>
 #include <sstream>
 #include <string>
@@ -13,17 +12,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "server/server_process.h"
+#include "server/server_suite.h"
 
 namespace kvrag {
 namespace {
 
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 using testing::get;
 using testing::post;
 using testing::Reply;
-using testing::ServerProcess;
 
 // The data payloads of an SSE body, "[DONE]" included.
 std::vector<std::string> sse_events(const std::string& body) {
@@ -71,32 +68,13 @@ void expect_person(const std::string& text) {
     }
 }
 
-class StructuredServerTest : public ::testing::Test {
+class StructuredServerTest : public testing::ServerSuite<StructuredServerTest> {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new fs::path(fs::temp_directory_path() / ("kvrag-structured-test-" + std::to_string(getpid())));
-        fs::create_directories(*dir_);
-        ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", (*dir_ / "fast.gguf").string(), "--type", "f32"}), 0);
-        server_ = new ServerProcess();
-        ASSERT_TRUE(server_->start({"-m", (*dir_ / "fast.gguf").string(), "--parallel", "2", "-t", "2", "--ctx", "4096"},
-                                   (*dir_ / "server.log").string()))
-            << server_->log();
+        make_suite_model("kvrag-structured-test", "fast.gguf", {"--type", "f32"});
+        start_suite_server({"--parallel", "2", "-t", "2", "--ctx", "4096"}, "server.log");
     }
-    static void TearDownTestSuite() {
-        if (server_) {
-            EXPECT_EQ(server_->stop(), 0) << server_->log();
-        }
-        delete server_;
-        server_ = nullptr;
-        fs::remove_all(*dir_);
-        delete dir_;
-    }
-    static int port() { return server_->port(); }
-    static fs::path* dir_;
-    static ServerProcess* server_;
 };
-fs::path* StructuredServerTest::dir_ = nullptr;
-ServerProcess* StructuredServerTest::server_ = nullptr;
 
 TEST_F(StructuredServerTest, JsonSchemaAnswersValidateForEverySeed) {
     for (int seed = 1; seed <= 4; ++seed) {

@@ -3,25 +3,21 @@
 // written, and the arguments follow token by token and add up to the non-streamed answer's.
 // (A call cut off mid-answer: tests/chat/tool_call_parser_test.cpp.)
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "server/server_process.h"
+#include "server/server_suite.h"
 
 namespace kvrag {
 namespace {
 
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 using testing::post;
 using testing::Reply;
-using testing::ServerProcess;
 
 const char* kStreamWeatherTool = R"({"type":"function","function":{"name":"get_weather","description":"Weather for a city",
   "parameters":{"type":"object","properties":{"city":{"type":"string","maxLength":12},"days":{"type":"integer","minimum":1,"maximum":7}},
@@ -66,31 +62,13 @@ StreamedAnswer read_stream(const std::string& body) {
     return a;
 }
 
-class ToolStreamServerTest : public ::testing::Test {
+class ToolStreamServerTest : public testing::ServerSuite<ToolStreamServerTest> {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new fs::path(fs::temp_directory_path() / ("kvrag-tool-stream-test-" + std::to_string(getpid())));
-        fs::create_directories(*dir_);
-        ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", (*dir_ / "tiny.gguf").string(), "--type", "f32"}), 0);
-        server_ = new ServerProcess();
-        ASSERT_TRUE(server_->start({"-m", (*dir_ / "tiny.gguf").string(), "--parallel", "2", "-t", "2", "--chat-template", "chatml"}, (*dir_ / "server.log").string()))
-            << server_->log();
+        make_suite_model("kvrag-tool-stream-test", "tiny.gguf", {"--type", "f32"});
+        start_suite_server({"--parallel", "2", "-t", "2", "--chat-template", "chatml"}, "server.log");
     }
-    static void TearDownTestSuite() {
-        if (server_) {
-            EXPECT_EQ(server_->stop(), 0) << server_->log();
-        }
-        delete server_;
-        server_ = nullptr;
-        fs::remove_all(*dir_);
-        delete dir_;
-    }
-    static int port() { return server_->port(); }
-    static fs::path* dir_;
-    static ServerProcess* server_;
 };
-fs::path* ToolStreamServerTest::dir_ = nullptr;
-ServerProcess* ToolStreamServerTest::server_ = nullptr;
 
 json forced_call(int seed) {
     return json{{"messages", json::array({json{{"role", "user"}, {"content", "Weather in Tromso?"}}})},
