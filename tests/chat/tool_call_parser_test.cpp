@@ -253,7 +253,7 @@ TEST(ToolCallParser, EveryCutOfAnAnswerGivesTheStreamAndTheFinishedParseTheSameC
                 continue;
             }
             // The stream's last call was cut in its arguments: the others are the finished ones,
-            // its arguments a proper beginning of the full answer's, and its text is content in
+            // its arguments a beginning of the full answer's, and its text is content in
             // the finished parse (after the content the stream sent).
             ASSERT_EQ(s.parsed.calls.size(), finished.calls.size() + 1) << what;
             expect_same(ParsedToolCalls{"", std::vector<ToolCall>(s.parsed.calls.begin(), s.parsed.calls.end() - 1)},
@@ -262,7 +262,8 @@ TEST(ToolCallParser, EveryCutOfAnAnswerGivesTheStreamAndTheFinishedParseTheSameC
             ASSERT_LT(finished.calls.size(), full.calls.size()) << what;
             const ToolCall& whole = full.calls[finished.calls.size()];
             EXPECT_EQ(cut.name, whole.name) << what;
-            EXPECT_LT(cut.arguments.size(), whole.arguments.size()) << what;
+            // A beginning; all of it only for a bare number (12 may go on as 123).
+            EXPECT_LE(cut.arguments.size(), whole.arguments.size()) << what;
             EXPECT_EQ(whole.arguments.compare(0, cut.arguments.size(), cut.arguments), 0) << what;
             EXPECT_EQ(finished.content.compare(0, s.parsed.content.size(), s.parsed.content), 0) << what;
             EXPECT_NE(finished.content.find(whole.name), std::string::npos) << what;
