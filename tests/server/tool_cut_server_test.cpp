@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -84,6 +85,23 @@ std::string rtrim(std::string s) {
     return s;
 }
 
+// Text as the server sends it: a cut inside a multi-byte character leaves its first bytes,
+// which JSON cannot carry; the server writes them as U+FFFD.
+std::string as_sent(std::string raw) {
+    size_t lead = raw.size();
+    for (size_t back = 1; back <= 3 && back <= raw.size(); ++back) {
+        const unsigned char c = static_cast<unsigned char>(raw[raw.size() - back]);
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte
+        if (c >= 0xC0) lead = raw.size() - back;
+        break;
+    }
+    if (lead == raw.size()) return raw;
+    const unsigned char c = static_cast<unsigned char>(raw[lead]);
+    const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+    if (raw.size() - lead >= need) return raw;
+    return raw.substr(0, lead) + "\xEF\xBF\xBD";
+}
+
 // The generated text, byte for byte, from a chat response's logprobs.
 std::string logprob_bytes(const json& choice) {
     std::string out;
@@ -144,7 +162,9 @@ TEST_P(ToolCutServerTest, EveryCutOfAForcedCallEndsWithLengthAndNoBrokenCall) {
     ASSERT_GT(n, 4) << w.body;
 
     int n_text = 0, n_cut_call = 0, n_whole_call = 0;
-    for (int64_t k = 1; k < n; ++k) {
+    // Every cut up to 200 tokens: Mistral's array lets greedy decoding write many calls, and
+    // the first 200 tokens hold every case (cuts in the opening, in a call, between calls).
+    for (int64_t k = 1; k < std::min<int64_t>(n, 200); ++k) {
         const std::string at = tmpl + " max_tokens " + std::to_string(k) + " of " + std::to_string(n);
         const Reply r = post(srv.port(), "/v1/chat/completions", cut_request(k, false).dump());
         ASSERT_EQ(r.status, 200) << at << ": " << r.body;
@@ -165,10 +185,10 @@ TEST_P(ToolCutServerTest, EveryCutOfAForcedCallEndsWithLengthAndNoBrokenCall) {
         // the K tokens' text (trimmed); after whole calls, the cut one's text, if any.
         if (calls.empty()) {
             ASSERT_TRUE(msg["content"].is_string()) << at << ": " << r.body;
-            EXPECT_EQ(msg["content"].get<std::string>(), rtrim(text)) << at << ": " << r.body;
+            EXPECT_EQ(msg["content"].get<std::string>(), as_sent(rtrim(text))) << at << ": " << r.body;
         } else if (!msg["content"].is_null()) {
             const std::string c = msg["content"];
-            const std::string t = rtrim(text);
+            const std::string t = as_sent(rtrim(text));
             EXPECT_TRUE(!c.empty() && t.size() >= c.size() && t.compare(t.size() - c.size(), c.size(), c) == 0) << at << ": " << r.body;
         }
 
@@ -202,7 +222,12 @@ TEST_P(ToolCutServerTest, EveryCutOfAForcedCallEndsWithLengthAndNoBrokenCall) {
         const json& want = whole_calls[calls.size()]["function"];
         EXPECT_EQ(cut["name"], want["name"]) << at;
         EXPECT_EQ(cut["id"].get<std::string>().rfind("call_", 0), 0u) << at;
-        const std::string args = cut["arguments"], whole_args = want["arguments"];
+        std::string args = cut["arguments"];
+        const std::string whole_args = want["arguments"];
+        // Cut inside a character: its first bytes went out as U+FFFD (see as_sent).
+        if (args.size() >= 3 && args.compare(args.size() - 3, 3, "\xEF\xBF\xBD") == 0 && whole_args.compare(0, args.size(), args) != 0) {
+            args.resize(args.size() - 3);
+        }
         EXPECT_LT(args.size(), whole_args.size()) << at << ": " << args;
         EXPECT_EQ(whole_args.compare(0, args.size(), args), 0) << at << ": " << args << " is not a beginning of " << whole_args;
         ASSERT_TRUE(msg["content"].is_string()) << at << ": " << r.body;
