@@ -51,30 +51,44 @@ void ToolCallParser::feed(std::string_view piece, std::vector<ToolCallEvent>& ou
 
 void ToolCallParser::finish(std::vector<ToolCallEvent>& out) {
     out_ = &out;
+    // The answer may stop anywhere (max_tokens, or the model ends early). A call stands once its
+    // name and its arguments are complete, even when what follows them (the object's "}",
+    // "</tool_call>", the array's "]") was never written: nothing of the call is missing. A call
+    // cut inside its name or arguments stays begun, cut short, in a stream (calls_complete()
+    // says so) and is text, as the model wrote it, in a finished answer.
+    std::string rest = std::move(held_);  // content, unless the calls take it
+    held_.clear();
     switch (phase_) {
-        case Phase::after_call:
-            // The object closed and only whitespace followed: a whole call (the model may end
-            // its answer without the closing tag).
-            if (tag_pos_ == 0) {
-                if (!cur_.begun) begin(cur_);
-                held_.clear();
-            }
-            break;
-        case Phase::after_value:
-            for (Call& k : whole_) begin(k);
-            whole_.clear();
-            held_.clear();
+        case Phase::after_call:  // hermes: the object closed; whitespace or part of "</tool_call>" followed
+            if (!cur_.begun) begin(cur_);
+            rest.clear();
             break;
         case Phase::call:
+            for (Call& k : whole_) begin(k);
+            if (cur_.name_done && cur_.args_done) {
+                if (!cur_.begun) begin(cur_);
+                rest.clear();
+            } else if (cur_.begun) {
+                ++n_incomplete_;  // its bytes were sent as the call
+                rest.clear();
+            } else if (!whole_.empty()) {
+                rest.erase(0, call_start_);  // the cut call's own text, after the whole ones
+            }
+            whole_.clear();
+            break;
         case Phase::item:
         case Phase::between:
-            if (cur_.begun && !cur_.args_done) ++n_incomplete_;
+        case Phase::after_value:
+            // Whole-answer formats between or after whole calls ("[{...}, " or "[{...}"): they stand.
+            if (!whole_.empty() || n_begun_ > 0) {
+                for (Call& k : whole_) begin(k);
+                whole_.clear();
+                rest.clear();
+            }
             break;
         default: break;
     }
-    // Whatever is still held is content: a prefix of a tag, or a call that never closed.
-    content(held_);
-    held_.clear();
+    content(rest);
     content_space_.clear();
     phase_ = format_ == ToolFormat::hermes ? Phase::text : Phase::passthrough;
     out_ = nullptr;
@@ -177,6 +191,8 @@ void ToolCallParser::after_value_byte(char c) {
 
 void ToolCallParser::start_call() {
     cur_ = Call{};
+    // The call's own text starts at its '{' (hermes: the whole held text, from the tag).
+    call_start_ = format_ == ToolFormat::hermes || held_.empty() ? 0 : held_.size() - 1;
     phase_ = Phase::call;
 }
 
@@ -310,6 +326,7 @@ ToolCallParser::Step ToolCallParser::value_field_byte(char c, JsonScanner::Byte 
             if (!last) return Step::ok;
             if (!decode_json_string(k.raw, k.name)) return Step::bad;
             if (std::find(names_.begin(), names_.end(), k.name) == names_.end()) return Step::reject;  // not an offered tool
+            k.name_done = true;
             if (commit_at_name_) begin(k);
             return Step::ok;
         }

@@ -20,8 +20,14 @@
 //     object closed and "</tool_call>" or the end of the answer follows; whole-answer formats:
 //     every call in the answer valid and nothing but whitespace after it); otherwise its text is
 //     content, as the model wrote it.
+// An answer that stops early (max_tokens): a call whose name and arguments are complete stands
+// in both modes, even when the rest of it (the object's "}", "</tool_call>", the array's "]") is
+// missing. A call cut inside its name or arguments: in a stream, begun if its name was complete
+// (its arguments as far as they went; calls_complete() false), else content; in a finished
+// answer, content, as the model wrote it.
 // Both modes agree on every answer whose calls are whole: the events' content concatenated, and
-// each call's name and arguments, are the same however the answer is split into pieces.
+// each call's name and arguments, are the same however the answer is split into pieces; and on
+// every prefix of such an answer, except for the one call cut inside its arguments.
 // A call whose name is not an offered tool, or whose JSON breaks before it begins, is content.
 // Content is trimmed: whitespace at its start is dropped and whitespace at its end is held until
 // more content follows (so it is dropped at the end).
@@ -85,6 +91,7 @@ private:
         std::string raw;        // raw text of the name value or of a string arguments value
         bool args_string = false;
         bool have_name = false, have_args = false, args_done = false;
+        bool name_done = false;  // the name value is complete and names an offered tool
         bool begun = false;
         size_t index = 0;       // once begun
         std::string name;
@@ -119,6 +126,7 @@ private:
     Phase phase_ = Phase::text;
     std::string held_;      // bytes not yet known to be content or a call
     size_t tag_pos_ = 0;    // bytes of a tag matched so far (start / after_call)
+    size_t call_start_ = 0; // where the current call's text begins in held_
     bool array_ = false;
     Call cur_;
     std::vector<Call> whole_;  // commit when closed, whole-answer formats: the calls read

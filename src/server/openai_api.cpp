@@ -418,7 +418,9 @@ json completion_response(const std::string& id, int64_t created, const std::stri
             choice["message"] = json{{"role", "assistant"},
                                      {"content", calls->content.empty() ? json(nullptr) : json(calls->content)},
                                      {"tool_calls", tool_calls_json(calls->calls)}};
-            finish = "tool_calls";
+            // An answer cut by max_tokens says so, whole calls or not (as OpenAI's does): the
+            // client must not take a cut answer for a finished one.
+            if (r.finish != engine::FinishReason::length) finish = "tool_calls";
         } else {
             // With tools offered, the text as the tool-call parser gave it (trimmed), as a
             // stream of the same answer sends it.

@@ -104,8 +104,8 @@ struct Usage {
 const char* openai_finish_reason(const engine::GenerateResult& r);
 
 // logprobs: the choice's "logprobs" value (null when not asked for). calls: the tool calls
-// parsed from the answer (chat; finish_reason becomes "tool_calls" and content the text
-// outside them, null when empty). echo_prefix goes before a completion's text.
+// parsed from the answer (chat; content becomes the text outside them, null when empty, and
+// finish_reason "tool_calls", unless max_tokens cut the answer: then it stays "length"). echo_prefix goes before a completion's text.
 json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
                          const engine::GenerateResult& r, const json& logprobs = nullptr,
                          const chat::ParsedToolCalls* calls = nullptr, const std::string& echo_prefix = {});

@@ -112,8 +112,14 @@ void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engi
                 log_tokens(static_cast<int64_t>(r.tokens.size()));
                 if (st->job->error().code == Errc::ok) {
                     const char* finish = openai_finish_reason(r);
-                    // A call cut short (max_tokens) keeps the engine's reason, as OpenAI's does.
-                    if (st->tool_parser && st->tool_parser->n_calls() > 0 && st->tool_parser->calls_complete()) finish = "tool_calls";
+                    // tool_calls when every call sent is whole. An answer cut by max_tokens keeps
+                    // "length", as OpenAI's does, also when the cut fell after the last call's
+                    // arguments (the non-streamed response says the same): the deltas already
+                    // sent stand, and a call cut in its arguments is left as sent (docs/server.md).
+                    if (st->tool_parser && st->tool_parser->n_calls() > 0 && st->tool_parser->calls_complete() &&
+                        r.finish != engine::FinishReason::length) {
+                        finish = "tool_calls";
+                    }
                     json lp = nullptr;
                     if (h.logprobs && !st->pending_logprobs.empty()) lp = logprobs_json(h.chat, st->pending_logprobs, tok, st->text_bytes);
                     const Usage usage{static_cast<int64_t>(r.prompt_tokens.size()), static_cast<int64_t>(r.tokens.size())};

@@ -205,7 +205,11 @@ TEST(ToolCallParser, ACallCutShortStaysBegunInAStreamAndIsTextWhenFinished) {
     EXPECT_EQ(ms.parsed.calls[0].arguments, "{}");
     EXPECT_EQ(ms.parsed.calls[1].arguments, "{\"ci");
     EXPECT_FALSE(ms.complete);
-    EXPECT_TRUE(parse_tool_calls(ToolFormat::mistral, m, parser_tools()).calls.empty());
+    // Finished: the whole first call stands, the cut one is text.
+    const ParsedToolCalls mw = parse_tool_calls(ToolFormat::mistral, m, parser_tools());
+    ASSERT_EQ(mw.calls.size(), 1u);
+    EXPECT_EQ(mw.calls[0].name, "get_time");
+    EXPECT_EQ(mw.content, "{\"name\": \"get_weather\", \"arguments\": {\"ci");
 
     // Text after a begun llama3 call is content in a stream; the finished parse makes it all text.
     const std::string l = "{\"name\": \"get_time\", \"parameters\": {}} and more";
@@ -223,6 +227,48 @@ TEST(ToolCallParser, ACallCutShortStaysBegunInAStreamAndIsTextWhenFinished) {
     EXPECT_FALSE(b.complete);
     EXPECT_EQ(b.parsed.calls[0].arguments, "{\"zone\"");
     EXPECT_EQ(b.parsed.content, "1}}</tool_call> ok");
+}
+
+// An answer cut anywhere (max_tokens): the stream and the finished parse agree on every prefix
+// of every example, except that a call cut inside its arguments is begun (arguments so far) in
+// the stream and text in the finished parse. A call whose name and arguments are complete
+// stands in both, whatever of its closing text is missing.
+TEST(ToolCallParser, EveryCutOfAnAnswerGivesTheStreamAndTheFinishedParseTheSameCalls) {
+    for (const Example& ex : examples()) {
+        const ParsedToolCalls full = parse_tool_calls(ex.format, ex.text, parser_tools());
+        for (size_t k = 0; k <= ex.text.size(); ++k) {
+            const std::string prefix = ex.text.substr(0, k);
+            const std::string what = "cut at " + std::to_string(k) + ": " + prefix;
+            const ParsedToolCalls finished = parse_tool_calls(ex.format, prefix, parser_tools());
+            const Fed s = stream_pieces(ex.format, bytes_of(prefix));
+            expect_same(stream_pieces(ex.format, {prefix}).parsed, s.parsed, "one piece vs bytes, " + what);
+            // The finished parse's calls are whole: those of the full answer, in order.
+            ASSERT_LE(finished.calls.size(), full.calls.size()) << what;
+            for (size_t i = 0; i < finished.calls.size(); ++i) {
+                EXPECT_EQ(finished.calls[i].name, full.calls[i].name) << what;
+                EXPECT_EQ(finished.calls[i].arguments, full.calls[i].arguments) << what;
+            }
+            if (s.complete) {
+                expect_same(s.parsed, finished, what);
+                continue;
+            }
+            // The stream's last call was cut in its arguments: the others are the finished ones,
+            // its arguments a beginning of the full answer's, and its text is content in
+            // the finished parse (after the content the stream sent).
+            ASSERT_EQ(s.parsed.calls.size(), finished.calls.size() + 1) << what;
+            expect_same(ParsedToolCalls{"", std::vector<ToolCall>(s.parsed.calls.begin(), s.parsed.calls.end() - 1)},
+                        ParsedToolCalls{"", finished.calls}, what);
+            const ToolCall& cut = s.parsed.calls.back();
+            ASSERT_LT(finished.calls.size(), full.calls.size()) << what;
+            const ToolCall& whole = full.calls[finished.calls.size()];
+            EXPECT_EQ(cut.name, whole.name) << what;
+            // A beginning; all of it only for a bare number (12 may go on as 123).
+            EXPECT_LE(cut.arguments.size(), whole.arguments.size()) << what;
+            EXPECT_EQ(whole.arguments.compare(0, cut.arguments.size(), cut.arguments), 0) << what;
+            EXPECT_EQ(finished.content.compare(0, s.parsed.content.size(), s.parsed.content), 0) << what;
+            EXPECT_NE(finished.content.find(whole.name), std::string::npos) << what;
+        }
+    }
 }
 
 TEST(ToolCallParser, JsonScannerAcceptsJsonAndRejectsTheRest) {

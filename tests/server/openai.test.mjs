@@ -1,7 +1,8 @@
 // `kvrag serve` driven by the official `openai` npm client: completions, chat (plain and
 // streamed), embeddings, models, errors and API keys; structured output with a zod schema,
-// a tool-calling round trip, logprobs. Run by ctest as `node --test` with
-// KVRAG_BINARY set; starts its own server on a free loopback port and stops it with SIGTERM.
+// a tool-calling round trip, a tool call cut off by max_tokens, logprobs, n = 2. Run by ctest
+// as `node --test` with KVRAG_BINARY set; starts its own server on a free loopback port and
+// stops it with SIGTERM.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -315,4 +316,61 @@ test('n = 2: two choices with their own seeds', { timeout: 30000 }, async () => 
   // The second choice is what n = 1 gives with the next seed.
   const one = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Two answers please.' }], max_tokens: 5, seed: 8, ignore_eos: true });
   assert.equal(one.choices[0].message.content, r.choices[1].message.content);
+});
+
+test('a tool call cut off by max_tokens: finish_reason length, and no call with broken arguments', { timeout: 60000 }, async () => {
+  const tools = [{
+    type: 'function',
+    function: {
+      name: 'get_weather',
+      strict: true,
+      parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 12 }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false },
+    },
+  }];
+  const request = {
+    model: 'tiny', messages: [{ role: 'user', content: 'Weather in Lyon?' }], tools,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } }, temperature: 0,
+  };
+  const whole = await client.chat.completions.create({ ...request, max_tokens: 300 });
+  assert.equal(whole.choices[0].finish_reason, 'tool_calls');
+  const n = whole.usage.completion_tokens;
+  // Greedy: max_tokens k cuts the same answer at its k-th token. Find a cut inside the
+  // arguments (the response's content holds the call's name and the arguments key).
+  let k = n - 1;
+  let cut;
+  for (; k > 0; k -= 1) {
+    cut = await client.chat.completions.create({ ...request, max_tokens: k });
+    assert.equal(cut.choices[0].finish_reason, 'length');
+    if (!cut.choices[0].message.tool_calls && /"arguments"\s*:\s*\{/.test(cut.choices[0].message.content)) break;
+  }
+  assert.ok(k > 0, 'some max_tokens cuts the call inside its arguments');
+  // Not streamed: the cut call is content, as written; no tool_calls entry to JSON.parse.
+  assert.equal(cut.choices[0].message.tool_calls, undefined);
+  assert.match(cut.choices[0].message.content, /^<tool_call>/);
+  assert.equal(cut.usage.completion_tokens, k);
+
+  // Streamed: the call's name and arguments so far came as deltas; the final chunk says
+  // "length", which the client's helper turns into LengthFinishReasonError (strict tools are
+  // auto-parsed) before it would parse the cut arguments.
+  const stream = client.chat.completions.stream({ ...request, max_tokens: k });
+  let args = '';
+  stream.on('tool_calls.function.arguments.delta', (e) => {
+    assert.equal(e.name, 'get_weather');
+    args += e.arguments_delta;
+  });
+  await assert.rejects(stream.finalChatCompletion(), (e) => e instanceof LengthFinishReasonError);
+  const wholeArgs = whole.choices[0].message.tool_calls[0].function.arguments;
+  assert.ok(args.length > 0 && args.length < wholeArgs.length && wholeArgs.startsWith(args), `${args} begins ${wholeArgs}`);
+
+  // The plain streaming interface: the same deltas, then finish_reason "length".
+  const raw = await client.chat.completions.create({ ...request, max_tokens: k, stream: true });
+  let rawArgs = '';
+  let finish;
+  for await (const chunk of raw) {
+    const tc = chunk.choices[0]?.delta?.tool_calls;
+    if (tc) rawArgs += tc[0].function.arguments ?? '';
+    if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+  }
+  assert.equal(finish, 'length');
+  assert.equal(rawArgs, args);
 });
