@@ -1,11 +1,12 @@
-// logprobs come from the distribution that was sampled, after logit_bias (issue 14, point 3),
-// through the real `kvrag serve` on a synthetic model: a bias of b on token X moves X's logprob
+// logprobs come from the distribution that was sampled, after logit_bias and penalties (issue
+// 14, point 3), through the real `kvrag serve` on a synthetic model: a bias of b on token X moves X's logprob
 // against every other listed token by exactly b (greedy reports log_softmax(logits) at T = 1,
 // so lp(X) - lp(Y) = l(X) + b - l(Y)), and the greedy pick under a large bias is X.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -65,6 +66,50 @@ TEST(LogprobsBiasServer, ABiasMovesTheReportedLogprobByExactlyItsSize) {
         ++n_compared;
     }
     EXPECT_GE(n_compared, 5) << b.dump() << c.dump();
+    EXPECT_EQ(srv.stop(), 0) << srv.log();
+    fs::remove_all(dir);
+}
+
+// Penalties too: presence_penalty p lowers every token already in the window (the prompt's
+// count) by p, so the reported gap between a prompt token X and a token Y outside the prompt
+// moves by exactly -p. X carries a bias of +6 so that it is in the top list either way.
+TEST(LogprobsBiasServer, APresencePenaltyMovesTheReportedLogprobByExactlyItsSize) {
+    const fs::path dir = fs::temp_directory_path() / ("kvrag-logprobs-penalty-" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    const std::string model = (dir / "tiny.gguf").string();
+    ASSERT_EQ(testing::run_kvrag_sync({"make-model", "-o", model, "--type", "f32"}), 0);
+    ServerProcess srv;
+    ASSERT_TRUE(srv.start({"-m", model, "-t", "1"}, (dir / "server.log").string())) << srv.log();
+
+    const std::string prompt = "Once upon a time there was a cat";
+    const Reply t = post(srv.port(), "/tokenize", json{{"content", prompt}, {"with_pieces", true}}.dump());
+    ASSERT_EQ(t.status, 200) << t.body;
+    std::set<std::string> prompt_pieces;
+    for (const json& tok : t.j()["tokens"]) prompt_pieces.insert(tok["piece"].get<std::string>());
+    const json x = t.j()["tokens"].back();
+    const int32_t x_id = x["id"];
+    const std::string x_text = x["piece"];
+
+    const auto top = [&](double presence) {
+        json body{{"prompt", prompt},         {"max_tokens", 1},
+                  {"temperature", 0},         {"ignore_eos", true},
+                  {"logprobs", 20},           {"logit_bias", json{{std::to_string(x_id), 6.0}}},
+                  {"presence_penalty", presence}};
+        const Reply r = post(srv.port(), "/v1/completions", body.dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.j()["choices"][0]["logprobs"]["top_logprobs"][0];
+    };
+    const json plain = top(0.0), penalised = top(1.5);
+    ASSERT_TRUE(plain.contains(x_text) && penalised.contains(x_text)) << plain.dump() << penalised.dump();
+    int n_compared = 0;
+    for (const auto& [y, lp] : plain.items()) {
+        if (y == x_text || prompt_pieces.count(y) != 0 || !penalised.contains(y)) continue;
+        const double gap_plain = plain[x_text].get<double>() - lp.get<double>();
+        const double gap_penalised = penalised[x_text].get<double>() - penalised[y].get<double>();
+        EXPECT_NEAR(gap_penalised - gap_plain, -1.5, 2e-3) << "X '" << x_text << "' against '" << y << "'";
+        ++n_compared;
+    }
+    EXPECT_GE(n_compared, 5) << plain.dump() << penalised.dump();
     EXPECT_EQ(srv.stop(), 0) << srv.log();
     fs::remove_all(dir);
 }
