@@ -144,7 +144,7 @@ json cut_request(int64_t max_tokens, bool stream) {
 TEST_P(ToolCutServerTest, EveryCutOfAForcedCallEndsWithLengthAndNoBrokenCall) {
     const std::string tmpl = GetParam();
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", (*dir_ / "tiny.gguf").string(), "--parallel", "2", "-t", "2", "--chat-template", tmpl},
+    ASSERT_TRUE(srv.start({"-m", (*dir_ / "tiny.gguf").string(), "--parallel", "2", "-t", "1", "--chat-template", tmpl},
                           (*dir_ / ("server-" + tmpl + ".log")).string()))
         << srv.log();
 
