@@ -84,9 +84,11 @@ TEST(LogprobsBiasServer, APresencePenaltyMovesTheReportedLogprobByExactlyItsSize
     const std::string prompt = "Once upon a time there was a cat";
     const Reply t = post(srv.port(), "/tokenize", json{{"content", prompt}, {"with_pieces", true}}.dump());
     ASSERT_EQ(t.status, 200) << t.body;
+    // The parsed reply is kept: a range-for over t.j()["tokens"] would walk a destroyed temporary.
+    const json tokens = t.j()["tokens"];
     std::set<std::string> prompt_pieces;
-    for (const json& tok : t.j()["tokens"]) prompt_pieces.insert(tok["piece"].get<std::string>());
-    const json x = t.j()["tokens"].back();
+    for (const json& tok : tokens) prompt_pieces.insert(tok["piece"].get<std::string>());
+    const json x = tokens.back();
     const int32_t x_id = x["id"];
     const std::string x_text = x["piece"];
 
