@@ -4,6 +4,7 @@
 #include <sched.h>
 #endif
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <string>
@@ -11,8 +12,10 @@
 
 namespace kvrag {
 
-ThreadPool::ThreadPool(int n_threads, int n_cpus)
-    : n_threads_(n_threads < 1 ? 1 : n_threads), spins_(n_threads_ <= n_cpus) {
+ThreadPool::ThreadPool(int n_threads, int n_cpus, Participation participation, BackOff back_off)
+    : n_threads_(n_threads < 1 ? 1 : n_threads), spins_(n_threads_ <= n_cpus),
+      adaptive_(participation == Participation::adaptive), times_(back_off), n_active_(n_threads_),
+      back_off_(times_.min) {
     for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
 }
 
@@ -32,10 +35,26 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
         fn(0, 1);  // no other participant: an exception simply propagates
         return;
     }
+    int nth = n_threads_;
+    Clock::time_point start{};
+    if (adaptive_) {
+        start = Clock::now();
+        if (n_active_ < n_threads_ && start >= grow_at_) {
+            n_active_ = std::min(n_threads_, 2 * n_active_);  // the back-off is over: try more threads
+            grow_at_ = start + back_off_;
+        }
+        nth = n_active_;
+        if (nth < n_threads_) ++n_reduced_runs_;
+        if (nth == 1) {
+            fn(0, 1);
+            return;
+        }
+    }
     {
         std::lock_guard<std::mutex> lock(mu_);
         job_ = &fn;
-        pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+        job_nth_ = nth;
+        pending_.store(nth - 1, std::memory_order_relaxed);
         error_ = nullptr;
         ++generation_;
     }
@@ -46,10 +65,11 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     // pointer to fn, which dies when this frame unwinds.
     std::exception_ptr mine;
     try {
-        fn(0, n_threads_);
+        fn(0, nth);
     } catch (...) {
         mine = std::current_exception();
     }
+    const Clock::time_point own_done = adaptive_ ? Clock::now() : Clock::time_point{};
     // The caller usually finishes its part about when the workers do: sleeping on cv_done_ then
     // costs a futex wake-up and a reschedule per run (10-20 us; a decode step has ~80 runs), so
     // a spinning pool busy-waits for the count first, like its workers wait for work.
@@ -68,7 +88,23 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
         job_ = nullptr;
         error = std::exchange(error_, nullptr);
     }
+    if (adaptive_) note_run(nth, start, own_done, Clock::now());
     if (error) std::rethrow_exception(error);
+}
+
+void ThreadPool::note_run(int nth, Clock::time_point start, Clock::time_point own_done, Clock::time_point all_done) {
+    const Clock::duration own = own_done - start, wait = all_done - own_done;
+    if (wait > times_.overrun && wait > own) {
+        // A worker was not running: fewer threads for a while (see the header).
+        ++n_overruns_;
+        n_active_ = std::max(1, nth / 2);
+        grow_at_ = all_done + back_off_;
+        back_off_ = std::min<Clock::duration>(2 * back_off_, times_.max);
+        good_runs_ = 0;
+    } else if (++good_runs_ >= kSettleRuns) {
+        back_off_ = times_.min;
+        good_runs_ = 0;
+    }
 }
 
 void ThreadPool::worker(int ith) {
@@ -83,18 +119,21 @@ void ThreadPool::worker(int ith) {
 #endif
         }
         const std::function<void(int, int)>* job;
+        int nth;
         {
             std::unique_lock<std::mutex> lock(mu_);
             cv_start_.wait(lock, [&] { return generation_ != seen || stop_; });
             if (stop_) return;
             seen = generation_;
             job = job_;
+            nth = job_nth_;
         }
+        if (ith >= nth) continue;  // a run handed to fewer threads (adaptive participation)
         // An exception must not escape the thread (std::terminate) nor skip the --pending_
         // below (run() would wait forever): keep it for run() to rethrow.
         std::exception_ptr error;
         try {
-            (*job)(ith, n_threads_);
+            (*job)(ith, nth);
         } catch (...) {
             error = std::current_exception();
         }

@@ -16,9 +16,22 @@
 // a spinning worker only burns the time slice that the thread it waits for needs, and every
 // barrier costs whole scheduler quanta; so such a pool never spins and its workers sleep at once.
 // Either way results are the same: only the waiting differs.
+//
+// Participation (Participation::adaptive, the default): a barrier is only as fast as its slowest
+// participant, and on a machine busy with other work a worker is often waiting for a CPU, so
+// every run waits a scheduler quantum (milliseconds) for jobs of microseconds: a 2-thread server
+// beside two CPU hogs ran 4x slower than a 1-thread one. Since results never depend on nth, run()
+// may hand a job to fewer threads. It measures each run: when the caller, done with its part,
+// waited for the workers longer than BackOff::overrun and longer than its own part took (a worker
+// that was not running, not one with more work), the next runs use half the threads (down to the
+// caller alone) for a back-off time that doubles with each overrun (BackOff::min to ::max);
+// after it, runs try twice the threads again, and kSettleRuns good runs in a row reset the
+// back-off. On a quiet machine no run overruns and every run uses all threads.
+// Participation::all always uses every thread (tests of the hand-off itself).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -35,11 +48,23 @@ namespace kvrag {
 // cpusets, containers). At least 1. Reads the mask on every call (a syscall): not for hot loops.
 int available_cpu_count();
 
+enum class Participation { adaptive, all };
+
+// Adaptive participation's times (see the header comment); tests shorten or lengthen them.
+struct BackOff {
+    // Longer than waking a sleeping worker takes on a quiet machine (tens of microseconds),
+    // shorter than the scheduler's time slice a preempted worker waits for (milliseconds).
+    std::chrono::microseconds overrun{500};
+    std::chrono::microseconds min{2000};
+    std::chrono::microseconds max{256000};
+};
+
 class ThreadPool {
 public:
     // n_threads < 1 means 1. n_cpus is how many threads the machine can run at once; it only
     // decides spins() (tests pass it to be independent of the machine).
-    explicit ThreadPool(int n_threads, int n_cpus = available_cpu_count());
+    explicit ThreadPool(int n_threads, int n_cpus = available_cpu_count(),
+                        Participation participation = Participation::adaptive, BackOff back_off = {});
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
@@ -47,6 +72,12 @@ public:
     int size() const { return n_threads_; }
     // Whether idle workers busy-wait before sleeping: true iff size() <= n_cpus.
     bool spins() const { return spins_; }
+    // Threads the next run hands its job to (adaptive participation; size() when quiet).
+    int participants() const { return n_active_; }
+    // Runs whose wait for the workers overran (each halved the participants), and runs handed
+    // to fewer than size() threads, since the pool was made.
+    uint64_t overruns() const { return n_overruns_; }
+    uint64_t reduced_runs() const { return n_reduced_runs_; }
     // Not reentrant: fn must not call run() on the same pool, and one run at a time.
     void run(const std::function<void(int ith, int nth)>& fn);
 
@@ -61,16 +92,30 @@ public:
 private:
     // Busy-wait rounds (pause instructions, tens of microseconds) before a thread sleeps.
     static constexpr int kSpinIterations = 20000;
+    using Clock = std::chrono::steady_clock;
+    static constexpr int kSettleRuns = 64;
+
+    // Adaptive participation's bookkeeping after a run with nth threads (caller-only state).
+    void note_run(int nth, Clock::time_point start, Clock::time_point own_done, Clock::time_point all_done);
 
     void worker(int ith);
 
     int n_threads_;
     bool spins_;
+    bool adaptive_;
+    BackOff times_;
+    // Only the thread calling run() touches these (run() is not reentrant).
+    int n_active_;
+    Clock::time_point grow_at_{};
+    Clock::duration back_off_;
+    int good_runs_ = 0;
+    uint64_t n_overruns_ = 0, n_reduced_runs_ = 0;
     std::vector<std::thread> workers_;
     std::mutex mu_;
     std::condition_variable cv_start_;
     std::condition_variable cv_done_;
     const std::function<void(int, int)>* job_ = nullptr;
+    int job_nth_ = 0;  // participants of the current run; workers with ith >= it skip it
     uint64_t generation_ = 0;
     // Workers still running this run's fn. Atomic, so the caller can spin on it; the mutex
     // still orders the last decrement's notify against a caller going to sleep.

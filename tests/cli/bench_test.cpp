@@ -75,6 +75,9 @@ TEST_F(BenchCliTest, PrintsRowsPerTestAndDepthAndOneSummaryLine) {
         ASSERT_TRUE(kv.count(key)) << key << " missing from: " << r.out;
         EXPECT_GT(std::stod(kv.at(key)), 0.0) << key << "=" << kv.at(key);
     }
+    // Runs of the thread pool that found a worker not running: a count, 0 on a quiet machine.
+    ASSERT_TRUE(kv.count("pool_overruns")) << r.out;
+    EXPECT_GE(std::stoll(kv.at("pool_overruns")), 0);
     // Exactly one summary line.
     size_t n_lines = 0;
     for (size_t at = r.out.find("\nbench "); at != std::string::npos; at = r.out.find("\nbench ", at + 1)) ++n_lines;

@@ -1,11 +1,13 @@
 // ThreadPool: every participant runs fn exactly once per run, split() tiles [0, n), and a job
 // that throws (on a worker or on the caller) reaches the caller after every participant has
 // finished, leaving the pool usable. A pool larger than the machine's CPUs does not spin, and
-// still computes the same results.
+// still computes the same results. Tests of the hand-off itself use Participation::all; the
+// adaptive pool's own tests are at the end.
 #include "core/thread_pool.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -26,7 +28,7 @@ struct Calls {
 
 TEST(ThreadPool, CallsFnOncePerThreadWithTheRightNth) {
     for (int n_threads : {1, 2, 3, 4, 8}) {
-        ThreadPool pool(n_threads);
+        ThreadPool pool(n_threads, available_cpu_count(), Participation::all);
         ASSERT_EQ(pool.size(), n_threads);
         for (int rep = 0; rep < 3; ++rep) {
             Calls calls(n_threads);
@@ -41,7 +43,7 @@ TEST(ThreadPool, CallsFnOncePerThreadWithTheRightNth) {
 }
 
 TEST(ThreadPool, CallerIsThreadZero) {
-    ThreadPool pool(3);
+    ThreadPool pool(3, available_cpu_count(), Participation::all);
     const auto caller = std::this_thread::get_id();
     std::vector<std::thread::id> ids(3);
     pool.run([&](int ith, int) { ids[ith] = std::this_thread::get_id(); });
@@ -102,7 +104,7 @@ TEST(ThreadPool, SplitTilesEveryRangeEvenly) {
 }
 
 TEST(ThreadPool, WorkerExceptionReachesTheCallerAfterEveryoneFinished) {
-    ThreadPool pool(4);
+    ThreadPool pool(4, available_cpu_count(), Participation::all);
     Calls calls(4);
     std::atomic<int> finished{0};
     try {
@@ -127,7 +129,7 @@ TEST(ThreadPool, WorkerExceptionReachesTheCallerAfterEveryoneFinished) {
 }
 
 TEST(ThreadPool, CallerExceptionWaitsForTheWorkers) {
-    ThreadPool pool(3);
+    ThreadPool pool(3, available_cpu_count(), Participation::all);
     std::atomic<int> finished{0};
     EXPECT_THROW(pool.run([&](int ith, int) {
                      if (ith == 0) throw std::logic_error("caller failed");
@@ -155,7 +157,7 @@ TEST(ThreadPool, EveryParticipantThrowingGivesOneException) {
 }
 
 TEST(ThreadPool, AnyExceptionTypePropagates) {
-    ThreadPool pool(2);
+    ThreadPool pool(2, available_cpu_count(), Participation::all);
     try {
         pool.run([](int ith, int) {
             if (ith == 1) throw 42;
@@ -189,7 +191,7 @@ TEST(ThreadPool, ThousandsOfRunsInARow) {
     // machine. (Three threads and 3000 runs: enough to interleave every way, still quick on a
     // busy two-core machine, where spinning workers compete with the caller.)
     for (bool spins : {true, false}) {
-        ThreadPool pool(3, spins ? 3 : 2);
+        ThreadPool pool(3, spins ? 3 : 2, Participation::all);
         ASSERT_EQ(pool.spins(), spins);
         constexpr int kRuns = 3000;
         std::atomic<int64_t> sum{0};
@@ -249,6 +251,8 @@ TEST(ThreadPool, OversubscribedPoolsGiveTheSameResults) {
         int64_t sum = 0;
         std::vector<int64_t> part(pool.size());
         for (int r = 0; r < kRuns; ++r) {
+            // An adaptive pool may hand a run to fewer threads: the parts of those left out are 0.
+            std::fill(part.begin(), part.end(), 0);
             pool.run([&](int ith, int nth) {
                 auto [b, e] = ThreadPool::split(kN, ith, nth);
                 int64_t s = 0;
@@ -270,7 +274,7 @@ TEST(ThreadPool, OversubscribedPoolsGiveTheSameResults) {
 }
 
 TEST(ThreadPool, OversubscribedPoolKeepsItsExceptionSafety) {
-    ThreadPool pool(16, 2);
+    ThreadPool pool(16, 2, Participation::all);
     ASSERT_FALSE(pool.spins());
     std::atomic<int> finished{0};
     try {
@@ -290,6 +294,95 @@ TEST(ThreadPool, OversubscribedPoolKeepsItsExceptionSafety) {
     Calls next(16);
     pool.run([&](int ith, int) { ++next.count[ith]; });
     for (int i = 0; i < 16; ++i) EXPECT_EQ(next.count[i].load(), 1);
+}
+
+// Adaptive participation. A worker that is "not running" is simulated by a worker whose part
+// sleeps while the caller's part is empty: the caller then waits far longer than the overrun
+// bound and longer than its own part, so the next runs go to fewer threads.
+TEST(ThreadPool, AnOverrunHalvesTheParticipantsUntilTheBackOffIsOver) {
+    // A back-off of a minute: nothing grows back during this test, however slow the machine.
+    const BackOff minute{std::chrono::microseconds(500), std::chrono::seconds(60), std::chrono::seconds(60)};
+    ThreadPool pool(4, available_cpu_count(), Participation::adaptive, minute);
+    ASSERT_EQ(pool.participants(), 4);
+    std::atomic<int> max_nth{0};
+    auto slow_worker = [&](int ith, int nth) {
+        max_nth = std::max(max_nth.load(), nth);
+        if (ith == nth - 1 && ith > 0) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    };
+    pool.run(slow_worker);
+    EXPECT_EQ(max_nth.load(), 4);
+    EXPECT_EQ(pool.overruns(), 1u);
+    EXPECT_EQ(pool.participants(), 2);
+    max_nth = 0;
+    pool.run(slow_worker);  // two threads, overrunning again: the caller alone from now on
+    EXPECT_EQ(max_nth.load(), 2);
+    EXPECT_EQ(pool.overruns(), 2u);
+    EXPECT_EQ(pool.participants(), 1);
+    Calls calls(4);
+    pool.run([&](int ith, int nth) {
+        if (nth != 1) ++calls.bad_nth;
+        ++calls.count[ith];
+    });
+    EXPECT_EQ(calls.bad_nth.load(), 0);
+    EXPECT_EQ(calls.count[0].load(), 1);
+    EXPECT_EQ(pool.reduced_runs(), 2u);  // the 2-thread run and the caller-alone one
+}
+
+TEST(ThreadPool, AfterTheBackOffTheParticipantsGrowBackToAll) {
+    // A 1 ms back-off: sleeping 20 ms between runs always outlasts it. Each run after a
+    // back-off doubles the participants: 1 -> 2 -> 4. On a busy machine a probe may overrun
+    // and halve them again, so the runs repeat (bounded) until all four take part.
+    const BackOff short_one{std::chrono::microseconds(500), std::chrono::milliseconds(1), std::chrono::milliseconds(1)};
+    ThreadPool pool(4, available_cpu_count(), Participation::adaptive, short_one);
+    pool.run([](int ith, int nth) {
+        if (ith == nth - 1 && ith > 0) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    });
+    pool.run([](int ith, int nth) {
+        if (ith == nth - 1 && ith > 0) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    });
+    ASSERT_GE(pool.overruns(), 1u);
+    ASSERT_LT(pool.participants(), 4);
+    for (int attempt = 0; attempt < 200 && pool.participants() < 4; ++attempt) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        pool.run([](int, int) {});
+    }
+    ASSERT_EQ(pool.participants(), 4);
+    Calls all(4);
+    pool.run([&](int ith, int nth) {
+        if (nth != 4) ++all.bad_nth;
+        ++all.count[ith];
+    });
+    EXPECT_EQ(all.bad_nth.load(), 0);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(all.count[i].load(), 1) << "ith " << i;
+}
+
+// Whatever the participants, every element is computed once and the results equal those of a
+// pool of one; with a worker that keeps oversleeping, the pool ends up on the caller alone, and
+// an exception thrown there still reaches run()'s caller.
+TEST(ThreadPool, AdaptiveRunsGiveTheSameResultsWhateverTheParticipants) {
+    constexpr int64_t kN = 1000;
+    auto sum_of = [&](ThreadPool& pool, bool slow) {
+        std::vector<int64_t> part(pool.size(), 0);
+        pool.run([&](int ith, int nth) {
+            auto [b, e] = ThreadPool::split(kN, ith, nth);
+            int64_t s = 0;
+            for (int64_t i = b; i < e; ++i) s += (i * 31) % 97;
+            part[ith] = s;
+            if (slow && ith == 1) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        });
+        int64_t sum = 0;
+        for (int64_t s : part) sum += s;
+        return sum;
+    };
+    ThreadPool one(1);
+    const int64_t expect = sum_of(one, false);
+    const BackOff minute{std::chrono::microseconds(500), std::chrono::seconds(60), std::chrono::seconds(60)};
+    ThreadPool pool(3, available_cpu_count(), Participation::adaptive, minute);
+    for (int r = 0; r < 20; ++r) EXPECT_EQ(sum_of(pool, true), expect) << "run " << r;
+    EXPECT_GE(pool.overruns(), 1u);
+    EXPECT_EQ(pool.participants(), 1);
+    EXPECT_THROW(pool.run([](int, int) { throw std::runtime_error("caller alone"); }), std::runtime_error);
+    EXPECT_EQ(sum_of(pool, false), expect);
 }
 
 }  // namespace
