@@ -10,12 +10,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
+# Each step's wall time goes to the output, so a CI log shows where the minutes went.
+step_start=$SECONDS
+step_done() { echo "test.sh: $1 took $((SECONDS - step_start)) s"; step_start=$SECONDS; }
 if [ "${KVRAG_SKIP_SANITIZE:-0}" != "1" ]; then
   bash scripts/sanitize.sh
+  step_done "the sanitizer step (ASan/UBSan build, suite, fuzzing)"
 fi
 if [ "${KVRAG_TSAN_STEP:-1}" = "1" ]; then
   bash scripts/tsan.sh
+  step_done "the ThreadSanitizer step"
 fi
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DKVRAG_UNITY=ON >/dev/null
 cmake --build "$BUILD_DIR" -j "$JOBS"
+step_done "the Release build"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"
