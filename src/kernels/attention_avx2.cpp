@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "kernels/attention.h"
+#include "kernels/ops.h"
 #include "kernels/simd_avx2.h"
 
 namespace kvrag::kernels::avx2 {
@@ -72,42 +73,6 @@ void accumulate_pv(const float* p, const float* tile, int32_t hd, int32_t n, flo
     for (int b = 0; b < NB; ++b) _mm256_storeu_ps(o + 8 * b, acc[b]);
 }
 
-// In-place softmax of x (n), as kernels::softmax (max-subtracted, normalised by a double sum)
-// with the exponentials eight at a time.
-void softmax8(float* x, int32_t n) {
-    __m256 vmax = _mm256_set1_ps(-INFINITY);
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, vmax);
-    float max = lanes[0];
-    for (int k = 1; k < 8; ++k) max = lanes[k] > max ? lanes[k] : max;
-    for (int32_t j = i; j < n; ++j) max = x[j] > max ? x[j] : max;
-    const __m256 m = _mm256_set1_ps(max);
-    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-    for (i = 0; i + 8 <= n; i += 8) {
-        const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
-        _mm256_storeu_ps(x + i, e);
-        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-    }
-    alignas(32) double d[4];
-    _mm256_store_pd(d, _mm256_add_pd(s0, s1));
-    double sum = (d[0] + d[1]) + (d[2] + d[3]);
-    if (i < n) {
-        alignas(32) float tail[8] = {};
-        for (int32_t j = i; j < n; ++j) tail[j - i] = x[j] - max;
-        for (int32_t j = n - i; j < 8; ++j) tail[j] = -INFINITY;
-        _mm256_store_ps(tail, exp_ps(_mm256_load_ps(tail)));
-        for (int32_t j = i; j < n; ++j) {
-            x[j] = tail[j - i];
-            sum += tail[j - i];
-        }
-    }
-    const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
-    for (int32_t j = i; j < n; ++j) x[j] *= static_cast<float>(1.0 / sum);
-}
 
 }  // namespace
 
@@ -168,7 +133,7 @@ void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* o
         const int32_t nv = qs[j].n_visible;
         for (int32_t g = 0; g < nq; ++g) {
             float* p = scores + scores_per_query * j + static_cast<size_t>(g) * nv;
-            softmax8(p, nv);
+            avx2::softmax(p, nv);  // ops_avx2.cpp
             int32_t i = 0;
             for (; i + 8 <= nv; i += 8) _mm256_storeu_ps(p + i, round_f16(_mm256_loadu_ps(p + i)));
             for (; i < nv; ++i) p[i] = round_f16(p[i]);

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <vector>
 
 #include "kernels/fp16.h"
 #include "kernels/quant.h"
@@ -53,6 +54,13 @@ void softmax(float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+void softmax_fast(float* x, int64_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (using_avx2()) return avx2::softmax(x, n);
+#endif
+    softmax(x, n);
+}
+
 void ref::silu_mul(float* y, const float* g, const float* u, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
@@ -102,7 +110,17 @@ const std::array<uint16_t, 65536>& gelu_f16_table() {
 
 }  // namespace
 
-void gelu(float* y, const float* x, int64_t n) {
+const float* gelu_table_f32() {
+    static const std::vector<float> table = [] {
+        const auto& tab = gelu_f16_table();
+        std::vector<float> t(tab.size());
+        for (size_t i = 0; i < tab.size(); ++i) t[i] = fp16_to_fp32(tab[i]);
+        return t;
+    }();
+    return table.data();
+}
+
+void ref::gelu(float* y, const float* x, int64_t n) {
     const auto& tab = gelu_f16_table();
     for (int64_t i = 0; i < n; ++i) {
         const float v = x[i];
@@ -114,6 +132,13 @@ void gelu(float* y, const float* x, int64_t n) {
             y[i] = fp16_to_fp32(tab[fp32_to_fp16(v)]);
         }
     }
+}
+
+void gelu(float* y, const float* x, int64_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (using_avx2()) return avx2::gelu(y, x, n);
+#endif
+    ref::gelu(y, x, n);
 }
 
 }  // namespace kvrag::kernels

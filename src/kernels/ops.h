@@ -24,6 +24,10 @@ void rope_table(float* cos_sin, float pos, int32_t n_rot, float freq_base, float
 // In-place softmax of x: (n). Max-subtracted, sum in double.
 void softmax(float* x, int64_t n);
 
+// softmax() with the exponentials eight at a time when AVX2 is in use (using_avx2()): each
+// within 2 ulp of std::exp, so the results may differ from softmax()'s in the last bits.
+void softmax_fast(float* x, int64_t n);
+
 // y = silu(g) * u, element-wise. y, g, u: (n); y may alias g or u. With AVX2 in use
 // (using_avx2()) the exponentials come from a polynomial, within 2 ulp of std::exp.
 void silu_mul(float* y, const float* g, const float* u, int64_t n);
@@ -46,14 +50,21 @@ void gelu(float* y, const float* x, int64_t n);
 // one f16 rounding of it).
 float gelu_tanh_f32(float x);
 
+// gelu()'s table widened to floats: entry h is the result for the f16 value with bits h.
+const float* gelu_table_f32();
+
 namespace ref {
 // silu_mul with std::exp per element (the path without AVX2).
 void silu_mul(float* y, const float* g, const float* u, int64_t n);
+// gelu one element at a time (the path without AVX2; avx2::gelu equals it bit for bit).
+void gelu(float* y, const float* x, int64_t n);
 }  // namespace ref
 
 namespace avx2 {
-// silu_mul eight at a time (call only when avx2_supported()).
+// Eight at a time (call only when avx2_supported()).
 void silu_mul(float* y, const float* g, const float* u, int64_t n);
+void softmax(float* x, int64_t n);
+void gelu(float* y, const float* x, int64_t n);
 }  // namespace avx2
 
 }  // namespace kvrag::kernels

@@ -6,6 +6,7 @@
 
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "model/matmul.h"
 
 namespace kvrag::model {
 
@@ -42,9 +43,7 @@ void EncoderForward::ensure_capacity(int64_t n, int32_t max_seq, int n_threads) 
         attn_.assign(n * n_embd, 0.0f);
         up_.assign(n * n_ff, 0.0f);
         if (!w_.layers.empty() && w_.layers[0].w_gate.data) gate_.assign(n * n_ff, 0.0f);
-        // 4 bytes per element bound every activation format (F32 itself; Q8_K is the widest
-        // quantised one at 292 bytes per 256).
-        xp_.assign(static_cast<size_t>(n) * std::max(n_embd, n_ff) * sizeof(float) + 64, 0);
+        xp_.assign(prepared_rows_bytes(n, std::max(n_embd, n_ff)), 0);
         seq_of_.resize(static_cast<size_t>(n));
     }
     if (max_seq > cap_seq_ || n_threads > cap_threads_) {
@@ -55,31 +54,11 @@ void EncoderForward::ensure_capacity(int64_t n, int32_t max_seq, int n_threads) 
     }
 }
 
-// The next three helpers mirror ForwardPass's (model/forward.cpp): the same activation
-// preparation and row split, so F32, F16, BF16, Q8_0 and the K-quants all work and every
-// element is one vec_dot whatever the batch or thread count.
-EncoderForward::Prepared EncoderForward::prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols,
-                                                 ThreadPool& pool) {
-    const GgmlType vt = kernels::vec_dot_type(type);
-    const size_t row = ggml_row_size(vt, n_cols);
-    if (vt == GgmlType::F32) return {reinterpret_cast<const uint8_t*>(x), row};
-    uint8_t* dst = xp_.data();
-    pool.run([&](int ith, int nth) {
-        auto [t0, t1] = ThreadPool::split(n, ith, nth);
-        for (int64_t t = t0; t < t1; ++t) kernels::quantize_row(vt, x + t * n_cols, dst + t * row, n_cols);
-    });
-    return {dst, row};
-}
-
-void EncoderForward::matmul_prepared(const MatrixRef& W, Prepared xp, int64_t n, float* y, ThreadPool& pool) {
-    pool.run([&](int ith, int nth) {
-        auto [r0, r1] = ThreadPool::split(W.n_rows, ith, nth);
-        if (r0 < r1) kernels::matmul_rows(W.type, W.n_cols, W.data, W.row_bytes, xp.data, xp.row_bytes, n, y, W.n_rows, r0, r1);
-    });
-}
-
+// The products go through model/matmul.h, as the decoder's do: F32, F16, BF16, Q8_0 and the
+// K-quants all work (packed matrices on the tiled kernels), and every element is computed the
+// same way whatever the batch or thread count.
 void EncoderForward::matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
-    matmul_prepared(W, prepare(W.type, x, n, W.n_cols, pool), n, y, pool);
+    matmul_products({{&W, y}}, prepare_rows(W.type, x, n, W.n_cols, xp_.data(), pool), n, pool);
 }
 
 void EncoderForward::add_bias(float* y, const std::vector<float>& b, int64_t n, int64_t width) {
@@ -131,7 +110,7 @@ void EncoderForward::attention(std::span<const int32_t> seq_starts, int64_t n, T
                 for (int32_t t = 0; t < nb; ++t) {
                     float* row = scores + static_cast<size_t>(t) * len;
                     for (int32_t c = 0; c < len; ++c) row[c] *= scale;
-                    kernels::softmax(row, len);
+                    kernels::softmax_fast(row, len);
                 }
                 // out (nb, head_dim) = P V
                 kernels::matmul_rows(GgmlType::F32, len, vt, static_cast<size_t>(len) * sizeof(float), scores,
@@ -214,11 +193,10 @@ Result<void> EncoderForward::run(std::span<const int32_t> tokens, std::span<cons
                 std::memcpy(&k_[t * n_embd], row + n_embd, n_embd * sizeof(float));
                 std::memcpy(&v_[t * n_embd], row + 2 * n_embd, n_embd * sizeof(float));
             }
-        } else if (L.wq.type == L.wk.type && L.wq.type == L.wv.type) {
-            const Prepared xp = prepare(L.wq.type, x_.data(), n, n_embd, pool);
-            matmul_prepared(L.wq, xp, n, q_.data(), pool);
-            matmul_prepared(L.wk, xp, n, k_.data(), pool);
-            matmul_prepared(L.wv, xp, n, v_.data(), pool);
+        } else if (kernels::vec_dot_type(L.wq.type) == kernels::vec_dot_type(L.wk.type) &&
+                   kernels::vec_dot_type(L.wq.type) == kernels::vec_dot_type(L.wv.type)) {
+            const PreparedRows xp = prepare_rows(L.wq.type, x_.data(), n, n_embd, xp_.data(), pool);
+            matmul_products({{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}}, xp, n, pool);
         } else {
             matmul(L.wq, x_.data(), n, q_.data(), pool);
             matmul(L.wk, x_.data(), n, k_.data(), pool);
@@ -243,10 +221,9 @@ Result<void> EncoderForward::run(std::span<const int32_t> tokens, std::span<cons
         residual_norm(x_.data(), y_.data(), L.attn_out_norm, L.attn_out_norm_b, n, pool);
 
         // 4. Feed-forward, post-norm.
-        if (L.w_gate.data && L.w_gate.type == L.w_up.type) {
-            const Prepared xp = prepare(L.w_up.type, x_.data(), n, n_embd, pool);
-            matmul_prepared(L.w_gate, xp, n, gate_.data(), pool);
-            matmul_prepared(L.w_up, xp, n, up_.data(), pool);
+        if (L.w_gate.data && kernels::vec_dot_type(L.w_gate.type) == kernels::vec_dot_type(L.w_up.type)) {
+            const PreparedRows xp = prepare_rows(L.w_up.type, x_.data(), n, n_embd, xp_.data(), pool);
+            matmul_products({{&L.w_gate, gate_.data()}, {&L.w_up, up_.data()}}, xp, n, pool);
         } else {
             if (L.w_gate.data) matmul(L.w_gate, x_.data(), n, gate_.data(), pool);
             matmul(L.w_up, x_.data(), n, up_.data(), pool);

@@ -56,14 +56,7 @@ public:
 
 private:
     void ensure_capacity(int64_t n_tokens, int32_t max_seq, int n_threads);
-    // y (n, W.n_rows) = x (n, W.n_cols) W^T (+ bias when not empty); x is brought to W's
-    // vec_dot type first (the same preparation serves several matrices via matmul_prepared).
-    struct Prepared {
-        const uint8_t* data;
-        size_t row_bytes;
-    };
-    Prepared prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool);
-    void matmul_prepared(const MatrixRef& W, Prepared xp, int64_t n, float* y, ThreadPool& pool);
+    // y (n, W.n_rows) = x (n, W.n_cols) W^T through xp_ (model/matmul.h).
     void matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool);
     void add_bias(float* y, const std::vector<float>& b, int64_t n, int64_t width);
     // x (n, n_embd) = LayerNorm(x + y) with the given weight and bias.

@@ -1,6 +1,7 @@
 #include "model/encoder_weights.h"
 
 #include "kernels/quant.h"
+#include "kernels/repack.h"
 #include "model/weights.h"
 
 namespace kvrag::model {
@@ -134,6 +135,16 @@ Result<EncoderWeights> bind_encoder_weights(const gguf::GgufFile& f, const Model
         }
         return w;
     });
+}
+
+void pack_encoder_weights(EncoderWeights& w, const OnPacked& on_packed) {
+    for (EncoderLayerWeights& l : w.layers) {
+        for (MatrixRef* m : {&l.wq, &l.wk, &l.wv, &l.wqkv, &l.wo, &l.w_up, &l.w_gate, &l.w_down}) {
+            if (!m->data) continue;  // not in this architecture (bert: no wqkv, no gate)
+            m->packed = kernels::repack(m->type, m->data, m->row_bytes, m->n_rows, m->n_cols);
+            if (m->packed && on_packed) on_packed(*m);
+        }
+    }
 }
 
 }  // namespace kvrag::model

@@ -58,4 +58,9 @@ struct EncoderWeights {
 //   gguf_unsupported_type for a tensor type without kernels.
 Result<EncoderWeights> bind_encoder_weights(const gguf::GgufFile& file, const ModelHParams& hp);
 
+// As pack_weights (model/weights.h) for the layers' matrices, so the encoder's products run on
+// the same tiled kernels as a decoder's prompt. The embedding tables and the small rank head
+// stay as stored.
+void pack_encoder_weights(EncoderWeights& w, const OnPacked& on_packed = nullptr);
+
 }  // namespace kvrag::model

@@ -9,6 +9,7 @@
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "kernels/repack.h"
+#include "model/matmul.h"
 
 namespace kvrag::model {
 
@@ -28,10 +29,9 @@ void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads)
         up_.assign(n * hp_.n_ff, 0.0f);
         rope_.assign(n * hp_.n_rot, 0.0f);
         rope_swa_.assign(hp_.has_swa() ? n * hp_.n_rot : 0, 0.0f);
-        // Prepared rows of the widest input (n_ff or n_embd_q): 4 bytes per element bounds
-        // every quantised dot format (Q8_1 takes 36 bytes per 32).
+        // Prepared rows of the widest input (n_ff or n_embd_q).
         const int64_t widest = std::max<int64_t>({hp_.n_embd, hp_.n_ff, hp_.n_embd_q()});
-        xp_.assign(static_cast<size_t>(n) * widest * sizeof(float) + 64, 0);
+        xp_.assign(prepared_rows_bytes(n, widest), 0);
     }
     if (max_visible > cap_visible_ || n_threads > cap_threads_) {
         cap_visible_ = std::max(cap_visible_, max_visible);
@@ -43,45 +43,8 @@ void ForwardPass::ensure_capacity(int64_t n, int32_t max_visible, int n_threads)
     }
 }
 
-ForwardPass::Prepared ForwardPass::prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool) {
-    const GgmlType vt = kernels::vec_dot_type(type);
-    const size_t row = ggml_row_size(vt, n_cols);
-    if (vt == GgmlType::F32) return {reinterpret_cast<const uint8_t*>(x), row};  // already in dot format
-    uint8_t* dst = xp_.data();
-    auto convert = [&](int ith, int nth) {
-        auto [t0, t1] = ThreadPool::split(n, ith, nth);
-        for (int64_t t = t0; t < t1; ++t) kernels::quantize_row(vt, x + t * n_cols, dst + t * row, n_cols);
-    };
-    // A few rows take about a microsecond each: less than handing them to the pool costs.
-    if (n < kMinRowsToSplitPrepare) convert(0, 1);
-    else pool.run(convert);
-    return {dst, row};
-}
-
-void ForwardPass::matmul_prepared(std::initializer_list<Product> products, const uint8_t* xp, size_t xp_row_bytes,
-                                  int64_t n, ThreadPool& pool) {
-    pool.run([&](int ith, int nth) {
-        for (const Product& p : products) {
-            const MatrixRef& W = *p.W;
-            if (W.packed) {
-                // Whole 8-row groups per thread, so no thread computes a group another one stores.
-                const int64_t n_groups = (W.n_rows + kernels::kPackRows - 1) / kernels::kPackRows;
-                auto [g0, g1] = ThreadPool::split(n_groups, ith, nth);
-                const int64_t r0 = g0 * kernels::kPackRows, r1 = std::min(g1 * kernels::kPackRows, W.n_rows);
-                if (r0 < r1) kernels::matmul_packed(*W.packed, xp, xp_row_bytes, n, p.y, W.n_rows, r0, r1);
-            } else {
-                auto [r0, r1] = ThreadPool::split(W.n_rows, ith, nth);
-                if (r0 < r1) {
-                    kernels::matmul_rows(W.type, W.n_cols, W.data, W.row_bytes, xp, xp_row_bytes, n, p.y, W.n_rows, r0, r1);
-                }
-            }
-        }
-    });
-}
-
 void ForwardPass::matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
-    const Prepared xp = prepare(W.type, x, n, W.n_cols, pool);
-    matmul_prepared({{&W, y}}, xp.data, xp.row_bytes, n, pool);
+    matmul_products({{&W, y}}, prepare_rows(W.type, x, n, W.n_cols, xp_.data(), pool), n, pool);
 }
 
 template <class Fn>
@@ -247,10 +210,12 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
         for_tokens(n, pool, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.attn_norm.data(), n_embd, hp_.rms_eps);
         });
-        // q, k, v projections; one activation preparation serves all three when types agree.
-        if (L.wq.type == L.wk.type && L.wq.type == L.wv.type) {
-            const Prepared xp = prepare(L.wq.type, xn_.data(), n, n_embd, pool);
-            matmul_prepared({{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}}, xp.data, xp.row_bytes, n, pool);
+        // q, k, v projections; one activation preparation serves all three when their vec_dot
+        // types agree (Q4_K_M: Q4_K q/k with a Q6_K v all take Q8_K rows).
+        const GgmlType q_dot = kernels::vec_dot_type(L.wq.type);
+        if (q_dot == kernels::vec_dot_type(L.wk.type) && q_dot == kernels::vec_dot_type(L.wv.type)) {
+            const PreparedRows xp = prepare_rows(L.wq.type, xn_.data(), n, n_embd, xp_.data(), pool);
+            matmul_products({{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}}, xp, n, pool);
         } else {
             matmul(L.wq, xn_.data(), n, q_.data(), pool);
             matmul(L.wk, xn_.data(), n, k_.data(), pool);
@@ -294,9 +259,9 @@ Result<void> ForwardPass::run(std::span<const BatchToken> batch, KvView& kv, Thr
                 kernels::rmsnorm(&xn_[t * n_embd], &x_[t * n_embd], L.ffn_norm.data(), n_embd, hp_.rms_eps);
             }
         });
-        if (L.w_gate.type == L.w_up.type) {
-            const Prepared xp = prepare(L.w_gate.type, xn_.data(), n, n_embd, pool);
-            matmul_prepared({{&L.w_gate, gate_.data()}, {&L.w_up, up_.data()}}, xp.data, xp.row_bytes, n, pool);
+        if (kernels::vec_dot_type(L.w_gate.type) == kernels::vec_dot_type(L.w_up.type)) {
+            const PreparedRows xp = prepare_rows(L.w_gate.type, xn_.data(), n, n_embd, xp_.data(), pool);
+            matmul_products({{&L.w_gate, gate_.data()}, {&L.w_up, up_.data()}}, xp, n, pool);
         } else {
             matmul(L.w_gate, xn_.data(), n, gate_.data(), pool);
             matmul(L.w_up, xn_.data(), n, up_.data(), pool);

@@ -45,25 +45,7 @@ public:
 
 private:
     void ensure_capacity(int64_t n_tokens, int32_t max_visible, int n_threads);
-    // One product y (n, W->n_rows) = x (n, W->n_cols) W^T of a matmul_prepared call.
-    struct Product {
-        const MatrixRef* W;
-        float* y;
-    };
-    // The products of matrices that share their input (q/k/v, gate/up), x already prepared for
-    // their vec_dot type, in one pool run: each thread does its share of every product, so a
-    // decode step waits at one barrier instead of one per matrix.
-    void matmul_prepared(std::initializer_list<Product> products, const uint8_t* xp, size_t xp_row_bytes, int64_t n,
-                         ThreadPool& pool);
-    // x (n, n_cols) in the vec_dot format of `type`: x itself when that format is F32, else
-    // converted into xp_.
-    struct Prepared {
-        const uint8_t* data;
-        size_t row_bytes;
-    };
-    Prepared prepare(GgmlType type, const float* x, int64_t n, int64_t n_cols, ThreadPool& pool);
-    // Fewer rows than this are converted on the calling thread (decode: one row, ~1 us).
-    static constexpr int64_t kMinRowsToSplitPrepare = 4;
+    // y (n, W.n_rows) = x (n, W.n_cols) W^T through xp_ (model/matmul.h).
     void matmul(const MatrixRef& W, const float* x, int64_t n, float* y, ThreadPool& pool);
     // local: a sliding-window layer (sees the last n_swa positions); local_cells: its K/V live
     // in the view's local cells, so each token attends to its local_visible list.

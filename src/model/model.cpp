@@ -48,15 +48,15 @@ Result<std::shared_ptr<Model>> Model::from_file(std::shared_ptr<gguf::GgufFile> 
             next_report = done + kReport;
         }
     };
-    if (!m->is_encoder()) {
-        pack_weights(m->w_, [&](const MatrixRef& w) {
-            const uint64_t n = static_cast<uint64_t>(w.n_rows) * w.row_bytes;
-            m->packed_bytes_ += n;
-            m->released_bytes_ += m->file_->release_pages(w.data, n);
-            released.emplace_back(w.data, w.data + n);
-            report(n);
-        });
-    }
+    const OnPacked on_packed = [&](const MatrixRef& w) {
+        const uint64_t n = static_cast<uint64_t>(w.n_rows) * w.row_bytes;
+        m->packed_bytes_ += n;
+        m->released_bytes_ += m->file_->release_pages(w.data, n);
+        released.emplace_back(w.data, w.data + n);
+        report(n);
+    };
+    if (m->is_encoder()) pack_encoder_weights(m->enc_, on_packed);
+    else pack_weights(m->w_, on_packed);
     std::sort(released.begin(), released.end());
     auto is_released = [&](const uint8_t* p) {
         auto it = std::upper_bound(released.begin(), released.end(), p,
