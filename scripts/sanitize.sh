@@ -12,13 +12,17 @@ BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
 FUZZ_SECONDS=${FUZZ_SECONDS:-120}
 JOBS=${JOBS:-$(nproc)}
 CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVRAG_FUZZ=ON -DKVRAG_UNITY=ON >/dev/null
+build_start=$SECONDS
 cmake --build "$BUILD_DIR" -j "$JOBS"
+echo "sanitize: the ASan/UBSan build took $((SECONDS - build_start)) s"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # The suite in JOBS gtest shards at once (scripts/lib/gtest_shards.sh).
 source scripts/lib/gtest_shards.sh
+suite_start=$SECONDS
 run_gtest_shards "$BUILD_DIR/kvrag_tests" "$BUILD_DIR/test-shards" "$JOBS" --gtest_brief=1 \
   --gtest_filter='-ReferenceForward*:*TenThousand*'
+echo "sanitize: the ASan/UBSan suite took $((SECONDS - suite_start)) s"
 
 # Every target CMake builds (the same glob), each with an equal share of FUZZ_SECONDS (at least 5 s).
 mapfile -t TARGETS < <(for f in tests/fuzz/*_fuzz.cpp; do basename "$f" .cpp; done)
