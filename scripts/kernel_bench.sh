@@ -15,7 +15,7 @@ git archive "$OLD_REV" src/kernels src/core | tar -x -C "$WORK/old"
 build() {  # build ROOT OUT
     local root=$1 out=$2 objs=() f flags o
     for f in "$root"/src/kernels/*.cpp "$root"/src/core/ggml_type.cpp; do
-        case $(basename "$f") in attention*|ops.cpp) continue ;; esac
+        case $(basename "$f") in attention*|ops*.cpp) continue ;; esac
         flags=""
         case $f in *_avx2.cpp) flags="-mavx2 -mfma -mf16c" ;; esac
         o="$out.$(basename "$f").o"
