@@ -17,7 +17,8 @@ std::string threads_warning(int32_t n_threads, int n_cpus, int n_physical) {
     if (n_threads <= n_cpus) return {};
     auto count = [](int n, const char* noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); };
     return "kvrag: warning: --threads " + std::to_string(n_threads) + " is more than the " + count(n_cpus, "CPU") +
-           " this process may use; expect slower runs (default: " + count(n_physical, "physical core") + ")";
+           " this process may use; the pool runs at most " + std::to_string(n_cpus) + " of them at a time (default: " +
+           count(n_physical, "physical core") + ")";
 }
 
 void warn_threads(int32_t n_threads) {

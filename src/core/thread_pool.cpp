@@ -14,9 +14,10 @@ namespace kvrag {
 
 ThreadPool::ThreadPool(int n_threads, int n_cpus, Participation participation, BackOff back_off)
     : n_threads_(n_threads < 1 ? 1 : n_threads), spins_(n_threads_ <= n_cpus),
-      adaptive_(participation == Participation::adaptive), times_(back_off), n_active_(n_threads_),
-      back_off_(times_.min) {
-    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+      adaptive_(participation == Participation::adaptive), times_(back_off),
+      cap_(adaptive_ ? std::max(1, std::min(n_threads_, n_cpus)) : n_threads_), n_active_(cap_), back_off_(times_.min) {
+    // Workers past cap_ would never run a job: not started.
+    for (int i = 1; i < cap_; ++i) workers_.emplace_back([this, i] { worker(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -39,12 +40,12 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     Clock::time_point start{};
     if (adaptive_) {
         start = Clock::now();
-        if (n_active_ < n_threads_ && start >= grow_at_) {
-            n_active_ = std::min(n_threads_, 2 * n_active_);  // the back-off is over: try more threads
+        if (n_active_ < cap_ && start >= grow_at_) {
+            n_active_ = std::min(cap_, 2 * n_active_);  // the back-off is over: try more threads
             grow_at_ = start + back_off_;
         }
         nth = n_active_;
-        if (nth < n_threads_) ++n_reduced_runs_;
+        if (nth < cap_) ++n_reduced_runs_;
         if (nth == 1) {
             fn(0, 1);
             return;

@@ -296,18 +296,18 @@ TEST(ThreadPool, OversubscribedPoolKeepsItsExceptionSafety) {
     for (int i = 0; i < 16; ++i) EXPECT_EQ(next.count[i].load(), 1);
 }
 
-// Adaptive participation. A worker that is "not running" is simulated by a worker whose part
+// Adaptive participation. A worker that is "not running" is simulated by worker 1, whose part
 // sleeps while the caller's part is empty: the caller then waits far longer than the overrun
 // bound and longer than its own part, so the next runs go to fewer threads.
 TEST(ThreadPool, AnOverrunHalvesTheParticipantsUntilTheBackOffIsOver) {
     // A back-off of a minute: nothing grows back during this test, however slow the machine.
     const BackOff minute{std::chrono::microseconds(500), std::chrono::seconds(60), std::chrono::seconds(60)};
-    ThreadPool pool(4, available_cpu_count(), Participation::adaptive, minute);
+    ThreadPool pool(4, 4, Participation::adaptive, minute);  // told 4 CPUs: all four may run
     ASSERT_EQ(pool.participants(), 4);
     std::atomic<int> max_nth{0};
     auto slow_worker = [&](int ith, int nth) {
         max_nth = std::max(max_nth.load(), nth);
-        if (ith == nth - 1 && ith > 0) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        if (ith == 1) std::this_thread::sleep_for(std::chrono::milliseconds(30));
     };
     pool.run(slow_worker);
     EXPECT_EQ(max_nth.load(), 4);
@@ -333,13 +333,12 @@ TEST(ThreadPool, AfterTheBackOffTheParticipantsGrowBackToAll) {
     // back-off doubles the participants: 1 -> 2 -> 4. On a busy machine a probe may overrun
     // and halve them again, so the runs repeat (bounded) until all four take part.
     const BackOff short_one{std::chrono::microseconds(500), std::chrono::milliseconds(1), std::chrono::milliseconds(1)};
-    ThreadPool pool(4, available_cpu_count(), Participation::adaptive, short_one);
-    pool.run([](int ith, int nth) {
-        if (ith == nth - 1 && ith > 0) std::this_thread::sleep_for(std::chrono::milliseconds(30));
-    });
-    pool.run([](int ith, int nth) {
-        if (ith == nth - 1 && ith > 0) std::this_thread::sleep_for(std::chrono::milliseconds(30));
-    });
+    ThreadPool pool(4, 4, Participation::adaptive, short_one);
+    for (int r = 0; r < 2; ++r) {
+        pool.run([](int ith, int) {
+            if (ith == 1) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        });
+    }
     ASSERT_GE(pool.overruns(), 1u);
     ASSERT_LT(pool.participants(), 4);
     for (int attempt = 0; attempt < 200 && pool.participants() < 4; ++attempt) {
@@ -354,6 +353,24 @@ TEST(ThreadPool, AfterTheBackOffTheParticipantsGrowBackToAll) {
     });
     EXPECT_EQ(all.bad_nth.load(), 0);
     for (int i = 0; i < 4; ++i) EXPECT_EQ(all.count[i].load(), 1) << "ith " << i;
+}
+
+// More threads than CPUs: an adaptive pool hands runs to at most the CPUs' count (told 2 here,
+// on any machine), with every element still computed once; Participation::all uses them all.
+TEST(ThreadPool, AnAdaptivePoolUsesAtMostTheCpus) {
+    ThreadPool pool(16, 2, Participation::adaptive);
+    EXPECT_EQ(pool.size(), 16);
+    EXPECT_EQ(pool.participants(), 2);
+    Calls calls(16);
+    pool.run([&](int ith, int nth) {
+        if (nth != 2) ++calls.bad_nth;
+        ++calls.count[ith];
+    });
+    EXPECT_EQ(calls.bad_nth.load(), 0);
+    EXPECT_EQ(calls.count[0].load() + calls.count[1].load(), 2);
+    for (int i = 2; i < 16; ++i) EXPECT_EQ(calls.count[i].load(), 0) << "ith " << i;
+    EXPECT_EQ(ThreadPool(16, 2, Participation::all).participants(), 16);
+    EXPECT_EQ(ThreadPool(3, 1, Participation::adaptive).participants(), 1);
 }
 
 // Whatever the participants, every element is computed once and the results equal those of a
@@ -377,7 +394,7 @@ TEST(ThreadPool, AdaptiveRunsGiveTheSameResultsWhateverTheParticipants) {
     ThreadPool one(1);
     const int64_t expect = sum_of(one, false);
     const BackOff minute{std::chrono::microseconds(500), std::chrono::seconds(60), std::chrono::seconds(60)};
-    ThreadPool pool(3, available_cpu_count(), Participation::adaptive, minute);
+    ThreadPool pool(3, 3, Participation::adaptive, minute);
     for (int r = 0; r < 20; ++r) EXPECT_EQ(sum_of(pool, true), expect) << "run " << r;
     EXPECT_GE(pool.overruns(), 1u);
     EXPECT_EQ(pool.participants(), 1);
