@@ -94,14 +94,19 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
 }
 
 void ThreadPool::note_run(int nth, Clock::time_point start, Clock::time_point own_done, Clock::time_point all_done) {
-    const Clock::duration own = own_done - start, wait = all_done - own_done;
-    if (wait > times_.overrun && wait > own) {
-        // A worker was not running: fewer threads for a while (see the header).
+    using us = std::chrono::duration<double, std::micro>;
+    const Clock::duration wait = all_done - own_done;
+    const bool long_wait = wait > times_.overrun;
+    own_avg_us_ += (us(own_done - start).count() - own_avg_us_) / 8.0;
+    wait_avg_us_ += ((long_wait ? us(wait).count() : 0.0) - wait_avg_us_) / 8.0;
+    if (long_wait && wait_avg_us_ > own_avg_us_ * (nth - 1)) {
+        // Workers not running cost more than they give: fewer threads for a while (see the header).
         ++n_overruns_;
         n_active_ = std::max(1, nth / 2);
         grow_at_ = all_done + back_off_;
         back_off_ = std::min<Clock::duration>(2 * back_off_, times_.max);
         good_runs_ = 0;
+        own_avg_us_ = wait_avg_us_ = 0.0;  // the next judgement is of the new thread count
     } else if (++good_runs_ >= kSettleRuns) {
         back_off_ = times_.min;
         good_runs_ = 0;

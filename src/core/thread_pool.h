@@ -21,12 +21,18 @@
 // participant, and on a machine busy with other work a worker is often waiting for a CPU, so
 // every run waits a scheduler quantum (milliseconds) for jobs of microseconds: a 2-thread server
 // beside two CPU hogs ran 4x slower than a 1-thread one. Since results never depend on nth, run()
-// may hand a job to fewer threads. It measures each run: when the caller, done with its part,
-// waited for the workers longer than BackOff::overrun and longer than its own part took (a worker
-// that was not running, not one with more work), the next runs use half the threads (down to the
-// caller alone) for a back-off time that doubles with each overrun (BackOff::min to ::max);
-// after it, runs try twice the threads again, and kSettleRuns good runs in a row reset the
-// back-off. On a quiet machine no run overruns and every run uses all threads. An adaptive
+// may hand a job to fewer threads. It measures each run: how long the caller's own part took,
+// and how long it then waited for the workers when that wait exceeded BackOff::overrun (a worker
+// that was not running; shorter waits are the hand-off itself). Both are averaged over recent
+// runs (weight 1/8). An overrun is a run that waited past BackOff::overrun while the averaged
+// wait exceeds the averaged part times (nth - 1): the threads then cost more than they give
+// (serial would take about nth parts). The next runs use half the threads (down to the caller
+// alone) for a back-off time that doubles with each overrun (BackOff::min to ::max); after it,
+// runs try twice the threads again, and kSettleRuns good runs in a row reset the back-off. A
+// worker preempted now and then during long runs (a prompt's products) does not trigger it:
+// session 8 first judged each run alone, and one preemption then cost a prompt up to 256 ms
+// on half the threads (pp512 -19 % on a lightly loaded machine). On a quiet machine no run
+// overruns and every run uses all threads. An adaptive
 // pool never hands a run to more threads than n_cpus and starts only that many (a barrier
 // waits for its slowest thread, and with more threads than CPUs one is always waiting for a
 // core: `-t 64` on 2 CPUs decoded at 50 tok/s with 64 participants, at -t 2's speed with 2).
@@ -78,8 +84,8 @@ public:
     // Threads the next run hands its job to (adaptive participation; when quiet, size() or
     // n_cpus, whichever is smaller).
     int participants() const { return n_active_; }
-    // Runs whose wait for the workers overran (each halved the participants), and runs handed
-    // to fewer threads than a quiet machine would get, since the pool was made.
+    // Overruns (runs that halved the participants, see above), and runs handed to fewer
+    // threads than a quiet machine would get, since the pool was made.
     uint64_t overruns() const { return n_overruns_; }
     uint64_t reduced_runs() const { return n_reduced_runs_; }
     // Not reentrant: fn must not call run() on the same pool, and one run at a time.
@@ -114,6 +120,7 @@ private:
     Clock::time_point grow_at_{};
     Clock::duration back_off_;
     int good_runs_ = 0;
+    double own_avg_us_ = 0.0, wait_avg_us_ = 0.0;  // recent runs' parts and long waits
     uint64_t n_overruns_ = 0, n_reduced_runs_ = 0;
     std::vector<std::thread> workers_;
     std::mutex mu_;
