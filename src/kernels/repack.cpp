@@ -76,13 +76,25 @@ void pack_q45_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t*
                 unpack_scale_min_k4(j, b.scales, &sc, &m);
                 out[kPackQ4_KScales + 8 * j + r] = sc;
                 out[kPackQ4_KMins + 16 * (j / 2) + 2 * r + (j & 1)] = m;
-                for (int m4 = 0; m4 < 4; ++m4) {
+                if constexpr (kHasHighBit) {
                     for (int jj = 0; jj < 4; ++jj) {
-                        const int lo = 32 * j + 4 * m4 + jj, hi = lo + 16;
-                        out[kPackQ4_KQuants + 128 * j + 32 * m4 + 4 * r + jj] = static_cast<uint8_t>(q[lo] | (q[hi] << 4));
-                        if constexpr (kHasHighBit) {
-                            out[kPackQ5_KHigh + 32 * j + 4 * r + jj] |=
-                                static_cast<uint8_t>((high[lo] << (2 * m4)) | (high[hi] << (2 * m4 + 1)));
+                        uint8_t v[8];  // element 32j + 4k + jj, all five bits
+                        for (int k = 0; k < 8; ++k) v[k] = static_cast<uint8_t>(q[32 * j + 4 * k + jj] | (high[32 * j + 4 * k + jj] << 4));
+                        // Elements 5..7's bits, in bits 5..7 of the five bytes (repack_layout.h).
+                        const uint8_t spare[5] = {
+                            static_cast<uint8_t>((v[5] & 7) << 5),
+                            static_cast<uint8_t>((((v[5] >> 3) & 3) << 5) | ((v[6] & 1) << 7)),
+                            static_cast<uint8_t>(((v[6] >> 1) & 7) << 5),
+                            static_cast<uint8_t>((((v[6] >> 4) & 1) << 5) | ((v[7] & 3) << 6)),
+                            static_cast<uint8_t>(((v[7] >> 2) & 7) << 5),
+                        };
+                        for (int k = 0; k < 5; ++k) out[kPackQ5_KQuants + 160 * j + 32 * k + 4 * r + jj] = static_cast<uint8_t>(v[k] | spare[k]);
+                    }
+                } else {
+                    for (int m4 = 0; m4 < 4; ++m4) {
+                        for (int jj = 0; jj < 4; ++jj) {
+                            const int lo = 32 * j + 4 * m4 + jj, hi = lo + 16;
+                            out[kPackQ4_KQuants + 128 * j + 32 * m4 + 4 * r + jj] = static_cast<uint8_t>(q[lo] | (q[hi] << 4));
                         }
                     }
                 }
@@ -111,15 +123,13 @@ void pack_q6_k_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* 
             uint8_t q[kQK_K];
             for (int e = 0; e < kQK_K; ++e) q[e] = q6_k_value(b, e);
             for (int j = 0; j < 16; ++j) {
-                out[kPackQ6_KScales + 8 * j + r] = static_cast<uint8_t>(b.scales[j]);
+                out[kPackQ6_KScales + 16 * (j / 2) + 2 * r + (j % 2)] = static_cast<uint8_t>(b.scales[j]);
                 for (int jj = 0; jj < 4; ++jj) {
-                    for (int a = 0; a < 2; ++a) {
-                        out[kPackQ6_KLow + 64 * j + 32 * a + 4 * r + jj] =
-                            static_cast<uint8_t>((q[16 * j + 4 * a + jj] & 0x0F) | ((q[16 * j + 8 + 4 * a + jj] & 0x0F) << 4));
+                    const uint8_t v3 = q[16 * j + 12 + jj];
+                    for (int v = 0; v < 3; ++v) {
+                        out[kPackQ6_KQuants + 96 * j + 32 * v + 4 * r + jj] =
+                            static_cast<uint8_t>(q[16 * j + 4 * v + jj] | (((v3 >> (2 * v)) & 3) << 6));
                     }
-                    uint8_t high = 0;
-                    for (int v = 0; v < 4; ++v) high = static_cast<uint8_t>(high | ((q[16 * j + 4 * v + jj] >> 4) << (2 * v)));
-                    out[kPackQ6_KHigh + 32 * j + 4 * r + jj] = high;
                 }
             }
         }

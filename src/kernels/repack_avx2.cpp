@@ -216,14 +216,16 @@ void group_q8_k(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t 
 //   acc = acc + dx * (d * float(isum) - dmin * float(msum))
 // isum = sum_j sc_j * dot_j and msum = sum_j m_j * ysum_j are exact. Q4_K (kBlockBytes
 // kPackQ4_KBlockBytes): q <= 15, so a maddubs pair is at most 3840 and a sub-block's int16 lanes
-// take all 8 of them (<= 30720) before the madd by sc <= 63. Q5_K (kPackQ5_KBlockBytes, the
-// fifth bit ORed in as bit 4): q <= 31, a pair is at most 7936, so the int16 lanes are widened
-// after every 4 pairs (<= 31744). |isum| < 2^31 either way.
+// take all 8 of them (<= 30720) before the madd by sc <= 63. Q5_K (kPackQ5_KBlockBytes, whole
+// 5-bit values): q <= 31, a pair is at most 7936, so the int16 lanes are widened after every 4
+// pairs (<= 31744). |isum| < 2^31 either way.
 template <int NT, size_t kBlockBytes>
 inline void q45_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
     constexpr bool kHasHighBit = kBlockBytes == kPackQ5_KBlockBytes;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    const __m256i m31 = _mm256_set1_epi8(0x1F), bit5 = _mm256_set1_epi8(0x20), m60 = _mm256_set1_epi8(0x60);
+    const __m256i m80 = _mm256_set1_epi8(static_cast<char>(0x80)), mc0 = _mm256_set1_epi8(static_cast<char>(0xC0));
+    const __m256i me0 = _mm256_set1_epi8(static_cast<char>(0xE0));
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, w += kBlockBytes, xa += kActQ8_KBytes) {
@@ -234,32 +236,43 @@ inline void q45_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* 
             // Sub-block j's scale of each row in both int16 halves of its int32 lane.
             const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + kPackQ4_KScales + 8 * j)));
             const __m256i scv = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
-            __m256i high = _mm256_setzero_si256();
-            if constexpr (kHasHighBit) high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ5_KHigh + 32 * j));
+            if constexpr (kHasHighBit) {
+                // Five vectors hold the sub-block's eight: elements 4k .. 4k + 3 (k < 5) in bits
+                // 0..4 of vector k, the other three in pieces in bits 5..7 (repack_layout.h).
+                const uint8_t* q = w + kPackQ5_KQuants + 160 * j;
+                __m256i b[5];
+                for (int k = 0; k < 5; ++k) b[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * k));
+                __m256i v[8];
+                for (int k = 0; k < 5; ++k) v[k] = _mm256_and_si256(b[k], m31);
+                // Masks before the epi16 shifts: no bits cross into the neighbouring byte.
+                v[5] = _mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(b[0], me0), 5), _mm256_srli_epi16(_mm256_and_si256(b[1], m60), 2));
+                v[6] = _mm256_or_si256(_mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(b[1], m80), 7),
+                                                       _mm256_srli_epi16(_mm256_and_si256(b[2], me0), 4)),
+                                       _mm256_srli_epi16(_mm256_and_si256(b[3], bit5), 1));
+                v[7] = _mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(b[3], mc0), 6), _mm256_srli_epi16(_mm256_and_si256(b[4], me0), 3));
+                for (int half = 0; half < 2; ++half) {
+                    for (int t = 0; t < NT; ++t) {
+                        const uint8_t* xq = xa + kQK_K * t + 32 * j + 16 * half;
+                        __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(v[4 * half], broadcast_i32(xq)),
+                                                     _mm256_maddubs_epi16(v[4 * half + 1], broadcast_i32(xq + 4)));
+                        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(v[4 * half + 2], broadcast_i32(xq + 8)));
+                        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(v[4 * half + 3], broadcast_i32(xq + 12)));
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s, scv));
+                    }
+                }
+                continue;
+            }
             __m256i s16[NT];
             for (int t = 0; t < NT; ++t) s16[t] = _mm256_setzero_si256();
             for (int m = 0; m < 4; ++m) {
                 const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ4_KQuants + 128 * j + 32 * m));
-                __m256i lo = _mm256_and_si256(raw, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                if constexpr (kHasHighBit) {
-                    // Bits 2m and 2m + 1 of each byte to bit 4 (epi16 shifts: what crosses into the
-                    // neighbouring byte is masked off).
-                    const __m256i hm = _mm256_srli_epi16(high, 2 * m);
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hm, 4), bit4));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hm, 3), bit4));
-                }
+                const __m256i lo = _mm256_and_si256(raw, m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
                 for (int t = 0; t < NT; ++t) {
                     const uint8_t* xq = xa + kQK_K * t + 32 * j;
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
                     keep(s16[t]);
-                }
-                if (kHasHighBit && m == 1) {
-                    for (int t = 0; t < NT; ++t) {
-                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], scv));
-                        s16[t] = _mm256_setzero_si256();
-                    }
                 }
             }
             for (int t = 0; t < NT; ++t) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], scv));
@@ -312,51 +325,51 @@ void group_q8_k16(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_
 //   acc = acc + (d * dx) * float(isum),  isum = sum_j sc_j * sum_l (q - 32) x
 // computed as sum_j sc_j * (q . x)_j - 32 * sum_j sc_j * bsum_j, exact: q <= 63, so a maddubs
 // pair is at most 16128 and two added 32256 (int16); times |sc| <= 128 in madd, and |isum|
-// stays below 2^29.
+// stays below 2^29. Sub-blocks go in pairs (2p, 2p + 1): one widening of their scales serves
+// both madds (a byte shuffle puts each row's scale in both int16 halves of its lane) and the
+// offset's madd against the bsums.
 template <int NT>
 inline void q6_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i m2 = _mm256_set1_epi8(0x03);
-    const __m256i m30 = _mm256_set1_epi8(0x30);
-    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+    const __m256i m63 = _mm256_set1_epi8(0x3F);
+    const __m256i mc0 = _mm256_set1_epi8(static_cast<char>(0xC0));
+    const __m256i dup_even = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,  //
+                                              0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13);
+    const __m256i dup_odd = _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15,  //
+                                             2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15);
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, w += kPackQ6_KBlockBytes, xa += kActQ8_K16Bytes) {
         prefetch_for_decode<NT, kPackQ6_KBlockBytes>(w);
-        __m256i isum[NT];
-        for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
-        for (int j = 0; j < 16; ++j) {
-            // Sub-block j's scale of each row, sign-extended, in both int16 halves of its lane.
-            const __m256i sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + kPackQ6_KScales + 8 * j)));
-            const __m256i scv = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
-            const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KLow + 64 * j));
-            const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KLow + 64 * j + 32));
-            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kPackQ6_KHigh + 32 * j));
-            // v: elements 16j + 4v .. 16j + 4v + 3 of each row (epi16 shifts: the bits that cross
-            // into a neighbouring byte are masked off).
-            const __m256i v0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
-            const __m256i v1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
-            const __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
-            const __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                               _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-            for (int t = 0; t < NT; ++t) {
-                const uint8_t* xq = xa + kQK_K * t + 16 * j;
-                const __m256i sa = _mm256_add_epi16(_mm256_maddubs_epi16(v0, broadcast_i32(xq)),
-                                                    _mm256_maddubs_epi16(v1, broadcast_i32(xq + 4)));
-                const __m256i sb = _mm256_add_epi16(_mm256_maddubs_epi16(v2, broadcast_i32(xq + 8)),
-                                                    _mm256_maddubs_epi16(v3, broadcast_i32(xq + 12)));
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(sa, scv), _mm256_madd_epi16(sb, scv)));
-            }
-        }
-        // The offset: 32 * sum_j sc_j * bsum_j, with the scales of sub-blocks 2p and 2p + 1
-        // interleaved per row into int16 pairs.
-        __m256i corr[NT];
-        for (int t = 0; t < NT; ++t) corr[t] = _mm256_setzero_si256();
+        __m256i isum[NT], corr[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = corr[t] = _mm256_setzero_si256();
         for (int p = 0; p < 8; ++p) {
-            const __m128i two = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + kPackQ6_KScales + 16 * p));
-            const __m256i pairs = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(two, _mm_srli_si128(two, 8)));
+            const __m256i pairs = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + kPackQ6_KScales + 16 * p)));
             for (int t = 0; t < NT; ++t) {
                 corr[t] = _mm256_add_epi32(corr[t], _mm256_madd_epi16(pairs, broadcast_i32(xa + kActKSums + 32 * t + 4 * p)));
+            }
+            for (int k = 0; k < 2; ++k) {
+                const int j = 2 * p + k;
+                const __m256i scv = _mm256_shuffle_epi8(pairs, k == 0 ? dup_even : dup_odd);
+                const uint8_t* q = w + kPackQ6_KQuants + 96 * j;
+                const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+                const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32));
+                const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64));
+                // v: elements 16j + 4v .. 16j + 4v + 3 of each row (the masks come before the
+                // epi16 shifts, so no bits cross into the neighbouring byte).
+                const __m256i v0 = _mm256_and_si256(b0, m63);
+                const __m256i v1 = _mm256_and_si256(b1, m63);
+                const __m256i v2 = _mm256_and_si256(b2, m63);
+                const __m256i v3 = _mm256_or_si256(_mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(b0, mc0), 6),
+                                                                   _mm256_srli_epi16(_mm256_and_si256(b1, mc0), 4)),
+                                                   _mm256_srli_epi16(_mm256_and_si256(b2, mc0), 2));
+                for (int t = 0; t < NT; ++t) {
+                    const uint8_t* xq = xa + kQK_K * t + 16 * j;
+                    const __m256i sa = _mm256_add_epi16(_mm256_maddubs_epi16(v0, broadcast_i32(xq)),
+                                                        _mm256_maddubs_epi16(v1, broadcast_i32(xq + 4)));
+                    const __m256i sb = _mm256_add_epi16(_mm256_maddubs_epi16(v2, broadcast_i32(xq + 8)),
+                                                        _mm256_maddubs_epi16(v3, broadcast_i32(xq + 12)));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(sa, scv), _mm256_madd_epi16(sb, scv)));
+                }
             }
         }
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));

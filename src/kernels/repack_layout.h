@@ -28,21 +28,26 @@
 //                 (byte 32m + 4r + jj: element 32j + 4m + jj low, 32j + 16 + 4m + jj high).
 //
 // Q5_K, per 256-element super-block i, kPackQ5_KBlockBytes = 1440 bytes at i * 1440: the Q4_K
-// layout above for d, dmin, scales, mins and the low four bits (the quants region holds them as
-// Q4_K holds its nibbles), then
-//   [1184, 1440)  fifth bits: sub-block j at 1184 + 32j; byte 4r + jj holds in bit 2m that of
-//                 element 32j + 4m + jj (the low nibble of quants byte 32m + 4r + jj) and in bit
-//                 2m + 1 that of element 32j + 16 + 4m + jj (its high nibble), m in [0, 4)
+// layout above for d, dmin, scales and mins, then
+//   [160, 1440)   quants: sub-block j at 160 + 160j, five 32-byte vectors k = 0..4; byte
+//                 32k + 4r + jj holds element 32j + 4k + jj of row r (all five bits, 0..31) in
+//                 bits 0..4, and in bits 5..7 pieces of elements 32j + 20 + jj (e5), 24 + jj (e6)
+//                 and 28 + jj (e7): vector 0 bits 0-2 of e5; vector 1 bits 3-4 of e5 and bit 0
+//                 of e6; vector 2 bits 1-3 of e6; vector 3 bit 4 of e6 and bits 0-1 of e7;
+//                 vector 4 bits 2-4 of e7. Five masks give five whole vectors and masked shifts
+//                 rebuild the other three: 23 operations for the sub-block where a 4 + 1 bit
+//                 split takes 40.
 //
 // Q6_K, per 256-element super-block i, kPackQ6_KBlockBytes = 1680 bytes (8 x 210) at i * 1680;
 // q below is the stored 6-bit value 0..63 (offset 32 not applied), sub-block j = 16 elements:
 //   [0, 16)       d[r]: fp16 super-block scales
-//   [16, 144)     sc: byte 16 + 8j + r = int8 scale of sub-block j of row r
-//   [144, 1168)   low 4 bits: sub-block j at 144 + 64j, two 32-byte vectors a = 0, 1; byte
-//                 32a + 4r + jj holds element 16j + 4a + jj in its low nibble and element
-//                 16j + 8 + 4a + jj in its high nibble
-//   [1168, 1680)  high 2 bits: sub-block j at 1168 + 32j; byte 4r + jj holds those of element
-//                 16j + 4v + jj in bits 2v, 2v + 1 (v in [0, 4))
+//   [16, 144)     sc: byte 16 + 16p + 2r + k = int8 scale of sub-block 2p + k of row r, so the
+//                 16 bytes at 16 + 16p widen to int16 pairs (sc_2p, sc_2p+1) per row for madd
+//   [144, 1680)   quants: sub-block j at 144 + 96j, three 32-byte vectors v = 0, 1, 2; byte
+//                 32v + 4r + jj holds element 16j + 4v + jj of row r in bits 0..5 and bits
+//                 2v, 2v + 1 of element 16j + 12 + jj in bits 6, 7. So a mask gives three
+//                 vectors of whole values and three masked shifts rebuild the fourth: the kernel
+//                 unpacks 128 weights in 11 operations where a 4 + 2 bit split takes 17.
 #pragma once
 
 #include <cstddef>
@@ -57,12 +62,11 @@ inline constexpr size_t kPackQ4_KMins = 96;
 inline constexpr size_t kPackQ4_KQuants = 160;
 inline constexpr size_t kPackQ4_KBlockBytes = kPackQ4_KQuants + 8 * 128;
 
-inline constexpr size_t kPackQ5_KHigh = kPackQ4_KBlockBytes;
-inline constexpr size_t kPackQ5_KBlockBytes = kPackQ5_KHigh + 8 * 32;
+inline constexpr size_t kPackQ5_KQuants = kPackQ4_KQuants;
+inline constexpr size_t kPackQ5_KBlockBytes = kPackQ5_KQuants + 8 * 160;
 
 inline constexpr size_t kPackQ6_KScales = 16;
-inline constexpr size_t kPackQ6_KLow = 144;
-inline constexpr size_t kPackQ6_KHigh = 1168;
-inline constexpr size_t kPackQ6_KBlockBytes = kPackQ6_KHigh + 16 * 32;
+inline constexpr size_t kPackQ6_KQuants = 144;
+inline constexpr size_t kPackQ6_KBlockBytes = kPackQ6_KQuants + 16 * 96;
 
 }  // namespace kvrag::kernels
