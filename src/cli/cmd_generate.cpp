@@ -42,7 +42,7 @@ int run_generate(const GenerateArgs& a) {
     if (!gen) return fail(gen.error());
     if (a.verbose) {
         const auto st = (*gen)->cache().stats();
-        std::fprintf(stderr, "kv cache: %d cells x %zu bytes = %zu bytes (%s)\n", st.total, st.bytes_per_cell, st.bytes, a.kv_type.c_str());
+        std::fprintf(stderr, "kv cache: %s (%s)\n", st.size_line().c_str(), a.kv_type.c_str());
     }
 
     engine::GenerateOptions opt = a.opt;

@@ -363,6 +363,10 @@ void Engine::finish(Request& r, FinishReason why, Error err) {
     }
     r.result_.finish = why;
     r.result_.error = std::move(err);
+    if (r.opt_.keep_for_followup && (why == FinishReason::stop || why == FinishReason::length) && r.seq_.valid() &&
+        !r.prefilling()) {
+        cache_->publish_continuation(r.seq_);
+    }
     r.seq_.release();  // the cells go back now, whatever the reason
 }
 

@@ -77,6 +77,11 @@ struct GenerateOptions {
     // (n <= sampling::kMaxTopLogprobs; see sampling/logprobs.h for the distribution) go to
     // GenerateResult::logprobs and to the LogprobCallback.
     int32_t n_logprobs = -1;
+    // A chat turn: when it ends (stop or length), its prompt and generated tokens stay in the
+    // prefix cache even on first sight, with the local cells of its last window on a
+    // sliding-window model, so the next turn (which extends them) reuses all of it
+    // (KvCache::publish_continuation). Off: only prompts seen twice are kept.
+    bool keep_for_followup = false;
 };
 
 enum class FinishReason { none, stop, length, cancelled, error };

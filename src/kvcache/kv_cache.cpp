@@ -16,6 +16,12 @@ const char* reject_reason_name(RejectReason r) {
     }
 }
 
+std::string KvStats::size_line() const {
+    std::string out = std::to_string(total) + " cells x " + std::to_string(bytes_per_cell) + " bytes";
+    if (local_total > 0) out += " + " + std::to_string(local_total) + " local cells x " + std::to_string(bytes_per_local_cell) + " bytes";
+    return out + " = " + std::to_string(bytes) + " bytes";
+}
+
 std::string KvStats::summary() const {
     std::string s = "total=" + std::to_string(total) + " used=" + std::to_string(used) + " cached=" + std::to_string(cached) +
                     " free=" + std::to_string(free) + " shared=" + std::to_string(shared) +
@@ -381,7 +387,7 @@ bool KvCache::shift(Sequence& seq, int32_t n_keep, int32_t n_discard) {
     s.reserved += grant;
     pool_.reserve(grant);
     ++counters_.shifts;
-    s.published = true;  // its cells no longer match a fresh prefill of its tokens
+    s.shifted = true;  // its cells no longer match a fresh prefill of its tokens
     return true;
 }
 
@@ -390,11 +396,25 @@ void KvCache::publish_prefix(Sequence& seq, int32_t n_prompt) {
     if (!config_.prefix_reuse) return;
     std::lock_guard<std::mutex> lock(mu_);
     Sequence::State& s = *seq.state_;
-    if (s.published) return;
+    if (s.published || s.shifted) return;
     s.published = true;
-    const size_t n_blocks = std::min(static_cast<size_t>(std::max(0, n_prompt)), s.cells.size()) / static_cast<size_t>(config_.block_tokens);
+    publish_locked(s, std::min(static_cast<size_t>(std::max(0, n_prompt)), s.cells.size()), /*keep_first_sight=*/false);
+}
+
+void KvCache::publish_continuation(Sequence& seq) {
+    check_own(seq);
+    if (!config_.prefix_reuse) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    Sequence::State& s = *seq.state_;
+    if (s.continued || s.shifted) return;
+    s.continued = true;
+    publish_locked(s, s.cells.size(), /*keep_first_sight=*/true);
+}
+
+void KvCache::publish_locked(const Sequence::State& s, size_t n_positions, bool keep_first_sight) {
+    const size_t n_blocks = n_positions / static_cast<size_t>(config_.block_tokens);
     if (!local_pool_) {
-        prefix_.publish(s.tokens, s.cells, n_blocks);
+        prefix_.publish(s.tokens, s.cells, n_blocks, {}, keep_first_sight);
         return;
     }
     // Each published position's local cell, -1 where this sequence no longer holds it.
@@ -403,7 +423,7 @@ void KvCache::publish_prefix(Sequence& seq, int32_t n_prompt) {
         const size_t p = static_cast<size_t>(s.local_begin) + i;
         if (p < local.size()) local[p] = s.local[i];
     }
-    prefix_.publish(s.tokens, s.cells, n_blocks, local);
+    prefix_.publish(s.tokens, s.cells, n_blocks, local, keep_first_sight);
 }
 
 void KvCache::clear_prefix_cache() {

@@ -108,6 +108,8 @@ struct KvStats {
     std::vector<SequenceUsage> sequences;
 
     std::string summary() const;      // one line of key=value pairs
+    // "N cells x B bytes [+ L local cells x LB bytes] = T bytes": the memory and its parts.
+    std::string size_line() const;
 };
 
 class KvCache;
@@ -158,7 +160,9 @@ private:
         std::vector<int32_t> tokens;
         int32_t reserved = 0;
         int32_t n_reused = 0;
-        bool published = false;
+        bool published = false;       // its prompt was offered (publish_prefix)
+        bool continued = false;       // its blocks were offered at its end (publish_continuation)
+        bool shifted = false;         // a context shift: its cells no longer match its tokens' prefill
         std::vector<int32_t> local;   // local cells of positions [local_begin, cells.size())
         int32_t local_begin = 0;
         int32_t local_reserved = 0;   // local cells promised, not yet taken
@@ -240,6 +244,12 @@ public:
     // kept only once its content has been seen in two prompts, so one-off text (a varying RAG
     // chunk, a question) never occupies cells after its request ends.
     void publish_prefix(Sequence& seq, int32_t n_prompt);
+    // Offers all of seq's full blocks (prompt and generated tokens), keeping new ones on first
+    // sight: for a chat turn that ends, whose next turn extends it. On a sliding-window cache the
+    // blocks of the last window carry their local cells, so the next turn can reuse up to the
+    // last block boundary. Nothing after a context shift (the cells no longer match a fresh
+    // prefill of the tokens); once per sequence.
+    void publish_continuation(Sequence& seq);
     // Drops every cached prefix block that no sequence uses (frees their cells).
     void clear_prefix_cache();
 
@@ -284,6 +294,8 @@ private:
     // and copies into them the local K/V of the positions below n_keep that the fork's next
     // tokens see.
     void fork_local_locked(Sequence::State& ps, Sequence::State& fs, int32_t n_keep, int32_t budget);
+    // Offers the first n_positions / block_tokens full blocks of s to the prefix cache.
+    void publish_locked(const Sequence::State& s, size_t n_positions, bool keep_first_sight);
 
     mutable std::mutex mu_;
     KvStore store_;

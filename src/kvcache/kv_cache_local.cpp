@@ -66,9 +66,12 @@ void KvCache::copy_local_cell_locked(int32_t dst, int32_t src) {
 
 void KvCache::fork_local_locked(Sequence::State& ps, Sequence::State& fs, int32_t n_keep, int32_t budget) {
     // The positions the fork's next tokens see, from a block boundary, as append() keeps them:
-    // the fork's window then holds what an independent run's would.
-    const int32_t from = std::max(0, n_keep - (window_ - 1)) / local_align_ * local_align_;
-    KVRAG_CHECK(from >= ps.local_begin || from == n_keep, "fork_reserved: the parent has released local cells the fork's window needs");
+    // the fork's window then holds what an independent run's would. A parent that reused a
+    // cached prefix may start its local cells after that boundary (a reused prefix carries only
+    // the window it needs, from any position); the fork then starts where the parent does.
+    const int32_t needed = std::max(0, n_keep - (window_ - 1));
+    const int32_t from = std::max(needed / local_align_ * local_align_, std::min(ps.local_begin, n_keep));
+    KVRAG_CHECK(ps.local_begin <= needed || from == n_keep, "fork_reserved: the parent has released local cells the fork's window needs");
     KVRAG_CHECK(budget <= ps.local_reserved, "fork_reserved beyond the parent's local reservation");
     // The budget changes holder (the pool's total is unchanged), then the copies take from it.
     ps.local_reserved -= budget;

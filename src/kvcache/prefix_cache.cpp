@@ -111,7 +111,7 @@ void PrefixCache::touch(std::span<const uint64_t> blocks) {
 // ---------------------------------------------------------------- publishing
 
 void PrefixCache::publish(std::span<const int32_t> tokens, std::span<const int32_t> cells, size_t n_blocks,
-                          std::span<const int32_t> local) {
+                          std::span<const int32_t> local, bool keep_first_sight) {
     const size_t B = static_cast<size_t>(block_tokens_);
     KVRAG_CHECK(tokens.size() == cells.size(), "publish with tokens and cells of different lengths");
     KVRAG_CHECK(local.empty() || (local_pool_ != nullptr && local.size() >= n_blocks * B), "publish with a short local cell list");
@@ -144,7 +144,7 @@ void PrefixCache::publish(std::span<const int32_t> tokens, std::span<const int32
             // A cell already in another block holds another prefix's K/V: never cache it twice.
             bool fresh = true;
             for (int32_t c : blk_cells) fresh = fresh && !pool_.cached(c);
-            if (chain && fresh && seen >= 2) {
+            if (chain && fresh && (seen >= 2 || keep_first_sight)) {
                 Block& b = blocks_[h];
                 b.hash = h;
                 b.parent = parent;

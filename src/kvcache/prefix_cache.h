@@ -99,8 +99,10 @@ public:
     // n_blocks * block_tokens; a sequence holds every cell.
     // local (sliding-window caches): the local cell of each of those positions, -1 where the
     // sequence no longer holds one; a new block whose positions all have one carries them.
+    // keep_first_sight: keep new blocks on their first offer (a chat turn's end, whose next turn
+    // extends it), still only where their prefix is cached and their cells are in no other block.
     void publish(std::span<const int32_t> tokens, std::span<const int32_t> cells, size_t n_blocks,
-                 std::span<const int32_t> local = {});
+                 std::span<const int32_t> local = {}, bool keep_first_sight = false);
 
     // ---- holder changes (from the owner) ----
     // A cached cell got its first sequence holder. Precondition: the cell is cached.

@@ -286,6 +286,7 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
 
     engine::GenerateOptions& o = out.options;
     o.policy = limits.policy;
+    o.keep_for_followup = chat;  // a chat's next turn extends this one: keep it cached (docs/kv-cache.md)
     // OpenAI semantics: temperature and top_p only, so top_k and min_p are off unless asked for.
     o.sampling.temperature = 1.0f;
     o.sampling.top_p = 1.0f;

@@ -247,9 +247,9 @@ Result<void> Server::load_chat(engine::LoadedModel loaded_model) {
 
     const auto kv = st_.engine->cache().stats();
     std::fprintf(stderr,
-                 "kvrag serve: model %s (%s, %d layers, n_embd %d); kv cache: %d cells x %zu bytes = %zu bytes (%s); "
+                 "kvrag serve: model %s (%s, %d layers, n_embd %d); kv cache: %s (%s); "
                  "per-request context %d; parallel %d; queue %d; threads %d; chat template %s%s%s\n",
-                 st_.model_id.c_str(), hp.arch_name.c_str(), hp.n_layer, hp.n_embd, kv.total, kv.bytes_per_cell, kv.bytes,
+                 st_.model_id.c_str(), hp.arch_name.c_str(), hp.n_layer, hp.n_embd, kv.size_line().c_str(),
                  std::string(ggml_type_name(cfg.kv_type)).c_str(), st_.engine->config().n_ctx_seq, cfg.parallel, cfg.max_queue,
                  st_.engine->n_threads(), std::string(st_.chat_template->name()).c_str(), st_.chat_template->note().empty() ? "" : " - ",
                  st_.chat_template->note().c_str());

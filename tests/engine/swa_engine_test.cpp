@@ -134,6 +134,36 @@ TEST(EngineSwa, Gemma3PrefixReuseIsBitIdenticalToRecomputing) {
     EXPECT_EQ(reuse->cache().check_invariants(), "");
 }
 
+// A chat turn (keep_for_followup) leaves its prompt and reply cached, its last window's blocks
+// with their local cells, so the next turn reuses up to the reply's last block boundary; the
+// same turn without the flag leaves nothing (a prompt seen once). Bit for bit as recomputing.
+TEST(EngineSwa, AChatsNextTurnReusesThePreviousPromptAndReply) {
+    KVRAG_REQUIRE_SHARED_DATA(dir);
+    const OracleCase oc = long_case(dir);
+    for (bool keep : {true, false}) {
+        SCOPED_TRACE(keep ? "keep_for_followup" : "one-off");
+        auto reuse = gemma3_engine(dir, true, true);
+        auto plain = gemma3_engine(dir, true, false);
+        ASSERT_TRUE(reuse && plain);
+        GenerateOptions o = greedy(40);
+        o.stop_at_eog = false;
+        o.keep_for_followup = keep;
+        auto turn1 = reuse->generate_tokens(oc.prompt, o);
+        ASSERT_TRUE(turn1.ok()) << turn1.error().what();
+        ASSERT_EQ(turn1->tokens.size(), size_t{40});
+        // The next prompt: the conversation (100 + 40 tokens; the last reply token was never
+        // computed, so 139 positions are cached) and 12 more tokens.
+        std::vector<int32_t> next = oc.prompt;
+        next.insert(next.end(), turn1->tokens.begin(), turn1->tokens.end());
+        next.insert(next.end(), oc.greedy.begin(), oc.greedy.begin() + 12);
+        const GenerateResult a = run(*reuse, next, 24);
+        const GenerateResult b = run(*plain, next, 24);
+        EXPECT_EQ(a.n_reused, keep ? 128 : 0);  // blocks of 16: [0, 128), its window [97, 128) carried
+        expect_bit_identical(a, b);
+        EXPECT_EQ(reuse->cache().check_invariants(), "");
+    }
+}
+
 // Without ../shared: a synthetic gemma3 written by the project's own writer (window 8, every
 // 3rd layer global), a 40-token prompt prefilled 4 at a time and 40 generated tokens (10
 // windows). The split cache equals the whole-cell cache bit for bit, with or without reuse.

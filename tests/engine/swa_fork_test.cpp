@@ -89,6 +89,39 @@ TEST(EngineSwaFork, ChoicesEqualSeparateRequestsAndGiveEveryCellBack) {
     }
 }
 
+// n > 1 on a prompt whose prefix earlier requests left cached (twice, so it is kept): the first
+// choice reuses whole blocks with the cached window's local cells (for a reuse at 16, from
+// position 9), and the forks copy the window from there (this stopped the server: a check that
+// wanted the window from block 8). Each choice still equals a request of its own.
+TEST(EngineSwaFork, ChoicesOnAReusedPrefixCopyTheWindowTheFirstChoiceHolds) {
+    for (int32_t n_prompt = 17; n_prompt <= 21; ++n_prompt) {
+        SCOPED_TRACE("prompt " + std::to_string(n_prompt));
+        auto e = testing::synthetic_gemma3_engine(kSwaForkCtx, true, /*reuse=*/true);
+        ASSERT_TRUE(e);
+        const auto prompt = swa_prompt(n_prompt);
+        for (int i = 0; i < 2; ++i) ASSERT_TRUE(e->generate_tokens(prompt, sampled_swa(5, 7)).ok());
+        SchedulerConfig cfg;
+        cfg.max_running = 4;
+        SchedulerCore core(*e, cfg);
+        auto group = testing::choice_group(prompt, 2, sampled_swa(5, 9));
+        ASSERT_TRUE(core.submit(group, Clock::time_point{}).ok());
+        testing::run_core_until_idle(*e, core, 200, /*check_windows=*/true);
+        std::vector<std::shared_ptr<Job>> jobs = {group};
+        jobs.insert(jobs.end(), group->forks.begin(), group->forks.end());
+        ASSERT_EQ(jobs.size(), 2u);
+        EXPECT_EQ(group->result().n_reused, (n_prompt - 1) / 4 * 4);  // whole blocks, one token left to compute
+        auto alone = testing::synthetic_gemma3_engine(kSwaForkCtx, true, false);
+        ASSERT_TRUE(alone);
+        for (size_t i = 0; i < jobs.size(); ++i) {
+            ASSERT_TRUE(jobs[i]->finished()) << i << ": " << jobs[i]->error().what();
+            auto a = alone->generate_tokens(prompt, jobs[i]->options);
+            ASSERT_TRUE(a.ok()) << a.error().what();
+            expect_same_choice(jobs[i]->result(), *a, "choice " + std::to_string(i));
+        }
+        EXPECT_EQ(e->cache().check_invariants(), "");
+    }
+}
+
 TEST(EngineSwaFork, AdmissionReservesAWindowPerChoice) {
     auto e = testing::synthetic_gemma3_engine(kSwaForkCtx, true, false, /*n_seq_window=*/2);
     ASSERT_TRUE(e);

@@ -102,5 +102,54 @@ TEST(KvCacheSwaFork, AForkCopiesItsWindowAndTakesItsReservationFromTheParent) {
     EXPECT_EQ(cache->check_invariants(), "");
 }
 
+// A parent that reused a cached prefix holds local cells from wherever the cached window
+// began (position 9 here), after the block boundary its fork's window would start from (8):
+// the fork copies from the parent's first local cell (this aborted the server: gemma3, n = 2
+// on a prompt whose prefix an earlier request had computed).
+TEST(KvCacheSwaFork, AForkOfAParentOnAReusedPrefixStartsWhereTheParentsLocalCellsDo) {
+    auto cache = make_swa_cache(128, 4 * kSwaLocalCap);
+    const std::vector<int32_t> p = toks(16);
+    for (int i = 0; i < 2; ++i) {  // published twice, so its blocks are kept
+        std::optional<Sequence> s = cache->admit(p, 20, /*reuse_prefix=*/false);
+        ASSERT_TRUE(s.has_value());
+        for (size_t at = 0; at < p.size(); at += kSwaAppend) {
+            ASSERT_TRUE(cache->append(*s, std::span<const int32_t>(p.data() + at, kSwaAppend)));
+        }
+        cache->publish_prefix(*s, 16);
+    }
+    std::vector<int32_t> longer = p;
+    longer.push_back(1);
+    const int32_t worst = 24, fork_reserve = worst - 17;
+    std::optional<Sequence> parent = cache->admit(longer, worst + fork_reserve, true, ForkPlan{1, worst});
+    ASSERT_TRUE(parent.has_value());
+    ASSERT_EQ(parent->n_reused(), 16);
+    ASSERT_EQ(parent->local_begin(), 9);  // the cached window of position 16: 9..15
+    ASSERT_TRUE(cache->append(*parent, std::span<const int32_t>(&longer.back(), 1)));
+    for (int32_t pos = 9; pos < 17; ++pos) write_local(*cache, parent->local_cells()[static_cast<size_t>(pos - 9)], pos);
+    ASSERT_EQ(cache->check_invariants(), "");
+
+    // Position 17's window reaches back to 10 (block 8); the parent holds 9 onwards.
+    Sequence fork = cache->fork_reserved(*parent, 17, fork_reserve);
+    ASSERT_EQ(cache->check_invariants(), "");
+    EXPECT_EQ(fork.local_begin(), 9);
+    ASSERT_EQ(fork.local_cells().size(), size_t{8});
+    for (size_t k = 0; k < fork.local_cells().size(); ++k) {
+        EXPECT_EQ(read_local(*cache, fork.local_cells()[k], 0, false), static_cast<float>((9 + static_cast<int32_t>(k)) * 10));
+    }
+    for (int32_t step = 0; step < fork_reserve; ++step) {
+        const int32_t t[1] = {7};
+        ASSERT_TRUE(cache->append(fork, t));
+        ASSERT_TRUE(cache->append(*parent, t));
+        ASSERT_EQ(cache->check_invariants(), "");
+    }
+    fork.release();
+    parent.reset();
+    const KvStats end = cache->stats();
+    EXPECT_EQ(end.local_used, 0);
+    EXPECT_EQ(end.local_reserved, 0);
+    EXPECT_EQ(end.reserved, 0);
+    EXPECT_EQ(cache->check_invariants(), "");
+}
+
 }  // namespace
 }  // namespace kvrag::kvcache

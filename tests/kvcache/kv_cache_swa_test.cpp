@@ -229,3 +229,88 @@ TEST(KvCacheSwa, TruncateShiftAndForkKeepLocalCellsConsistent) {
 
 }  // namespace
 }  // namespace kvrag::kvcache
+
+namespace kvrag::kvcache {
+namespace {
+
+// A chat turn's end (publish_continuation) keeps its prompt and generated blocks on first
+// sight, the last window's blocks with their local cells, so the next turn, which extends
+// them, reuses up to their last block boundary; a prompt offered once (publish_prefix) is not
+// kept. Split (local cells) and whole-cell caches alike.
+TEST(KvCacheSwa, AChatTurnsEndKeepsItsBlocksForTheNextTurn) {
+    for (bool split : {true, false}) {
+        SCOPED_TRACE(split ? "split" : "whole cells");
+        auto cache = make_swa_cache(128, 3 * kSwaLocalCap, split);
+        {
+            // The start-up line names both pools: the total is not the global cells' alone.
+            const KvStats st0 = cache->stats();
+            const std::string line = st0.size_line();
+            EXPECT_EQ(line.find("local cells") != std::string::npos, split) << line;
+            EXPECT_EQ(st0.bytes, static_cast<size_t>(st0.total) * st0.bytes_per_cell +
+                                     static_cast<size_t>(st0.local_total) * st0.bytes_per_local_cell);
+            EXPECT_TRUE(line.ends_with(" = " + std::to_string(st0.bytes) + " bytes")) << line;
+        }
+        auto add = [&](KvCache& c, Sequence& q, const std::vector<int32_t>& t) {
+            if (split) return append_chunks(c, q, t);
+            for (size_t at = 0; at < t.size(); at += kSwaAppend) {
+                const size_t n = std::min<size_t>(kSwaAppend, t.size() - at);
+                ASSERT_TRUE(c.append(q, std::span<const int32_t>(t.data() + at, n)));
+            }
+        };
+        const std::vector<int32_t> prompt = toks(13);
+        std::optional<Sequence> s = cache->admit(prompt, 13 + 12);
+        ASSERT_TRUE(s.has_value());
+        add(*cache, *s, prompt);
+        cache->publish_prefix(*s, 13);
+        EXPECT_EQ(cache->stats().prefix_blocks, 0);  // seen once
+        std::vector<int32_t> conversation = prompt;
+        for (int32_t i = 0; i < 11; ++i) {  // generated tokens, one step each
+            const int32_t t[1] = {500 + i};
+            ASSERT_TRUE(cache->append(*s, t));
+            conversation.push_back(t[0]);
+            ASSERT_EQ(cache->check_invariants(), "");
+        }
+        ASSERT_EQ(s->n_tokens(), 24);
+        cache->publish_continuation(*s);
+        cache->publish_continuation(*s);  // once per sequence
+        EXPECT_EQ(cache->stats().prefix_blocks, 6);
+        if (split) {
+            // The last append (position 23) reached back to 16: blocks 4 and 5 carry local cells.
+            EXPECT_EQ(s->local_begin(), 16);
+            EXPECT_EQ(cache->stats().local_cached, 8);
+        }
+        s->release();
+        ASSERT_EQ(cache->check_invariants(), "");
+
+        // The next turn: the conversation so far (the last generated token was never computed)
+        // and a new message. Reuse at 24 needs local positions [17, 24): carried.
+        std::vector<int32_t> next = conversation;
+        next.push_back(510);
+        for (int32_t i = 0; i < 5; ++i) next.push_back(600 + i);
+        EXPECT_EQ(cache->peek_prefix(next), 24);
+        std::optional<Sequence> n2 = cache->admit(next, 40);
+        ASSERT_TRUE(n2.has_value());
+        EXPECT_EQ(n2->n_reused(), 24);
+        EXPECT_EQ(n2->local_begin(), split ? 17 : 0);
+        for (size_t at = 24; at < next.size(); at += kSwaAppend) {  // from the reused window on
+            const size_t n = std::min<size_t>(kSwaAppend, next.size() - at);
+            ASSERT_TRUE(cache->append(*n2, std::span<const int32_t>(next.data() + at, n)));
+            ASSERT_EQ(cache->check_invariants(), "");
+        }
+        ASSERT_EQ(cache->check_invariants(), "");
+        n2->release();
+
+        // A shifted sequence's cells no longer match its tokens: nothing is offered.
+        auto fresh = make_swa_cache(128, 3 * kSwaLocalCap, split);
+        std::optional<Sequence> sh = fresh->admit(toks(16, 900), 40);
+        ASSERT_TRUE(sh.has_value());
+        add(*fresh, *sh, toks(16, 900));
+        ASSERT_TRUE(fresh->shift(*sh, 4, 4));
+        fresh->publish_continuation(*sh);
+        EXPECT_EQ(fresh->stats().prefix_blocks, 0);
+        EXPECT_EQ(fresh->check_invariants(), "");
+    }
+}
+
+}  // namespace
+}  // namespace kvrag::kvcache
