@@ -111,15 +111,16 @@ Runner add_info(CLI::App& app) {
         }
         auto w = model::bind_weights(f, h);
         if (!w) return fail(w.error());
-        if (!w->rope_factors_long.empty()) {
+        if (w->has_longrope()) {
             // The set is chosen once per context, from the per-sequence context rounded up to 256
             // (the reference engine's rule), not from a sequence's current length.
             const int32_t ctx_seq = engine::default_context_size(h, 0).n_ctx_seq;
-            const bool long_set = model::rope_factors(*w, h, ctx_seq).data() == w->rope_factors_long.data();
-            std::printf("longrope:      rope_factors_long/short present (%zu each), original context %d, attn_factor %g; "
+            const std::span<const float> chosen = model::rope_factors(*w, h, ctx_seq);
+            const char* which = chosen.empty() ? "none (plain RoPE)" : chosen.data() == w->rope_factors_long.data() ? "long" : "short";
+            std::printf("longrope:      rope_factors_long %s, rope_factors_short %s (%d each), original context %d, attn_factor %g; "
                         "long factors when the per-sequence context rounded up to 256 exceeds %d (default --ctx %d: %s)\n",
-                        w->rope_factors_long.size(), h.n_ctx_orig, h.rope_attn_factor, h.n_ctx_orig, ctx_seq,
-                        long_set ? "long" : "short");
+                        w->rope_factors_long.empty() ? "absent" : "present", w->rope_factors_short.empty() ? "absent" : "present",
+                        h.n_rot / 2, h.n_ctx_orig, h.rope_attn_factor, h.n_ctx_orig, ctx_seq, which);
         } else if (h.arch == model::Arch::phi3) {
             std::printf("longrope:      none (no rope_factors_long/short): the same RoPE at every context, attn_factor %g\n",
                         h.rope_attn_factor);

@@ -101,10 +101,13 @@ void read_phi3_hparams(const gguf::GgufFile& f, ModelHParams& hp) {
                                                  std::to_string(hp.n_head) + " * " + std::to_string(hp.head_dim) +
                                                  " != " + std::to_string(hp.n_embd));
     }
+    // As the reference engine: the trained context when the key is absent; 0 as given (every
+    // context then exceeds it, so LongRoPE's long factors always apply).
+    hp.n_ctx_orig = hp.n_ctx_train;
     if (auto o = opt_int(f, a + "rope.scaling.original_context_length")) {
-        if (*o < 1 || *o > (1 << 24)) {
+        if (*o < 0 || *o > (1 << 24)) {
             throw_error(Errc::model_bad_hparams, f.path() + ": " + a + "rope.scaling.original_context_length " +
-                                                     std::to_string(*o) + " is outside 1..16777216");
+                                                     std::to_string(*o) + " is outside 0..16777216");
         }
         hp.n_ctx_orig = static_cast<int32_t>(*o);
     }

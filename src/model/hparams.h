@@ -52,7 +52,7 @@ struct ModelHParams {
     float final_logit_softcap = 0.0f;
     // phi3 LongRoPE (rope_factors_long / _short tensors): the context length that selects the
     // set, and the factor both cos and sin are multiplied by (rope.scaling.attn_factor).
-    int32_t n_ctx_orig = 0;       // rope.scaling.original_context_length; 0 when absent
+    int32_t n_ctx_orig = 0;       // phi3: rope.scaling.original_context_length (n_ctx_train when absent)
     float rope_attn_factor = 1.0f;
     // Q is multiplied by this before the Q.K product (gemma3, phi3); 0: the products are scaled by
     // 1 / sqrt(head_dim) inside the softmax instead (llama, qwen2, qwen3).

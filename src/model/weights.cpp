@@ -56,7 +56,9 @@ MatrixRef row_slice(const MatrixRef& m, int64_t r0, int64_t n_rows) {
 }  // namespace
 
 std::span<const float> rope_factors(const ModelWeights& w, const ModelHParams& hp, int32_t n_ctx_seq) {
-    if (!w.rope_factors_long.empty()) {
+    if (!w.rope_freq_factors.empty()) return w.rope_freq_factors;  // rope_freqs first, as the reference
+    if (w.has_longrope()) {
+        // A set the file lacks means plain RoPE at those contexts (the reference engine's rule).
         const int64_t padded = (static_cast<int64_t>(n_ctx_seq) + 255) / 256 * 256;
         return padded > hp.n_ctx_orig ? std::span<const float>(w.rope_factors_long) : std::span<const float>(w.rope_factors_short);
     }
@@ -90,13 +92,10 @@ Result<ModelWeights> bind_weights(const gguf::GgufFile& f, const ModelHParams& h
         }
         if (f.find_tensor("rope_freqs.weight")) w.rope_freq_factors = vector_f32(f, "rope_freqs.weight", hp.n_rot / 2);
         if (f.find_tensor("rope_factors_long.weight") || f.find_tensor("rope_factors_short.weight")) {
-            // LongRoPE needs both sets and the original context length that chooses between them.
-            w.rope_factors_long = vector_f32(f, "rope_factors_long.weight", hp.n_rot / 2);
-            w.rope_factors_short = vector_f32(f, "rope_factors_short.weight", hp.n_rot / 2);
-            if (hp.n_ctx_orig <= 0) {
-                throw_error(Errc::model_bad_hparams, f.path() + ": rope_factors_long/short are present but " + a +
-                                                         "rope.scaling.original_context_length is missing");
-            }
+            // LongRoPE: the original context length (hparams) chooses the set; a file may carry
+            // only one of them (the other context range then runs plain RoPE).
+            if (f.find_tensor("rope_factors_long.weight")) w.rope_factors_long = vector_f32(f, "rope_factors_long.weight", hp.n_rot / 2);
+            if (f.find_tensor("rope_factors_short.weight")) w.rope_factors_short = vector_f32(f, "rope_factors_short.weight", hp.n_rot / 2);
         }
         const bool fused = hp.arch == Arch::phi3;   // attn_qkv and gate+up in ffn_up
         for (int il = 0; il < hp.n_layer; ++il) {

@@ -52,6 +52,7 @@ struct ModelWeights {
     // phi3 LongRoPE (rope_factors_long / rope_factors_short): (n_rot / 2) each, or empty.
     // rope_factors() picks the set for a context length.
     std::vector<float> rope_factors_long, rope_factors_short;
+    bool has_longrope() const { return !rope_factors_long.empty() || !rope_factors_short.empty(); }
     std::vector<LayerWeights> layers;
 };
 

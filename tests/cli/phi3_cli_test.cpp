@@ -42,7 +42,7 @@ TEST_F(Phi3CliTest, MakeModelWritesPhi3WithAndWithoutLongRope) {
     EXPECT_NE(info.out.find("architecture:  phi3"), std::string::npos) << info.out;
     EXPECT_NE(info.out.find("rope:          n_rot 12,"), std::string::npos) << info.out;
     // attn_factor sqrt(1 + ln(4096 / 1024) / ln(1024)) = sqrt(1.2); the default --ctx is 4096.
-    EXPECT_NE(info.out.find("longrope:      rope_factors_long/short present (6 each), original context 1024, attn_factor 1.09545; "
+    EXPECT_NE(info.out.find("longrope:      rope_factors_long present, rope_factors_short present (6 each), original context 1024, attn_factor 1.09545; "
                             "long factors when the per-sequence context rounded up to 256 exceeds 1024 (default --ctx 4096: long)"),
               std::string::npos)
         << info.out;

@@ -259,6 +259,55 @@ TEST(Phi3LongRope, TheContextSelectsTheFactorSet) {
     EXPECT_GT(phi3_max_abs_diff(phi3_prompt_logits(*plain), want_short), 1e-2);
 }
 
+// A copy of a phi3 file without one metadata key and one tensor ("" for none), and with the
+// original context set to orig_ctx when it is >= 0.
+std::vector<uint8_t> phi3_edited(const gguf::GgufFile& f, const std::string& drop_key, const std::string& drop_tensor, int64_t orig_ctx = -1) {
+    gguf::GgufWriter w;
+    for (const auto& [key, value] : f.metadata()) {
+        if (key != drop_key) w.copy_key(f, key);
+    }
+    if (orig_ctx >= 0) w.set_u32("phi3.rope.scaling.original_context_length", static_cast<uint32_t>(orig_ctx));
+    for (const auto& t : f.tensors()) {
+        if (t.name == drop_tensor) continue;
+        auto r = w.add_tensor(t.name, t.type, t.ne, phi3_tensor_bytes(t, 0, t.ne.size() == 2 ? t.ne[1] : 1));
+        EXPECT_TRUE(r.ok()) << r.error().what();
+    }
+    return w.to_bytes();
+}
+
+// Files the reference engine loads although a converter would write more: no original context
+// (the trained context stands in), an original context of 0 (the long set always applies), one
+// factor set only (the other context range runs plain RoPE).
+TEST(Phi3LongRope, MissingKeysAndSetsAreReadAsTheReferenceReadsThem) {
+    const SyntheticSpec plain_spec = phi3_spec(GgmlType::F32);
+    SyntheticSpec spec = plain_spec;
+    spec.longrope = true;
+    spec.n_ctx_orig = 1000;
+    spec.rope_attn_factor = 1.0f;  // so that plain RoPE is the plain model's
+    auto model = phi3_load_spec(spec), plain = phi3_load_spec(plain_spec);
+    ASSERT_TRUE(model && plain);
+    const auto want_short = phi3_prompt_logits(*model, 768), want_long = phi3_prompt_logits(*model, 4096);
+    ASSERT_GT(phi3_max_abs_diff(want_long, want_short), 1e-2);
+    const int32_t n_train = model->hparams().n_ctx_train;
+
+    auto no_key = phi3_load_bytes(phi3_edited(model->file(), "phi3.rope.scaling.original_context_length", ""));
+    ASSERT_TRUE(no_key);
+    EXPECT_EQ(no_key->hparams().n_ctx_orig, n_train);
+    EXPECT_EQ(phi3_max_abs_diff(phi3_prompt_logits(*no_key, n_train), want_short), 0.0);
+    EXPECT_EQ(phi3_max_abs_diff(phi3_prompt_logits(*no_key, n_train + 1), want_long), 0.0);
+
+    auto zero = phi3_load_bytes(phi3_edited(model->file(), "phi3.rope.scaling.original_context_length", "", 0));
+    ASSERT_TRUE(zero);
+    EXPECT_EQ(zero->hparams().n_ctx_orig, 0);
+    EXPECT_EQ(phi3_max_abs_diff(phi3_prompt_logits(*zero, 256), want_long), 0.0);
+
+    auto long_only = phi3_load_bytes(phi3_edited(model->file(), "", "rope_factors_short.weight"));
+    ASSERT_TRUE(long_only);
+    EXPECT_TRUE(long_only->weights().rope_factors_short.empty());
+    EXPECT_EQ(phi3_max_abs_diff(phi3_prompt_logits(*long_only, 4096), want_long), 0.0);
+    EXPECT_EQ(phi3_max_abs_diff(phi3_prompt_logits(*long_only, 768), phi3_prompt_logits(*plain)), 0.0);
+}
+
 TEST(Phi3Synthetic, BadSpecsAreRefusedWithTheNumbers) {
     SyntheticSpec s = phi3_spec(GgmlType::F32);
     s.longrope = true;
