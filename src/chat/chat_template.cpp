@@ -37,6 +37,7 @@ constexpr std::array kNames = {
     NameEntry{"mistral-v3-tekken", Kind::mistral_v3_tekken},
     NameEntry{"mistral-v7", Kind::mistral_v7},
     NameEntry{"mistral-v7-tekken", Kind::mistral_v7_tekken},
+    NameEntry{"phi3.5", Kind::phi35},
     NameEntry{"phi4-mini", Kind::phi4_mini},
 };
 
@@ -218,12 +219,20 @@ void render_llama3(std::span<const Message> msgs, bool add_gen, std::string& out
 }
 
 // <start_of_turn>{user|model}\n{content|trim}<end_of_turn>\n ... [<start_of_turn>model\n]
-// Gemma has no system role: system texts (trimmed; several joined by a blank line) are put
-// in front of the next user message, separated from it by "\n\n". A system text with no user
-// message after it becomes a user turn of its own rather than being dropped.
+// Gemma has no system role. As Gemma 3's template: a first system message's text, as given
+// (untrimmed, even empty), and "\n\n" go in front of the first turn after it; with no turn after
+// it the template writes nothing of it. Later system texts (which the template refuses: roles
+// must alternate) are trimmed and put in front of the next user message the same way, or
+// become a user turn of their own at the end rather than being dropped.
 void render_gemma(std::span<const Message> msgs, bool add_gen, std::string& out) {
-    std::string system_prompt;
-    for (const auto& m : msgs) {
+    std::string first_prefix, system_prompt;
+    size_t begin = 0;
+    if (!msgs.empty() && msgs[0].role == "system") {
+        first_prefix = msgs[0].content + "\n\n";
+        begin = 1;
+    }
+    for (size_t i = begin; i < msgs.size(); ++i) {
+        const Message& m = msgs[i];
         if (m.role == "system") {
             if (!system_prompt.empty()) system_prompt += "\n\n";
             system_prompt += trim(m.content);
@@ -233,6 +242,7 @@ void render_gemma(std::span<const Message> msgs, bool add_gen, std::string& out)
         out += "<start_of_turn>";
         out += is_user ? "user" : "model";
         out += '\n';
+        if (i == begin) out += first_prefix;
         if (is_user && !system_prompt.empty()) {
             out += system_prompt;
             out += "\n\n";
@@ -249,9 +259,11 @@ void render_gemma(std::span<const Message> msgs, bool add_gen, std::string& out)
     if (add_gen) out += "<start_of_turn>model\n";
 }
 
-// <|{role}|>\n{content}<|end|>\n ... [<|assistant|>\n]
-void render_phi3(std::span<const Message> msgs, bool add_gen, std::string& out) {
+// <|{role}|>\n{content}<|end|>\n ... [<|assistant|>\n]. Phi-3.5-mini's template writes a
+// system message only when its content is not empty (skip_empty_system); Phi-3-mini's always.
+void render_phi3(std::span<const Message> msgs, bool add_gen, bool skip_empty_system, std::string& out) {
     for (const auto& m : msgs) {
+        if (skip_empty_system && m.role == "system" && m.content.empty()) continue;
         out += "<|";
         out += m.role;
         out += "|>\n";
@@ -376,7 +388,9 @@ Detected detect_kind(std::string_view t, Kind& kind) {
     }
     if (contains(t, "<|assistant|>") && contains(t, "<|end|>")) {
         // Phi-4-mini writes the role tag and the content with nothing between them.
-        kind = contains(t, "'|>' + message['content']") ? Kind::phi4_mini : Kind::phi3;
+        kind = contains(t, "'|>' + message['content']")                          ? Kind::phi4_mini
+               : contains(t, "message['role'] == 'system' and message['content']") ? Kind::phi35
+                                                                                     : Kind::phi3;
         return Detected::found;
     }
     if (contains(t, "<start_of_turn>")) {
@@ -458,6 +472,7 @@ std::string_view ChatTemplate::family() const {
         case Kind::mistral_v7_tekken: return "mistral";
         case Kind::gemma: return "gemma";
         case Kind::phi3:
+        case Kind::phi35:
         case Kind::phi4_mini: return "phi3";
         case Kind::qwen3: return "qwen3";
     }
@@ -495,7 +510,8 @@ Result<std::string> ChatTemplate::render(std::span<const Message> messages,
         case Kind::mistral_v7:
         case Kind::mistral_v7_tekken: render_mistral_v7(kind_, messages, out); break;
         case Kind::gemma: render_gemma(messages, add_generation_prompt, out); break;
-        case Kind::phi3: render_phi3(messages, add_generation_prompt, out); break;
+        case Kind::phi3: render_phi3(messages, add_generation_prompt, false, out); break;
+        case Kind::phi35: render_phi3(messages, add_generation_prompt, true, out); break;
         case Kind::phi4_mini: render_phi4_mini(messages, add_generation_prompt, out); break;
         case Kind::qwen3: render_qwen3(messages, add_generation_prompt, thinking_, out); break;
     }

@@ -60,10 +60,11 @@ public:
         phi3,
         qwen3,             // chatml + Qwen3's <think> handling (thinking off unless enabled)
         phi4_mini,         // <|{role}|>{content}<|end|>, no newlines (Phi-4-mini)
+        phi35,             // phi3, an empty system message left out (Phi-3.5-mini)
     };
 
     // Family names: "chatml", "llama2", "llama3", "mistral" (= "mistral-v3"), "gemma",
-    // "phi3", "qwen3"; variant names: "phi4-mini", "llama2-sys", "llama2-sys-bos", "llama2-sys-strip",
+    // "phi3", "qwen3"; variant names: "phi3.5", "phi4-mini", "llama2-sys", "llama2-sys-bos", "llama2-sys-strip",
     // "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7", "mistral-v7-tekken".
     // Error: request_invalid, listing the known names.
     static Result<ChatTemplate> by_name(std::string_view name);

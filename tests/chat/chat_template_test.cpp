@@ -90,11 +90,30 @@ TEST(ChatTemplateRender, Gemma) {
               "<start_of_turn>model\n");
 }
 
-TEST(ChatTemplateRender, GemmaSystemWithoutUserIsKept) {
+// Gemma 3's template (google/gemma-3-4b-it, rendered with jinja2): the first system text goes
+// in front of the first turn as given (untrimmed, even empty) with "\n\n"; alone, it is not
+// written at all.
+TEST(ChatTemplateRender, GemmaSystemAsTheTemplateWritesIt) {
     auto t = ChatTemplate::by_name("gemma").value();
-    const std::vector<Message> only_system = {{"system", " Be brief. "}};
-    EXPECT_EQ(t.render(only_system, true).value(),
-              "<start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>model\n");
+    EXPECT_EQ(t.render(std::vector<Message>{{"system", " Be brief. "}, {"user", " Hi "}}, true).value(),
+              "<start_of_turn>user\n Be brief. \n\nHi<end_of_turn>\n<start_of_turn>model\n");
+    EXPECT_EQ(t.render(std::vector<Message>{{"system", ""}, {"user", "Hi"}}, true).value(),
+              "<start_of_turn>user\n\n\nHi<end_of_turn>\n<start_of_turn>model\n");
+    EXPECT_EQ(t.render(std::vector<Message>{{"system", "Be brief."}}, true).value(), "<start_of_turn>model\n");
+    // A system message later on (the template refuses it): in front of the next user turn.
+    EXPECT_EQ(t.render(std::vector<Message>{{"user", "Hi"}, {"assistant", "Hello"}, {"system", " Be brief. "}, {"user", "Q"}}, true)
+                  .value(),
+              "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+              "<start_of_turn>user\nBe brief.\n\nQ<end_of_turn>\n<start_of_turn>model\n");
+}
+
+// microsoft/Phi-3.5-mini-instruct writes a system message only when it has content;
+// Phi-3-mini-instruct always. Both are family "phi3".
+TEST(ChatTemplateRender, Phi35LeavesAnEmptySystemMessageOut) {
+    const std::vector<Message> msgs = {{"system", ""}, {"user", "Hi"}};
+    EXPECT_EQ(ChatTemplate::by_name("phi3.5").value().render(msgs, true).value(), "<|user|>\nHi<|end|>\n<|assistant|>\n");
+    EXPECT_EQ(ChatTemplate::by_name("phi3").value().render(msgs, true).value(),
+              "<|system|>\n<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n");
 }
 
 TEST(ChatTemplateRender, Phi3) {
@@ -327,7 +346,7 @@ TEST(ChatTemplateDetect, Families) {
                        "{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}"
                        "{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}"
                        "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"),
-              "phi3");
+              "phi3.5");  // family phi3; an empty system message is left out (ChatTemplateDetect.Phi35)
 }
 
 TEST(ChatTemplateDetect, Qwen3Gemma3Phi4Mini) {
@@ -355,6 +374,16 @@ TEST(ChatTemplateDetect, Qwen3Gemma3Phi4Mini) {
                        "message['role'] + '|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}"
                        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"),
               "phi4-mini");
+}
+
+TEST(ChatTemplateDetect, Phi35) {
+    const std::string phi35 =
+        "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + "
+        "message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + "
+        "'<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
+    EXPECT_EQ(detected(phi35), "phi3.5");
+    EXPECT_EQ(ChatTemplate::detect(phi35).value().family(), "phi3");
 }
 
 TEST(ChatTemplateDetect, Llama2Variants) {
