@@ -330,13 +330,15 @@ TEST(ThreadPool, AnOverrunHalvesTheParticipantsUntilTheBackOffIsOver) {
 
 TEST(ThreadPool, AfterTheBackOffTheParticipantsGrowBackToAll) {
     // A 1 ms back-off: sleeping 20 ms between runs always outlasts it. Each run after a
-    // back-off doubles the participants: 1 -> 2 -> 4. On a busy machine a probe may overrun
-    // and halve them again, so the runs repeat (bounded) until all four take part.
-    const BackOff short_one{std::chrono::microseconds(500), std::chrono::milliseconds(1), std::chrono::milliseconds(1)};
+    // back-off doubles the participants: 1 -> 2 -> 4. Overruns count only waits over 20 ms
+    // here, so that the empty probes below overrun only when a worker waits for a core that
+    // long (a loaded 2-core machine: several time slices); the runs repeat (bounded) until
+    // all four take part.
+    const BackOff short_one{std::chrono::milliseconds(20), std::chrono::milliseconds(1), std::chrono::milliseconds(1)};
     ThreadPool pool(4, 4, Participation::adaptive, short_one);
     for (int r = 0; r < 2; ++r) {
         pool.run([](int ith, int) {
-            if (ith == 1) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+            if (ith == 1) std::this_thread::sleep_for(std::chrono::milliseconds(80));
         });
     }
     ASSERT_GE(pool.overruns(), 1u);
