@@ -1,11 +1,16 @@
 #include "sampling/json_schema.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <set>
+#include <tuple>
 #include <vector>
+
+#include "sampling/json_schema_detail.h"
 
 namespace kvrag::sampling {
 
@@ -13,10 +18,8 @@ namespace {
 
 // ordered_json keeps the schema's key order, which is the order properties are generated in.
 using json = nlohmann::ordered_json;
-
-// The largest magnitude an integer (or a bounded number's integer part) may take when the
-// schema gives no bound: kMaxIntDigits nines.
-constexpr int64_t kIntLimit = 9999999999999999LL;
+using schema_detail::kIntLimit;
+using schema_detail::literal;
 static_assert(kMaxIntDigits == 16, "kIntLimit spells out kMaxIntDigits nines");
 
 const std::set<std::string> kAnnotations = {"title", "description", "default", "examples", "$schema", "$id",
@@ -33,7 +36,7 @@ const std::set<std::string> kSupported = {"type", "properties", "required", "add
 const char* kCommonRules = R"(ws ::= [ \t\n]{0,8}
 char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-Ce-fE-F] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2}))
 string ::= "\"" char* "\""
-number ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?
+number ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})?
 integer ::= "-"? ("0" | [1-9] [0-9]{0,15})
 boolean ::= "true" | "false"
 null ::= "null"
@@ -44,7 +47,11 @@ date ::= [0-9]{4} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [12] [0-9] | "3" 
 time ::= ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,6})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])
 uuid ::= [0-9a-fA-F]{8} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{12}
 )";
-static_assert(kMaxWs == 8, "kCommonRules spells out the whitespace bound");
+static_assert(kMaxWs == 8 && kMaxFracDigits == 16 && kMaxExpDigits == 2, "kCommonRules spells out these bounds");
+
+}  // namespace
+
+namespace schema_detail {
 
 // GBNF string literal for raw bytes (UTF-8 passes through; quotes, backslashes and control
 // bytes are escaped).
@@ -66,56 +73,9 @@ std::string literal(std::string_view bytes) {
     return out + "\"";
 }
 
-std::string any_digits(size_t n) { return n == 0 ? "" : " [0-9]{" + std::to_string(n) + "}"; }
+}  // namespace schema_detail
 
-// Decimal strings of equal length with a <= b: every string s of that length, a <= s <= b.
-std::string same_length_range(const std::string& a, const std::string& b) {
-    if (a.empty()) return "";
-    if (a == b) return literal(a);
-    const size_t rest = a.size() - 1;
-    if (a[0] == b[0]) return literal(a.substr(0, 1)) + " " + same_length_range(a.substr(1), b.substr(1));
-    const bool a_low = a.find_first_not_of('0', 1) == std::string::npos;
-    const bool b_high = b.find_first_not_of('9', 1) == std::string::npos;
-    auto cls = [](char lo, char hi) { return lo == hi ? literal(std::string(1, lo)) : std::string("[") + lo + "-" + hi + "]"; };
-    // The first digit splits the range into a partial low part, full middle digits and a
-    // partial high part; the full parts take any digits after them.
-    std::vector<std::string> alts;
-    const char mid_lo = a_low ? a[0] : static_cast<char>(a[0] + 1);
-    const char mid_hi = b_high ? b[0] : static_cast<char>(b[0] - 1);
-    if (!a_low) alts.push_back(literal(a.substr(0, 1)) + " " + same_length_range(a.substr(1), std::string(rest, '9')));
-    if (mid_lo <= mid_hi) alts.push_back(cls(mid_lo, mid_hi) + any_digits(rest));
-    if (!b_high) alts.push_back(literal(b.substr(0, 1)) + " " + same_length_range(std::string(rest, '0'), b.substr(1)));
-    if (alts.size() == 1) return alts[0];
-    std::string out = "(";
-    for (size_t i = 0; i < alts.size(); ++i) out += (i ? " | " : "") + alts[i];
-    return out + ")";
-}
-
-// Canonical decimals (no leading zeros) of every n in [lo, hi], 0 <= lo <= hi.
-std::string nonneg_range(int64_t lo, int64_t hi) {
-    std::vector<std::string> alts;
-    int64_t low_of_len = 0, high_of_len = 9;
-    for (size_t len = 1; len <= 19 && low_of_len <= hi; ++len) {
-        const int64_t a = std::max(lo, low_of_len), b = std::min(hi, high_of_len);
-        if (a <= b) alts.push_back(same_length_range(std::to_string(a), std::to_string(b)));
-        if (len == 18) break;  // 10^18 would be the next lower bound; kIntLimit is far below
-        low_of_len = high_of_len + 1;
-        high_of_len = high_of_len * 10 + 9;
-    }
-    if (alts.size() == 1) return alts[0];
-    std::string out = "(";
-    for (size_t i = 0; i < alts.size(); ++i) out += (i ? " | " : "") + alts[i];
-    return out + ")";
-}
-
-// Every integer in [lo, hi] as JSON writes it ("-0" excluded).
-std::string int_range(int64_t lo, int64_t hi) {
-    std::vector<std::string> alts;
-    if (hi >= 0) alts.push_back(nonneg_range(std::max<int64_t>(lo, 0), hi));
-    if (lo < 0) alts.push_back("\"-\" " + nonneg_range(std::max<int64_t>(1, -hi), -lo));
-    if (alts.size() == 1) return alts[0];
-    return "(" + alts[0] + " | " + alts[1] + ")";
-}
+namespace {
 
 class SchemaCompiler {
 public:
@@ -167,6 +127,13 @@ private:
                 fail("keyword '" + k + "' beside '" + key + "' at " + at + " is not supported (move it into each alternative)");
             }
         }
+    }
+
+    static bool has_any(const json& s, std::initializer_list<const char*> keys) {
+        for (const char* k : keys) {
+            if (s.contains(k)) return true;
+        }
+        return false;
     }
 
     std::string visit_inner(const json& s, const std::string& at) {
@@ -335,20 +302,45 @@ private:
         return add_rule("\"\\\"\" char{" + std::to_string(lo) + "," + (hi < 0 ? "" : std::to_string(hi)) + "} \"\\\"\"");
     }
 
-    // [lo, hi] for an integer from the bound keywords; bounds past kIntLimit are clamped to it
-    // (the grammar never writes more than kMaxIntDigits digits anyway).
-    static std::pair<int64_t, int64_t> int_bounds(const json& s, const std::string& at, bool* bounded) {
-        double lo = -static_cast<double>(kIntLimit), hi = static_cast<double>(kIntLimit);
-        *bounded = false;
+    // The bounds of an integer or number as doubles: lower (-inf when absent) and whether it
+    // is exclusive; the same for the upper. exclusiveMinimum/Maximum are numbers (draft 6+) or
+    // booleans that make minimum/maximum exclusive (draft 4).
+    struct Bounds {
+        double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+        bool lo_strict = false, hi_strict = false, bounded = false;
+    };
+    static Bounds read_bounds(const json& s, const std::string& at) {
+        Bounds b;
         auto num = [&](const char* key) {
             if (!s[key].is_number()) fail("'" + std::string(key) + "' at " + at + " must be a number");
-            *bounded = true;
+            b.bounded = true;
             return s[key].get<double>();
         };
-        if (s.contains("minimum")) lo = std::max(lo, std::ceil(num("minimum")));
-        if (s.contains("exclusiveMinimum")) lo = std::max(lo, std::floor(num("exclusiveMinimum")) + 1);
-        if (s.contains("maximum")) hi = std::min(hi, std::floor(num("maximum")));
-        if (s.contains("exclusiveMaximum")) hi = std::min(hi, std::ceil(num("exclusiveMaximum")) - 1);
+        // Keeps the tighter of two lower bounds (at the same value, the strict one).
+        auto lower = [&](double v, bool strict) {
+            if (v > b.lo || (v == b.lo && strict)) b.lo = v, b.lo_strict = strict;
+        };
+        auto upper = [&](double v, bool strict) {
+            if (v < b.hi || (v == b.hi && strict)) b.hi = v, b.hi_strict = strict;
+        };
+        for (const auto& [bound, excl, is_lower] : {std::tuple{"minimum", "exclusiveMinimum", true}, std::tuple{"maximum", "exclusiveMaximum", false}}) {
+            bool draft4_strict = false;
+            if (s.contains(excl) && s[excl].is_boolean()) {
+                draft4_strict = s[excl].get<bool>();
+                if (draft4_strict && !s.contains(bound)) fail("'" + std::string(excl) + "': true at " + at + " needs '" + bound + "' (the draft-4 form)");
+            } else if (s.contains(excl)) {
+                is_lower ? lower(num(excl), true) : upper(num(excl), true);
+            }
+            if (s.contains(bound)) is_lower ? lower(num(bound), draft4_strict) : upper(num(bound), draft4_strict);
+        }
+        return b;
+    }
+
+    std::string integer(const json& s, const std::string& at) {
+        const Bounds b = read_bounds(s, at);
+        if (!b.bounded) return "integer";
+        const double lo = b.lo_strict ? std::floor(b.lo) + 1 : std::ceil(b.lo);
+        const double hi = b.hi_strict ? std::ceil(b.hi) - 1 : std::floor(b.hi);
         // kIntLimit (10^16 - 1) is not a double: the clamp is done on the integers, else an
         // unbounded side would round up to 10^16 and allow a 17-digit number.
         auto clamp = [](double v) {
@@ -358,38 +350,22 @@ private:
         };
         const int64_t ilo = clamp(lo), ihi = clamp(hi);
         if (ilo > ihi) fail("integer bounds at " + at + " leave no value (" + std::to_string(ilo) + " > " + std::to_string(ihi) + ")");
-        return {ilo, ihi};
-    }
-
-    std::string integer(const json& s, const std::string& at) {
-        bool bounded = false;
-        const auto [lo, hi] = int_bounds(s, at, &bounded);
-        if (!bounded) return "integer";
-        return add_rule(int_range(lo, hi));
+        return add_rule(schema_detail::int_range(ilo, ihi));
     }
 
     std::string number(const json& s, const std::string& at) {
-        if (s.contains("exclusiveMinimum") || s.contains("exclusiveMaximum")) {
-            fail("exclusiveMinimum/exclusiveMaximum on a number at " + at + " are not supported (they are on integers)");
+        const Bounds b = read_bounds(s, at);
+        if (!b.bounded) return "number";
+        // An exclusive bound becomes the next double inward: a validator compares the double it
+        // parses the output to with the double it parses the bound to, so x > b is x >= next(b).
+        const double lo = b.lo_strict ? std::nextafter(b.lo, std::numeric_limits<double>::infinity()) : b.lo;
+        const double hi = b.hi_strict ? std::nextafter(b.hi, -std::numeric_limits<double>::infinity()) : b.hi;
+        std::optional<std::string> body = lo <= hi ? schema_detail::number_range(lo, hi) : std::nullopt;
+        if (!body) {
+            fail("number bounds at " + at + " leave no value with at most " + std::to_string(kMaxIntDigits) + " integer and " + std::to_string(kMaxFracDigits) +
+                 " fraction digits");
         }
-        for (const char* key : {"minimum", "maximum"}) {
-            if (s.contains(key) && (!s[key].is_number() || std::floor(s[key].get<double>()) != s[key].get<double>())) {
-                fail("'" + std::string(key) + "' of a number at " + at + " must be an integer to be enforced exactly");
-            }
-        }
-        bool bounded = false;
-        const auto [lo, hi] = int_bounds(s, at, &bounded);
-        if (!bounded) return "number";
-        // Integers in range, plus i.fff with i.fff inside [lo, hi]: a non-negative integer part
-        // i needs lo <= i and i + 1 <= hi; a negative "-i.fff" lies in (-(i+1), -i], so it needs
-        // -i <= hi and -(i+1) >= lo.
-        const std::string frac = " \".\" [0-9]{1,16}";
-        std::vector<std::string> alts = {int_range(lo, hi)};
-        const int64_t p_lo = std::max<int64_t>(lo, 0), p_hi = hi - 1;
-        if (p_lo <= p_hi) alts.push_back(nonneg_range(p_lo, p_hi) + frac);
-        const int64_t n_lo = std::max<int64_t>(0, -hi), n_hi = -lo - 1;
-        if (n_lo <= n_hi) alts.push_back("\"-\" " + nonneg_range(n_lo, n_hi) + frac);
-        return add_rule(join_alts(alts));
+        return add_rule(*body);
     }
 
     const json& root_;

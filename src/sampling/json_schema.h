@@ -37,6 +37,9 @@ namespace kvrag::sampling {
 
 inline constexpr int kMaxWs = 8;
 inline constexpr int kMaxIntDigits = 16;
+inline constexpr int kMaxFracDigits = 16;
+// 16 integer digits with a 2-digit exponent stay below 1e116: far from a double's 1.8e308.
+inline constexpr int kMaxExpDigits = 2;
 
 // GBNF text for the schema (start rule "root"). Errors: request_invalid naming the keyword
 // and its JSON pointer, e.g. "json_schema keyword 'pattern' at #/properties/id is not supported".

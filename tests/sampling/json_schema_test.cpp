@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <random>
 #include <regex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/engine_test_util.h"
@@ -22,7 +25,8 @@ std::shared_ptr<const Grammar> must_compile(const std::string& schema) {
     return g.ok() ? *g : nullptr;
 }
 
-// ---- a validator for the keywords the compiler supports (the property test's oracle)
+// ---- a validator for the keywords the compiler supports (the property test's oracle). It
+// is written from the specification, not from the compiler's rules.
 
 size_t n_chars(const std::string& s) {
     size_t n = 0;
@@ -30,64 +34,74 @@ size_t n_chars(const std::string& s) {
     return n;
 }
 
+bool valid_format(const std::string& f, const std::string& s) {
+    const std::string date = "\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])";
+    const std::string time = "([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,6})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)";
+    const std::string uuid = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+    const std::string re = f == "date" ? date : f == "time" ? time : f == "date-time" ? date + "T" + time : uuid;
+    return std::regex_match(s, std::regex(re));
+}
+
 bool valid(const ojson& s, const json& v, const ojson& root);
 
-bool valid_typed(const ojson& s, const std::string& type, const json& v, const ojson& root) {
+bool is_type(const std::string& type, const json& v) {
     if (type == "null") return v.is_null();
     if (type == "boolean") return v.is_boolean();
-    if (type == "integer" || type == "number") {
-        if (type == "integer" ? !v.is_number_integer() : !v.is_number()) return false;
-        const double x = v.get<double>();
-        if (s.contains("minimum") && x < s["minimum"].get<double>()) return false;
-        if (s.contains("maximum") && x > s["maximum"].get<double>()) return false;
-        if (s.contains("exclusiveMinimum") && x <= s["exclusiveMinimum"].get<double>()) return false;
-        if (s.contains("exclusiveMaximum") && x >= s["exclusiveMaximum"].get<double>()) return false;
-        return true;
-    }
-    if (type == "string") {
-        if (!v.is_string()) return false;
-        const std::string str = v.get<std::string>();
-        if (s.contains("minLength") && n_chars(str) < s["minLength"].get<size_t>()) return false;
-        if (s.contains("maxLength") && n_chars(str) > s["maxLength"].get<size_t>()) return false;
-        if (s.contains("format")) {
-            const std::string f = s["format"];
-            const std::string date = "\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])";
-            const std::string time = "([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,6})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)";
-            const std::string uuid = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
-            const std::string re = f == "date" ? date : f == "time" ? time : f == "date-time" ? date + "T" + time : uuid;
-            if (!std::regex_match(str, std::regex(re))) return false;
-        }
-        return true;
-    }
-    if (type == "array") {
-        if (!v.is_array()) return false;
-        if (s.contains("minItems") && v.size() < s["minItems"].get<size_t>()) return false;
-        if (s.contains("maxItems") && v.size() > s["maxItems"].get<size_t>()) return false;
-        if (s.contains("items")) {
-            for (const auto& x : v) {
-                if (!valid(s["items"], x, root)) return false;
-            }
-        }
-        return true;
-    }
-    if (type == "object") {
-        if (!v.is_object()) return false;
-        const ojson props = s.value("properties", ojson::object());
-        for (const auto& r : s.value("required", ojson::array())) {
-            if (!v.contains(r.get<std::string>())) return false;
-        }
-        for (const auto& [k, x] : v.items()) {
-            if (props.contains(k)) {
-                if (!valid(props[k], x, root)) return false;
-            } else if (s.contains("additionalProperties")) {
-                const ojson& extra = s["additionalProperties"];
-                if (extra.is_boolean() ? !extra.get<bool>() : !valid(extra, x, root)) return false;
-            }
-        }
-        return true;
-    }
+    if (type == "string") return v.is_string();
+    if (type == "array") return v.is_array();
+    if (type == "object") return v.is_object();
+    if (type == "number") return v.is_number();
+    if (type == "integer") return v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>());
     ADD_FAILURE() << "validator: unknown type " << type;
     return false;
+}
+
+// Numbers compare as the doubles a client parses them to (JSON.parse, Python's json).
+bool valid_number(const ojson& s, const json& v) {
+    const double x = v.get<double>();
+    if (!std::isfinite(x)) return false;
+    const bool draft4_min = s.contains("exclusiveMinimum") && s["exclusiveMinimum"].is_boolean() && s["exclusiveMinimum"].get<bool>();
+    const bool draft4_max = s.contains("exclusiveMaximum") && s["exclusiveMaximum"].is_boolean() && s["exclusiveMaximum"].get<bool>();
+    if (s.contains("minimum") && (draft4_min ? x <= s["minimum"].get<double>() : x < s["minimum"].get<double>())) return false;
+    if (s.contains("maximum") && (draft4_max ? x >= s["maximum"].get<double>() : x > s["maximum"].get<double>())) return false;
+    if (s.contains("exclusiveMinimum") && s["exclusiveMinimum"].is_number() && x <= s["exclusiveMinimum"].get<double>()) return false;
+    if (s.contains("exclusiveMaximum") && s["exclusiveMaximum"].is_number() && x >= s["exclusiveMaximum"].get<double>()) return false;
+    return true;
+}
+
+bool valid_string(const ojson& s, const json& v) {
+    const std::string str = v.get<std::string>();
+    if (s.contains("minLength") && n_chars(str) < s["minLength"].get<size_t>()) return false;
+    if (s.contains("maxLength") && n_chars(str) > s["maxLength"].get<size_t>()) return false;
+    return !s.contains("format") || valid_format(s["format"].get<std::string>(), str);
+}
+
+bool valid_array(const ojson& s, const json& v, const ojson& root) {
+    if (s.contains("minItems") && v.size() < s["minItems"].get<size_t>()) return false;
+    if (s.contains("maxItems") && v.size() > s["maxItems"].get<size_t>()) return false;
+    // Tuples: prefixItems then items (2020-12), or items as an array then additionalItems (draft-07).
+    const bool draft7_tuple = s.contains("items") && s["items"].is_array();
+    const ojson prefix = s.contains("prefixItems") ? s["prefixItems"] : draft7_tuple ? s["items"] : ojson::array();
+    const ojson later = s.contains("prefixItems") ? s.value("items", ojson(true)) : draft7_tuple ? s.value("additionalItems", ojson(true)) : s.value("items", ojson(true));
+    for (size_t i = 0; i < v.size(); ++i) {
+        if (!valid(i < prefix.size() ? prefix[i] : later, v[i], root)) return false;
+    }
+    return true;
+}
+
+bool valid_object(const ojson& s, const json& v, const ojson& root) {
+    const ojson props = s.value("properties", ojson::object());
+    for (const auto& r : s.value("required", ojson::array())) {
+        if (!v.contains(r.get<std::string>())) return false;
+    }
+    for (const auto& [k, x] : v.items()) {
+        if (props.contains(k)) {
+            if (!valid(props[k], x, root)) return false;
+        } else if (s.contains("additionalProperties") && !valid(s["additionalProperties"], x, root)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 bool valid(const ojson& s, const json& v, const ojson& root) {
@@ -104,21 +118,30 @@ bool valid(const ojson& s, const json& v, const ojson& root) {
         }
         return false;
     }
-    if (s.contains("const")) return json::parse(s["const"].dump()) == v;
+    // enum/const and every keyword beside them must hold together.
+    if (s.contains("const") && json::parse(s["const"].dump()) != v) return false;
     if (s.contains("enum")) {
-        for (const auto& e : s["enum"]) {
-            if (json::parse(e.dump()) == v) return true;
-        }
-        return false;
+        bool listed = false;
+        for (const auto& e : s["enum"]) listed = listed || json::parse(e.dump()) == v;
+        if (!listed) return false;
     }
-    if (!s.contains("type")) return true;
-    if (s["type"].is_array()) {
-        for (const auto& t : s["type"]) {
-            if (valid_typed(s, t.get<std::string>(), v, root)) return true;
+    // OpenAPI nullable: null as well (beside an enum, only when listed: checked above).
+    const bool nullable_null = v.is_null() && s.value("nullable", false);
+    if (s.contains("type") && !nullable_null) {
+        bool typed = false;
+        if (s["type"].is_array()) {
+            for (const auto& t : s["type"]) typed = typed || is_type(t.get<std::string>(), v);
+        } else {
+            typed = is_type(s["type"].get<std::string>(), v);
         }
-        return false;
+        if (!typed) return false;
     }
-    return valid_typed(s, s["type"].get<std::string>(), v, root);
+    // Each kind's keywords apply to values of that kind.
+    if (v.is_number()) return valid_number(s, v);
+    if (v.is_string()) return valid_string(s, v);
+    if (v.is_array()) return valid_array(s, v, root);
+    if (v.is_object()) return valid_object(s, v, root);
+    return true;
 }
 
 // ---- compile errors
@@ -136,8 +159,11 @@ TEST(JsonSchema, UnsupportedKeywordsAreTypedErrors) {
         {R"({"type":"array","minItems":3,"maxItems":2})", "maxItems 2 < minItems 3"},
         {R"({"type":"string","maxLength":100000})", "'maxLength' 100000 at # is over the limit of 1000"},
         {R"({"type":"object","properties":{"a":{}},"required":["b"]})", "required property 'b'"},
-        {R"({"type":"number","minimum":0.5})", "'minimum' of a number at # must be an integer"},
         {R"({"type":"integer","minimum":5,"maximum":4})", "leave no value"},
+        {R"({"type":"number","minimum":2.5,"exclusiveMaximum":2.5})", "number bounds at # leave no value"},
+        {R"({"type":"number","exclusiveMinimum":0,"exclusiveMaximum":1e-20})", "at most 16 integer and 16 fraction digits"},
+        {R"({"type":"number","minimum":1e20})", "number bounds at # leave no value"},
+        {R"({"type":"number","exclusiveMinimum":true})", "'exclusiveMinimum': true at # needs 'minimum'"},
         {R"({"type":"decimal"})", "type 'decimal' at # is not a JSON Schema type"},
         {R"(false)", "no value can match it"},
     };
@@ -228,8 +254,94 @@ TEST(JsonSchema, IntegerBoundsAreExact) {
 
 TEST(JsonSchema, NumberBoundsAreExact) {
     auto g = must_compile(R"({"type":"number","minimum":-2,"maximum":3})");
-    for (const char* ok : {"-2", "-1.99", "-0.5", "0", "2.999", "3", "1.25"}) EXPECT_TRUE(matches(g, ok)) << ok;
-    for (const char* bad : {"-2.5", "3.5", "-3", "4", "1e2", "-0"}) EXPECT_FALSE(matches(g, bad)) << bad;
+    for (const char* ok : {"-2", "-1.99", "-0.5", "0", "2.999", "3", "1.25", "3.000", "-2.0"}) EXPECT_TRUE(matches(g, ok)) << ok;
+    for (const char* bad : {"-2.5", "3.5", "-3", "4", "1e2", "-0", "-0.0", "3.0000001", "-2.01"}) EXPECT_FALSE(matches(g, bad)) << bad;
+}
+
+// Fractional, exclusive (numeric and draft-4) and one-sided bounds: every decimal of up to 3
+// fraction digits in a window around the bounds (and ones with more digits next to each bound)
+// is accepted exactly when the double it parses to lies within them.
+TEST(JsonSchema, FractionalAndExclusiveNumberBoundsAreExact) {
+    const std::vector<const char*> schemas = {
+        R"({"type":"number","minimum":0.5,"maximum":2.75})",
+        R"({"type":"number","minimum":-2.75,"maximum":-0.5})",
+        R"({"type":"number","minimum":-1.125,"maximum":0.375})",
+        R"({"type":"number","exclusiveMinimum":0})",
+        R"({"type":"number","exclusiveMinimum":-1.5,"exclusiveMaximum":2})",
+        R"({"type":"number","exclusiveMaximum":-0.25})",
+        R"({"type":"number","minimum":1,"exclusiveMinimum":true,"maximum":2,"exclusiveMaximum":true})",
+        R"({"type":"number","minimum":0.1,"exclusiveMinimum":0.2,"maximum":0.7,"exclusiveMaximum":0.6})",
+        R"({"type":"number","minimum":0.001,"maximum":0.001})",
+    };
+    for (const char* text : schemas) {
+        const ojson schema = ojson::parse(text);
+        auto g = must_compile(text);
+        ASSERT_NE(g, nullptr);
+        std::vector<std::string> candidates;
+        for (int k = -4000; k <= 4000; ++k) {
+            char buf[32];
+            std::snprintf(buf, sizeof(buf), "%s%d.%03d", k < 0 ? "-" : "", std::abs(k) / 1000, std::abs(k) % 1000);
+            candidates.push_back(buf);
+            if (k % 1000 == 0) candidates.push_back(std::to_string(k / 1000));
+        }
+        for (const char* edge : {"0.5", "2.75", "0.25", "0.1", "0.2", "0.6", "0.7", "1", "2", "1.5", "0.375", "1.125", "0.001", "0"}) {
+            for (const char* sign : {"", "-"}) {
+                for (const char* more : {"", "0", "0000000001", "999999999", "000000000"}) {  // at most 16 fraction digits
+                    candidates.push_back(std::string(sign) + edge + (std::string(edge).find('.') == std::string::npos && *more ? "." : "") + more);
+                }
+            }
+        }
+        candidates.push_back("0.0000000000000001");
+        candidates.push_back("9999999999999999.9999999999999999");
+        int n_accepted = 0;
+        for (const auto& c : candidates) {
+            if (c[0] == '-' && json::parse(c).get<double>() == 0) continue;  // "-0", "-0.0": never written, by design
+            const bool ok = valid(schema, json::parse(c), schema);
+            EXPECT_EQ(matches(g, c), ok) << text << "\n candidate " << c;
+            n_accepted += ok;
+        }
+        EXPECT_GT(n_accepted, 0) << text;
+    }
+}
+
+// Unbounded numbers stay finite doubles: at most 2 exponent digits.
+TEST(JsonSchema, NumberExponentIsBounded) {
+    auto g = must_compile(R"({"type":"number"})");
+    for (const char* ok : {"1e99", "-9999999999999999.9999999999999999E+99", "1E-99", "0.5e1"}) EXPECT_TRUE(matches(g, ok)) << ok;
+    for (const char* bad : {"9E665", "1e100", "1e-100", "1e"}) EXPECT_FALSE(matches(g, bad)) << bad;
+    auto any = json_object_grammar();
+    EXPECT_FALSE(matches(any, R"({"a":9E665})"));
+}
+
+// The key property without a model: random walks of the grammar (every choice random, what
+// random weights could write) always parse as JSON and validate against the schema, with
+// real dates, exact bounds and strictly checked formats.
+TEST(JsonSchema, SampledOutputValidates) {
+    const std::vector<const char*> schemas = {
+        R"({"type":"array","items":{"type":"string","format":"date"},"minItems":20,"maxItems":20})",
+        R"({"type":"number","minimum":-2.75,"maximum":-0.5})",
+        R"({"type":"number","exclusiveMinimum":-1.5,"exclusiveMaximum":0.001})",
+        R"({"type":"number","minimum":0.1,"maximum":0.30000000000000004})",
+        R"({"type":"number","minimum":1,"exclusiveMinimum":true,"maximum":1.0000001})",
+        R"({"type":"integer","minimum":-7.5,"exclusiveMaximum":12.5})",
+        R"({"type":"array","items":{"type":"number"},"minItems":30,"maxItems":30})",
+        R"({"$defs":{"node":{"type":"object","properties":{"v":{"type":"number","minimum":0,"exclusiveMaximum":1},
+            "kids":{"type":"array","items":{"$ref":"#/$defs/node"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/node"})",
+    };
+    std::mt19937_64 rng(14);
+    for (const char* text : schemas) {
+        const ojson schema = ojson::parse(text);
+        auto g = must_compile(text);
+        ASSERT_NE(g, nullptr);
+        GrammarSampler sampler(g);
+        for (int i = 0; i < 300; ++i) {
+            const std::string out = sampler.sample(rng);
+            ASSERT_TRUE(matches(g, out)) << "the sampler left the grammar: " << out;
+            json v;
+            ASSERT_NO_THROW(v = json::parse(out)) << text << "\n" << out;
+            ASSERT_TRUE(valid(schema, v, schema)) << text << "\n" << out;
+        }
+    }
 }
 
 TEST(JsonSchema, JsonObjectGrammar) {
