@@ -27,7 +27,7 @@ const std::set<std::string> kAnnotations = {"title", "description", "default", "
 const std::set<std::string> kSupported = {"type", "properties", "required", "additionalProperties", "items", "minItems",
                                           "maxItems", "enum", "const", "minLength", "maxLength", "format", "minimum",
                                           "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "$ref",
-                                          "$defs", "definitions"};
+                                          "$defs", "definitions", "nullable", "prefixItems", "additionalItems"};
 
 // Shared rules. `char` is one JSON string character (an escape counts as one, as JSON Schema
 // lengths count characters of the decoded string). \u escapes of surrogates (D800-DFFF) are
@@ -145,6 +145,17 @@ private:
         for (const auto& [key, v] : s.items()) {
             if (!kSupported.count(key) && !kAnnotations.count(key)) fail("keyword '" + key + "' at " + at + " is not supported");
         }
+        if (s.contains("nullable")) {
+            if (!s["nullable"].is_boolean()) fail("'nullable' at " + at + " must be a boolean");
+            // Beside enum/const, null must be listed to be valid (OpenAPI 3.0.3): the list
+            // decides. Elsewhere: the schema without it, or null.
+            if (!has_any(s, {"enum", "const"})) {
+                json inner = s;
+                inner.erase("nullable");
+                const std::string body = visit_inner(inner, at);
+                return s["nullable"].get<bool>() ? add_rule(body + " | null") : body;
+            }
+        }
         if (s.contains("$ref")) {
             only_with(s, "$ref", at);
             return ref(s["$ref"], at);
@@ -167,8 +178,12 @@ private:
             return add_rule(join_alts(alts));
         }
         if (!s.contains("type")) {
-            if (s.contains("properties") || s.contains("additionalProperties")) return object(s, at);
-            if (s.contains("items")) return array(s, at);
+            // Keywords of one kind apply only to values of that kind (any other value passes
+            // them), so generating that kind alone honours them; "any value" would not.
+            if (has_any(s, {"properties", "additionalProperties", "required"})) return object(s, at);
+            if (has_any(s, {"items", "prefixItems", "additionalItems", "minItems", "maxItems"})) return array(s, at);
+            if (has_any(s, {"minLength", "maxLength", "format"})) return string(s, at);
+            if (has_any(s, {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})) return number(s, at);
             return "value";
         }
         const json& type = s["type"];
@@ -208,6 +223,10 @@ private:
                 name = target.substr(std::string(prefix).size());
             }
         }
+        if (target == "#") {
+            // Tool parameters are compiled inside the call's schema, where '#' would be that.
+            fail("'$ref' '#' (the root) at " + at + " is not supported; put the recursive schema in $defs and use '#/$defs/NAME'");
+        }
         if (section.empty() || name.empty() || name.find('/') != std::string::npos) {
             fail("'$ref' '" + target + "' at " + at + " is not supported (only #/$defs/NAME and #/definitions/NAME)");
         }
@@ -239,7 +258,9 @@ private:
         }
         if (props.empty()) {
             const json& extra = s.contains("additionalProperties") ? s["additionalProperties"] : json(true);
-            if (extra.is_boolean() && !extra.get<bool>()) return literal("{") + " ws " + literal("}");
+            // Only declared properties are generated: `properties: {}` declares none, so "{}"
+            // (a function without parameters gets "{}"), unless a schema for other keys is given.
+            if (extra.is_boolean() && (!extra.get<bool>() || s.contains("properties"))) return literal("{") + " ws " + literal("}");
             const std::string v = visit(extra, at + "/additionalProperties");
             const std::string kv = "string ws \":\" ws " + v + " ws";
             return add_rule("\"{\" ws ( " + kv + " ( \",\" ws " + kv + " )* )? \"}\"");
@@ -273,15 +294,53 @@ private:
     }
 
     std::string array(const json& s, const std::string& at) {
-        const std::string item = s.contains("items") ? visit(s["items"], at + "/items") : "value";
+        // A tuple: prefixItems (2020-12) with `items` for the elements after it, or `items` as
+        // an array (draft-07, what zod writes for z.tuple) with additionalItems.
+        const json* prefix = nullptr;
+        const json* later = nullptr;  // schema of the elements after the prefix; null: any
+        std::string prefix_at, later_at;
+        if (s.contains("prefixItems")) {
+            if (s.contains("additionalItems")) fail("'additionalItems' beside 'prefixItems' at " + at + " is not supported (use 'items')");
+            prefix = &s["prefixItems"];
+            prefix_at = at + "/prefixItems";
+            if (s.contains("items")) later = &s["items"], later_at = at + "/items";
+        } else if (s.contains("items") && s["items"].is_array()) {
+            prefix = &s["items"];
+            prefix_at = at + "/items";
+            if (s.contains("additionalItems")) later = &s["additionalItems"], later_at = at + "/additionalItems";
+        } else {
+            if (s.contains("additionalItems")) fail("'additionalItems' at " + at + " only applies beside an array 'items' (a tuple)");
+            if (s.contains("items")) later = &s["items"], later_at = at + "/items";
+        }
+        if (prefix && !prefix->is_array()) fail("'" + prefix_at.substr(prefix_at.rfind('/') + 1) + "' at " + at + " must be an array of schemas");
+        const int64_t n_prefix = prefix ? static_cast<int64_t>(prefix->size()) : 0;
+        const bool closed = later && later->is_boolean() && !later->get<bool>();  // nothing after the prefix
+        const std::string item = later && !closed ? visit(*later, later_at) : "value";
         const int64_t lo = get_count(s, "minItems", at, 0, kMaxRepeat);
-        const int64_t hi = get_count(s, "maxItems", at, -1, kMaxRepeat);
+        int64_t hi = get_count(s, "maxItems", at, -1, kMaxRepeat);
         if (hi >= 0 && hi < lo) fail("maxItems " + std::to_string(hi) + " < minItems " + std::to_string(lo) + " at " + at);
+        if (closed && (hi < 0 || hi > n_prefix)) hi = n_prefix;
+        if (hi >= 0 && hi < lo) fail("minItems " + std::to_string(lo) + " at " + at + " is more than the " + std::to_string(n_prefix) + " tuple items with no others allowed");
         if (hi == 0) return add_rule("\"[\" ws \"]\"");
-        const std::string more_lo = std::to_string(lo > 0 ? lo - 1 : 0);
-        const std::string more = "( \",\" ws " + item + " ws ){" + more_lo + "," + (hi < 0 ? "" : std::to_string(hi - 1)) + "}";
-        const std::string items = item + " ws " + more;
-        return add_rule("\"[\" ws " + (lo > 0 ? items : "( " + items + " )?") + " \"]\"");
+        if (n_prefix == 0) {
+            const std::string more_lo = std::to_string(lo > 0 ? lo - 1 : 0);
+            const std::string more = "( \",\" ws " + item + " ws ){" + more_lo + "," + (hi < 0 ? "" : std::to_string(hi - 1)) + "}";
+            const std::string items = item + " ws " + more;
+            return add_rule("\"[\" ws " + (lo > 0 ? items : "( " + items + " )?") + " \"]\"");
+        }
+        std::vector<std::string> elems;
+        for (int64_t j = 0; j < n_prefix; ++j) elems.push_back(visit((*prefix)[j], prefix_at + "/" + std::to_string(j)));
+        // after[j]: what may follow once j elements are written (j >= 1); "" = nothing.
+        std::string after;
+        if (hi < 0 || hi > n_prefix) {
+            after = "( \",\" ws " + item + " ws ){" + std::to_string(std::max<int64_t>(lo - n_prefix, 0)) + "," + (hi < 0 ? "" : std::to_string(hi - n_prefix)) + "}";
+        }
+        for (int64_t j = std::min<int64_t>(n_prefix, hi < 0 ? n_prefix : hi) - 1; j >= 1; --j) {
+            const std::string next = "\",\" ws " + elems[j] + " ws" + (after.empty() ? "" : " " + after);
+            after = add_rule(j >= lo ? "( " + next + " )?" : next);
+        }
+        const std::string first = elems[0] + " ws" + (after.empty() ? "" : " " + after);
+        return add_rule("\"[\" ws " + (lo >= 1 ? first : "( " + first + " )?") + " \"]\"");
     }
 
     std::string string(const json& s, const std::string& at) {

@@ -152,8 +152,9 @@ TEST(JsonSchema, UnsupportedKeywordsAreTypedErrors) {
         {R"({"type":"object","properties":{"id":{"type":"string","pattern":"x"}}})", "keyword 'pattern' at #/properties/id"},
         {R"({"allOf":[{"type":"string"}]})", "keyword 'allOf' at #"},
         {R"({"type":"string","format":"email"})", "format 'email' at # is not supported"},
-        {R"({"type":"array","prefixItems":[]})", "keyword 'prefixItems'"},
+        {R"({"type":"array","uniqueItems":true})", "keyword 'uniqueItems'"},
         {R"({"$ref":"http://x/y"})", "'$ref' 'http://x/y' at # is not supported"},
+        {R"({"type":"object","properties":{"next":{"$ref":"#"}}})", "'$ref' '#' (the root) at #/properties/next is not supported"},
         {R"({"$ref":"#/$defs/missing"})", "points to nothing"},
         {R"({"type":"integer","anyOf":[{"minimum":1}]})", "keyword 'type' beside 'anyOf'"},
         {R"({"type":"array","minItems":3,"maxItems":2})", "maxItems 2 < minItems 3"},
@@ -165,6 +166,9 @@ TEST(JsonSchema, UnsupportedKeywordsAreTypedErrors) {
         {R"({"type":"number","minimum":1e20})", "number bounds at # leave no value"},
         {R"({"type":"number","exclusiveMinimum":true})", "'exclusiveMinimum': true at # needs 'minimum'"},
         {R"({"type":"decimal"})", "type 'decimal' at # is not a JSON Schema type"},
+        {R"({"type":"string","nullable":"yes"})", "'nullable' at # must be a boolean"},
+        {R"({"type":"array","additionalItems":false})", "'additionalItems' at # only applies beside an array 'items'"},
+        {R"({"type":"array","prefixItems":[{}],"items":false,"minItems":2})", "minItems 2 at # is more than the 1 tuple items"},
         {R"(false)", "no value can match it"},
     };
     for (const auto& [schema, want] : cases) {
@@ -207,6 +211,28 @@ TEST(JsonSchema, AcceptRejectTable) {
          {R"({"v":1,"next":{"v":2,"next":null}})"}, {R"({"v":1})"}},
         {R"({"type":"object","additionalProperties":{"type":"integer"}})", {"{}", R"({"a":1,"b":2})"}, {R"({"a":"x"})"}},
         {R"({"type":"object","additionalProperties":false})", {"{}", "{ }"}, {R"({"a":1})"}},
+        // properties: {} declares none: only {} (a function without parameters gets "{}").
+        {R"({"type":"object","properties":{}})", {"{}", "{ }"}, {R"({"a":1})"}},
+        {R"({"type":"object"})", {"{}", R"({"a":[1]})"}, {"[]"}},
+        {R"({"type":"object","properties":{},"additionalProperties":{"type":"integer"}})", {"{}", R"({"a":1})"}, {R"({"a":"x"})"}},
+        // nullable (OpenAPI; zod's .nullable() on scalars): the schema or null.
+        {R"({"type":"string","nullable":true,"maxLength":2})", {"null", "\"ab\""}, {"\"abc\"", "1"}},
+        {R"({"type":"number","nullable":true,"minimum":0})", {"null", "0.5"}, {"-1"}},
+        {R"({"type":"object","properties":{"o":{"type":"object","nullable":true,"properties":{"b":{"type":"boolean"}},"required":["b"]}},"required":["o"]})",
+         {R"({"o":null})", R"({"o":{"b":true}})"}, {R"({"o":{}})"}},
+        {R"({"type":"string","nullable":false})", {"\"a\""}, {"null"}},
+        {R"({"type":"string","nullable":true,"enum":["a",null]})", {"null", "\"a\""}, {"\"b\""}},
+        {R"({"type":"string","nullable":true,"enum":["a"]})", {"\"a\""}, {"null"}},  // OpenAPI 3.0.3: null must be listed
+        {R"({"$defs":{"p":{"type":"integer"}},"$ref":"#/$defs/p","nullable":true})", {"null", "3"}, {"\"3\""}},
+        // tuples: z.tuple (draft-07 items array) and 2020-12 prefixItems.
+        {R"({"type":"array","minItems":2,"maxItems":2,"items":[{"type":"string"},{"type":"number"}]})", {R"(["a",1.5])"}, {R"(["a"])", R"([1,"a"])", R"(["a",1,2])"}},
+        {R"({"type":"array","items":[{"type":"boolean"}],"additionalItems":{"type":"null"}})", {"[]", "[true]", "[true,null,null]"}, {"[true,1]", "[null]"}},
+        {R"({"type":"array","prefixItems":[{"type":"boolean"},{"type":"integer"}],"items":false})", {"[]", "[true]", "[false,3]"}, {"[true,3,4]", "[3]"}},
+        {R"({"type":"array","prefixItems":[{"type":"boolean"}],"items":{"type":"string"},"minItems":2,"maxItems":3})",
+         {R"([true,"a"])", R"([true,"a","b"])"}, {"[true]", R"([true,"a","b","c"])", "[true,true]"}},
+        // without type, the keywords present decide the kind
+        {R"({"minLength":2})", {"\"ab\""}, {"\"a\"", "5"}},
+        {R"({"minimum":3})", {"3", "4.5"}, {"2", "\"x\""}},
         {R"({"type":"boolean"})", {"true", "false"}, {"True", "1"}},
     };
     for (const auto& c : cases) {
@@ -318,6 +344,12 @@ TEST(JsonSchema, NumberExponentIsBounded) {
 // real dates, exact bounds and strictly checked formats.
 TEST(JsonSchema, SampledOutputValidates) {
     const std::vector<const char*> schemas = {
+        // what zodResponseFormat sends
+        R"({"type":"object","properties":{"a":{"type":"string","nullable":true},"n":{"type":"number","nullable":true},"b":{"type":"boolean","nullable":true},
+            "i":{"type":"integer","nullable":true},"p":{"type":"number","exclusiveMinimum":0},"t":{"type":"number","minimum":0.5,"maximum":2.5},
+            "lit":{"type":"string","const":"x"},"tu":{"type":"array","minItems":2,"maxItems":2,"items":[{"type":"string"},{"type":"number"}]},
+            "m":{"type":"object","additionalProperties":{"type":"number"}}},
+            "required":["a","n","b","i","p","t","lit","tu","m"],"additionalProperties":false,"$schema":"http://json-schema.org/draft-07/schema#"})",
         R"({"type":"array","items":{"type":"string","format":"date"},"minItems":20,"maxItems":20})",
         R"({"type":"number","minimum":-2.75,"maximum":-0.5})",
         R"({"type":"number","exclusiveMinimum":-1.5,"exclusiveMaximum":0.001})",
@@ -325,6 +357,7 @@ TEST(JsonSchema, SampledOutputValidates) {
         R"({"type":"number","minimum":1,"exclusiveMinimum":true,"maximum":1.0000001})",
         R"({"type":"integer","minimum":-7.5,"exclusiveMaximum":12.5})",
         R"({"type":"array","items":{"type":"number"},"minItems":30,"maxItems":30})",
+        R"({"type":"array","prefixItems":[{"type":"boolean"},{"type":"string","maxLength":3}],"items":{"type":"integer","minimum":0,"maximum":3},"maxItems":5})",
         R"({"$defs":{"node":{"type":"object","properties":{"v":{"type":"number","minimum":0,"exclusiveMaximum":1},
             "kids":{"type":"array","items":{"$ref":"#/$defs/node"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/node"})",
     };
@@ -374,6 +407,9 @@ TEST(JsonSchemaEngine, RandomWeightsOutputValidates) {
         R"({"$defs":{"pt":{"type":"object","properties":{"x":{"type":"integer","minimum":-5,"maximum":5},"ok":{"type":"boolean"}},"required":["x"]}},
             "type":"array","items":{"$ref":"#/$defs/pt"},"minItems":1,"maxItems":4})",
         R"({"anyOf":[{"type":"object","properties":{"k":{"const":[1,"two"]}},"required":["k"]},{"type":"string","minLength":1,"maxLength":8}]})",
+        // zod-style: nullable scalars, fractional and exclusive number bounds, a tuple
+        R"({"type":"object","properties":{"a":{"type":"string","nullable":true,"maxLength":6},"p":{"type":"number","exclusiveMinimum":0,"maximum":2.5},
+            "t":{"type":"array","minItems":2,"maxItems":2,"items":[{"type":"integer"},{"type":"boolean"}]}},"required":["a","p","t"],"additionalProperties":false})",
     };
     for (const char* schema : schemas) {
         const ojson s = ojson::parse(schema);
