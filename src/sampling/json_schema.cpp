@@ -33,6 +33,20 @@ const std::set<std::string> kSupported = {"type", "properties", "required", "add
 // lengths count characters of the decoded string). \u escapes of surrogates (D800-DFFF) are
 // excluded: a lone one is invalid JSON text for strict parsers, and pairs are not worth the
 // rules when the character can be written as raw UTF-8.
+//
+// Formats are subsets chosen so that every string passes strict validators (zod's .date(),
+// .datetime(), .email(), .url(), .ip(), .uuid(); Python's date/datetime.fromisoformat,
+// ipaddress; RFC 3339, 5321, 3986):
+//   date: years 0001-9999 (Python has no year 0), days per month, Feb 29 in leap years only.
+//   time: RFC 3339 full-time; fractions of 3 or 6 digits (what every fromisoformat reads).
+//   date-time: "Z" only, since zod's default .datetime() refuses offsets.
+//   hostname labels: lowercase letters and digits with single inner hyphens (no "xn--"-like
+//   label an IDNA check could refuse), 2-4 labels ending in a 2-6 letter TLD (zod and FQDN
+//   checks want letters there).
+//   email: dot-atoms of [a-zA-Z0-9_+-] starting with a letter or digit; the domain ends in one
+//   of a few common TLDs (email validators refuse special-use names like .test and .local).
+//   ipv4: no leading zeros (Python and zod refuse them). ipv6: 8 groups, lowercase.
+//   uri: https://hostname with up to 4 path segments that never are "." or "..".
 const char* kCommonRules = R"(ws ::= [ \t\n]{0,8}
 char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-Ce-fE-F] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2}))
 string ::= "\"" char* "\""
@@ -43,11 +57,34 @@ null ::= "null"
 value ::= object | array | string | number | boolean | null
 object ::= "{" ws ( string ws ":" ws value ws ( "," ws string ws ":" ws value ws )* )? "}"
 array ::= "[" ws ( value ws ( "," ws value ws )* )? "]"
-date ::= [0-9]{4} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [12] [0-9] | "3" [01])
-time ::= ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,6})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])
+date ::= year "-" month-day | leap-year "-02-29"
+year ::= "0" ("0" ("0" [1-9] | [1-9] [0-9]) | [1-9] [0-9]{2}) | [1-9] [0-9]{3}
+leap-year ::= [0-9]{2} ("0" [48] | [2468] [048] | [13579] [26]) | ("0" [48] | [2468] [048] | [13579] [26]) "00"
+month-day ::= ("0" [13578] | "1" [02]) "-" day-31 | ("0" [469] | "11") "-" day-30 | "02-" day-28
+day-28 ::= "0" [1-9] | "1" [0-9] | "2" [0-8]
+day-30 ::= day-28 | "29" | "30"
+day-31 ::= day-30 | "31"
+partial-time ::= ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{3} ([0-9]{3})?)?
+time ::= partial-time ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])
+date-time ::= date "T" partial-time "Z"
 uuid ::= [0-9a-fA-F]{8} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{12}
+label ::= [a-z0-9]{1,10} ("-" [a-z0-9]{1,10}){0,2}
+hostname ::= (label "."){1,3} [a-z]{2,6}
+email ::= [a-zA-Z0-9] [a-zA-Z0-9_+-]{0,19} ("." [a-zA-Z0-9_+-]{1,20}){0,2} "@" (label "."){1,3} ("com" | "org" | "net" | "io" | "dev" | "app" | "info" | "co" | "uk" | "de")
+dec-octet ::= "25" [0-5] | "2" [0-4] [0-9] | "1" [0-9] [0-9] | [1-9] [0-9] | [0-9]
+ipv4 ::= dec-octet "." dec-octet "." dec-octet "." dec-octet
+ipv6 ::= [0-9a-f]{1,4} (":" [0-9a-f]{1,4}){7}
+uri ::= "https://" hostname ("/" [a-zA-Z0-9_~-] [a-zA-Z0-9._~-]{0,19}){0,4} "/"?
 )";
 static_assert(kMaxWs == 8 && kMaxFracDigits == 16 && kMaxExpDigits == 2, "kCommonRules spells out these bounds");
+
+// The `format` values a string may carry, each the name of a rule in kCommonRules.
+const std::set<std::string> kFormats = {"date", "time", "date-time", "uuid", "email", "hostname", "ipv4", "ipv6", "uri"};
+// The shortest and longest string of each format's rule (in characters, quotes excluded).
+const std::map<std::string, std::pair<int64_t, int64_t>> kFormatLengths = {
+    {"date", {10, 10}},  {"time", {9, 21}},  {"date-time", {20, 27}}, {"uuid", {36, 36}},  {"ipv4", {7, 15}},
+    {"ipv6", {15, 39}},  {"hostname", {4, 105}}, {"email", {6, 166}},  {"uri", {12, 198}},
+};
 
 }  // namespace
 
@@ -71,6 +108,20 @@ std::string literal(std::string_view bytes) {
         }
     }
     return out + "\"";
+}
+
+std::shared_ptr<const Grammar> format_grammar(const std::string& name) {
+    static const std::map<std::string, std::shared_ptr<const Grammar>> grammars = [] {
+        std::map<std::string, std::shared_ptr<const Grammar>> out;
+        for (const auto& f : kFormats) {
+            auto g = Grammar::parse("root ::= \"\\\"\" " + f + " \"\\\"\"\n" + kCommonRules);
+            // Fixed texts: failing to parse one is a bug in this file, caught by the tests.
+            out[f] = g.ok() ? *g : nullptr;
+        }
+        return out;
+    }();
+    auto it = grammars.find(name);
+    return it == grammars.end() ? nullptr : it->second;
 }
 
 }  // namespace schema_detail
@@ -346,13 +397,18 @@ private:
     std::string string(const json& s, const std::string& at) {
         if (s.contains("format")) {
             const std::string f = s["format"].is_string() ? s["format"].get<std::string>() : "";
-            std::string body;
-            if (f == "date") body = "date";
-            else if (f == "time") body = "time";
-            else if (f == "date-time") body = "date \"T\" time";
-            else if (f == "uuid") body = "uuid";
-            else fail("format '" + f + "' at " + at + " is not supported (date, time, date-time, uuid are)");
-            return add_rule("\"\\\"\" " + body + " \"\\\"\"");
+            if (!kFormats.count(f)) {
+                fail("format '" + f + "' at " + at + " is not supported (date, time, date-time, uuid, email, hostname, ipv4, ipv6, uri are)");
+            }
+            // The format's strings are not cut to a length: lengths beside it must admit them all.
+            const auto [f_lo, f_hi] = kFormatLengths.at(f);
+            const int64_t lo = get_count(s, "minLength", at, 0, kMaxRepeat);
+            const int64_t hi = get_count(s, "maxLength", at, -1, kMaxRepeat);
+            if (lo > f_lo || (hi >= 0 && hi < f_hi)) {
+                fail("minLength/maxLength at " + at + " cut into format '" + f + "' (its strings have " + std::to_string(f_lo) + " to " + std::to_string(f_hi) +
+                     " characters); allow that range or drop them");
+            }
+            return add_rule("\"\\\"\" " + f + " \"\\\"\"");
         }
         const int64_t lo = get_count(s, "minLength", at, 0, kMaxRepeat);
         const int64_t hi = get_count(s, "maxLength", at, -1, kMaxRepeat);

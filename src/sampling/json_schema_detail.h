@@ -40,4 +40,10 @@ std::string nonneg_range(int64_t lo, int64_t hi);
 // monotonic). nullopt when no such number has at most kMaxFracDigits fraction digits.
 std::optional<std::string> number_range(double lo, double hi);
 
+// ---- formats (json_schema.cpp)
+
+// The grammar of one string (quotes included) of a supported format; nullptr for any other
+// format name. Shared instances, built once.
+std::shared_ptr<const Grammar> format_grammar(const std::string& name);
+
 }  // namespace kvrag::sampling::schema_detail

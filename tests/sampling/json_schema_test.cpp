@@ -26,7 +26,9 @@ std::shared_ptr<const Grammar> must_compile(const std::string& schema) {
 }
 
 // ---- a validator for the keywords the compiler supports (the property test's oracle). It
-// is written from the specification, not from the compiler's rules.
+// is written from the specifications (JSON Schema, RFC 3339, 5321, 1123, 3986), not from the
+// compiler's rules, and the formats are checked as strict clients do: real calendar dates,
+// UTC date-times (zod's default), octets without leading zeros, no special-use email domains.
 
 size_t n_chars(const std::string& s) {
     size_t n = 0;
@@ -34,12 +36,77 @@ size_t n_chars(const std::string& s) {
     return n;
 }
 
+bool real_date(const std::string& s) {
+    static const std::regex re(R"((\d{4})-(\d{2})-(\d{2}))");
+    std::smatch m;
+    if (!std::regex_match(s, m, re)) return false;
+    const int y = std::stoi(m[1]), mo = std::stoi(m[2]), d = std::stoi(m[3]);
+    const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    const int days[] = {31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return y >= 1 && mo >= 1 && mo <= 12 && d >= 1 && d <= days[mo - 1];
+}
+
+bool valid_hostname(const std::string& s) {
+    static const std::regex label(R"([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)");
+    if (s.empty() || s.size() > 253) return false;
+    std::vector<std::string> labels;
+    for (size_t p = 0;;) {
+        const size_t dot = s.find('.', p);
+        labels.push_back(s.substr(p, dot - p));
+        if (dot == std::string::npos) break;
+        p = dot + 1;
+    }
+    for (const auto& l : labels) {
+        if (!std::regex_match(l, label)) return false;
+        if (l.size() >= 4 && l.substr(2, 2) == "--") return false;  // IDNA-reserved unless a valid A-label
+    }
+    static const std::regex tld("[a-zA-Z]{2,63}");
+    return labels.size() >= 2 && std::regex_match(labels.back(), tld);
+}
+
 bool valid_format(const std::string& f, const std::string& s) {
-    const std::string date = "\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])";
-    const std::string time = "([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,6})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)";
-    const std::string uuid = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
-    const std::string re = f == "date" ? date : f == "time" ? time : f == "date-time" ? date + "T" + time : uuid;
-    return std::regex_match(s, std::regex(re));
+    static const std::regex time_re(R"(([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d))");
+    static const std::regex utc_time_re(R"(([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?Z)");
+    static const std::regex uuid_re("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}");
+    static const std::regex ipv6_re("[0-9a-fA-F]{1,4}(:[0-9a-fA-F]{1,4}){7}");
+    static const std::regex octet_re("0|[1-9][0-9]{0,2}");
+    static const std::regex dot_atom(R"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)");
+    static const std::regex uri_re(R"(https?://([^/?#]+)((/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*))");
+    if (f == "date") return real_date(s);
+    if (f == "time") return std::regex_match(s, time_re);
+    if (f == "date-time") return s.size() > 11 && s[10] == 'T' && real_date(s.substr(0, 10)) && std::regex_match(s.substr(11), utc_time_re);
+    if (f == "uuid") return std::regex_match(s, uuid_re);
+    if (f == "ipv6") return std::regex_match(s, ipv6_re);
+    if (f == "hostname") return valid_hostname(s);
+    if (f == "ipv4") {
+        int n_octets = 0;
+        for (size_t p = 0;; ++n_octets) {
+            const size_t dot = s.find('.', p);
+            const std::string o = s.substr(p, dot - p);
+            if (!std::regex_match(o, octet_re) || std::stoi(o) > 255) return false;
+            if (dot == std::string::npos) break;
+            p = dot + 1;
+        }
+        return n_octets == 3;
+    }
+    if (f == "email") {
+        const size_t at = s.find('@');
+        if (at == std::string::npos || at > 64 || s.size() > 254) return false;
+        const std::string domain = s.substr(at + 1);
+        const std::string tld = domain.substr(domain.rfind('.') + 1);
+        for (const char* special : {"test", "local", "localhost", "invalid", "example", "onion", "arpa"}) {
+            if (tld == special) return false;
+        }
+        return std::regex_match(s.substr(0, at), dot_atom) && valid_hostname(domain);
+    }
+    if (f == "uri") {
+        std::smatch m;
+        if (!std::regex_match(s, m, uri_re) || !valid_hostname(m[1])) return false;
+        const std::string path = m[2];
+        return path.find("/./") == std::string::npos && path.find("/../") == std::string::npos && !path.ends_with("/.") && !path.ends_with("/..");
+    }
+    ADD_FAILURE() << "validator: unknown format " << f;
+    return false;
 }
 
 bool valid(const ojson& s, const json& v, const ojson& root);
@@ -151,7 +218,7 @@ TEST(JsonSchema, UnsupportedKeywordsAreTypedErrors) {
         {R"({"type":"string","pattern":"^a+$"})", "keyword 'pattern' at # is not supported"},
         {R"({"type":"object","properties":{"id":{"type":"string","pattern":"x"}}})", "keyword 'pattern' at #/properties/id"},
         {R"({"allOf":[{"type":"string"}]})", "keyword 'allOf' at #"},
-        {R"({"type":"string","format":"email"})", "format 'email' at # is not supported"},
+        {R"({"type":"string","format":"duration"})", "format 'duration' at # is not supported"},
         {R"({"type":"array","uniqueItems":true})", "keyword 'uniqueItems'"},
         {R"({"$ref":"http://x/y"})", "'$ref' 'http://x/y' at # is not supported"},
         {R"({"type":"object","properties":{"next":{"$ref":"#"}}})", "'$ref' '#' (the root) at #/properties/next is not supported"},
@@ -167,6 +234,7 @@ TEST(JsonSchema, UnsupportedKeywordsAreTypedErrors) {
         {R"({"type":"number","exclusiveMinimum":true})", "'exclusiveMinimum': true at # needs 'minimum'"},
         {R"({"type":"decimal"})", "type 'decimal' at # is not a JSON Schema type"},
         {R"({"type":"string","nullable":"yes"})", "'nullable' at # must be a boolean"},
+        {R"({"type":"string","format":"email","maxLength":20})", "cut into format 'email' (its strings have 6 to 166 characters)"},
         {R"({"type":"array","additionalItems":false})", "'additionalItems' at # only applies beside an array 'items'"},
         {R"({"type":"array","prefixItems":[{}],"items":false,"minItems":2})", "minItems 2 at # is more than the 1 tuple items"},
         {R"(false)", "no value can match it"},
@@ -200,10 +268,19 @@ TEST(JsonSchema, AcceptRejectTable) {
         {R"({"enum":["red",2,null,{"k":[1]}]})", {"\"red\"", "2", "null", R"({"k":[1]})"}, {"\"blue\"", "3"}},
         {R"({"const":"é\n"})", {"\"é\\n\""}, {"\"é\""}},
         {R"({"type":"string","minLength":2,"maxLength":3})", {"\"ab\"", "\"a\\nc\"", "\"éüö\""}, {"\"a\"", "\"abcd\""}},
-        {R"({"type":"string","format":"date"})", {"\"2024-02-29\""}, {"\"2024-13-01\"", "\"24-01-01\""}},
-        {R"({"type":"string","format":"date-time"})", {"\"2024-02-29T23:59:59Z\"", "\"2024-02-29T01:02:03.123+05:30\""},
-         {"\"2024-02-29 23:59:59Z\"", "\"2024-02-29T24:00:00Z\""}},
-        {R"({"type":"string","format":"time"})", {"\"12:00:00Z\""}, {"\"12:00\""}},
+        {R"({"type":"string","format":"date"})", {"\"2024-02-29\"", "\"2000-02-29\"", "\"1600-02-29\"", "\"0004-02-29\"", "\"2023-12-31\"", "\"0001-01-01\"", "\"2023-04-30\""},
+         {"\"2024-13-01\"", "\"24-01-01\"", "\"2023-02-29\"", "\"1900-02-29\"", "\"2100-02-29\"", "\"2024-02-30\"", "\"2024-04-31\"", "\"2024-11-31\"",
+          "\"0000-01-01\"", "\"0000-02-29\"", "\"2024-00-10\"", "\"2024-01-00\""}},
+        // UTC only: zod's default .datetime() refuses offsets.
+        {R"({"type":"string","format":"date-time"})", {"\"2024-02-29T23:59:59Z\"", "\"2024-02-29T01:02:03.123Z\"", "\"2024-02-29T01:02:03.123456Z\""},
+         {"\"2024-02-29 23:59:59Z\"", "\"2024-02-29T24:00:00Z\"", "\"2024-02-29T01:02:03.123+05:30\"", "\"2023-02-29T00:00:00Z\"", "\"2024-02-29T01:02:03.1234Z\""}},
+        {R"({"type":"string","format":"time"})", {"\"12:00:00Z\"", "\"23:59:59.500+05:30\"", "\"00:00:00.000-12:00\""}, {"\"12:00\"", "\"12:00:00\""}},
+        {R"({"type":"string","format":"email"})", {"\"a@b.co\"", "\"A.b_c+d-e@x-y.z.com\""},
+         {"\"a@b\"", "\".a@b.com\"", "\"a.@b.com\"", "\"a..b@c.com\"", "\"a@b.test\"", "\"a@-b.com\"", "\"a b@c.com\""}},
+        {R"({"type":"string","format":"hostname"})", {"\"a.io\"", "\"api-1.example.com\""}, {"\"localhost\"", "\"a..io\"", "\"-a.io\"", "\"a-.io\"", "\"ab--c.io\"", "\"a.b1\""}},
+        {R"({"type":"string","format":"ipv4"})", {"\"0.0.0.0\"", "\"255.255.255.255\"", "\"10.0.12.1\""}, {"\"256.1.1.1\"", "\"01.2.3.4\"", "\"1.2.3\""}},
+        {R"({"type":"string","format":"ipv6"})", {"\"2001:db8:0:0:0:0:0:1\"", "\"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff\""}, {"\"::1\"", "\"1:2:3:4:5:6:7\"", "\"12345:0:0:0:0:0:0:1\""}},
+        {R"({"type":"string","format":"uri"})", {"\"https://a.io\"", "\"https://x.y.com/a/b_c~d.e/\""}, {"\"http://a.io\"", "\"https://a.io/..\"", "\"https://a.io/./x\"", "\"a.io\""}},
         {R"({"type":"string","format":"uuid"})", {"\"123e4567-e89b-12d3-a456-426614174000\""}, {"\"123e4567e89b12d3a456426614174000\""}},
         {R"({"type":["string","null"]})", {"\"x\"", "null"}, {"1"}},
         {R"({"anyOf":[{"type":"integer"},{"type":"array","items":{"type":"string"}}]})", {"7", "[\"a\"]"}, {"\"a\"", "[1]"}},
@@ -233,6 +310,7 @@ TEST(JsonSchema, AcceptRejectTable) {
         // without type, the keywords present decide the kind
         {R"({"minLength":2})", {"\"ab\""}, {"\"a\"", "5"}},
         {R"({"minimum":3})", {"3", "4.5"}, {"2", "\"x\""}},
+        {R"({"format":"date"})", {"\"2024-01-31\""}, {"\"x\""}},
         {R"({"type":"boolean"})", {"true", "false"}, {"True", "1"}},
     };
     for (const auto& c : cases) {
@@ -339,6 +417,34 @@ TEST(JsonSchema, NumberExponentIsBounded) {
     EXPECT_FALSE(matches(any, R"({"a":9E665})"));
 }
 
+// The formats' length ranges (which minLength/maxLength beside them must admit) are the rules'.
+TEST(JsonSchema, FormatLengthsAreTheRulesLengths) {
+    const std::vector<std::tuple<const char*, int, int>> formats = {
+        {"date", 10, 10}, {"time", 9, 21}, {"date-time", 20, 27}, {"uuid", 36, 36}, {"ipv4", 7, 15},
+        {"ipv6", 15, 39}, {"hostname", 4, 105}, {"email", 6, 166}, {"uri", 12, 198},
+    };
+    std::mt19937_64 rng(7);
+    for (const auto& [f, lo, hi] : formats) {
+        const std::string base = std::string(R"({"type":"string","format":")") + f + "\"";
+        EXPECT_TRUE(compile_json_schema(ojson::parse(base + ",\"minLength\":" + std::to_string(lo) + ",\"maxLength\":" + std::to_string(hi) + "}")).ok()) << f;
+        EXPECT_FALSE(compile_json_schema(ojson::parse(base + ",\"minLength\":" + std::to_string(lo + 1) + "}")).ok()) << f;
+        EXPECT_FALSE(compile_json_schema(ojson::parse(base + ",\"maxLength\":" + std::to_string(hi - 1) + "}")).ok()) << f;
+        // The walk reaches both ends when it is told to be short or long.
+        auto g = must_compile(base + "}");
+        size_t shortest = SIZE_MAX, longest = 0;
+        for (size_t budget : {size_t{0}, size_t{1000}}) {
+            GrammarSampler sampler(g, budget);
+            for (int i = 0; i < 300; ++i) {
+                const size_t n = n_chars(json::parse(sampler.sample(rng)).get<std::string>());
+                shortest = std::min(shortest, n);
+                longest = std::max(longest, n);
+            }
+        }
+        EXPECT_EQ(shortest, static_cast<size_t>(lo)) << f;
+        EXPECT_LE(longest, static_cast<size_t>(hi)) << f;
+    }
+}
+
 // The key property without a model: random walks of the grammar (every choice random, what
 // random weights could write) always parse as JSON and validate against the schema, with
 // real dates, exact bounds and strictly checked formats.
@@ -350,6 +456,10 @@ TEST(JsonSchema, SampledOutputValidates) {
             "lit":{"type":"string","const":"x"},"tu":{"type":"array","minItems":2,"maxItems":2,"items":[{"type":"string"},{"type":"number"}]},
             "m":{"type":"object","additionalProperties":{"type":"number"}}},
             "required":["a","n","b","i","p","t","lit","tu","m"],"additionalProperties":false,"$schema":"http://json-schema.org/draft-07/schema#"})",
+        R"({"type":"object","properties":{"d":{"type":"string","format":"date"},"dt":{"type":"string","format":"date-time"},"u":{"type":"string","format":"uuid"},
+            "tm":{"type":"string","format":"time"},"e":{"type":"string","format":"email"},"url":{"type":"string","format":"uri"},
+            "h":{"type":"string","format":"hostname"},"v4":{"type":"string","format":"ipv4"},"v6":{"type":"string","format":"ipv6"}},
+            "required":["d","dt","u","tm","e","url","h","v4","v6"]})",
         R"({"type":"array","items":{"type":"string","format":"date"},"minItems":20,"maxItems":20})",
         R"({"type":"number","minimum":-2.75,"maximum":-0.5})",
         R"({"type":"number","exclusiveMinimum":-1.5,"exclusiveMaximum":0.001})",
@@ -357,7 +467,7 @@ TEST(JsonSchema, SampledOutputValidates) {
         R"({"type":"number","minimum":1,"exclusiveMinimum":true,"maximum":1.0000001})",
         R"({"type":"integer","minimum":-7.5,"exclusiveMaximum":12.5})",
         R"({"type":"array","items":{"type":"number"},"minItems":30,"maxItems":30})",
-        R"({"type":"array","prefixItems":[{"type":"boolean"},{"type":"string","maxLength":3}],"items":{"type":"integer","minimum":0,"maximum":3},"maxItems":5})",
+        R"({"type":"array","prefixItems":[{"type":"boolean"},{"type":"string","format":"ipv4"}],"items":{"type":"integer","minimum":0,"maximum":3},"maxItems":5})",
         R"({"$defs":{"node":{"type":"object","properties":{"v":{"type":"number","minimum":0,"exclusiveMaximum":1},
             "kids":{"type":"array","items":{"$ref":"#/$defs/node"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/node"})",
     };
@@ -407,9 +517,9 @@ TEST(JsonSchemaEngine, RandomWeightsOutputValidates) {
         R"({"$defs":{"pt":{"type":"object","properties":{"x":{"type":"integer","minimum":-5,"maximum":5},"ok":{"type":"boolean"}},"required":["x"]}},
             "type":"array","items":{"$ref":"#/$defs/pt"},"minItems":1,"maxItems":4})",
         R"({"anyOf":[{"type":"object","properties":{"k":{"const":[1,"two"]}},"required":["k"]},{"type":"string","minLength":1,"maxLength":8}]})",
-        // zod-style: nullable scalars, fractional and exclusive number bounds, a tuple
+        // zod-style: nullable scalars, fractional and exclusive number bounds, formats, a tuple
         R"({"type":"object","properties":{"a":{"type":"string","nullable":true,"maxLength":6},"p":{"type":"number","exclusiveMinimum":0,"maximum":2.5},
-            "t":{"type":"array","minItems":2,"maxItems":2,"items":[{"type":"integer"},{"type":"boolean"}]}},"required":["a","p","t"],"additionalProperties":false})",
+            "d":{"type":"string","format":"date"},"e":{"type":"string","format":"email"},"t":{"type":"array","minItems":2,"maxItems":2,"items":[{"type":"integer"},{"type":"boolean"}]}},"required":["a","p","d","e","t"],"additionalProperties":false})",
     };
     for (const char* schema : schemas) {
         const ojson s = ojson::parse(schema);
