@@ -198,8 +198,8 @@ private:
         }
         if (s.contains("nullable")) {
             if (!s["nullable"].is_boolean()) fail("'nullable' at " + at + " must be a boolean");
-            // Beside enum/const, null must be listed to be valid (OpenAPI 3.0.3): the list
-            // decides. Elsewhere: the schema without it, or null.
+            // Beside enum/const, null must be listed to be valid (OpenAPI 3.0.3), so the enum's
+            // filter (which reads nullable) decides. Elsewhere: the schema without it, or null.
             if (!has_any(s, {"enum", "const"})) {
                 json inner = s;
                 inner.erase("nullable");
@@ -220,14 +220,7 @@ private:
             for (size_t i = 0; i < list.size(); ++i) alts.push_back(visit(list[i], at + "/" + key + "/" + std::to_string(i)));
             return add_rule(join_alts(alts));
         }
-        if (s.contains("const")) return literal(s["const"].dump());
-        if (s.contains("enum")) {
-            const json& list = s["enum"];
-            if (!list.is_array() || list.empty()) fail("'enum' at " + at + " must be a non-empty array");
-            std::vector<std::string> alts;
-            for (const json& v : list) alts.push_back(literal(v.dump()));
-            return add_rule(join_alts(alts));
-        }
+        if (has_any(s, {"enum", "const"})) return enumerated(s, at);
         if (!s.contains("type")) {
             // Keywords of one kind apply only to values of that kind (any other value passes
             // them), so generating that kind alone honours them; "any value" would not.
@@ -249,6 +242,46 @@ private:
         }
         if (!type.is_string()) fail("'type' at " + at + " must be a string or an array of strings");
         return typed(s, type.get<std::string>(), at);
+    }
+
+    // enum and/or const: the listed values that satisfy every keyword beside them.
+    std::string enumerated(const json& s, const std::string& at) {
+        std::vector<json> values;
+        if (s.contains("enum")) {
+            const json& list = s["enum"];
+            if (!list.is_array() || list.empty()) fail("'enum' at " + at + " must be a non-empty array");
+            values.assign(list.begin(), list.end());
+        }
+        if (s.contains("const")) {
+            const bool listed = values.empty() || std::find(values.begin(), values.end(), s["const"]) != values.end();
+            values.clear();
+            if (listed) values.push_back(s["const"]);
+        }
+        json rest = s;
+        rest.erase("enum");
+        rest.erase("const");
+        rest.erase("$defs");
+        rest.erase("definitions");
+        // The other keywords are compiled once to check them (bad values, unsupported
+        // keywords); the rules made are never referenced.
+        json checked = rest;
+        checked.erase("nullable");
+        visit(checked, at);
+        std::vector<std::string> alts;
+        std::string why = s.contains("const") && values.empty() ? "'const' is not in 'enum'" : "";
+        for (const json& v : values) {
+            std::string reason;
+            if (schema_detail::admits(rest, v, root_, &reason)) {
+                alts.push_back(literal(v.dump()));
+            } else if (why.empty()) {
+                why = reason;
+            }
+        }
+        if (alts.empty()) {
+            fail("at " + at + ": no value of '" + std::string(s.contains("enum") ? "enum" : "const") + "' satisfies the keywords beside it (" + why +
+                 "); change the values or those keywords");
+        }
+        return add_rule(join_alts(alts));
     }
 
     std::string typed(const json& s, const std::string& type, const std::string& at) {

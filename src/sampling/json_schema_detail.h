@@ -1,5 +1,6 @@
 // Internals of the JSON Schema compiler, shared by its .cpp files (json_schema.cpp: the
-// compiler; json_schema_ranges.cpp: digit rules for bounded numbers). Not a public API: the
+// compiler; json_schema_ranges.cpp: digit rules for bounded numbers; json_schema_check.cpp:
+// checking a JSON value against a schema, to filter enum/const values). Not a public API: the
 // server and the tests use json_schema.h.
 #pragma once
 
@@ -45,5 +46,14 @@ std::optional<std::string> number_range(double lo, double hi);
 // The grammar of one string (quotes included) of a supported format; nullptr for any other
 // format name. Shared instances, built once.
 std::shared_ptr<const Grammar> format_grammar(const std::string& name);
+
+// ---- checking values (json_schema_check.cpp)
+
+// Does `value` satisfy `schema` (root: where "#/$defs/..." references resolve)? Covers the
+// keywords the compiler supports; formats are checked against the subset the compiler
+// generates (format_grammar). When false and `why` is set, *why says which keyword failed, e.g.
+// "\"abc\" is longer than maxLength 2". Precondition: the compiler has accepted `schema`
+// (unknown keywords and malformed values were refused before).
+bool admits(const ojson& schema, const ojson& value, const ojson& root, std::string* why);
 
 }  // namespace kvrag::sampling::schema_detail

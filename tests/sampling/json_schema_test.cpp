@@ -237,6 +237,13 @@ TEST(JsonSchema, UnsupportedKeywordsAreTypedErrors) {
         {R"({"type":"string","format":"email","maxLength":20})", "cut into format 'email' (its strings have 6 to 166 characters)"},
         {R"({"type":"array","additionalItems":false})", "'additionalItems' at # only applies beside an array 'items'"},
         {R"({"type":"array","prefixItems":[{}],"items":false,"minItems":2})", "minItems 2 at # is more than the 1 tuple items"},
+        // enum/const values are filtered by the keywords beside them; none left is an error.
+        {R"({"type":"string","const":5})", "at #: no value of 'const' satisfies the keywords beside it (5 is not of type \"string\")"},
+        {R"({"type":"object","properties":{"c":{"type":"string","enum":["abc"],"maxLength":2}}})",
+         "at #/properties/c: no value of 'enum' satisfies the keywords beside it (\"abc\" is longer than maxLength 2)"},
+        {R"({"enum":[10,20],"maximum":6})", "10 > maximum 6"},
+        {R"({"const":"b","enum":["a"]})", "'const' is not in 'enum'"},
+        {R"({"type":"string","format":"date","enum":["2023-02-29"]})", "\"2023-02-29\" is not a date"},
         {R"(false)", "no value can match it"},
     };
     for (const auto& [schema, want] : cases) {
@@ -301,6 +308,15 @@ TEST(JsonSchema, AcceptRejectTable) {
         {R"({"type":"string","nullable":true,"enum":["a",null]})", {"null", "\"a\""}, {"\"b\""}},
         {R"({"type":"string","nullable":true,"enum":["a"]})", {"\"a\""}, {"null"}},  // OpenAPI 3.0.3: null must be listed
         {R"({"$defs":{"p":{"type":"integer"}},"$ref":"#/$defs/p","nullable":true})", {"null", "3"}, {"\"3\""}},
+        // enum/const: only the values the keywords beside them allow.
+        {R"({"type":"string","enum":["a",5]})", {"\"a\""}, {"5"}},
+        {R"({"type":"string","enum":["abc","de"],"maxLength":2})", {"\"de\""}, {"\"abc\""}},
+        {R"({"type":"integer","enum":[1,5,10],"maximum":6})", {"1", "5"}, {"10"}},
+        {R"({"type":"number","enum":[0,1,2],"exclusiveMinimum":0})", {"1", "2"}, {"0"}},
+        {R"({"type":"array","enum":[[1,2,3],[4],[true]],"maxItems":1,"items":{"type":"integer"}})", {"[4]"}, {"[1,2,3]", "[true]"}},
+        {R"({"type":"object","enum":[{"a":1},{"b":2}],"properties":{"a":{},"b":{}},"required":["a"]})", {R"({"a":1})"}, {R"({"b":2})"}},
+        {R"({"type":"string","const":"x"})", {"\"x\""}, {"\"y\""}},
+        {R"({"type":["integer","null"],"enum":[1,"1",null,1.5]})", {"1", "null"}, {"\"1\"", "1.5"}},
         // tuples: z.tuple (draft-07 items array) and 2020-12 prefixItems.
         {R"({"type":"array","minItems":2,"maxItems":2,"items":[{"type":"string"},{"type":"number"}]})", {R"(["a",1.5])"}, {R"(["a"])", R"([1,"a"])", R"(["a",1,2])"}},
         {R"({"type":"array","items":[{"type":"boolean"}],"additionalItems":{"type":"null"}})", {"[]", "[true]", "[true,null,null]"}, {"[true,1]", "[null]"}},
@@ -467,6 +483,9 @@ TEST(JsonSchema, SampledOutputValidates) {
         R"({"type":"number","minimum":1,"exclusiveMinimum":true,"maximum":1.0000001})",
         R"({"type":"integer","minimum":-7.5,"exclusiveMaximum":12.5})",
         R"({"type":"array","items":{"type":"number"},"minItems":30,"maxItems":30})",
+        R"({"type":"object","properties":{"s":{"type":"string","enum":["a",5,"bcd"],"maxLength":2},"i":{"type":"integer","enum":[1,5,10,2.0],"maximum":6},
+            "arr":{"type":"array","enum":[[1,2,3],[4]],"maxItems":1},"o":{"type":"object","properties":{}},"c":{"const":[1,{"k":null}]},
+            "ne":{"type":"string","nullable":true,"enum":["x",null]}},"required":["s","i","arr","o","c","ne"]})",
         R"({"type":"array","prefixItems":[{"type":"boolean"},{"type":"string","format":"ipv4"}],"items":{"type":"integer","minimum":0,"maximum":3},"maxItems":5})",
         R"({"$defs":{"node":{"type":"object","properties":{"v":{"type":"number","minimum":0,"exclusiveMaximum":1},
             "kids":{"type":"array","items":{"$ref":"#/$defs/node"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/node"})",
@@ -517,9 +536,10 @@ TEST(JsonSchemaEngine, RandomWeightsOutputValidates) {
         R"({"$defs":{"pt":{"type":"object","properties":{"x":{"type":"integer","minimum":-5,"maximum":5},"ok":{"type":"boolean"}},"required":["x"]}},
             "type":"array","items":{"$ref":"#/$defs/pt"},"minItems":1,"maxItems":4})",
         R"({"anyOf":[{"type":"object","properties":{"k":{"const":[1,"two"]}},"required":["k"]},{"type":"string","minLength":1,"maxLength":8}]})",
-        // zod-style: nullable scalars, fractional and exclusive number bounds, formats, a tuple
+        // zod-style: nullable scalars, fractional and exclusive number bounds, formats, a tuple, a filtered enum
         R"({"type":"object","properties":{"a":{"type":"string","nullable":true,"maxLength":6},"p":{"type":"number","exclusiveMinimum":0,"maximum":2.5},
-            "d":{"type":"string","format":"date"},"e":{"type":"string","format":"email"},"t":{"type":"array","minItems":2,"maxItems":2,"items":[{"type":"integer"},{"type":"boolean"}]}},"required":["a","p","d","e","t"],"additionalProperties":false})",
+            "d":{"type":"string","format":"date"},"e":{"type":"string","format":"email"},"t":{"type":"array","minItems":2,"maxItems":2,"items":[{"type":"integer"},{"type":"boolean"}]},
+            "k":{"type":"string","enum":["ab",7,"abcdef"],"maxLength":4}},"required":["a","p","d","e","t","k"],"additionalProperties":false})",
     };
     for (const char* schema : schemas) {
         const ojson s = ojson::parse(schema);
