@@ -32,7 +32,9 @@ const std::set<std::string> kSupported = {"type", "properties", "required", "add
 // Shared rules. `char` is one JSON string character (an escape counts as one, as JSON Schema
 // lengths count characters of the decoded string). \u escapes of surrogates (D800-DFFF) are
 // excluded: a lone one is invalid JSON text for strict parsers, and pairs are not worth the
-// rules when the character can be written as raw UTF-8.
+// rules when the character can be written as raw UTF-8. `bmp-char` leaves out the characters
+// beyond U+FFFF: JavaScript counts each as two (UTF-16 units), so under a maxLength they could
+// make a string that JSON Schema's count (code points) allows too long for zod's .max().
 //
 // Formats are subsets chosen so that every string passes strict validators (zod's .date(),
 // .datetime(), .email(), .url(), .ip(), .uuid(); Python's date/datetime.fromisoformat,
@@ -50,6 +52,7 @@ const std::set<std::string> kSupported = {"type", "properties", "required", "add
 const char* kCommonRules = R"(ws ::= [ \t\n]{0,8}
 char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-Ce-fE-F] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2}))
 string ::= "\"" char* "\""
+bmp-char ::= [^"\\\x00-\x1F\U00010000-\U0010FFFF] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-Ce-fE-F] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2}))
 number ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})?
 integer ::= "-"? ("0" | [1-9] [0-9]{0,15})
 boolean ::= "true" | "false"
@@ -434,9 +437,11 @@ private:
                 fail("format '" + f + "' at " + at + " is not supported (date, time, date-time, uuid, email, hostname, ipv4, ipv6, uri are)");
             }
             // The format's strings are not cut to a length: lengths beside it must admit them all.
+            // Only compared, never a repetition count: no kMaxRepeat limit (Pydantic's HttpUrl
+            // sends maxLength 2083).
             const auto [f_lo, f_hi] = kFormatLengths.at(f);
-            const int64_t lo = get_count(s, "minLength", at, 0, kMaxRepeat);
-            const int64_t hi = get_count(s, "maxLength", at, -1, kMaxRepeat);
+            const int64_t lo = get_count(s, "minLength", at, 0, INT64_MAX);
+            const int64_t hi = get_count(s, "maxLength", at, -1, INT64_MAX);
             if (lo > f_lo || (hi >= 0 && hi < f_hi)) {
                 fail("minLength/maxLength at " + at + " cut into format '" + f + "' (its strings have " + std::to_string(f_lo) + " to " + std::to_string(f_hi) +
                      " characters); allow that range or drop them");
@@ -447,7 +452,9 @@ private:
         const int64_t hi = get_count(s, "maxLength", at, -1, kMaxRepeat);
         if (hi >= 0 && hi < lo) fail("maxLength " + std::to_string(hi) + " < minLength " + std::to_string(lo) + " at " + at);
         if (lo == 0 && hi < 0) return "string";
-        return add_rule("\"\\\"\" char{" + std::to_string(lo) + "," + (hi < 0 ? "" : std::to_string(hi)) + "} \"\\\"\"");
+        // With a maximum, only characters that count the same in code points and UTF-16 units.
+        const std::string ch = hi < 0 ? "char" : "bmp-char";
+        return add_rule("\"\\\"\" " + ch + "{" + std::to_string(lo) + "," + (hi < 0 ? "" : std::to_string(hi)) + "} \"\\\"\"");
     }
 
     // The bounds of an integer or number as doubles: lower (-inf when absent) and whether it

@@ -136,10 +136,17 @@ bool valid_number(const ojson& s, const json& v) {
     return true;
 }
 
+// JavaScript's length (what zod's .min()/.max() count): characters beyond U+FFFF count twice.
+size_t n_utf16(const std::string& s) {
+    size_t n = n_chars(s);
+    for (char c : s) n += (static_cast<uint8_t>(c) & 0xF8) == 0xF0;
+    return n;
+}
+
 bool valid_string(const ojson& s, const json& v) {
     const std::string str = v.get<std::string>();
     if (s.contains("minLength") && n_chars(str) < s["minLength"].get<size_t>()) return false;
-    if (s.contains("maxLength") && n_chars(str) > s["maxLength"].get<size_t>()) return false;
+    if (s.contains("maxLength") && n_utf16(str) > s["maxLength"].get<size_t>()) return false;  // >= the code points
     return !s.contains("format") || valid_format(s["format"].get<std::string>(), str);
 }
 
@@ -274,7 +281,9 @@ TEST(JsonSchema, AcceptRejectTable) {
         {R"({"type":"array","items":{"type":"boolean"}})", {"[]", "[true,false,true,true]"}, {"[null]"}},
         {R"({"enum":["red",2,null,{"k":[1]}]})", {"\"red\"", "2", "null", R"({"k":[1]})"}, {"\"blue\"", "3"}},
         {R"({"const":"é\n"})", {"\"é\\n\""}, {"\"é\""}},
-        {R"({"type":"string","minLength":2,"maxLength":3})", {"\"ab\"", "\"a\\nc\"", "\"éüö\""}, {"\"a\"", "\"abcd\""}},
+        // Under a maxLength no character beyond U+FFFF (two UTF-16 units for zod's .max()).
+        {R"({"type":"string","minLength":2,"maxLength":3})", {"\"ab\"", "\"a\\nc\"", "\"éüö\"", "\"\uFFFDa\""}, {"\"a\"", "\"abcd\"", "\"a\U0001F600\""}},
+        {R"({"type":"string","minLength":1})", {"\"\U0001F600\""}, {"\"\""}},
         {R"({"type":"string","format":"date"})", {"\"2024-02-29\"", "\"2000-02-29\"", "\"1600-02-29\"", "\"0004-02-29\"", "\"2023-12-31\"", "\"0001-01-01\"", "\"2023-04-30\""},
          {"\"2024-13-01\"", "\"24-01-01\"", "\"2023-02-29\"", "\"1900-02-29\"", "\"2100-02-29\"", "\"2024-02-30\"", "\"2024-04-31\"", "\"2024-11-31\"",
           "\"0000-01-01\"", "\"0000-02-29\"", "\"2024-00-10\"", "\"2024-01-00\""}},
@@ -287,7 +296,7 @@ TEST(JsonSchema, AcceptRejectTable) {
         {R"({"type":"string","format":"hostname"})", {"\"a.io\"", "\"api-1.example.com\""}, {"\"localhost\"", "\"a..io\"", "\"-a.io\"", "\"a-.io\"", "\"ab--c.io\"", "\"a.b1\""}},
         {R"({"type":"string","format":"ipv4"})", {"\"0.0.0.0\"", "\"255.255.255.255\"", "\"10.0.12.1\""}, {"\"256.1.1.1\"", "\"01.2.3.4\"", "\"1.2.3\""}},
         {R"({"type":"string","format":"ipv6"})", {"\"2001:db8:0:0:0:0:0:1\"", "\"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff\""}, {"\"::1\"", "\"1:2:3:4:5:6:7\"", "\"12345:0:0:0:0:0:0:1\""}},
-        {R"({"type":"string","format":"uri"})", {"\"https://a.io\"", "\"https://x.y.com/a/b_c~d.e/\""}, {"\"http://a.io\"", "\"https://a.io/..\"", "\"https://a.io/./x\"", "\"a.io\""}},
+        {R"({"type":"string","format":"uri","minLength":1,"maxLength":2083})", {"\"https://a.io\"", "\"https://x.y.com/a/b_c~d.e/\""}, {"\"http://a.io\"", "\"https://a.io/..\"", "\"https://a.io/./x\"", "\"a.io\""}},
         {R"({"type":"string","format":"uuid"})", {"\"123e4567-e89b-12d3-a456-426614174000\""}, {"\"123e4567e89b12d3a456426614174000\""}},
         {R"({"type":["string","null"]})", {"\"x\"", "null"}, {"1"}},
         {R"({"anyOf":[{"type":"integer"},{"type":"array","items":{"type":"string"}}]})", {"7", "[\"a\"]"}, {"\"a\"", "[1]"}},
@@ -482,6 +491,7 @@ TEST(JsonSchema, SampledOutputValidates) {
         R"({"type":"number","minimum":0.1,"maximum":0.30000000000000004})",
         R"({"type":"number","minimum":1,"exclusiveMinimum":true,"maximum":1.0000001})",
         R"({"type":"integer","minimum":-7.5,"exclusiveMaximum":12.5})",
+        R"({"type":"array","items":{"type":"string","minLength":1,"maxLength":3},"minItems":10,"maxItems":10})",
         R"({"type":"array","items":{"type":"number"},"minItems":30,"maxItems":30})",
         R"({"type":"object","properties":{"s":{"type":"string","enum":["a",5,"bcd"],"maxLength":2},"i":{"type":"integer","enum":[1,5,10,2.0],"maximum":6},
             "arr":{"type":"array","enum":[[1,2,3],[4]],"maxItems":1},"o":{"type":"object","properties":{}},"c":{"const":[1,{"k":null}]},
