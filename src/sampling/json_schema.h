@@ -1,26 +1,48 @@
 // JSON Schema -> GBNF grammar, for structured output (response_format json_schema / json_object).
+// Whatever a model writes under the grammar (random weights included) validates against the
+// schema: a keyword the grammar cannot enforce is an error naming it, never silently ignored.
 //
-// Coverage (anything else is an error naming the keyword, never silently ignored):
-//   type: object, array, string, integer, number, boolean, null, or an array of these
+// Coverage:
+//   type: object, array, string, integer, number, boolean, null, or an array of these. Without
+//           `type`, the keywords present pick the kind (properties: object; items: array;
+//           minLength/maxLength/format: string; bounds: number), else any value.
+//   nullable: true (OpenAPI, what zod writes for .nullable() on scalars): the schema or null.
+//           Beside enum/const, null is generated only when the list holds it (OpenAPI 3.0.3).
 //   object: properties (emitted in schema order), required (the others may be omitted),
-//           additionalProperties. The grammar generates only the declared properties whether
+//           additionalProperties. Only the declared properties are generated, whether
 //           additionalProperties is false, true or absent: declared-only output is valid in all
-//           three cases. With no `properties`, any string keys are allowed, their values
-//           following additionalProperties (a schema) or any JSON value (true / absent); false
-//           then means "{}".
-//   array:  items (a schema; absent = any value), minItems, maxItems
-//   enum, const: any JSON values, matched as their compact serialisation
-//   string: minLength, maxLength (in characters; an escape counts as one), format date, time,
-//           date-time, uuid
-//   integer: minimum, maximum, exclusiveMinimum, exclusiveMaximum: exact, through rules on
-//           the decimal digits; without bounds at most kMaxIntDigits digits
-//   number: without bounds any JSON number (at most kMaxIntDigits integer digits, 16 fraction
-//           digits, 3 exponent digits, so a model cannot write digits forever); with bounds,
-//           the bounds must be integers and the number is written without an exponent: exact
+//           three cases; `properties: {}` thus gives "{}". With no `properties` keyword (or
+//           `properties: {}` beside an additionalProperties schema) any string keys are
+//           allowed, their values following additionalProperties (a schema) or any JSON value
+//           (true / absent); false then means "{}".
+//   array:  items (a schema; absent = any value), minItems, maxItems; tuples: prefixItems with
+//           items as the schema of later elements (2020-12), or items as an array with
+//           additionalItems (draft-07); false ends the array after the tuple
+//   enum, const: any JSON values, matched as their compact serialisation. Only the values that
+//           satisfy the keywords beside them (type, bounds, lengths, formats, item counts,
+//           properties, ...) are generated; when none does, an error names the keyword.
+//   string: minLength, maxLength (in code points; an escape counts as one; under a maxLength
+//           only characters up to U+FFFF, which zod's UTF-16 count sees the same); format
+//           date (real dates, Feb 29 only in leap years, years 0001-9999), time (RFC 3339),
+//           date-time (UTC "Z" only: zod's .datetime() refuses offsets), uuid, and
+//           conservative always-valid subsets of email, hostname, ipv4, ipv6 (the full
+//           8-group form) and uri (https://host/path); docs/grammar.md spells them out.
+//   integer: minimum, maximum, exclusiveMinimum, exclusiveMaximum (numbers, or draft-4
+//           booleans beside minimum/maximum): exact, through rules on the decimal digits;
+//           without bounds at most kMaxIntDigits digits
+//   number: without bounds any JSON number with at most kMaxIntDigits integer digits,
+//           kMaxFracDigits fraction digits and kMaxExpDigits exponent digits (so a model cannot
+//           write digits forever, and every number is a finite double). With any bound the
+//           number is written without an exponent and every bound (fractional, exclusive) holds
+//           exactly for the double a parser makes of it.
 //   anyOf, oneOf: alternatives (oneOf's exclusivity is not enforced)
-//   $ref: "#/$defs/NAME" or "#/definitions/NAME" (recursion allowed)
+//   $ref: "#/$defs/NAME" or "#/definitions/NAME" (recursion allowed); "#" (the root) is not
+//           supported: tool parameters are compiled inside a larger schema, where "#" would
+//           mean something else
 //   ignored annotations: title, description, default, examples, $schema, $id, $comment,
 //   deprecated, readOnly, writeOnly
+// Not supported (an error): pattern, other formats, allOf, not, if/then/else, uniqueItems,
+// multipleOf, contains, propertyNames, patternProperties, ...
 // Whitespace between tokens is at most kMaxWs characters of [ \t\n] at each place, so output
 // is always finite.
 #pragma once
