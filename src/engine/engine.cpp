@@ -61,7 +61,9 @@ const char* finish_reason_name(FinishReason r) {
 }
 
 Request::Request(const tokenizer::Tokenizer& tok, const GenerateOptions& opt, int32_t n_vocab)
-    : opt_(opt), sampler_(opt.sampling, n_vocab), stops_(opt.stop), decoder_(tok) {}
+    : opt_(opt), sampler_(opt.sampling, n_vocab), stops_(opt.stop), decoder_(tok, /*special=*/false, opt.begins_text) {
+    if (opt.grammar && !opt.stop.empty()) stop_grammar_.emplace(opt.grammar);
+}
 
 Request::~Request() {
     // Normally both lists are empty by now (finish() detaches); a request destroyed unfinished
@@ -353,7 +355,7 @@ void Engine::finish(Request& r, FinishReason why, Error err) {
     }
     if (why == FinishReason::stop || why == FinishReason::length || why == FinishReason::cancelled) {
         // Release text held back for a possible stop string or an unfinished UTF-8 character.
-        const auto tail = r.stops_.feed(r.decoder_.flush());
+        const auto tail = feed_stops(r, r.decoder_.flush());
         std::string rest = tail.emit;
         if (!tail.stopped) rest += r.stops_.flush();
         if (!rest.empty()) {
@@ -370,9 +372,23 @@ void Engine::finish(Request& r, FinishReason why, Error err) {
     r.seq_.release();  // the cells go back now, whatever the reason
 }
 
+sampling::StopStringMatcher::Step Engine::feed_stops(Request& r, std::string_view text) {
+    if (!r.stop_grammar_) return r.stops_.feed(text);
+    // Under a grammar a stop string ends the answer only where the text before it is a
+    // complete sentence of the grammar: a stop string inside the JSON (a space, a newline the
+    // grammar allows between tokens) would cut it into something invalid.
+    const sampling::GrammarMatcher& released = *r.stop_grammar_;
+    auto step = r.stops_.feed(text, [&released](std::string_view before) {
+        sampling::GrammarMatcher m = released;
+        return m.advance(before) && m.accepting();
+    });
+    if (!step.stopped) r.stop_grammar_->advance(step.emit);
+    return step;
+}
+
 bool Engine::emit_token(Request& r, int32_t id) {
     r.result_.tokens.push_back(id);
-    const auto step = r.stops_.feed(r.decoder_.feed(id));
+    const auto step = feed_stops(r, r.decoder_.feed(id));
     if (!step.emit.empty()) {
         r.result_.text += step.emit;
         if (r.on_text_) {

@@ -64,6 +64,11 @@ struct GenerateOptions {
     bool parse_special = false;      // recognise special-token texts in the prompt
     ContextPolicy policy = ContextPolicy::error;
     int32_t n_keep = 0;              // prompt tokens truncate/shift never drop (besides BOS)
+    // The generated text begins a text of its own (a chat message) rather than continuing the
+    // prompt's: the space an SPM vocabulary's first piece starts with is dropped, as
+    // Tokenizer::decode does. false (completions): kept, " Paris" after "The capital of France
+    // is", as llama.cpp's server and OpenAI give it (tokenizer/stream_decoder.h).
+    bool begins_text = false;
     // Constrained decoding: when set, every sampled token keeps the output inside this grammar
     // (tokens that cannot continue it are masked before sampling; end-of-generation tokens
     // only once it is complete, whatever stop_at_eog says). The request ends with "stop" when
@@ -147,6 +152,10 @@ private:
     sampling::Sampler sampler_;
     sampling::StopStringMatcher stops_;
     std::optional<sampling::GrammarMatcher> grammar_;  // when opt_.grammar is set
+    // Under a grammar with stop strings: the grammar's state after the text released so far
+    // (result_.text), so that a stop match is honoured only where the text before it is
+    // complete (Engine::emit_token, docs/grammar.md).
+    std::optional<sampling::GrammarMatcher> stop_grammar_;
     tokenizer::StreamDecoder decoder_;
     GenerateResult result_;
     int32_t n_prefilled_ = 0;            // prompt positions already in the cache
@@ -239,6 +248,8 @@ private:
     void hand_out_forks(Request& r);
     // Feeds one sampled token's text through the stop matcher; returns false when it ended r.
     bool emit_token(Request& r, int32_t id);
+    // The request's stop strings over `text` (the grammar rule of stop_grammar_ applied).
+    sampling::StopStringMatcher::Step feed_stops(Request& r, std::string_view text);
     // The vocabulary's piece trie, built on the first request with a grammar.
     const sampling::TokenMask& token_mask();
 

@@ -19,6 +19,7 @@ Job::Update Job::take(std::chrono::milliseconds wait) {
     Update u;
     u.pieces.swap(pieces_);
     u.logprobs.swap(logprobs_);
+    u.logprobs_end.swap(logprobs_end_);
     u.done = state_ == JobState::done;
     return u;
 }

@@ -75,6 +75,12 @@ public:
     struct Update {
         std::vector<std::string> pieces;
         std::vector<sampling::TokenLogprobs> logprobs;  // options.n_logprobs >= 0: tokens sampled since
+        // (pieces) how many of `logprobs` had been sampled when each piece was released: piece
+        // i's text is that of logprobs [logprobs_end[i - 1], logprobs_end[i]) (from 0 for the
+        // first), plus any taken earlier with no piece of their own (their text was held back:
+        // an unfinished UTF-8 character, a possible stop string). Entries past the last piece's
+        // end have no text out yet.
+        std::vector<size_t> logprobs_end;
         bool done = false;
     };
     Update take(std::chrono::milliseconds wait);
@@ -108,6 +114,7 @@ private:
     JobState state_ = JobState::queued;
     std::vector<std::string> pieces_;
     std::vector<sampling::TokenLogprobs> logprobs_;
+    std::vector<size_t> logprobs_end_;      // (pieces_) logprobs_.size() when each piece came
     int32_t n_generated_ = 0;
     double ttft_ms_ = -1.0;
     // Written by the scheduler before mark_done(); read by the submitter after it saw done.

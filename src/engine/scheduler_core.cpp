@@ -228,6 +228,7 @@ TextCallback SchedulerCore::text_callback(Job& job) {
             {
                 std::lock_guard<std::mutex> lock(raw->mu_);
                 raw->pieces_.emplace_back(piece);
+                raw->logprobs_end_.push_back(raw->logprobs_.size());
             }
             raw->cv_.notify_all();
         }

@@ -485,6 +485,7 @@ Result<AskResult> Memory::ask(const std::string& question, const AskOptions& opt
         auto sprompt = build_prompt(*hooks_.chat_template, *hooks_.tokenizer, sp, sb);
         if (!sprompt) return sprompt.error();
         engine::GenerateOptions sg;
+        sg.begins_text = true;  // chat messages
         sg.max_tokens = sb.max_tokens;
         sg.sampling = AskOptions::greedy();
         sg.stop = hooks_.chat_template->end_of_turn_strings();
@@ -505,6 +506,7 @@ Result<AskResult> Memory::ask(const std::string& question, const AskOptions& opt
 
     // 4. generate in its own sequence (the hook's; it is released when the request ends)
     engine::GenerateOptions g;
+    g.begins_text = true;
     g.max_tokens = opt.max_tokens;
     g.sampling = opt.sampling;
     g.stop = hooks_.chat_template->end_of_turn_strings();

@@ -36,7 +36,7 @@ StopStringMatcher::StopStringMatcher(std::vector<std::string> stops) {
     }
 }
 
-StopStringMatcher::Step StopStringMatcher::feed(std::string_view piece) {
+StopStringMatcher::Step StopStringMatcher::feed(std::string_view piece, const AcceptFn& accept) {
     Step step;
     if (stopped_) {
         step.stopped = true;
@@ -47,7 +47,23 @@ StopStringMatcher::Step StopStringMatcher::feed(std::string_view piece) {
     // Any match lies wholly inside pending_: its start was held back by the prefix rule below
     // until the match could be decided.
     size_t match = std::string::npos;
-    for (const std::string& s : stops_) match = std::min(match, pending_.find(s));
+    if (!accept) {
+        for (const std::string& s : stops_) match = std::min(match, pending_.find(s));
+    } else {
+        // Every place a stop string starts, earliest first, until one is accepted.
+        std::vector<size_t> starts;
+        for (const std::string& s : stops_) {
+            for (size_t at = pending_.find(s); at != std::string::npos; at = pending_.find(s, at + 1)) starts.push_back(at);
+        }
+        std::sort(starts.begin(), starts.end());
+        starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+        for (size_t at : starts) {
+            if (accept(std::string_view(pending_).substr(0, at))) {
+                match = at;
+                break;
+            }
+        }
+    }
     if (match != std::string::npos) {
         step.emit = pending_.substr(0, match);
         step.stopped = true;

@@ -5,6 +5,7 @@
 // decides it. Matching is on bytes.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,7 +28,15 @@ public:
     // streamed chunk never splits a character). On a match, emit is the text up to, not
     // including, the stop string and the rest is dropped; if several stops complete in the
     // same piece, the one starting earliest wins. After a stop, feed() returns {"", true}.
-    Step feed(std::string_view piece);
+    Step feed(std::string_view piece) { return feed(piece, {}); }
+
+    // accept, when given, decides whether a match counts: it gets the text before the stop
+    // string that this matcher still holds (the caller knows what was emitted before it). A
+    // match it declines is text like any other; the next match (in order of where they
+    // start) is asked in turn. The engine declines a match that would cut grammar-constrained
+    // output where the grammar is not complete (docs/grammar.md).
+    using AcceptFn = std::function<bool(std::string_view before)>;
+    Step feed(std::string_view piece, const AcceptFn& accept);
 
     // Returns the held-back text at the end of generation ("" after a stop) and clears it.
     std::string flush();

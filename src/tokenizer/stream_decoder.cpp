@@ -38,12 +38,14 @@ void drain(std::string& pending, std::string& out) {
 
 }  // namespace
 
-StreamDecoder::StreamDecoder(const Tokenizer& tok, bool special) : tok_(tok), special_(special) {}
+StreamDecoder::StreamDecoder(const Tokenizer& tok, bool special, bool starts_text)
+    : tok_(tok), special_(special), starts_text_(starts_text), first_(starts_text) {}
 
 std::string StreamDecoder::feed(int32_t id) {
     std::string piece = tok_.token_to_piece(id, special_);
     if (first_) {
-        // decode() drops the space the SPM prefix added, from the first token only.
+        // decode() drops the space the SPM prefix added, from the first token only (whatever
+        // that token is, as llama_detokenize: a BOS first takes the strip with it).
         if (tok_.add_space_prefix() && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
         first_ = false;
     }
@@ -58,7 +60,7 @@ std::string StreamDecoder::flush() {
     drain(pending_, out);
     if (!pending_.empty()) out += kReplacement;
     pending_.clear();
-    first_ = true;
+    first_ = starts_text_;
     return out;
 }
 

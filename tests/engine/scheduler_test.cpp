@@ -7,6 +7,7 @@
 
 #include "engine/engine_test_util.h"
 #include "engine/scheduler_core.h"
+#include "sampling/grammar.h"
 
 namespace kvrag::engine {
 namespace {
@@ -99,6 +100,35 @@ TEST(SchedulerCore, BatchedGreedyRequestsEqualSequentialOnes) {
     }
     EXPECT_EQ(s.snap().ends[job_outcome(Errc::ok)], 5u);
     EXPECT_EQ(eng->cache().stats().used, 0);
+}
+
+// A streaming job's pieces know which logprobs are theirs, however many steps ran between two
+// take()s: a character held back over several byte tokens comes out with all of their
+// entries (Job::Update::logprobs_end), so a stream sends each token's logprob with its text.
+TEST(SchedulerCore, StreamedPiecesCarryTheirTokensLogprobs) {
+    auto eng = make_engine(load_synthetic("sched"), 1024);
+    auto j = make_job(*eng, "Once upon a time", 20, /*pieces=*/true);
+    j->options.n_logprobs = 0;
+    // The built-in vocabulary has no token for these characters: each is three byte tokens.
+    auto g = sampling::Grammar::parse(R"(root ::= "带带a带")");
+    ASSERT_TRUE(g) << g.error().what();
+    j->options.grammar = *g;
+    Steps s(*eng, SchedulerConfig{});
+    ASSERT_TRUE(s.submit(j).ok());
+    s.run_until_idle();
+    ASSERT_EQ(j->error().code, Errc::ok) << j->error().what();
+    const auto u = j->take(milliseconds(0));
+    ASSERT_EQ(u.pieces, (std::vector<std::string>{"带", "带", "a", "带"}));
+    ASSERT_EQ(u.logprobs_end.size(), u.pieces.size());
+    const auto& tok = *eng->model().tokenizer;
+    size_t at = 0;
+    for (size_t i = 0; i < u.pieces.size(); ++i) {
+        std::string text;
+        for (; at < u.logprobs_end[i]; ++at) text += tok.token_to_piece(u.logprobs[at].token.id);
+        EXPECT_EQ(text, u.pieces[i]) << "piece " << i;
+    }
+    EXPECT_EQ(at, u.logprobs.size());
+    EXPECT_EQ(u.logprobs.size(), j->result().tokens.size());
 }
 
 TEST(SchedulerCore, FullQueueIsRefusedWithTheNumbers) {

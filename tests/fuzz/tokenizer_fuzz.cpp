@@ -120,7 +120,7 @@ void check_ids_in_range(const Tokenizer& tok, const std::vector<int32_t>& ids) {
 // StreamDecoder against decode() over the same ids.
 void check_stream(const Vocab& v, const std::vector<int32_t>& ids, bool special) {
     const std::string whole = v.tok->decode(ids, special);
-    StreamDecoder sd(*v.tok, special);
+    StreamDecoder sd(*v.tok, special, /*starts_text=*/true);
     std::string streamed;
     for (int32_t id : ids) {
         const std::string part = sd.feed(id);

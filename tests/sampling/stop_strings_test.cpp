@@ -92,5 +92,34 @@ TEST(StopStringMatcher, HeldTextIsBounded) {
     EXPECT_EQ(m.flush(), "aaaa");
 }
 
+// accept declines matches (the engine: where grammar-constrained text before them is not
+// complete); a declined match is text like any other, and the next match is asked in turn.
+TEST(StopStringMatcher, AcceptDeclinesMatches) {
+    std::string released;
+    std::vector<std::string> asked;
+    // Accepts a match only when everything before it is a balanced "{...}".
+    const StopStringMatcher::AcceptFn accept = [&](std::string_view before) {
+        const std::string all = released + std::string(before);
+        asked.push_back(all);
+        return !all.empty() && all.front() == '{' && all.back() == '}';
+    };
+    StopStringMatcher m({" "});
+    std::string out;
+    bool stopped = false;
+    for (const char* piece : {"{\"a\":", " 1", "} tail"}) {
+        const auto step = m.feed(piece, accept);
+        released += step.emit;
+        out += step.emit;
+        stopped = step.stopped;
+        if (stopped) break;
+    }
+    EXPECT_TRUE(stopped);
+    EXPECT_EQ(out, "{\"a\": 1}");
+    EXPECT_EQ(asked, (std::vector<std::string>{"{\"a\":", "{\"a\": 1}"}));
+    // Without accept the first space stops it.
+    StopStringMatcher plain({" "});
+    EXPECT_EQ(plain.feed("{\"a\": 1}").emit, "{\"a\":");
+}
+
 }  // namespace
 }  // namespace kvrag::sampling

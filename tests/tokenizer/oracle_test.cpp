@@ -55,8 +55,9 @@ TEST_P(OracleTokens, MatchesReferenceEngine) {
         const std::string want_text = from_hex(run["greedy_text_hex"]);
         EXPECT_EQ(t.decode(ids), want_text) << prompt;
 
-        // SPM vocabularies need no space clean-up, so streaming gives the same text.
-        StreamDecoder sd(t);
+        // SPM vocabularies need no space clean-up, so streaming gives the same text (ids that
+        // begin a text, as decode assumes).
+        StreamDecoder sd(t, /*special=*/false, /*starts_text=*/true);
         std::string streamed;
         for (int32_t id : ids) streamed += sd.feed(id);
         streamed += sd.flush();

@@ -170,7 +170,7 @@ TEST(StreamDecoder, HoldsBackSplitCharacters) {
     // "a😀": ▁ a <0xF0> <0x9F> <0x98> <0x80>
     const Ids ids = tok->encode("a\xF0\x9F\x98\x80", false, false);
     ASSERT_EQ(ids, (Ids{kSpId, kA, kByte0 + 0xF0, kByte0 + 0x9F, kByte0 + 0x98, kByte0 + 0x80}));
-    StreamDecoder sd(*tok);
+    StreamDecoder sd(*tok, /*special=*/false, /*starts_text=*/true);
     EXPECT_EQ(sd.feed(ids[0]), "");  // the prefix space is dropped, as decode() does
     EXPECT_EQ(sd.feed(ids[1]), "a");
     EXPECT_EQ(sd.feed(ids[2]), "");
@@ -178,6 +178,28 @@ TEST(StreamDecoder, HoldsBackSplitCharacters) {
     EXPECT_EQ(sd.feed(ids[4]), "");
     EXPECT_EQ(sd.feed(ids[5]), "\xF0\x9F\x98\x80");
     EXPECT_EQ(sd.flush(), "");
+}
+
+// Generated text continues its prompt: the first piece keeps its space (" Paris" after "The
+// capital of France is", as llama.cpp's server streams it), also after a flush.
+TEST(StreamDecoder, AContinuationKeepsTheFirstPiecesSpace) {
+    auto tok = make(tiny_spm());
+    ASSERT_TRUE(tok);
+    const Ids ids = tok->encode("a a", false, false);
+    ASSERT_EQ(ids, (Ids{kSpId, kA, kSpId, kA}));
+    StreamDecoder sd(*tok);
+    std::string text;
+    for (int32_t id : ids) text += sd.feed(id);
+    text += sd.flush();
+    EXPECT_EQ(text, " a a");
+    EXPECT_EQ(tok->decode(ids), "a a");  // decode begins a text: the prefix space goes
+    std::string again = sd.feed(kSpId);
+    again += sd.feed(kA);
+    EXPECT_EQ(again, " a");
+    StreamDecoder starts(*tok, /*special=*/false, /*starts_text=*/true);
+    std::string started = starts.feed(kSpId);
+    started += starts.feed(kA);
+    EXPECT_EQ(started, "a");
 }
 
 TEST(StreamDecoder, ReplacesInvalidBytes) {
