@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "memory_service/memory_routes.h"
+#include "server/middleware.h"
 #include "server/server.h"
 
 namespace kvrag::cli {
@@ -53,6 +54,10 @@ int run_serve(ServeArgs& a) {
             std::string origin = a.cors.substr(at, comma - at);
             while (!origin.empty() && origin.front() == ' ') origin.erase(origin.begin());
             while (!origin.empty() && origin.back() == ' ') origin.pop_back();
+            if (!origin.empty() && !server::valid_cors_origin(origin)) {
+                return fail(Error{Errc::cli_usage, "--cors: '" + origin + "' is not an origin; give scheme://host[:port] (e.g. http://localhost:3000), "
+                                                   "several separated by commas, * or none"});
+            }
             if (!origin.empty()) a.cfg.cors_origins.push_back(origin);
             at = comma + 1;
         }

@@ -67,6 +67,34 @@ std::optional<std::string> cors_allow_origin(const std::vector<std::string>& all
     return std::nullopt;
 }
 
+bool valid_cors_origin(std::string_view o) {
+    if (o == "*" || o == "null") return true;
+    const size_t sep = o.find("://");
+    if (sep == std::string_view::npos || sep == 0 || !std::isalpha(static_cast<unsigned char>(o[0]))) return false;
+    for (char c : o.substr(0, sep)) {
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return false;
+    }
+    std::string_view rest = o.substr(sep + 3);
+    std::string_view host = rest, port;
+    // [v6]:port, or host:port
+    const size_t colon = rest.rfind(':');
+    if (colon != std::string_view::npos && rest.find(']', colon) == std::string_view::npos) {
+        host = rest.substr(0, colon);
+        port = rest.substr(colon + 1);
+        if (port.empty() || port.size() > 5) return false;
+        for (char c : port) {
+            if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+        }
+    }
+    if (host.empty()) return false;
+    for (char c : host) {
+        const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' || c == '[' || c == ']' || c == ':' ||
+                        static_cast<unsigned char>(c) >= 0x80;
+        if (!ok) return false;
+    }
+    return true;
+}
+
 void install_middleware(httplib::Server& http, ServerState& st) {
     const ServeConfig& cfg = st.cfg;
     const size_t n_http_threads = static_cast<size_t>(std::clamp(cfg.parallel + cfg.max_queue + 8, 8, 512));

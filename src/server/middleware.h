@@ -31,6 +31,9 @@ bool authorization_matches(std::string_view header, std::string_view key);
 // for non-browser clients): "*" when `allowed` holds "*", the origin itself when it is listed,
 // nothing otherwise (the browser then refuses the response). allowed empty = CORS off.
 std::optional<std::string> cors_allow_origin(const std::vector<std::string>& allowed, std::string_view origin);
+// A --cors entry: "*", or an origin as browsers send it (scheme://host[:port], no path; the
+// scheme letters, digits, + - .; the port digits), or "null" (pages opened from files).
+bool valid_cors_origin(std::string_view origin);
 
 // Compares in time that depends only on the lengths, not on where the texts differ.
 bool constant_time_equal(std::string_view a, std::string_view b);

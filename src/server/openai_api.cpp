@@ -246,7 +246,7 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
                                        {"model", chat ? "messages" : "prompt", "max_tokens", "max_completion_tokens", "n", "stream", "stream_options",
                                         "temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p", "repeat_penalty", "top_k", "seed",
                                         "ignore_eos", "stop", "logprobs", "echo", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
-                                        "response_format", "logit_bias", "user", chat ? "chat_history" : "model",
+                                        "response_format", "logit_bias", "user", "store", "metadata", chat ? "chat_history" : "model",
                                         chat ? "chat_template_kwargs" : "model"},
                                        chat ? "/v1/chat/completions" : "/v1/completions")) {
         return e;
@@ -259,10 +259,29 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
     }
     if (auto it = body.find("user"); it != body.end() && !it->is_null() && !it->is_string()) return wrong_type("user", "a string", *it);
 
+    // store: nothing is stored here, so false (the default) is accepted and true refused, for a
+    // client that means to read the completion back later. metadata: tags for stored
+    // completions; checked (OpenAI's shape: at most 16 string values) and otherwise unused.
+    if (auto it = body.find("store"); it != body.end() && !it->is_null()) {
+        if (!it->is_boolean()) return wrong_type("store", "a boolean", *it);
+        if (it->get<bool>()) return ApiError::bad_request("'store' true is not supported: this server stores no completions; drop it or send false", "store");
+    }
+    if (auto it = body.find("metadata"); it != body.end() && !it->is_null()) {
+        if (!it->is_object()) return wrong_type("metadata", "an object of strings", *it);
+        if (it->size() > 16) return ApiError::bad_request("'metadata' has " + std::to_string(it->size()) + " keys; the limit is 16", "metadata");
+        for (const auto& [k, v] : it->items()) {
+            if (!v.is_string()) return wrong_type("metadata." + k, "a string", v);
+        }
+    }
+
     if (auto e = get_bool(body, "stream", out.stream)) return e;
-    if (out.stream && out.n > 1) return ApiError::bad_request("'n' > 1 with 'stream' is not supported; stream one choice per request, or drop 'stream'", "n");
-    if (auto it = body.find("stream_options"); it != body.end() && !it->is_null() && !it->is_object()) {
-        return wrong_type("stream_options", "an object", *it);
+    if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
+        if (!it->is_object()) return wrong_type("stream_options", "an object", *it);
+        if (!out.stream) return ApiError::bad_request("'stream_options' needs 'stream': true", "stream_options");
+        if (auto u = it->find("include_usage"); u != it->end() && !u->is_null()) {
+            if (!u->is_boolean()) return wrong_type("stream_options.include_usage", "a boolean", *u);
+            out.include_usage = u->get<bool>();
+        }
     }
 
     // max_tokens (max_completion_tokens is the newer chat name; max_tokens wins when both).
@@ -329,15 +348,21 @@ std::optional<ApiError> parse_generation_request(const json& body, bool chat, co
     return std::nullopt;
 }
 
-std::optional<ApiError> resolve_max_tokens(GenerationRequest& req, int32_t n_prompt, const ApiLimits& limits) {
+std::optional<ApiError> resolve_max_tokens(GenerationRequest& req, int32_t n_prompt, const ApiLimits& limits, int32_t default_budget) {
     if (req.max_tokens) {
         req.options.max_tokens = static_cast<int32_t>(*req.max_tokens);
         return std::nullopt;
     }
     // No limit given: the default, capped to what fits after the prompt (at least 1, so a prompt
     // that fills the context still gets the engine's error with the numbers).
-    const int32_t room = limits.n_ctx_seq - n_prompt;
-    req.options.max_tokens = std::max(1, std::min(limits.default_max_tokens, room));
+    int32_t budget = std::min(default_budget >= 0 ? default_budget : limits.default_max_tokens, limits.n_ctx_seq - n_prompt);
+    if (req.n > 1 && limits.n_cache_cells > 0) {
+        // Engine::start reserves prompt + max_tokens for the first choice and max_tokens + 1
+        // for each fork (its own last prompt position): prompt + n x max_tokens + n - 1.
+        const int64_t room = static_cast<int64_t>(limits.n_cache_cells) - n_prompt - (req.n - 1);
+        budget = static_cast<int32_t>(std::min<int64_t>(budget, room / req.n));
+    }
+    req.options.max_tokens = std::max(1, budget);
     return std::nullopt;
 }
 

@@ -36,6 +36,9 @@ struct ApiLimits {
     bool strict_model_names = false;
     int32_t n_ctx_seq = 2048;              // per-request context (prompt + max_tokens)
     int32_t default_max_tokens = 256;      // when the request gives none (capped to the context)
+    // The KV cache's cells (0: unknown). With n > 1 and no max_tokens, the default answer
+    // budget is capped so the n choices fit these cells together.
+    int32_t n_cache_cells = 0;
     engine::ContextPolicy policy = engine::ContextPolicy::error;
     HistoryPolicy history = HistoryPolicy::drop;  // chat: when the conversation does not fit
 };
@@ -65,7 +68,9 @@ struct GenerationRequest {
     ToolChoice tool_choice = ToolChoice::automatic;
     std::string tool_choice_name;            // ToolChoice::named
     std::string response_format = "text";    // "text", "json_object" or "json_schema" (grammar in options)
-    int32_t n = 1;                           // choices (1..kMaxChoices; not with stream)
+    int32_t n = 1;                           // choices (1..kMaxChoices)
+    bool parallel_tool_calls = true;         // chat: false = at most one call per answer
+    bool include_usage = true;               // streams: stream_options.include_usage (false: no usage)
     // chat: chat_template_kwargs.enable_thinking (Qwen3's thinking switch), as llama.cpp's and
     // vLLM's servers take it; unset = the template's default here (off).
     std::optional<bool> enable_thinking;
@@ -79,9 +84,12 @@ inline constexpr int32_t kMaxChoices = 16;
 std::optional<ApiError> parse_generation_request(const json& body, bool chat, const ApiLimits& limits, GenerationRequest& out,
                                                  std::string_view raw_body = {});
 
-// Fills options.max_tokens from the request (or the default, capped so prompt + max_tokens fits
-// the context when the client gave none).
-std::optional<ApiError> resolve_max_tokens(GenerationRequest& req, int32_t n_prompt, const ApiLimits& limits);
+// Fills options.max_tokens from the request, or when the client gave none from
+// `default_budget` (limits.default_max_tokens when negative), capped so prompt + max_tokens
+// fits the context and, with n > 1, so the n choices fit the cache together (the engine's
+// reservation: prompt + n x max_tokens + n - 1 cells); at least 1, so a request that cannot
+// fit still gets the engine's error with the numbers.
+std::optional<ApiError> resolve_max_tokens(GenerationRequest& req, int32_t n_prompt, const ApiLimits& limits, int32_t default_budget = -1);
 
 // A parsed /v1/embeddings request: each input as text or as token ids.
 struct EmbeddingRequest {

@@ -70,19 +70,30 @@ json encoder_model_entry(const ServerState& st, const EncoderModel& m) {
                       {"pooling", model::pooling_type_name(m.embedder->default_pooling())}}}};
 }
 
+// The chat model's entry under another name (an --alias or its general.name): id = that name,
+// meta.alias_of = the served id.
+json alias_entry(const ServerState& st, const std::string& alias) {
+    json e = chat_model_entry(st);
+    e["id"] = alias;
+    e["meta"]["alias_of"] = st.model_id;
+    return e;
+}
+
 // Every loaded model: the chat model first, then the embedding model and the reranker.
+// /v1/models/{id}: that model; an alias gets its own id. A name no model answers to gets the
+// chat model's entry, as the chat routes answer such a name (clients look up their own
+// defaults, e.g. gpt-4o-mini), or 404 under --strict-model-names or without a chat model.
 void handle_models(ServerState& st, const httplib::Request& req, httplib::Response& res) {
     json data = json::array();
     std::vector<std::string> names;
     if (st.engine) {
         data.push_back(chat_model_entry(st));
         names.push_back(st.model_id);
-        // --alias names are listed as models of their own (clients pick from the ids).
+        // --alias names are listed as models of their own (clients pick from the ids), each once.
         for (const auto& a : st.cfg.aliases) {
-            json e = chat_model_entry(st);
-            e["id"] = a;
-            e["meta"]["alias_of"] = st.model_id;
-            data.push_back(std::move(e));
+            if (std::find(names.begin(), names.end(), a) != names.end()) continue;
+            data.push_back(alias_entry(st, a));
+            names.push_back(a);
         }
     }
     for (const EncoderModel* m : {st.embed_model.get(), st.rerank_model.get()}) {
@@ -93,12 +104,12 @@ void handle_models(ServerState& st, const httplib::Request& req, httplib::Respon
     }
     if (req.matches.size() > 1) {
         const std::string want = req.matches[1];
-        if (st.engine && (want == st.model_id || std::find(st.aliases.begin(), st.aliases.end(), want) != st.aliases.end())) {
-            return send_json(res, 200, chat_model_entry(st));
-        }
+        if (st.engine && want == st.model_id) return send_json(res, 200, chat_model_entry(st));
+        if (st.engine && std::find(st.aliases.begin(), st.aliases.end(), want) != st.aliases.end()) return send_json(res, 200, alias_entry(st, want));
         for (const EncoderModel* m : {st.embed_model.get(), st.rerank_model.get()}) {
             if (m && m->answers_to(want)) return send_json(res, 200, encoder_model_entry(st, *m));
         }
+        if (st.engine && !st.cfg.strict_model_names) return send_json(res, 200, chat_model_entry(st));
         std::string list;
         for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
         return send_error(res, Error{Errc::request_model_not_found, "The model '" + want + "' does not exist; this server serves " + list}, "model");
@@ -127,6 +138,7 @@ Result<std::string> summarize_turns(ServerState& st, std::span<const chat::Messa
     o.max_tokens = std::max(1, std::min(96, n_ctx / 8));
     o.sampling.temperature = 0.0f;
     o.parse_special = true;
+    o.begins_text = true;  // a chat message
     o.policy = engine::ContextPolicy::truncate;  // a transcript too long for the context loses its oldest tokens
     const auto request = summary_request(dropped, static_cast<size_t>(n_ctx) * 3);
     auto prompt = chat_prompt(st, request, &o.stop);
@@ -201,6 +213,7 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     HistoryOutcome history;
     if (chat) {
         gr.options.parse_special = true;
+        gr.options.begins_text = true;  // the assistant's message, not a continuation of the prompt's text
         auto fitted = fit_chat(st, gr, history, client_alive_fn(req));
         if (!fitted) return send_error(res, fitted.error(), "messages");
         prompt = std::move(*fitted);
@@ -209,9 +222,9 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     } else {
         prompt = st.engine->tokenize(gr.prompt_text, gr.options);
     }
-    if (auto e = resolve_max_tokens(gr, static_cast<int32_t>(prompt.size()), st.limits)) return send_error(res, *e);
+    // chat: the default answer budget is the one the history policy left room for.
+    if (auto e = resolve_max_tokens(gr, static_cast<int32_t>(prompt.size()), st.limits, chat ? history.budget : -1)) return send_error(res, *e);
     if (chat) {
-        if (!gr.max_tokens) gr.options.max_tokens = history.budget;
         res.set_header("X-Kvrag-Messages-Dropped", std::to_string(history.n_dropped));
     }
 
@@ -228,6 +241,7 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
         more->label = job->label;
         more->prompt = job->prompt;
         more->options = job->options;
+        more->keep_pieces = job->keep_pieces;
         more->options.sampling.seed += static_cast<uint64_t>(i);
         job->forks.push_back(std::move(more));
     }
@@ -255,9 +269,11 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     header.echo_prefix = echo_prefix;
     header.tools = gr.tools;
     header.tool_format = tool_format;
-    if (gr.stream) return stream_job(res, st, job, conn, std::move(header));
+    header.parallel_tool_calls = gr.parallel_tool_calls;
+    header.include_usage = gr.include_usage;
     std::vector<std::shared_ptr<Job>> jobs = {job};
     jobs.insert(jobs.end(), job->forks.begin(), job->forks.end());
+    if (gr.stream) return stream_job(res, st, std::move(jobs), conn, std::move(header));
     auto cancel_all = [&jobs] {
         for (auto& j : jobs) j->cancel();
     };
@@ -279,9 +295,12 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
         std::optional<chat::ParsedToolCalls> calls;
         if (chat && !gr.tools.empty()) {
             calls = chat::parse_tool_calls(tool_format, result.text, gr.tools);
+            // parallel_tool_calls false: the first call only (OpenAI's answer has at most one).
+            if (!gr.parallel_tool_calls && calls->calls.size() > 1) calls->calls.resize(1);
             for (auto& c : calls->calls) c.id = new_tool_call_id();
         }
-        const json lp = gr.logprobs ? logprobs_json(chat, result.logprobs, *st.engine->model().tokenizer, echo_prefix.size()) : json(nullptr);
+        size_t text_chars = utf8_chars(echo_prefix);  // text_offset counts from the echoed prompt's characters
+        const json lp = gr.logprobs ? logprobs_json(chat, result.logprobs, *st.engine->model().tokenizer, &text_chars) : json(nullptr);
         json one = completion_response(header.id, header.created, header.model, chat, result, lp, calls ? &*calls : nullptr, echo_prefix);
         completion_tokens += static_cast<int64_t>(result.tokens.size());
         if (i == 0) {

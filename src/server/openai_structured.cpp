@@ -186,17 +186,29 @@ std::optional<ApiError> parse_tools(const json& body, const ojson* ordered, Gene
                 if (!f["description"].is_string()) return wrong_type(at + ".function.description", "a string", f["description"]);
                 tf.description = f["description"].get<std::string>();
             }
-            if (f.contains("parameters") && !f["parameters"].is_null()) {
-                if (!f["parameters"].is_object()) return wrong_type(at + ".function.parameters", "a JSON schema object", f["parameters"]);
+            // A function's arguments are a JSON object (OpenAI's rule), so a forced call always
+            // writes one: parameters absent or {} means no arguments (always "{}"), a schema
+            // with properties but no type is an object's, any other type is refused.
+            const std::string params_at = at + ".function.parameters";
+            const bool no_params = !f.contains("parameters") || f["parameters"].is_null() || (f["parameters"].is_object() && f["parameters"].empty());
+            if (!no_params) {
+                if (!f["parameters"].is_object()) return wrong_type(params_at, "a JSON schema object", f["parameters"]);
                 const ojson* op = ordered && (*ordered)["tools"].size() > i ? &(*ordered)["tools"][i]["function"]["parameters"] : nullptr;
-                const ojson params = ordered_at(f["parameters"], op);
+                ojson params = ordered_at(f["parameters"], op);
+                if (!params.contains("type") && params.contains("properties")) {
+                    params["type"] = "object";
+                } else if (!params.contains("type") || params["type"] != "object") {
+                    return ApiError::bad_request("'" + params_at + "' must be an object schema ({\"type\": \"object\", \"properties\": {...}}): a function's arguments are a JSON object; got " +
+                                                     (params.contains("type") ? "type " + params["type"].dump() : std::string("a schema without a type")),
+                                                 params_at);
+                }
                 // Checked now, so a schema the grammar cannot enforce is refused before any work.
                 if (auto g = sampling::json_schema_to_gbnf(params); !g) {
-                    return ApiError::bad_request(at + ".function.parameters: " + g.error().message, "tools");
+                    return ApiError::bad_request(params_at + ": " + g.error().message, params_at);
                 }
                 tf.parameters = params.dump();
             } else {
-                tf.parameters = R"({"type":"object","properties":{}})";
+                tf.parameters = R"({"type":"object","properties":{},"additionalProperties":false})";
             }
             out.tools.push_back(std::move(tf));
         }
@@ -223,8 +235,9 @@ std::optional<ApiError> parse_tools(const json& body, const ojson* ordered, Gene
     if (out.tool_choice == ToolChoice::required && out.tools.empty()) {
         return ApiError::bad_request("'tool_choice' is 'required' but 'tools' is empty", "tool_choice");
     }
-    if (auto ptc = body.find("parallel_tool_calls"); ptc != body.end() && !ptc->is_null() && !ptc->is_boolean()) {
-        return wrong_type("parallel_tool_calls", "a boolean", *ptc);
+    if (auto ptc = body.find("parallel_tool_calls"); ptc != body.end() && !ptc->is_null()) {
+        if (!ptc->is_boolean()) return wrong_type("parallel_tool_calls", "a boolean", *ptc);
+        out.parallel_tool_calls = ptc->get<bool>();
     }
     if (out.tool_choice == ToolChoice::none) out.tools.clear();  // not offered, not parsed
     if (!out.tools.empty() && out.options.grammar) {
@@ -272,7 +285,11 @@ Result<std::shared_ptr<const sampling::Grammar>> tool_call_grammar(const Generat
     if (text.rfind("root ::= ", 0) != 0) return Error{Errc::engine_internal, "json_schema_to_gbnf did not start with the root rule"};
     text = "call" + text.substr(4);
     std::string root = "root ::= " + json(syn.prefix).dump();
-    root += syn.array ? " \"[\" ws call ws (\",\" ws call ws)* \"]\"" : " call";
+    // One call, except for tool_choice required with parallel calls allowed in a format whose
+    // calls are an array (Mistral's): a named function is called once, as OpenAI does.
+    const bool several = syn.array && req.tool_choice == ToolChoice::required && req.parallel_tool_calls;
+    if (syn.array) root += several ? " \"[\" ws call ws (\",\" ws call ws)* \"]\"" : " \"[\" ws call ws \"]\"";
+    else root += " call";
     root += " " + json(syn.suffix).dump() + "\n";
     // json(...).dump() writes a JSON string literal; GBNF literals take the same escapes.
     return sampling::Grammar::parse(root + text);
@@ -286,7 +303,13 @@ std::string new_tool_call_id() {
     return id;
 }
 
-json logprobs_json(bool chat, std::span<const sampling::TokenLogprobs> lps, const tokenizer::Tokenizer& tok, size_t offset0) {
+size_t utf8_chars(std::string_view bytes) {
+    size_t n = 0;
+    for (char c : bytes) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    return n;
+}
+
+json logprobs_json(bool chat, std::span<const sampling::TokenLogprobs> lps, const tokenizer::Tokenizer& tok, size_t* text_chars) {
     if (chat) {
         json content = json::array();
         for (const auto& lp : lps) {
@@ -301,7 +324,7 @@ json logprobs_json(bool chat, std::span<const sampling::TokenLogprobs> lps, cons
         return json{{"content", content}, {"refusal", nullptr}};
     }
     json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(), offsets = json::array();
-    size_t offset = offset0;
+    size_t chars = text_chars ? *text_chars : 0;
     for (const auto& lp : lps) {
         const std::string piece = tok.token_to_piece(lp.token.id);
         tokens.push_back(token_text(piece));
@@ -309,9 +332,12 @@ json logprobs_json(bool chat, std::span<const sampling::TokenLogprobs> lps, cons
         json top = json::object();
         for (const auto& t : lp.top) top[token_text(tok.token_to_piece(t.id))] = finite_logprob(t.logprob);
         top_logprobs.push_back(top);
-        offsets.push_back(offset);
-        offset += piece.size();
+        // Inside a character (its first byte came before): that character's offset.
+        const bool inside = !piece.empty() && (static_cast<unsigned char>(piece[0]) & 0xC0) == 0x80 && chars > 0;
+        offsets.push_back(inside ? chars - 1 : chars);
+        chars += utf8_chars(piece);
     }
+    if (text_chars) *text_chars = chars;
     return json{{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
 }
 

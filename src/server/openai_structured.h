@@ -38,9 +38,16 @@ std::string new_tool_call_id();
 
 // The "logprobs" value of a choice (or of one stream chunk) for these tokens. chat:
 // {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]};
-// completions: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}, with
-// text_offset counted from `offset0` (the bytes before the first token's text).
-json logprobs_json(bool chat, std::span<const sampling::TokenLogprobs> lps, const tokenizer::Tokenizer& tok, size_t offset0 = 0);
+// completions: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}.
+// text_offset counts characters (code points, as OpenAI's Python does), from *text_chars (the
+// characters before the first token's text, e.g. an echoed prompt's; 0 when null), which is
+// advanced past these tokens. A token that begins inside a character (a byte token after the
+// first byte of a character) gets that character's offset.
+json logprobs_json(bool chat, std::span<const sampling::TokenLogprobs> lps, const tokenizer::Tokenizer& tok, size_t* text_chars = nullptr);
+
+// Characters `bytes` adds to a text: its bytes that begin a character (not UTF-8 continuation
+// bytes), so a character split over several tokens counts once, at its first byte.
+size_t utf8_chars(std::string_view bytes);
 
 // message.tool_calls / a stream delta's tool_calls: [{index, id, type: function, function: {name, arguments}}].
 json tool_calls_json(const std::vector<chat::ToolCall>& calls);

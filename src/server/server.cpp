@@ -240,6 +240,7 @@ Result<void> Server::load_chat(engine::LoadedModel loaded_model) {
     st_.limits.model_id = st_.model_id;
     st_.limits.model_aliases = st_.aliases;
     st_.limits.n_ctx_seq = st_.engine->config().n_ctx_seq;
+    st_.limits.n_cache_cells = st_.engine->cache().n_cells();
     st_.limits.default_max_tokens = cfg.default_max_tokens;
     st_.limits.policy = cfg.policy;
     st_.limits.history = cfg.chat_history;

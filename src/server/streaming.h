@@ -24,18 +24,24 @@ struct StreamHeader {
     std::string model;    // as the client named it (or the served id)
     int64_t created = 0;
     bool chat = false;
-    bool logprobs = false;              // chunks carry the logprobs of the tokens they hold
-    std::string echo_prefix;            // completions with echo: sent first
+    bool logprobs = false;              // chunks carry the logprobs of the tokens whose text they hold
+    std::string echo_prefix;            // completions with echo: sent first (per choice)
     // chat with tools offered: the answer goes through chat::ToolCallParser as it is generated;
     // content streams as content, each call as a header delta (index, id, type, name) once its
     // name is complete and then its arguments as they grow; finish_reason tool_calls when a
     // call was sent and every call's arguments closed.
     std::vector<chat::ToolFunction> tools;
     chat::ToolFormat tool_format = chat::ToolFormat::hermes;
+    bool parallel_tool_calls = true;    // false: calls after the first are not sent
+    bool include_usage = true;          // stream_options.include_usage false: no usage
 };
 
-// Sets `res` up to stream `job` (admitted or ended already) to its client.
-void stream_job(httplib::Response& res, ServerState& state, std::shared_ptr<engine::Job> job,
+// Sets `res` up to stream `jobs` (admitted or ended already; n > 1: one per choice, index =
+// position) to its client. Each chunk carries one choice (`choices: [{index: i, ...}]`); each
+// choice ends with its own finish_reason chunk, and the last of those carries `usage` (the
+// prompt once, every choice's tokens). An error in any choice ends the stream with an error
+// event, the other choices cancelled.
+void stream_job(httplib::Response& res, ServerState& state, std::vector<std::shared_ptr<engine::Job>> jobs,
                 std::shared_ptr<ClientConnection> conn, StreamHeader header);
 
 }  // namespace kvrag::server

@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <algorithm>
+
 #include "server/http_io.h"
 #include "server/json_fields.h"
 #include "server/openai_api.h"
@@ -22,6 +24,12 @@ const tokenizer::Tokenizer* pick_tokenizer(const ServerState& st, const json& bo
     }
     for (const EncoderModel* m : {st.embed_model.get(), st.rerank_model.get()}) {
         if (m && !name.empty() && m->answers_to(name)) return m->embedder->model().tokenizer.get();
+    }
+    // A name no model answers to: 404 under --strict-model-names, as the chat routes answer it.
+    const bool chat_name = st.engine && (name == st.model_id || std::find(st.aliases.begin(), st.aliases.end(), name) != st.aliases.end());
+    if (!name.empty() && !chat_name && st.cfg.strict_model_names) {
+        err = api_error(Errc::request_model_not_found, "The model '" + name + "' does not exist on this server (--strict-model-names)", "model");
+        return nullptr;
     }
     if (st.engine) return st.engine->model().tokenizer.get();
     for (const EncoderModel* m : {st.embed_model.get(), st.rerank_model.get()}) {

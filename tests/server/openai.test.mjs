@@ -316,6 +316,26 @@ test('n = 2: two choices with their own seeds', { timeout: 30000 }, async () => 
   // The second choice is what n = 1 gives with the next seed.
   const one = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Two answers please.' }], max_tokens: 5, seed: 8, ignore_eos: true });
   assert.equal(one.choices[0].message.content, r.choices[1].message.content);
+
+  // Streamed: chunks carry one choice each, by index; each index finishes on its own; the
+  // texts are the non-streamed ones; usage (asked for) counts both.
+  const stream = await client.chat.completions.create({
+    model: 'tiny', messages: [{ role: 'user', content: 'Two answers please.' }], max_tokens: 5, n: 2, seed: 7, ignore_eos: true,
+    stream: true, stream_options: { include_usage: true },
+  });
+  const content = ['', ''];
+  const finish = [null, null];
+  let usage;
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) {
+      content[c.index] += c.delta?.content ?? '';
+      if (c.finish_reason) finish[c.index] = c.finish_reason;
+    }
+    if (chunk.usage) usage = chunk.usage;
+  }
+  assert.deepEqual(content, r.choices.map((c) => c.message.content));
+  assert.deepEqual(finish, ['length', 'length']);
+  assert.equal(usage.completion_tokens, 10);
 });
 
 test('a tool call cut off by max_tokens: finish_reason length, and no call with broken arguments', { timeout: 60000 }, async () => {

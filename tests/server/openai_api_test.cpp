@@ -3,6 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include "sampling/grammar.h"
+#include "server/middleware.h"
+#include "server/openai_structured.h"
+#include "tokenizer/tokenizer.h"
+
 namespace kvrag::server {
 namespace {
 
@@ -110,6 +115,55 @@ TEST(OpenAiApi, DefaultMaxTokensIsCappedToTheRoomLeft) {
     EXPECT_EQ(r.options.max_tokens, 62);
     ASSERT_FALSE(resolve_max_tokens(r, 600, limits()));
     EXPECT_EQ(r.options.max_tokens, 1);  // the engine then refuses with the numbers
+}
+
+// n choices without max_tokens: the default shrinks so that they fit the cache together (the
+// engine reserves prompt + n x max_tokens + n - 1 cells), instead of a 400.
+TEST(OpenAiApi, DefaultMaxTokensFitsNChoicesInTheCache) {
+    ApiLimits l = limits();
+    l.n_ctx_seq = 2048;
+    l.default_max_tokens = 256;
+    l.n_cache_cells = 2048;
+    GenerationRequest r;
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x","n":8})"), false, l, r));
+    ASSERT_FALSE(resolve_max_tokens(r, 10, l));
+    EXPECT_EQ(r.options.max_tokens, (2048 - 10 - 7) / 8);  // 253: 10 + 8 x 253 + 7 = 2041 cells
+    // A given max_tokens is kept (the engine refuses what cannot fit, with the numbers).
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x","n":8,"max_tokens":256})"), false, l, r));
+    ASSERT_FALSE(resolve_max_tokens(r, 10, l));
+    EXPECT_EQ(r.options.max_tokens, 256);
+    // One choice: the plain default; chat's history budget as the default.
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x"})"), false, l, r));
+    ASSERT_FALSE(resolve_max_tokens(r, 10, l));
+    EXPECT_EQ(r.options.max_tokens, 256);
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"messages":[{"role":"user","content":"x"}],"n":16})"), true, l, r));
+    ASSERT_FALSE(resolve_max_tokens(r, 100, l, 512));
+    EXPECT_EQ(r.options.max_tokens, (2048 - 100 - 15) / 16);
+}
+
+// Streams take n > 1; stream_options.include_usage is read; store false and metadata are
+// accepted (nothing is stored), store true refused by name.
+TEST(OpenAiApi, StreamOptionsStoreAndMetadata) {
+    GenerationRequest r;
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x","n":2,"stream":true})"), false, limits(), r));
+    EXPECT_EQ(r.n, 2);
+    EXPECT_TRUE(r.stream);
+    EXPECT_TRUE(r.include_usage);
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x","stream":true,"stream_options":{"include_usage":false}})"), false, limits(), r));
+    EXPECT_FALSE(r.include_usage);
+    ASSERT_FALSE(parse_generation_request(json::parse(R"({"prompt":"x","store":false,"metadata":{"k":"v"}})"), false, limits(), r));
+    struct Case {
+        const char* body;
+        const char* param;
+    };
+    for (const Case& c : {Case{R"({"prompt":"x","store":true})", "store"}, Case{R"({"prompt":"x","store":"no"})", "store"},
+                          Case{R"({"prompt":"x","metadata":{"k":1}})", "metadata.k"}, Case{R"({"prompt":"x","metadata":[1]})", "metadata"},
+                          Case{R"({"prompt":"x","stream":true,"stream_options":{"include_usage":1}})", "stream_options.include_usage"},
+                          Case{R"({"prompt":"x","stream_options":{"include_usage":true}})", "stream_options"}}) {
+        auto e = parse_generation_request(json::parse(c.body), false, limits(), r);
+        ASSERT_TRUE(e) << c.body;
+        EXPECT_EQ(e->param, c.param) << c.body << ": " << e->message;
+    }
 }
 
 TEST(OpenAiApi, RejectsBadFieldsNamingThem) {
@@ -225,6 +279,85 @@ TEST(OpenAiApi, AnyModelNameIsAnsweredUnlessStrict) {
     EXPECT_EQ(e->status, 404);
     EXPECT_EQ(e->param, "model");
     EXPECT_NE(e->message.find("--strict-model-names"), std::string::npos);
+}
+
+// Tool parameters must be an object schema: absent or {} means no arguments (a forced call
+// writes "{}"), properties without a type are an object's, any other type is refused naming
+// the tool's parameters.
+TEST(OpenAiStructured, ToolParametersMustBeAnObjectSchema) {
+    const auto parse = [](const std::string& params, GenerationRequest& r) {
+        const std::string body = R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f")" +
+                                 (params.empty() ? std::string() : ",\"parameters\":" + params) + "}}]}";
+        return parse_generation_request(json::parse(body), true, limits(), r, body);
+    };
+    GenerationRequest r;
+    for (const char* none : {"", "{}", "null"}) {
+        ASSERT_FALSE(parse(none, r)) << none;
+        ASSERT_EQ(r.tools.size(), 1u);
+        EXPECT_EQ(json::parse(r.tools[0].parameters), json::parse(R"({"type":"object","properties":{},"additionalProperties":false})")) << none;
+    }
+    ASSERT_FALSE(parse(R"({"properties":{"a":{"type":"string"}}})", r));
+    EXPECT_EQ(json::parse(r.tools[0].parameters)["type"], "object");
+    for (const char* bad : {R"({"type":"string"})", R"({"type":"array","items":{}})", R"({"enum":[1]})", R"("x")", "[]"}) {
+        auto e = parse(bad, r);
+        ASSERT_TRUE(e) << bad;
+        EXPECT_EQ(e->param, "tools[0].function.parameters") << bad << ": " << e->message;
+    }
+}
+
+// A forced call is one call: Mistral's array format takes exactly one element for a named
+// function and for parallel_tool_calls false; required with parallel calls allowed takes more.
+TEST(OpenAiStructured, ForcedCallGrammarAllowsOneCallUnlessParallelRequired) {
+    const std::string body = R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],)";
+    const std::string one = R"([{"name":"f","arguments":{}}])";
+    const std::string two = R"([{"name":"f","arguments":{}},{"name":"f","arguments":{}}])";
+    struct Case {
+        const char* choice;
+        bool two_ok;
+    };
+    for (const Case& c : {Case{R"("tool_choice":{"type":"function","function":{"name":"f"}}})", false},
+                          Case{R"("tool_choice":{"type":"function","function":{"name":"f"}},"parallel_tool_calls":true})", false},
+                          Case{R"("tool_choice":"required","parallel_tool_calls":false})", false}, Case{R"("tool_choice":"required"})", true}}) {
+        GenerationRequest r;
+        const std::string b = body + c.choice;
+        ASSERT_FALSE(parse_generation_request(json::parse(b), true, limits(), r, b)) << b;
+        auto g = tool_call_grammar(r, chat::ToolFormat::mistral);
+        ASSERT_TRUE(g) << g.error().message;
+        sampling::GrammarMatcher m1(*g), m2(*g);
+        EXPECT_TRUE(m1.advance(one) && m1.accepting()) << c.choice;
+        EXPECT_EQ(m2.advance(two) && m2.accepting(), c.two_ok) << c.choice;
+    }
+    GenerationRequest r;
+    ASSERT_FALSE(parse_generation_request(json::parse(body + R"("parallel_tool_calls":false})"), true, limits(), r));
+    EXPECT_FALSE(r.parallel_tool_calls);
+}
+
+// text_offset counts characters: a two-byte character split over byte tokens counts once, and
+// its second byte's token points at it.
+TEST(OpenAiStructured, TextOffsetCountsCharacters) {
+    tokenizer::VocabData d;
+    d.model = "llama";
+    d.tokens = {"<unk>", "<s>", "</s>", "<0xC3>", "<0x86>", "a", "\xE5\xB8\xA6"};
+    d.token_types = {2, 3, 3, 6, 6, 1, 1};
+    auto tok = tokenizer::Tokenizer::from_vocab_data(d);
+    ASSERT_TRUE(tok) << tok.error().message;
+    std::vector<sampling::TokenLogprobs> lps;
+    for (int32_t id : {6, 3, 4, 5, 6}) lps.push_back(sampling::TokenLogprobs{{id, -1.0f}, {}});  // 带 Æ a 带
+    size_t chars = 3;  // an echoed prompt of 3 characters
+    const json j = logprobs_json(false, lps, **tok, &chars);
+    EXPECT_EQ(j["text_offset"], json::parse("[3, 4, 4, 5, 6]")) << j.dump();
+    EXPECT_EQ(chars, 7u);
+    EXPECT_EQ(utf8_chars("\xE5\xB8\xA6" "a\xC3\x86"), 3u);
+    // A stream's next chunk goes on from there.
+    const json next = logprobs_json(false, std::span(lps).first(1), **tok, &chars);
+    EXPECT_EQ(next["text_offset"], json::parse("[7]"));
+}
+
+TEST(OpenAiStructured, CorsOriginsAreChecked) {
+    for (const char* ok : {"*", "null", "http://localhost:3000", "https://a.example", "http://[::1]:8080", "app://x"}) EXPECT_TRUE(valid_cors_origin(ok)) << ok;
+    for (const char* bad : {"not an origin", "localhost:3000", "http://", "http://a.example/path", "http://a:port", "://x", "http://a b"}) {
+        EXPECT_FALSE(valid_cors_origin(bad)) << bad;
+    }
 }
 
 }  // namespace

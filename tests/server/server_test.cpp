@@ -629,7 +629,8 @@ TEST_F(ServerLimitsTest, SecondServerOnATakenPortFailsAtStart) {
 // listed names, and --strict-model-names turns unknown names into 404.
 TEST_F(ServerLimitsTest, ModelNamesAliasesAndStrictMode) {
     ServerProcess srv;
-    ASSERT_TRUE(srv.start({"-m", model(), "--alias", "my-llm", "-t", "1"}, path("names.log"))) << srv.log();
+    // --alias given twice (and once as the model's own id): listed once.
+    ASSERT_TRUE(srv.start({"-m", model(), "--alias", "my-llm", "--alias", "my-llm", "--alias", "slow", "-t", "1"}, path("names.log"))) << srv.log();
     const Reply any = post(srv.port(), "/v1/completions", R"({"prompt": "x", "max_tokens": 1, "model": "gpt-4o-mini"})");
     ASSERT_EQ(any.status, 200) << any.body;
     EXPECT_EQ(any.j()["model"], "slow");
@@ -640,6 +641,15 @@ TEST_F(ServerLimitsTest, ModelNamesAliasesAndStrictMode) {
     ASSERT_EQ(models["data"].size(), 2u) << models.dump();
     EXPECT_EQ(models["data"][1]["id"], "my-llm");
     EXPECT_EQ(models["data"][1]["meta"]["alias_of"], "slow");
+    // /v1/models/{name}: an alias answers under its own id; any other name as chat answers it,
+    // by the served model.
+    const Reply by_alias = get(srv.port(), "/v1/models/my-llm");
+    ASSERT_EQ(by_alias.status, 200) << by_alias.body;
+    EXPECT_EQ(by_alias.j()["id"], "my-llm");
+    EXPECT_EQ(by_alias.j()["meta"]["alias_of"], "slow");
+    const Reply by_default_name = get(srv.port(), "/v1/models/gpt-4o-mini");
+    ASSERT_EQ(by_default_name.status, 200) << by_default_name.body;
+    EXPECT_EQ(by_default_name.j()["id"], "slow");
     EXPECT_EQ(srv.stop(), 0) << srv.log();
 
     ServerProcess strict;
@@ -647,7 +657,21 @@ TEST_F(ServerLimitsTest, ModelNamesAliasesAndStrictMode) {
     const Reply missing = post(strict.port(), "/v1/completions", R"({"prompt": "x", "max_tokens": 1, "model": "gpt-4o-mini"})");
     EXPECT_EQ(missing.status, 404) << missing.body;
     EXPECT_EQ(missing.j()["error"]["code"], "model_not_found");
+    EXPECT_EQ(get(strict.port(), "/v1/models/gpt-4o-mini").status, 404);
+    EXPECT_EQ(get(strict.port(), "/v1/models/slow").status, 200);
+    // /tokenize and /detokenize answer an unknown name as chat does under --strict-model-names.
+    const Reply tok = post(strict.port(), "/tokenize", R"({"content": "x", "model": "gpt-4o-mini"})");
+    EXPECT_EQ(tok.status, 404) << tok.body;
+    EXPECT_EQ(tok.j()["error"]["code"], "model_not_found") << tok.body;
+    EXPECT_EQ(post(strict.port(), "/detokenize", R"({"tokens": [5], "model": "gpt-4o-mini"})").status, 404);
+    EXPECT_EQ(post(strict.port(), "/tokenize", R"({"content": "x", "model": "slow"})").status, 200);
     EXPECT_EQ(strict.stop(), 0) << strict.log();
+
+    // --cors with something that is not an origin stops the server at start.
+    ServerProcess bad;
+    EXPECT_FALSE(bad.start({"-m", model(), "--cors", "http://a.example,not an origin", "-t", "1"}, path("cors-bad.log")));
+    EXPECT_EQ(bad.start_exit_code(), 1) << bad.log();
+    EXPECT_NE(bad.log().find("--cors: 'not an origin' is not an origin"), std::string::npos) << bad.log();
 }
 
 // Qwen3's thinking switch per request: off by default (the generation prompt ends with an

@@ -407,13 +407,191 @@ TEST_F(StructuredServerTest, NChoicesShareThePromptAndAreSeparatelySeededSequenc
     ASSERT_EQ(second.status, 200);
     EXPECT_EQ(second.j()["choices"][0]["text"], j["choices"][1]["text"]);
 
+    // Streamed: one choice per chunk, each index's text the same as the response's, each index
+    // its own finish_reason, usage once (the last chunk), logprobs with their text.
     json streamed = body;
     streamed["stream"] = true;
     const Reply e = post(port(), "/v1/completions", streamed.dump());
-    EXPECT_EQ(e.status, 400);
-    EXPECT_EQ(e.j()["error"]["param"], "n");
+    ASSERT_EQ(e.status, 200) << e.body;
+    std::vector<std::string> texts(4);
+    std::vector<int> n_finish(4, 0), n_lp(4, 0);
+    int n_usage = 0;
+    const auto events = sse_events(e.body);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back(), "[DONE]");
+    for (size_t k = 0; k + 1 < events.size(); ++k) {
+        const json c = json::parse(events[k]);
+        ASSERT_EQ(c["choices"].size(), 1u) << events[k];
+        const size_t i = c["choices"][0]["index"];
+        ASSERT_LT(i, 4u) << events[k];
+        EXPECT_EQ(n_finish[i], 0) << "a chunk after choice " << i << "'s finish: " << events[k];
+        texts[i] += c["choices"][0]["text"].get<std::string>();
+        if (c["choices"][0]["logprobs"].is_object()) n_lp[i] += static_cast<int>(c["choices"][0]["logprobs"]["tokens"].size());
+        if (!c["choices"][0]["finish_reason"].is_null()) ++n_finish[i];
+        if (c.contains("usage") && !c["usage"].is_null()) {
+            ++n_usage;
+            EXPECT_EQ(k + 2, events.size()) << "usage before the last chunk";
+            EXPECT_EQ(c["usage"]["completion_tokens"], 24);
+            EXPECT_EQ(c["usage"]["prompt_tokens"], n_prompt);
+        }
+    }
+    EXPECT_EQ(n_usage, 1);
+    for (size_t i = 0; i < 4; ++i) {
+        EXPECT_EQ(texts[i], j["choices"][i]["text"]) << "choice " << i;
+        EXPECT_EQ(n_finish[i], 1) << "choice " << i;
+        EXPECT_EQ(n_lp[i], 6) << "choice " << i;
+    }
+    // stream_options.include_usage false: no usage anywhere.
+    streamed["stream_options"] = json{{"include_usage", false}};
+    const Reply nu = post(port(), "/v1/completions", streamed.dump());
+    ASSERT_EQ(nu.status, 200) << nu.body;
+    for (const auto& ev : sse_events(nu.body)) {
+        if (ev != "[DONE]") {
+            EXPECT_TRUE(!json::parse(ev).contains("usage") || json::parse(ev)["usage"].is_null()) << ev;
+        }
+    }
+    // Chat: each choice starts with its role chunk.
+    const Reply chat = post(port(), "/v1/chat/completions",
+                            json{{"messages", user("hi")}, {"max_tokens", 3}, {"n", 2}, {"seed", 3}, {"stream", true}}.dump());
+    ASSERT_EQ(chat.status, 200) << chat.body;
+    std::set<size_t> roles;
+    for (const auto& ev : sse_events(chat.body)) {
+        if (ev == "[DONE]") continue;
+        const json c = json::parse(ev);
+        if (c["choices"][0]["delta"].contains("role")) roles.insert(c["choices"][0]["index"].get<size_t>());
+    }
+    EXPECT_EQ(roles, (std::set<size_t>{0, 1})) << chat.body;
     body["n"] = 17;
     EXPECT_EQ(post(port(), "/v1/completions", body.dump()).status, 400);
+}
+
+// n choices without max_tokens: the default answer budget shrinks so that all n fit the cache
+// (16 x the default 256 would not fit this 4096-cell cache next to the prompt).
+TEST_F(StructuredServerTest, DefaultMaxTokensFitsNChoices) {
+    const Reply r = post(port(), "/v1/completions", json{{"prompt", "Once upon a time"}, {"n", 16}, {"seed", 2}, {"ignore_eos", true}}.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const int64_t n_prompt = r.j()["usage"]["prompt_tokens"];
+    const int64_t each = (4096 - n_prompt - 15) / 16;
+    EXPECT_EQ(r.j()["usage"]["completion_tokens"], 16 * each) << r.body;
+}
+
+// Completions continue the prompt: the first token keeps its leading space (" cat" after
+// "The"), in the text, the echo, the stream and text_offset, as llama.cpp's server and OpenAI.
+TEST_F(StructuredServerTest, CompletionsKeepTheFirstTokensSpace) {
+    const Reply t = post(port(), "/tokenize", R"({"content": "cat", "with_pieces": true})");
+    ASSERT_EQ(t.status, 200) << t.body;
+    const json x = t.j()["tokens"].back();
+    ASSERT_EQ(x["piece"], " cat") << t.body;
+    json body{{"prompt", "The"}, {"max_tokens", 3}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 0},
+              {"logit_bias", json{{std::to_string(x["id"].get<int>()), 100}}}};
+    const Reply r = post(port(), "/v1/completions", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.j()["choices"][0]["text"], " cat cat cat") << r.body;
+    EXPECT_EQ(r.j()["choices"][0]["logprobs"]["text_offset"], json::parse("[0, 4, 8]")) << r.body;
+    body["echo"] = true;
+    body.erase("logprobs");
+    const Reply e = post(port(), "/v1/completions", body.dump());
+    ASSERT_EQ(e.status, 200) << e.body;
+    EXPECT_EQ(e.j()["choices"][0]["text"], "The cat cat cat") << e.body;
+    body["echo"] = false;
+    body["stream"] = true;
+    const Reply s = post(port(), "/v1/completions", body.dump());
+    const auto events = sse_events(s.body);
+    ASSERT_GE(events.size(), 2u) << s.body;
+    EXPECT_EQ(json::parse(events[0])["choices"][0]["text"], " cat") << s.body;
+}
+
+// The bytes of a completions logprobs token ("bytes:\xHH..." when not UTF-8 alone).
+std::string token_bytes(const std::string& t) {
+    if (t.rfind("bytes:", 0) != 0) return t;
+    std::string out;
+    for (size_t i = 6; i + 3 < t.size() + 1 && t.compare(i, 2, "\\x") == 0; i += 4) out += static_cast<char>(std::stoi(t.substr(i + 2, 2), nullptr, 16));
+    return out;
+}
+
+// text_offset counts characters, and a stream sends each token's logprobs in the chunk that
+// carries its text, also when its bytes are part of a character held back until complete.
+TEST_F(StructuredServerTest, TextOffsetsCountCharactersAndStreamedLogprobsTravelWithTheirText) {
+    // The built-in vocabulary spells these characters in byte tokens.
+    json body{{"prompt", "Say"}, {"max_tokens", 40}, {"temperature", 0}, {"logprobs", 0}, {"echo", false},
+              {"response_format", json::parse(R"({"type":"json_schema","json_schema":{"name":"w","schema":{"enum":["\u00c6\u00c6\u5e26 a"]}}})")}};
+    const Reply r = post(port(), "/v1/completions", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json choice = r.j()["choices"][0];
+    const std::string text = choice["text"];
+    ASSERT_EQ(text, "\"\u00c6\u00c6\u5e26 a\"") << r.body;
+    const json& lp = choice["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), lp["text_offset"].size());
+    std::string bytes;
+    for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+        const std::string b = token_bytes(lp["tokens"][i]);
+        ASSERT_FALSE(b.empty()) << r.body;
+        // The characters before the token's first byte; inside a character: that character's.
+        const size_t before = n_chars(bytes);
+        const bool inside = (static_cast<unsigned char>(b[0]) & 0xC0) == 0x80;
+        EXPECT_EQ(lp["text_offset"][i].get<size_t>(), inside ? before - 1 : before) << "token " << i << " in " << r.body;
+        bytes += b;
+    }
+    EXPECT_EQ(bytes, text);
+    EXPECT_EQ(lp["text_offset"].back(), 6) << r.body;  // the closing quote after "ÆÆ带 a
+
+    body["stream"] = true;
+    const Reply s = post(port(), "/v1/completions", body.dump());
+    ASSERT_EQ(s.status, 200) << s.body;
+    std::string streamed;
+    for (const auto& ev : sse_events(s.body)) {
+        if (ev == "[DONE]") continue;
+        const json c = json::parse(ev)["choices"][0];
+        const std::string piece = c["text"];
+        std::string piece_bytes;
+        if (c["logprobs"].is_object()) {
+            for (const auto& tk : c["logprobs"]["tokens"]) piece_bytes += token_bytes(tk);
+            // Offsets go on from the chunks before.
+            if (!c["logprobs"]["text_offset"].empty()) {
+                EXPECT_EQ(c["logprobs"]["text_offset"][0].get<size_t>(), n_chars(streamed)) << ev;
+            }
+        }
+        EXPECT_EQ(piece_bytes, piece) << "a chunk's logprobs are the tokens of its text: " << ev;
+        streamed += piece;
+    }
+    EXPECT_EQ(streamed, text);
+}
+
+// The request's stop strings never cut grammar-constrained output into invalid JSON: a match
+// counts only where the text before it is complete (docs/grammar.md).
+TEST_F(StructuredServerTest, StopStringsDoNotCutStructuredOutput) {
+    json body{{"prompt", "Say"}, {"max_tokens", 40}, {"temperature", 0}, {"stop", json::array({" ", "\""})},
+              {"response_format", json::parse(R"({"type":"json_schema","json_schema":{"name":"w","schema":{"enum":["a b"]}}})")}};
+    const Reply r = post(port(), "/v1/completions", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.j()["choices"][0]["text"], "\"a b\"") << r.body;
+    EXPECT_EQ(r.j()["choices"][0]["finish_reason"], "stop") << r.body;
+    for (int seed = 1; seed <= 4; ++seed) {
+        json p{{"prompt", "Person:"}, {"max_tokens", 200}, {"seed", seed}, {"stop", json::array({"\"", ",", " ", "\n"})},
+               {"response_format", json{{"type", "json_schema"}, {"json_schema", json{{"name", "person"}, {"schema", json::parse(kPersonSchema)}}}}}};
+        const Reply q = post(port(), "/v1/completions", p.dump());
+        ASSERT_EQ(q.status, 200) << q.body;
+        if (q.j()["choices"][0]["finish_reason"] == "length") continue;
+        expect_person(q.j()["choices"][0]["text"]);
+    }
+}
+
+// Tool parameters: absent or {} means no arguments, so a forced call writes "{}"; a schema that
+// is not an object's is refused naming the tool's parameters.
+TEST_F(StructuredServerTest, ToolParametersAreAnObjectSchema) {
+    for (int seed = 1; seed <= 3; ++seed) {
+        json body{{"messages", user("Ping?")}, {"max_tokens", 100}, {"seed", seed}, {"tool_choice", "required"},
+                  {"tools", json::parse(R"([{"type":"function","function":{"name":"ping","parameters":{}}}])")}};
+        const Reply r = post(port(), "/v1/chat/completions", body.dump());
+        ASSERT_EQ(r.status, 200) << r.body;
+        const json choice = r.j()["choices"][0];
+        ASSERT_EQ(choice["finish_reason"], "tool_calls") << r.body;
+        EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["arguments"], "{}") << r.body;
+    }
+    const Reply bad = post(port(), "/v1/chat/completions",
+                           json{{"messages", user("x")}, {"tools", json::parse(R"([{"type":"function","function":{"name":"f","parameters":{"type":"string"}}}])")}}.dump());
+    EXPECT_EQ(bad.status, 400) << bad.body;
+    EXPECT_EQ(bad.j()["error"]["param"], "tools[0].function.parameters") << bad.body;
 }
 
 }  // namespace

@@ -153,9 +153,9 @@ TEST_P(ToolCutServerTest, EveryCutOfAForcedCallEndsWithLengthAndNoBrokenCall) {
     ASSERT_EQ(w.status, 200) << w.body;
     const json whole = w.j()["choices"][0];
     ASSERT_EQ(whole["finish_reason"], "tool_calls") << w.body;
-    // One call (mistral's array may hold several), each with valid arguments.
+    // One call (a named function is called once, in Mistral's array too), with valid arguments.
     const json whole_calls = whole["message"]["tool_calls"];
-    ASSERT_GE(whole_calls.size(), 1u) << w.body;
+    ASSERT_EQ(whole_calls.size(), 1u) << w.body;
     for (const json& c : whole_calls) ASSERT_TRUE(json::accept(c["function"]["arguments"].get<std::string>())) << w.body;
     const int64_t n = w.j()["usage"]["completion_tokens"];
     const std::string whole_text = logprob_bytes(whole);
@@ -276,6 +276,43 @@ TEST_P(ToolCutServerTest, ACallAndItsResultGoBackThroughTheTemplate) {
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_GE(r.j()["usage"]["prompt_tokens"].get<size_t>(), first.j()["usage"]["prompt_tokens"].get<size_t>() + n_result) << r.body;
     EXPECT_TRUE(r.j()["choices"][0]["message"].contains("content")) << r.body;
+    EXPECT_EQ(srv.stop(), 0) << srv.log();
+}
+
+// A named tool_choice gives exactly one call in every format, sampled with any seed, streamed
+// or not; so does tool_choice required with parallel_tool_calls false (Mistral's array would
+// otherwise take several).
+TEST_P(ToolCutServerTest, NamedOrNonParallelForcedChoiceGivesOneCall) {
+    const std::string tmpl = GetParam();
+    ServerProcess srv;
+    ASSERT_TRUE(srv.start({"-m", (*dir_ / "tiny.gguf").string(), "--parallel", "2", "-t", "1", "--chat-template", tmpl},
+                          (*dir_ / ("one-" + tmpl + ".log")).string()))
+        << srv.log();
+    for (int seed = 1; seed <= 6; ++seed) {
+        for (const bool named : {true, false}) {
+            json body = cut_request(300, false);
+            body.erase("logprobs");
+            body.erase("temperature");
+            body["seed"] = seed;
+            if (!named) {
+                body["tool_choice"] = "required";
+                body["parallel_tool_calls"] = false;
+            }
+            const std::string at = tmpl + " seed " + std::to_string(seed) + (named ? " named" : " required, not parallel");
+            const Reply r = post(srv.port(), "/v1/chat/completions", body.dump());
+            ASSERT_EQ(r.status, 200) << at << ": " << r.body;
+            const json choice = r.j()["choices"][0];
+            if (choice["finish_reason"] == "length") continue;  // a cut call is not a call (max_tokens 300)
+            EXPECT_EQ(choice["finish_reason"], "tool_calls") << at << ": " << r.body;
+            EXPECT_EQ(choice["message"]["tool_calls"].size(), 1u) << at << ": " << r.body;
+            body["stream"] = true;
+            const Reply s = post(srv.port(), "/v1/chat/completions", body.dump());
+            ASSERT_EQ(s.status, 200) << at << ": " << s.body;
+            const CutStream a = read_cut_stream(s.body);
+            EXPECT_EQ(a.finish, "tool_calls") << at << " (streamed): " << s.body;
+            EXPECT_EQ(a.calls.size(), 1u) << at << " (streamed): " << s.body;
+        }
+    }
     EXPECT_EQ(srv.stop(), 0) << srv.log();
 }
 
