@@ -220,14 +220,15 @@ void render_llama3(std::span<const Message> msgs, bool add_gen, std::string& out
 
 // <start_of_turn>{user|model}\n{content|trim}<end_of_turn>\n ... [<start_of_turn>model\n]
 // Gemma has no system role. As Gemma 3's template: a first system message's text, as given
-// (untrimmed, even empty), and "\n\n" go in front of the first turn after it; with no turn after
-// it the template writes nothing of it. Later system texts (which the template refuses: roles
-// must alternate) are trimmed and put in front of the next user message the same way, or
-// become a user turn of their own at the end rather than being dropped.
+// (untrimmed, even empty), and "\n\n" go in front of the first turn after it. Where the template
+// would drop text, kvrag keeps it (nothing a client sends is silently ignored): a system message
+// with no turn after it (the template writes nothing of it) and later system texts (which the
+// template refuses: roles must alternate) are trimmed and put in front of the next user message
+// the same way, or become a user turn of their own at the end.
 void render_gemma(std::span<const Message> msgs, bool add_gen, std::string& out) {
     std::string first_prefix, system_prompt;
     size_t begin = 0;
-    if (!msgs.empty() && msgs[0].role == "system") {
+    if (msgs.size() > 1 && msgs[0].role == "system") {
         first_prefix = msgs[0].content + "\n\n";
         begin = 1;
     }

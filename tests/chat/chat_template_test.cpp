@@ -91,15 +91,17 @@ TEST(ChatTemplateRender, Gemma) {
 }
 
 // Gemma 3's template (google/gemma-3-4b-it, rendered with jinja2): the first system text goes
-// in front of the first turn as given (untrimmed, even empty) with "\n\n"; alone, it is not
-// written at all.
+// in front of the first turn as given (untrimmed, even empty) with "\n\n". Alone, the template
+// writes nothing of it; kvrag keeps it as a user turn (never drops what a client sent; the
+// chat_template fuzz target checks every content is in the prompt).
 TEST(ChatTemplateRender, GemmaSystemAsTheTemplateWritesIt) {
     auto t = ChatTemplate::by_name("gemma").value();
     EXPECT_EQ(t.render(std::vector<Message>{{"system", " Be brief. "}, {"user", " Hi "}}, true).value(),
               "<start_of_turn>user\n Be brief. \n\nHi<end_of_turn>\n<start_of_turn>model\n");
     EXPECT_EQ(t.render(std::vector<Message>{{"system", ""}, {"user", "Hi"}}, true).value(),
               "<start_of_turn>user\n\n\nHi<end_of_turn>\n<start_of_turn>model\n");
-    EXPECT_EQ(t.render(std::vector<Message>{{"system", "Be brief."}}, true).value(), "<start_of_turn>model\n");
+    EXPECT_EQ(t.render(std::vector<Message>{{"system", " Be brief. "}}, true).value(),
+              "<start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>model\n");
     // A system message later on (the template refuses it): in front of the next user turn.
     EXPECT_EQ(t.render(std::vector<Message>{{"user", "Hi"}, {"assistant", "Hello"}, {"system", " Be brief. "}, {"user", "Q"}}, true)
                   .value(),
