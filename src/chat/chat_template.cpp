@@ -1,5 +1,6 @@
 #include "chat/chat_template.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 
@@ -228,10 +229,13 @@ void render_llama3(std::span<const Message> msgs, bool add_gen, std::string& out
 void render_gemma(std::span<const Message> msgs, bool add_gen, std::string& out) {
     std::string first_prefix, system_prompt;
     size_t begin = 0;
-    if (msgs.size() > 1 && msgs[0].role == "system") {
+    const bool turn_after_first = std::any_of(msgs.begin() + (msgs.empty() ? 0 : 1), msgs.end(),
+                                              [](const Message& m) { return m.role != "system"; });
+    if (!msgs.empty() && msgs[0].role == "system" && turn_after_first) {
         first_prefix = msgs[0].content + "\n\n";
         begin = 1;
     }
+    bool prefix_pending = begin == 1;
     for (size_t i = begin; i < msgs.size(); ++i) {
         const Message& m = msgs[i];
         if (m.role == "system") {
@@ -243,7 +247,8 @@ void render_gemma(std::span<const Message> msgs, bool add_gen, std::string& out)
         out += "<start_of_turn>";
         out += is_user ? "user" : "model";
         out += '\n';
-        if (i == begin) out += first_prefix;
+        if (prefix_pending) out += first_prefix;  // the first turn written
+        prefix_pending = false;
         if (is_user && !system_prompt.empty()) {
             out += system_prompt;
             out += "\n\n";

@@ -102,6 +102,10 @@ TEST(ChatTemplateRender, GemmaSystemAsTheTemplateWritesIt) {
               "<start_of_turn>user\n\n\nHi<end_of_turn>\n<start_of_turn>model\n");
     EXPECT_EQ(t.render(std::vector<Message>{{"system", " Be brief. "}}, true).value(),
               "<start_of_turn>user\nBe brief.<end_of_turn>\n<start_of_turn>model\n");
+    EXPECT_EQ(t.render(std::vector<Message>{{"system", "A"}, {"system", "B"}}, true).value(),
+              "<start_of_turn>user\nA\n\nB<end_of_turn>\n<start_of_turn>model\n");
+    EXPECT_EQ(t.render(std::vector<Message>{{"system", "A "}, {"system", "B"}, {"user", "Q"}}, true).value(),
+              "<start_of_turn>user\nA \n\nB\n\nQ<end_of_turn>\n<start_of_turn>model\n");
     // A system message later on (the template refuses it): in front of the next user turn.
     EXPECT_EQ(t.render(std::vector<Message>{{"user", "Hi"}, {"assistant", "Hello"}, {"system", " Be brief. "}, {"user", "Q"}}, true)
                   .value(),
