@@ -406,6 +406,9 @@ TEST_F(KmWireTest, AFileIdThatIsAnotherDocumentsIdIsRefused) {
     ASSERT_TRUE(other);
     EXPECT_EQ(other->status, 400);
     EXPECT_NE(other->body.find("holds document 'pair'"), std::string::npos) << other->body;
+    // Ingestion is asynchronous: the status lists a file once it is stored, so wait as a client
+    // does (this read 1 file under ASan when taken at once).
+    ASSERT_TRUE(ready("/upload-status?index=clash&documentId=pair"));
     const json st = json::parse(client().Get("/upload-status?index=clash&documentId=pair")->body);
     EXPECT_EQ(st["files"].size(), 2u);
     EXPECT_EQ(client().Delete("/indexes?index=clash")->status, 202);
