@@ -16,7 +16,16 @@ inline size_t f16_group_bytes(int64_t n_cols) { return static_cast<size_t>(n_col
 // Interleaves kPackRows f16 rows (null = padding row, stored as zeros) into one group at dst.
 void pack_f16_group(const uint8_t* const rows[kPackRows], int64_t n_cols, uint8_t* dst);
 
+// Tokens per group of a widened activation panel (see widen_panel).
+inline constexpr int kF16PanelTokens = 6;
+
 namespace avx2 {
+
+// panel (ceil((t1 - t0) / kF16PanelTokens), kn, kF16PanelTokens) floats <- f16 tokens [t0, t1)
+// x elements [k0, k0 + kn) of x (rows x_row_bytes apart): element-major per group of
+// kF16PanelTokens tokens, so a tile's broadcasts read consecutive floats. Slots of missing
+// tokens are zero.
+void widen_panel(const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, int64_t k0, int64_t kn, float* panel);
 
 // For each token t in [0, n_tokens) and row r in [r0, r1):
 //   y[t*ldy + r] = ref::vec_dot(F16, n_cols, row r, x + t*x_row_bytes), bit for bit.
@@ -26,4 +35,11 @@ void matmul_f16_groups(const uint8_t* groups, int64_t g_first, int64_t n_cols, c
                        int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1);
 
 }  // namespace avx2
+
+namespace avx512 {
+// avx2::matmul_f16_groups with 512-bit vectors, bit for bit the same (call only when
+// avx512_supported()); calls with few tokens go to the AVX2 kernel.
+void matmul_f16_groups(const uint8_t* groups, int64_t g_first, int64_t n_cols, const void* x, size_t x_row_bytes,
+                       int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1);
+}  // namespace avx512
 }  // namespace kvrag::kernels

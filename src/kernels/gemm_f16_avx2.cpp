@@ -34,7 +34,7 @@
 namespace kvrag::kernels::avx2 {
 namespace {
 
-constexpr int kTokTile = 6;                       // tokens per tile (and per activation group)
+constexpr int kTokTile = kF16PanelTokens;         // tokens per tile (and per activation group)
 constexpr int kTokGroups = 8;                     // token groups per panel
 constexpr int kTokBlock = kTokTile * kTokGroups;  // tokens per panel
 constexpr int64_t kKBlock = 512;                  // elements per panel
@@ -45,8 +45,8 @@ std::vector<float>& panel_scratch() {
     return buf;
 }
 
-// panel (kTokGroups, kn, kTokTile) floats <- tokens [t0, t1) x elements [k0, k0 + kn) of x.
-// Slots of missing tokens (t1 - t0 not a multiple of kTokTile) are zero.
+}  // namespace
+
 void widen_panel(const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, int64_t k0, int64_t kn, float* panel) {
     const int64_t n_groups = (t1 - t0 + kTokTile - 1) / kTokTile;
     if ((t1 - t0) % kTokTile != 0) {
@@ -65,6 +65,8 @@ void widen_panel(const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, i
         for (; k < kn; ++k) dst[k * kTokTile] = _cvtsh_ss(row[k]);
     }
 }
+
+namespace {
 
 // acc[g * NT + t] lane r: the chain of row r of group g for token t, advanced over kn elements.
 // w: group 0 at element k0; the others group_bytes apart. xa: (kn, kTokTile) floats.

@@ -61,6 +61,15 @@ bool using_avx2();
 // Whether this CPU could run the avx2:: functions at all (ignores KVRAG_FORCE_SCALAR).
 bool avx2_supported();
 
+// Whether the packed products (repack.h) use the avx512:: kernels: the CPU has AVX-512 F, BW,
+// VL, DQ and VNNI with the OS saving the ZMM state, the AVX2 path is in use, and neither
+// KVRAG_FORCE_SCALAR=1 nor KVRAG_FORCE_AVX2=1 is set. Their outputs equal the AVX2 kernels'
+// bit for bit; the switch exists to compare speeds.
+bool using_avx512();
+
+// Whether this CPU could run the avx512:: functions at all (ignores the environment).
+bool avx512_supported();
+
 // Portable scalar reference; the definition of the right answer.
 namespace ref {
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);

@@ -33,6 +33,22 @@ bool detect_avx2() {
 #endif
 }
 
+bool detect_avx512() {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (!detect_avx2()) return false;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const bool f = ebx & (1u << 16), dq = ebx & (1u << 17), bw = ebx & (1u << 30), vl = ebx & (1u << 31);
+    const bool vnni = ecx & (1u << 11);
+    if (!f || !dq || !bw || !vl || !vnni) return false;
+    unsigned xcr0_lo = 0, xcr0_hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    return (xcr0_lo & 0xE6u) == 0xE6u;  // the OS saves XMM, YMM, the opmasks and all of ZMM
+#else
+    return false;
+#endif
+}
+
 bool pick_avx2() {
     const char* force = std::getenv("KVRAG_FORCE_SCALAR");
     if (force != nullptr && std::strcmp(force, "1") == 0) return false;
@@ -60,6 +76,20 @@ bool avx2_supported() {
 }
 
 bool using_avx2() { return use_avx2(); }
+
+bool avx512_supported() {
+    static const bool v = detect_avx512();
+    return v;
+}
+
+bool using_avx512() {
+    static const bool v = [] {
+        const char* force = std::getenv("KVRAG_FORCE_AVX2");
+        if (force != nullptr && std::strcmp(force, "1") == 0) return false;
+        return use_avx2() && avx512_supported();
+    }();
+    return v;
+}
 
 bool has_weight_kernels(GgmlType type) {
     switch (type) {

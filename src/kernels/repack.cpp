@@ -211,6 +211,7 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
                    int64_t ldy, int64_t r0, int64_t r1) {
 #if defined(__x86_64__) || defined(_M_X64)
     // repack() only packs when the AVX2 path is in use, so this is never reached otherwise.
+    if (using_avx512() && avx512::has_kernel(w.type())) return avx512::matmul_packed(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     avx2::matmul_packed(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
 #else
     unsupported_type("matmul_packed", w.type());

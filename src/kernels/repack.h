@@ -78,4 +78,12 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
                    int64_t ldy, int64_t r0, int64_t r1);
 }  // namespace avx2
 
+// The AVX-512 kernels behind matmul_packed (x86-64 only; call only when avx512_supported()):
+// every packed type (has_kernel: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16).
+namespace avx512 {
+bool has_kernel(GgmlType type);
+void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
+                   int64_t ldy, int64_t r0, int64_t r1);
+}  // namespace avx512
+
 }  // namespace kvrag::kernels

@@ -25,53 +25,25 @@
 #include "kernels/quant.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/repack.h"
+#include "kernels/repack_act.h"
 #include "kernels/repack_layout.h"
 #include "kernels/simd_avx2.h"
 
 namespace kvrag::kernels::avx2 {
-namespace {
 
-constexpr int kTok = 4;  // tokens per activation group, the widest tile
-
-// Pins v to a register at this point. GCC otherwise reassociates the int16 sums of a block
-// (integer adds are associative) into a tree over all its maddubs results and spills them.
-inline void keep(__m256i& v) { __asm__("" : "+x"(v)); }
-
-inline __m256i broadcast_i32(const void* p) {
-    int32_t v;
-    std::memcpy(&v, p, sizeof(v));
-    return _mm256_set1_epi32(v);
-}
-
-// Per-thread buffer for the regrouped activations, reused across products.
-std::vector<uint8_t>& act_scratch() {
+uint8_t* act_buffer(size_t bytes) {
     thread_local std::vector<uint8_t> buf;
-    return buf;
+    buf.resize(bytes + 64);
+    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~static_cast<uintptr_t>(63));
 }
-
-uint8_t* aligned32(std::vector<uint8_t>& buf, size_t bytes) {
-    buf.resize(bytes + 32);
-    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 31) & ~static_cast<uintptr_t>(31));
-}
-
-// ------------------------------------------------------------------------------------------
-// Q4_0 x Q8_0
-// ------------------------------------------------------------------------------------------
-
-// Q8_0 activations regrouped four tokens at a time: per block i of token group g, at
-// (g * nb + i) * kActQ8_0Bytes: the four tokens' 32 quant bytes, their scales as floats, and
-// 8 * (sum of their quants), the term that turns the unsigned nibbles q into q - 8.
-constexpr size_t kActScales = kTok * 32;              // offset of the (kTok) float scales
-constexpr size_t kActSums = kActScales + kTok * 4;      // offset of the (kTok) int32 8 * sums
-constexpr size_t kActQ8_0Bytes = kActSums + kTok * 4;
 
 void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
-    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
+    const int64_t n_groups = (n_tokens + kActTok - 1) / kActTok;
     std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_0Bytes);
     for (int64_t t = 0; t < n_tokens; ++t) {
         const auto* blocks = reinterpret_cast<const BlockQ8_0*>(x + static_cast<size_t>(t) * x_row_bytes);
-        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_0Bytes;
-        const int k = static_cast<int>(t % kTok);
+        uint8_t* g = dst + static_cast<size_t>((t / kActTok) * nb) * kActQ8_0Bytes;
+        const int k = static_cast<int>(t % kActTok);
         for (int64_t i = 0; i < nb; ++i) {
             uint8_t* b = g + static_cast<size_t>(i) * kActQ8_0Bytes;
             std::memcpy(b + 32 * k, blocks[i].qs, 32);
@@ -83,6 +55,58 @@ void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t 
             std::memcpy(b + kActSums + 4 * k, &sum, 4);
         }
     }
+}
+
+void group_q8_k(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kActTok - 1) / kActTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_KBytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kActTok) * nb) * kActQ8_KBytes;
+        const int k = static_cast<int>(t % kActTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_KBytes;
+            std::memcpy(b + kQK_K * k, blocks[i].qs, kQK_K);
+            std::memcpy(b + kActKScales + 4 * k, &blocks[i].d, 4);
+            for (int p = 0; p < 4; ++p) {
+                // |sum of 32 quants| <= 4064: fits int16.
+                const int lo = blocks[i].bsums[4 * p] + blocks[i].bsums[4 * p + 1];
+                const int hi = blocks[i].bsums[4 * p + 2] + blocks[i].bsums[4 * p + 3];
+                const uint32_t word = static_cast<uint16_t>(lo) | (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
+                std::memcpy(b + kActKSums + 16 * k + 4 * p, &word, 4);
+            }
+        }
+    }
+}
+
+void group_q8_k16(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kActTok - 1) / kActTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_K16Bytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kActTok) * nb) * kActQ8_K16Bytes;
+        const int k = static_cast<int>(t % kActTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_K16Bytes;
+            std::memcpy(b + kQK_K * k, blocks[i].qs, kQK_K);
+            std::memcpy(b + kActKScales + 4 * k, &blocks[i].d, 4);
+            std::memcpy(b + kActKSums + 32 * k, blocks[i].bsums, 32);
+        }
+    }
+}
+
+namespace {
+
+constexpr int kTok = kActTok;
+
+// Pins v to a register at this point. GCC otherwise reassociates the int16 sums of a block
+// (integer adds are associative) into a tree over all its maddubs results and spills them.
+inline void keep(__m256i& v) { __asm__("" : "+x"(v)); }
+
+inline __m256i broadcast_i32(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return _mm256_set1_epi32(v);
 }
 
 // Decode (one token) streams each packed matrix from memory once, and does little work per
@@ -182,36 +206,6 @@ inline void store_tile(const __m256* out, float* y, int64_t ldy, int64_t t0, int
 // Q4_K x Q8_K
 // ------------------------------------------------------------------------------------------
 
-// Q8_K activations regrouped four tokens at a time: per super-block i of token group g, at
-// (g * nb + i) * kActQ8_KBytes: the four tokens' 256 quant bytes, their float scales, and per
-// token four int32 words, word p holding the sums of sub-blocks 2p (low int16) and 2p + 1
-// (high int16) of its quants, the factors of the mins.
-constexpr size_t kActKScales = kTok * kQK_K;
-constexpr size_t kActKSums = kActKScales + kTok * 4;
-constexpr size_t kActQ8_KBytes = kActKSums + kTok * 16;
-
-void group_q8_k(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
-    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
-    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_KBytes);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        const auto* blocks = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * x_row_bytes);
-        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_KBytes;
-        const int k = static_cast<int>(t % kTok);
-        for (int64_t i = 0; i < nb; ++i) {
-            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_KBytes;
-            std::memcpy(b + kQK_K * k, blocks[i].qs, kQK_K);
-            std::memcpy(b + kActKScales + 4 * k, &blocks[i].d, 4);
-            for (int p = 0; p < 4; ++p) {
-                // |sum of 32 quants| <= 4064: fits int16.
-                const int lo = blocks[i].bsums[4 * p] + blocks[i].bsums[4 * p + 1];
-                const int hi = blocks[i].bsums[4 * p + 2] + blocks[i].bsums[4 * p + 3];
-                const uint32_t word = static_cast<uint16_t>(lo) | (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
-                std::memcpy(b + kActKSums + 16 * k + 4 * p, &word, 4);
-            }
-        }
-    }
-}
-
 // out[t] lane r = row r of the group . token t, for t < NT; the float steps are ref's:
 //   acc = acc + dx * (d * float(isum) - dmin * float(msum))
 // isum = sum_j sc_j * dot_j and msum = sum_j m_j * ysum_j are exact. Q4_K (kBlockBytes
@@ -300,26 +294,6 @@ inline void q45_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* 
 // ------------------------------------------------------------------------------------------
 // Q6_K x Q8_K
 // ------------------------------------------------------------------------------------------
-
-// As group_q8_k, but per token the sixteen int16 bsums as they are (32 bytes), the factors of
-// the -32 offset: word p holds those of sub-blocks 2p and 2p + 1.
-constexpr size_t kActQ8_K16Bytes = kActKSums + kTok * 32;
-
-void group_q8_k16(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
-    const int64_t n_groups = (n_tokens + kTok - 1) / kTok;
-    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_K16Bytes);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        const auto* blocks = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * x_row_bytes);
-        uint8_t* g = dst + static_cast<size_t>((t / kTok) * nb) * kActQ8_K16Bytes;
-        const int k = static_cast<int>(t % kTok);
-        for (int64_t i = 0; i < nb; ++i) {
-            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_K16Bytes;
-            std::memcpy(b + kQK_K * k, blocks[i].qs, kQK_K);
-            std::memcpy(b + kActKScales + 4 * k, &blocks[i].d, 4);
-            std::memcpy(b + kActKSums + 32 * k, blocks[i].bsums, 32);
-        }
-    }
-}
 
 // out[t] lane r = row r of the group . token t, for t < NT; the float steps are ref's:
 //   acc = acc + (d * dx) * float(isum),  isum = sum_j sc_j * sum_l (q - 32) x
@@ -447,7 +421,7 @@ void matmul_kernel(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
     const int64_t nb = w.n_cols() / K::kBlock;
     const int64_t n_tgroups = (n_tokens + kTok - 1) / kTok;
     const size_t tgroup_bytes = static_cast<size_t>(nb) * K::kActBytes;
-    uint8_t* act = aligned32(act_scratch(), tgroup_bytes * static_cast<size_t>(n_tgroups));
+    uint8_t* act = act_buffer(tgroup_bytes * static_cast<size_t>(n_tgroups));
     K::group(static_cast<const uint8_t*>(x), x_row_bytes, n_tokens, nb, act);
     // Row groups in tiles of ~64 KiB of packed weights (kept in L2); inside a tile every token
     // group (in L1) sweeps all its row groups.

@@ -68,14 +68,18 @@ std::vector<Unit> split_units(std::string_view text) {
 }
 
 // Cuts a text into pieces of at most max_tokens tokens by token ids (for a sentence that is
-// too long on its own). Decoding and re-encoding can shift a boundary by a token, so each
-// piece is re-counted and halved again if needed (bounded by the piece count).
+// too long on its own). The pieces are of equal size (within a token), so none is a stray
+// tail: cutting every max_tokens left chunks such as a lone "|" at the end of a long table
+// row, which then matched every other such tail. Decoding and re-encoding can shift a
+// boundary by a token, so each piece is re-counted and the size lowered if needed (bounded).
 void split_by_tokens(const tokenizer::Tokenizer& tok, const std::string& text, int32_t max_tokens, std::vector<std::string>& out) {
     const auto ids = tok.encode(text, false, false);
-    int32_t step = max_tokens;
+    int32_t limit = max_tokens;
     for (int attempt = 0; attempt < 8; ++attempt) {
         std::vector<std::string> pieces;
         bool fits = true;
+        const size_t n_pieces = (ids.size() + static_cast<size_t>(limit) - 1) / static_cast<size_t>(limit);
+        const size_t step = n_pieces == 0 ? 1 : (ids.size() + n_pieces - 1) / n_pieces;
         for (size_t a = 0; a < ids.size(); a += step) {
             const size_t b = std::min(ids.size(), a + step);
             std::string piece(trim(tok.decode(std::span<const int32_t>(ids.data() + a, b - a))));
@@ -83,11 +87,11 @@ void split_by_tokens(const tokenizer::Tokenizer& tok, const std::string& text, i
             if (count(tok, piece) > max_tokens) fits = false;
             pieces.push_back(std::move(piece));
         }
-        if (fits || step <= 1) {
+        if (fits || limit <= 1) {
             for (auto& p : pieces) out.push_back(std::move(p));
             return;
         }
-        step = std::max(1, step * 3 / 4);
+        limit = std::max(1, limit * 3 / 4);
     }
 }
 

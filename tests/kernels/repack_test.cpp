@@ -116,6 +116,18 @@ TEST_P(RefOrderTest, Avx2VecDotEqualsRefBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(RefOrderTypes, RefOrderTest, ::testing::ValuesIn(kRefOrderTypes), type_param_name);
 
+using PackedProduct = void (*)(const PackedMatrix&, const void*, size_t, int64_t, float*, int64_t, int64_t, int64_t);
+
+// Every packed kernel this CPU can run for type t, and the dispatching matmul_packed.
+std::vector<std::pair<const char*, PackedProduct>> packed_paths(GgmlType t) {
+    std::vector<std::pair<const char*, PackedProduct>> paths = {{"matmul_packed", &matmul_packed}};
+#if defined(__x86_64__)
+    if (avx2_supported()) paths.emplace_back("avx2", &avx2::matmul_packed);
+    if (avx512_supported() && avx512::has_kernel(t)) paths.emplace_back("avx512", &avx512::matmul_packed);
+#endif
+    return paths;
+}
+
 class RepackTest : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(RepackTest, PackedMatmulEqualsVecDotBitForBit) {
@@ -147,10 +159,11 @@ TEST_P(RepackTest, PackedMatmulEqualsVecDotBitForBit) {
         if (n_rows > 5) splits.push_back({{3, 5}, {0, 3}, {5, n_rows}});
         if (n_rows > 12) splits.push_back({{n_rows - 1, n_rows}, {0, 11}, {11, n_rows - 1}});
         const int64_t ldy = n_rows + 5;
-        for (int64_t n_tokens : {1, 2, 3, 4, 5, 8, 11}) {
+        for (const auto& [path, product] : packed_paths(t)) {
+          for (int64_t n_tokens : {1, 2, 3, 4, 5, 8, 11}) {
             for (const auto& split : splits) {
                 std::vector<float> y(static_cast<size_t>(ldy * n_tokens), std::nanf(""));
-                for (const auto& [r0, r1] : split) matmul_packed(*P, X.data(), x_row_bytes, n_tokens, y.data(), ldy, r0, r1);
+                for (const auto& [r0, r1] : split) product(*P, X.data(), x_row_bytes, n_tokens, y.data(), ldy, r0, r1);
                 for (int64_t tk = 0; tk < n_tokens; ++tk) {
                     for (int64_t r = 0; r < ldy; ++r) {
                         const float got = y[static_cast<size_t>(tk * ldy + r)];
@@ -162,10 +175,54 @@ TEST_P(RepackTest, PackedMatmulEqualsVecDotBitForBit) {
                         const void* xr = &X[static_cast<size_t>(tk) * x_row_bytes];
                         const float e = ref::vec_dot(t, n_in, wr, xr);
                         ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(e))
-                            << ggml_type_name(t) << " rows " << n_rows << " tokens " << n_tokens << " token " << tk
-                            << " row " << r << " got " << got << " ref " << e;
+                            << ggml_type_name(t) << " " << path << " rows " << n_rows << " tokens " << n_tokens
+                            << " token " << tk << " row " << r << " got " << got << " ref " << e;
                         ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(vec_dot(t, n_in, wr, xr)));
                     }
+                }
+            }
+          }
+        }
+    }
+}
+
+// The AVX-512 kernels on the 16-row pairing's edge cases: odd group counts (a lone last group),
+// ranges starting and ending inside either group of a pair, and longer rows (several blocks).
+TEST_P(RepackTest, Avx512KernelEqualsAvx2OnEveryRange) {
+    const GgmlType t = GetParam();
+    if (!avx512_supported() || !avx512::has_kernel(t)) GTEST_SKIP() << "CPU lacks AVX-512 VNNI (or no AVX-512 kernel for this type)";
+    if (!can_repack(t, 1024)) GTEST_SKIP() << "packing needs the AVX2 path";
+    const GgmlType xt = vec_dot_type(t);
+    const int64_t n_in = 1024, n_rows = 43, n_tokens = 30;
+    const size_t row_bytes = ggml_row_size(t, n_in), x_row_bytes = ggml_row_size(xt, n_in);
+    std::vector<uint8_t> W(row_bytes * n_rows), X(x_row_bytes * n_tokens);
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const auto row = weight_row(t, n_in, 7000 + static_cast<uint32_t>(r), static_cast<int>(r % 3));
+        std::memcpy(&W[static_cast<size_t>(r) * row_bytes], row.data(), row.size());
+    }
+    for (int64_t tk = 0; tk < n_tokens; ++tk) {
+        const auto xr = activation_row(xt, n_in, 8000 + static_cast<uint32_t>(tk));
+        std::memcpy(&X[static_cast<size_t>(tk) * x_row_bytes], xr.data(), xr.size());
+    }
+    const auto P = repack(t, W.data(), row_bytes, n_rows, n_in);
+    ASSERT_NE(P, nullptr);
+    std::vector<float> want(static_cast<size_t>(n_rows * n_tokens));
+    avx2::matmul_packed(*P, X.data(), x_row_bytes, n_tokens, want.data(), n_rows, 0, n_rows);
+    for (const auto& [r0, r1] : std::vector<std::pair<int64_t, int64_t>>{
+             {0, 43}, {0, 16}, {16, 43}, {8, 40}, {3, 13}, {9, 10}, {15, 17}, {33, 43}, {40, 43}, {0, 1}}) {
+        for (int64_t tokens : {int64_t{1}, int64_t{4}, int64_t{13}, n_tokens}) {
+            std::vector<float> y(static_cast<size_t>(n_rows * tokens), std::nanf(""));
+            avx512::matmul_packed(*P, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
+            for (int64_t tk = 0; tk < tokens; ++tk) {
+                for (int64_t r = 0; r < n_rows; ++r) {
+                    const float got = y[static_cast<size_t>(tk * n_rows + r)];
+                    if (r < r0 || r >= r1) {
+                        ASSERT_TRUE(std::isnan(got)) << "row " << r << " outside [" << r0 << ", " << r1 << ") written";
+                        continue;
+                    }
+                    ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want[static_cast<size_t>(tk * n_rows + r)]))
+                        << ggml_type_name(t) << " range [" << r0 << ", " << r1 << ") tokens " << tokens << " token " << tk
+                        << " row " << r;
                 }
             }
         }
@@ -177,8 +234,8 @@ INSTANTIATE_TEST_SUITE_P(PackedTypes, RepackTest, ::testing::ValuesIn(kPackedTyp
 // F16 past the kernel's blocking: rows longer than one 512-element panel and not a multiple of
 // 8 elements, more rows than one 64-row block, more tokens than one 48-token block, a
 // decode-sized call, row ranges that split groups; the packed product, the
-// unpacked AVX2 matmul_rows (packs per call) and the dispatching matmul_rows all equal
-// ref::vec_dot bit for bit.
+// unpacked AVX2 matmul_rows (packs per call), the dispatching matmul_rows and, where the CPU
+// has it, the AVX-512 kernel all equal ref::vec_dot bit for bit.
 TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
     if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
     const GgmlType t = GgmlType::F16;
@@ -202,13 +259,15 @@ TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
                     ref::vec_dot(t, n_in, &W[static_cast<size_t>(r) * row_bytes], &X[static_cast<size_t>(tk) * x_row_bytes]);
         const auto P = repack(t, W.data(), row_bytes, n_rows, n_in);
         for (int64_t tokens : {int64_t{1}, n_tokens}) {
-            for (int path = 0; path < 3; ++path) {
-                if (path == 0 && P == nullptr) continue;  // KVRAG_FORCE_SCALAR: not packed
+            for (int path = 0; path < 4; ++path) {
+                if ((path == 0 || path == 3) && P == nullptr) continue;  // KVRAG_FORCE_SCALAR: not packed
+                if (path == 3 && !avx512_supported()) continue;
                 std::vector<float> y(static_cast<size_t>(n_rows * tokens), std::nanf(""));
                 for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 5}, {5, 69}, {69, n_rows}}) {
                     if (path == 0) matmul_packed(*P, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
                     if (path == 1) avx2::matmul_rows(t, n_in, W.data(), row_bytes, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
                     if (path == 2) matmul_rows(t, n_in, W.data(), row_bytes, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
+                    if (path == 3) avx512::matmul_packed(*P, X.data(), x_row_bytes, tokens, y.data(), n_rows, r0, r1);
                 }
                 for (size_t i = 0; i < y.size(); ++i) {
                     ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(expect[i]))

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "engine/engine_test_util.h"
 
 namespace kvrag::memory {
@@ -80,6 +82,29 @@ TEST(MemoryChunker, OverlongSentenceIsCutByTokens) {
     ASSERT_GT(c->size(), 5u);
     for (const auto& ch : *c) EXPECT_LE(ch.n_tokens, 32);
     EXPECT_NE(c->back().text.find("word299"), std::string::npos);
+}
+
+// A line longer than a chunk (a wide Markdown table row) is cut into pieces of nearly equal
+// size: cutting every max tokens left a last piece such as a lone "|", a chunk that carried no
+// text of its own and matched every other such tail.
+TEST(MemoryChunker, OverlongLineIsCutIntoEvenPiecesWithoutAStrayTail) {
+    std::string row = "|";
+    for (int i = 0; i < 40; ++i) row += " cell" + std::to_string(i) + " |";
+    const int32_t n = count(row);
+    ChunkOptions o{32, 0};
+    ASSERT_GT(n, 2 * o.max_tokens) << "the row must need three or more pieces";
+    auto c = chunk_text(row, tok(), o);
+    ASSERT_TRUE(c.ok());
+    ASSERT_GE(c->size(), 3u);
+    int32_t smallest = o.max_tokens, largest = 0;
+    for (const auto& ch : *c) {
+        EXPECT_LE(ch.n_tokens, o.max_tokens);
+        smallest = std::min(smallest, ch.n_tokens);
+        largest = std::max(largest, ch.n_tokens);
+    }
+    // Equal pieces by token ids; re-encoding a decoded piece may move a count by a token or two.
+    EXPECT_LE(largest - smallest, 3) << "pieces of " << smallest << " to " << largest << " tokens from a row of " << n;
+    EXPECT_NE(c->back().text.find("cell39"), std::string::npos);
 }
 
 TEST(MemoryChunker, EmptyTextAndBadOptions) {

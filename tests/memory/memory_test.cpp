@@ -141,7 +141,9 @@ TEST(MemoryEndToEnd, IngestCorpusSearchAndReingest) {
     auto v = f->mem->search((*rows)[0].text, vec);
     ASSERT_TRUE(v.ok());
     ASSERT_FALSE(v->hits.empty());
-    EXPECT_EQ(v->hits[0].chunk.chunk_id, (*rows)[0].chunk_id);
+    EXPECT_EQ(v->hits[0].chunk.chunk_id, (*rows)[0].chunk_id)
+        << "query chunk [" << (*rows)[0].text << "] of " << (*rows)[0].doc_id << ", top hit [" << v->hits[0].chunk.text
+        << "] of " << v->hits[0].chunk.doc_id;
     EXPECT_NEAR(v->hits[0].relevance, 1.0, 1e-3);
     // Hybrid ranks it first too (first in both lists).
     auto h = f->mem->search((*rows)[0].text, SearchOptions{});
