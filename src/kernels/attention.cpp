@@ -117,7 +117,10 @@ void attention_ref(const AttentionArgs& a, float* out, float* scratch) {
 }
 
 void attention(const AttentionArgs& a, float* out, float* scratch) {
-    if (a.type == GgmlType::F16 && a.head_dim % 8 == 0 && using_avx2()) {
+    if (a.type == GgmlType::F16 && a.head_dim % 8 == 0 && using_avx512()) {
+        float* const outs[1] = {out};
+        avx512::attention_f16_multi(&a, 1, outs, scratch);
+    } else if (a.type == GgmlType::F16 && a.head_dim % 8 == 0 && using_avx2()) {
         avx2::attention_f16(a, out, scratch);
     } else {
         attention_ref(a, out, scratch);
@@ -125,7 +128,9 @@ void attention(const AttentionArgs& a, float* out, float* scratch) {
 }
 
 void attention_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
-    if (qs[0].type == GgmlType::F16 && qs[0].head_dim % 8 == 0 && using_avx2()) {
+    if (qs[0].type == GgmlType::F16 && qs[0].head_dim % 8 == 0 && using_avx512()) {
+        avx512::attention_f16_multi(qs, n_queries, outs, scratch);
+    } else if (qs[0].type == GgmlType::F16 && qs[0].head_dim % 8 == 0 && using_avx2()) {
         avx2::attention_f16_multi(qs, n_queries, outs, scratch);
     } else {
         for (int j = 0; j < n_queries; ++j) attention(qs[j], outs[j], scratch);

@@ -53,4 +53,10 @@ void attention_f16(const AttentionArgs& a, float* out, float* scratch);
 void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
 }  // namespace avx2
 
+namespace avx512 {
+// avx2::attention_f16_multi on 512-bit vectors, bit for bit the same; call only when
+// avx512_supported().
+void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
+}  // namespace avx512
+
 }  // namespace kvrag::kernels

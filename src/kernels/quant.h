@@ -61,7 +61,7 @@ bool using_avx2();
 // Whether this CPU could run the avx2:: functions at all (ignores KVRAG_FORCE_SCALAR).
 bool avx2_supported();
 
-// Whether the packed products (repack.h) use the avx512:: kernels: the CPU has AVX-512 F, BW,
+// Whether the packed products (repack.h) and attention use the avx512:: kernels: the CPU has AVX-512 F, BW,
 // VL, DQ and VNNI with the OS saving the ZMM state, the AVX2 path is in use, and neither
 // KVRAG_FORCE_SCALAR=1 nor KVRAG_FORCE_AVX2=1 is set. Their outputs equal the AVX2 kernels'
 // bit for bit; the switch exists to compare speeds.

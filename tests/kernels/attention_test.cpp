@@ -111,6 +111,52 @@ TEST(Attention, Avx2MatchesTheReference) {
     EXPECT_EQ(checked, 7 * 3 * 9);
 }
 
+// The AVX-512 kernel gives the AVX2 kernel's outputs bit for bit: head sizes that fill 16-float
+// vectors or leave half of one (8, 40, 72), GQA groups, cell counts around the 16-cell pairs
+// and 32-cell tiles, one to four queries over one scattered cell list.
+TEST(Attention, Avx512EqualsAvx2BitForBit) {
+    if (!avx512_supported()) GTEST_SKIP() << "CPU lacks AVX-512 VNNI";
+    std::mt19937 rng(4321);
+    int checked = 0;
+    for (int32_t hd : {8, 16, 40, 64, 72, 128, 256}) {
+        const Plane p = make_plane(300, hd, 2, rng);
+        std::vector<int32_t> cells(300);
+        std::iota(cells.begin(), cells.end(), 0);
+        std::shuffle(cells.begin(), cells.end(), rng);
+        std::normal_distribution<float> nd(0.0f, 2.0f);
+        for (int32_t group : {1, 2, 4}) {
+            for (const std::vector<int32_t>& visible : std::vector<std::vector<int32_t>>{
+                     {1}, {7, 8, 9}, {15, 16, 17, 18}, {31, 32, 33}, {100}, {257, 258, 260, 300}}) {
+                const int n = static_cast<int>(visible.size());
+                std::vector<std::vector<float>> q(n, std::vector<float>(static_cast<size_t>(group) * hd));
+                for (auto& qj : q)
+                    for (float& x : qj) x = nd(rng);
+                std::vector<AttentionArgs> args;
+                std::vector<std::vector<float>> want(n, std::vector<float>(q[0].size(), NAN)), got = want;
+                std::vector<float*> want_p, got_p;
+                for (int j = 0; j < n; ++j) {
+                    AttentionArgs a = args_for(p, cells, q[j], 1, group);
+                    a.n_visible = visible[j];
+                    args.push_back(a);
+                    want_p.push_back(want[j].data());
+                    got_p.push_back(got[j].data());
+                }
+                std::vector<float> s1(attention_scratch_floats(300, hd, group, kAttentionMaxQueries), 3.0f), s2(s1.size(), -9.0f);
+                avx2::attention_f16_multi(args.data(), n, want_p.data(), s1.data());
+                avx512::attention_f16_multi(args.data(), n, got_p.data(), s2.data());
+                for (int j = 0; j < n; ++j) {
+                    for (size_t i = 0; i < want[j].size(); ++i) {
+                        ASSERT_EQ(std::bit_cast<uint32_t>(got[j][i]), std::bit_cast<uint32_t>(want[j][i]))
+                            << "hd " << hd << " group " << group << " query " << j << " n_visible " << visible[j] << " element " << i;
+                    }
+                }
+                ++checked;
+            }
+        }
+    }
+    EXPECT_EQ(checked, 7 * 3 * 6);
+}
+
 TEST(Attention, Avx2MatchesTheReferenceWithPeakedScores) {
     // Scores spread over hundreds: most exponentials underflow, the softmax is nearly one-hot.
     if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
