@@ -84,6 +84,58 @@ void attention_generic(const AttentionArgs& a, float* out, float* scratch) {
     }
 }
 
+// attention_generic for every head of a GQA group and up to kAttentionMaxQueries queries over
+// one cell list (attention_multi's contract), each output exactly what attention_generic gives
+// it: the same vec_dot per score, the same softmax, the same `out += p * v` per element in cell
+// order. What is shared: each K row is read once for all heads and queries that see it (the
+// scores of one cell are taken together), and each V row is dequantised once for all of them,
+// where the per-head path dequantised it once per head and query.
+void attention_generic_group(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
+    const AttentionArgs& a = qs[0];  // k, v, row_bytes, head_offset, cells, head_dim, n_q_heads, scale, type: shared
+    const int32_t hd = a.head_dim, nq = a.n_q_heads;
+    int32_t nv_max = 0;
+    for (int j = 0; j < n_queries; ++j) nv_max = qs[j].n_visible > nv_max ? qs[j].n_visible : nv_max;
+    const int n_heads = n_queries * nq;  // (query, head) pairs, h = j * nq + g
+    // scratch: scores (n_heads, nv_max) | q in vec_dot format (n_heads, hd floats of room) | one V row
+    float* scores = scratch;
+    float* qbuf = scores + static_cast<size_t>(n_heads) * nv_max;
+    float* vrow = qbuf + static_cast<size_t>(n_heads) * hd + 16;
+    const GgmlType qt = vec_dot_type(a.type);
+    const size_t q_bytes = static_cast<size_t>(hd) * sizeof(float);
+    for (int j = 0; j < n_queries; ++j) {
+        for (int32_t g = 0; g < nq; ++g) {
+            quantize_row(qt, qs[j].q + static_cast<size_t>(g) * hd, reinterpret_cast<uint8_t*>(qbuf) + static_cast<size_t>(j * nq + g) * q_bytes, hd);
+        }
+    }
+    for (int32_t c = 0; c < nv_max; ++c) {
+        const uint8_t* k = a.k + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset;
+        for (int j = 0; j < n_queries; ++j) {
+            if (c >= qs[j].n_visible) continue;
+            for (int32_t g = 0; g < nq; ++g) {
+                const int h = j * nq + g;
+                scores[static_cast<size_t>(h) * nv_max + c] = vec_dot(a.type, hd, k, reinterpret_cast<const uint8_t*>(qbuf) + static_cast<size_t>(h) * q_bytes) * a.scale;
+            }
+        }
+    }
+    for (int j = 0; j < n_queries; ++j) {
+        for (int32_t g = 0; g < nq; ++g) softmax(scores + static_cast<size_t>(j * nq + g) * nv_max, qs[j].n_visible);
+        std::memset(outs[j], 0, static_cast<size_t>(nq) * hd * sizeof(float));
+    }
+    for (int32_t c = 0; c < nv_max; ++c) {
+        dequantize_row(a.type, a.v + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, vrow, hd);
+        for (int j = 0; j < n_queries; ++j) {
+            if (c >= qs[j].n_visible) continue;
+            for (int32_t g = 0; g < nq; ++g) {
+                const float p = scores[static_cast<size_t>(j * nq + g) * nv_max + c];
+                float* out = outs[j] + static_cast<size_t>(g) * hd;
+                for (int32_t d = 0; d < hd; ++d) out[d] += p * vrow[d];
+            }
+        }
+    }
+}
+
+bool is_generic(GgmlType t) { return t != GgmlType::F16 && t != GgmlType::F32; }
+
 // One query head: the reference path for every cell type.
 void attention_one_head(const AttentionArgs& a, float* out, float* scratch) {
     if (a.type == GgmlType::F16 && a.head_dim <= 1024) {
@@ -122,6 +174,9 @@ void attention(const AttentionArgs& a, float* out, float* scratch) {
         avx512::attention_f16_multi(&a, 1, outs, scratch);
     } else if (a.type == GgmlType::F16 && a.head_dim % 8 == 0 && using_avx2()) {
         avx2::attention_f16(a, out, scratch);
+    } else if (is_generic(a.type)) {
+        float* const outs[1] = {out};
+        attention_generic_group(&a, 1, outs, scratch);
     } else {
         attention_ref(a, out, scratch);
     }
@@ -132,6 +187,8 @@ void attention_multi(const AttentionArgs* qs, int n_queries, float* const* outs,
         avx512::attention_f16_multi(qs, n_queries, outs, scratch);
     } else if (qs[0].type == GgmlType::F16 && qs[0].head_dim % 8 == 0 && using_avx2()) {
         avx2::attention_f16_multi(qs, n_queries, outs, scratch);
+    } else if (is_generic(qs[0].type)) {
+        attention_generic_group(qs, n_queries, outs, scratch);
     } else {
         for (int j = 0; j < n_queries; ++j) attention(qs[j], outs[j], scratch);
     }

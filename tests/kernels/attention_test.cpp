@@ -157,6 +157,68 @@ TEST(Attention, Avx512EqualsAvx2BitForBit) {
     EXPECT_EQ(checked, 7 * 3 * 6);
 }
 
+// q8_0 cells: the group path (every head and up to four queries at once, each K row read and
+// each V row dequantised once for all of them) gives each head exactly what the per-head
+// reference gives it.
+TEST(Attention, Q8_0GroupEqualsThePerHeadReference) {
+    std::mt19937 rng(77);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int32_t hd = 64, n_kv_heads = 2, n_cells = 200;
+    const size_t head_bytes = ggml_row_size(GgmlType::Q8_0, hd), row_bytes = head_bytes * n_kv_heads;
+    std::vector<uint8_t> k(row_bytes * n_cells), v(row_bytes * n_cells);
+    std::vector<float> tmp(hd);
+    for (auto* plane : {&k, &v}) {
+        for (int32_t c = 0; c < n_cells; ++c) {
+            for (int32_t h = 0; h < n_kv_heads; ++h) {
+                for (float& x : tmp) x = nd(rng);
+                quantize_row(GgmlType::Q8_0, tmp.data(), plane->data() + c * row_bytes + h * head_bytes, hd);
+            }
+        }
+    }
+    std::vector<int32_t> cells(n_cells);
+    std::iota(cells.begin(), cells.end(), 0);
+    std::shuffle(cells.begin(), cells.end(), rng);
+    for (int32_t group : {1, 4}) {
+        for (const std::vector<int32_t>& visible : std::vector<std::vector<int32_t>>{{1}, {5}, {31, 32, 33}, {100, 101, 150, 200}}) {
+            const int n = static_cast<int>(visible.size());
+            std::vector<std::vector<float>> q(n, std::vector<float>(static_cast<size_t>(group) * hd));
+            for (auto& qj : q)
+                for (float& x : qj) x = nd(rng);
+            std::vector<AttentionArgs> args;
+            std::vector<std::vector<float>> got(n, std::vector<float>(q[0].size(), NAN));
+            std::vector<float*> outs;
+            for (int j = 0; j < n; ++j) {
+                AttentionArgs a;
+                a.q = q[j].data();
+                a.k = k.data();
+                a.v = v.data();
+                a.row_bytes = row_bytes;
+                a.head_offset = head_bytes;  // kv head 1
+                a.type = GgmlType::Q8_0;
+                a.cells = cells.data();
+                a.n_visible = visible[j];
+                a.head_dim = hd;
+                a.n_q_heads = group;
+                a.scale = 0.125f;
+                args.push_back(a);
+                outs.push_back(got[j].data());
+            }
+            std::vector<float> scratch(attention_scratch_floats(n_cells, hd, group, kAttentionMaxQueries), 5.0f);
+            attention_multi(args.data(), n, outs.data(), scratch.data());
+            for (int j = 0; j < n; ++j) {
+                std::vector<float> want(q[j].size()), one(q[j].size()), own(attention_scratch_floats(n_cells, hd, group));
+                attention_ref(args[j], want.data(), own.data());
+                attention(args[j], one.data(), own.data());
+                for (size_t i = 0; i < want.size(); ++i) {
+                    ASSERT_EQ(std::bit_cast<uint32_t>(got[j][i]), std::bit_cast<uint32_t>(want[i]))
+                        << "group " << group << " query " << j << " of " << n << " n_visible " << visible[j] << " element " << i;
+                    ASSERT_EQ(std::bit_cast<uint32_t>(one[i]), std::bit_cast<uint32_t>(want[i])) << "attention() element " << i;
+                }
+            }
+        }
+    }
+}
+
 TEST(Attention, Avx2MatchesTheReferenceWithPeakedScores) {
     // Scores spread over hundreds: most exponentials underflow, the softmax is nearly one-hot.
     if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
