@@ -73,12 +73,30 @@ class Checks:
         print(f"{self.prog}: all checks passed in {seconds:.1f} s")
 
 
+def ephemeral_port_range():
+    """The kernel's range for outgoing connections' local ports (Linux default 32768-60999)."""
+    try:
+        lo, hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_run(n, prog, seed=None):
     """A port P with P..P+n-1 all free on loopback (the proxy, the replicas, PostgreSQL).
-    The seed (default: the pid) keeps parallel scripts off each other's first picks."""
+    The run is taken outside the kernel's ephemeral range: a port free when probed there can be
+    taken a moment later as the local end of any outgoing connection of a test running in
+    parallel (CI saw a replica fail to listen that way). The seed (default: the pid) keeps
+    parallel scripts off each other's first picks."""
     rng = random.Random(os.getpid() if seed is None else seed)
+    eph_lo, eph_hi = ephemeral_port_range()
+    lo, hi = 20000, 60000 - n  # below the range when it starts high enough, else above it
+    if eph_lo - n > 10000:
+        lo, hi = 10000, eph_lo - n
+    elif eph_hi + 1 + n <= 65535:
+        lo, hi = eph_hi + 1, 65535 - n
     for _ in range(200):
-        base = rng.randint(20000, 60000 - n)
+        base = rng.randint(lo, hi)
         socks = []
         try:
             for i in range(n):
