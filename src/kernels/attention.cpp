@@ -90,7 +90,9 @@ void attention_generic(const AttentionArgs& a, float* out, float* scratch) {
 // order. What is shared: each K row is read once for all heads and queries that see it (the
 // scores of one cell are taken together), and each V row is dequantised once for all of them,
 // where the per-head path dequantised it once per head and query.
-void attention_generic_group(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
+}  // namespace
+
+void attention_generic_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
     const AttentionArgs& a = qs[0];  // k, v, row_bytes, head_offset, cells, head_dim, n_q_heads, scale, type: shared
     const int32_t hd = a.head_dim, nq = a.n_q_heads;
     int32_t nv_max = 0;
@@ -134,7 +136,11 @@ void attention_generic_group(const AttentionArgs* qs, int n_queries, float* cons
     }
 }
 
+namespace {
+
 bool is_generic(GgmlType t) { return t != GgmlType::F16 && t != GgmlType::F32; }
+
+bool q8_0_avx2(const AttentionArgs& a) { return a.type == GgmlType::Q8_0 && avx2::attention_q8_0_supports(a.head_dim) && using_avx2(); }
 
 // One query head: the reference path for every cell type.
 void attention_one_head(const AttentionArgs& a, float* out, float* scratch) {
@@ -174,9 +180,12 @@ void attention(const AttentionArgs& a, float* out, float* scratch) {
         avx512::attention_f16_multi(&a, 1, outs, scratch);
     } else if (a.type == GgmlType::F16 && a.head_dim % 8 == 0 && using_avx2()) {
         avx2::attention_f16(a, out, scratch);
+    } else if (q8_0_avx2(a)) {
+        float* const outs[1] = {out};
+        avx2::attention_q8_0_multi(&a, 1, outs, scratch);
     } else if (is_generic(a.type)) {
         float* const outs[1] = {out};
-        attention_generic_group(&a, 1, outs, scratch);
+        attention_generic_multi(&a, 1, outs, scratch);
     } else {
         attention_ref(a, out, scratch);
     }
@@ -187,8 +196,10 @@ void attention_multi(const AttentionArgs* qs, int n_queries, float* const* outs,
         avx512::attention_f16_multi(qs, n_queries, outs, scratch);
     } else if (qs[0].type == GgmlType::F16 && qs[0].head_dim % 8 == 0 && using_avx2()) {
         avx2::attention_f16_multi(qs, n_queries, outs, scratch);
+    } else if (q8_0_avx2(qs[0])) {
+        avx2::attention_q8_0_multi(qs, n_queries, outs, scratch);
     } else if (is_generic(qs[0].type)) {
-        attention_generic_group(qs, n_queries, outs, scratch);
+        attention_generic_multi(qs, n_queries, outs, scratch);
     } else {
         for (int j = 0; j < n_queries; ++j) attention(qs[j], outs[j], scratch);
     }

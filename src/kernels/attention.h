@@ -47,10 +47,21 @@ void attention_multi(const AttentionArgs* qs, int n_queries, float* const* outs,
 // The scalar reference (one head at a time), for tests and KVRAG_FORCE_SCALAR.
 void attention_ref(const AttentionArgs& a, float* out, float* scratch);
 
+// The scalar path for q8_0 (any block type) cells over a GQA group and query block, each output
+// bit for bit attention_ref's (every K row read and V row dequantised once for all heads and
+// queries); what attention_multi runs for them without AVX2.
+void attention_generic_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
+
 namespace avx2 {
 // f16 cells, head_dim a multiple of 8; call only when avx2_supported().
 void attention_f16(const AttentionArgs& a, float* out, float* scratch);
 void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
+// q8_0 cells, when attention_q8_0_supports(head_dim) (a multiple of 32, at most 1024). The
+// scores are bit for bit vec_dot(Q8_0)'s; the softmax's exponentials are avx2::softmax's and
+// P V runs on FMAs, so outputs differ from attention_ref's in the last bits (attention_generic
+// is the exact per-head path). Alone or in a query block, a query's output is the same.
+bool attention_q8_0_supports(int32_t head_dim);
+void attention_q8_0_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
 }  // namespace avx2
 
 namespace avx512 {

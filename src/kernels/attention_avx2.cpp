@@ -1,4 +1,5 @@
-// AVX2/FMA/F16C attention over f16 cells for one GQA group (see attention.h for the contract).
+// AVX2/FMA/F16C attention over f16 and q8_0 cells for one GQA group (see attention.h for the
+// contract).
 //
 // The work is blocked by tiles of kTile cells: a tile's K (then V) rows are converted to f32
 // once into scratch and then used by every query head of the group from L1, and by every query
@@ -16,6 +17,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 #include "kernels/simd_avx2.h"
 
 namespace kvrag::kernels::avx2 {
@@ -74,16 +76,198 @@ void accumulate_pv(const float* p, const float* tile, int32_t hd, int32_t n, flo
 }
 
 
-}  // namespace
 
-void attention_f16(const AttentionArgs& a, float* out, float* scratch) { attention_f16_multi(&a, 1, &out, scratch); }
+// Stores the first n (at most 8; all when n >= 8) of eight scores.
+inline void store_scores(__m256 r, int32_t n, float* s) {
+    if (n >= 8) {
+        _mm256_storeu_ps(s, r);
+    } else {
+        alignas(32) float tmp[8];
+        _mm256_store_ps(tmp, r);
+        std::memcpy(s, tmp, static_cast<size_t>(n) * sizeof(float));
+    }
+}
 
-void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
+// f16 cells: q rounded to f16 (as the reference's f16 matmul rounds its input), K rows widened
+// to f32, scores as eight FMA chains (one per cell) reduced by reduce8, the probabilities
+// rounded to f16 again before P V.
+struct F16Cells {
+    static constexpr bool kRoundP = true;
+    static void prepare_q(const float* q, int32_t hd, float* area) {
+        for (int32_t i = 0; i < hd; i += 8) _mm256_storeu_ps(area + i, round_f16(_mm256_loadu_ps(q + i)));
+    }
+    static void load_k(const AttentionArgs& a, int32_t c0, int32_t n, float* tile) { load_tile(a, a.k, c0, n, tile); }
+    static void load_v(const AttentionArgs& a, int32_t c0, int32_t n, float* tile) { load_tile(a, a.v, c0, n, tile); }
+    static void scores(const float* q, const float* tile, int32_t hd, int32_t n, __m256 scale, float* s) {
+        for (int32_t i = 0; i < n; i += 8) {
+            const float* k = tile + static_cast<size_t>(i) * hd;
+            __m256 acc[8];
+            for (auto& x : acc) x = _mm256_setzero_ps();
+            for (int32_t d = 0; d < hd; d += 8) {
+                const __m256 qv = _mm256_loadu_ps(q + d);
+                for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(qv, _mm256_load_ps(k + static_cast<size_t>(c) * hd + d), acc[c]);
+            }
+            store_scores(_mm256_mul_ps(reduce8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]), scale), n - i, s + i);
+        }
+    }
+};
+
+// q8_0 cells (34-byte blocks: an f16 scale and 32 int8). Scores exactly as vec_dot(Q8_0) gives
+// them: q quantised to Q8_0 (the cache type's dot format), per block an exact integer sum,
+// then acc += float(isum) * (d_k * d_q) block by block, scaled at the end. Eight cells share a
+// vector, one lane each: the K tile is transposed once so that each 32-byte vector holds four
+// consecutive bytes of eight cells, and a broadcast of four q bytes multiplies all eight with
+// one maddubs (|q| against k carrying q's sign; every Q8_0 value is within [-127, 127], so the
+// pair sums never saturate). V rows are dequantised into the f32 tile (d * q, as
+// dequantize_row) and go through the same P V as f16 cells.
+struct Q8_0Cells {
+    static constexpr bool kRoundP = false;
+    static constexpr int32_t kBlock = 34, kQK = 32;
+    // Room per query head in the q area, in floats: q's int8 values, their magnitudes, and the
+    // block scales (hd + hd + hd / 32 * 4 bytes, within hd floats).
+    static void prepare_q(const float* q, int32_t hd, float* area) {
+        uint8_t blocks[kMaxHeadDim / kQK * kBlock];
+        quantize_row(GgmlType::Q8_0, q, blocks, hd);
+        auto* qs = reinterpret_cast<int8_t*>(area);
+        auto* qa = reinterpret_cast<uint8_t*>(area) + hd;
+        auto* qd = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(area) + 2 * hd);
+        for (int32_t b = 0; b < hd / kQK; ++b) {
+            uint16_t d;
+            std::memcpy(&d, blocks + b * kBlock, 2);
+            qd[b] = _cvtsh_ss(d);
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks + b * kBlock + 2));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kQK), v);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(qa + b * kQK), _mm256_abs_epi8(v));
+        }
+    }
+    // Tile layout: for each group of eight cells and block, eight vectors (bytes 4s..4s+3 of the
+    // eight cells' block, s = 0..7), then the group's block scales: (kTile / 8) x nb x (8 x 32
+    // bytes), then (kTile / 8) x nb x 8 floats. Cells past n are zero (their scores are dropped).
+    static void load_k(const AttentionArgs& a, int32_t c0, int32_t n, float* tile) {
+        const int32_t nb = a.head_dim / kQK;
+        auto* kq = reinterpret_cast<__m256i*>(tile);
+        float* kd = tile + static_cast<size_t>(kTile / 8) * nb * 64;
+        for (int32_t g = 0; g < kTile / 8; ++g) {
+            const uint8_t* rows[8];
+            for (int c = 0; c < 8; ++c) {
+                const int32_t i = 8 * g + c;
+                rows[c] = i < n ? a.k + static_cast<size_t>(a.cells[c0 + i]) * a.row_bytes + a.head_offset : nullptr;
+            }
+            for (int32_t b = 0; b < nb; ++b) {
+                __m256i r[8];
+                alignas(32) float d[8];
+                for (int c = 0; c < 8; ++c) {
+                    if (rows[c] == nullptr) {
+                        r[c] = _mm256_setzero_si256();
+                        d[c] = 0.0f;
+                        continue;
+                    }
+                    const uint8_t* blk = rows[c] + static_cast<size_t>(b) * kBlock;
+                    uint16_t h;
+                    std::memcpy(&h, blk, 2);
+                    d[c] = _cvtsh_ss(h);
+                    r[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+                }
+                transpose8x32(r, kq + (static_cast<size_t>(g) * nb + b) * 8);
+                _mm256_store_ps(kd + (static_cast<size_t>(g) * nb + b) * 8, _mm256_load_ps(d));
+            }
+        }
+    }
+    static void load_v(const AttentionArgs& a, int32_t c0, int32_t n, float* tile) {
+        const int32_t hd = a.head_dim;
+        for (int32_t i = 0; i < n; ++i) {
+            const uint8_t* row = a.v + static_cast<size_t>(a.cells[c0 + i]) * a.row_bytes + a.head_offset;
+            float* dst = tile + static_cast<size_t>(i) * hd;
+            for (int32_t b = 0; b < hd / kQK; ++b) {
+                uint16_t h;
+                std::memcpy(&h, row + b * kBlock, 2);
+                const __m256 d = _mm256_set1_ps(_cvtsh_ss(h));
+                for (int k = 0; k < kQK; k += 8) {
+                    const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + b * kBlock + 2 + k));
+                    _mm256_store_ps(dst + b * kQK + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d));
+                }
+            }
+        }
+        if (n < kTile) std::memset(tile + static_cast<size_t>(n) * hd, 0, static_cast<size_t>(kTile - n) * hd * sizeof(float));
+    }
+    static void scores(const float* area, const float* tile, int32_t hd, int32_t n, __m256 scale, float* s) {
+        const int32_t nb = hd / kQK;
+        switch ((n + 7) / 8) {
+            case 1: group_scores<1>(area, tile, nb, n, scale, s); break;
+            case 2: group_scores<2>(area, tile, nb, n, scale, s); break;
+            case 3: group_scores<3>(area, tile, nb, n, scale, s); break;
+            default: group_scores<4>(area, tile, nb, n, scale, s); break;
+        }
+    }
+
+    static constexpr int32_t kMaxHeadDim = 1024;  // prepare_q's stack buffer
+
+   private:
+
+    // out[s] = dword s of every row r[0..7] (an 8 x 8 transpose of 32-bit elements).
+    static void transpose8x32(const __m256i* r, __m256i* out) {
+        const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+        const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+        const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+        const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+        const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+        const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+        const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+        _mm256_store_si256(out + 0, _mm256_permute2x128_si256(u0, u4, 0x20));
+        _mm256_store_si256(out + 1, _mm256_permute2x128_si256(u1, u5, 0x20));
+        _mm256_store_si256(out + 2, _mm256_permute2x128_si256(u2, u6, 0x20));
+        _mm256_store_si256(out + 3, _mm256_permute2x128_si256(u3, u7, 0x20));
+        _mm256_store_si256(out + 4, _mm256_permute2x128_si256(u0, u4, 0x31));
+        _mm256_store_si256(out + 5, _mm256_permute2x128_si256(u1, u5, 0x31));
+        _mm256_store_si256(out + 6, _mm256_permute2x128_si256(u2, u6, 0x31));
+        _mm256_store_si256(out + 7, _mm256_permute2x128_si256(u3, u7, 0x31));
+    }
+
+    // Scores of the first NG groups of eight cells; each broadcast of q serves all NG groups.
+    template <int NG>
+    static void group_scores(const float* area, const float* tile, int32_t nb, int32_t n, __m256 scale, float* s) {
+        const auto* qs = reinterpret_cast<const int8_t*>(area);
+        const auto* qa = reinterpret_cast<const uint8_t*>(area) + nb * kQK;
+        const auto* qd = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(area) + 2 * nb * kQK);
+        const auto* kq = reinterpret_cast<const __m256i*>(tile);
+        const float* kd = tile + static_cast<size_t>(kTile / 8) * nb * 64;
+        const __m256i ones = _mm256_set1_epi16(1);
+        __m256 acc[NG];
+        for (int g = 0; g < NG; ++g) acc[g] = _mm256_setzero_ps();
+        for (int32_t b = 0; b < nb; ++b) {
+            __m256i isum[NG];
+            for (int g = 0; g < NG; ++g) isum[g] = _mm256_setzero_si256();
+            for (int st = 0; st < 8; ++st) {
+                int32_t qw, aw;
+                std::memcpy(&qw, qs + b * kQK + 4 * st, 4);
+                std::memcpy(&aw, qa + b * kQK + 4 * st, 4);
+                const __m256i qv = _mm256_set1_epi32(qw), av = _mm256_set1_epi32(aw);
+                for (int g = 0; g < NG; ++g) {
+                    const __m256i kv = _mm256_load_si256(kq + (static_cast<size_t>(g) * nb + b) * 8 + st);
+                    isum[g] = _mm256_add_epi32(isum[g], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(kv, qv)), ones));
+                }
+            }
+            const __m256 dq = _mm256_set1_ps(qd[b]);
+            for (int g = 0; g < NG; ++g) {
+                const __m256 dd = _mm256_mul_ps(_mm256_load_ps(kd + (static_cast<size_t>(g) * nb + b) * 8), dq);
+                acc[g] = _mm256_add_ps(acc[g], no_contract(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[g]), dd)));  // two roundings, as vec_dot
+            }
+        }
+        for (int g = 0; g < NG; ++g) store_scores(_mm256_mul_ps(acc[g], scale), n - 8 * g, s + 8 * g);
+    }
+};
+
+// The skeleton both cell types share: scores for every query head over K tiles, an exact
+// two-pass softmax per head, then P V over V tiles; each tile is converted once for every
+// head and query of the call.
+template <class Cells>
+void attention_multi_impl(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
     const AttentionArgs& a = qs[0];  // k, v, row_bytes, head_offset, cells, head_dim, n_q_heads, scale: shared
     const int32_t hd = a.head_dim, nq = a.n_q_heads;
     int32_t nv_max = 0;
     for (int j = 0; j < n_queries; ++j) nv_max = qs[j].n_visible > nv_max ? qs[j].n_visible : nv_max;
-    // scratch: scores (n_queries, nq, nv_max) | q rounded to f16 (n_queries, nq, hd) | tile (kTile, hd), 32-byte aligned
+    // scratch: scores (n_queries, nq, nv_max) | q prepared (n_queries, nq, hd) | tile (kTile, hd), 32-byte aligned
     const size_t scores_per_query = static_cast<size_t>(nq) * nv_max;
     float* scores = scratch;
     float* qr = scores + scores_per_query * n_queries;
@@ -91,59 +275,42 @@ void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* o
     tile = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(tile) + 31) & ~static_cast<uintptr_t>(31));
 
     for (int j = 0; j < n_queries; ++j) {
-        float* qj = qr + static_cast<size_t>(j) * nq * hd;
-        for (int32_t i = 0; i < nq * hd; i += 8) _mm256_storeu_ps(qj + i, round_f16(_mm256_loadu_ps(qs[j].q + i)));
+        for (int32_t g = 0; g < nq; ++g) Cells::prepare_q(qs[j].q + static_cast<size_t>(g) * hd, hd, qr + (static_cast<size_t>(j) * nq + g) * hd);
     }
 
-    // 1. scores = scale * q K^T, eight cells per step; each tile converted once for every query.
+    // 1. scores = scale * q K^T; each tile converted once for every query.
     const __m256 scale = _mm256_set1_ps(a.scale);
     for (int32_t c0 = 0; c0 < nv_max; c0 += kTile) {
-        load_tile(a, a.k, c0, nv_max - c0 < kTile ? nv_max - c0 : kTile, tile);
+        Cells::load_k(a, c0, nv_max - c0 < kTile ? nv_max - c0 : kTile, tile);
         for (int j = 0; j < n_queries; ++j) {
             const int32_t nv = qs[j].n_visible;
             if (c0 >= nv) continue;
             const int32_t n = nv - c0 < kTile ? nv - c0 : kTile;
             for (int32_t g = 0; g < nq; ++g) {
-                const float* q = qr + (static_cast<size_t>(j) * nq + g) * hd;
-                float* s = scores + scores_per_query * j + static_cast<size_t>(g) * nv + c0;
-                for (int32_t i = 0; i < n; i += 8) {
-                    const float* k = tile + static_cast<size_t>(i) * hd;
-                    __m256 acc[8];
-                    for (auto& x : acc) x = _mm256_setzero_ps();
-                    for (int32_t d = 0; d < hd; d += 8) {
-                        const __m256 qv = _mm256_loadu_ps(q + d);
-                        for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(qv, _mm256_load_ps(k + static_cast<size_t>(c) * hd + d), acc[c]);
-                    }
-                    const __m256 r = _mm256_mul_ps(reduce8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]), scale);
-                    if (n - i >= 8) {
-                        _mm256_storeu_ps(s + i, r);
-                    } else {
-                        alignas(32) float tmp[8];
-                        _mm256_store_ps(tmp, r);
-                        std::memcpy(s + i, tmp, static_cast<size_t>(n - i) * sizeof(float));
-                    }
-                }
+                Cells::scores(qr + (static_cast<size_t>(j) * nq + g) * hd, tile, hd, n, scale, scores + scores_per_query * j + static_cast<size_t>(g) * nv + c0);
             }
         }
     }
 
-    // 2. Softmax per head (the exact two-pass one; exponentials eight at a time), then the
-    // probabilities rounded to f16 once, not once per output block that uses them.
+    // 2. Softmax per head (the exact two-pass one; exponentials eight at a time); f16 cells then
+    // round the probabilities to f16 once, not once per output block that uses them.
     for (int j = 0; j < n_queries; ++j) {
         const int32_t nv = qs[j].n_visible;
         for (int32_t g = 0; g < nq; ++g) {
             float* p = scores + scores_per_query * j + static_cast<size_t>(g) * nv;
             avx2::softmax(p, nv);  // ops_avx2.cpp
-            int32_t i = 0;
-            for (; i + 8 <= nv; i += 8) _mm256_storeu_ps(p + i, round_f16(_mm256_loadu_ps(p + i)));
-            for (; i < nv; ++i) p[i] = round_f16(p[i]);
+            if constexpr (Cells::kRoundP) {
+                int32_t i = 0;
+                for (; i + 8 <= nv; i += 8) _mm256_storeu_ps(p + i, round_f16(_mm256_loadu_ps(p + i)));
+                for (; i < nv; ++i) p[i] = round_f16(p[i]);
+            }
         }
         std::memset(outs[j], 0, static_cast<size_t>(nq) * hd * sizeof(float));
     }
 
     // 3. out = P V; up to 64 output floats per head in registers.
     for (int32_t c0 = 0; c0 < nv_max; c0 += kTile) {
-        load_tile(a, a.v, c0, nv_max - c0 < kTile ? nv_max - c0 : kTile, tile);
+        Cells::load_v(a, c0, nv_max - c0 < kTile ? nv_max - c0 : kTile, tile);
         for (int j = 0; j < n_queries; ++j) {
             const int32_t nv = qs[j].n_visible;
             if (c0 >= nv) continue;
@@ -168,6 +335,22 @@ void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* o
             }
         }
     }
+}
+
+}  // namespace
+
+void attention_f16(const AttentionArgs& a, float* out, float* scratch) { attention_f16_multi(&a, 1, &out, scratch); }
+
+void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
+    attention_multi_impl<F16Cells>(qs, n_queries, outs, scratch);
+}
+
+bool attention_q8_0_supports(int32_t head_dim) {
+    return head_dim > 0 && head_dim % Q8_0Cells::kQK == 0 && head_dim <= Q8_0Cells::kMaxHeadDim;
+}
+
+void attention_q8_0_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
+    attention_multi_impl<Q8_0Cells>(qs, n_queries, outs, scratch);
 }
 
 }  // namespace kvrag::kernels::avx2

@@ -141,11 +141,11 @@ TEST(Engine, CancelReleasesAtTheNextStep) {
 }
 
 // The promise: the same greedy output alone, in a batch with others, and on any thread count.
-TEST(Engine, GreedyOutputIsIndependentOfBatchingAndThreads) {
+void expect_greedy_independent_of_batching_and_threads(const std::string& tag, int32_t dim, GgmlType kv_type) {
     const std::vector<std::string> prompts = {"once upon a time", "the dog and the cat play in the park", "what is the answer to the question"};
     std::vector<std::vector<int32_t>> alone;
     {
-        auto e = make_engine(load_synthetic("base"), 256, 1);
+        auto e = make_engine(load_synthetic(tag, dim), 256, 1, 64, kv_type);
         for (const auto& p : prompts) {
             auto r = e->generate(p, greedy(24));
             ASSERT_TRUE(r.ok()) << r.error().what();
@@ -153,7 +153,7 @@ TEST(Engine, GreedyOutputIsIndependentOfBatchingAndThreads) {
         }
     }
     // Together, with a small batch budget so prefill chunks interleave with decoding.
-    auto e = make_engine(load_synthetic("base"), 256, 2, 5);
+    auto e = make_engine(load_synthetic(tag, dim), 256, 2, 5, kv_type);
     std::vector<std::unique_ptr<Request>> reqs;
     std::vector<Request*> active;
     for (const auto& p : prompts) {
@@ -167,6 +167,13 @@ TEST(Engine, GreedyOutputIsIndependentOfBatchingAndThreads) {
     for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(reqs[i]->result().tokens, alone[i]) << prompts[i];
     reqs.clear();
     expect_clean(*e);
+}
+
+TEST(Engine, GreedyOutputIsIndependentOfBatchingAndThreads) { expect_greedy_independent_of_batching_and_threads("base", 64, GgmlType::F16); }
+
+// The same with q8_0 cells (head size 32: the AVX2 tiled q8_0 attention where the CPU has it).
+TEST(Engine, GreedyOutputWithQ8_0CellsIsIndependentOfBatchingAndThreads) {
+    expect_greedy_independent_of_batching_and_threads("dim128", 128, GgmlType::Q8_0);
 }
 
 TEST(Engine, PrefixReuseSkipsPrefillAndKeepsOutputIdentical) {

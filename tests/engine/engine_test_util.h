@@ -84,8 +84,10 @@ inline std::unique_ptr<Engine> synthetic_gemma3_engine(int32_t n_ctx, bool split
     return std::move(*e);
 }
 
-inline std::unique_ptr<Engine> make_engine(LoadedModel m, int32_t n_ctx, int n_threads = 2, int32_t n_batch = 64) {
+inline std::unique_ptr<Engine> make_engine(LoadedModel m, int32_t n_ctx, int n_threads = 2, int32_t n_batch = 64,
+                                           GgmlType kv_type = GgmlType::F16) {
     EngineConfig cfg;
+    cfg.kv_type = kv_type;
     cfg.n_ctx = n_ctx;
     cfg.n_threads = n_threads;
     cfg.n_batch = n_batch;

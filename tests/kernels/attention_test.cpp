@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <random>
 #include <vector>
 
 #include "kernels/fp16.h"
+#include "kernels/ops.h"
 #include "kernels/quant.h"
 
 namespace kvrag::kernels {
@@ -157,66 +159,168 @@ TEST(Attention, Avx512EqualsAvx2BitForBit) {
     EXPECT_EQ(checked, 7 * 3 * 6);
 }
 
-// q8_0 cells: the group path (every head and up to four queries at once, each K row read and
-// each V row dequantised once for all of them) gives each head exactly what the per-head
-// reference gives it.
-TEST(Attention, Q8_0GroupEqualsThePerHeadReference) {
-    std::mt19937 rng(77);
+// A q8_0 KV plane pair: n_cells rows of n_kv_heads heads, each head's head_dim values from
+// N(0, 1) quantised as the cache stores them.
+struct Q8Plane {
+    int32_t head_dim = 0;
+    size_t head_bytes = 0, row_bytes = 0;
+    std::vector<uint8_t> k, v;
+};
+
+Q8Plane make_q8_plane(int32_t n_cells, int32_t hd, int32_t n_kv_heads, std::mt19937& rng) {
     std::normal_distribution<float> nd(0.0f, 1.0f);
-    const int32_t hd = 64, n_kv_heads = 2, n_cells = 200;
-    const size_t head_bytes = ggml_row_size(GgmlType::Q8_0, hd), row_bytes = head_bytes * n_kv_heads;
-    std::vector<uint8_t> k(row_bytes * n_cells), v(row_bytes * n_cells);
+    Q8Plane p;
+    p.head_dim = hd;
+    p.head_bytes = ggml_row_size(GgmlType::Q8_0, hd);
+    p.row_bytes = p.head_bytes * n_kv_heads;
+    p.k.resize(p.row_bytes * n_cells);
+    p.v.resize(p.row_bytes * n_cells);
     std::vector<float> tmp(hd);
-    for (auto* plane : {&k, &v}) {
+    for (auto* plane : {&p.k, &p.v}) {
         for (int32_t c = 0; c < n_cells; ++c) {
             for (int32_t h = 0; h < n_kv_heads; ++h) {
                 for (float& x : tmp) x = nd(rng);
-                quantize_row(GgmlType::Q8_0, tmp.data(), plane->data() + c * row_bytes + h * head_bytes, hd);
+                quantize_row(GgmlType::Q8_0, tmp.data(), plane->data() + c * p.row_bytes + h * p.head_bytes, hd);
             }
         }
     }
+    return p;
+}
+
+// Queries (group heads each) over kv head 1 of p, one per entry of `visible` (its n_visible).
+struct Q8Queries {
+    std::vector<std::vector<float>> q, got;
+    std::vector<AttentionArgs> args;
+    std::vector<float*> outs;
+};
+
+Q8Queries make_q8_queries(const Q8Plane& p, const std::vector<int32_t>& cells, const std::vector<int32_t>& visible, int32_t group, std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    Q8Queries r;
+    const int n = static_cast<int>(visible.size());
+    r.q.assign(n, std::vector<float>(static_cast<size_t>(group) * p.head_dim));
+    for (auto& qj : r.q)
+        for (float& x : qj) x = nd(rng);
+    r.got.assign(n, std::vector<float>(r.q[0].size(), NAN));
+    for (int j = 0; j < n; ++j) {
+        AttentionArgs a;
+        a.q = r.q[j].data();
+        a.k = p.k.data();
+        a.v = p.v.data();
+        a.row_bytes = p.row_bytes;
+        a.head_offset = p.head_bytes;  // kv head 1
+        a.type = GgmlType::Q8_0;
+        a.cells = cells.data();
+        a.n_visible = visible[j];
+        a.head_dim = p.head_dim;
+        a.n_q_heads = group;
+        a.scale = 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+        r.args.push_back(a);
+        r.outs.push_back(r.got[j].data());
+    }
+    return r;
+}
+
+// q8_0 cells, scalar path: the group path (every head and up to four queries at once, each K
+// row read and each V row dequantised once for all of them) gives each head exactly what the
+// per-head reference gives it.
+TEST(Attention, Q8_0GroupEqualsThePerHeadReference) {
+    std::mt19937 rng(77);
+    const int32_t hd = 64, n_cells = 200;
+    const Q8Plane p = make_q8_plane(n_cells, hd, 2, rng);
     std::vector<int32_t> cells(n_cells);
     std::iota(cells.begin(), cells.end(), 0);
     std::shuffle(cells.begin(), cells.end(), rng);
     for (int32_t group : {1, 4}) {
         for (const std::vector<int32_t>& visible : std::vector<std::vector<int32_t>>{{1}, {5}, {31, 32, 33}, {100, 101, 150, 200}}) {
+            Q8Queries qq = make_q8_queries(p, cells, visible, group, rng);
             const int n = static_cast<int>(visible.size());
-            std::vector<std::vector<float>> q(n, std::vector<float>(static_cast<size_t>(group) * hd));
-            for (auto& qj : q)
-                for (float& x : qj) x = nd(rng);
-            std::vector<AttentionArgs> args;
-            std::vector<std::vector<float>> got(n, std::vector<float>(q[0].size(), NAN));
-            std::vector<float*> outs;
-            for (int j = 0; j < n; ++j) {
-                AttentionArgs a;
-                a.q = q[j].data();
-                a.k = k.data();
-                a.v = v.data();
-                a.row_bytes = row_bytes;
-                a.head_offset = head_bytes;  // kv head 1
-                a.type = GgmlType::Q8_0;
-                a.cells = cells.data();
-                a.n_visible = visible[j];
-                a.head_dim = hd;
-                a.n_q_heads = group;
-                a.scale = 0.125f;
-                args.push_back(a);
-                outs.push_back(got[j].data());
-            }
             std::vector<float> scratch(attention_scratch_floats(n_cells, hd, group, kAttentionMaxQueries), 5.0f);
-            attention_multi(args.data(), n, outs.data(), scratch.data());
+            attention_generic_multi(qq.args.data(), n, qq.outs.data(), scratch.data());
             for (int j = 0; j < n; ++j) {
-                std::vector<float> want(q[j].size()), one(q[j].size()), own(attention_scratch_floats(n_cells, hd, group));
-                attention_ref(args[j], want.data(), own.data());
-                attention(args[j], one.data(), own.data());
+                std::vector<float> want(qq.q[j].size()), one(qq.q[j].size()), own(attention_scratch_floats(n_cells, hd, group));
+                attention_ref(qq.args[j], want.data(), own.data());
+                float* one_out[1] = {one.data()};
+                attention_generic_multi(&qq.args[j], 1, one_out, own.data());
                 for (size_t i = 0; i < want.size(); ++i) {
-                    ASSERT_EQ(std::bit_cast<uint32_t>(got[j][i]), std::bit_cast<uint32_t>(want[i]))
+                    ASSERT_EQ(std::bit_cast<uint32_t>(qq.got[j][i]), std::bit_cast<uint32_t>(want[i]))
                         << "group " << group << " query " << j << " of " << n << " n_visible " << visible[j] << " element " << i;
-                    ASSERT_EQ(std::bit_cast<uint32_t>(one[i]), std::bit_cast<uint32_t>(want[i])) << "attention() element " << i;
+                    ASSERT_EQ(std::bit_cast<uint32_t>(one[i]), std::bit_cast<uint32_t>(want[i])) << "alone, element " << i;
                 }
             }
         }
     }
+}
+
+// What the AVX2 q8_0 kernel promises, one head at a time in plain code: scores vec_dot(Q8_0)
+// against q quantised to Q8_0, times scale; avx2::softmax; out[d] = fma(p, v[d], out[d]) over
+// the cells in order, v the dequantised row.
+std::vector<float> q8_0_model(const AttentionArgs& a) {
+    const int32_t hd = a.head_dim;
+    std::vector<float> out(static_cast<size_t>(a.n_q_heads) * hd, 0.0f), s(a.n_visible), v(hd);
+    std::vector<uint8_t> qb(ggml_row_size(GgmlType::Q8_0, hd));
+    for (int32_t g = 0; g < a.n_q_heads; ++g) {
+        quantize_row(GgmlType::Q8_0, a.q + static_cast<size_t>(g) * hd, qb.data(), hd);
+        for (int32_t c = 0; c < a.n_visible; ++c)
+            s[c] = vec_dot(GgmlType::Q8_0, hd, a.k + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, qb.data()) * a.scale;
+        avx2::softmax(s.data(), a.n_visible);
+        float* o = out.data() + static_cast<size_t>(g) * hd;
+        for (int32_t c = 0; c < a.n_visible; ++c) {
+            dequantize_row(GgmlType::Q8_0, a.v + static_cast<size_t>(a.cells[c]) * a.row_bytes + a.head_offset, v.data(), hd);
+            for (int32_t d = 0; d < hd; ++d) o[d] = std::fma(s[c], v[d], o[d]);
+        }
+    }
+    return out;
+}
+
+// q8_0 cells, AVX2 tiled path (what attention() and attention_multi() run with AVX2), for head
+// sizes 32-256, GQA groups 1-4, n_visible around the 8-cell groups and 32-cell tiles: bit for
+// bit q8_0_model (so the scores are vec_dot's exactly), within float rounding of the exact
+// reference (only the softmax's exponentials and P V's FMAs round differently), and each query
+// of a block gets bit for bit what it gets alone, whatever the scratch held.
+TEST(Attention, Q8_0Avx2TiledMatchesTheReference) {
+    if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
+    std::mt19937 rng(5);
+    const int32_t n_cells = 300;
+    std::vector<int32_t> cells(n_cells);
+    std::iota(cells.begin(), cells.end(), 0);
+    std::shuffle(cells.begin(), cells.end(), rng);
+    int checked = 0;
+    float worst = 0.0f;
+    for (int32_t hd : {32, 64, 96, 128, 256}) {
+        ASSERT_TRUE(avx2::attention_q8_0_supports(hd));
+        const Q8Plane p = make_q8_plane(n_cells, hd, 2, rng);
+        for (int32_t group : {1, 2, 4}) {
+            for (const std::vector<int32_t>& visible :
+                 std::vector<std::vector<int32_t>>{{1}, {7, 8, 9}, {31, 32, 33, 40}, {64, 65}, {299, 300, 2, 150}}) {
+                Q8Queries qq = make_q8_queries(p, cells, visible, group, rng);
+                const int n = static_cast<int>(visible.size());
+                std::vector<float> scratch(attention_scratch_floats(n_cells, hd, group, kAttentionMaxQueries), 1e30f);
+                avx2::attention_q8_0_multi(qq.args.data(), n, qq.outs.data(), scratch.data());
+                for (int j = 0; j < n; ++j) {
+                    std::vector<float> want(qq.q[j].size()), one(qq.q[j].size()), own(attention_scratch_floats(n_cells, hd, group), -3.0f);
+                    attention_ref(qq.args[j], want.data(), own.data());
+                    float* one_out[1] = {one.data()};
+                    avx2::attention_q8_0_multi(&qq.args[j], 1, one_out, own.data());
+                    const std::vector<float> model = q8_0_model(qq.args[j]);
+                    for (size_t i = 0; i < want.size(); ++i) {
+                        ASSERT_EQ(std::bit_cast<uint32_t>(qq.got[j][i]), std::bit_cast<uint32_t>(model[i]))
+                            << "model: hd " << hd << " group " << group << " query " << j << " n_visible " << visible[j] << " element " << i;
+                        ASSERT_EQ(std::bit_cast<uint32_t>(one[i]), std::bit_cast<uint32_t>(qq.got[j][i]))
+                            << "hd " << hd << " group " << group << " query " << j << " n_visible " << visible[j] << " element " << i;
+                        const float err = std::fabs(qq.got[j][i] - want[i]);
+                        worst = std::max(worst, err / (1.0f + std::fabs(want[i])));
+                        ASSERT_LE(err, 2e-6f * (1.0f + std::fabs(want[i])))
+                            << "hd " << hd << " group " << group << " query " << j << " n_visible " << visible[j] << " element " << i
+                            << ": " << qq.got[j][i] << " vs " << want[i];
+                    }
+                }
+                ++checked;
+            }
+        }
+    }
+    EXPECT_EQ(checked, 5 * 3 * 5);
+    std::printf("largest difference from the reference: %.3g (relative to 1 + |value|)\n", worst);
 }
 
 TEST(Attention, Avx2MatchesTheReferenceWithPeakedScores) {
