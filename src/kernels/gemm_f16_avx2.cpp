@@ -1,5 +1,7 @@
-// AVX2 product of packed F16 weight groups (kernels/gemm_f16.h, layout in repack_layout.h)
-// with f16 activations.
+// AVX2 product of packed F16 or BF16 weight groups (kernels/gemm_f16.h, layout in
+// repack_layout.h) with activations of the same type. The two types differ only in how eight
+// values are widened to f32 (vcvtph2ps, or a zero-extend and a 16-bit shift), both exact, so
+// everything below is written once over a `Half` policy.
 //
 // Lane r of a vector is weight row r of an 8-row group: one 16-byte load + vcvtph2ps gives
 // element k of all eight rows, and one activation value broadcast to every lane feeds them all,
@@ -9,7 +11,7 @@
 // hide the latency while one token's weights stream past.
 //
 // Exactness: each output is acc = fma(w[k], x[k], acc) for k = 0, 1, ... from acc = 0, the
-// order of ref::vec_dot for F16. The blocking below only pauses a chain (the accumulator goes
+// order of ref::vec_dot for F16 and BF16. The blocking below only pauses a chain (the accumulator goes
 // to y and comes back unchanged), so results do not depend on the number of tokens, the row
 // range or the blocking constants.
 //
@@ -45,9 +47,25 @@ std::vector<float>& panel_scratch() {
     return buf;
 }
 
-}  // namespace
+// Eight 16-bit floats at p widened to f32, and one.
+struct HalfF16 {
+    static __m256 load8(const void* p) { return _mm256_cvtph_ps(_mm_loadu_si128(static_cast<const __m128i*>(p))); }
+    static float load1(uint16_t h) { return _cvtsh_ss(h); }
+};
+struct HalfBF16 {
+    static __m256 load8(const void* p) {
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(static_cast<const __m128i*>(p))), 16));
+    }
+    static float load1(uint16_t h) {
+        const uint32_t bits = static_cast<uint32_t>(h) << 16;
+        float f;
+        __builtin_memcpy(&f, &bits, 4);
+        return f;
+    }
+};
 
-void widen_panel(const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, int64_t k0, int64_t kn, float* panel) {
+template <class Half>
+void widen_panel_impl(const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, int64_t k0, int64_t kn, float* panel) {
     const int64_t n_groups = (t1 - t0 + kTokTile - 1) / kTokTile;
     if ((t1 - t0) % kTokTile != 0) {
         float* last = panel + (n_groups - 1) * kn * kTokTile;
@@ -59,20 +77,18 @@ void widen_panel(const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, i
         int64_t k = 0;
         for (; k + 8 <= kn; k += 8) {
             alignas(32) float v[8];
-            _mm256_store_ps(v, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k))));
+            _mm256_store_ps(v, Half::load8(row + k));
             for (int j = 0; j < 8; ++j) dst[(k + j) * kTokTile] = v[j];
         }
-        for (; k < kn; ++k) dst[k * kTokTile] = _cvtsh_ss(row[k]);
+        for (; k < kn; ++k) dst[k * kTokTile] = Half::load1(row[k]);
     }
 }
-
-namespace {
 
 // acc[g * NT + t] lane r: the chain of row r of group g for token t, advanced over kn elements.
 // w: group 0 at element k0; the others group_bytes apart. xa: (kn, kTokTile) floats.
 // Not inlined, with its accumulators in locals: inlined into f16_block, GCC kept them in memory
 // and stored all twelve on every step.
-template <int RG, int NT>
+template <class Half, int RG, int NT>
 __attribute__((noinline)) void f16_tile(int64_t kn, const uint8_t* w, size_t group_bytes, const float* xa, __m256* acc) {
     __m256 a[RG][NT];
     for (int g = 0; g < RG; ++g)
@@ -82,7 +98,7 @@ __attribute__((noinline)) void f16_tile(int64_t kn, const uint8_t* w, size_t gro
     for (int64_t k = 0; k < kn; ++k, xa += kTokTile) {
         __m256 wv[RG];
         for (int g = 0; g < RG; ++g) {
-            wv[g] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg[g] + 16 * k)));
+            wv[g] = Half::load8(wg[g] + 16 * k);
         }
         for (int t = 0; t < NT; ++t) {
             const __m256 xb = _mm256_broadcast_ss(xa + t);
@@ -115,7 +131,7 @@ inline void store_lanes(float* y, int64_t at, int lo, int hi, __m256 a) {
 
 // One tile: RG groups x NT tokens over elements [k0, k0 + kn); the chains start at zero when
 // first, else continue from y.
-template <int RG, int NT>
+template <class Half, int RG, int NT>
 void f16_block(int64_t kn, const uint8_t* w, size_t group_bytes, const float* xa, bool first, float* y, int64_t ldy,
                const GroupOut* out) {
     __m256 acc[RG * NT];
@@ -124,7 +140,7 @@ void f16_block(int64_t kn, const uint8_t* w, size_t group_bytes, const float* xa
             acc[g * NT + t] = first ? _mm256_setzero_ps() : load_lanes(y, out[g].base + t * ldy, out[g].lo, out[g].hi);
         }
     }
-    f16_tile<RG, NT>(kn, w, group_bytes, xa, acc);
+    f16_tile<Half, RG, NT>(kn, w, group_bytes, xa, acc);
     for (int g = 0; g < RG; ++g) {
         for (int t = 0; t < NT; ++t) store_lanes(y, out[g].base + t * ldy, out[g].lo, out[g].hi, acc[g * NT + t]);
     }
@@ -132,32 +148,31 @@ void f16_block(int64_t kn, const uint8_t* w, size_t group_bytes, const float* xa
 
 using BlockFn = void (*)(int64_t, const uint8_t*, size_t, const float*, bool, float*, int64_t, const GroupOut*);
 
-template <int RG>
+template <class Half, int RG>
 BlockFn block_for_tokens(int nt) {
     switch (nt) {
-    case 6: return f16_block<RG, 6>;
-    case 5: return f16_block<RG, 5>;
-    case 4: return f16_block<RG, 4>;
-    case 3: return f16_block<RG, 3>;
-    case 2: return f16_block<RG, 2>;
-    default: return f16_block<RG, 1>;
+    case 6: return f16_block<Half, RG, 6>;
+    case 5: return f16_block<Half, RG, 5>;
+    case 4: return f16_block<Half, RG, 4>;
+    case 3: return f16_block<Half, RG, 3>;
+    case 2: return f16_block<Half, RG, 2>;
+    default: return f16_block<Half, RG, 1>;
     }
 }
 
+template <class Half>
 BlockFn block_for(int rg, int nt) {
     switch (rg) {
-    case 4: return f16_block<4, 1>;  // decode only
-    case 3: return f16_block<3, 1>;
-    case 2: return block_for_tokens<2>(nt);
-    default: return block_for_tokens<1>(nt);
+    case 4: return f16_block<Half, 4, 1>;  // decode only
+    case 3: return f16_block<Half, 3, 1>;
+    case 2: return block_for_tokens<Half, 2>(nt);
+    default: return block_for_tokens<Half, 1>(nt);
     }
 }
 
-}  // namespace
-
-void matmul_f16_groups(const uint8_t* groups, int64_t g_first, int64_t n_cols, const void* x, size_t x_row_bytes,
-                       int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
-    if (r0 >= r1 || n_tokens <= 0 || n_cols <= 0) return;
+template <class Half>
+void matmul_groups(const uint8_t* groups, int64_t g_first, int64_t n_cols, const void* x, size_t x_row_bytes,
+                   int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
     const size_t group_bytes = f16_group_bytes(n_cols);
     const int64_t g_begin = r0 / kPackRows, g_end = (r1 + kPackRows - 1) / kPackRows;
     const int rg_max = n_tokens == 1 ? 4 : 2;
@@ -177,7 +192,7 @@ void matmul_f16_groups(const uint8_t* groups, int64_t g_first, int64_t n_cols, c
         const int64_t tb_end = std::min(n_tokens, tb + kTokBlock);
         for (int64_t p = 0; p < n_panels; ++p) {
             const int64_t k0 = p * kb;
-            widen_panel(xb, x_row_bytes, tb, tb_end, k0, std::min(kb, n_cols - k0), buf.data() + p * panel_floats);
+            widen_panel_impl<Half>(xb, x_row_bytes, tb, tb_end, k0, std::min(kb, n_cols - k0), buf.data() + p * panel_floats);
         }
         for (int64_t rb = g_begin; rb < g_end; rb += kRowBlock) {
             const int64_t rb_end = std::min(g_end, rb + kRowBlock);
@@ -199,12 +214,27 @@ void matmul_f16_groups(const uint8_t* groups, int64_t g_first, int64_t n_cols, c
                         const float* xa = panel + ((t - tb) / kTokTile) * kn * kTokTile;
                         GroupOut at[4];
                         for (int i = 0; i < rg; ++i) at[i] = {out[i].base + (t - tb) * ldy, out[i].lo, out[i].hi};
-                        block_for(rg, nt)(kn, w, group_bytes, xa, k0 == 0, y, ldy, at);
+                        block_for<Half>(rg, nt)(kn, w, group_bytes, xa, k0 == 0, y, ldy, at);
                     }
                 }
             }
         }
     }
+}
+
+}  // namespace
+
+void widen_panel(GgmlType half, const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, int64_t k0, int64_t kn,
+                 float* panel) {
+    if (half == GgmlType::BF16) return widen_panel_impl<HalfBF16>(x, x_row_bytes, t0, t1, k0, kn, panel);
+    widen_panel_impl<HalfF16>(x, x_row_bytes, t0, t1, k0, kn, panel);
+}
+
+void matmul_half_groups(GgmlType half, const uint8_t* groups, int64_t g_first, int64_t n_cols, const void* x,
+                        size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    if (r0 >= r1 || n_tokens <= 0 || n_cols <= 0) return;
+    if (half == GgmlType::BF16) return matmul_groups<HalfBF16>(groups, g_first, n_cols, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    matmul_groups<HalfF16>(groups, g_first, n_cols, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
 }
 
 }  // namespace kvrag::kernels::avx2

@@ -90,19 +90,20 @@ struct DotFloat {
     }
 };
 
-// F16 weights in the reference's order: one fused multiply-add chain per output, element by
-// element (ref::vec_dot). One row is latency-bound this way (4 cycles per element); the matrix
-// products keep the same chains but run a lane per weight row (gemm_f16_avx2.cpp), and
-// matmul_rows sends F16 there.
-struct DotF16 {
+// F16 and BF16 weights in the reference's order: one fused multiply-add chain per output,
+// element by element (ref::vec_dot). One row is latency-bound this way (4 cycles per element);
+// the matrix products keep the same chains but run a lane per weight row (gemm_f16_avx2.cpp),
+// and matmul_rows sends F16 and BF16 there.
+template <class L>
+struct DotHalf {
     template <int NT>
     static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
         const auto* w = at<uint16_t>(wv);
         __m128 acc[NT];
         for (int t = 0; t < NT; ++t) acc[t] = _mm_setzero_ps();
         for (int64_t i = 0; i < n; ++i) {
-            const __m128 wi = _mm_set_ss(_cvtsh_ss(w[i]));
-            for (int t = 0; t < NT; ++t) acc[t] = _mm_fmadd_ss(wi, _mm_set_ss(_cvtsh_ss(at<uint16_t>(xs[t])[i])), acc[t]);
+            const __m128 wi = _mm_set_ss(L::load1(w + i));
+            for (int t = 0; t < NT; ++t) acc[t] = _mm_fmadd_ss(wi, _mm_set_ss(L::load1(at<uint16_t>(xs[t]) + i)), acc[t]);
         }
         for (int t = 0; t < NT; ++t) out[t] = _mm_cvtss_f32(acc[t]);
     }
@@ -419,9 +420,9 @@ void float_tile_any(int rm, int rn, int64_t n, const typename LW::Elem* const* w
     }
 }
 
-// F32 and BF16 weights (F16 keeps its own order: matmul_f16_rows). bf16 activations (their vec_dot_type) are widened to f32 once
-// per product; f32 ones are used in place. Rows in tiles of ~64 KiB (L2); inside a tile, groups
-// of 4 tokens sweep the rows 3 at a time.
+// Float weights, here only F32 (F16 and BF16 keep their own order: matmul_half_rows); 16-bit
+// activations would be widened to f32 once per product. Rows in tiles of ~64 KiB (L2); inside
+// a tile, groups of 4 tokens sweep the rows 3 at a time.
 template <class LW>
 void matmul_float(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
                   int64_t ldy, int64_t r0, int64_t r1) {
@@ -469,11 +470,11 @@ void matmul_float(int64_t n_in, const void* W, size_t row_bytes, const void* x, 
     }
 }
 
-// F16 rows that were not repacked at load (the encoder's weights, tests): the rows of [r0, r1)
-// are packed into 8-row groups per call (a copy of those rows, per thread, reused), then
-// multiplied by the packed kernel. Bit-identical to DotF16 and ref::vec_dot.
-void matmul_f16_rows(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens,
-                     float* y, int64_t ldy, int64_t r0, int64_t r1) {
+// F16 and BF16 rows that were not repacked at load (the encoder's weights, tests): the rows of
+// [r0, r1) are packed into 8-row groups per call (a copy of those rows, per thread, reused),
+// then multiplied by the packed kernel. Bit-identical to DotHalf and ref::vec_dot.
+void matmul_half_rows(GgmlType half, int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes,
+                      int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
     if (r0 >= r1 || n_tokens <= 0) return;
     const int64_t g0 = r0 / kPackRows, g1 = (r1 + kPackRows - 1) / kPackRows;
     const size_t group_bytes = f16_group_bytes(n_in);
@@ -488,7 +489,7 @@ void matmul_f16_rows(int64_t n_in, const void* W, size_t row_bytes, const void* 
         }
         pack_f16_group(rows, n_in, packed.data() + group_bytes * static_cast<size_t>(g - g0));
     }
-    matmul_f16_groups(packed.data(), g0, n_in, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    matmul_half_groups(half, packed.data(), g0, n_in, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
 }
 
 // Calls f.template operator()<K>() with the kernel type for `type`; false if none.
@@ -496,8 +497,8 @@ template <class F>
 bool with_kernel(GgmlType type, F&& f) {
     switch (type) {
     case GgmlType::F32: f.template operator()<DotFloat<LoadF32>>(); return true;
-    case GgmlType::F16: f.template operator()<DotF16>(); return true;
-    case GgmlType::BF16: f.template operator()<DotFloat<LoadBF16>>(); return true;
+    case GgmlType::F16: f.template operator()<DotHalf<LoadF16>>(); return true;
+    case GgmlType::BF16: f.template operator()<DotHalf<LoadBF16>>(); return true;
     case GgmlType::Q4_0: f.template operator()<DotRefOrderQ8_0<DecodeQ4_0>>(); return true;
     case GgmlType::Q5_0: f.template operator()<DotQ8_0Family<DecodeQ5_0>>(); return true;
     case GgmlType::Q8_0: f.template operator()<DotRefOrderQ8_0<DecodeQ8_0>>(); return true;
@@ -605,8 +606,8 @@ void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
     }
     switch (type) {
     case GgmlType::F32: return matmul_float<LoadF32>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::F16: return matmul_f16_rows(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::BF16: return matmul_float<LoadBF16>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::F16:
+    case GgmlType::BF16: return matmul_half_rows(type, n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: break;
     }
     if (!with_kernel(type, [&]<class K>() {

@@ -433,13 +433,15 @@ float dot_f16(int64_t n, const uint16_t* w, const uint16_t* x) {
     return acc;
 }
 
-// F32 and BF16 accumulate in double: the reference should be the most accurate answer.
-
+// BF16: F16's order (one fused multiply-add chain per output, in element order), which the
+// packed kernels keep with a lane per weight row, so every BF16 path equals this one bit for bit.
 float dot_bf16(int64_t n, const uint16_t* w, const uint16_t* x) {
-    double acc = 0.0;
-    for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(bf16_to_fp32(w[i])) * bf16_to_fp32(x[i]);
-    return static_cast<float>(acc);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) acc = std::fma(bf16_to_fp32(w[i]), bf16_to_fp32(x[i]), acc);
+    return acc;
 }
+
+// F32 accumulates in double: the reference should be the most accurate answer.
 
 float dot_f32(int64_t n, const float* w, const float* x) {
     double acc = 0.0;

@@ -165,7 +165,7 @@ bool can_repack(GgmlType type, int64_t n_cols) {
     case GgmlType::Q4_0: return n_cols % kQK4_0 == 0;
     case GgmlType::Q8_0: return n_cols % kQK8_0 == 0;
     case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return n_cols % kQK_K == 0;
-    case GgmlType::F16: return true;
+    case GgmlType::F16: case GgmlType::BF16: return true;
     default: return false;
     }
 #else
@@ -185,7 +185,7 @@ std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t 
     case GgmlType::Q4_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ4_KBlockBytes; break;
     case GgmlType::Q5_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ5_KBlockBytes; break;
     case GgmlType::Q6_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ6_KBlockBytes; break;
-    default: group_bytes = f16_group_bytes(n_cols); break;  // F16
+    default: group_bytes = f16_group_bytes(n_cols); break;  // F16, BF16
     }
     auto p = std::make_shared<PackedMatrix>(type, n_rows, n_cols, group_bytes);
     const auto* wb = static_cast<const uint8_t*>(W);

@@ -12,8 +12,8 @@
 // the float steps per output are the reference's, block by block, in block order.
 //
 // Packed types: Q4_0 and Q8_0 (activations Q8_0), Q4_K, Q5_K and Q6_K (activations Q8_K), F16
-// (activations F16; element k of the eight rows side by side, one FMA chain per lane, see
-// gemm_f16_avx2.cpp). Anything else: can_repack() is false and the caller keeps using
+// and BF16 (activations of the same type; element k of the eight rows side by side, one FMA
+// chain per lane, see gemm_f16_avx2.cpp). Anything else: can_repack() is false and the caller keeps using
 // matmul_rows on the original rows.
 #pragma once
 
@@ -55,8 +55,8 @@ private:
 };
 
 // True when repack() packs this type on the path the kernels use now: AVX2 in use (not
-// KVRAG_FORCE_SCALAR), a packed type, n_cols a positive multiple of its block size (F16: any
-// positive n_cols).
+// KVRAG_FORCE_SCALAR), a packed type, n_cols a positive multiple of its block size (F16, BF16:
+// any positive n_cols).
 bool can_repack(GgmlType type, int64_t n_cols);
 
 // Packs W: (n_rows, n_cols) of `type`, rows row_bytes apart. nullptr when !can_repack(type, n_cols).
@@ -79,7 +79,7 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
 }  // namespace avx2
 
 // The AVX-512 kernels behind matmul_packed (x86-64 only; call only when avx512_supported()):
-// every packed type (has_kernel: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16).
+// every packed type (has_kernel: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16).
 namespace avx512 {
 bool has_kernel(GgmlType type);
 void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,

@@ -453,7 +453,8 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
     case GgmlType::Q4_K: return matmul_kernel<KernelQ45_K<kPackQ4_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q5_K: return matmul_kernel<KernelQ45_K<kPackQ5_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q6_K: return matmul_kernel<KernelQ6_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::F16: return matmul_f16_groups(w.group(0), 0, w.n_cols(), x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::F16:
+    case GgmlType::BF16: return matmul_half_groups(w.type(), w.group(0), 0, w.n_cols(), x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     default: unsupported_type("matmul_packed", w.type());
     }
 }

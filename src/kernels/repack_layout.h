@@ -15,8 +15,9 @@
 //              row r (int8 as stored), so the 32 bytes at 16 + 32m are elements [4m, 4m + 4)
 //              of all eight rows, int32 lane r = row r.
 //
-// F16, per element k (no blocks), 16 bytes at 16k: the eight rows' element k as stored (fp16),
-// lane r = row r, so one vcvtph2ps widens element k of the whole group.
+// F16 and BF16, per element k (no blocks), 16 bytes at 16k: the eight rows' element k as stored
+// (fp16 or bf16), lane r = row r, so one vcvtph2ps (or zero-extend and shift) widens element k
+// of the whole group.
 //
 // Q4_K, per 256-element super-block i, kPackQ4_KBlockBytes = 1184 bytes at i * 1184:
 //   [0, 16)       d[r]: fp16 scales of the 6-bit scales

@@ -22,10 +22,10 @@ namespace kvrag::kernels {
 namespace {
 
 const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                                 GgmlType::F16};
+                                 GgmlType::F16, GgmlType::BF16};
 // Types whose AVX2 vec_dot keeps the reference's float order (the packed ones need it).
 const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                                   GgmlType::F16};
+                                   GgmlType::F16, GgmlType::BF16};
 
 std::vector<float> zero_mean_gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
     std::mt19937 rng(seed);
@@ -62,8 +62,26 @@ std::vector<uint8_t> f16_row(int64_t n, uint32_t seed, int kind) {
     return q;
 }
 
+// BF16 kinds 1 and 2: random bit patterns with exponents within 2^+-40 (subnormals included
+// through kind 2; wider exponents would overflow a dot product to inf and NaN), and the
+// extremes that keep sums finite (+-2^100, the largest and smallest subnormals, signed zeros,
+// the smallest normal).
+std::vector<uint8_t> bf16_row(int64_t n, uint32_t seed, int kind) {
+    std::mt19937 rng(seed);
+    const uint16_t extremes[] = {0x7180, 0xF180, 0x0001, 0x8001, 0x007F, 0x0000, 0x8000, 0x0080};
+    std::vector<uint8_t> q(static_cast<size_t>(n) * 2);
+    for (int64_t k = 0; k < n; ++k) {
+        const uint32_t r = rng();
+        uint16_t h = static_cast<uint16_t>((r & 0x807F) | (((127 - 40 + (r >> 16) % 81) & 0xFF) << 7));
+        if (kind == 2) h = extremes[rng() % 8];
+        std::memcpy(&q[static_cast<size_t>(k) * 2], &h, 2);
+    }
+    return q;
+}
+
 std::vector<uint8_t> weight_row(GgmlType t, int64_t n, uint32_t seed, int kind) {
     if (t == GgmlType::F16 && kind != 0) return f16_row(n, seed, kind);
+    if (t == GgmlType::BF16 && kind != 0) return bf16_row(n, seed, kind);
     std::vector<uint8_t> q(ggml_row_size(t, n));
     if (kind == 0) {
         const auto x = zero_mean_gaussian(n, seed);
@@ -231,14 +249,14 @@ TEST_P(RepackTest, Avx512KernelEqualsAvx2OnEveryRange) {
 
 INSTANTIATE_TEST_SUITE_P(PackedTypes, RepackTest, ::testing::ValuesIn(kPackedTypes), type_param_name);
 
-// F16 past the kernel's blocking: rows longer than one 512-element panel and not a multiple of
-// 8 elements, more rows than one 64-row block, more tokens than one 48-token block, a
-// decode-sized call, row ranges that split groups; the packed product, the
-// unpacked AVX2 matmul_rows (packs per call), the dispatching matmul_rows and, where the CPU
-// has it, the AVX-512 kernel all equal ref::vec_dot bit for bit.
-TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
+// F16 and BF16 past the kernel's blocking: rows longer than one 512-element panel and not a
+// multiple of 8 elements, more rows than one 64-row block, more tokens than one 48-token block,
+// a decode-sized call, row ranges that split groups; the packed product, the unpacked AVX2
+// matmul_rows (packs per call), the dispatching matmul_rows and, where the CPU has it, the
+// AVX-512 kernel all equal ref::vec_dot bit for bit.
+TEST(RepackTest, HalfFloatAcrossPanelsEqualsRefBitForBit) {
     if (!avx2_supported()) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
-    const GgmlType t = GgmlType::F16;
+    for (GgmlType t : {GgmlType::F16, GgmlType::BF16})
     for (int64_t n_in : {7, 300, 777}) {
         const size_t row_bytes = ggml_row_size(t, n_in) + 6;
         const size_t x_row_bytes = ggml_row_size(t, n_in) + 2;
@@ -271,7 +289,7 @@ TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
                 }
                 for (size_t i = 0; i < y.size(); ++i) {
                     ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(expect[i]))
-                        << "n_in " << n_in << " tokens " << tokens << " path " << path << " token " << i / n_rows
+                        << ggml_type_name(t) << " n_in " << n_in << " tokens " << tokens << " path " << path << " token " << i / n_rows
                         << " row " << i % n_rows << " got " << y[i] << " ref " << expect[i];
                 }
             }
@@ -281,7 +299,7 @@ TEST(RepackTest, F16AcrossPanelsEqualsRefBitForBit) {
 
 TEST(RepackTest, OnlyPackedTypesRepack) {
     std::vector<uint8_t> w(ggml_row_size(GgmlType::F32, 64) * 8);
-    for (GgmlType t : {GgmlType::F32, GgmlType::BF16, GgmlType::Q5_0, GgmlType::Q4_1}) {
+    for (GgmlType t : {GgmlType::F32, GgmlType::Q5_0, GgmlType::Q4_1}) {
         EXPECT_FALSE(can_repack(t, 256)) << ggml_type_name(t);
         EXPECT_EQ(repack(t, w.data(), ggml_row_size(t, 64), 1, 64), nullptr) << ggml_type_name(t);
     }
@@ -295,6 +313,7 @@ TEST(RepackTest, OnlyPackedTypesRepack) {
     EXPECT_FALSE(can_repack(GgmlType::Q5_K, 128));
     EXPECT_EQ(can_repack(GgmlType::Q6_K, 512), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::F16, 7), using_avx2());  // any width: no blocks
+    EXPECT_EQ(can_repack(GgmlType::BF16, 7), using_avx2());
     EXPECT_FALSE(can_repack(GgmlType::F16, 0));
 }
 
