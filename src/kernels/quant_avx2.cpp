@@ -142,35 +142,6 @@ struct DecodeQ5_1 {
     }
 };
 
-// Weights with a signed decode, activations Q8_0. Even blocks go to a0, odd to a1.
-template <class D>
-struct DotQ8_0Family {
-    template <int NT>
-    static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
-        const int64_t nb = n / kQK8_0;
-        const auto* w = at<typename D::Block>(wv);
-        __m256 a0[NT], a1[NT];
-        for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
-        auto step = [&](int64_t i, __m256* acc) {
-            const __m256i qw = D::decode(w[i]);
-            const float dw = h2f(w[i].d);
-            for (int t = 0; t < NT; ++t) {
-                const BlockQ8_0* xb = at<BlockQ8_0>(xs[t], i);
-                const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs));
-                const __m256 p = _mm256_cvtepi32_ps(dot_i8_i8(qw, qx));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h2f(xb->d)), p, acc[t]);
-            }
-        };
-        int64_t i = 0;
-        for (; i + 2 <= nb; i += 2) {
-            step(i, a0);
-            step(i + 1, a1);
-        }
-        if (i < nb) step(i, a0);
-        for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
-    }
-};
-
 // A register tile of RM float weight rows x RN tokens of f32 activations (widened once per
 // product when they were f16/bf16: exact). Each step loads RM weight vectors and uses each
 // activation vector RM times: 3 x 4 gives 12 accumulators + 3 weight registers, and 12 FMAs per
@@ -199,7 +170,7 @@ void float_tile(int64_t n, const typename LW::Elem* const* w, const float* const
 }
 
 
-// Q4_0 and Q8_0 in the reference's order: one float per output, block by block,
+// Q4_0, Q5_0 and Q8_0 in the reference's order: one float per output, block by block,
 // acc = acc + float(isum) * (dw * dx), the integer block sum exact and dw * dx exact. This is
 // the order the packed 8-row kernels (repack_avx2.cpp) can keep with a lane per row, so vec_dot,
 // matmul_rows, matmul_packed and ref::vec_dot all agree bit for bit.
@@ -226,19 +197,18 @@ struct DotRefOrderQ8_0 {
     }
 };
 
-// Weights x = d*q + m with q unsigned, activations Q8_1 (s = dy * sum(y) gives the m term).
+// Q4_1 and Q5_1 (x = d*q + m, q unsigned) against Q8_1 in the reference's order, one float per
+// output, block by block: acc = acc + (float(isum) * (dw * dx) + mw * sx), each product and sum
+// rounded on its own (s = dx * sum(x) gives the m term). The packed kernels keep this order with
+// a lane per row.
 template <class D>
-struct DotQ8_1Family {
+struct DotRefOrderQ8_1 {
     template <int NT>
     static void dot(int64_t n, const void* wv, const void* const* xs, float* out) {
         const int64_t nb = n / kQK8_1;
         const auto* w = at<typename D::Block>(wv);
-        __m256 acc[NT];
-        float acc_m[NT];
-        for (int t = 0; t < NT; ++t) {
-            acc[t] = _mm256_setzero_ps();
-            acc_m[t] = 0.0f;
-        }
+        float acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
         for (int64_t i = 0; i < nb; ++i) {
             const __m256i qw = D::decode(w[i]);
             const float dw = h2f(w[i].d);
@@ -246,12 +216,11 @@ struct DotQ8_1Family {
             for (int t = 0; t < NT; ++t) {
                 const BlockQ8_1* xb = at<BlockQ8_1>(xs[t], i);
                 const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb->qs));
-                const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(qw, qx));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h2f(xb->d)), p, acc[t]);
-                acc_m[t] = std::fma(mw, h2f(xb->s), acc_m[t]);
+                const int isum = hsum_i32x8(dot_u8_i8(qw, qx));
+                acc[t] += no_contract(static_cast<float>(isum) * (dw * h2f(xb->d))) + no_contract(mw * h2f(xb->s));
             }
         }
-        for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]) + acc_m[t];
+        for (int t = 0; t < NT; ++t) out[t] = acc[t];
     }
 };
 
@@ -307,98 +276,6 @@ void matmul_impl(int64_t n_in, const void* W, size_t row_bytes, const void* x, s
 std::vector<float>& wide_scratch() {
     thread_local std::vector<float> buf;
     return buf;
-}
-
-// Four tokens' Q8_0 activations interleaved block by block: for block i, the four 32-byte
-// quant runs (qs + 128 i + 32 t) and the four scales as floats (xd + 4 i + t). One pointer each
-// walks a whole group, so the kernel keeps everything in registers (with four separate token
-// pointers the compiler spilled them). Same arithmetic as DotQ8_0Family token by token.
-template <class D>
-void dot_packed4(int64_t nb, const typename D::Block* w, const int8_t* qs, const float* xd, float* out) {
-    __m256 a0[4], a1[4];
-    for (int t = 0; t < 4; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
-    auto step = [&](int64_t i, __m256* acc) {
-        const __m256i qw = D::decode(w[i]);
-        const __m256i aw = _mm256_sign_epi8(qw, qw);
-        const __m256 dw = _mm256_set1_ps(h2f(w[i].d));
-        const int8_t* q = qs + 128 * i;
-        const float* d = xd + 4 * i;
-        for (int t = 0; t < 4; ++t) {
-            const __m256i qx = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 32 * t));
-            const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(aw, _mm256_sign_epi8(qx, qw)));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(d + t)), p, acc[t]);
-        }
-    };
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        step(i, a0);
-        step(i + 1, a1);
-    }
-    if (i < nb) step(i, a0);
-    for (int t = 0; t < 4; ++t) out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
-}
-
-// One token (decode, and the tokens left over after the groups of four): the activations'
-// block scales come as floats (xd[i]) converted once per product instead of once per weight
-// row. Same arithmetic as DotQ8_0Family<D>::dot<1>: dw * dx is exact in f32 either way.
-template <class D>
-float dot_scaled1(int64_t nb, const typename D::Block* w, const BlockQ8_0* x, const float* xd) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    auto step = [&](int64_t i, __m256& acc) {
-        const __m256i qw = D::decode(w[i]);
-        const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
-        const __m256 p = _mm256_cvtepi32_ps(dot_i8_i8(qw, qx));
-        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(h2f(w[i].d)), _mm256_broadcast_ss(xd + i)), p, acc);
-    };
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        step(i, a0);
-        step(i + 1, a1);
-    }
-    if (i < nb) step(i, a0);
-    return hsum(_mm256_add_ps(a0, a1));
-}
-
-template <class D>
-void matmul_q8_0_family(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
-                        int64_t ldy, int64_t r0, int64_t r1) {
-    static_assert(kMaxNt == 4, "dot_packed4 handles groups of four tokens");
-    const int64_t nb = n_in / kQK8_0;
-    const int64_t n_groups = n_tokens / 4;
-    const auto* wb = static_cast<const uint8_t*>(W);
-    const auto* xb = static_cast<const uint8_t*>(x);
-    // Per group: (nb, 4, 32) quant bytes, then (nb, 4) scales; in floats, 32-byte aligned.
-    const int64_t group_floats = nb * 32 + nb * 4;
-    // Then every token's scales, (n_tokens, nb), for the single-token kernel.
-    std::vector<float>& buf = wide_scratch();
-    buf.resize(static_cast<size_t>(n_groups * group_floats + n_tokens * nb + 8));
-    float* base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 31) & ~static_cast<uintptr_t>(31));
-    float* xd_all = base + n_groups * group_floats;
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        const auto* blocks = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(t) * x_row_bytes);
-        for (int64_t i = 0; i < nb; ++i) xd_all[t * nb + i] = h2f(blocks[i].d);
-    }
-    for (int64_t g = 0; g < n_groups; ++g) {
-        auto* qs = reinterpret_cast<int8_t*>(base + g * group_floats);
-        float* xd = base + g * group_floats + nb * 32;
-        for (int t = 0; t < 4; ++t) {
-            const auto* blocks = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(4 * g + t) * x_row_bytes);
-            for (int64_t i = 0; i < nb; ++i) {
-                std::memcpy(qs + 128 * i + 32 * t, blocks[i].qs, 32);
-                xd[4 * i + t] = xd_all[(4 * g + t) * nb + i];
-            }
-        }
-    }
-    walk_tiles(row_bytes, n_tokens, y, ldy, r0, r1, [&]<int NT>(int64_t r, int64_t t, float* out) {
-        const auto* w = reinterpret_cast<const typename D::Block*>(wb + static_cast<size_t>(r) * row_bytes);
-        if constexpr (NT == 4) {
-            const float* group = base + (t / 4) * group_floats;
-            dot_packed4<D>(nb, w, reinterpret_cast<const int8_t*>(group), group + nb * 32, out);
-        } else {
-            const auto* xt = reinterpret_cast<const BlockQ8_0*>(xb + static_cast<size_t>(t) * x_row_bytes);
-            out[0] = dot_scaled1<D>(nb, w, xt, xd_all + t * nb);
-        }
-    });
 }
 
 // Runs float_tile<rm, rn> for run-time rm <= 3, rn <= 4.
@@ -500,10 +377,10 @@ bool with_kernel(GgmlType type, F&& f) {
     case GgmlType::F16: f.template operator()<DotHalf<LoadF16>>(); return true;
     case GgmlType::BF16: f.template operator()<DotHalf<LoadBF16>>(); return true;
     case GgmlType::Q4_0: f.template operator()<DotRefOrderQ8_0<DecodeQ4_0>>(); return true;
-    case GgmlType::Q5_0: f.template operator()<DotQ8_0Family<DecodeQ5_0>>(); return true;
+    case GgmlType::Q5_0: f.template operator()<DotRefOrderQ8_0<DecodeQ5_0>>(); return true;
     case GgmlType::Q8_0: f.template operator()<DotRefOrderQ8_0<DecodeQ8_0>>(); return true;
-    case GgmlType::Q4_1: f.template operator()<DotQ8_1Family<DecodeQ4_1>>(); return true;
-    case GgmlType::Q5_1: f.template operator()<DotQ8_1Family<DecodeQ5_1>>(); return true;
+    case GgmlType::Q4_1: f.template operator()<DotRefOrderQ8_1<DecodeQ4_1>>(); return true;
+    case GgmlType::Q5_1: f.template operator()<DotRefOrderQ8_1<DecodeQ5_1>>(); return true;
     case GgmlType::Q4_K: f.template operator()<DotQ45K<BlockQ4_K, false>>(); return true;
     case GgmlType::Q5_K: f.template operator()<DotQ45K<BlockQ5_K, true>>(); return true;
     case GgmlType::Q6_K: f.template operator()<DotQ6K>(); return true;
@@ -589,21 +466,15 @@ float vec_dot(GgmlType type, int64_t n, const void* w, const void* x) {
 void matmul_rows(GgmlType type, int64_t n_in, const void* W, size_t row_bytes,
                  const void* x, size_t x_row_bytes, int64_t n_tokens,
                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
-    // Kernels that convert the activations once per product instead of once per weight row, and
-    // (float weights) register tiles over several rows and tokens.
-    switch (type) {
-    case GgmlType::Q5_0: return matmul_q8_0_family<DecodeQ5_0>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q8_0:
-        // Q8_0 rows not repacked at load (the encoder's weights): a prefill-sized product packs
-        // its rows once and runs the packed kernel (same results as DotRefOrderQ8_0).
-        if (n_tokens >= 4 && r0 < r1 && can_repack(type, n_in)) {
-            const auto P = repack(type, static_cast<const uint8_t*>(W) + static_cast<size_t>(r0) * row_bytes, row_bytes,
-                                  r1 - r0, n_in);
-            return avx2::matmul_packed(*P, x, x_row_bytes, n_tokens, y + r0, ldy, 0, r1 - r0);
-        }
-        break;
-    default: break;
+    // Quantised rows not repacked at load (the encoder's weights): a prefill-sized product packs
+    // its rows once and runs the packed kernel (the same results as the row kernels: every packed
+    // kernel equals vec_dot bit for bit).
+    if (type != GgmlType::F16 && type != GgmlType::BF16 && n_tokens >= 4 && r0 < r1 && can_repack(type, n_in)) {
+        const auto P = repack(type, static_cast<const uint8_t*>(W) + static_cast<size_t>(r0) * row_bytes, row_bytes,
+                              r1 - r0, n_in);
+        return avx2::matmul_packed(*P, x, x_row_bytes, n_tokens, y + r0, ldy, 0, r1 - r0);
     }
+    // Float weights: register tiles over several rows and tokens.
     switch (type) {
     case GgmlType::F32: return matmul_float<LoadF32>(n_in, W, row_bytes, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::F16:

@@ -14,23 +14,33 @@
 namespace kvrag::kernels {
 namespace {
 
-// Element e of a Q4_0 block as stored (0..15, before the -8 offset).
-inline uint8_t q4_0_nibble(const BlockQ4_0& b, int e) {
+// Element e's low four bits as stored (before any offset): the same nibble layout in all four.
+template <class Block>
+inline uint8_t nibble(const Block& b, int e) {
     return e < 16 ? (b.qs[e] & 0x0F) : (b.qs[e - 16] >> 4);
 }
 
-void pack_q4_0_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+template <class Block>
+void pack_q4_family_group(const uint8_t* const rows[kPackRows], int64_t nb, uint8_t* dst) {
+    using F = PackQ4Family<Block>;
     for (int64_t i = 0; i < nb; ++i) {
-        uint8_t* out = dst + static_cast<size_t>(i) * kPackQ4_0BlockBytes;
-        std::memset(out, 0, kPackQ4_0BlockBytes);  // padding rows: scale 0, quants 0
+        uint8_t* out = dst + static_cast<size_t>(i) * F::kBytes;
+        std::memset(out, 0, F::kBytes);  // padding rows: scale 0, quants 0
         for (int r = 0; r < kPackRows; ++r) {
             if (rows[r] == nullptr) continue;
-            const auto& b = reinterpret_cast<const BlockQ4_0*>(rows[r])[i];
+            const auto& b = reinterpret_cast<const Block*>(rows[r])[i];
             std::memcpy(out + 2 * r, &b.d, 2);
+            if constexpr (F::kHasMin) std::memcpy(out + 16 + 2 * r, &b.m, 2);
+            uint32_t qh = 0;
+            if constexpr (F::kHasHighBit) std::memcpy(&qh, b.qh, 4);  // bit e: element e's fifth bit
             for (int m = 0; m < 4; ++m) {
                 for (int j = 0; j < 4; ++j) {
-                    out[16 + 32 * m + 4 * r + j] =
-                        static_cast<uint8_t>(q4_0_nibble(b, 4 * m + j) | (q4_0_nibble(b, 16 + 4 * m + j) << 4));
+                    out[F::kQuants + 32 * m + 4 * r + j] =
+                        static_cast<uint8_t>(nibble(b, 4 * m + j) | (nibble(b, 16 + 4 * m + j) << 4));
+                    if constexpr (F::kHasHighBit) {
+                        uint8_t& h = out[F::kQuants + 128 + 4 * r + j];
+                        h = static_cast<uint8_t>(h | ((qh >> (4 * m + j)) & 1u) << m | ((qh >> (16 + 4 * m + j)) & 1u) << (4 + m));
+                    }
                 }
             }
         }
@@ -162,7 +172,7 @@ bool can_repack(GgmlType type, int64_t n_cols) {
 #if defined(__x86_64__) || defined(_M_X64)
     if (!using_avx2() || n_cols <= 0) return false;
     switch (type) {
-    case GgmlType::Q4_0: return n_cols % kQK4_0 == 0;
+    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q4_1: case GgmlType::Q5_1: return n_cols % kQK4_0 == 0;
     case GgmlType::Q8_0: return n_cols % kQK8_0 == 0;
     case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return n_cols % kQK_K == 0;
     case GgmlType::F16: case GgmlType::BF16: return true;
@@ -181,6 +191,9 @@ std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t 
     size_t group_bytes = 0;
     switch (type) {
     case GgmlType::Q4_0: group_bytes = static_cast<size_t>(n_cols / kQK4_0) * kPackQ4_0BlockBytes; break;
+    case GgmlType::Q5_0: group_bytes = static_cast<size_t>(n_cols / kQK5_0) * kPackQ5_0BlockBytes; break;
+    case GgmlType::Q4_1: group_bytes = static_cast<size_t>(n_cols / kQK4_1) * kPackQ4_1BlockBytes; break;
+    case GgmlType::Q5_1: group_bytes = static_cast<size_t>(n_cols / kQK5_1) * kPackQ5_1BlockBytes; break;
     case GgmlType::Q8_0: group_bytes = static_cast<size_t>(n_cols / kQK8_0) * kPackQ8_0BlockBytes; break;
     case GgmlType::Q4_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ4_KBlockBytes; break;
     case GgmlType::Q5_K: group_bytes = static_cast<size_t>(n_cols / kQK_K) * kPackQ5_KBlockBytes; break;
@@ -196,7 +209,10 @@ std::shared_ptr<const PackedMatrix> repack(GgmlType type, const void* W, size_t 
             rows[r] = row < n_rows ? wb + static_cast<size_t>(row) * row_bytes : nullptr;
         }
         switch (type) {
-        case GgmlType::Q4_0: pack_q4_0_group(rows, n_cols / kQK4_0, p->mutable_group(g)); break;
+        case GgmlType::Q4_0: pack_q4_family_group<BlockQ4_0>(rows, n_cols / kQK4_0, p->mutable_group(g)); break;
+        case GgmlType::Q5_0: pack_q4_family_group<BlockQ5_0>(rows, n_cols / kQK5_0, p->mutable_group(g)); break;
+        case GgmlType::Q4_1: pack_q4_family_group<BlockQ4_1>(rows, n_cols / kQK4_1, p->mutable_group(g)); break;
+        case GgmlType::Q5_1: pack_q4_family_group<BlockQ5_1>(rows, n_cols / kQK5_1, p->mutable_group(g)); break;
         case GgmlType::Q8_0: pack_q8_0_group(rows, n_cols / kQK8_0, p->mutable_group(g)); break;
         case GgmlType::Q4_K: pack_q45_k_group<BlockQ4_K, kPackQ4_KBlockBytes>(rows, n_cols / kQK_K, p->mutable_group(g)); break;
         case GgmlType::Q5_K: pack_q45_k_group<BlockQ5_K, kPackQ5_KBlockBytes>(rows, n_cols / kQK_K, p->mutable_group(g)); break;

@@ -11,10 +11,10 @@
 // whatever the number of tokens or the row range: the integer part of each block is exact, and
 // the float steps per output are the reference's, block by block, in block order.
 //
-// Packed types: Q4_0 and Q8_0 (activations Q8_0), Q4_K, Q5_K and Q6_K (activations Q8_K), F16
-// and BF16 (activations of the same type; element k of the eight rows side by side, one FMA
-// chain per lane, see gemm_f16_avx2.cpp). Anything else: can_repack() is false and the caller keeps using
-// matmul_rows on the original rows.
+// Packed types: Q4_0, Q5_0 and Q8_0 (activations Q8_0), Q4_1 and Q5_1 (activations Q8_1), Q4_K,
+// Q5_K and Q6_K (activations Q8_K), F16 and BF16 (activations of the same type; element k of the
+// eight rows side by side, one FMA chain per lane, see gemm_f16_avx2.cpp). Anything else (F32):
+// can_repack() is false and the caller keeps using matmul_rows on the original rows.
 #pragma once
 
 #include <cstddef>

@@ -13,9 +13,11 @@ namespace kvrag::kernels::avx2 {
 
 inline constexpr int kActTok = 4;  // tokens per activation group, the widest tile
 
-// Q8_0 activations (Q4_0 and Q8_0 weights): per block i of token group g, at
+// Q8_0 activations (Q4_0, Q5_0 and Q8_0 weights): per block i of token group g, at
 // (g * nb + i) * kActQ8_0Bytes: the four tokens' 32 quant bytes, their scales as floats, and
-// 8 * (sum of their quants), the term that turns the unsigned nibbles q into q - 8.
+// 8 * (sum of their quants), the term that turns the unsigned nibbles q into q - 8. Q8_1
+// activations (Q4_1 and Q5_1 weights) take the same layout with the sums slot holding the
+// block's s = dx * sum (a float).
 inline constexpr size_t kActScales = kActTok * 32;
 inline constexpr size_t kActSums = kActScales + kActTok * 4;
 inline constexpr size_t kActQ8_0Bytes = kActSums + kActTok * 4;
@@ -34,6 +36,7 @@ inline constexpr size_t kActQ8_K16Bytes = kActKSums + kActTok * 32;
 // Regroup n_tokens rows of x (rows x_row_bytes apart, nb blocks each) into dst, which holds
 // ceil(n_tokens / kActTok) * nb blocks of the layout's size; slots of missing tokens are zero.
 void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst);
+void group_q8_1(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst);
 void group_q8_k(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst);
 void group_q8_k16(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst);
 

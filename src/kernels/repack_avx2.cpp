@@ -8,6 +8,7 @@
 // Exactness: per block, each output's integer dot product is exact (int16 partial sums are
 // bounded below, int32 after), then the float steps are the reference's, in block order:
 //   Q4_0: acc = acc + float(isum) * (dw * dx)           (dw * dx exact: two fp16 values)
+//   Q4_1: acc = acc + (float(isum) * (dw * dx) + mw * sx)
 //   Q4_K: acc = acc + dx * (d * float(isum) - dmin * float(msum))
 //   Q6_K: acc = acc + (d * dx) * float(isum)
 // each product and sum rounded on its own, as in ref::vec_dot. The product goes through no_contract() so the compiler cannot fuse it with the
@@ -53,6 +54,23 @@ void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t 
             sum *= 8;
             std::memcpy(b + kActScales + 4 * k, &dx, 4);
             std::memcpy(b + kActSums + 4 * k, &sum, 4);
+        }
+    }
+}
+
+void group_q8_1(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    const int64_t n_groups = (n_tokens + kActTok - 1) / kActTok;
+    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_0Bytes);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const auto* blocks = reinterpret_cast<const BlockQ8_1*>(x + static_cast<size_t>(t) * x_row_bytes);
+        uint8_t* g = dst + static_cast<size_t>((t / kActTok) * nb) * kActQ8_0Bytes;
+        const int k = static_cast<int>(t % kActTok);
+        for (int64_t i = 0; i < nb; ++i) {
+            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_0Bytes;
+            std::memcpy(b + 32 * k, blocks[i].qs, 32);
+            const float dx = _cvtsh_ss(blocks[i].d), sx = _cvtsh_ss(blocks[i].s);
+            std::memcpy(b + kActScales + 4 * k, &dx, 4);
+            std::memcpy(b + kActSums + 4 * k, &sx, 4);
         }
     }
 }
@@ -124,42 +142,69 @@ inline void prefetch_for_decode(const uint8_t* block) {
     }
 }
 
-// out[t] lane r = row r of the group . token t, for t < NT.
-// Bounds: nibbles q <= 15 and |x| <= 127 (128 at most), so a maddubs pair is at most 3840 in
-// magnitude and the eight added per int16 lane at most 30720 < 32767: exact.
-template <int NT>
-inline void q4_0_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+// Q4_0, Q5_0, Q4_1 and Q5_1 (F = PackQ4Family<Block>): out[t] lane r = row r of the group .
+// token t, for t < NT, in ref's order:
+//   Q4_0, Q5_0: acc = acc + float(isum) * (dw * dx),  isum = q . x - offset * sum(x)
+//   Q4_1, Q5_1: acc = acc + (float(isum) * (dw * dx) + mw * sx),  isum = q . x
+// (dw * dx exact: two fp16 values). The activations' sums come regrouped: 8 * sum(x) for Q8_0
+// (Q5_0's 16 * sum is that doubled), sx = dx * sum(x) as a float for Q8_1.
+// Bounds: stored quants q <= 15 (31 with the fifth bit) and |x| <= 127, so a maddubs pair is at
+// most 3810 (7874); four-bit quants add all eight of a block's pairs in one int16 lane (<= 30480),
+// five-bit ones keep the low and high halves apart (four pairs each, <= 31496): exact.
+template <int NT, class F>
+inline void q4_family_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, w += kPackQ4_0BlockBytes, xa += kActQ8_0Bytes) {
-        prefetch_for_decode<NT, kPackQ4_0BlockBytes>(w);
-        __m256i s16[NT];
-        for (int t = 0; t < NT; ++t) s16[t] = _mm256_setzero_si256();
+    for (int64_t i = 0; i < nb; ++i, w += F::kBytes, xa += kActQ8_0Bytes) {
+        prefetch_for_decode<NT, F::kBytes>(w);
+        __m256i s16[NT], s16h[NT];
+        for (int t = 0; t < NT; ++t) s16[t] = s16h[t] = _mm256_setzero_si256();
+        __m256i qh = _mm256_setzero_si256();
+        if constexpr (F::kHasHighBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + F::kQuants + 128));
         for (int m = 0; m < 4; ++m) {
-            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16 + 32 * m));
-            const __m256i lo = _mm256_and_si256(raw, m4);                         // elements 4m..4m+3
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);  // elements 16+4m..
+            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + F::kQuants + 32 * m));
+            __m256i lo = _mm256_and_si256(raw, m4);                         // elements 4m..4m+3
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);  // elements 16+4m..
+            if constexpr (F::kHasHighBit) {
+                // Bit m (low) and bit 4 + m (high) of each byte moved to bit 4; the masks drop
+                // what the 16-bit shifts carry over from the neighbouring byte.
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4 - m), bit4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi16(qh, m), bit4));
+            }
             for (int t = 0; t < NT; ++t) {
                 const uint8_t* xq = xa + 32 * t;
                 s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, broadcast_i32(xq + 4 * m)));
-                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
+                __m256i& sh = F::kHasHighBit ? s16h[t] : s16[t];
+                sh = _mm256_add_epi16(sh, _mm256_maddubs_epi16(hi, broadcast_i32(xq + 16 + 4 * m)));
                 keep(s16[t]);
+                if constexpr (F::kHasHighBit) keep(s16h[t]);
             }
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+        __m256 mw = _mm256_setzero_ps();
+        if constexpr (F::kHasMin) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
         for (int t = 0; t < NT; ++t) {
-            const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), broadcast_i32(xa + kActSums + 4 * t));
+            __m256i isum = _mm256_madd_epi16(s16[t], ones);
+            if constexpr (F::kHasHighBit) isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16h[t], ones));
+            const __m256i sums = broadcast_i32(xa + kActSums + 4 * t);
+            if constexpr (F::kOffset == 8) isum = _mm256_sub_epi32(isum, sums);
+            if constexpr (F::kOffset == 16) isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(sums, 1));
             const __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(reinterpret_cast<const float*>(xa + kActScales + 4 * t)));
-            acc[t] = _mm256_add_ps(acc[t], no_contract(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), s)));
+            __m256 step = no_contract(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), s));
+            if constexpr (F::kHasMin) {
+                const __m256 sx = _mm256_castsi256_ps(sums);  // Q8_1: the float dx * sum(x)
+                step = _mm256_add_ps(step, no_contract(_mm256_mul_ps(mw, sx)));
+            }
+            acc[t] = _mm256_add_ps(acc[t], step);
         }
     }
     for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
 // Q8_0 x Q8_0: out[t] lane r = row r of the group . token t, for t < NT, in ref's order like
-// q4_0_tile: acc = acc + float(isum) * (dw * dx). Signed weights use the sign trick,
+// q4_family_tile: acc = acc + float(isum) * (dw * dx). Signed weights use the sign trick,
 // |w| * (x * sign(w)): a maddubs pair is at most 2 * 128 * 127 = 32512 (|w| = 128 only for a
 // stored -128; activations are never -128), so each is widened to int32 at once; exact.
 template <int NT>
@@ -359,14 +404,18 @@ inline void q6_k_tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* o
 // The per-type pieces of a packed product: K::kBlock elements per block, K::kActBytes per
 // block of a regrouped token group, K::group() regroups the activations, K::tile<NT>() is the
 // micro-kernel.
-struct KernelQ4_0 {
+template <class Block>  // BlockQ4_0, BlockQ5_0 (activations Q8_0), BlockQ4_1, BlockQ5_1 (Q8_1)
+struct KernelQ4Family {
     static constexpr int64_t kBlock = kQK4_0;
     static constexpr size_t kActBytes = kActQ8_0Bytes;
     static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
-        group_q8_0(x, x_row_bytes, n_tokens, nb, dst);
+        if constexpr (PackQ4Family<Block>::kHasMin) group_q8_1(x, x_row_bytes, n_tokens, nb, dst);
+        else group_q8_0(x, x_row_bytes, n_tokens, nb, dst);
     }
     template <int NT>
-    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) { q4_0_tile<NT>(nb, w, xa, out); }
+    static void tile(int64_t nb, const uint8_t* w, const uint8_t* xa, __m256* out) {
+        q4_family_tile<NT, PackQ4Family<Block>>(nb, w, xa, out);
+    }
 };
 struct KernelQ8_0 {
     static constexpr int64_t kBlock = kQK8_0;
@@ -448,7 +497,10 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
                    int64_t r0, int64_t r1) {
     if (r0 >= r1 || n_tokens <= 0) return;
     switch (w.type()) {
-    case GgmlType::Q4_0: return matmul_kernel<KernelQ4_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q4_0: return matmul_kernel<KernelQ4Family<BlockQ4_0>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q5_0: return matmul_kernel<KernelQ4Family<BlockQ5_0>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q4_1: return matmul_kernel<KernelQ4Family<BlockQ4_1>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q5_1: return matmul_kernel<KernelQ4Family<BlockQ5_1>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q8_0: return matmul_kernel<KernelQ8_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q4_K: return matmul_kernel<KernelQ45_K<kPackQ4_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q5_K: return matmul_kernel<KernelQ45_K<kPackQ5_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);

@@ -9,6 +9,16 @@
 //              [4m, 4m + 4) of all eight rows, int32 lane r = row r; the high nibbles are
 //              elements [16 + 4m, 16 + 4m + 4).
 //
+// Q5_0, per block column, kPackQ5_0BlockBytes = 176 bytes: Q4_0's 144 (the low four bits of
+// each 5-bit value as Q4_0's nibbles, offset 16 not applied), then
+//   [144, 176) high bits: byte 144 + 4r + j holds in bit m (m in [0, 4)) the fifth bit of element
+//              4m + j of row r, and in bit 4 + m that of element 16 + 4m + j. A shift and a mask
+//              put the fifth bits under the nibbles of vector m (low, then high).
+//
+// Q4_1, kPackQ4_1BlockBytes = 160 bytes: d[r] in [0, 16), the fp16 mins m[r] in [16, 32), then
+// Q4_0's quants in [32, 160). Q5_1, kPackQ5_1BlockBytes = 192: Q4_1's 160, then Q5_0's high
+// bits in [160, 192).
+//
 // Q8_0, per 32-element block column i, kPackQ8_0BlockBytes = 272 bytes at i * 272:
 //   [0, 16)    d[r]: the eight rows' fp16 scales
 //   [16, 272)  quants: byte 16 + 32m + 4r + j (m in [0, 8), j in [0, 4)) holds element 4m + j of
@@ -53,10 +63,15 @@
 
 #include <cstddef>
 
+#include "kernels/quant_blocks.h"
+
 namespace kvrag::kernels {
 
 inline constexpr size_t kPackQ4_0BlockBytes = 16 + 128;
 inline constexpr size_t kPackQ8_0BlockBytes = 16 + 256;
+inline constexpr size_t kPackQ5_0BlockBytes = 16 + 128 + 32;
+inline constexpr size_t kPackQ4_1BlockBytes = 32 + 128;
+inline constexpr size_t kPackQ5_1BlockBytes = 32 + 128 + 32;
 
 inline constexpr size_t kPackQ4_KScales = 32;
 inline constexpr size_t kPackQ4_KMins = 96;
@@ -69,5 +84,35 @@ inline constexpr size_t kPackQ5_KBlockBytes = kPackQ5_KQuants + 8 * 160;
 inline constexpr size_t kPackQ6_KScales = 16;
 inline constexpr size_t kPackQ6_KQuants = 144;
 inline constexpr size_t kPackQ6_KBlockBytes = kPackQ6_KQuants + 16 * 96;
+
+// The 32-element block types with 4-bit quants, optionally a min (Q4_1, Q5_1) and a fifth bit
+// (Q5_0, Q5_1): their packed block size and where the quants go (the high bits follow them).
+// kOffset: the value subtracted from each stored quant (8, 16; 0 with a min instead).
+template <class Block>
+struct PackQ4Family;
+template <>
+struct PackQ4Family<BlockQ4_0> {
+    static constexpr size_t kBytes = kPackQ4_0BlockBytes, kQuants = 16;
+    static constexpr bool kHasMin = false, kHasHighBit = false;
+    static constexpr int kOffset = 8;
+};
+template <>
+struct PackQ4Family<BlockQ5_0> {
+    static constexpr size_t kBytes = kPackQ5_0BlockBytes, kQuants = 16;
+    static constexpr bool kHasMin = false, kHasHighBit = true;
+    static constexpr int kOffset = 16;
+};
+template <>
+struct PackQ4Family<BlockQ4_1> {
+    static constexpr size_t kBytes = kPackQ4_1BlockBytes, kQuants = 32;
+    static constexpr bool kHasMin = true, kHasHighBit = false;
+    static constexpr int kOffset = 0;
+};
+template <>
+struct PackQ4Family<BlockQ5_1> {
+    static constexpr size_t kBytes = kPackQ5_1BlockBytes, kQuants = 32;
+    static constexpr bool kHasMin = true, kHasHighBit = true;
+    static constexpr int kOffset = 0;
+};
 
 }  // namespace kvrag::kernels

@@ -21,11 +21,11 @@
 namespace kvrag::kernels {
 namespace {
 
-const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                                 GgmlType::F16, GgmlType::BF16};
+const GgmlType kPackedTypes[] = {GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::Q8_0,
+                                 GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F16,  GgmlType::BF16};
 // Types whose AVX2 vec_dot keeps the reference's float order (the packed ones need it).
-const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                                   GgmlType::F16, GgmlType::BF16};
+const GgmlType kRefOrderTypes[] = {GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::Q8_0,
+                                   GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F16,  GgmlType::BF16};
 
 std::vector<float> zero_mean_gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
     std::mt19937 rng(seed);
@@ -38,7 +38,8 @@ std::vector<float> zero_mean_gaussian(int64_t n, uint32_t seed, float sigma = 1.
 // Offsets of the fp16 scale fields in one block: random bits there would be inf/NaN.
 std::vector<size_t> scale_offsets(GgmlType t) {
     switch (t) {
-    case GgmlType::Q4_0: case GgmlType::Q8_0: return {0};
+    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: return {0};
+    case GgmlType::Q4_1: case GgmlType::Q5_1: return {0, 2};  // d, m
     case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
     case GgmlType::Q6_K: return {208};
     default: return {};
@@ -95,7 +96,7 @@ std::vector<uint8_t> weight_row(GgmlType t, int64_t n, uint32_t seed, int kind) 
     for (size_t blk = 0; blk < q.size() / bs; ++blk) {
         for (size_t off : scale_offsets(t)) {
             float v = scale(rng);
-            if ((t == GgmlType::Q4_0 || t == GgmlType::Q8_0 || t == GgmlType::Q6_K) && (rng() & 1)) v = -v;
+            if (t != GgmlType::Q4_K && t != GgmlType::Q5_K && (rng() & 1)) v = -v;  // K-quant scales are positive
             const uint16_t h = fp32_to_fp16(v);
             std::memcpy(&q[blk * bs + off], &h, 2);
         }
@@ -299,7 +300,7 @@ TEST(RepackTest, HalfFloatAcrossPanelsEqualsRefBitForBit) {
 
 TEST(RepackTest, OnlyPackedTypesRepack) {
     std::vector<uint8_t> w(ggml_row_size(GgmlType::F32, 64) * 8);
-    for (GgmlType t : {GgmlType::F32, GgmlType::Q5_0, GgmlType::Q4_1}) {
+    for (GgmlType t : {GgmlType::F32}) {
         EXPECT_FALSE(can_repack(t, 256)) << ggml_type_name(t);
         EXPECT_EQ(repack(t, w.data(), ggml_row_size(t, 64), 1, 64), nullptr) << ggml_type_name(t);
     }
@@ -308,6 +309,10 @@ TEST(RepackTest, OnlyPackedTypesRepack) {
     EXPECT_FALSE(can_repack(GgmlType::Q8_0, 48));
     EXPECT_EQ(can_repack(GgmlType::Q4_0, 64), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::Q8_0, 64), using_avx2());
+    for (GgmlType t : {GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1}) {
+        EXPECT_EQ(can_repack(t, 64), using_avx2()) << ggml_type_name(t);
+        EXPECT_FALSE(can_repack(t, 48)) << ggml_type_name(t);
+    }
     EXPECT_EQ(can_repack(GgmlType::Q4_K, 512), using_avx2());
     EXPECT_EQ(can_repack(GgmlType::Q5_K, 512), using_avx2());
     EXPECT_FALSE(can_repack(GgmlType::Q5_K, 128));

@@ -165,7 +165,9 @@ TEST(MemoryCli, InterruptedIngestResumesAtTheNextRun) {
     ASSERT_EQ(run_kvrag("make-model -o m.gguf --type q8_0").exit_code, 0);
     testing::write_file(dir / "a_small.txt", "A short note about the harbour lights.\n");
     std::string big;
-    for (int i = 0; i < 2000; ++i) big += "The keeper logged tide " + std::to_string(i) + " at the rock. ";
+    // Big enough that embedding it takes far longer than the 50 ms before the interrupt (2,000
+    // sentences once did, until the kernels got faster: it finished within the old 200 ms).
+    for (int i = 0; i < 8000; ++i) big += "The keeper logged tide " + std::to_string(i) + " at the rock. ";
     testing::write_file(dir / "b_big.txt", big);
     const std::string out_path = (dir / "ingest.out").string(), err_path = (dir / "ingest.err").string();
     std::vector<std::string> args = {KVRAG_BINARY, "ingest", "-m", "m.gguf", "--memory", "store", "--chunk-tokens", "16",
@@ -198,7 +200,7 @@ TEST(MemoryCli, InterruptedIngestResumesAtTheNextRun) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ASSERT_NE(slurp(out_path).find("inserted  a_small.txt"), std::string::npos) << slurp(out_path) << slurp(err_path);
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const auto t0 = std::chrono::steady_clock::now();
     kill(pid, SIGINT);
     int status = 0;
