@@ -79,7 +79,7 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
 }  // namespace avx2
 
 // The AVX-512 kernels behind matmul_packed (x86-64 only; call only when avx512_supported()):
-// every packed type (has_kernel: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16).
+// every packed type (has_kernel: Q4_0, Q5_0, Q4_1, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16).
 namespace avx512 {
 bool has_kernel(GgmlType type);
 void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,

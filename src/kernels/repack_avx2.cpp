@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/fp16.h"
@@ -38,41 +39,43 @@ uint8_t* act_buffer(size_t bytes) {
     return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~static_cast<uintptr_t>(63));
 }
 
-void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+namespace {
+
+// Q8_0 (sums slot: 8 * sum of the quants, an int32) or Q8_1 (sums slot: the block's s, a float).
+template <class Block>
+void group_q8_32(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
     const int64_t n_groups = (n_tokens + kActTok - 1) / kActTok;
     std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_0Bytes);
     for (int64_t t = 0; t < n_tokens; ++t) {
-        const auto* blocks = reinterpret_cast<const BlockQ8_0*>(x + static_cast<size_t>(t) * x_row_bytes);
+        const auto* blocks = reinterpret_cast<const Block*>(x + static_cast<size_t>(t) * x_row_bytes);
         uint8_t* g = dst + static_cast<size_t>((t / kActTok) * nb) * kActQ8_0Bytes;
         const int k = static_cast<int>(t % kActTok);
         for (int64_t i = 0; i < nb; ++i) {
             uint8_t* b = g + static_cast<size_t>(i) * kActQ8_0Bytes;
             std::memcpy(b + 32 * k, blocks[i].qs, 32);
             const float dx = _cvtsh_ss(blocks[i].d);
-            int32_t sum = 0;
-            for (int j = 0; j < 32; ++j) sum += blocks[i].qs[j];
-            sum *= 8;
             std::memcpy(b + kActScales + 4 * k, &dx, 4);
-            std::memcpy(b + kActSums + 4 * k, &sum, 4);
+            if constexpr (std::is_same_v<Block, BlockQ8_1>) {
+                const float sx = _cvtsh_ss(blocks[i].s);
+                std::memcpy(b + kActSums + 4 * k, &sx, 4);
+            } else {
+                int32_t sum = 0;
+                for (int j = 0; j < 32; ++j) sum += blocks[i].qs[j];
+                sum *= 8;
+                std::memcpy(b + kActSums + 4 * k, &sum, 4);
+            }
         }
     }
 }
 
+}  // namespace
+
+void group_q8_0(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
+    group_q8_32<BlockQ8_0>(x, x_row_bytes, n_tokens, nb, dst);
+}
+
 void group_q8_1(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
-    const int64_t n_groups = (n_tokens + kActTok - 1) / kActTok;
-    std::memset(dst, 0, static_cast<size_t>(n_groups * nb) * kActQ8_0Bytes);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        const auto* blocks = reinterpret_cast<const BlockQ8_1*>(x + static_cast<size_t>(t) * x_row_bytes);
-        uint8_t* g = dst + static_cast<size_t>((t / kActTok) * nb) * kActQ8_0Bytes;
-        const int k = static_cast<int>(t % kActTok);
-        for (int64_t i = 0; i < nb; ++i) {
-            uint8_t* b = g + static_cast<size_t>(i) * kActQ8_0Bytes;
-            std::memcpy(b + 32 * k, blocks[i].qs, 32);
-            const float dx = _cvtsh_ss(blocks[i].d), sx = _cvtsh_ss(blocks[i].s);
-            std::memcpy(b + kActScales + 4 * k, &dx, 4);
-            std::memcpy(b + kActSums + 4 * k, &sx, 4);
-        }
-    }
+    group_q8_32<BlockQ8_1>(x, x_row_bytes, n_tokens, nb, dst);
 }
 
 void group_q8_k(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {

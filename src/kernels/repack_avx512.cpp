@@ -10,7 +10,7 @@
 //
 // Exactness: the integer part of each block is the same exact integer as in the AVX2 tile, only
 // computed with other instructions: `vpdpbusd` (VNNI: four u8 x s8 products added into an int32
-// lane, no int16 step) for Q4_0 and Q8_0; for the K-quants the same maddubs / madd steps on
+// lane, no int16 step) for Q4_0, Q5_0, Q4_1, Q5_1 and Q8_0; for the K-quants the same maddubs / madd steps on
 // wider vectors (their int16 bounds are argued in repack_avx2.cpp), with `vpdpwssd` fusing the
 // madd by the sub-block scales and its add. The float steps per block are the reference's, in
 // the same order and with the same roundings (no_contract keeps GCC from fusing them), so every
@@ -90,24 +90,33 @@ inline void prefetch_for_decode(const uint8_t* a, const uint8_t* b) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Q4_0 and Q8_0 x Q8_0 (VNNI)
+// Q4_0, Q5_0, Q4_1, Q5_1 (x Q8_0 / Q8_1) and Q8_0 x Q8_0 (VNNI)
 // ------------------------------------------------------------------------------------------
 
-// out[t] lane l = row l % 8 of group (l < 8 ? a : b) . token t. Per block:
-//   isum = sum q x - 8 sum x (q the unsigned nibbles), acc = acc + float(isum) * (dw * dx).
-template <int NT>
-inline void q4_0_tile(int64_t nb, const uint8_t* a, const uint8_t* b, const uint8_t* xa, __m512* out) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+// Q4_0, Q5_0, Q4_1 and Q5_1 (F = PackQ4Family<Block>): out[t] lane l = row l % 8 of group
+// (l < 8 ? a : b) . token t. Per block, as repack_avx2.cpp's q4_family_tile:
+//   Q4_0, Q5_0: isum = sum q x - offset * sum x, acc = acc + float(isum) * (dw * dx)
+//   Q4_1, Q5_1: isum = sum q x, acc = acc + (float(isum) * (dw * dx) + mw * sx)
+// with q the stored unsigned quants (fifth bit included), summed exactly by vpdpbusd.
+template <int NT, class F>
+inline void q4_family_tile(int64_t nb, const uint8_t* a, const uint8_t* b, const uint8_t* xa, __m512* out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, a += kPackQ4_0BlockBytes, b += kPackQ4_0BlockBytes, xa += kActQ8_0Bytes) {
-        prefetch_for_decode<NT, kPackQ4_0BlockBytes>(a, b);
+    for (int64_t i = 0; i < nb; ++i, a += F::kBytes, b += F::kBytes, xa += kActQ8_0Bytes) {
+        prefetch_for_decode<NT, F::kBytes>(a, b);
         __m512i isum[NT];
         for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+        __m512i qh = _mm512_setzero_si512();
+        if constexpr (F::kHasHighBit) qh = load_pair(a + F::kQuants + 128, b + F::kQuants + 128);
         for (int m = 0; m < 4; ++m) {
-            const __m512i raw = load_pair(a + 16 + 32 * m, b + 16 + 32 * m);
-            const __m512i lo = _mm512_and_si512(raw, m4);                         // elements 4m..4m+3
-            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);  // elements 16+4m..
+            const __m512i raw = load_pair(a + F::kQuants + 32 * m, b + F::kQuants + 32 * m);
+            __m512i lo = _mm512_and_si512(raw, m4);                         // elements 4m..4m+3
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);  // elements 16+4m..
+            if constexpr (F::kHasHighBit) {  // bits m and 4 + m of each byte moved to bit 4
+                lo = _mm512_or_si512(lo, _mm512_and_si512(_mm512_slli_epi16(qh, 4 - m), bit4));
+                hi = _mm512_or_si512(hi, _mm512_and_si512(_mm512_srli_epi16(qh, m), bit4));
+            }
             for (int t = 0; t < NT; ++t) {
                 const uint8_t* xq = xa + 32 * t;
                 isum[t] = _mm512_dpbusd_epi32(isum[t], lo, broadcast_i32(xq + 4 * m));
@@ -115,10 +124,17 @@ inline void q4_0_tile(int64_t nb, const uint8_t* a, const uint8_t* b, const uint
             }
         }
         const __m512 dw = scales_pair(a, b);
+        __m512 mw = _mm512_setzero_ps();
+        if constexpr (F::kHasMin) mw = scales_pair(a + 16, b + 16);
         for (int t = 0; t < NT; ++t) {
-            const __m512i total = _mm512_sub_epi32(isum[t], broadcast_i32(xa + kActSums + 4 * t));
+            __m512i total = isum[t];
+            const __m512i sums = broadcast_i32(xa + kActSums + 4 * t);
+            if constexpr (F::kOffset == 8) total = _mm512_sub_epi32(total, sums);
+            if constexpr (F::kOffset == 16) total = _mm512_sub_epi32(total, _mm512_slli_epi32(sums, 1));
             const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(load_f32(xa + kActScales + 4 * t)));
-            acc[t] = _mm512_add_ps(acc[t], no_contract(_mm512_mul_ps(_mm512_cvtepi32_ps(total), s)));
+            __m512 step = no_contract(_mm512_mul_ps(_mm512_cvtepi32_ps(total), s));
+            if constexpr (F::kHasMin) step = _mm512_add_ps(step, no_contract(_mm512_mul_ps(mw, _mm512_castsi512_ps(sums))));
+            acc[t] = _mm512_add_ps(acc[t], step);
         }
     }
     for (int t = 0; t < NT; ++t) out[t] = acc[t];
@@ -296,15 +312,17 @@ inline void q6_k_tile(int64_t nb, const uint8_t* a, const uint8_t* b, const uint
 }
 
 // The per-type pieces, as in repack_avx2.cpp.
-struct KernelQ4_0 {
+template <class Block>  // BlockQ4_0, BlockQ5_0 (activations Q8_0), BlockQ4_1, BlockQ5_1 (Q8_1)
+struct KernelQ4Family {
     static constexpr int64_t kBlock = kQK4_0;
     static constexpr size_t kActBytes = kActQ8_0Bytes;
     static void group(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_t nb, uint8_t* dst) {
-        avx2::group_q8_0(x, x_row_bytes, n_tokens, nb, dst);
+        if constexpr (PackQ4Family<Block>::kHasMin) avx2::group_q8_1(x, x_row_bytes, n_tokens, nb, dst);
+        else avx2::group_q8_0(x, x_row_bytes, n_tokens, nb, dst);
     }
     template <int NT>
     static void tile(int64_t nb, const uint8_t* a, const uint8_t* b, const uint8_t* xa, __m512* out) {
-        q4_0_tile<NT>(nb, a, b, xa, out);
+        q4_family_tile<NT, PackQ4Family<Block>>(nb, a, b, xa, out);
     }
 };
 struct KernelQ8_0 {
@@ -399,7 +417,8 @@ void matmul_kernel(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
 
 bool has_kernel(GgmlType type) {
     switch (type) {
-    case GgmlType::Q4_0: case GgmlType::Q8_0: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q8_0:
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
     case GgmlType::F16: case GgmlType::BF16:
         return true;
     default:
@@ -411,7 +430,10 @@ void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int
                    int64_t r0, int64_t r1) {
     if (r0 >= r1 || n_tokens <= 0) return;
     switch (w.type()) {
-    case GgmlType::Q4_0: return matmul_kernel<KernelQ4_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q4_0: return matmul_kernel<KernelQ4Family<BlockQ4_0>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q5_0: return matmul_kernel<KernelQ4Family<BlockQ5_0>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q4_1: return matmul_kernel<KernelQ4Family<BlockQ4_1>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    case GgmlType::Q5_1: return matmul_kernel<KernelQ4Family<BlockQ5_1>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q8_0: return matmul_kernel<KernelQ8_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q4_K: return matmul_kernel<KernelQ45_K<kPackQ4_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
     case GgmlType::Q5_K: return matmul_kernel<KernelQ45_K<kPackQ5_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);

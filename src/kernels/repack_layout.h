@@ -88,31 +88,21 @@ inline constexpr size_t kPackQ6_KBlockBytes = kPackQ6_KQuants + 16 * 96;
 // The 32-element block types with 4-bit quants, optionally a min (Q4_1, Q5_1) and a fifth bit
 // (Q5_0, Q5_1): their packed block size and where the quants go (the high bits follow them).
 // kOffset: the value subtracted from each stored quant (8, 16; 0 with a min instead).
+template <size_t Bytes, size_t Quants, bool HasMin, bool HasHighBit, int Offset>
+struct PackQ4Layout {
+    static constexpr size_t kBytes = Bytes, kQuants = Quants;
+    static constexpr bool kHasMin = HasMin, kHasHighBit = HasHighBit;
+    static constexpr int kOffset = Offset;
+};
 template <class Block>
 struct PackQ4Family;
 template <>
-struct PackQ4Family<BlockQ4_0> {
-    static constexpr size_t kBytes = kPackQ4_0BlockBytes, kQuants = 16;
-    static constexpr bool kHasMin = false, kHasHighBit = false;
-    static constexpr int kOffset = 8;
-};
+struct PackQ4Family<BlockQ4_0> : PackQ4Layout<kPackQ4_0BlockBytes, 16, false, false, 8> {};
 template <>
-struct PackQ4Family<BlockQ5_0> {
-    static constexpr size_t kBytes = kPackQ5_0BlockBytes, kQuants = 16;
-    static constexpr bool kHasMin = false, kHasHighBit = true;
-    static constexpr int kOffset = 16;
-};
+struct PackQ4Family<BlockQ5_0> : PackQ4Layout<kPackQ5_0BlockBytes, 16, false, true, 16> {};
 template <>
-struct PackQ4Family<BlockQ4_1> {
-    static constexpr size_t kBytes = kPackQ4_1BlockBytes, kQuants = 32;
-    static constexpr bool kHasMin = true, kHasHighBit = false;
-    static constexpr int kOffset = 0;
-};
+struct PackQ4Family<BlockQ4_1> : PackQ4Layout<kPackQ4_1BlockBytes, 32, true, false, 0> {};
 template <>
-struct PackQ4Family<BlockQ5_1> {
-    static constexpr size_t kBytes = kPackQ5_1BlockBytes, kQuants = 32;
-    static constexpr bool kHasMin = true, kHasHighBit = true;
-    static constexpr int kOffset = 0;
-};
+struct PackQ4Family<BlockQ5_1> : PackQ4Layout<kPackQ5_1BlockBytes, 32, true, true, 0> {};
 
 }  // namespace kvrag::kernels
