@@ -41,6 +41,7 @@ constexpr int kTokGroups = 8;                     // token groups per panel
 constexpr int kTokBlock = kTokTile * kTokGroups;  // tokens per panel
 constexpr int64_t kKBlock = 512;                  // elements per panel
 constexpr int64_t kRowBlock = 8;                  // weight groups whose outputs stay in L1
+constexpr int64_t kPrefetchBytes = 2048;          // decode: how far ahead of the loads
 
 std::vector<float>& panel_scratch() {
     thread_local std::vector<float> buf;
@@ -96,6 +97,13 @@ __attribute__((noinline)) void f16_tile(int64_t kn, const uint8_t* w, size_t gro
     const uint8_t* wg[RG];
     for (int g = 0; g < RG; ++g) wg[g] = w + static_cast<size_t>(g) * group_bytes;
     for (int64_t k = 0; k < kn; ++k, xa += kTokTile) {
+        if constexpr (NT == 1) {
+            // Decode streams the weights once: each group's line kPrefetchBytes ahead is asked
+            // for once per 64 bytes.
+            if ((k & 3) == 0) {
+                for (int g = 0; g < RG; ++g) _mm_prefetch(reinterpret_cast<const char*>(wg[g] + 16 * k + kPrefetchBytes), _MM_HINT_T0);
+            }
+        }
         __m256 wv[RG];
         for (int g = 0; g < RG; ++g) {
             wv[g] = Half::load8(wg[g] + 16 * k);
