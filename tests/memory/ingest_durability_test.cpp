@@ -27,7 +27,9 @@ constexpr int kDocs = 6;
 
 std::string doc_text(int d) {
     std::string t;
-    for (int i = 0; i < 600; ++i) t += "Keeper " + std::to_string(d) + " logged tide " + std::to_string(i) + " at the rock. ";
+    // Long enough that one document's embedding takes far longer than a status poll and a kill
+    // (600 sentences did, until faster kernels made the gap between two jobs a likely moment).
+    for (int i = 0; i < 2400; ++i) t += "Keeper " + std::to_string(d) + " logged tide " + std::to_string(i) + " at the rock. ";
     return t + "Marker" + std::to_string(d) + "zq ends the log.";
 }
 
@@ -57,13 +59,13 @@ TEST(MemoryDurability, KillDuringIngestionThenRestartCompletesEveryAcknowledgedD
         auto del = cli.Delete("/documents?documentId=deleted");
         ASSERT_TRUE(del);
         EXPECT_EQ(del->status, 202) << del->body;
-        // Kill once ingestion is under way: the first document has embedded some chunks.
+        // Kill while a document is being embedded: some of its chunks done, it not complete.
         const auto t_wait = Clock::now();
         bool underway = false;
         while (!underway && Clock::now() - t_wait < std::chrono::seconds(30)) {
             for (int d = 0; d < kDocs && !underway; ++d) {
                 const json s = status(srv.port(), "doc" + std::to_string(d));
-                underway = s.value("chunks_done", 0) > 0 || s.value("completed", false);
+                underway = s.value("chunks_done", 0) > 0 && !s.value("completed", false);
             }
             if (!underway) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
