@@ -84,14 +84,14 @@ void attention_generic(const AttentionArgs& a, float* out, float* scratch) {
     }
 }
 
+}  // namespace
+
 // attention_generic for every head of a GQA group and up to kAttentionMaxQueries queries over
 // one cell list (attention_multi's contract), each output exactly what attention_generic gives
 // it: the same vec_dot per score, the same softmax, the same `out += p * v` per element in cell
 // order. What is shared: each K row is read once for all heads and queries that see it (the
 // scores of one cell are taken together), and each V row is dequantised once for all of them,
 // where the per-head path dequantised it once per head and query.
-}  // namespace
-
 void attention_generic_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch) {
     const AttentionArgs& a = qs[0];  // k, v, row_bytes, head_offset, cells, head_dim, n_q_heads, scale, type: shared
     const int32_t hd = a.head_dim, nq = a.n_q_heads;
