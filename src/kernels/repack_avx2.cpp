@@ -28,6 +28,7 @@
 #include "kernels/quant_blocks.h"
 #include "kernels/repack.h"
 #include "kernels/repack_act.h"
+#include "kernels/repack_driver.h"
 #include "kernels/repack_layout.h"
 #include "kernels/simd_avx2.h"
 
@@ -117,8 +118,6 @@ void group_q8_k16(const uint8_t* x, size_t x_row_bytes, int64_t n_tokens, int64_
 }
 
 namespace {
-
-constexpr int kTok = kActTok;
 
 // Pins v to a register at this point. GCC otherwise reassociates the int16 sums of a block
 // (integer adds are associative) into a tree over all its maddubs results and spills them.
@@ -456,61 +455,35 @@ struct KernelQ6_K {
 // Driver
 // ------------------------------------------------------------------------------------------
 
-template <class K, int NT>
-void run_groups(const PackedMatrix& w, int64_t nb, const uint8_t* xa, float* y, int64_t ldy, int64_t t0, int64_t g0,
-                int64_t g1, int64_t r0, int64_t r1) {
-    for (int64_t g = g0; g < g1; ++g) {
-        __m256 out[NT];
-        K::template tile<NT>(nb, w.group(g), xa, out);
-        const int64_t row0 = g * kPackRows;
-        store_tile<NT>(out, y, ldy, t0, row0, std::max(r0, row0), std::min(r1, row0 + kPackRows));
-    }
-}
-
-template <class K>
-void matmul_kernel(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
-                   int64_t r0, int64_t r1) {
-    const int64_t nb = w.n_cols() / K::kBlock;
-    const int64_t n_tgroups = (n_tokens + kTok - 1) / kTok;
-    const size_t tgroup_bytes = static_cast<size_t>(nb) * K::kActBytes;
-    uint8_t* act = act_buffer(tgroup_bytes * static_cast<size_t>(n_tgroups));
-    K::group(static_cast<const uint8_t*>(x), x_row_bytes, n_tokens, nb, act);
-    // Row groups in tiles of ~64 KiB of packed weights (kept in L2); inside a tile every token
-    // group (in L1) sweeps all its row groups.
-    const int64_t g_begin = r0 / kPackRows, g_end = (r1 + kPackRows - 1) / kPackRows;
-    const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>((64 * 1024) / w.group_bytes()));
-    for (int64_t gt = g_begin; gt < g_end; gt += tile) {
-        const int64_t gt_end = std::min(g_end, gt + tile);
-        for (int64_t tg = 0; tg < n_tgroups; ++tg) {
-            const uint8_t* xa = act + static_cast<size_t>(tg) * tgroup_bytes;
-            const int64_t t0 = tg * kTok;
-            switch (std::min<int64_t>(kTok, n_tokens - t0)) {
-            case 4: run_groups<K, 4>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            case 3: run_groups<K, 3>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            case 2: run_groups<K, 2>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            default: run_groups<K, 1>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            }
+// One 8-row group per tile call.
+struct Groups {
+    template <class K, int NT>
+    static void run(const PackedMatrix& w, int64_t nb, const uint8_t* xa, float* y, int64_t ldy, int64_t t0, int64_t g0,
+                    int64_t g1, int64_t r0, int64_t r1) {
+        for (int64_t g = g0; g < g1; ++g) {
+            __m256 out[NT];
+            K::template tile<NT>(nb, w.group(g), xa, out);
+            const int64_t row0 = g * kPackRows;
+            store_tile<NT>(out, y, ldy, t0, row0, std::max(r0, row0), std::min(r1, row0 + kPackRows));
         }
     }
-}
+};
+
+using Kernels = PackedKernelSet<KernelQ4Family, KernelQ8_0, KernelQ45_K, KernelQ6_K>;
 
 }  // namespace
 
 void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
                    int64_t r0, int64_t r1) {
     if (r0 >= r1 || n_tokens <= 0) return;
-    switch (w.type()) {
-    case GgmlType::Q4_0: return matmul_kernel<KernelQ4Family<BlockQ4_0>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q5_0: return matmul_kernel<KernelQ4Family<BlockQ5_0>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q4_1: return matmul_kernel<KernelQ4Family<BlockQ4_1>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q5_1: return matmul_kernel<KernelQ4Family<BlockQ5_1>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q8_0: return matmul_kernel<KernelQ8_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q4_K: return matmul_kernel<KernelQ45_K<kPackQ4_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q5_K: return matmul_kernel<KernelQ45_K<kPackQ5_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q6_K: return matmul_kernel<KernelQ6_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::F16:
-    case GgmlType::BF16: return matmul_half_groups(w.type(), w.group(0), 0, w.n_cols(), x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    default: unsupported_type("matmul_packed", w.type());
+    if (w.type() == GgmlType::F16 || w.type() == GgmlType::BF16) {
+        return matmul_half_groups(w.type(), w.group(0), 0, w.n_cols(), x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    }
+    // Row tiles of ~64 KiB of packed weights.
+    if (!with_packed_kernel<Kernels>(w.type(), [&]<class K>() {
+            run_packed_product<K, Groups, 64 * 1024, 1>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+        })) {
+        unsupported_type("matmul_packed", w.type());
     }
 }
 

@@ -27,6 +27,7 @@
 #include "kernels/quant.h"
 #include "kernels/repack.h"
 #include "kernels/repack_act.h"
+#include "kernels/repack_driver.h"
 #include "kernels/repack_layout.h"
 
 namespace kvrag::kernels::avx512 {
@@ -366,52 +367,29 @@ struct KernelQ6_K {
 
 // Groups [g0, g1) two at a time; a last lone group is paired with itself and only its own
 // lanes are stored. Lane l of a tile is row 8g + l; only rows in [r0, r1) are written.
-template <class K, int NT>
-void run_groups(const PackedMatrix& w, int64_t nb, const uint8_t* xa, float* y, int64_t ldy, int64_t t0, int64_t g0,
-                int64_t g1, int64_t r0, int64_t r1) {
-    for (int64_t g = g0; g < g1; g += 2) {
-        const uint8_t* a = w.group(g);
-        const uint8_t* b = g + 1 < g1 ? w.group(g + 1) : a;
-        __m512 out[NT];
-        K::template tile<NT>(nb, a, b, xa, out);
-        const int64_t row0 = g * kPackRows;
-        const int64_t lo = std::max(r0, row0) - row0;
-        const int64_t hi = std::min(r1, row0 + (g + 1 < g1 ? 2 : 1) * kPackRows) - row0;
-        if (lo == 0 && hi == 2 * kPackRows) {
-            for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy + row0, out[t]);
-        } else {
-            const auto mask = static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-            for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy + row0, mask, out[t]);
-        }
-    }
-}
-
-template <class K>
-void matmul_kernel(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
-                   int64_t r0, int64_t r1) {
-    const int64_t nb = w.n_cols() / K::kBlock;
-    const int64_t n_tgroups = (n_tokens + kActTok - 1) / kActTok;
-    const size_t tgroup_bytes = static_cast<size_t>(nb) * K::kActBytes;
-    uint8_t* act = avx2::act_buffer(tgroup_bytes * static_cast<size_t>(n_tgroups));
-    K::group(static_cast<const uint8_t*>(x), x_row_bytes, n_tokens, nb, act);
-    // Row groups in tiles of ~128 KiB of packed weights (an even number of groups, kept in L2);
-    // inside a tile every token group (in L1) sweeps all its row groups.
-    const int64_t g_begin = r0 / kPackRows, g_end = (r1 + kPackRows - 1) / kPackRows;
-    const int64_t tile = std::max<int64_t>(2, static_cast<int64_t>((128 * 1024) / w.group_bytes()) & ~int64_t{1});
-    for (int64_t gt = g_begin; gt < g_end; gt += tile) {
-        const int64_t gt_end = std::min(g_end, gt + tile);
-        for (int64_t tg = 0; tg < n_tgroups; ++tg) {
-            const uint8_t* xa = act + static_cast<size_t>(tg) * tgroup_bytes;
-            const int64_t t0 = tg * kActTok;
-            switch (std::min<int64_t>(kActTok, n_tokens - t0)) {
-            case 4: run_groups<K, 4>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            case 3: run_groups<K, 3>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            case 2: run_groups<K, 2>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
-            default: run_groups<K, 1>(w, nb, xa, y, ldy, t0, gt, gt_end, r0, r1); break;
+struct GroupPairs {
+    template <class K, int NT>
+    static void run(const PackedMatrix& w, int64_t nb, const uint8_t* xa, float* y, int64_t ldy, int64_t t0, int64_t g0,
+                    int64_t g1, int64_t r0, int64_t r1) {
+        for (int64_t g = g0; g < g1; g += 2) {
+            const uint8_t* a = w.group(g);
+            const uint8_t* b = g + 1 < g1 ? w.group(g + 1) : a;
+            __m512 out[NT];
+            K::template tile<NT>(nb, a, b, xa, out);
+            const int64_t row0 = g * kPackRows;
+            const int64_t lo = std::max(r0, row0) - row0;
+            const int64_t hi = std::min(r1, row0 + (g + 1 < g1 ? 2 : 1) * kPackRows) - row0;
+            if (lo == 0 && hi == 2 * kPackRows) {
+                for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy + row0, out[t]);
+            } else {
+                const auto mask = static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+                for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ldy + row0, mask, out[t]);
             }
         }
     }
-}
+};
+
+using Kernels = PackedKernelSet<KernelQ4Family, KernelQ8_0, KernelQ45_K, KernelQ6_K>;
 
 }  // namespace
 
@@ -429,18 +407,14 @@ bool has_kernel(GgmlType type) {
 void matmul_packed(const PackedMatrix& w, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy,
                    int64_t r0, int64_t r1) {
     if (r0 >= r1 || n_tokens <= 0) return;
-    switch (w.type()) {
-    case GgmlType::Q4_0: return matmul_kernel<KernelQ4Family<BlockQ4_0>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q5_0: return matmul_kernel<KernelQ4Family<BlockQ5_0>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q4_1: return matmul_kernel<KernelQ4Family<BlockQ4_1>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q5_1: return matmul_kernel<KernelQ4Family<BlockQ5_1>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q8_0: return matmul_kernel<KernelQ8_0>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q4_K: return matmul_kernel<KernelQ45_K<kPackQ4_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q5_K: return matmul_kernel<KernelQ45_K<kPackQ5_KBlockBytes>>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::Q6_K: return matmul_kernel<KernelQ6_K>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    case GgmlType::F16:
-    case GgmlType::BF16: return matmul_half_groups(w.type(), w.group(0), 0, w.n_cols(), x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    default: unsupported_type("avx512::matmul_packed", w.type());
+    if (w.type() == GgmlType::F16 || w.type() == GgmlType::BF16) {
+        return matmul_half_groups(w.type(), w.group(0), 0, w.n_cols(), x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    }
+    // Row tiles of ~128 KiB of packed weights, an even number of groups.
+    if (!with_packed_kernel<Kernels>(w.type(), [&]<class K>() {
+            run_packed_product<K, GroupPairs, 128 * 1024, 2>(w, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+        })) {
+        unsupported_type("avx512::matmul_packed", w.type());
     }
 }
 
