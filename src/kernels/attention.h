@@ -58,8 +58,8 @@ void attention_f16(const AttentionArgs& a, float* out, float* scratch);
 void attention_f16_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
 // q8_0 cells, when attention_q8_0_supports(head_dim) (a multiple of 32, at most 1024). The
 // scores are bit for bit vec_dot(Q8_0)'s; the softmax's exponentials are avx2::softmax's and
-// P V runs on FMAs, so outputs differ from attention_ref's in the last bits (attention_generic
-// is the exact per-head path). Alone or in a query block, a query's output is the same.
+// P V runs on FMAs, so outputs differ from attention_ref's in the last bits
+// (attention_generic_multi is the exact path). Alone or in a query block, a query's output is the same.
 bool attention_q8_0_supports(int32_t head_dim);
 void attention_q8_0_multi(const AttentionArgs* qs, int n_queries, float* const* outs, float* scratch);
 }  // namespace avx2

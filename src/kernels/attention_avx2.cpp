@@ -177,16 +177,7 @@ struct Q8_0Cells {
         const int32_t hd = a.head_dim;
         for (int32_t i = 0; i < n; ++i) {
             const uint8_t* row = a.v + static_cast<size_t>(a.cells[c0 + i]) * a.row_bytes + a.head_offset;
-            float* dst = tile + static_cast<size_t>(i) * hd;
-            for (int32_t b = 0; b < hd / kQK; ++b) {
-                uint16_t h;
-                std::memcpy(&h, row + b * kBlock, 2);
-                const __m256 d = _mm256_set1_ps(_cvtsh_ss(h));
-                for (int k = 0; k < kQK; k += 8) {
-                    const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + b * kBlock + 2 + k));
-                    _mm256_store_ps(dst + b * kQK + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d));
-                }
-            }
+            avx2::dequantize_row(GgmlType::Q8_0, row, tile + static_cast<size_t>(i) * hd, hd);
         }
         if (n < kTile) std::memset(tile + static_cast<size_t>(n) * hd, 0, static_cast<size_t>(kTile - n) * hd * sizeof(float));
     }

@@ -1,7 +1,7 @@
 // AVX2 product of packed F16 or BF16 weight groups (kernels/gemm_f16.h, layout in
 // repack_layout.h) with activations of the same type. The two types differ only in how eight
 // values are widened to f32 (vcvtph2ps, or a zero-extend and a 16-bit shift), both exact, so
-// everything below is written once over a `Half` policy.
+// everything below is written once over a `Half` load (LoadF16 or LoadBF16, simd_avx2.h).
 //
 // Lane r of a vector is weight row r of an 8-row group: one 16-byte load + vcvtph2ps gives
 // element k of all eight rows, and one activation value broadcast to every lane feeds them all,
@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "kernels/gemm_f16.h"
+#include "kernels/simd_avx2.h"
 
 namespace kvrag::kernels::avx2 {
 namespace {
@@ -47,23 +48,6 @@ std::vector<float>& panel_scratch() {
     thread_local std::vector<float> buf;
     return buf;
 }
-
-// Eight 16-bit floats at p widened to f32, and one.
-struct HalfF16 {
-    static __m256 load8(const void* p) { return _mm256_cvtph_ps(_mm_loadu_si128(static_cast<const __m128i*>(p))); }
-    static float load1(uint16_t h) { return _cvtsh_ss(h); }
-};
-struct HalfBF16 {
-    static __m256 load8(const void* p) {
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(static_cast<const __m128i*>(p))), 16));
-    }
-    static float load1(uint16_t h) {
-        const uint32_t bits = static_cast<uint32_t>(h) << 16;
-        float f;
-        __builtin_memcpy(&f, &bits, 4);
-        return f;
-    }
-};
 
 template <class Half>
 void widen_panel_impl(const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, int64_t k0, int64_t kn, float* panel) {
@@ -81,7 +65,7 @@ void widen_panel_impl(const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t 
             _mm256_store_ps(v, Half::load8(row + k));
             for (int j = 0; j < 8; ++j) dst[(k + j) * kTokTile] = v[j];
         }
-        for (; k < kn; ++k) dst[k * kTokTile] = Half::load1(row[k]);
+        for (; k < kn; ++k) dst[k * kTokTile] = Half::load1(row + k);
     }
 }
 
@@ -106,7 +90,7 @@ __attribute__((noinline)) void f16_tile(int64_t kn, const uint8_t* w, size_t gro
         }
         __m256 wv[RG];
         for (int g = 0; g < RG; ++g) {
-            wv[g] = Half::load8(wg[g] + 16 * k);
+            wv[g] = Half::load8(reinterpret_cast<const uint16_t*>(wg[g] + 16 * k));
         }
         for (int t = 0; t < NT; ++t) {
             const __m256 xb = _mm256_broadcast_ss(xa + t);
@@ -234,15 +218,15 @@ void matmul_groups(const uint8_t* groups, int64_t g_first, int64_t n_cols, const
 
 void widen_panel(GgmlType half, const uint8_t* x, size_t x_row_bytes, int64_t t0, int64_t t1, int64_t k0, int64_t kn,
                  float* panel) {
-    if (half == GgmlType::BF16) return widen_panel_impl<HalfBF16>(x, x_row_bytes, t0, t1, k0, kn, panel);
-    widen_panel_impl<HalfF16>(x, x_row_bytes, t0, t1, k0, kn, panel);
+    if (half == GgmlType::BF16) return widen_panel_impl<LoadBF16>(x, x_row_bytes, t0, t1, k0, kn, panel);
+    widen_panel_impl<LoadF16>(x, x_row_bytes, t0, t1, k0, kn, panel);
 }
 
 void matmul_half_groups(GgmlType half, const uint8_t* groups, int64_t g_first, int64_t n_cols, const void* x,
                         size_t x_row_bytes, int64_t n_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
     if (r0 >= r1 || n_tokens <= 0 || n_cols <= 0) return;
-    if (half == GgmlType::BF16) return matmul_groups<HalfBF16>(groups, g_first, n_cols, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
-    matmul_groups<HalfF16>(groups, g_first, n_cols, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    if (half == GgmlType::BF16) return matmul_groups<LoadBF16>(groups, g_first, n_cols, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
+    matmul_groups<LoadF16>(groups, g_first, n_cols, x, x_row_bytes, n_tokens, y, ldy, r0, r1);
 }
 
 }  // namespace kvrag::kernels::avx2

@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "kernels/fp16.h"
@@ -39,28 +38,6 @@ constexpr int kMaxNt = 4;  // tokens per weight pass in matmul_rows
 // ------------------------------------------------------------------------------------------
 // Float rows
 // ------------------------------------------------------------------------------------------
-
-// Loads 8 elements of a float-like row as fp32.
-struct LoadF32 {
-    using Elem = float;
-    static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-    static float load1(const float* p) { return *p; }
-};
-struct LoadF16 {
-    using Elem = uint16_t;
-    static __m256 load8(const uint16_t* p) {
-        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    }
-    static float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
-};
-struct LoadBF16 {
-    using Elem = uint16_t;
-    static __m256 load8(const uint16_t* p) {
-        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-    }
-    static float load1(const uint16_t* p) { return bf16_to_fp32(*p); }
-};
 
 // Float weights: one 8-lane accumulator per output over the elements in order, then a scalar
 // FMA tail. This is the reduction order of every float product (float_tile below is the same
@@ -272,12 +249,6 @@ void matmul_impl(int64_t n_in, const void* W, size_t row_bytes, const void* x, s
     });
 }
 
-// Per-thread buffer reused across products (prefill calls hundreds per step).
-std::vector<float>& wide_scratch() {
-    thread_local std::vector<float> buf;
-    return buf;
-}
-
 // Runs float_tile<rm, rn> for run-time rm <= 3, rn <= 4.
 template <class LW, int RN>
 void float_tile_rows(int rm, int64_t n, const typename LW::Elem* const* w, const float* const* x, float* out) {
@@ -297,9 +268,8 @@ void float_tile_any(int rm, int rn, int64_t n, const typename LW::Elem* const* w
     }
 }
 
-// Float weights, here only F32 (F16 and BF16 keep their own order: matmul_half_rows); 16-bit
-// activations would be widened to f32 once per product. Rows in tiles of ~64 KiB (L2); inside
-// a tile, groups of 4 tokens sweep the rows 3 at a time.
+// F32 weights and activations (F16 and BF16 keep their own order: matmul_half_rows). Rows in
+// tiles of ~64 KiB (L2); inside a tile, groups of 4 tokens sweep the rows 3 at a time.
 template <class LW>
 void matmul_float(int64_t n_in, const void* W, size_t row_bytes, const void* x, size_t x_row_bytes, int64_t n_tokens, float* y,
                   int64_t ldy, int64_t r0, int64_t r1) {
@@ -311,22 +281,7 @@ void matmul_float(int64_t n_in, const void* W, size_t row_bytes, const void* x, 
     const int kRm = n_tokens == 1 ? 1 : kRmMax;
     const auto* wb = static_cast<const uint8_t*>(W);
     const auto* xb = static_cast<const uint8_t*>(x);
-    auto xrow = [&](int64_t t) { return reinterpret_cast<const float*>(xb + static_cast<size_t>(t) * x_row_bytes); };
-    std::vector<float>& xw = wide_scratch();
-    if constexpr (!std::is_same_v<E, float>) {
-        xw.resize(static_cast<size_t>(n_tokens * n_in));
-        for (int64_t t = 0; t < n_tokens; ++t) {
-            const auto* row = reinterpret_cast<const uint16_t*>(xb + static_cast<size_t>(t) * x_row_bytes);
-            float* dst = xw.data() + t * n_in;
-            int64_t j = 0;
-            for (; j + 8 <= n_in; j += 8) _mm256_storeu_ps(dst + j, LW::load8(row + j));
-            for (; j < n_in; ++j) dst[j] = LW::load1(row + j);
-        }
-    }
-    auto xptr = [&](int64_t t) -> const float* {
-        if constexpr (std::is_same_v<E, float>) return xrow(t);
-        else return xw.data() + t * n_in;
-    };
+    auto xptr = [&](int64_t t) { return reinterpret_cast<const float*>(xb + static_cast<size_t>(t) * x_row_bytes); };
     const int64_t tile = std::max<int64_t>(kRmMax, static_cast<int64_t>((64 * 1024) / std::max<size_t>(row_bytes, 1)));
     for (int64_t rt = r0; rt < r1; rt += tile) {
         const int64_t rt_end = std::min(r1, rt + tile);

@@ -1,5 +1,6 @@
 // Small AVX2 helpers shared by the *_avx2.cpp kernels: horizontal sums, nibble and bit
-// unpacking, byte dot products, and the guard that keeps a product out of an FMA. Include only
+// unpacking, byte dot products, the guard that keeps a product out of an FMA, and the f32 /
+// f16 / bf16 row loads. Include only
 // from files CMake compiles with -mavx2 -mfma -mf16c.
 #pragma once
 
@@ -9,6 +10,8 @@
 
 #include <cstdint>
 #include <cstring>
+
+#include "kernels/fp16.h"
 
 namespace kvrag::kernels::avx2 {
 
@@ -103,6 +106,28 @@ inline __m256 no_contract(__m256 v) {
     __asm__("" : "+x"(v));
     return v;
 }
+
+// Loads 8 elements of a float-like row as fp32 (exact for all three types), or one.
+struct LoadF32 {
+    using Elem = float;
+    static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+    static float load1(const float* p) { return *p; }
+};
+struct LoadF16 {
+    using Elem = uint16_t;
+    static __m256 load8(const uint16_t* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
+};
+struct LoadBF16 {
+    using Elem = uint16_t;
+    static __m256 load8(const uint16_t* p) {
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    }
+    static float load1(const uint16_t* p) { return bf16_to_fp32(*p); }
+};
 
 }  // namespace kvrag::kernels::avx2
 
